@@ -1,0 +1,28 @@
+# Two entry points do all set-up: `make demo` and `make test` (see README.md).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SOURCES := pyproject.toml setup.py requirements-dev.txt $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*.h python/*.cpp)
+
+.PHONY: demo test bench build clean
+
+$(STAMP): $(SOURCES)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -c requirements-dev.txt -e ".[test]"
+	touch $(STAMP)
+
+build: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/alkernels demo
+
+test: $(STAMP)
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n 2 -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_acquisition.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info alkernels/_C*.so

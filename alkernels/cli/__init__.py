@@ -1,0 +1,28 @@
+"""The ``alkernels`` command line. Each submodule adds one sub-command via ``add_parser``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alkernels.cli import demo
+
+COMMANDS = [demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(prog="alkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``alkernels`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:
+        print(f"alkernels: error: {err}", file=sys.stderr)
+        return 2

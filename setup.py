@@ -1,0 +1,23 @@
+"""Build of the optional C++ extension ``alkernels._C``.
+
+The kernels in ``csrc/`` are plain C++17 with OpenMP; ``python/`` holds the pybind11
+bindings. No libtorch: buffers cross the boundary as NumPy arrays (zero-copy views of CPU
+tensors), so pip's isolated build needs only setuptools and pybind11. The extension is marked
+optional: if it fails to compile, the package still installs and falls back to the torch backend.
+"""
+from glob import glob
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+ext = Pybind11Extension(
+    "alkernels._C",
+    sorted(glob("python/*.cpp") + glob("csrc/**/*.cpp", recursive=True)),
+    include_dirs=["csrc"],
+    cxx_std=17,
+    extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],
+    extra_link_args=["-fopenmp"],
+    optional=True,
+)
+
+setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})
