@@ -1,0 +1,58 @@
+"""The eight uncertainty strategies: score the pool chunk by chunk with ``alkernels.acquisition``."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from alkernels.strategies.base import Pool, Strategy, model_device
+
+#: Strategies that score a single deterministic pass (dropout off), logits [n, C].
+SINGLE_PASS = ("entropy", "least_confidence", "margin")
+#: Strategies that score T MC-dropout passes from ``model.mc_logits``, logits [T, n, C].
+MC_PASS = ("predictive_entropy", "expected_entropy", "bald", "expected_least_confidence",
+           "expected_margin")
+
+
+class UncertaintyStrategy(Strategy):
+    """Query the k highest acquisition scores over the pool.
+
+    The pool is scored in chunks of ``pool.batch_size`` graphs and fed to
+    ``acquisition.StreamingSelector``, so memory stays bounded by one chunk and the k best.
+    Single-pass strategies call ``model(batch)`` in eval mode; MC strategies call
+    ``model.mc_logits(batch, passes)``, which runs the encoder once and the dropout head
+    ``passes`` times. Ties go to the lower pool position (see ``acquisition.topk``).
+
+    Args:
+        name: one of ``acquisition.STRATEGIES``.
+        passes: T, MC-dropout passes for the MC strategies (default 10; ignored otherwise).
+    """
+
+    def __init__(self, name: str, passes: int = 10) -> None:
+        if name not in SINGLE_PASS + MC_PASS:
+            raise ValueError(f"unknown uncertainty strategy {name!r}")
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        self.name = name
+        self.passes = passes
+        self.mc = name in MC_PASS
+
+    @torch.no_grad()
+    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
+        from alkernels import acquisition
+
+        self.check_k(pool, k)
+        device = model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            selector = acquisition.StreamingSelector(self.name, k)
+            for offset, batch in pool.chunks():
+                batch = batch.to(device)
+                logits = model.mc_logits(batch, self.passes) if self.mc else model(batch)
+                selector.update(logits.float(), offset=offset)
+            positions, _ = selector.result()
+        finally:
+            model.train(was_training)
+        positions = torch.as_tensor(positions).cpu().numpy().astype(np.int64)
+        return pool.indices[positions]
