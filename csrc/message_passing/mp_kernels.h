@@ -1,0 +1,80 @@
+// Fused EGNN edge kernels (forward and backward) on CPU: plain C++17 + OpenMP, no Python.
+//
+// One call does a whole EGNN layer's edge work for edges j -> i sorted by receiver i:
+//   d = x_j + s_e - x_i, r2 = |d|^2, u = d / (|d| + eps)
+//   z1 = relu(A_j + B_i + w r2)  (the first edge Linear split into per-node products)
+//   m_e = relu(W3 relu(W2 z1 + b2) + b3); gate = tanh(wx3 . relu(Wx2 relu(Wx1 m_e + bx1) + bx2))
+//   m_i = sum_e m_e, dx_i = sum_e u gate.
+// Work is split into one contiguous block of receivers per thread (equal edge counts), edges are
+// processed in tiles of kTile rows with register-blocked small GEMMs, every output row is owned
+// by exactly one thread (no atomics) and weight gradients go to per-thread buffers summed in a
+// fixed order, so results are deterministic for a given thread count. Backward recomputes the
+// edge activations tile by tile; no E x H tensor is ever stored.
+#pragma once
+
+#include <cstdint>
+
+namespace alk_mp {
+
+constexpr int64_t kTile = 32;  // edges per tile
+
+// Weights and inputs shared by forward and backward. Row-major; "t" marks a transposed copy
+// ([in, out]) that the tile GEMMs stream over. Shapes: A, B [n, H]; w [H]; x [n, 3];
+// shift [E, 3]; W2, W3 [H, H]; Wx1 [C, H]; Wx2 [C, C]; wx3 [C].
+template <typename T>
+struct EdgeArgs {
+  int64_t n, E, F, H, C;
+  const T *A, *B, *w, *x, *shift;
+  const int64_t *src, *dst, *rowptr;
+  const T *W2, *W2t, *b2, *W3, *W3t, *b3;
+  const T *Wx1, *Wx1t, *bx1, *Wx2, *Wx2t, *bx2, *wx3;
+  T eps;
+};
+
+// Backward-only inputs and outputs. gm [n, H], gdx [n, 3], h [n, F], W1a [H, F] (the sender
+// block of the first edge Linear), src_perm / src_ptr: CSR over senders. Outputs (overwritten):
+// gB [n, H] (receiver sums of d loss / d z1-preactivation), gh [n, F] (through A only),
+// gx [n, 3], gW1a [H, F], gw [H], gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3.
+template <typename T>
+struct EdgeGrads {
+  const T *gm, *gdx, *h, *W1a;
+  const int64_t *src_perm, *src_ptr;
+  bool detach_norm;
+  T *gB, *gh, *gx, *gW1a, *gw, *gW2, *gb2, *gW3, *gb3, *gWx1, *gbx1, *gWx2, *gbx2, *gwx3;
+};
+
+// Elements of per-thread scratch the kernels need; the weight gradients sit at its start.
+inline int64_t forward_scratch(int64_t F, int64_t H, int64_t C) {
+  (void)F;
+  return kTile * (3 * H + 2 * C + 9);
+}
+inline int64_t weight_grad_size(int64_t F, int64_t H, int64_t C) {
+  return H * F + H + 2 * (H * H + H) + C * H + C + C * C + C + C;
+}
+inline int64_t backward_scratch(int64_t F, int64_t H, int64_t C) {
+  return weight_grad_size(F, H, C) + kTile * (5 * H + 4 * C + 2 * F + 13);
+}
+
+// Requirements (checked by the caller): H, C and F multiples of 16, dst sorted, indices valid.
+// Outputs m [n, H] and dx [n, 3] are overwritten. Uses omp_get_max_threads() threads.
+template <typename T>
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx);
+
+// Fills every output of g.
+template <typename T>
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g);
+
+// The same kernels compiled for one instruction set; edge_forward/edge_backward pick at run time.
+// scratch: nthreads * {forward,backward}_scratch elements; edge_buf: [E, F + 3].
+#define ALK_MP_DECLARE(NS)                                                                   \
+  namespace NS {                                                                             \
+  void forward(const EdgeArgs<float>&, float*, float*, float*, int);                        \
+  void forward(const EdgeArgs<double>&, double*, double*, double*, int);                    \
+  void backward(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*, int);     \
+  void backward(const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*, int); \
+  }
+ALK_MP_DECLARE(avx2)
+ALK_MP_DECLARE(generic)
+#undef ALK_MP_DECLARE
+
+}  // namespace alk_mp

@@ -1,0 +1,192 @@
+// pybind11 bindings of the fused EGNN edge kernels (csrc/message_passing). Arrays cross as
+// C-contiguous NumPy arrays (zero-copy views of CPU tensors); shapes and dtypes are checked here
+// so that bad input raises ValueError instead of reaching the kernels.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "message_passing/mp_kernels.h"
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr int kNumWeights = 13;  // W2, W2t, b2, W3, W3t, b3, Wx1, Wx1t, bx1, Wx2, Wx2t, bx2, wx3
+
+void require(bool ok, const std::string& msg) {
+  if (!ok) throw py::value_error(msg);
+}
+
+template <typename T>
+const T* data_of(const py::array& a, const char* name, std::vector<py::ssize_t> shape) {
+  require(a.dtype().is(py::dtype::of<T>()),
+          std::string(name) + ": dtype differs from the other floating inputs");
+  require((a.flags() & py::array::c_style) != 0, std::string(name) + " must be C-contiguous");
+  require(a.ndim() == static_cast<py::ssize_t>(shape.size()),
+          std::string(name) + ": wrong number of dimensions");
+  for (size_t d = 0; d < shape.size(); ++d)
+    require(a.shape(d) == shape[d], std::string(name) + ": wrong shape");
+  return static_cast<const T*>(a.data());
+}
+
+const int64_t* index_of(const py::array& a, const char* name, py::ssize_t len) {
+  require(a.dtype().is(py::dtype::of<int64_t>()), std::string(name) + " must be int64");
+  require((a.flags() & py::array::c_style) != 0 && a.ndim() == 1 && a.shape(0) == len,
+          std::string(name) + ": must be a contiguous 1-D array of length " + std::to_string(len));
+  return static_cast<const int64_t*>(a.data());
+}
+
+template <typename T>
+py::array_t<T> empty(std::vector<py::ssize_t> shape) {
+  return py::array_t<T>(shape);
+}
+
+// Fills the EdgeArgs from the Python arguments, checking every shape.
+template <typename T>
+alk_mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::array& w,
+                           const py::array& x, const py::array& shift, const py::array& src,
+                           const py::array& dst, const py::array& rowptr, const py::list& wl,
+                           double eps) {
+  require(A.ndim() == 2, "A must be [n, H]");
+  require(wl.size() == kNumWeights, "weights must hold 13 arrays");
+  const py::ssize_t n = A.shape(0), H = A.shape(1), E = src.ndim() == 1 ? src.shape(0) : -1;
+  const py::array wx1 = wl[6];  // [C, H]
+  require(wx1.ndim() == 2, "Wx1 must be [C, H]");
+  const py::ssize_t C = wx1.shape(0);
+  require(H % 16 == 0 && C % 16 == 0, "edge and coordinate widths must be multiples of 16");
+  alk_mp::EdgeArgs<T> a{};
+  a.n = n; a.E = E; a.H = H; a.C = C; a.F = 0;
+  a.A = data_of<T>(A, "A", {n, H});
+  a.B = data_of<T>(B, "B", {n, H});
+  a.w = data_of<T>(w, "w", {H});
+  a.x = data_of<T>(x, "x", {n, 3});
+  a.shift = data_of<T>(shift, "shift", {E, 3});
+  a.src = index_of(src, "src", E);
+  a.dst = index_of(dst, "dst", E);
+  a.rowptr = index_of(rowptr, "rowptr", n + 1);
+  a.W2 = data_of<T>(wl[0], "W2", {H, H});
+  a.W2t = data_of<T>(wl[1], "W2t", {H, H});
+  a.b2 = data_of<T>(wl[2], "b2", {H});
+  a.W3 = data_of<T>(wl[3], "W3", {H, H});
+  a.W3t = data_of<T>(wl[4], "W3t", {H, H});
+  a.b3 = data_of<T>(wl[5], "b3", {H});
+  a.Wx1 = data_of<T>(wl[6], "Wx1", {C, H});
+  a.Wx1t = data_of<T>(wl[7], "Wx1t", {H, C});
+  a.bx1 = data_of<T>(wl[8], "bx1", {C});
+  a.Wx2 = data_of<T>(wl[9], "Wx2", {C, C});
+  a.Wx2t = data_of<T>(wl[10], "Wx2t", {C, C});
+  a.bx2 = data_of<T>(wl[11], "bx2", {C});
+  a.wx3 = data_of<T>(wl[12], "wx3", {C});
+  a.eps = static_cast<T>(eps);
+  require(a.rowptr[0] == 0 && a.rowptr[n] == E, "rowptr must start at 0 and end at E");
+  return a;
+}
+
+template <typename T>
+py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
+                    const py::array& x, const py::array& shift, const py::array& src,
+                    const py::array& dst, const py::array& rowptr, const py::list& wl,
+                    double eps) {
+  const auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
+  auto m = empty<T>({a.n, a.H});
+  auto dx = empty<T>({a.n, 3});
+  T* pm = m.mutable_data();
+  T* pdx = dx.mutable_data();
+  {
+    py::gil_scoped_release release;
+    alk_mp::edge_forward<T>(a, pm, pdx);
+  }
+  return py::make_tuple(m, dx);
+}
+
+template <typename T>
+py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
+                     const py::array& x, const py::array& shift, const py::array& src,
+                     const py::array& dst, const py::array& rowptr, const py::list& wl,
+                     double eps, const py::array& gm, const py::array& gdx, const py::array& h,
+                     const py::array& W1a, const py::array& src_perm, const py::array& src_ptr,
+                     bool detach_norm) {
+  auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
+  require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
+  const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
+  require(F % 16 == 0, "the node width F must be a multiple of 16");
+  a.F = F;
+  alk_mp::EdgeGrads<T> g{};
+  g.gm = data_of<T>(gm, "grad_m", {n, H});
+  g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
+  g.h = data_of<T>(h, "h", {n, F});
+  g.W1a = data_of<T>(W1a, "W1a", {H, F});
+  g.src_perm = index_of(src_perm, "src_perm", a.E);
+  g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
+  g.detach_norm = detach_norm;
+  auto gB = empty<T>({n, H});
+  auto gh = empty<T>({n, F});
+  auto gx = empty<T>({n, 3});
+  auto gW1a = empty<T>({H, F});
+  auto gw = empty<T>({H});
+  auto gW2 = empty<T>({H, H});
+  auto gb2 = empty<T>({H});
+  auto gW3 = empty<T>({H, H});
+  auto gb3 = empty<T>({H});
+  auto gWx1 = empty<T>({C, H});
+  auto gbx1 = empty<T>({C});
+  auto gWx2 = empty<T>({C, C});
+  auto gbx2 = empty<T>({C});
+  auto gwx3 = empty<T>({C});
+  g.gB = gB.mutable_data(); g.gh = gh.mutable_data(); g.gx = gx.mutable_data();
+  g.gW1a = gW1a.mutable_data(); g.gw = gw.mutable_data();
+  g.gW2 = gW2.mutable_data(); g.gb2 = gb2.mutable_data();
+  g.gW3 = gW3.mutable_data(); g.gb3 = gb3.mutable_data();
+  g.gWx1 = gWx1.mutable_data(); g.gbx1 = gbx1.mutable_data();
+  g.gWx2 = gWx2.mutable_data(); g.gbx2 = gbx2.mutable_data(); g.gwx3 = gwx3.mutable_data();
+  {
+    py::gil_scoped_release release;
+    alk_mp::edge_backward<T>(a, g);
+  }
+  return py::make_tuple(gB, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3);
+}
+
+bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().is(d); }
+
+}  // namespace
+
+void bind_message_passing(py::module_& m) {
+  m.def(
+      "egnn_edge_forward",
+      [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
+         const py::array& shift, const py::array& src, const py::array& dst,
+         const py::array& rowptr, const py::list& weights, double eps) {
+        if (is_dtype(A, py::dtype::of<float>()))
+          return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps);
+        if (is_dtype(A, py::dtype::of<double>()))
+          return forward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps);
+        throw py::value_error("egnn_edge_forward supports float32 and float64 only");
+      },
+      "Fused EGNN edge forward. Returns (m [n, H], dx [n, 3]).", py::arg("A"), py::arg("B"),
+      py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"), py::arg("dst"),
+      py::arg("rowptr"), py::arg("weights"), py::arg("eps"));
+  m.def(
+      "egnn_edge_backward",
+      [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
+         const py::array& shift, const py::array& src, const py::array& dst,
+         const py::array& rowptr, const py::list& weights, double eps, const py::array& gm,
+         const py::array& gdx, const py::array& h, const py::array& W1a,
+         const py::array& src_perm, const py::array& src_ptr, bool detach_norm) {
+        if (is_dtype(A, py::dtype::of<float>()))
+          return backward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
+                                   h, W1a, src_perm, src_ptr, detach_norm);
+        if (is_dtype(A, py::dtype::of<double>()))
+          return backward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
+                                    h, W1a, src_perm, src_ptr, detach_norm);
+        throw py::value_error("egnn_edge_backward supports float32 and float64 only");
+      },
+      "Fused EGNN edge backward (recomputes edge activations). Returns (gB, gh, gx, gW1a, gw, "
+      "gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3).",
+      py::arg("A"), py::arg("B"), py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"),
+      py::arg("dst"), py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("grad_m"),
+      py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
+      py::arg("detach_norm"));
+}
