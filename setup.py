@@ -15,7 +15,7 @@ ext = Pybind11Extension(
     sorted(glob("python/*.cpp") + glob("csrc/**/*.cpp", recursive=True)),
     include_dirs=["csrc"],
     cxx_std=17,
-    extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],
+    extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"],
     extra_link_args=["-fopenmp"],
     optional=True,
 )

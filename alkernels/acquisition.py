@@ -1,0 +1,336 @@
+"""Acquisition scores and query selection for pool-based active learning.
+
+Logits are [T, N, C] (T MC-dropout passes, N pool samples, C classes) or [N, C] (T = 1) in
+float32, float16 or bfloat16; every backend accumulates in float32. The eight strategies follow
+``shared/spec/acquisition.md`` (the Energizer 0.2.0 definitions the paper used):
+
+==========================  =========================================================
+entropy                     H(p_bar)
+least_confidence            1 - max_c p_bar
+margin                      -(p_bar(1) - p_bar(2))
+predictive_entropy          H(p_bar) (same as entropy, kept as its own name)
+expected_entropy            mean_t H(p_t)
+bald                        H(p_bar) - mean_t H(p_t)
+expected_least_confidence   1 - mean_t max_c p_t
+expected_margin             -mean_t (p_t(1) - p_t(2))
+==========================  =========================================================
+
+A query takes the k LARGEST scores. Deliberate differences from the paper's framework:
+
+- Ties are broken by the lower pool index on every backend (the paper left them to
+  ``torch.topk``, whose order among equal values is unspecified).
+- ``random_indices`` draws without replacement (the paper's framework drew with replacement and
+  silently labelled fewer samples than asked).
+
+Non-finite logits raise ``ValueError`` naming the first bad sample, unless ``nonfinite="exclude"``
+is passed: then those samples get NaN scores and are never selected.
+
+Backends: ``"torch"`` (reference), ``"cpu"`` (fused C++ kernel), ``"triton"`` (fused GPU kernel),
+``"auto"`` (triton for CUDA tensors, cpu when the extension is built, else torch).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from alkernels._ext import ext
+from alkernels.ops import acquisition as _ops
+from alkernels.ops._triton import triton_usable
+
+__all__ = [
+    "STRATEGIES",
+    "score",
+    "score_all",
+    "topk",
+    "select",
+    "StreamingSelector",
+    "random_indices",
+]
+
+STRATEGIES: tuple[str, ...] = _ops.SCORE_ORDER
+
+Backend = Literal["auto", "torch", "cpu", "triton"]
+NonFinite = Literal["raise", "exclude"]
+Exclude = torch.Tensor | Sequence[int] | None
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
+    """Validate ``logits`` and view them as [T, N, C]."""
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in _DTYPES:
+        raise ValueError(
+            f"unsupported logits dtype {logits.dtype}; expected float32, float16 or bfloat16"
+        )
+    if logits.ndim == 2:
+        logits = logits.unsqueeze(0)
+    elif logits.ndim != 3:
+        raise ValueError(
+            f"logits must be [N, C] or [T, N, C], got {logits.ndim} dims with shape {tuple(logits.shape)}"
+        )
+    if logits.shape[0] < 1:
+        raise ValueError("logits have T = 0 MC passes")
+    if logits.shape[2] < 2:
+        raise ValueError(f"logits need C >= 2 classes, got C = {logits.shape[2]}")
+    return logits
+
+
+def _check_strategy(strategy: str) -> int:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    return STRATEGIES.index(strategy)
+
+
+def _resolve_backend(backend: str, logits: torch.Tensor) -> str:
+    if backend == "auto":
+        if logits.is_cuda and triton_usable(logits):
+            return "triton"
+        if logits.device.type == "cpu" and ext() is not None:
+            return "cpu"
+        return "torch"
+    if backend == "cpu":
+        if logits.device.type != "cpu":
+            raise ValueError(f"backend 'cpu' needs CPU tensors, got device {logits.device}")
+        if ext() is None:
+            raise ValueError("backend 'cpu' needs the compiled extension alkernels._C, which is not built")
+    elif backend == "triton":
+        if not triton_usable(logits):
+            raise ValueError(
+                "backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
+            )
+    elif backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; expected auto, torch, cpu or triton")
+    return backend
+
+
+def _score_matrix(
+    logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0
+) -> torch.Tensor:
+    """float32 [8, N] scores of validated [T, N, C] logits; handles non-finite samples."""
+    if nonfinite not in ("raise", "exclude"):
+        raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
+    kernel = {
+        "torch": _ops.score_all_torch,
+        "cpu": _ops.score_all_cpu,
+        "triton": _ops.score_all_triton,
+    }[_resolve_backend(backend, logits)]
+    scores, first_bad = kernel(logits)
+    if first_bad >= 0 and nonfinite == "raise":
+        raise ValueError(
+            f"non-finite logits (NaN or inf) for pool sample {first_bad + offset}; "
+            "pass nonfinite='exclude' to skip such samples"
+        )
+    return scores
+
+
+def score(
+    logits: torch.Tensor, strategy: str, *, backend: Backend = "auto", nonfinite: NonFinite = "raise"
+) -> torch.Tensor:
+    """Score every pool sample with one strategy.
+
+    Args:
+        logits: [N, C] or [T, N, C], float32/float16/bfloat16.
+        strategy: one of ``STRATEGIES``.
+        backend: ``"auto"``, ``"torch"``, ``"cpu"`` or ``"triton"``.
+        nonfinite: ``"raise"`` or ``"exclude"`` (NaN score for samples with non-finite logits).
+
+    Returns:
+        float32 [N] on the logits' device; larger means more informative.
+    """
+    row = _check_strategy(strategy)
+    return _score_matrix(_as_tnc(logits), backend, nonfinite)[row]
+
+
+def score_all(
+    logits: torch.Tensor, *, backend: Backend = "auto", nonfinite: NonFinite = "raise"
+) -> dict[str, torch.Tensor]:
+    """All eight strategies from ONE pass over ``logits`` ([N, C] or [T, N, C]).
+
+    Returns a dict strategy name -> float32 [N] scores (views of one [8, N] buffer).
+    """
+    scores = _score_matrix(_as_tnc(logits), backend, nonfinite)
+    return {name: scores[i] for i, name in enumerate(STRATEGIES)}
+
+
+def _exclude_mask(exclude: Exclude, n: int, device: torch.device, offset: int = 0) -> torch.Tensor | None:
+    """bool [n] mask of excluded positions for pool rows [offset, offset + n).
+
+    ``exclude`` is a bool mask over the whole pool or a list/tensor of global pool indices."""
+    if exclude is None:
+        return None
+    ex = torch.as_tensor(exclude)
+    if ex.dtype == torch.bool:
+        if ex.ndim != 1:
+            raise ValueError(f"exclude mask must be 1-D, got shape {tuple(ex.shape)}")
+        ex = torch.nonzero(ex).flatten()
+    elif ex.dtype.is_floating_point or ex.dtype.is_complex:
+        raise ValueError(f"exclude must be a bool mask or integer indices, got dtype {ex.dtype}")
+    ex = ex.flatten().long()
+    if ex.numel() and int(ex.min()) < 0:
+        raise ValueError(f"exclude has a negative index {int(ex.min())}")
+    local = ex[(ex >= offset) & (ex < offset + n)] - offset
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[local] = True
+    return mask.to(device)
+
+
+def _topk_valid(
+    scores: torch.Tensor, k: int, exclude_mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Top-k over non-NaN, non-excluded entries: (int64 [k'], float32 [k'], number selectable),
+    with k' = min(k, selectable). Descending, ties to the lower index."""
+    if scores.device.type == "cpu" and ext() is not None and scores.dtype == torch.float32:
+        idx, val, valid = _ops.topk_cpu(scores, k, exclude_mask)
+        if valid >= k:
+            return idx, val, valid
+        return _ops.topk_cpu(scores, valid, exclude_mask)
+    ok = ~torch.isnan(scores)
+    if exclude_mask is not None:
+        ok &= ~exclude_mask
+    idx = torch.nonzero(ok).flatten()  # ascending, so a stable sort keeps ties in index order
+    vals = scores[idx]
+    order = torch.sort(vals, descending=True, stable=True).indices[:k]
+    return idx[order], vals[order].float(), int(idx.numel())
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative int, got {k!r}")
+    return k
+
+
+def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest ``scores`` [N], descending, ties broken by the lower index.
+
+    NaN scores (samples excluded for non-finite logits) are never selected. Deterministic and
+    identical on CPU and GPU.
+
+    Returns:
+        (indices int64 [k], values float32 [k]).
+    """
+    _check_k(k)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D [N], got shape {tuple(scores.shape)}")
+    idx, val, valid = _topk_valid(scores.float(), k, None)
+    if valid < k:
+        raise ValueError(f"k = {k} is larger than the pool ({valid} selectable samples)")
+    return idx, val
+
+
+def select(
+    logits: torch.Tensor,
+    strategy: str,
+    k: int,
+    *,
+    exclude: Exclude = None,
+    backend: Backend = "auto",
+    nonfinite: NonFinite = "raise",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused scoring and selection: the ``k`` most informative pool samples.
+
+    Args:
+        logits: [N, C] or [T, N, C], float32/float16/bfloat16.
+        strategy: one of ``STRATEGIES``.
+        k: query size, at most the pool size after exclusion.
+        exclude: already-labelled samples, as a bool mask [N] or a list/tensor of indices.
+        backend, nonfinite: as in :func:`score`.
+
+    Returns:
+        (indices int64 [k], scores float32 [k]), scores descending, ties to the lower index.
+    """
+    _check_k(k)
+    row = _check_strategy(strategy)
+    tnc = _as_tnc(logits)
+    scores = _score_matrix(tnc, backend, nonfinite)[row]
+    mask = _exclude_mask(exclude, tnc.shape[1], scores.device)
+    idx, val, valid = _topk_valid(scores, k, mask)
+    if valid < k:
+        raise ValueError(f"k = {k} is larger than the pool after exclusion ({valid} samples)")
+    return idx, val
+
+
+class StreamingSelector:
+    """Running top-k over a pool that arrives in chunks along N.
+
+    ``update`` scores each chunk with the fused kernel and merges its best ``k`` into the running
+    set, so memory is O(k + chunk) and the full [T, N, C] logits never exist. ``result()`` equals
+    :func:`select` on the concatenated logits (same indices, same order).
+
+    Args:
+        strategy: one of ``STRATEGIES``.
+        k: query size.
+        exclude: global pool indices (or a bool mask over the pool) that may not be selected.
+        backend, nonfinite: as in :func:`score`.
+    """
+
+    def __init__(
+        self,
+        strategy: str,
+        k: int,
+        *,
+        exclude: Exclude = None,
+        backend: Backend = "auto",
+        nonfinite: NonFinite = "raise",
+    ) -> None:
+        self._row = _check_strategy(strategy)
+        self.strategy = strategy
+        self.k = _check_k(k)
+        self._exclude = exclude
+        self._backend = backend
+        self._nonfinite = nonfinite
+        self._spans: list[tuple[int, int]] = []
+        self._next = 0
+        self._selectable = 0
+        self._idx = torch.empty(0, dtype=torch.long)
+        self._val = torch.empty(0, dtype=torch.float32)
+
+    def update(self, logits_chunk: torch.Tensor, offset: int | None = None) -> None:
+        """Score a chunk ([n, C] or [T, n, C]) of pool rows ``[offset, offset + n)``.
+
+        ``offset`` defaults to the end of the previous chunk. Chunks may come in any order but
+        must not overlap."""
+        tnc = _as_tnc(logits_chunk)
+        n = tnc.shape[1]
+        off = self._next if offset is None else int(offset)
+        if off < 0:
+            raise ValueError(f"offset must be non-negative, got {off}")
+        for a, b in self._spans:
+            if off < b and a < off + n:
+                raise ValueError(f"chunk rows [{off}, {off + n}) overlap rows [{a}, {b}) already seen")
+        scores = _score_matrix(tnc, self._backend, self._nonfinite, offset=off)[self._row]
+        mask = _exclude_mask(self._exclude, n, scores.device, offset=off)
+        idx, val, valid = _topk_valid(scores, self.k, mask)
+        self._spans.append((off, off + n))
+        self._next = off + n
+        self._selectable += valid
+        self._idx, self._val = self._merge(
+            torch.cat([self._idx, idx.cpu() + off]), torch.cat([self._val, val.cpu()])
+        )
+
+    def _merge(self, idx: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        by_index = torch.argsort(idx)
+        idx, val = idx[by_index], val[by_index]
+        order = torch.sort(val, descending=True, stable=True).indices[: self.k]
+        return idx[order], val[order]
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices int64 [k], scores float32 [k]) over all chunks seen, on the CPU."""
+        if self._selectable < self.k:
+            raise ValueError(
+                f"k = {self.k} is larger than the pool seen so far after exclusion "
+                f"({self._selectable} samples)"
+            )
+        return self._idx.clone(), self._val.clone()
+
+
+def random_indices(n: int, k: int, seed: int) -> torch.Tensor:
+    """``k`` distinct indices in ``[0, n)`` drawn without replacement, int64 [k], seeded."""
+    _check_k(k)
+    if k > n:
+        raise ValueError(f"cannot draw k = {k} distinct indices from a pool of n = {n}")
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=g)[:k]

@@ -1,0 +1,180 @@
+"""Acquisition scoring kernels: all eight strategies of ``shared/spec/acquisition.md`` per sample.
+
+Three backends compute the same [8, N] float32 score matrix (rows in ``SCORE_ORDER``):
+
+- ``torch``:  the reference, written straight from the spec formulas (softmax, mean, entropy as
+  separate ops). Readable, and the oracle of the tests; it materialises [T, N, C] temporaries.
+- ``cpu``:    the fused C++ kernel (csrc/acquisition), one read of the logits, OpenMP over samples.
+- ``triton``: the fused GPU kernel below (also runs on the CPU under ``TRITON_INTERPRET=1``).
+
+Every backend returns NaN scores for samples with non-finite logits, plus the index of the first
+such sample (or -1); the public API in ``alkernels.acquisition`` turns that into an error or a mask.
+"""
+from __future__ import annotations
+
+import torch
+
+from alkernels._ext import ext
+from alkernels.ops._triton import HAS_TRITON
+
+SCORE_ORDER: tuple[str, ...] = (
+    "entropy",
+    "least_confidence",
+    "margin",
+    "predictive_entropy",
+    "expected_entropy",
+    "bald",
+    "expected_least_confidence",
+    "expected_margin",
+)
+
+_KERNEL_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def _top2(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest and second-largest value along the last dim of ``p`` [..., C]."""
+    top = torch.topk(p, 2, dim=-1).values
+    return top[..., 0], top[..., 1]
+
+
+def score_all_torch(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Reference scores: ``logits`` [T, N, C] (any float dtype) -> (float32 [8, N], first_bad)."""
+    x = logits.float()
+    finite = torch.isfinite(x).all(dim=2).all(dim=0)  # [N]
+    bad = torch.nonzero(~finite)
+    first_bad = int(bad[0, 0]) if bad.numel() else -1
+    x = torch.where(finite[None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+    p = torch.softmax(x, dim=-1)                         # p_t      [T, N, C]
+    p_bar = p.mean(dim=0)                                # p_bar    [N, C]
+    h_bar = torch.special.entr(p_bar).sum(-1)            # H(p_bar) [N]
+    h_t = torch.special.entr(p).sum(-1)                  # H(p_t)   [T, N]
+    p1, p2 = _top2(p_bar)
+    pt1, pt2 = _top2(p)
+    scores = torch.stack(
+        [
+            h_bar,
+            1.0 - p1,
+            -(p1 - p2),
+            h_bar,
+            h_t.mean(0),
+            h_bar - h_t.mean(0),
+            1.0 - pt1.mean(0),
+            -(pt1 - pt2).mean(0),
+        ]
+    )
+    scores[:, ~finite] = float("nan")
+    return scores, first_bad
+
+
+def score_all_cpu(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Fused C++ scores: ``logits`` [T, N, C] fp32/fp16/bf16 on CPU -> (float32 [8, N], first_bad).
+
+    Zero-copy when the class dim is contiguous (chunks sliced along N included)."""
+    mod = ext()
+    if mod is None:
+        raise RuntimeError("backend 'cpu' needs the compiled extension alkernels._C, which is not built")
+    if logits.stride(2) != 1:
+        logits = logits.contiguous()
+    name = _KERNEL_DTYPES[logits.dtype]
+    array = logits.view(torch.int16).numpy() if logits.dtype == torch.bfloat16 else logits.numpy()
+    out, first_bad = mod.acq_score_all(array, name)
+    return torch.from_numpy(out), int(first_bad)
+
+
+def topk_cpu(
+    scores: torch.Tensor, k: int, exclude: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """C++ top-k of float32 ``scores`` [N]: (int64 [k], float32 [k], number selectable)."""
+    mod = ext()
+    assert mod is not None
+    mask = None if exclude is None else exclude.to(torch.uint8).numpy()
+    idx, val, valid = mod.acq_topk(scores.contiguous().numpy(), int(k), mask)
+    return torch.from_numpy(idx), torch.from_numpy(val), int(valid)
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _score_all_kernel(
+        x_ptr, out_ptr, bad_ptr, T, N, C, stride_t, stride_n,
+        BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    ):
+        """One program scores BLOCK_N samples; loops over the T passes with p_bar in registers."""
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        cols = tl.arange(0, BLOCK_C)
+        row_ok = rows < N
+        mask = row_ok[:, None] & (cols[None, :] < C)
+        offs = rows[:, None].to(tl.int64) * stride_n + cols[None, :]
+        neg_inf = float("-inf")
+        acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+        h_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        pmax_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        margin_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        nonfinite = tl.zeros((BLOCK_N,), dtype=tl.int32)
+        for t in range(0, T):
+            x = tl.load(x_ptr + t * stride_t + offs, mask=mask, other=0.0).to(tl.float32)
+            ok = (x - x) == 0.0
+            nonfinite += tl.sum(tl.where(mask & ~ok, 1, 0), axis=1)
+            x = tl.where(mask & ok, x, neg_inf)
+            m = tl.max(x, axis=1)
+            m = tl.where(m == neg_inf, 0.0, m)
+            d = x - m[:, None]
+            e = tl.where(mask, tl.exp(d), 0.0)
+            s = tl.sum(e, axis=1)
+            s = tl.where(s > 0.0, s, 1.0)  # rows past N, or all non-finite: keep the math finite
+            sx = tl.sum(tl.where(mask, e * d, 0.0), axis=1)
+            inv = 1.0 / s
+            ties = tl.sum(tl.where(mask & (d == 0.0), 1, 0), axis=1)
+            e2 = tl.max(tl.where(d < 0.0, e, 0.0), axis=1)
+            e2 = tl.where(ties > 1, 1.0, e2)
+            h_sum += tl.log(s) - sx * inv
+            pmax_sum += inv
+            margin_sum += (1.0 - e2) * inv
+            acc += e * inv[:, None]
+        inv_t = 1.0 / T
+        p = acc * inv_t
+        h_bar = -tl.sum(tl.where(p > 0.0, p * tl.log(tl.maximum(p, 1e-38)), 0.0), axis=1)
+        p1 = tl.max(p, axis=1)
+        ties = tl.sum(tl.where(mask & (p == p1[:, None]), 1, 0), axis=1)
+        p2 = tl.max(tl.where(mask & (p < p1[:, None]), p, 0.0), axis=1)
+        p2 = tl.where(ties > 1, p1, p2)
+        h_exp = h_sum * inv_t
+        bald = tl.where(T == 1, 0.0, h_bar - h_exp)
+        h_bar = tl.where(T == 1, h_exp, h_bar)
+        nan = float("nan")
+        bad = nonfinite > 0
+        base = out_ptr + rows
+        tl.store(base + 0 * N, tl.where(bad, nan, h_bar), mask=row_ok)
+        tl.store(base + 1 * N, tl.where(bad, nan, 1.0 - p1), mask=row_ok)
+        tl.store(base + 2 * N, tl.where(bad, nan, -(p1 - p2)), mask=row_ok)
+        tl.store(base + 3 * N, tl.where(bad, nan, h_bar), mask=row_ok)
+        tl.store(base + 4 * N, tl.where(bad, nan, h_exp), mask=row_ok)
+        tl.store(base + 5 * N, tl.where(bad, nan, bald), mask=row_ok)
+        tl.store(base + 6 * N, tl.where(bad, nan, 1.0 - pmax_sum * inv_t), mask=row_ok)
+        tl.store(base + 7 * N, tl.where(bad, nan, -margin_sum * inv_t), mask=row_ok)
+        tl.store(bad_ptr + rows, bad.to(tl.int8), mask=row_ok)
+
+
+def score_all_triton(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Fused Triton scores: ``logits`` [T, N, C] fp32/fp16/bf16 -> (float32 [8, N], first_bad)."""
+    if not HAS_TRITON:
+        raise RuntimeError("backend 'triton' needs the optional dependency triton")
+    if logits.stride(2) != 1:
+        logits = logits.contiguous()
+    T, N, C = logits.shape
+    out = torch.empty((8, N), dtype=torch.float32, device=logits.device)
+    bad = torch.empty((N,), dtype=torch.int8, device=logits.device)
+    if N == 0:
+        return out, -1
+    block_c = triton.next_power_of_2(C)
+    block_n = max(1, min(16, 4096 // block_c))
+    grid = (triton.cdiv(N, block_n),)
+    _score_all_kernel[grid](
+        logits, out, bad, T, N, C, logits.stride(0), logits.stride(1),
+        BLOCK_N=block_n, BLOCK_C=block_c,
+    )
+    bad_idx = torch.nonzero(bad)
+    return out, (int(bad_idx[0, 0]) if bad_idx.numel() else -1)

@@ -1,0 +1,78 @@
+// pybind11 bindings of csrc/acquisition: NumPy buffers in (zero-copy views of CPU tensors),
+// NumPy arrays out. The GIL is released while the kernels run.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "acquisition/acquisition.h"
+
+namespace py = pybind11;
+
+namespace {
+
+alk::LogitType parse_type(const std::string& name) {
+  if (name == "float32") return alk::LogitType::F32;
+  if (name == "float16") return alk::LogitType::F16;
+  if (name == "bfloat16") return alk::LogitType::BF16;
+  throw py::value_error("acquisition kernel: unsupported logit type '" + name + "'");
+}
+
+// logits: a 3-D array [T, N, C] with contiguous classes; bfloat16 arrives as its int16 bit view.
+py::tuple score_all(py::array logits, const std::string& type_name) {
+  const alk::LogitType type = parse_type(type_name);
+  const py::ssize_t itemsize = type == alk::LogitType::F32 ? 4 : 2;
+  if (logits.ndim() != 3) throw py::value_error("acquisition kernel: logits must be [T, N, C]");
+  if (logits.itemsize() != itemsize)
+    throw py::value_error("acquisition kernel: element size does not match '" + type_name + "'");
+  const int64_t T = logits.shape(0), N = logits.shape(1), C = logits.shape(2);
+  if (C > 1 && logits.strides(2) != itemsize)
+    throw py::value_error("acquisition kernel: classes must be contiguous");
+  if (logits.strides(0) % itemsize != 0 || logits.strides(1) % itemsize != 0)
+    throw py::value_error("acquisition kernel: misaligned strides");
+  py::array_t<float> out({static_cast<py::ssize_t>(alk::kNumScores), static_cast<py::ssize_t>(N)});
+  const void* data = logits.data();
+  float* dst = out.mutable_data();
+  const int64_t st = logits.strides(0) / itemsize, sn = logits.strides(1) / itemsize;
+  int64_t first_bad;
+  {
+    py::gil_scoped_release release;
+    first_bad = alk::score_all(data, type, T, N, C, st, sn, dst);
+  }
+  return py::make_tuple(out, first_bad);
+}
+
+py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
+                    py::object exclude) {
+  const int64_t N = scores.size();
+  if (k < 0) throw py::value_error("topk: k must be non-negative");
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mask;
+  const uint8_t* mask_ptr = nullptr;
+  if (!exclude.is_none()) {
+    mask = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(exclude);
+    if (mask.size() != N) throw py::value_error("topk: exclude mask length differs from scores");
+    mask_ptr = mask.data();
+  }
+  py::array_t<int64_t> idx(k);
+  py::array_t<float> val(k);
+  const float* s = scores.data();
+  int64_t* ip = idx.mutable_data();
+  float* vp = val.mutable_data();
+  int64_t valid;
+  {
+    py::gil_scoped_release release;
+    valid = alk::topk_desc(s, N, k, mask_ptr, ip, vp);
+  }
+  return py::make_tuple(idx, val, valid);
+}
+
+}  // namespace
+
+void bind_acquisition(py::module_& m) {
+  m.def("acq_score_all", &score_all, py::arg("logits"), py::arg("dtype"),
+        "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1).");
+  m.def("acq_topk", &topk_desc, py::arg("scores"), py::arg("k"), py::arg("exclude") = py::none(),
+        "Top-k descending, ties to the lower index; NaN and excluded entries skipped. "
+        "Returns (int64[k], float32[k], number_of_selectable).");
+}
