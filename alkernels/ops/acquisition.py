@@ -116,19 +116,18 @@ if HAS_TRITON:
         nonfinite = tl.zeros((BLOCK_N,), dtype=tl.int32)
         for t in range(0, T):
             x = tl.load(x_ptr + t * stride_t + offs, mask=mask, other=0.0).to(tl.float32)
-            ok = (x - x) == 0.0
-            nonfinite += tl.sum(tl.where(mask & ~ok, 1, 0), axis=1)
-            x = tl.where(mask & ok, x, neg_inf)
-            m = tl.max(x, axis=1)
+            valid = mask & (tl.abs(x) < float("inf"))  # False for NaN and +-inf
+            nonfinite += tl.sum(tl.where(mask & ~valid, 1, 0), axis=1)
+            m = tl.max(tl.where(valid, x, neg_inf), axis=1)
             m = tl.where(m == neg_inf, 0.0, m)
-            d = x - m[:, None]
-            e = tl.where(mask, tl.exp(d), 0.0)
+            d = tl.where(valid, x - m[:, None], 0.0)
+            e = tl.where(valid, tl.exp(d), 0.0)
             s = tl.sum(e, axis=1)
             s = tl.where(s > 0.0, s, 1.0)  # rows past N, or all non-finite: keep the math finite
-            sx = tl.sum(tl.where(mask, e * d, 0.0), axis=1)
+            sx = tl.sum(e * d, axis=1)
             inv = 1.0 / s
-            ties = tl.sum(tl.where(mask & (d == 0.0), 1, 0), axis=1)
-            e2 = tl.max(tl.where(d < 0.0, e, 0.0), axis=1)
+            ties = tl.sum(tl.where(valid & (d == 0.0), 1, 0), axis=1)
+            e2 = tl.max(tl.where(valid & (d < 0.0), e, 0.0), axis=1)
             e2 = tl.where(ties > 1, 1.0, e2)
             h_sum += tl.log(s) - sx * inv
             pmax_sum += inv
