@@ -1,0 +1,261 @@
+"""``build_graphs``: periodic (vesin) or matsciml-style crystal graphs, built in parallel and cached."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import ase
+import numpy as np
+from vesin import NeighborList
+
+from alkernels.data._store import (
+    ArrayWriter,
+    chunked,
+    load_store,
+    map_chunks,
+    params_key,
+    resolve_workers,
+    store_exists,
+    structure_digest,
+)
+from alkernels.data.structures import StructureError, StructureSet, check_structure
+
+MODES = ("periodic", "matsciml")
+#: Bumped whenever the stored layout or the edge definition changes (invalidates old caches).
+FORMAT_VERSION = 1
+_CHUNK = 512
+
+#: One structure as raw arrays: (numbers int64 [n], positions float64 [n, 3], cell float64 [3, 3]).
+_Raw = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class Graph(NamedTuple):
+    """One crystal graph with local (0-based within the structure) node indices.
+
+    ``z`` uint8 [n]; ``pos`` float64 [n, 3]; ``cell`` float64 [3, 3]; ``edge_src``/``edge_dst`` int
+    [e], sorted by ``edge_dst``; ``edge_shift`` int16 [e, 3]; ``edge_vec`` float32 [e, 3].
+    """
+
+    z: np.ndarray
+    pos: np.ndarray
+    cell: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_shift: np.ndarray
+    edge_vec: np.ndarray
+
+
+@dataclass
+class GraphSet:
+    """B crystal graphs as concatenated arrays with global node indices (CSR-sorted by receiver).
+
+    Edges are j -> i: ``edge_src`` = j sends, ``edge_dst`` = i receives. Within each structure the
+    edges are sorted by receiver, then distance, then sender, then shift. Arrays may be read-only
+    memory maps of the on-disk cache. (matsciml mode: sorted by receiver, then sender.)
+
+    Attributes:
+        z: uint8 [N], atomic numbers.
+        pos: float64 [N, 3], Cartesian positions in Angstrom.
+        cell: float64 [B, 3, 3], lattice vectors as rows.
+        node_ptr: int64 [B + 1], node offsets of the structures.
+        edge_src: int32 (int64 when N >= 2**31) [E], global sender index.
+        edge_dst: same dtype [E], global receiver index, non-decreasing within each structure.
+        edge_shift: int16 [E, 3], periodic-image shift of the sender in cell units (zeros in
+            matsciml mode).
+        edge_vec: float32 [E, 3], ``pos[src] + edge_shift @ cell - pos[dst]`` (the raw in-cell
+            ``pos[src] - pos[dst]`` in matsciml mode).
+        edge_ptr: int64 [B + 1], edge offsets of the structures.
+        cutoff, mode, max_neighbors: the build parameters.
+        key: the sha256 cache key of inputs and parameters.
+        path: the cache directory the arrays are mapped from, or None.
+    """
+
+    z: np.ndarray
+    pos: np.ndarray
+    cell: np.ndarray
+    node_ptr: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_shift: np.ndarray
+    edge_vec: np.ndarray
+    edge_ptr: np.ndarray
+    cutoff: float
+    mode: str
+    max_neighbors: int | None
+    key: str
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.node_ptr) - 1
+
+    @property
+    def num_nodes(self) -> int:
+        """N, atoms over all structures."""
+        return int(self.node_ptr[-1])
+
+    @property
+    def num_edges(self) -> int:
+        """E, directed edges over all structures."""
+        return int(self.edge_ptr[-1])
+
+    def __getitem__(self, index: int) -> Graph:
+        """Structure ``index`` with local node indices."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"graph index {index} out of range for {len(self)} graphs")
+        index %= len(self)
+        n0, n1 = int(self.node_ptr[index]), int(self.node_ptr[index + 1])
+        e0, e1 = int(self.edge_ptr[index]), int(self.edge_ptr[index + 1])
+        return Graph(
+            z=np.asarray(self.z[n0:n1]),
+            pos=np.asarray(self.pos[n0:n1]),
+            cell=np.asarray(self.cell[index]),
+            edge_src=np.asarray(self.edge_src[e0:e1]) - n0,
+            edge_dst=np.asarray(self.edge_dst[e0:e1]) - n0,
+            edge_shift=np.asarray(self.edge_shift[e0:e1]),
+            edge_vec=np.asarray(self.edge_vec[e0:e1]),
+        )
+
+    def atoms(self, index: int) -> ase.Atoms:
+        """Structure ``index`` as a periodic ``ase.Atoms``."""
+        g = self[index]
+        return ase.Atoms(numbers=g.z.astype(np.int64), positions=g.pos, cell=g.cell, pbc=True)
+
+
+def build_graphs(
+    structures: StructureSet | Sequence[ase.Atoms],
+    *,
+    cutoff: float,
+    mode: str = "periodic",
+    max_neighbors: int | None = None,
+    workers: int | None = None,
+    cache_dir: str | PathLike | None = None,
+) -> GraphSet:
+    """Neighbour graphs of crystals (see ``shared/spec/egnn.md`` for the two modes).
+
+    Args:
+        structures: a :class:`StructureSet` or a sequence of ``ase.Atoms`` (treated as periodic in
+            all three directions; invalid structures raise ``ValueError`` naming the index).
+        cutoff: neighbour cutoff in Angstrom.
+        mode: ``"periodic"``: every neighbour within ``cutoff`` including periodic images (and an
+            atom's own images); ``"matsciml"``: pairs i != j of the cell whose minimum-image
+            distance is in (0, cutoff), both directions, no images, zero shifts, raw in-cell vectors.
+        max_neighbors: periodic mode only: keep the nearest ``max_neighbors`` senders per receiver.
+        workers: worker processes (None: ``os.cpu_count()``; 1: in-process).
+        cache_dir: if set, the graphs are stored under ``cache_dir/graphs-<key>`` (raw arrays plus a
+            JSON header, memory-mapped on load) and reused by later calls with identical inputs.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not cutoff > 0:
+        raise ValueError(f"cutoff must be > 0 Angstrom, got {cutoff}")
+    if max_neighbors is not None:
+        if mode == "matsciml":
+            raise ValueError("max_neighbors is not part of the matsciml mode (it has no cap)")
+        if max_neighbors < 1:
+            raise ValueError(f"max_neighbors must be >= 1 or None, got {max_neighbors}")
+    atoms = structures.atoms if isinstance(structures, StructureSet) else list(structures)
+    if not atoms:
+        raise ValueError("build_graphs: no structures given")
+    raw: list[_Raw] = [
+        (np.asarray(a.numbers, np.int64), np.asarray(a.positions, np.float64), np.asarray(a.cell[:], np.float64))
+        for a in atoms
+    ]
+    params = {"cutoff": float(cutoff), "mode": mode, "max_neighbors": max_neighbors, "version": FORMAT_VERSION}
+    key = params_key(structure_digest(*zip(*raw)), params)
+    path = Path(cache_dir) / f"graphs-{key[:32]}" if cache_dir is not None else None
+    if path is not None and store_exists(path):
+        return _graphset(*load_store(path), path=path)
+
+    n_nodes = sum(len(r[0]) for r in raw)
+    index_dtype = np.int32 if n_nodes < 2**31 else np.int64
+    writer = ArrayWriter(path)
+    try:
+        writer.append("z", np.concatenate([r[0] for r in raw]).astype(np.uint8))
+        writer.append("pos", np.concatenate([r[1] for r in raw]))
+        writer.append("cell", np.stack([r[2] for r in raw]))
+        sizes = np.array([len(r[0]) for r in raw], dtype=np.int64)
+        node_ptr = np.concatenate([[0], np.cumsum(sizes)])
+        writer.append("node_ptr", node_ptr)
+        edge_counts: list[np.ndarray] = []
+        work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors)
+        chunks = chunked(raw, _CHUNK)
+        first = 0
+        for (src, dst, shift, vec, counts), chunk in zip(
+            map_chunks(work, chunks, map(len, chunks), workers=resolve_workers(workers), desc="graphs"),
+            chunks,
+        ):
+            offsets = np.repeat(node_ptr[first:first + len(chunk)], counts)
+            writer.append("edge_src", (src + offsets).astype(index_dtype))
+            writer.append("edge_dst", (dst + offsets).astype(index_dtype))
+            writer.append("edge_shift", shift)
+            writer.append("edge_vec", vec)
+            edge_counts.append(counts)
+            first += len(chunk)
+        writer.append("edge_ptr", np.concatenate([[0], np.cumsum(np.concatenate(edge_counts))]))
+        arrays, attrs = writer.finish({**params, "key": key})
+    except BaseException:
+        writer.abort()
+        raise
+    return _graphset(arrays, attrs, path=path)
+
+
+def _graphset(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path | None) -> GraphSet:
+    return GraphSet(
+        **arrays,
+        cutoff=attrs["cutoff"],
+        mode=attrs["mode"],
+        max_neighbors=attrs["max_neighbors"],
+        key=attrs["key"],
+        path=path,
+    )
+
+
+def _chunk_edges(
+    chunk: Sequence[_Raw], *, cutoff: float, mode: str, max_neighbors: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edges of a chunk of structures with local indices: (src, dst, shift, vec, counts)."""
+    nl = NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
+    parts = []
+    for numbers, positions, cell in chunk:
+        try:
+            check_structure(numbers, positions, cell)
+        except StructureError as err:
+            raise ValueError(f"build_graphs: invalid structure ({len(numbers)} atoms): {err}") from err
+        i, j, shift, vec, dist = nl.compute(positions, cell, True, quantities="ijSDd")
+        if mode == "periodic":
+            parts.append(_periodic_edges(i, j, shift, vec, dist, max_neighbors))
+        else:
+            parts.append(_matsciml_edges(i, j, positions))
+    counts = np.array([len(p[0]) for p in parts], dtype=np.int64)
+    src, dst, shift, vec = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    return src, dst, shift, vec, counts
+
+
+def _periodic_edges(
+    i: np.ndarray, j: np.ndarray, shift: np.ndarray, vec: np.ndarray, dist: np.ndarray, cap: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, dist, i))
+    i, j, shift, vec = i[order], j[order], shift[order], vec[order]
+    if cap is not None and len(i):
+        starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])
+        rank = np.arange(len(i)) - np.repeat(starts, np.diff(np.r_[starts, len(i)]))
+        keep = rank < cap
+        i, j, shift, vec = i[keep], j[keep], shift[keep], vec[keep]
+    if len(shift) and np.abs(shift).max() > np.iinfo(np.int16).max:
+        raise ValueError("build_graphs: periodic shift beyond int16; the cell is far smaller than the cutoff")
+    return j.astype(np.int64), i.astype(np.int64), shift.astype(np.int16), vec.astype(np.float32)
+
+
+def _matsciml_edges(
+    i: np.ndarray, j: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = len(positions)
+    pairs = np.unique(i.astype(np.int64) * n + j.astype(np.int64))
+    dst, src = pairs // n, pairs % n
+    keep = dst != src
+    dst, src = dst[keep], src[keep]
+    vec = (positions[src] - positions[dst]).astype(np.float32)
+    return src, dst, np.zeros((len(src), 3), np.int16), vec
