@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alkernels.cli import demo
+from alkernels.cli import data, demo
+from alkernels.cli import report, reproduce, run
 
-COMMANDS = [demo]
+COMMANDS = [demo, data, run, reproduce, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,14 @@ from alkernels.data._store import (
     store_exists,
     structure_digest,
 )
-from alkernels.data.structures import StructureError, StructureSet, check_structure
+from alkernels.data.structures import (
+    MIN_DISTANCE,
+    StructureError,
+    StructureSet,
+    check_numbers_and_cell,
+    check_overlaps,
+    check_structure,
+)
 
 MODES = ("periodic", "matsciml")
 #: Bumped whenever the stored layout or the edge definition changes (invalidates old caches).
@@ -53,7 +60,7 @@ class GraphSet:
     """B crystal graphs as concatenated arrays with global node indices (CSR-sorted by receiver).
 
     Edges are j -> i: ``edge_src`` = j sends, ``edge_dst`` = i receives. Within each structure the
-    edges are sorted by receiver, then distance, then sender, then shift. Arrays may be read-only
+    edges are sorted by receiver, then distance (ties in vesin's order). Arrays may be read-only
     memory maps of the on-disk cache. (matsciml mode: sorted by receiver, then sender.)
 
     Attributes:
@@ -221,10 +228,14 @@ def _chunk_edges(
     parts = []
     for numbers, positions, cell in chunk:
         try:
-            check_structure(numbers, positions, cell)
+            check_numbers_and_cell(numbers, cell)
+            i, j, shift, vec, dist = nl.compute(positions, cell, True, quantities="ijSDd")
+            if cutoff >= MIN_DISTANCE:
+                check_overlaps(i, j, dist)
+            else:
+                check_structure(numbers, positions, cell)
         except StructureError as err:
             raise ValueError(f"build_graphs: invalid structure ({len(numbers)} atoms): {err}") from err
-        i, j, shift, vec, dist = nl.compute(positions, cell, True, quantities="ijSDd")
         if mode == "periodic":
             parts.append(_periodic_edges(i, j, shift, vec, dist, max_neighbors))
         else:
@@ -237,7 +248,7 @@ def _chunk_edges(
 def _periodic_edges(
     i: np.ndarray, j: np.ndarray, shift: np.ndarray, vec: np.ndarray, dist: np.ndarray, cap: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, dist, i))
+    order = np.lexsort((dist, i))
     i, j, shift, vec = i[order], j[order], shift[order], vec[order]
     if cap is not None and len(i):
         starts = np.flatnonzero(np.r_[True, i[1:] != i[:-1]])

@@ -41,6 +41,14 @@ def check_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray
     near-singular cell (volume below ``MIN_CELL_SINE * |a||b||c|``), and two atoms (or an atom and
     its own periodic image) closer than ``MIN_DISTANCE``.
     """
+    check_numbers_and_cell(numbers, cell)
+    nl = NeighborList(cutoff=MIN_DISTANCE, full_list=False, n_threads=1)
+    check_overlaps(*nl.compute(np.asarray(positions, dtype=np.float64), np.asarray(cell, np.float64),
+                               True, quantities="ijd"))
+
+
+def check_numbers_and_cell(numbers: np.ndarray, cell: np.ndarray) -> None:
+    """The checks of :func:`check_structure` that need no neighbour list."""
     numbers = np.asarray(numbers)
     if numbers.size == 0:
         raise StructureError("empty structure (no atoms)")
@@ -54,9 +62,12 @@ def check_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray
     sine = abs(np.linalg.det(cell)) / float(np.prod(lengths))
     if sine < MIN_CELL_SINE:
         raise StructureError(f"near-singular cell: volume / (|a||b||c|) = {sine:.2e}")
-    nl = NeighborList(cutoff=MIN_DISTANCE, full_list=False, n_threads=1)
-    i, j, d = nl.compute(np.asarray(positions, dtype=np.float64), cell, True, quantities="ijd")
-    if d.size:
+
+
+def check_overlaps(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
+    """Raise :class:`StructureError` if a neighbour pair ``(i[k], j[k])`` is closer than
+    ``MIN_DISTANCE``; the pairs must come from a periodic list with cutoff >= ``MIN_DISTANCE``."""
+    if d.size and d.min() < MIN_DISTANCE:
         k = int(np.argmin(d))
         raise StructureError(
             f"overlapping atoms {int(i[k])} and {int(j[k])}: distance {d[k]:.3f} A < {MIN_DISTANCE} A"
