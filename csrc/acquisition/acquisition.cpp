@@ -7,7 +7,6 @@
 #include <limits>
 #include <vector>
 
-#include <omp.h>
 
 #include "common/half.h"
 #include "common/simd.h"
@@ -223,16 +222,20 @@ int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int6
                   int64_t stride_t, int64_t stride_n, float* out) {
   const RangeFn kernel = pick_kernel(type);
   int64_t first_bad = -1;
+  // Dynamic scheduling over blocks of samples: on a shared machine a descheduled thread does not
+  // hold up the others, as a static split would.
+  const int64_t block = 256;
+  const int64_t nblocks = (N + block - 1) / block;
 #pragma omp parallel
   {
     Scratch w(C);
-    const int64_t nt = omp_get_num_threads(), tid = omp_get_thread_num();
-    // Contiguous sample ranges per thread, in blocks so that threads do not share cache lines.
-    const int64_t block = 64;
-    const int64_t nblocks = (N + block - 1) / block;
-    const int64_t b0 = nblocks * tid / nt, b1 = nblocks * (tid + 1) / nt;
-    const int64_t n0 = std::min(N, b0 * block), n1 = std::min(N, b1 * block);
-    const int64_t bad = n0 < n1 ? kernel(logits, T, N, C, stride_t, stride_n, out, n0, n1, w) : -1;
+    int64_t bad = -1;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nblocks; ++b) {
+      const int64_t n0 = b * block, n1 = std::min(N, n0 + block);
+      const int64_t r = kernel(logits, T, N, C, stride_t, stride_n, out, n0, n1, w);
+      if (r >= 0 && (bad < 0 || r < bad)) bad = r;
+    }
 #pragma omp critical
     if (bad >= 0 && (first_bad < 0 || bad < first_bad)) first_bad = bad;
   }
