@@ -159,9 +159,11 @@ def test_ase_database(tmp_path: Path) -> None:
     with ase.db.connect(path) as db:
         db.write(_rocksalt(), gap=1.0, family=5)
         db.write(_rocksalt(6.0), gap=2.0, family=5)
+        db.write(_rocksalt(6.5), gap=3.0, family=2.5)
     structures = read_structures(path, label="family")
     assert structures.ids == ["1", "2"] and structures.table["gap"].tolist() == [1.0, 2.0]
     assert structures.labels.tolist() == [5, 5]
+    assert structures.rejected == [(2, "label 'family' = 2.5 is not an integer")]
 
 
 def test_pymatgen_objects_and_matbench_json(tmp_path: Path) -> None:

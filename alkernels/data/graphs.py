@@ -69,7 +69,7 @@ class GraphSet:
         cell: float64 [B, 3, 3], lattice vectors as rows.
         node_ptr: int64 [B + 1], node offsets of the structures.
         edge_src: int32 (int64 when N >= 2**31) [E], global sender index.
-        edge_dst: same dtype [E], global receiver index, non-decreasing within each structure.
+        edge_dst: same dtype [E], global receiver index, non-decreasing.
         edge_shift: int16 [E, 3], periodic-image shift of the sender in cell units (zeros in
             matsciml mode).
         edge_vec: float32 [E, 3], ``pos[src] + edge_shift @ cell - pos[dst]`` (the raw in-cell

@@ -107,9 +107,13 @@ def _integer_label(props: dict[str, Any], column: str) -> int:
     if column not in props:
         raise ValueError(f"label column {column!r} not found; columns are {sorted(props)}")
     value = props[column]
-    if value is None or pd.isna(value) or float(value) != int(float(value)):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number != int(number):
         raise StructureError(f"label {column!r} = {value!r} is not an integer")
-    return int(float(value))
+    return int(number)
 
 
 def _rows(source: str | PathLike | Sequence[Any], cif_column: str) -> Iterator[_Row]:

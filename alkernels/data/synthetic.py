@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -41,7 +42,7 @@ ELEMENTS = (
     "Pt", "Au", "Bi",
 )
 #: Probability of 1, 2, 3, 4 distinct elements (MP-20 is mostly binary and ternary).
-N_SPECIES_P = (0.05, 0.35, 0.45, 0.15)
+N_SPECIES_P = (0.1, 0.4, 0.4, 0.1)
 #: Atoms per primitive cell, inclusive (MP-20: at most 20, mean about 10).
 ATOMS_RANGE = (4, 20)
 _CENTERING = {"P": 1, "A": 2, "B": 2, "C": 2, "I": 2, "F": 4, "R": 3}
@@ -114,7 +115,8 @@ def synthetic_crystals(
     writer = _store.ArrayWriter(path)
     sizes: list[int] = []
     try:
-        for crystals in _store.map_chunks(work, chunks, map(len, chunks), workers=_store.resolve_workers(workers), desc="synth"):
+        n_workers = _store.resolve_workers(workers)
+        for crystals in _store.map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="synth"):
             numbers, positions, cells, labels, requested = zip(*crystals)
             writer.append("numbers", np.concatenate(numbers).astype(np.uint8))
             writer.append("positions", np.concatenate(positions))
@@ -152,19 +154,20 @@ def _structure_set(arrays: dict[str, np.ndarray], seed: int) -> StructureSet:
 def _generate_chunk(
     indices: Sequence[int], *, seed: int, prior: np.ndarray, symprec: float
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]]:
-    with _shared_tolerance() as tolerance, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet_generation() as tolerance:
         return [_generate_one(seed, int(i), prior, symprec, tolerance) for i in indices]
 
 
 @contextlib.contextmanager
-def _shared_tolerance() -> Iterator[Any]:
-    """pyxtal's default atomic ``Tol_matrix``, also used by its Wyckoff merge check meanwhile.
+def _quiet_generation() -> Iterator[Any]:
+    """pyxtal's default atomic ``Tol_matrix``, also used by its Wyckoff merge check meanwhile,
+    with Python warnings and spglib's C-level search messages off; all restored on exit.
 
     pyxtal's ``Wyckoff_position.merge`` calls ``check_images`` without a tolerance matrix, which
     then rebuilds the default one (a 100x100 table, a few ms) on every call: more than half the
     generation time. Binding the same default matrix once gives identical structures, twice as
-    fast; the original function is restored on exit.
+    fast. spglib prints "ssm_get_exact_positions failed" lines to stderr for near-symmetric
+    random cells unless ``SPGLIB_WARNING=OFF``.
     """
     import pyxtal.operations
     import pyxtal.symmetry
@@ -173,10 +176,18 @@ def _shared_tolerance() -> Iterator[Any]:
     tolerance = Tol_matrix(prototype="atomic")
     original = pyxtal.symmetry.check_images
     pyxtal.symmetry.check_images = functools.partial(pyxtal.operations.check_images, tm=tolerance)
+    spglib_warning = os.environ.get("SPGLIB_WARNING")
+    os.environ["SPGLIB_WARNING"] = "OFF"
     try:
-        yield tolerance
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield tolerance
     finally:
         pyxtal.symmetry.check_images = original
+        if spglib_warning is None:
+            del os.environ["SPGLIB_WARNING"]
+        else:
+            os.environ["SPGLIB_WARNING"] = spglib_warning
 
 
 def _generate_one(
