@@ -100,7 +100,8 @@ def main() -> None:
             "command": "python benchmarks/bench_graphs.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache_dir")),
             "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                        "python": platform.python_version()},
+                        "python": platform.python_version(),
+                        "load_average_1min_at_end": round(os.getloadavg()[0], 2)},
             "cutoff_A": args.cutoff,
             "structures": len(atoms),
             "mean_atoms": round(mean_atoms, 2),

@@ -123,8 +123,10 @@ def resolve_workers(workers: int | None) -> int:
     return int(workers)
 
 
-def chunked(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
-    """Consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
+def chunked(items: Sequence[_T], workers: int, max_size: int) -> list[Sequence[_T]]:
+    """Consecutive slices of ``items``: at least 4 per worker when possible, at most ``max_size``
+    items each (the last may be shorter)."""
+    size = max(1, min(max_size, -(-len(items) // (4 * workers))))
     return [items[k:k + size] for k in range(0, len(items), size)]
 
 

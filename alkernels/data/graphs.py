@@ -188,10 +188,11 @@ def build_graphs(
         writer.append("node_ptr", node_ptr)
         edge_counts: list[np.ndarray] = []
         work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors)
-        chunks = chunked(raw, _CHUNK)
+        n_workers = resolve_workers(workers)
+        chunks = chunked(raw, n_workers, _CHUNK)
         first = 0
         for (src, dst, shift, vec, counts), chunk in zip(
-            map_chunks(work, chunks, map(len, chunks), workers=resolve_workers(workers), desc="graphs"),
+            map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="graphs"),
             chunks,
         ):
             offsets = np.repeat(node_ptr[first:first + len(chunk)], counts)

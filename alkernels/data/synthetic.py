@@ -111,11 +111,11 @@ def synthetic_crystals(
         return _structure_set(arrays, seed)
 
     work = functools.partial(_generate_chunk, seed=int(seed), prior=prior, symprec=float(symprec))
-    chunks = _store.chunked(range(n), _CHUNK)
+    n_workers = _store.resolve_workers(workers)
+    chunks = _store.chunked(range(n), n_workers, _CHUNK)
     writer = _store.ArrayWriter(path)
     sizes: list[int] = []
     try:
-        n_workers = _store.resolve_workers(workers)
         for crystals in _store.map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="synth"):
             numbers, positions, cells, labels, requested = zip(*crystals)
             writer.append("numbers", np.concatenate(numbers).astype(np.uint8))
