@@ -22,7 +22,8 @@ using simd::vi;
 // so each pass streams one contiguous stretch of memory instead of T scattered rows per sample.
 constexpr int64_t kBlock = 16;
 
-// Per-thread scratch, padded to a multiple of the SIMD width: one widened row, its exps, and for
+// Per-thread scratch, padded to a multiple of the SIMD width: a widened row (or the padded tail of
+// a float32 row), its exps, and for
 // each sample of a block the running sum of p_t over passes (padding lanes of pbar stay 0).
 struct Scratch {
   int64_t padded;
@@ -39,21 +40,29 @@ struct PassStats {
   bool finite;
 };
 
-// x: the row padded to Cp (a multiple of the SIMD width) with -FLT_MAX, which is finite and
-// below every real logit that matters for the top-2 (C >= 2). e receives exp(x - max), 0 on padding lanes.
-// valid_last: the lanes of the last vector that hold real classes.
-__attribute__((always_inline)) inline PassStats softmax_pass(const float* __restrict x, int64_t Cp,
-                                                             vi valid_last,
+// A row of C logits as float32: `body` holds the first C - C % kWidth classes (read in place for
+// float32 input), `tail` one vector with the remaining classes followed by -FLT_MAX padding (finite,
+// and below every real logit that matters for the top-2 since C >= 2), or null when C % kWidth == 0.
+struct RowView {
+  const float* body;
+  int64_t nbody;
+  const float* tail;
+};
+
+// One softmax pass over a row. e receives exp(x - max) for the body and the tail vector (0 on
+// padding lanes). valid_tail: the lanes of the tail vector that hold real classes.
+__attribute__((always_inline)) inline PassStats softmax_pass(RowView x, vi valid_tail,
                                                              float* __restrict e) {
   // Pass 1: per-lane top-2 of the logits and a NaN/inf detector.
   vf m1 = simd::splat(-std::numeric_limits<float>::infinity()), m2 = m1;
   vf bad = simd::splat(0.0f);
-  for (int64_t c = 0; c < Cp; c += kWidth) {
-    const vf v = simd::load(x + c);
+  auto scan = [&](vf v) __attribute__((always_inline)) {
     m2 = simd::max(m2, simd::min(m1, v));
     m1 = simd::max(m1, v);
     bad += v - v;  // NaN in a lane once it saw inf or NaN
-  }
+  };
+  for (int64_t c = 0; c < x.nbody; c += kWidth) scan(simd::load(x.body + c));
+  if (x.tail != nullptr) scan(simd::load(x.tail));
   if (simd::hsum(bad) != 0.0f) return {0.0f, 0.0f, 0.0f, false};  // NaN != 0 is true
   // Top-2 over the lanes: the best lane's runner-up or another lane's best.
   int best = 0;
@@ -61,21 +70,20 @@ __attribute__((always_inline)) inline PassStats softmax_pass(const float* __rest
   const float m = m1[best];
   float x2 = m2[best];
   for (int l = 0; l < kWidth; ++l) x2 = (l != best && m1[l] > x2) ? m1[l] : x2;
-  // Pass 2: exps, their sum and the entropy numerator; only the last vector needs masking.
+  // Pass 2: exps, their sum and the entropy numerator; only the tail needs masking.
   const vf vm = simd::splat(m), zero = simd::splat(0.0f);
   vf s = zero, sx = zero;
-  const int64_t last = Cp - kWidth;
-  for (int64_t c = 0; c < last; c += kWidth) {
-    const vf d = simd::load(x + c) - vm;
-    const vf v = simd::exp(d);
+  for (int64_t c = 0; c < x.nbody; c += kWidth) {
+    const vf d = simd::load(x.body + c) - vm;
+    const vf v = simd::exp_nonpos(d);
     simd::store(e + c, v);
     s += v;
     sx += v * d;
   }
-  {
-    const vf d = simd::select(valid_last, simd::load(x + last) - vm, zero);
-    const vf v = simd::select(valid_last, simd::exp(d), zero);
-    simd::store(e + last, v);
+  if (x.tail != nullptr) {
+    const vf d = simd::select(valid_tail, simd::load(x.tail) - vm, zero);
+    const vf v = simd::select(valid_tail, simd::exp_nonpos(d), zero);
+    simd::store(e + x.nbody, v);
     s += v;
     sx += v * d;
   }
@@ -111,22 +119,27 @@ __attribute__((always_inline)) inline MeanStats mean_stats(const float* __restri
   return {simd::hsum(h), p1, simd::hsum(ties) > 1 ? p1 : simd::hmax(sec)};
 }
 
-// Returns the row as a padded float array (in place for float32 when no padding is needed).
+// The row at `offset` as float32: float32 input is read in place (only the tail is copied),
+// half types are widened into the scratch row.
 template <LogitType kType>
-__attribute__((always_inline)) inline const float* widen(const void* base, int64_t offset,
-                                                         int64_t C, Scratch& w) {
+__attribute__((always_inline)) inline RowView widen(const void* base, int64_t offset, int64_t C,
+                                                    Scratch& w) {
+  const int64_t nbody = C - C % kWidth;
   float* row = w.row.data();
+  const float* body = row;
   if constexpr (kType == LogitType::F32) {
-    const float* src = static_cast<const float*>(base) + offset;
-    if (C == w.padded) return src;
-    std::memcpy(row, src, sizeof(float) * C);
+    body = static_cast<const float*>(base) + offset;
+    if (nbody == C) return {body, nbody, nullptr};
+    float* tail = row + nbody;
+    for (int64_t c = nbody; c < C; ++c) tail[c - nbody] = body[c];
   } else {
     const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
     for (int64_t c = 0; c < C; ++c)
       row[c] = kType == LogitType::F16 ? half_to_float(src[c]) : bf16_to_float(src[c]);
+    if (nbody == C) return {body, nbody, nullptr};
   }
   for (int64_t c = C; c < w.padded; ++c) row[c] = -FLT_MAX;
-  return row;
+  return {body, nbody, row + nbody};
 }
 
 // Scores samples [n0, n1). Returns the lowest non-finite sample index in the range, or -1.
@@ -138,8 +151,8 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float invT = 1.0f / static_cast<float>(T);
   const int64_t Cp = w.padded;
-  vi valid_last;
-  for (int l = 0; l < kWidth; ++l) valid_last[l] = Cp - kWidth + l < C ? -1 : 0;
+  vi valid_tail;
+  for (int l = 0; l < kWidth; ++l) valid_tail[l] = Cp - kWidth + l < C ? -1 : 0;
   const float* e = w.e.data();
   int64_t first_bad = -1;
   for (int64_t nb = n0; nb < n1; nb += kBlock) {
@@ -151,8 +164,8 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t k = 0; k < nk; ++k) {
         if (!finite[k]) continue;
-        const float* x = widen<kType>(logits, t * st + (nb + k) * sn, C, w);
-        const PassStats ps = softmax_pass(x, Cp, valid_last, w.e.data());
+        const RowView x = widen<kType>(logits, t * st + (nb + k) * sn, C, w);
+        const PassStats ps = softmax_pass(x, valid_tail, w.e.data());
         finite[k] = ps.finite;
         h_sum[k] += ps.entropy;
         pmax_sum[k] += ps.pmax;

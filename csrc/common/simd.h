@@ -49,10 +49,10 @@ __attribute__((always_inline)) inline int32_t hsum(vi v) {
   return s;
 }
 
-// exp(x), x finite; clamped to [-87.3, 88.3]. Cephes expf polynomial, ~2 ulp.
-__attribute__((always_inline)) inline vf exp(vf x) {
+// exp(x) for x <= 0 (not NaN); x below -87.3 is clamped there (exp ~ 1e-38, below fp32
+// resolution of any probability that is summed with exp(0) = 1). Cephes expf polynomial, ~2 ulp.
+__attribute__((always_inline)) inline vf exp_nonpos(vf x) {
   x = max(x, splat(-87.3f));
-  x = x < 88.3f ? x : splat(88.3f);
   const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   vf r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
