@@ -23,8 +23,8 @@ using simd::vi;
 constexpr int64_t kBlock = 16;
 
 // Per-thread scratch, padded to a multiple of the SIMD width: a widened row (or the padded tail of
-// a float32 row), its exps, and for
-// each sample of a block the running sum of p_t over passes (padding lanes of pbar stay 0).
+// a float32 row), its exps, and for each sample of a block the running sum of p_t over passes
+// (padding lanes of pbar stay 0).
 struct Scratch {
   int64_t padded;
   std::vector<float> row, e, pbar;
