@@ -17,11 +17,18 @@ bool cpu_has_avx2() {
   return false;
 #endif
 }
+// Threads for E edges: small batches run on one thread (a parallel region costs more than
+// their edge work, and much more on an oversubscribed machine).
+int threads_for(int64_t E) {
+  const int64_t by_work = 1 + E / 4096;
+  const int64_t max_threads = omp_get_max_threads();
+  return static_cast<int>(by_work < max_threads ? by_work : max_threads);
+}
 }  // namespace
 
 template <typename T>
 void edge_forward(const EdgeArgs<T>& a, T* m, T* dx) {
-  const int nt = omp_get_max_threads();
+  const int nt = threads_for(a.E);
   std::vector<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C));
   if (cpu_has_avx2())
     avx2::forward(a, m, dx, scratch.data(), nt);
@@ -31,7 +38,7 @@ void edge_forward(const EdgeArgs<T>& a, T* m, T* dx) {
 
 template <typename T>
 void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g) {
-  const int nt = omp_get_max_threads();
+  const int nt = threads_for(a.E);
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
   std::vector<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));

@@ -1,0 +1,143 @@
+"""The fused EGNN edge op against the reference backend: values, gradients, errors, determinism."""
+from __future__ import annotations
+
+import pytest
+import torch
+from test_egnn_fixtures import random_batch
+
+from alkernels._ext import ext
+from alkernels.models import EGNNConfig, EGNNLayer
+from alkernels.models.egnn import edge_shift_vectors
+from alkernels.ops.message_passing import (
+    EdgeWeights,
+    build_edge_graph,
+    egnn_edge_op,
+    egnn_edge_reference,
+    resolve_backend,
+)
+
+needs_ext = pytest.mark.skipif(ext() is None, reason="alkernels._C not built")
+
+# (sizes, mode, cutoff): both modes; a zero-edge one-atom cell, isolated atoms, a batch of one.
+CASES = [
+    ([5, 1, 7, 3], "matsciml", 6.0),
+    ([4, 6], "periodic", 3.2),
+    ([3, 2], "periodic", 1.0),  # small cutoff: isolated atoms, maybe no edges at all
+    ([6], "periodic", 3.0),
+    ([1], "matsciml", 6.0),  # a single one-atom cell: E = 0
+]
+
+
+def op_inputs(sizes, mode, cutoff, dtype, seed=0, config=EGNNConfig()):
+    """Inputs of one layer with the model's init, the coordinate gate scaled up to matter."""
+    torch.manual_seed(seed)
+    batch = random_batch(sizes, mode=mode, cutoff=cutoff, seed=seed)
+    layer = EGNNLayer(config).to(dtype)
+    with torch.no_grad():
+        layer.coord_mlp[-1].weight.mul_(500.0)
+    weights = EdgeWeights(*(w.detach().clone().requires_grad_() for w in layer.edge_weights()))
+    n = batch.num_nodes
+    h = torch.randn(n, config.node_dim, dtype=dtype, requires_grad=True)
+    x = batch.pos.to(dtype).requires_grad_()
+    graph = build_edge_graph(batch.edge_src, batch.edge_dst, n)
+    return h, x, edge_shift_vectors(batch, dtype), graph, weights
+
+
+def run(backend, h, x, shift, graph, weights, detach_norm=False):
+    """Outputs and the gradients of a fixed random projection of them w.r.t. h, x and weights."""
+    m, dx = egnn_edge_op(h, x, shift, graph, weights, backend=backend, detach_norm=detach_norm)
+    gen = torch.Generator().manual_seed(1)
+    pm = torch.randn(m.shape, generator=gen, dtype=m.dtype)
+    px = torch.randn(dx.shape, generator=gen, dtype=dx.dtype)
+    loss = (m * pm).sum() + 100.0 * (dx * px).sum()
+    grads = torch.autograd.grad(loss, [h, x, *weights], allow_unused=True)
+    return [m, dx, *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, [h, x, *weights]))]
+
+
+def assert_close_all(got, want, rel):
+    names = ["m", "dx", "h", "x", *EdgeWeights._fields]
+    for name, a, b in zip(names, got, want):
+        scale = b.abs().max().item() if b.numel() else 0.0
+        err = (a - b).abs().max().item() if b.numel() else 0.0
+        assert err <= rel * max(scale, 1e-30), f"{name}: max error {err:.3e} vs scale {scale:.3e}"
+
+
+@needs_ext
+@pytest.mark.parametrize("sizes,mode,cutoff", CASES)
+@pytest.mark.parametrize("detach_norm", [False, True])
+def test_cpu_matches_reference_float64(sizes, mode, cutoff, detach_norm):
+    args = op_inputs(sizes, mode, cutoff, torch.float64)
+    assert_close_all(run("cpu", *args, detach_norm), run("reference", *args, detach_norm), 1e-10)
+
+
+@needs_ext
+@pytest.mark.parametrize("sizes,mode,cutoff", CASES)
+def test_cpu_matches_reference_float32(sizes, mode, cutoff):
+    args = op_inputs(sizes, mode, cutoff, torch.float32)
+    assert_close_all(run("cpu", *args), run("reference", *args), 1e-5)
+
+
+@needs_ext
+def test_cpu_gradcheck_tiny_graph():
+    narrow = EGNNConfig(node_dim=16, edge_hidden=16, coord_hidden=16)
+    h, x, shift, graph, weights = op_inputs([3, 2], "periodic", 3.0, torch.float64, config=narrow)
+
+    def f(h_, x_, *w):
+        return egnn_edge_op(h_, x_, shift, graph, EdgeWeights(*w), backend="cpu")
+
+    assert graph.num_edges > 0
+    assert torch.autograd.gradcheck(f, (h, x, *weights), eps=1e-6, atol=1e-6)
+
+
+@needs_ext
+def test_cpu_is_deterministic():
+    args = op_inputs([8, 5, 7], "periodic", 3.5, torch.float32)
+    first, second = run("cpu", *args), run("cpu", *args)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_reference_sums_over_receivers():
+    """A two-atom hand check: m_i is the edge MLP of the single incoming edge, dx_i = u tanh(.)."""
+    h, x, shift, graph, w = op_inputs([2], "matsciml", 10.0, torch.float64)
+    m, dx = egnn_edge_reference(h, x, shift, graph, w)
+    d = x[1] - x[0]
+    for i, j, dij in ((0, 1, d), (1, 0, -d)):
+        z = torch.cat([h[j], h[i], (dij * dij).sum()[None]])
+        for lin_w, lin_b in ((w.w1, w.b1), (w.w2, w.b2), (w.w3, w.b3)):
+            z = torch.relu(lin_w @ z + lin_b)
+        p = torch.relu(w.wx2 @ torch.relu(w.wx1 @ z + w.bx1) + w.bx2)
+        torch.testing.assert_close(m[i], z)
+        torch.testing.assert_close(dx[i], dij / (dij.norm() + 0.1) * torch.tanh(w.wx3 @ p))
+
+
+def test_bad_inputs_raise_value_error():
+    h, x, shift, graph, w = op_inputs([4, 3], "periodic", 3.5, torch.float32)
+    with pytest.raises(ValueError, match="sorted"):
+        build_edge_graph(graph.src, graph.dst.flip(0), graph.num_nodes)
+    with pytest.raises(ValueError, match="int64"):
+        build_edge_graph(graph.src.int(), graph.dst, graph.num_nodes)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        build_edge_graph(graph.src, graph.dst, 3)
+    with pytest.raises(ValueError, match="expected h"):
+        egnn_edge_op(h, x[:, :2], shift, graph, w)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        egnn_edge_op(h.half(), x, shift, graph, w)
+    with pytest.raises(ValueError, match="expected torch.float32"):
+        egnn_edge_op(h, x.double(), shift, graph, w)
+    with pytest.raises(ValueError, match="weight w2"):
+        egnn_edge_op(h, x, shift, graph, w._replace(w2=w.w2[:, :64]))
+    with pytest.raises(ValueError, match="backend"):
+        egnn_edge_op(h, x, shift, graph, w, backend="cuda")
+    with pytest.raises(ValueError, match="ReLU"):
+        egnn_edge_op(h, x, shift, graph, w, backend="cpu", activation="silu")
+    if ext() is not None:
+        with pytest.raises(ValueError, match="float32 and float64"):
+            ext().egnn_edge_forward(*(t.detach().half().numpy() for t in (h, h, h[0], x, shift)),
+                                    graph.src.numpy(), graph.dst.numpy(), graph.rowptr.numpy(), [], 0.1)
+
+
+def test_auto_backend_choice():
+    probe = torch.zeros(1)
+    assert resolve_backend("auto", probe) == ("cpu" if ext() is not None else "reference")
+    assert resolve_backend("auto", probe, activation="silu") == "reference"
