@@ -139,9 +139,9 @@ def test_cache_round_trip_and_invalidation(tmp_path: Path) -> None:
 
 def test_invalid_inputs_raise() -> None:
     atoms = Atoms("H2", positions=[[0, 0, 0], [0.1, 0, 0]], cell=np.eye(3) * 5, pbc=True)
-    with pytest.raises(ValueError, match="overlapping"):
-        build_graphs([atoms], cutoff=3.0, workers=1)
     good = Atoms("H", cell=np.eye(3) * 5, pbc=True)
+    with pytest.raises(ValueError, match="structure 1 is invalid: overlapping"):
+        build_graphs([good, atoms], cutoff=3.0, workers=1)
     with pytest.raises(ValueError, match="mode"):
         build_graphs([good], cutoff=3.0, mode="radius")
     with pytest.raises(ValueError, match="cutoff"):

@@ -189,7 +189,7 @@ def build_graphs(
         edge_counts: list[np.ndarray] = []
         work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors)
         n_workers = resolve_workers(workers)
-        chunks = chunked(raw, n_workers, _CHUNK)
+        chunks = chunked(list(enumerate(raw)), n_workers, _CHUNK)
         first = 0
         for (src, dst, shift, vec, counts), chunk in zip(
             map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="graphs"),
@@ -222,12 +222,12 @@ def _graphset(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path |
 
 
 def _chunk_edges(
-    chunk: Sequence[_Raw], *, cutoff: float, mode: str, max_neighbors: int | None
+    chunk: Sequence[tuple[int, _Raw]], *, cutoff: float, mode: str, max_neighbors: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Edges of a chunk of structures with local indices: (src, dst, shift, vec, counts)."""
+    """Edges of a chunk of (index, structure) with local indices: (src, dst, shift, vec, counts)."""
     nl = NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
     parts = []
-    for numbers, positions, cell in chunk:
+    for index, (numbers, positions, cell) in chunk:
         try:
             check_numbers_and_cell(numbers, cell)
             i, j, shift, vec, dist = nl.compute(positions, cell, True, quantities="ijSDd")
@@ -236,7 +236,7 @@ def _chunk_edges(
             else:
                 check_structure(numbers, positions, cell)
         except StructureError as err:
-            raise ValueError(f"build_graphs: invalid structure ({len(numbers)} atoms): {err}") from err
+            raise ValueError(f"build_graphs: structure {index} is invalid: {err}") from err
         if mode == "periodic":
             parts.append(_periodic_edges(i, j, shift, vec, dist, max_neighbors))
         else:
