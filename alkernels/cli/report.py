@@ -1,0 +1,19 @@
+"""``alkernels report DIR``: regenerate table.md and the plots of a reproduce grid."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild table.md and the PNG plots from a grid's records")
+    p.add_argument("dir", help="the --out folder of 'alkernels reproduce'")
+    p.add_argument("--dest", default=None, help="write the report here instead of DIR")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alkernels.loop.report import write_report
+
+    for name, path in write_report(args.dir, args.dest).items():
+        print(f"{name}: {path}")
+    return 0

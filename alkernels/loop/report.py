@@ -1,0 +1,265 @@
+"""Tables and plots from a grid's records: ``table.md``, ``accuracy.png``, ``loss.png``,
+``spacegroups.png`` and ``summary.json``.
+
+Everything is recomputed from ``runs/**/records.jsonl`` and ``config.json`` (and, for the
+label plot and the sizes, ``experiment.json``), so a report can be regenerated at any time,
+also from a partly finished grid. Means and standard deviations are over seeds (sample std,
+ddof = 1; 0 for a single seed).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alkernels.loop.loop import read_records
+from alkernels.strategies import MC_PASS, PAPER_STRATEGIES, SINGLE_PASS
+
+#: The eight uncertainty strategies, as grouped for the paper's claims.
+UNCERTAINTY = SINGLE_PASS + MC_PASS
+#: Labelled fractions (in %) where the paper's claim "uncertainty beats random" is checked.
+MID_FRACTIONS = (40, 50, 60)
+
+
+def collect(out: str | os.PathLike) -> pd.DataFrame:
+    """One row per (run, round): variant, strategy, seed, percent, accuracy, loss, times.
+
+    ``percent`` is the labelled fraction in whole percent.
+    """
+    rows = []
+    for config_path in sorted(Path(out).glob("runs/**/config.json")):
+        config = json.loads(config_path.read_text())
+        for r in read_records(config_path.parent / "records.jsonl"):
+            rows.append({
+                "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
+                "strategy": config["strategy"], "seed": config["seed"], "round": r["round"],
+                "percent": int(round(100 * r["labelled_fraction"])), "accuracy": 100 * r["accuracy"],
+                "loss": r["loss"], "train_seconds": r["train_seconds"], "query_seconds": r["query_seconds"],
+            })
+    if not rows:
+        raise ValueError(f"no run records found under {Path(out) / 'runs'}")
+    return pd.DataFrame(rows)
+
+
+def _std(x: pd.Series) -> float:
+    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (variant, strategy, percent) of accuracy (%), loss and times."""
+    g = df.groupby(["variant", "strategy", "percent"])
+    return pd.DataFrame({
+        "acc_mean": g["accuracy"].mean(), "acc_std": g["accuracy"].agg(_std),
+        "loss_mean": g["loss"].mean(), "loss_std": g["loss"].agg(_std),
+        "train_seconds": g["train_seconds"].mean(), "query_seconds": g["query_seconds"].mean(),
+        "seeds": g["seed"].nunique(),
+    }).reset_index()
+
+
+def _order(names) -> list[str]:
+    known = [s for s in PAPER_STRATEGIES if s in set(names)]
+    return known + sorted(set(names) - set(known))
+
+
+def _standard(summary: pd.DataFrame) -> tuple[float, float, float, float] | None:
+    row = summary[summary.variant == "standard"]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return r.acc_mean, r.acc_std, r.loss_mean, r.loss_std
+
+
+def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
+    """Markdown table in the layout of the paper's Table 1: strategies x labelled fraction,
+    ``mean +- std`` test accuracy in %, cells at or above the standard run's mean in bold."""
+    part = summary[summary.variant == variant]
+    percents = sorted(part.percent.unique())
+    std = _standard(summary)
+    lines = ["| strategy | " + " | ".join(f"{p}%" for p in percents) + " |",
+             "|---" * (len(percents) + 1) + "|"]
+    for name in _order(part.strategy.unique()):
+        cells = []
+        for p in percents:
+            hit = part[(part.strategy == name) & (part.percent == p)]
+            if hit.empty:
+                cells.append("")
+                continue
+            m, s = hit.iloc[0].acc_mean, hit.iloc[0].acc_std
+            text = f"{m:.1f} +- {s:.1f}"
+            cells.append(f"**{text}**" if std is not None and m >= std[0] else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if std is not None:
+        lines.append("| standard (full data) | " + " | " * (len(percents) - 1)
+                     + f"{std[0]:.1f} +- {std[1]:.1f} |")
+    return "\n".join(lines)
+
+
+def timing_table(summary: pd.DataFrame, variant: str) -> str:
+    """Mean seconds per round of training and of querying, per strategy (averaged over rounds)."""
+    part = summary[summary.variant == variant]
+    lines = ["| strategy | train s / round | query s / round |", "|---|---|---|"]
+    for name in _order(part.strategy.unique()):
+        hit = part[part.strategy == name]
+        queried = hit[hit.percent < hit.percent.max()]
+        lines.append(f"| {name} | {hit.train_seconds.mean():.2f} | {queried.query_seconds.mean():.3f} |")
+    return "\n".join(lines)
+
+
+def claims(summary: pd.DataFrame) -> dict:
+    """Numbers behind the paper's qualitative claims, per weight-reset variant.
+
+    - ``mid_gain``: per uncertainty strategy, mean accuracy over 40/50/60% minus random's (points).
+    - ``first_at_standard``: per strategy, the smallest labelled % whose mean reaches the standard
+      run's mean (None if never).
+    - ``area``: per strategy, mean accuracy over the 10-90% rounds (a learning-curve area).
+    - ``final_minus_standard``: per strategy, accuracy at the last round minus standard's.
+    """
+    std = _standard(summary)
+    out: dict = {"standard": None if std is None else {"acc_mean": std[0], "acc_std": std[1]}}
+    for variant in sorted(set(summary.variant) - {"standard"}):
+        part = summary[summary.variant == variant]
+        by = {n: part[part.strategy == n].set_index("percent").acc_mean for n in part.strategy.unique()}
+        res: dict = {"mid_gain": {}, "first_at_standard": {}, "area": {}, "final_minus_standard": {}}
+        for name, curve in by.items():
+            res["area"][name] = float(curve[curve.index < curve.index.max()].mean())
+            if std is not None:
+                reached = curve[curve >= std[0]]
+                res["first_at_standard"][name] = int(reached.index.min()) if len(reached) else None
+                res["final_minus_standard"][name] = float(curve.iloc[-1] - std[0])
+            if name in UNCERTAINTY and "random" in by:
+                mids = [p for p in MID_FRACTIONS if p in curve.index and p in by["random"].index]
+                if mids:
+                    res["mid_gain"][name] = float(np.mean([curve[p] - by["random"][p] for p in mids]))
+        out[variant] = res
+    return out
+
+
+def claims_markdown(c: dict) -> str:
+    """A short, number-only account of :func:`claims` for ``table.md``."""
+    lines = []
+    for variant in [v for v in c if v != "standard"]:
+        res = c[variant]
+        lines.append(f"### Weights {'kept' if variant == 'keep' else 'reset'} between rounds")
+        gains = res["mid_gain"]
+        if gains:
+            above = [n for n, g in gains.items() if g > 0]
+            lines.append(f"- Uncertainty minus random, mean over {'/'.join(map(str, MID_FRACTIONS))}% "
+                         f"labelled: {len(above)} of {len(gains)} strategies above random; "
+                         + ", ".join(f"{n} {g:+.1f}" for n, g in gains.items()) + " points.")
+        area = res["area"]
+        if "random" in area:
+            lines.append("- Mean accuracy over the 10-90% rounds (learning-curve area): "
+                         + ", ".join(f"{n} {area[n]:.1f}" for n in _order(area)) + ".")
+        first = res["first_at_standard"]
+        if first:
+            lines.append("- First labelled % at or above the standard mean: "
+                         + ", ".join(f"{n} {first[n] if first[n] is not None else 'never'}"
+                                     for n in _order(first)) + ".")
+            final = res["final_minus_standard"]
+            gaps = np.array(list(final.values()))
+            lines.append(f"- Last round minus standard: mean {gaps.mean():+.1f}, range "
+                         f"{gaps.min():+.1f} to {gaps.max():+.1f} points "
+                         f"(standard {c['standard']['acc_mean']:.1f} +- {c['standard']['acc_std']:.1f}).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in ("keep", "reset") if v in set(summary.variant)]
+    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5),
+                             squeeze=False, sharey=True)
+    std = summary[summary.variant == "standard"]
+    cmap = plt.get_cmap("tab20")
+    for ax, variant in zip(axes[0], variants):
+        part = summary[summary.variant == variant]
+        for k, name in enumerate(_order(part.strategy.unique())):
+            curve = part[part.strategy == name].sort_values("percent")
+            m, s = curve[f"{metric}_mean"].to_numpy(), curve[f"{metric}_std"].to_numpy()
+            style = "-" if name in UNCERTAINTY else "--" if name == "random" else ":"
+            ax.plot(curve.percent, m, style, marker="o", ms=3, color=cmap(k % 20), label=name)
+            ax.fill_between(curve.percent, m - s, m + s, color=cmap(k % 20), alpha=0.12)
+        if not std.empty:
+            m, s = std.iloc[0][f"{metric}_mean"], std.iloc[0][f"{metric}_std"]
+            ax.axhline(m, color="black", ls="--", lw=1.5, label="standard (full data)")
+            ax.axhspan(m - s, m + s, color="black", alpha=0.08)
+        ax.set_title(f"weights {'kept' if variant == 'keep' else 'reset'} between rounds")
+        ax.set_xlabel("labelled fraction of the training set (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_spacegroups(train: np.ndarray, test: np.ndarray, path: Path, title: str = "") -> None:
+    """Bar plot of the space-group distributions (fraction of structures) of train and test."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 4))
+    bins = np.arange(1, 232)
+    for labels, name, shift in ((train, "train", -0.2), (test, "test", 0.2)):
+        counts = np.bincount(labels, minlength=231)[1:] / max(len(labels), 1)
+        ax.bar(bins[:-1] + shift, counts, width=0.4, label=f"{name} ({len(labels)})")
+    ax.set_xlabel("space-group number")
+    ax.set_ylabel("fraction of structures")
+    ax.set_title(title or "space-group distribution")
+    ax.set_xlim(0, 231)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write ``table.md``, ``accuracy.png``, ``loss.png``, ``spacegroups.png`` (if the grid's
+    ``experiment.json`` exists) and ``summary.json`` for the grid in ``out`` into ``dest``
+    (default ``out``); returns the written paths by name."""
+    out = Path(out)
+    dest = Path(dest) if dest is not None else out
+    dest.mkdir(parents=True, exist_ok=True)
+    summary = summarise(collect(out))
+    meta_path = out / "experiment.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    c = claims(summary)
+    paths = {name: dest / name for name in ("table.md", "accuracy.png", "loss.png", "summary.json")}
+
+    head = ["# Active learning for space-group classification: test accuracy (%)", ""]
+    if meta:
+        p = meta["preset"]
+        head += [f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} train / "
+                 f"{meta['n_test']} test structures, {p['rounds']} rounds of {p['query_size']:.0%} "
+                 f"chunks, {p['epochs']} epoch(s) per round, AdamW lr {p['lr']:g}, batch {p['batch_size']}, "
+                 f"{p['graph_mode']} graphs with a {p['cutoff']:g} A cutoff, T = {p['passes']} MC passes, "
+                 f"seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min with "
+                 f"{meta['processes']} process(es).", ""]
+    head += ["Mean +- std over seeds; **bold**: at or above the standard (full-data) run's mean.", ""]
+    body = []
+    for variant in ("keep", "reset"):
+        if variant in set(summary.variant):
+            body += [f"## Weights {'kept' if variant == 'keep' else 'reset to the initial ones'} "
+                     "between rounds", "", accuracy_table(summary, variant), "",
+                     "Seconds per round (mean over rounds and seeds):", "", timing_table(summary, variant), ""]
+    body += ["## Checks against the paper's claims", "", claims_markdown(c)]
+    paths["table.md"].write_text("\n".join(head + body))
+    _plot_metric(summary, "acc", "test accuracy (%)", paths["accuracy.png"])
+    _plot_metric(summary, "loss", "test cross-entropy", paths["loss.png"])
+    if meta:
+        paths["spacegroups.png"] = dest / "spacegroups.png"
+        plot_spacegroups(np.asarray(meta["train_spacegroups"]), np.asarray(meta["test_spacegroups"]),
+                         paths["spacegroups.png"], title=f"space groups of {meta['dataset']}")
+    records = {k: v for k, v in meta.items() if k not in ("train_spacegroups", "test_spacegroups")}
+    paths["summary.json"].write_text(json.dumps(
+        {"experiment": records, "claims": c, "curves": summary.to_dict(orient="records")}, indent=1))
+    return paths
