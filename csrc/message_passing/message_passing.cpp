@@ -9,13 +9,21 @@
 namespace alk_mp {
 
 namespace {
-bool cpu_has_avx2() {
+enum class Isa { kAvx512, kAvx2, kGeneric };
+
+// The widest compiled variant this CPU runs. The AVX-512 kernels use 2 x 16-float register
+// blocks, so they need widths that are multiples of 32.
+template <typename T>
+Isa pick_isa(const EdgeArgs<T>& a, int64_t F) {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-#else
-  return false;
+  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx512 && a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0) return Isa::kAvx512;
+  if (avx2) return Isa::kAvx2;
 #endif
+  (void)a;
+  (void)F;
+  return Isa::kGeneric;
 }
 // Threads for E edges: small batches run on one thread (a parallel region costs more than
 // their edge work, and much more on an oversubscribed machine).
@@ -30,10 +38,11 @@ template <typename T>
 void edge_forward(const EdgeArgs<T>& a, T* m, T* dx) {
   const int nt = threads_for(a.E);
   std::vector<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C));
-  if (cpu_has_avx2())
-    avx2::forward(a, m, dx, scratch.data(), nt);
-  else
-    generic::forward(a, m, dx, scratch.data(), nt);
+  switch (pick_isa(a, 32)) {  // the forward pass does not touch F-wide data
+    case Isa::kAvx512: avx512::forward(a, m, dx, scratch.data(), nt); break;
+    case Isa::kAvx2: avx2::forward(a, m, dx, scratch.data(), nt); break;
+    default: generic::forward(a, m, dx, scratch.data(), nt);
+  }
 }
 
 template <typename T>
@@ -42,10 +51,11 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g) {
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
   std::vector<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
-  if (cpu_has_avx2())
-    avx2::backward(a, g, edge_buf.data(), scratch.data(), nt);
-  else
-    generic::backward(a, g, edge_buf.data(), scratch.data(), nt);
+  switch (pick_isa(a, a.F)) {
+    case Isa::kAvx512: avx512::backward(a, g, edge_buf.data(), scratch.data(), nt); break;
+    case Isa::kAvx2: avx2::backward(a, g, edge_buf.data(), scratch.data(), nt); break;
+    default: generic::backward(a, g, edge_buf.data(), scratch.data(), nt);
+  }
 }
 
 template void edge_forward<float>(const EdgeArgs<float>&, float*, float*);

@@ -8,6 +8,8 @@
 #pragma GCC target("avx2,fma")
 namespace alk_mp {
 namespace avx2 {
+#define ALK_VEC_BYTES 32
+#define ALK_ROWS 4
 #include "message_passing/mp_impl.inc"
 }  // namespace avx2
 }  // namespace alk_mp

@@ -6,6 +6,8 @@
 
 namespace alk_mp {
 namespace generic {
+#define ALK_VEC_BYTES 32
+#define ALK_ROWS 4
 #include "message_passing/mp_impl.inc"
 }  // namespace generic
 }  // namespace alk_mp

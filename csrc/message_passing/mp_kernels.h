@@ -74,6 +74,7 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g);
   void backward(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*, int);     \
   void backward(const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*, int); \
   }
+ALK_MP_DECLARE(avx512)
 ALK_MP_DECLARE(avx2)
 ALK_MP_DECLARE(generic)
 #undef ALK_MP_DECLARE
