@@ -1,12 +1,14 @@
 """``read_structures``: crystals from CSV/CIF/POSCAR/extxyz/ASE-db/matbench JSON/Python lists."""
 from __future__ import annotations
 
+import functools
 import gzip
 import io
+import itertools
 import json
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
 
 import ase
 import ase.db
@@ -14,6 +16,7 @@ import ase.io
 import numpy as np
 import pandas as pd
 
+from alkernels.data._store import chunked, map_chunks, resolve_workers
 from alkernels.data.structures import (
     DEFAULT_SYMPREC,
     StructureError,
@@ -31,8 +34,25 @@ ID_COLUMNS = ("material_id", "id", "mbid")
 _DIR_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz")
 _DIR_NAMES = ("POSCAR", "CONTCAR")
 
-#: One input row: (row key, structure id, properties, a parser returning ``ase.Atoms``).
-_Row = tuple[int | str, str, dict[str, Any], Callable[[], ase.Atoms]]
+#: Inputs with fewer rows are read in-process (a worker pool costs more than it saves).
+_PARALLEL_MIN_ROWS = 256
+_CHUNK = 256
+
+
+class _Unreadable(NamedTuple):
+    """A row whose structure could not be obtained, with the reason."""
+
+    reason: str
+
+
+#: What a row's structure is, before validation: CIF text (parsed in a worker), a structure, a
+#: deferred conversion (run in the calling process), or the reason it could not be read.
+_Payload = Union[str, ase.Atoms, Callable[[], ase.Atoms], _Unreadable]
+#: One input row: (row key, structure id, properties, payload).
+_Row = tuple[int | str, str, dict[str, Any], _Payload]
+#: A validated structure: (numbers int64 [n], positions float64 [n, 3], cell float64 [3, 3],
+#: spglib space group or None).
+_Accepted = tuple[np.ndarray, np.ndarray, np.ndarray, int | None]
 
 
 def read_structures(
@@ -42,6 +62,7 @@ def read_structures(
     strict: bool = False,
     symprec: float = DEFAULT_SYMPREC,
     cif_column: str = CIF_COLUMN,
+    workers: int | None = None,
 ) -> StructureSet:
     """Read crystals into a :class:`StructureSet`, skipping (or, if ``strict``, raising on) bad rows.
 
@@ -62,27 +83,33 @@ def read_structures(
         strict: raise :class:`StructureError` on the first bad row instead of skipping it.
         symprec: spglib tolerance in Angstrom for ``label="spacegroup"``.
         cif_column: name of the CIF text column of CSV sources.
+        workers: processes that parse and validate (None: ``os.cpu_count()``; 1: in-process);
+            inputs of fewer than 256 rows are always read in-process.
 
     Every accepted structure becomes a fresh periodic ``ase.Atoms`` (pbc on all axes, no info).
     Rows are rejected for: an unparsable file or CIF, an empty structure, Z outside 1..99, a zero
     or near-singular cell, atoms closer than 0.5 A, an unusable label.
     """
-    rows = _rows(source, cif_column)
+    rows = list(_rows(source, cif_column))
+    payloads = [_run_deferred(row[3]) for row in rows]
+    n_workers = 1 if len(rows) < _PARALLEL_MIN_ROWS else resolve_workers(workers)
+    chunks = chunked(payloads, n_workers, _CHUNK)
+    work = functools.partial(_accept_chunk, symprec=symprec if label == "spacegroup" else None)
+    results = itertools.chain.from_iterable(
+        map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="read")
+    )
     atoms: list[ase.Atoms] = []
     props: list[dict[str, Any]] = []
     ids: list[str] = []
     labels: list[int] = []
     rejected: list[tuple[int | str, str]] = []
-    for key, row_id, row_props, parse in rows:
+    for (key, row_id, row_props, _), result in zip(rows, results):
         try:
-            try:
-                parsed = parse()
-            except Exception as err:  # any parser failure is a per-row rejection reason
-                raise StructureError(f"unparsable structure: {type(err).__name__}: {err}") from err
-            crystal = make_atoms(parsed.numbers, parsed.positions, parsed.cell[:])
-            check_structure(crystal.numbers, crystal.positions, crystal.cell[:])
-            if label == "spacegroup":
-                labels.append(spacegroup_number(crystal, symprec))
+            if isinstance(result, str):
+                raise StructureError(result)
+            numbers, positions, cell, spacegroup = result
+            if spacegroup is not None:
+                labels.append(spacegroup)
             elif label is not None:
                 labels.append(_integer_label(row_props, label))
         except StructureError as err:
@@ -90,7 +117,7 @@ def read_structures(
                 raise StructureError(f"row {key!r}: {err}") from err
             rejected.append((key, str(err)))
             continue
-        atoms.append(crystal)
+        atoms.append(make_atoms(numbers, positions, cell))
         ids.append(row_id)
         props.append(row_props)
     table = pd.DataFrame(props) if props else pd.DataFrame(index=pd.RangeIndex(0))
@@ -101,6 +128,46 @@ def read_structures(
         labels=np.asarray(labels, dtype=np.int64) if label is not None else None,
         rejected=rejected,
     )
+
+
+def _run_deferred(payload: _Payload) -> str | ase.Atoms | _Unreadable:
+    """Run a deferred conversion here, so that what goes to workers pickles cheaply."""
+    if not callable(payload):
+        return payload
+    try:
+        return payload()
+    except Exception as err:  # any conversion failure is this row's rejection reason
+        return _unreadable(err)
+
+
+def _unreadable(err: Exception) -> _Unreadable:
+    return _Unreadable(f"unparsable structure: {type(err).__name__}: {err}")
+
+
+def _accept_chunk(payloads: Sequence[str | ase.Atoms | _Unreadable], *, symprec: float | None
+                  ) -> list[_Accepted | str]:
+    """Parse and validate each payload: the accepted arrays (with the spglib label when
+    ``symprec`` is set) or the rejection reason."""
+    return [_accept(payload, symprec) for payload in payloads]
+
+
+def _accept(payload: str | ase.Atoms | _Unreadable, symprec: float | None) -> _Accepted | str:
+    if isinstance(payload, _Unreadable):
+        return payload.reason
+    if isinstance(payload, str):
+        try:
+            if not payload.strip():
+                raise ValueError("empty CIF text")
+            payload = ase.io.read(io.StringIO(payload), format="cif")
+        except Exception as err:  # any parser failure is this row's rejection reason
+            return _unreadable(err).reason
+    crystal = make_atoms(payload.numbers, payload.positions, payload.cell[:])
+    try:
+        check_structure(crystal.numbers, crystal.positions, crystal.cell[:])
+        spacegroup = spacegroup_number(crystal, symprec) if symprec is not None else None
+    except StructureError as err:
+        return str(err)
+    return crystal.numbers.astype(np.int64), crystal.positions, crystal.cell[:], spacegroup
 
 
 def _integer_label(props: dict[str, Any], column: str) -> int:
@@ -145,16 +212,7 @@ def _csv_rows(path: Path, cif_column: str) -> Iterator[_Row]:
     cifs = frame.pop(cif_column).tolist()
     for row, (cif, props) in enumerate(zip(cifs, frame.to_dict("records"))):
         row_id = str(props[id_column]) if id_column is not None else str(row)
-        yield row, row_id, props, _cif_parser(cif)
-
-
-def _cif_parser(text: Any) -> Callable[[], ase.Atoms]:
-    def parse() -> ase.Atoms:
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("empty CIF text")
-        return ase.io.read(io.StringIO(text), format="cif")
-
-    return parse
+        yield row, row_id, props, cif if isinstance(cif, str) else _Unreadable("unparsable structure: no CIF")
 
 
 def _directory_rows(path: Path) -> Iterator[_Row]:
@@ -175,20 +233,13 @@ def _ase_file_rows(path: Path, prefix: str) -> Iterator[_Row]:
     try:
         frames = ase.io.read(path, index=":", format=fmt)
     except Exception as err:  # reported as the rejection reason of this file's row
-        yield key, str(key), {}, _raiser(err)
+        yield key, str(key), {}, _unreadable(err)
         return
     for k, frame in enumerate(frames):
         row_key: int | str = f"{prefix}:{k}" if prefix and len(frames) > 1 else (prefix or k)
         results = frame.calc.results if frame.calc is not None else {}
         props = {name: v for name, v in {**frame.info, **results}.items() if np.isscalar(v)}
-        yield row_key, str(props.get("id", row_key)), props, (lambda f=frame: f)
-
-
-def _raiser(err: Exception) -> Callable[[], ase.Atoms]:
-    def parse() -> ase.Atoms:
-        raise err
-
-    return parse
+        yield row_key, str(props.get("id", row_key)), props, frame
 
 
 def _database_rows(path: Path) -> Iterator[_Row]:
@@ -217,7 +268,7 @@ def _object_rows(items: list[Any]) -> Iterator[_Row]:
     to_ase: Callable[[Any], ase.Atoms] | None = None
     for k, item in enumerate(items):
         if isinstance(item, ase.Atoms):
-            yield k, str(k), {}, (lambda a=item: a)
+            yield k, str(k), {}, item
             continue
         if to_ase is None:
             to_ase = _pymatgen_converters()[1]

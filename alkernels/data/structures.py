@@ -1,6 +1,8 @@
 """Crystal structures: validation, space-group labels and the :class:`StructureSet` container."""
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -74,10 +76,27 @@ def check_overlaps(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
         )
 
 
+@contextlib.contextmanager
+def quiet_spglib() -> Iterator[None]:
+    """Silence spglib meanwhile: its per-call DeprecationWarning about legacy error handling and
+    the "ssm_get_exact_positions failed" lines its C search prints to stderr unless
+    ``SPGLIB_WARNING=OFF`` (read at each call); the environment is restored on exit."""
+    previous = os.environ.get("SPGLIB_WARNING")
+    os.environ["SPGLIB_WARNING"] = "OFF"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        if previous is None:
+            del os.environ["SPGLIB_WARNING"]
+        else:
+            os.environ["SPGLIB_WARNING"] = previous
+
+
 def spacegroup_number(atoms: ase.Atoms, symprec: float = DEFAULT_SYMPREC) -> int:
     """The spglib space-group number (1..230) of a crystal; ``StructureError`` if spglib finds none."""
-    with warnings.catch_warnings():  # spglib 2.x warns about its legacy error handling per call
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_spglib():
         data = spglib.get_symmetry_dataset(
             (atoms.cell[:], atoms.get_scaled_positions(wrap=True), atoms.numbers), symprec=symprec
         )

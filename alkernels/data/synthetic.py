@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
 import warnings
 from os import PathLike
 from pathlib import Path
@@ -27,6 +26,7 @@ from alkernels.data.structures import (
     StructureSet,
     check_structure,
     make_atoms,
+    quiet_spglib,
 )
 
 PRIOR_PATH = Path(__file__).with_name("spacegroup_prior.csv")
@@ -161,13 +161,12 @@ def _generate_chunk(
 @contextlib.contextmanager
 def _quiet_generation() -> Iterator[Any]:
     """pyxtal's default atomic ``Tol_matrix``, also used by its Wyckoff merge check meanwhile,
-    with Python warnings and spglib's C-level search messages off; all restored on exit.
+    with Python warnings and spglib's messages off; all restored on exit.
 
     pyxtal's ``Wyckoff_position.merge`` calls ``check_images`` without a tolerance matrix, which
     then rebuilds the default one (a 100x100 table, a few ms) on every call: more than half the
     generation time. Binding the same default matrix once gives identical structures, twice as
-    fast. spglib prints "ssm_get_exact_positions failed" lines to stderr for near-symmetric
-    random cells unless ``SPGLIB_WARNING=OFF``.
+    fast.
     """
     import pyxtal.operations
     import pyxtal.symmetry
@@ -176,18 +175,12 @@ def _quiet_generation() -> Iterator[Any]:
     tolerance = Tol_matrix(prototype="atomic")
     original = pyxtal.symmetry.check_images
     pyxtal.symmetry.check_images = functools.partial(pyxtal.operations.check_images, tm=tolerance)
-    spglib_warning = os.environ.get("SPGLIB_WARNING")
-    os.environ["SPGLIB_WARNING"] = "OFF"
     try:
-        with warnings.catch_warnings():
+        with quiet_spglib(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield tolerance
     finally:
         pyxtal.symmetry.check_images = original
-        if spglib_warning is None:
-            del os.environ["SPGLIB_WARNING"]
-        else:
-            os.environ["SPGLIB_WARNING"] = spglib_warning
 
 
 def _generate_one(
