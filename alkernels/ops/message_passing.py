@@ -182,8 +182,11 @@ def _kernel_weights(w: EdgeWeights) -> list[torch.Tensor]:
     ]  # fmt: skip
 
 
-def _split_first_layer(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor):
-    """Per-node products of the split first edge Linear: A = h W1a^T, B = h W1b^T + b1, w."""
+def split_first_layer(
+    h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-node products of the split first edge Linear: ``A = h W1a^T`` [n, H],
+    ``B = h W1b^T + b1`` [n, H] and the r^2 column ``w`` [H] of ``w1`` [H, 2F+1]."""
     f = h.shape[1]
     a = h @ w1[:, :f].t()
     b = torch.addmm(b1, h, w1[:, f : 2 * f].t())
@@ -191,14 +194,14 @@ def _split_first_layer(h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor):
 
 
 def _cpu_forward(h, x, shift, graph, w: EdgeWeights, eps):
-    a, b, wr = _split_first_layer(h, w.w1, w.b1)
+    a, b, wr = split_first_layer(h, w.w1, w.b1)
     np_ = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
     m, dx = ext().egnn_edge_forward(*np_, [t.detach().numpy() for t in _kernel_weights(w)], eps)
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
 def _cpu_backward(h, x, shift, graph, w: EdgeWeights, eps, detach_norm, gm, gdx):
-    a, b, wr = _split_first_layer(h, w.w1, w.b1)
+    a, b, wr = split_first_layer(h, w.w1, w.b1)
     f = h.shape[1]
     arrays = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
     extra = [
