@@ -73,9 +73,9 @@ def test_encoder_on_triton_matches_reference():
     emb_f.square().sum().backward()
     emb_r.square().sum().backward()
     for (name, pf), pr in zip(fused.named_parameters(), ref.parameters()):
-        # the last layer's coordinate MLP gets no gradient: final coordinates are discarded
-        assert (pf.grad is None) == (pr.grad is None), name
+        # the last layer's coordinate MLP: no gradient in autograd, zeros from the fused op
         if pr.grad is None:
+            assert pf.grad is None or not pf.grad.any(), name
             continue
         scale = pr.grad.abs().max().item()
         assert (pf.grad - pr.grad).abs().max().item() <= 1e-4 * scale + 1e-12, name

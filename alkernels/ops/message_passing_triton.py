@@ -100,6 +100,21 @@ if HAS_TRITON:
         return offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot.to(tl.float32)
 
     @triton.jit
+    def _block_edges(rowptr_ptr, blk, n, BLOCK_N: tl.constexpr):
+        """First receiver of block ``blk`` and the edge range of its BLOCK_N receivers."""
+        i0 = blk * BLOCK_N
+        return i0, tl.load(rowptr_ptr + i0), tl.load(rowptr_ptr + tl.minimum(i0 + BLOCK_N, n))
+
+    @triton.jit
+    def _store_block(rows_ptr, vec_ptr, node, n, acc, acc_x, acc_y, acc_z, H: tl.constexpr):
+        """rows_ptr[node, :H] = acc and vec_ptr[node, :3] = (acc_x, acc_y, acc_z) for node < n."""
+        ok = node < n
+        tl.store(rows_ptr + node[:, None] * H + tl.arange(0, H)[None, :], acc, mask=ok[:, None])
+        tl.store(vec_ptr + node * 3, acc_x, mask=ok)
+        tl.store(vec_ptr + node * 3 + 1, acc_y, mask=ok)
+        tl.store(vec_ptr + node * 3 + 2, acc_z, mask=ok)
+
+    @triton.jit
     def _edge_fwd_kernel(
         a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
         w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
@@ -110,12 +125,9 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         nprog = tl.num_programs(0)
         num_blocks = tl.cdiv(n, BLOCK_N)
-        offs_h = tl.arange(0, H)
         rows = tl.arange(0, BLOCK_N)
         for blk in range(pid, num_blocks, nprog):
-            i0 = blk * BLOCK_N
-            e_start = tl.load(rowptr_ptr + i0)
-            e_end = tl.load(rowptr_ptr + tl.minimum(i0 + BLOCK_N, n))
+            i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
             acc_m = tl.zeros((BLOCK_N, H), dtype=tl.float32)
             acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
             acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -131,12 +143,7 @@ if HAS_TRITON:
                 acc_x += tl.sum(onehot * (dx * scale)[None, :], axis=1)
                 acc_y += tl.sum(onehot * (dy * scale)[None, :], axis=1)
                 acc_z += tl.sum(onehot * (dz * scale)[None, :], axis=1)
-            node = i0 + rows
-            ok = node < n
-            tl.store(m_ptr + node[:, None] * H + offs_h[None, :], acc_m, mask=ok[:, None])
-            tl.store(dxo_ptr + node * 3, acc_x, mask=ok)
-            tl.store(dxo_ptr + node * 3 + 1, acc_y, mask=ok)
-            tl.store(dxo_ptr + node * 3 + 2, acc_z, mask=ok)
+            _store_block(m_ptr, dxo_ptr, i0 + rows, n, acc_m, acc_x, acc_y, acc_z, H)
 
     @triton.jit
     def _acc_slice(ptr, value, ROWS: tl.constexpr, COLS: tl.constexpr):
@@ -179,9 +186,7 @@ if HAS_TRITON:
         w_r = tl.load(w_ptr + offs_h)
         wx3 = tl.load(wx3_ptr + offs_c)
         for blk in range(pid, num_blocks, nprog):
-            i0 = blk * BLOCK_N
-            e_start = tl.load(rowptr_ptr + i0)
-            e_end = tl.load(rowptr_ptr + tl.minimum(i0 + BLOCK_N, n))
+            i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
             acc_gb = tl.zeros((BLOCK_N, H), dtype=tl.float32)
             acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
             acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
@@ -240,12 +245,7 @@ if HAS_TRITON:
                 acc_x -= tl.sum(onehot * gd_x[None, :], axis=1)
                 acc_y -= tl.sum(onehot * gd_y[None, :], axis=1)
                 acc_z -= tl.sum(onehot * gd_z[None, :], axis=1)
-            node = i0 + rows
-            ok = node < n
-            tl.store(gb_ptr + node[:, None] * H + offs_h[None, :], acc_gb, mask=ok[:, None])
-            tl.store(gx_ptr + node * 3, acc_x, mask=ok)
-            tl.store(gx_ptr + node * 3 + 1, acc_y, mask=ok)
-            tl.store(gx_ptr + node * 3 + 2, acc_z, mask=ok)
+            _store_block(gb_ptr, gx_ptr, i0 + rows, n, acc_gb, acc_x, acc_y, acc_z, H)
 
     @triton.jit
     def _sender_sum_kernel(
