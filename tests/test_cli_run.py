@@ -5,8 +5,8 @@ import json
 
 import ase.io
 import pytest
-import torch
 from ase.build import bulk
+from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
 from alkernels.cli import main
 from alkernels.loop import RECORD_KEYS, read_records
@@ -27,15 +27,6 @@ def crystal_dir(tmp_path_factory):
             ase.io.write(folder / f"{k:02d}-{formula}.cif", bulk(formula, kind, a=a * scale))
             k += 1
     return folder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def cli(*args) -> int:

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_strategies import Item, TapModel, toy_collate
+from test_strategies import Item, TapModel, one_thread, toy_collate  # noqa: F401  (autouse fixture)
 
 from alkernels import strategies
 from alkernels.loop import RECORD_KEYS, TIMING_KEYS, ActiveLearningLoop, labelled_schedule, read_records

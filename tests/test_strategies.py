@@ -80,6 +80,15 @@ def make_pool(n: int, indices=None, batch_size: int = 2) -> Pool:
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", ["entropy", "least_confidence", "margin"])
 def test_single_pass_picks_the_uniform_items(name):
     # 8 items, all confident except 2 (uniform) and 5 (two-way tie): the most uncertain first.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from alkernels.cli.run import add_data_args
+from alkernels.cli.run import add_data_args, apply_threads
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         [s.strip() for s in args.strategies.split(",") if s.strip()]
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
     grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
+    apply_threads(args)
     data = load_data(args.dataset, label=args.label, structures=preset.structures, split=preset.split,
                      cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=args.cache_dir,
                      workers=args.workers)

@@ -24,6 +24,18 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
     p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's intra-op thread count from ``--threads`` (if given)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -77,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.keep_optimizer and not args.reset_weights:
         raise ValueError("--keep-optimizer only applies with --reset-weights")
+    apply_threads(args)
     strategy = make_strategy(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir())
     t0 = time.perf_counter()
     data = load_data(args.dataset, label=args.label, structures=args.max_structures,
