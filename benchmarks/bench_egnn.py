@@ -1,0 +1,302 @@
+"""EGNN benchmarks: fused message passing against its peers, a training epoch and pool scoring.
+
+1. Forward+backward throughput (graphs/s) and peak memory of the paper's EGNN encoder on batches
+   of built-in synthetic crystals, both graph modes, for three peers in the same run:
+   ``fused`` (backend "auto": C++ on CPU, Triton on CUDA), ``reference`` (plain PyTorch) and
+   ``pyg`` (the same layer as a torch_geometric ``MessagePassing``). Timings interleave the peers
+   rep by rep in one process (so load drifts on a shared machine hit all of them alike) and
+   report the median. Peak memory of each (peer, mode, batch) comes from a fresh subprocess: on
+   CPU the growth of the peak resident set over one forward+backward (VmHWM), on CUDA
+   ``max_memory_allocated``.
+2. One training epoch (AdamW, batch 24) over ``--train-n`` structures.
+3. One pool-scoring pass over ``--pool-n`` structures with T MC-dropout passes: the encoder runs
+   once per batch, the head T times, and a streaming BALD top-k consumes the [T, b, 230] logits.
+
+Structures: ``--distinct`` synthetic crystals, tiled to the requested sizes (as in
+bench_graphs.py). Results go to JSON with the machine, versions, sizes and date.
+
+Usage::
+
+    python benchmarks/bench_egnn.py --out benchmarks/results/egnn_cpu2.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch_geometric.nn import MessagePassing
+
+from alkernels.data import GraphDataset, build_graphs, collate, synthetic_crystals
+from alkernels.models import EGNN, SpaceGroupClassifier
+from alkernels.models.egnn import EGNNLayer, check_batch, edge_shift_vectors, sum_pool
+from alkernels.ops.message_passing import resolve_backend
+
+CUTOFFS = {"periodic": 6.0, "matsciml": 20.0}
+EDGE_MACS = 65 * 128 + 2 * 128 * 128 + 128 * 64 + 64 * 64 + 64  # per edge per layer, forward
+NODE_MACS = 160 * 128 + 2 * 128 * 128 + 128 * 32  # per node per layer, forward
+
+
+class PygEdgeOp(MessagePassing):
+    """The EGNN edge work of one layer as a torch_geometric MessagePassing (sum aggregation)."""
+
+    def __init__(self, layer: EGNNLayer) -> None:
+        super().__init__(aggr="add", flow="source_to_target")
+        self.layer = layer
+
+    def forward(self, h, x, shift, edge_index):
+        out = self.propagate(edge_index, h=h, x=x, shift=shift)
+        hidden = out.shape[1] - 3
+        return out[:, :hidden], out[:, hidden:]
+
+    def message(self, h_i, h_j, x_i, x_j, shift):
+        d = x_j + shift - x_i
+        r = d.norm(dim=1, keepdim=True)
+        m = self.layer.edge_mlp(torch.cat([h_j, h_i, (d * d).sum(dim=1, keepdim=True)], dim=1))
+        gate = torch.tanh(self.layer.coord_mlp(m))
+        return torch.cat([m, d / (r + self.layer.cfg.eps) * gate], dim=1)
+
+
+class PygEGNN(torch.nn.Module):
+    """The EGNN encoder with every layer's edge work done by :class:`PygEdgeOp`."""
+
+    def __init__(self, encoder: EGNN) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.ops = torch.nn.ModuleList(PygEdgeOp(layer) for layer in encoder.layers)
+
+    def forward(self, batch):
+        enc = self.encoder
+        check_batch(batch)
+        shift = edge_shift_vectors(batch, torch.float32)
+        edge_index = torch.stack([batch.edge_src, batch.edge_dst])
+        h, x = enc.input(enc.embedding(batch.z)), batch.pos
+        for k, (layer, op) in enumerate(zip(enc.layers, self.ops)):
+            m, dx = op(h, x, shift, edge_index)
+            h, x = h + layer.node_mlp(torch.cat([h, m], dim=1)), x + dx
+            if k < len(enc.layers) - 1:
+                h = enc.act(h)
+        return sum_pool(enc.projection(h), batch.batch, batch.num_graphs)
+
+
+def dataset(args, mode: str, size: int) -> GraphDataset:
+    """``size`` graphs: the ``--distinct`` synthetic crystals tiled."""
+    structures = synthetic_crystals(args.distinct, seed=0, cache_dir=args.cache_dir)
+    graphs = build_graphs(structures, cutoff=CUTOFFS[mode], mode=mode, cache_dir=args.cache_dir)
+    return GraphDataset(graphs, y=structures.labels - 1, indices=np.resize(np.arange(args.distinct), size))
+
+
+def make_model(peer: str, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if peer == "pyg":
+        return PygEGNN(EGNN(backend="reference")).to(device)
+    return EGNN(backend="auto" if peer == "fused" else "reference").to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fused_step(model: torch.nn.Module, batch, device: torch.device) -> None:
+    """One forward+backward of the encoder on ``batch``."""
+    model.zero_grad(set_to_none=True)
+    model(batch).square().sum().backward()
+    sync(device)
+
+
+def peak_memory(args) -> float:
+    """Child process: peak memory (MiB) of one forward+backward of ``args.peer`` (after a warm-up
+    step on CUDA; on CPU the first step, whose one-off allocations every peer pays alike)."""
+    device = torch.device(args.device)
+    ds = dataset(args, args.mode, args.batch)
+    batch = collate([ds[i] for i in range(args.batch)]).to(device)
+    model = make_model(args.peer, device)
+    if device.type == "cuda":
+        fused_step(model, batch, device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fused_step(model, batch, device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    rss_before = _proc_status_kib("VmRSS")
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    fused_step(model, batch, device)
+    return (_proc_status_kib("VmHWM") - rss_before) / 1024
+
+
+def _proc_status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (VmHWM, unlike ru_maxrss, is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def throughput(args, mode: str, b: int, device: torch.device) -> list[dict]:
+    """Rows of one (mode, batch): interleaved timings of every peer plus their peak memory."""
+    ds = dataset(args, mode, b)
+    batch = collate([ds[i] for i in range(b)]).to(device)
+    models = {peer: make_model(peer, device) for peer in args.peers}
+    times: dict[str, list[float]] = {peer: [] for peer in args.peers}
+    for peer in args.peers:  # warm-up
+        fused_step(models[peer], batch, device)
+    for _ in range(args.reps):
+        for peer in args.peers:
+            t0 = time.perf_counter()
+            fused_step(models[peer], batch, device)
+            times[peer].append(time.perf_counter() - t0)
+    rows = []
+    for peer in args.peers:
+        cmd = [sys.executable, __file__, "--one", "--peer", peer, "--mode", mode, "--batch", str(b),
+               "--device", args.device, "--distinct", str(args.distinct), "--cache-dir", args.cache_dir]  # fmt: skip
+        peak = float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+        med = statistics.median(times[peer])
+        row = {
+            "peer": peer, "mode": mode, "batch": b, "nodes": batch.num_nodes, "edges": batch.num_edges,
+            "median_s": med, "graphs_per_s": b / med, "peak_mem_MiB": peak,
+        }  # fmt: skip
+        if device.type == "cuda":
+            flops = 6 * 5 * (EDGE_MACS * batch.num_edges + NODE_MACS * batch.num_nodes)
+            row["achieved_TFLOPs"] = flops / med / 1e12
+        rows.append(row)
+    return rows
+
+
+def matmul_tflops(device: torch.device) -> dict:
+    """Measured dense matmul rate on the device (fp32 IEEE and TF32), 8192^3, median of 10."""
+    a = torch.randn(8192, 8192, device=device)
+    b = torch.randn(8192, 8192, device=device)
+    rates = {}
+    for name, tf32 in (("fp32", False), ("tf32", True)):
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a @ b
+        sync(device)
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            a @ b
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        rates[name] = 2 * 8192**3 / statistics.median(times) / 1e12
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return rates
+
+
+def train_epoch(args, device: torch.device) -> dict:
+    ds = dataset(args, args.task_mode, args.train_n)
+    loader = torch.utils.data.DataLoader(ds, batch_size=24, shuffle=True, collate_fn=collate)
+    torch.manual_seed(0)
+    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    t0 = time.perf_counter()
+    for batch in loader:
+        batch = batch.to(device)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+        opt.step()
+    sync(device)
+    sec = time.perf_counter() - t0
+    return {"structures": args.train_n, "mode": args.task_mode, "batch": 24, "epoch_s": sec, "structures_per_s": args.train_n / sec}
+
+
+def score_pool(args, device: torch.device) -> dict:
+    from alkernels.acquisition import StreamingSelector
+
+    ds = dataset(args, args.task_mode, args.pool_n)
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.pool_batch, collate_fn=collate)
+    torch.manual_seed(0)
+    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device).eval()
+    selector = StreamingSelector("bald", k=args.pool_n // 10)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            selector.update(model.mc_logits(batch.to(device), args.T))
+    selector.result()
+    sync(device)
+    sec = time.perf_counter() - t0
+    return {"structures": args.pool_n, "mode": args.task_mode, "T": args.T, "batch": args.pool_batch, "pass_s": sec, "structures_per_s": args.pool_n / sec}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--distinct", type=int, default=2000, help="distinct synthetic crystals")
+    p.add_argument("--batches", type=int, nargs="+", default=[24, 256])
+    p.add_argument("--modes", nargs="+", default=["periodic", "matsciml"])
+    p.add_argument("--peers", nargs="+", default=["fused", "reference", "pyg"])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--train-n", type=int, default=10_000)
+    p.add_argument("--pool-n", type=int, default=100_000)
+    p.add_argument("--pool-batch", type=int, default=256)
+    p.add_argument("--T", type=int, default=10)
+    p.add_argument("--task-mode", default="matsciml", help="graph mode of the epoch and pool pass")
+    p.add_argument("--skip-tasks", action="store_true", help="only the throughput table")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "alkernels-bench"))
+    p.add_argument("--out", type=Path)
+    p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--peer", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(peak_memory(args))
+        return
+    device = torch.device(args.device)
+    dataset(args, "periodic", 1), dataset(args, "matsciml", 1)  # fill the caches once
+    rows = []
+    for mode in args.modes:
+        for b in args.batches:
+            for row in throughput(args, mode, b, device):
+                rows.append(row)
+                print(f"{mode:9s} B={b:4d} {row['peer']:9s} E={row['edges']:7d} {row['graphs_per_s']:9.1f} graphs/s "
+                      f"{row['peak_mem_MiB']:8.1f} MiB", flush=True)  # fmt: skip
+    for row in rows:
+        ref = next(r for r in rows if r["mode"] == row["mode"] and r["batch"] == row["batch"] and r["peer"] == "reference")
+        row["speedup_vs_reference"] = row["graphs_per_s"] / ref["graphs_per_s"]
+        row["memory_vs_reference"] = row["peak_mem_MiB"] / ref["peak_mem_MiB"]
+    result = {
+        "benchmark": "EGNN encoder forward+backward; training epoch; pool scoring",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "fused_backend": resolve_backend("auto", torch.empty(0, device=device)),
+        },
+        "cutoffs_A": CUTOFFS, "distinct_structures": args.distinct, "throughput": rows,
+    }  # fmt: skip
+    if device.type == "cuda":
+        result["matmul_TFLOPs"] = matmul_tflops(device)
+    save(args.out, result)
+    if not args.skip_tasks:
+        result["train_epoch"] = train_epoch(args, device)
+        print("train epoch", result["train_epoch"], flush=True)
+        save(args.out, result)
+        result["pool_scoring"] = score_pool(args, device)
+        print("pool scoring", result["pool_scoring"], flush=True)
+        save(args.out, result)
+
+
+def save(path: Path | None, result: dict) -> None:
+    """Write the results so far (each section is saved as soon as it is measured)."""
+    if path is None:
+        return
+    result["machine"]["load_average_1min_at_save"] = os.getloadavg()[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+if __name__ == "__main__":
+    main()
