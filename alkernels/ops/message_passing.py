@@ -193,14 +193,28 @@ def split_first_layer(
     return a.contiguous(), b.contiguous(), w1[:, 2 * f].contiguous()
 
 
-def _cpu_forward(h, x, shift, graph, w: EdgeWeights, eps):
+def _cpu_forward(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
     np_ = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
     m, dx = ext().egnn_edge_forward(*np_, [t.detach().numpy() for t in _kernel_weights(w)], eps)
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
-def _cpu_backward(h, x, shift, graph, w: EdgeWeights, eps, detach_norm, gm, gdx):
+def _cpu_backward(
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    detach_norm: bool,
+    gm: torch.Tensor,
+    gdx: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """The C++ backward; the 14 gradients listed in ``egnn_edge_backward``'s docstring."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
     f = h.shape[1]
     arrays = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]

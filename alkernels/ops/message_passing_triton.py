@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from alkernels.ops._triton import HAS_TRITON, interpreting
-from alkernels.ops.message_passing import split_first_layer
+from alkernels.ops.message_passing import EdgeGraph, EdgeWeights, split_first_layer
 
 if HAS_TRITON:
     import triton
@@ -68,7 +68,7 @@ if HAS_TRITON:
     @triton.jit
     def _chunk(
         e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
-        w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, eps,
+        w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
         H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
         PREC: tl.constexpr,
     ):
@@ -136,7 +136,7 @@ if HAS_TRITON:
                 offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot = _chunk(
                     e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
                     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-                    eps, H, C, BLOCK_E, BLOCK_N, PREC,
+                    H, C, BLOCK_E, BLOCK_N, PREC,
                 )
                 acc_m += tl.dot(onehot, m, input_precision="ieee")
                 scale = gate / (r + eps)
@@ -195,7 +195,7 @@ if HAS_TRITON:
                 offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot = _chunk(
                     e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
                     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-                    eps, H, C, BLOCK_E, BLOCK_N, PREC,
+                    H, C, BLOCK_E, BLOCK_N, PREC,
                 )
                 dst = tl.load(dst_ptr + offs, mask=valid, other=0)
                 inv = 1.0 / (r + eps)
@@ -290,14 +290,18 @@ def _check_widths(f: int, h: int, c: int) -> None:
             raise ValueError(f"backend 'triton' needs powers of two >= 16; {name} is {v}")
 
 
-def _common(h, x, shift, graph, w):
+def _common(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights) -> list[torch.Tensor]:
+    """Kernel arguments shared by forward and backward (per-node products, geometry, weights)."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
     mats = [t.contiguous() for t in (w.w2, w.b2, w.w3, w.b3, w.wx1, w.bx1, w.wx2, w.bx2, w.wx3.reshape(-1))]
     return [a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr, *mats]
 
 
-def triton_edge_forward(h, x, shift, graph, w, eps: float, precision: str):
-    """Fused forward on Triton: (m [n, H], dx [n, 3]) in float32."""
+def triton_edge_forward(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused forward on Triton: (m [n, H], dx [n, 3]) in float32 (inputs float32, see
+    :func:`alkernels.ops.message_passing.egnn_edge_op` for the shapes)."""
     n, hidden, coord = h.shape[0], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(h.shape[1], hidden, coord)
     m = torch.empty(n, hidden, device=h.device, dtype=torch.float32)
@@ -312,8 +316,23 @@ def triton_edge_forward(h, x, shift, graph, w, eps: float, precision: str):
     return m, dx
 
 
-def triton_edge_backward(h, x, shift, graph, w, eps: float, detach_norm: bool, gm, gdx, precision: str):
-    """Fused backward on Triton; returns the same 14 gradients as the C++ kernel."""
+def triton_edge_backward(
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    detach_norm: bool,
+    gm: torch.Tensor,
+    gdx: torch.Tensor,
+    precision: str,
+) -> tuple[torch.Tensor, ...]:
+    """Fused backward on Triton from the upstream gradients gm [n, H] and gdx [n, 3].
+
+    Returns the 14 tensors of the C++ kernel: gB [n, H] (receiver sums of the first-layer
+    pre-activation gradient), gh [n, F] (sender part), gx [n, 3], gW1a [H, F], gw [H], gW2, gb2,
+    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(f, hidden, coord)
     dev, e = h.device, graph.num_edges
