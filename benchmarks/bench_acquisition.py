@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -95,14 +96,26 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_extra_mb(fn: Callable[[], object]) -> float | None:
-    """Peak resident memory added by ``fn`` (Linux: resets VmHWM through /proc/self/clear_refs)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
+def peak_extra_mb(which: str, T: int, N: int, C: int, k: int) -> float | None:
+    """Peak resident memory beyond the input of one run of ``which`` ("fused" = score_all + top-k,
+    "eager" = the eager BALD peer), measured in a fresh interpreter so that no freed heap from
+    earlier runs hides allocations (Linux: VmHWM reset through /proc/self/clear_refs)."""
+    if not Path("/proc/self/clear_refs").exists():
         return None
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", which, "--T", str(T), "--N", str(N), "--C", str(C), "--k", str(k)],
+        capture_output=True, text=True, check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _probe(which: str, T: int, N: int, C: int, k: int) -> float:
+    logits = torch.randn(T, N, C) * 3.0
+    run = (lambda: acq.topk(acq.score_all(logits)["bald"], k)) if which == "fused" else \
+        (lambda: eager_peer("bald")(logits, k))
+    Path("/proc/self/clear_refs").write_text("5")
     before = _rss_kb("VmRSS")
-    fn()
+    run()
     return (_rss_kb("VmHWM") - before) / 1024
 
 
@@ -129,8 +142,8 @@ def bench_cpu(T: int, N: int, C: int, k: int, reps: int, compile_peer: bool, baa
     del dst
 
     fused_all = timed(lambda: acq.topk(acq.score_all(logits, backend=backend)["bald"], k), reps)
-    mem_fused = peak_extra_mb(lambda: acq.topk(acq.score_all(logits, backend=backend)["bald"], k))
-    mem_eager = peak_extra_mb(lambda: eager_peer("bald")(logits, k))
+    mem_fused = peak_extra_mb("fused", T, N, C, k)
+    mem_eager = peak_extra_mb("eager", T, N, C, k)
 
     rows = []
     baal_input = logits.permute(1, 2, 0).contiguous().numpy() if baal else None
@@ -255,7 +268,11 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     ap.add_argument("--no-baal", action="store_true", help="skip the baal peer")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--probe", choices=["fused", "eager"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.probe:
+        print(_probe(args.probe, args.T, args.N, args.C, args.k))
+        return
 
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
