@@ -94,6 +94,10 @@ def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
     if std is not None:
         lines.append("| standard (full data) | " + " | " * (len(percents) - 1)
                      + f"{std[0]:.1f} +- {std[1]:.1f} |")
+    seeds = part.groupby("strategy").seeds.min()
+    if seeds.nunique() > 1:
+        lines += ["", "Seeds per strategy differ (an unfinished grid): "
+                  + ", ".join(f"{n} {seeds[n]}" for n in _order(seeds.index)) + "."]
     return "\n".join(lines)
 
 
