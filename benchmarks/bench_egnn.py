@@ -242,7 +242,8 @@ def main() -> None:
     p.add_argument("--pool-batch", type=int, default=256)
     p.add_argument("--T", type=int, default=10)
     p.add_argument("--task-mode", default="matsciml", help="graph mode of the epoch and pool pass")
-    p.add_argument("--skip-tasks", action="store_true", help="only the throughput table")
+    p.add_argument("--sections", nargs="+", default=["throughput", "tasks"], choices=["throughput", "tasks"])
+    p.add_argument("--threads", type=int, default=None, help="torch/OpenMP threads (default: torch's)")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "alkernels-bench"))
     p.add_argument("--out", type=Path)
     p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -250,13 +251,16 @@ def main() -> None:
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # also the OpenMP threads of the C++ kernels
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the memory subprocesses
     if args.one:
         print(peak_memory(args))
         return
     device = torch.device(args.device)
     dataset(args, "periodic", 1), dataset(args, "matsciml", 1)  # fill the caches once
     rows = []
-    for mode in args.modes:
+    for mode in args.modes if "throughput" in args.sections else []:
         for b in args.batches:
             for row in throughput(args, mode, b, device):
                 rows.append(row)
@@ -281,7 +285,7 @@ def main() -> None:
     if device.type == "cuda":
         result["matmul_TFLOPs"] = matmul_tflops(device)
     save(args.out, result)
-    if not args.skip_tasks:
+    if "tasks" in args.sections:
         result["train_epoch"] = train_epoch(args, device)
         print("train epoch", result["train_epoch"], flush=True)
         save(args.out, result)
