@@ -233,6 +233,7 @@ def test_umap_is_deterministic_and_cached(tmp_path):
     pool = Pool(items, np.arange(len(items)), batch_size=16, collate_fn=toy_collate)
     got = strategies.get("umap", cache_dir=tmp_path).query(None, pool, 30, rng=RNG)
     assert sorted(got.tolist()) == list(range(30))
+    assert torch.get_num_threads() == 1  # UMAP (numba's OpenMP) must not change torch's threads
     assert len(list(tmp_path.glob("umap-order-30-*.npy"))) == 1
     again = strategies.get("umap", cache_dir=tmp_path)
     again.order_from_features = None  # a second instance must read the cache, not recompute

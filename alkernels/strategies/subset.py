@@ -179,5 +179,12 @@ class UmapStrategy(OrderStrategy):
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(self.n_neighbors, n - 1), n_jobs=1,
                             random_state=self.random_state, init="spectral" if n > 50 else "random")
-        return _furthest_first(reducer.fit_transform(features).astype(np.float64))
+        # numba's OpenMP layer resets the process-wide OpenMP thread count, which torch shares:
+        # without restoring it, every later training step runs with a different thread count.
+        threads = torch.get_num_threads()
+        try:
+            embedding = reducer.fit_transform(features)
+        finally:
+            torch.set_num_threads(threads)
+        return _furthest_first(embedding.astype(np.float64))
 
