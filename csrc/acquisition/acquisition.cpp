@@ -154,6 +154,14 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
   vi valid_tail;
   for (int l = 0; l < kWidth; ++l) valid_tail[l] = Cp - kWidth + l < C ? -1 : 0;
   const float* e = w.e.data();
+  // Rows are 4 KB-page-sized stretches far apart (one per pass), which hardware prefetchers do
+  // not follow: fetch each row one block-pass ahead.
+  constexpr int64_t kElemBytes = kType == LogitType::F32 ? 4 : 2;
+  const char* bytes = static_cast<const char*>(logits);
+  auto prefetch_row = [&](int64_t t, int64_t n) __attribute__((always_inline)) {
+    const char* p = bytes + (t * st + n * sn) * kElemBytes;
+    for (int64_t b = 0; b < C * kElemBytes; b += 64) __builtin_prefetch(p + b);
+  };
   int64_t first_bad = -1;
   for (int64_t nb = n0; nb < n1; nb += kBlock) {
     const int64_t nk = std::min(kBlock, n1 - nb);
@@ -163,6 +171,10 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
     std::fill(w.pbar.begin(), w.pbar.begin() + nk * Cp, 0.0f);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t k = 0; k < nk; ++k) {
+        if (t + 1 < T)
+          prefetch_row(t + 1, nb + k);
+        else if (nb + kBlock + k < n1)
+          prefetch_row(0, nb + kBlock + k);
         if (!finite[k]) continue;
         const RowView x = widen<kType>(logits, t * st + (nb + k) * sn, C, w);
         const PassStats ps = softmax_pass(x, valid_tail, w.e.data());
