@@ -14,6 +14,7 @@ memcpy measured in the same run, and the peak extra memory beyond the input. Wri
 ``benchmarks/results/`` and prints a markdown table.
 
     .venv/bin/python benchmarks/bench_acquisition.py            # CPU (and GPU if present)
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_acquisition.py --name acquisition_cpu_1thread
 """
 from __future__ import annotations
 
@@ -267,7 +268,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
     ap.add_argument("--no-baal", action="store_true", help="skip the baal peer")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    ap.add_argument("--name", default="acquisition_cpu", help="CPU result file name (without .json)")
     ap.add_argument("--probe", choices=["fused", "eager"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
@@ -280,10 +282,11 @@ def main() -> None:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "command": " ".join(["python", *sys.argv]),
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     cpu = bench_cpu(args.T, args.N, args.C, args.k, args.reps, not args.no_compile, not args.no_baal)
-    (args.out / "acquisition_cpu.json").write_text(json.dumps({**meta, **cpu}, indent=2))
+    (args.out / f"{args.name}.json").write_text(json.dumps({**meta, **cpu, "markdown": markdown(cpu)}, indent=2))
     print(markdown(cpu))
     if torch.cuda.is_available():
         gpu = bench_gpu(args.T, args.N, args.C, args.k)
