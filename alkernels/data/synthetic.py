@@ -33,7 +33,7 @@ PRIOR_PATH = Path(__file__).with_name("spacegroup_prior.csv")
 #: Pseudo-count added to every space group when deriving the prior.
 PRIOR_ALPHA = 0.25
 #: Bumped whenever the generator changes (invalidates cached synthetic sets).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Elements compositions are drawn from (common in the Materials Project).
 ELEMENTS = (
     "H", "Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "Ca",
