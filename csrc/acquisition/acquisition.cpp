@@ -94,18 +94,19 @@ __attribute__((always_inline)) inline PassStats softmax_pass(RowView x, vi valid
   return {std::log(s_all) - simd::hsum(sx) * inv, inv, (1.0f - e2) * inv, true};
 }
 
-// Entropy, top-1 and top-2 of p = acc * scale over the padded classes (padding lanes are 0).
+// Entropy (when with_entropy; else 0), top-1 and top-2 of p = acc * scale over the padded
+// classes (padding lanes are 0).
 struct MeanStats {
   float entropy, p1, p2;
 };
 
 __attribute__((always_inline)) inline MeanStats mean_stats(const float* __restrict acc, int64_t Cp,
-                                                           float scale) {
+                                                           float scale, bool with_entropy) {
   const vf zero = simd::splat(0.0f), tiny = simd::splat(FLT_MIN);
   vf h = zero, top = zero;
   for (int64_t c = 0; c < Cp; c += kWidth) {
     const vf p = simd::load(acc + c) * scale;
-    h -= p * simd::log(simd::max(p, tiny));  // 0 log 0 = 0
+    if (with_entropy) h -= p * simd::log(simd::max(p, tiny));  // 0 log 0 = 0
     top = simd::max(top, p);
   }
   const float p1 = simd::hmax(top);
@@ -195,9 +196,9 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
         if (first_bad < 0) first_bad = n;
         continue;
       }
-      const MeanStats ms = mean_stats(w.pbar.data() + k * Cp, Cp, invT);
-      const float h_exp = h_sum[k] * invT;
       // With one pass, H(p_bar) is the single-pass entropy: exact to fp32 and needs no logs.
+      const MeanStats ms = mean_stats(w.pbar.data() + k * Cp, Cp, invT, T > 1);
+      const float h_exp = h_sum[k] * invT;
       const float h_bar = T == 1 ? h_exp : ms.entropy;
       out[0 * N + n] = h_bar;                              // entropy
       out[1 * N + n] = 1.0f - ms.p1;                       // least_confidence

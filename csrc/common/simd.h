@@ -62,9 +62,9 @@ __attribute__((always_inline)) inline vf exp_nonpos(vf x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const vi e = __builtin_convertvector(n, vi) + 127;
-  return p * as_float(e << 23);
+  p = (p * r + 1.0f) * r + 1.0f;  // = p r^2 + r + 1, as two FMAs
+  // Scale by 2^n by adding n to the exponent field: with x >= -87.3 the result stays normal.
+  return as_float(as_int(p) + (__builtin_convertvector(n, vi) << 23));
 }
 
 // log(x) for normal positive x (callers clamp to FLT_MIN). Cephes logf polynomial, ~2 ulp.
