@@ -156,25 +156,33 @@ def score_all(
     return {name: scores[i] for i, name in enumerate(STRATEGIES)}
 
 
-def _exclude_mask(exclude: Exclude, n: int, device: torch.device, offset: int = 0) -> torch.Tensor | None:
-    """bool [n] mask of excluded positions for pool rows [offset, offset + n).
-
-    ``exclude`` is a bool mask over the whole pool or a list/tensor of global pool indices."""
+def _exclude_indices(exclude: Exclude) -> torch.Tensor | None:
+    """Validate ``exclude`` (a bool mask over the pool or a list/tensor of global pool indices)
+    and return the excluded global indices as a sorted int64 tensor on the CPU (or None)."""
     if exclude is None:
         return None
-    ex = torch.as_tensor(exclude)
+    ex = torch.as_tensor(exclude).cpu()
     if ex.dtype == torch.bool:
         if ex.ndim != 1:
             raise ValueError(f"exclude mask must be 1-D, got shape {tuple(ex.shape)}")
-        ex = torch.nonzero(ex).flatten()
-    elif ex.dtype.is_floating_point or ex.dtype.is_complex:
+        return torch.nonzero(ex).flatten()
+    if ex.dtype.is_floating_point or ex.dtype.is_complex:
         raise ValueError(f"exclude must be a bool mask or integer indices, got dtype {ex.dtype}")
     ex = ex.flatten().long()
     if ex.numel() and int(ex.min()) < 0:
         raise ValueError(f"exclude has a negative index {int(ex.min())}")
-    local = ex[(ex >= offset) & (ex < offset + n)] - offset
+    return torch.sort(ex).values
+
+
+def _chunk_mask(
+    excluded: torch.Tensor | None, n: int, device: torch.device, offset: int = 0
+) -> torch.Tensor | None:
+    """bool [n] mask of the sorted global indices ``excluded`` that fall in [offset, offset + n)."""
+    if excluded is None:
+        return None
+    lo, hi = torch.searchsorted(excluded, torch.tensor([offset, offset + n])).tolist()
     mask = torch.zeros(n, dtype=torch.bool)
-    mask[local] = True
+    mask[excluded[lo:hi] - offset] = True
     return mask.to(device)
 
 
@@ -184,10 +192,7 @@ def _topk_valid(
     """Top-k over non-NaN, non-excluded entries: (int64 [k'], float32 [k'], number selectable),
     with k' = min(k, selectable). Descending, ties to the lower index."""
     if scores.device.type == "cpu" and ext() is not None and scores.dtype == torch.float32:
-        idx, val, valid = _ops.topk_cpu(scores, k, exclude_mask)
-        if valid >= k:
-            return idx, val, valid
-        return _ops.topk_cpu(scores, valid, exclude_mask)
+        return _ops.topk_cpu(scores, k, exclude_mask)
     ok = ~torch.isnan(scores)
     if exclude_mask is not None:
         ok &= ~exclude_mask
@@ -246,7 +251,7 @@ def select(
     row = _check_strategy(strategy)
     tnc = _as_tnc(logits)
     scores = _score_matrix(tnc, backend, nonfinite)[row]
-    mask = _exclude_mask(exclude, tnc.shape[1], scores.device)
+    mask = _chunk_mask(_exclude_indices(exclude), tnc.shape[1], scores.device)
     idx, val, valid = _topk_valid(scores, k, mask)
     if valid < k:
         raise ValueError(f"k = {k} is larger than the pool after exclusion ({valid} samples)")
@@ -279,7 +284,7 @@ class StreamingSelector:
         self._row = _check_strategy(strategy)
         self.strategy = strategy
         self.k = _check_k(k)
-        self._exclude = exclude
+        self._excluded = _exclude_indices(exclude)
         self._backend = backend
         self._nonfinite = nonfinite
         self._spans: list[tuple[int, int]] = []
@@ -302,7 +307,7 @@ class StreamingSelector:
             if off < b and a < off + n:
                 raise ValueError(f"chunk rows [{off}, {off + n}) overlap rows [{a}, {b}) already seen")
         scores = _score_matrix(tnc, self._backend, self._nonfinite, offset=off)[self._row]
-        mask = _exclude_mask(self._exclude, n, scores.device, offset=off)
+        mask = _chunk_mask(self._excluded, n, scores.device, offset=off)
         idx, val, valid = _topk_valid(scores, self.k, mask)
         self._spans.append((off, off + n))
         self._next = off + n

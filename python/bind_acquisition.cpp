@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -54,8 +55,10 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
     if (mask.size() != N) throw py::value_error("topk: exclude mask length differs from scores");
     mask_ptr = mask.data();
   }
-  py::array_t<int64_t> idx(k);
-  py::array_t<float> val(k);
+  // At most min(k, N) entries can be selected; the caller gets exactly min(k, selectable).
+  const int64_t cap = std::min<int64_t>(k, N);
+  py::array_t<int64_t> idx(cap);
+  py::array_t<float> val(cap);
   const float* s = scores.data();
   int64_t* ip = idx.mutable_data();
   float* vp = val.mutable_data();
@@ -64,7 +67,8 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
     py::gil_scoped_release release;
     valid = alk::topk_desc(s, N, k, mask_ptr, ip, vp);
   }
-  return py::make_tuple(idx, val, valid);
+  const py::ssize_t kk = static_cast<py::ssize_t>(std::min(k, valid));
+  return py::make_tuple(idx[py::slice(0, kk, 1)], val[py::slice(0, kk, 1)], valid);
 }
 
 }  // namespace
@@ -74,5 +78,5 @@ void bind_acquisition(py::module_& m) {
         "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1).");
   m.def("acq_topk", &topk_desc, py::arg("scores"), py::arg("k"), py::arg("exclude") = py::none(),
         "Top-k descending, ties to the lower index; NaN and excluded entries skipped. "
-        "Returns (int64[k], float32[k], number_of_selectable).");
+        "Returns (int64[k'], float32[k'], number_of_selectable), k' = min(k, selectable).");
 }

@@ -84,7 +84,8 @@ def score_all_cpu(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
 def topk_cpu(
     scores: torch.Tensor, k: int, exclude: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """C++ top-k of float32 ``scores`` [N]: (int64 [k], float32 [k], number selectable)."""
+    """C++ top-k of float32 ``scores`` [N] skipping NaN and ``exclude``d entries:
+    (int64 [k'], float32 [k'], number selectable) with k' = min(k, selectable)."""
     mod = ext()
     assert mod is not None
     mask = None if exclude is None else exclude.to(torch.uint8).numpy()

@@ -278,13 +278,13 @@ int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* excl
     cand.push_back(i);
   }
   const int64_t valid = static_cast<int64_t>(cand.size());
-  if (valid < k) return valid;
+  const int64_t kk = std::min(k, valid);
   auto before = [scores](int64_t a, int64_t b) {
     return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
   };
-  if (k < valid) std::nth_element(cand.begin(), cand.begin() + k, cand.end(), before);
-  std::sort(cand.begin(), cand.begin() + k, before);
-  for (int64_t j = 0; j < k; ++j) {
+  if (kk < valid) std::nth_element(cand.begin(), cand.begin() + kk, cand.end(), before);
+  std::sort(cand.begin(), cand.begin() + kk, before);
+  for (int64_t j = 0; j < kk; ++j) {
     indices[j] = cand[j];
     values[j] = scores[cand[j]];
   }

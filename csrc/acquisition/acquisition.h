@@ -22,9 +22,9 @@ constexpr int kNumScores = 8;
 int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,
                   int64_t stride_t, int64_t stride_n, float* out);
 
-// The k largest entries of scores[0..N) in descending order, ties to the lower index.
-// NaN entries, and entries with exclude[i] != 0 (exclude may be null), are never selected.
-// Returns the number of selectable entries; when it is below k nothing is written.
+// The min(k, selectable) largest entries of scores[0..N) in descending order, ties to the lower
+// index, written to indices/values. NaN entries, and entries with exclude[i] != 0 (exclude may be
+// null), are never selected. Returns the number of selectable entries.
 int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* exclude,
                   int64_t* indices, float* values);
 
