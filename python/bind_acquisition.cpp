@@ -21,8 +21,11 @@ alk::LogitType parse_type(const std::string& name) {
 }
 
 // logits: a 3-D array [T, N, C] with contiguous classes; bfloat16 arrives as its int16 bit view.
-py::tuple score_all(py::array logits, const std::string& type_name) {
+py::tuple score_all(py::array logits, const std::string& type_name, const std::string& isa_name) {
   const alk::LogitType type = parse_type(type_name);
+  if (isa_name != "best" && isa_name != "baseline")
+    throw py::value_error("acquisition kernel: isa must be 'best' or 'baseline', got '" + isa_name + "'");
+  const alk::KernelIsa isa = isa_name == "best" ? alk::KernelIsa::Best : alk::KernelIsa::Baseline;
   const py::ssize_t itemsize = type == alk::LogitType::F32 ? 4 : 2;
   if (logits.ndim() != 3) throw py::value_error("acquisition kernel: logits must be [T, N, C]");
   if (logits.itemsize() != itemsize)
@@ -39,7 +42,7 @@ py::tuple score_all(py::array logits, const std::string& type_name) {
   int64_t first_bad;
   {
     py::gil_scoped_release release;
-    first_bad = alk::score_all(data, type, T, N, C, st, sn, dst);
+    first_bad = alk::score_all(data, type, T, N, C, st, sn, dst, isa);
   }
   return py::make_tuple(out, first_bad);
 }
@@ -74,8 +77,9 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
 }  // namespace
 
 void bind_acquisition(py::module_& m) {
-  m.def("acq_score_all", &score_all, py::arg("logits"), py::arg("dtype"),
-        "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1).");
+  m.def("acq_score_all", &score_all, py::arg("logits"), py::arg("dtype"), py::arg("isa") = "best",
+        "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1). "
+        "isa: 'best' (AVX2+FMA where the CPU has it) or 'baseline' (the portable build).");
   m.def("acq_topk", &topk_desc, py::arg("scores"), py::arg("k"), py::arg("exclude") = py::none(),
         "Top-k descending, ties to the lower index; NaN and excluded entries skipped. "
         "Returns (int64[k'], float32[k'], number_of_selectable), k' = min(k, selectable).");

@@ -112,6 +112,46 @@ def test_exact_ties_in_logits(backend: str) -> None:
     torch.testing.assert_close(s["least_confidence"], torch.full((5,), 1 - p1, dtype=torch.float32))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the Triton interpreter's numpy
+def test_finite_logits_with_extreme_spans(backend: str) -> None:
+    # finite but far apart: x - max underflows exp, or overflows float32 (span > FLT_MAX)
+    logits = random_logits((3, 6, 10), seed=11)
+    logits[0, 1, :2] = torch.tensor([1e38, -1e38])
+    logits[1, 2, 4:6] = torch.tensor([3e38, -3e38])
+    logits[2, 4, :3] = torch.tensor([100.0, -100.0, -3e38])
+    logits[:, 5] = torch.tensor([-3e38] * 9 + [3e38])
+    want = spec_scores(logits)
+    got = acq.score_all(logits, backend=backend)
+    for name in acq.STRATEGIES:
+        assert torch.isfinite(got[name]).all(), f"{backend} {name}"
+        assert rel_error(got[name], want[name]) < 1e-5, f"{backend} {name}"
+
+
+@pytest.mark.skipif(not has_ext(), reason="needs the compiled extension")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cpu_baseline_build_matches_spec(dtype: torch.dtype) -> None:
+    """The portable (non-AVX2) build of the C++ kernel, which the default dispatch skips here."""
+    from alkernels._ext import ext
+
+    tol = 1e-5 if dtype == torch.float32 else 1e-4
+    for i, shape in enumerate([(4, 101, 230), (1, 37, 230), (5, 37, 2), (2, 515, 17)]):
+        logits = random_logits(shape, seed=20 + i).to(dtype)
+        logits[0, 7, 1] = float("nan")
+        want = spec_scores(logits.float())
+        bits = logits.view(torch.int16) if dtype == torch.bfloat16 else logits
+        out, first_bad = ext().acq_score_all(bits.numpy(), str(dtype).removeprefix("torch."), isa="baseline")
+        assert first_bad == 7
+        out = torch.from_numpy(out)
+        assert torch.isnan(out[:, 7]).all()
+        keep = torch.arange(shape[1]) != 7
+        for j, name in enumerate(acq.STRATEGIES):
+            err = rel_error(out[j][keep], want[name][keep])
+            assert err < tol, f"baseline {dtype} {shape} {name}: rel error {err:.2e}"
+    with pytest.raises(ValueError, match="isa"):
+        ext().acq_score_all(random_logits((1, 2, 3)).numpy(), "float32", isa="avx9")
+
+
 def test_topk_descending_ties_to_lower_index() -> None:
     scores = torch.tensor([0.5, 0.9, 0.5, 0.9, 0.1, 0.5])
     idx, val = acq.topk(scores, 4)

@@ -125,7 +125,8 @@ if HAS_TRITON:
             e = tl.where(valid, tl.exp(d), 0.0)
             s = tl.sum(e, axis=1)
             s = tl.where(s > 0.0, s, 1.0)  # rows past N, or all non-finite: keep the math finite
-            sx = tl.sum(e * d, axis=1)
+            # e d -> 0 as d -> -inf; clamping d keeps 0 * (-inf) out when a finite span overflows
+            sx = tl.sum(e * tl.maximum(d, -88.0), axis=1)
             inv = 1.0 / s
             ties = tl.sum(tl.where(valid & (d == 0.0), 1, 0), axis=1)
             e2 = tl.max(tl.where(valid & (d < 0.0), e, 0.0), axis=1)

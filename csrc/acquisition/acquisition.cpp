@@ -20,25 +20,7 @@ using simd::vi;
 
 // Samples scored together: the T passes run as the outer loop over a block of this many samples,
 // so each pass streams one contiguous stretch of memory instead of T scattered rows per sample.
-constexpr int64_t kBlock = 16;
-
-// Per-thread scratch, padded to a multiple of the SIMD width: a widened row (or the padded tail of
-// a float32 row), its exps, and for each sample of a block the running sum of p_t over passes
-// (padding lanes of pbar stay 0).
-struct Scratch {
-  int64_t padded;
-  std::vector<float> row, e, pbar;
-  explicit Scratch(int64_t C)
-      : padded((C + kWidth - 1) / kWidth * kWidth), row(padded), e(padded), pbar(kBlock * padded) {}
-};
-
-// Result of one softmax pass over a row of C logits.
-struct PassStats {
-  float entropy;  // H(p_t) in nats
-  float pmax;     // max_c p_t = 1 / sum_c exp(x_c - max)
-  float margin;   // p_t(1) - p_t(2)
-  bool finite;
-};
+constexpr int64_t kBlock = 8;
 
 // A row of C logits as float32: `body` holds the first C - C % kWidth classes (read in place for
 // float32 input), `tail` one vector with the remaining classes followed by -FLT_MAX padding (finite,
@@ -49,84 +31,187 @@ struct RowView {
   const float* tail;
 };
 
-// One softmax pass over a row. e receives exp(x - max) for the body and the tail vector (0 on
-// padding lanes). valid_tail: the lanes of the tail vector that hold real classes.
-__attribute__((always_inline)) inline PassStats softmax_pass(RowView x, vi valid_tail,
-                                                             float* __restrict e) {
-  // Pass 1: per-lane top-2 of the logits and a NaN/inf detector.
-  vf m1 = simd::splat(-std::numeric_limits<float>::infinity()), m2 = m1;
-  vf bad = simd::splat(0.0f);
-  auto scan = [&](vf v) __attribute__((always_inline)) {
-    m2 = simd::max(m2, simd::min(m1, v));
-    m1 = simd::max(m1, v);
-    bad += v - v;  // NaN in a lane once it saw inf or NaN
-  };
-  for (int64_t c = 0; c < x.nbody; c += kWidth) scan(simd::load(x.body + c));
-  if (x.tail != nullptr) scan(simd::load(x.tail));
-  if (simd::hsum(bad) != 0.0f) return {0.0f, 0.0f, 0.0f, false};  // NaN != 0 is true
-  // Top-2 over the lanes: the best lane's runner-up or another lane's best.
-  int best = 0;
-  for (int l = 1; l < kWidth; ++l) best = m1[l] > m1[best] ? l : best;
-  const float m = m1[best];
-  float x2 = m2[best];
-  for (int l = 0; l < kWidth; ++l) x2 = (l != best && m1[l] > x2) ? m1[l] : x2;
-  // Pass 2: exps, their sum and the entropy numerator; only the tail needs masking.
-  const vf vm = simd::splat(m), zero = simd::splat(0.0f);
-  vf s = zero, sx = zero;
-  for (int64_t c = 0; c < x.nbody; c += kWidth) {
-    const vf d = simd::load(x.body + c) - vm;
-    const vf v = simd::exp_nonpos(d);
-    simd::store(e + c, v);
-    s += v;
-    sx += v * d;
+// Per-thread scratch for one block of samples, each row padded to a multiple of the SIMD width:
+// widened rows (or the padded tails of float32 rows), exp(x - max) of the current pass, and the
+// running sum of p_t over passes (padding lanes of e and pbar stay 0).
+struct Scratch {
+  int64_t padded;
+  std::vector<float> row, e, pbar;
+  explicit Scratch(int64_t C)
+      : padded((C + kWidth - 1) / kWidth * kWidth),
+        row(kBlock * padded),
+        e(kBlock * padded),
+        pbar(kBlock * padded) {}
+};
+
+// Per-row state of one pass, filled phase by phase.
+struct PassState {
+  RowView x;
+  float m, x2;  // largest and second-largest logit (x2 == m on a tie)
+  float s, sx;  // sum_c exp(x_c - m) and sum_c exp(x_c - m) (x_c - m)
+  float sd;     // sum_c (x_c - m): finite exactly when every logit is (see row_exp)
+};
+
+// Result of one softmax pass over a row of C logits.
+struct PassStats {
+  float entropy;  // H(p_t) in nats
+  float pmax;     // max_c p_t = 1 / sum_c exp(x_c - max)
+  float margin;   // p_t(1) - p_t(2)
+  bool finite;
+};
+
+// One step of a per-lane running top-2 (a1 >= a2).
+template <class Isa>
+inline void top2_step(vf v, vf& a1, vf& a2) {
+  a2 = Isa::max(a2, Isa::min(a1, v));
+  a1 = Isa::max(a1, v);
+}
+
+// The two largest values (with multiplicity) over two sets of per-lane running top-2.
+struct Top2 {
+  float first, second;
+};
+
+template <class Isa>
+inline Top2 lanes_top2(vf a1, vf a2, vf b1, vf b2) {
+  const vf m1 = Isa::max(a1, b1);
+  const vf m2 = Isa::max(Isa::min(a1, b1), Isa::max(a2, b2));
+  // Second largest: the runner-up of a lane holding the maximum, else that lane's best; two
+  // lanes holding the maximum are a tie.
+  const float m = simd::hmax<Isa>(m1);
+  const vi at_max = m1 == simd::splat(m);
+  return {m, simd::hsum(at_max) < -1 ? m : simd::hmax<Isa>(simd::select(at_max, m2, m1))};
+}
+
+// Phase 1 of a pass: the top-2 logits of a row, with two independent accumulator sets so the
+// max/min chains overlap. NaN may be dropped here; phase 2 detects it.
+template <class Isa>
+inline void row_top2(PassState& ps) {
+  const RowView& x = ps.x;
+  const vf ninf = simd::splat(-std::numeric_limits<float>::infinity());
+  vf a1 = ninf, a2 = ninf, b1 = ninf, b2 = ninf;
+  int64_t c = 0;
+  for (; c + 2 * kWidth <= x.nbody; c += 2 * kWidth) {
+    top2_step<Isa>(simd::load(x.body + c), a1, a2);
+    top2_step<Isa>(simd::load(x.body + c + kWidth), b1, b2);
   }
+  if (c < x.nbody) top2_step<Isa>(simd::load(x.body + c), a1, a2);
+  if (x.tail != nullptr) top2_step<Isa>(simd::load(x.tail), a1, a2);
+  const Top2 top = lanes_top2<Isa>(a1, a2, b1, b2);
+  ps.m = top.first;
+  ps.x2 = top.second;
+}
+
+// Phase 2 of a pass: e = exp(x - m) (0 on padding lanes), its sum s and the entropy numerator
+// sx = sum e (x - m), with x - m clamped at kExpFloor in both (a class that far below the maximum
+// adds under 1.2e-38 * 87.3 to sx instead of exp(d) d, which is ~0 as well). Non-finite logits
+// need no per-element branch: sd = sum (x - m) is NaN or -inf when any logit is NaN or +-inf
+// (or, for finite logits, when their span overflows float32, which the exact path handles).
+template <class Isa>
+inline void row_exp(PassState& ps, vi valid_tail, float* __restrict e) {
+  const RowView& x = ps.x;
+  const vf vm = simd::splat(ps.m), zero = simd::splat(0.0f), floor = simd::splat(simd::kExpFloor);
+  vf s0 = zero, s1 = zero, sx0 = zero, sx1 = zero, sd0 = zero, sd1 = zero;
+  auto step = [&](vf d, float* dst, vf& s, vf& sx, vf& sd) {
+    const vf dc = Isa::max(d, floor);
+    const vf v = simd::exp_clamped(dc);
+    simd::store(dst, v);
+    s += v;
+    sx += v * dc;
+    sd += d;
+  };
+  int64_t c = 0;
+  for (; c + 2 * kWidth <= x.nbody; c += 2 * kWidth) {
+    step(simd::load(x.body + c) - vm, e + c, s0, sx0, sd0);
+    step(simd::load(x.body + c + kWidth) - vm, e + c + kWidth, s1, sx1, sd1);
+  }
+  if (c < x.nbody) step(simd::load(x.body + c) - vm, e + c, s0, sx0, sd0);
   if (x.tail != nullptr) {
     const vf d = simd::select(valid_tail, simd::load(x.tail) - vm, zero);
-    const vf v = simd::select(valid_tail, simd::exp_nonpos(d), zero);
+    const vf dc = Isa::max(d, floor);
+    const vf v = simd::select(valid_tail, simd::exp_clamped(dc), zero);
     simd::store(e + x.nbody, v);
+    s1 += v;
+    sx1 += v * dc;
+    sd1 += d;
+  }
+  ps.s = simd::hsum(s0 + s1);
+  ps.sx = simd::hsum(sx0 + sx1);
+  ps.sd = simd::hsum(sd0 + sd1);
+}
+
+// The rare path, in float64: a row with a non-finite logit (finite = false), or an all-finite row
+// whose differences x - max overflow float32 when summed. Rewrites e.
+PassStats row_stats_exact(const RowView& x, int64_t C, float* __restrict e) {
+  auto at = [&](int64_t c) { return c < x.nbody ? x.body[c] : x.tail[c - x.nbody]; };
+  double m = -HUGE_VAL, x2 = -HUGE_VAL;
+  for (int64_t c = 0; c < C; ++c) {
+    const double v = at(c);
+    if (!std::isfinite(v)) return {0.0f, 0.0f, 0.0f, false};
+    x2 = v > m ? m : std::max(x2, v);
+    m = std::max(m, v);
+  }
+  double s = 0.0, sx = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double d = at(c) - m, v = std::exp(d);
+    e[c] = static_cast<float>(v);
     s += v;
     sx += v * d;
   }
-  const float s_all = simd::hsum(s);
-  const float inv = 1.0f / s_all;
-  const float e2 = x2 == m ? 1.0f : std::exp(x2 - m);  // equal maxima: margin 0
-  // H = log s - sum(e * d) / s, because log p_c = d_c - log s.
-  return {std::log(s_all) - simd::hsum(sx) * inv, inv, (1.0f - e2) * inv, true};
+  return {static_cast<float>(std::log(s) - sx / s), static_cast<float>(1.0 / s),
+          static_cast<float>((1.0 - std::exp(x2 - m)) / s), true};
+}
+
+// Phase 3 of a pass: the per-pass statistics, falling back to the exact path when sd or m is not
+// finite. H = log s - sx / s, because log p_c = d_c - log s.
+inline PassStats row_stats(const PassState& ps, int64_t C, float* __restrict e) {
+  if (!std::isfinite(ps.sd) || !std::isfinite(ps.m)) return row_stats_exact(ps.x, C, e);
+  const float inv = 1.0f / ps.s;
+  const float e2 = ps.x2 == ps.m ? 1.0f : std::exp(ps.x2 - ps.m);  // equal maxima: margin 0
+  return {std::log(ps.s) - ps.sx * inv, inv, (1.0f - e2) * inv, true};
 }
 
 // Entropy (when with_entropy; else 0), top-1 and top-2 of p = acc * scale over the padded
-// classes (padding lanes are 0).
+// classes (padding lanes are 0; p2 == p1 on a tie), in one pass with per-lane top-2.
 struct MeanStats {
   float entropy, p1, p2;
 };
 
-__attribute__((always_inline)) inline MeanStats mean_stats(const float* __restrict acc, int64_t Cp,
-                                                           float scale, bool with_entropy) {
-  const vf zero = simd::splat(0.0f), tiny = simd::splat(FLT_MIN);
-  vf h = zero, top = zero;
-  for (int64_t c = 0; c < Cp; c += kWidth) {
-    const vf p = simd::load(acc + c) * scale;
-    if (with_entropy) h -= p * simd::log(simd::max(p, tiny));  // 0 log 0 = 0
-    top = simd::max(top, p);
-  }
-  const float p1 = simd::hmax(top);
-  vf sec = zero;
-  vi ties = vi{};
-  for (int64_t c = 0; c < Cp; c += kWidth) {
-    const vf p = simd::load(acc + c) * scale;
-    ties -= p == p1;
-    sec = simd::select((p < p1) & (p > sec), p, sec);
-  }
-  return {simd::hsum(h), p1, simd::hsum(ties) > 1 ? p1 : simd::hmax(sec)};
+// p log p, with 0 log 0 = 0.
+template <class Isa>
+inline vf plogp(vf p) {
+  return p * simd::log(Isa::max(p, simd::splat(FLT_MIN)));
 }
 
-// The row at `offset` as float32: float32 input is read in place (only the tail is copied),
-// half types are widened into the scratch row.
+template <class Isa>
+inline MeanStats mean_stats(const float* __restrict acc, int64_t Cp, float scale,
+                            bool with_entropy) {
+  const vf zero = simd::splat(0.0f);
+  vf h0 = zero, h1 = zero, a1 = zero, a2 = zero, b1 = zero, b2 = zero;
+  int64_t c = 0;
+  for (; c + 2 * kWidth <= Cp; c += 2 * kWidth) {
+    const vf p0 = simd::load(acc + c) * scale, p1 = simd::load(acc + c + kWidth) * scale;
+    if (with_entropy) {
+      h0 -= plogp<Isa>(p0);
+      h1 -= plogp<Isa>(p1);
+    }
+    top2_step<Isa>(p0, a1, a2);
+    top2_step<Isa>(p1, b1, b2);
+  }
+  if (c < Cp) {
+    const vf p = simd::load(acc + c) * scale;
+    if (with_entropy) h0 -= plogp<Isa>(p);
+    top2_step<Isa>(p, a1, a2);
+  }
+  const Top2 top = lanes_top2<Isa>(a1, a2, b1, b2);
+  return {simd::hsum(h0 + h1), top.first, top.second};
+}
+
+// Row `k` of the block at `offset` as float32: float32 input is read in place (only the tail is
+// copied), half types are widened into the block's scratch row.
 template <LogitType kType>
-__attribute__((always_inline)) inline RowView widen(const void* base, int64_t offset, int64_t C,
-                                                    Scratch& w) {
+inline RowView widen(const void* base, int64_t offset, int64_t C, float* row, int64_t padded) {
   const int64_t nbody = C - C % kWidth;
-  float* row = w.row.data();
   const float* body = row;
   if constexpr (kType == LogitType::F32) {
     body = static_cast<const float*>(base) + offset;
@@ -139,31 +224,33 @@ __attribute__((always_inline)) inline RowView widen(const void* base, int64_t of
       row[c] = kType == LogitType::F16 ? half_to_float(src[c]) : bf16_to_float(src[c]);
     if (nbody == C) return {body, nbody, nullptr};
   }
-  for (int64_t c = C; c < w.padded; ++c) row[c] = -FLT_MAX;
+  for (int64_t c = C; c < padded; ++c) row[c] = -FLT_MAX;
   return {body, nbody, row + nbody};
 }
 
 // Scores samples [n0, n1). Returns the lowest non-finite sample index in the range, or -1.
-template <LogitType kType>
-__attribute__((always_inline)) inline int64_t score_range_impl(const void* logits, int64_t T,
-                                                               int64_t N, int64_t C, int64_t st,
-                                                               int64_t sn, float* out, int64_t n0,
-                                                               int64_t n1, Scratch& w) {
+// Each pass over a block runs in three phases (top-2, exps, statistics + p_bar update), each over
+// all rows of the block: the rows are independent, so the horizontal reductions and scalar tails
+// of one row overlap with the vector work of the next instead of stalling the pipeline.
+template <LogitType kType, class Isa>
+inline int64_t score_range_impl(const void* logits, int64_t T, int64_t N, int64_t C,
+                                    int64_t st, int64_t sn, float* out, int64_t n0, int64_t n1,
+                                    Scratch& w) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float invT = 1.0f / static_cast<float>(T);
   const int64_t Cp = w.padded;
   vi valid_tail;
   for (int l = 0; l < kWidth; ++l) valid_tail[l] = Cp - kWidth + l < C ? -1 : 0;
-  const float* e = w.e.data();
   // Rows are 4 KB-page-sized stretches far apart (one per pass), which hardware prefetchers do
   // not follow: fetch each row one block-pass ahead.
   constexpr int64_t kElemBytes = kType == LogitType::F32 ? 4 : 2;
   const char* bytes = static_cast<const char*>(logits);
-  auto prefetch_row = [&](int64_t t, int64_t n) __attribute__((always_inline)) {
+  auto prefetch_row = [&](int64_t t, int64_t n) {
     const char* p = bytes + (t * st + n * sn) * kElemBytes;
     for (int64_t b = 0; b < C * kElemBytes; b += 64) __builtin_prefetch(p + b);
   };
   int64_t first_bad = -1;
+  PassState ps[kBlock];
   for (int64_t nb = n0; nb < n1; nb += kBlock) {
     const int64_t nk = std::min(kBlock, n1 - nb);
     float h_sum[kBlock] = {}, pmax_sum[kBlock] = {}, margin_sum[kBlock] = {};
@@ -177,14 +264,22 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
         else if (nb + kBlock + k < n1)
           prefetch_row(0, nb + kBlock + k);
         if (!finite[k]) continue;
-        const RowView x = widen<kType>(logits, t * st + (nb + k) * sn, C, w);
-        const PassStats ps = softmax_pass(x, valid_tail, w.e.data());
-        finite[k] = ps.finite;
-        h_sum[k] += ps.entropy;
-        pmax_sum[k] += ps.pmax;
-        margin_sum[k] += ps.margin;
+        ps[k].x = widen<kType>(logits, t * st + (nb + k) * sn, C, w.row.data() + k * Cp, Cp);
+        row_top2<Isa>(ps[k]);
+      }
+      for (int64_t k = 0; k < nk; ++k)
+        if (finite[k]) row_exp<Isa>(ps[k], valid_tail, w.e.data() + k * Cp);
+      for (int64_t k = 0; k < nk; ++k) {
+        if (!finite[k]) continue;
+        float* e = w.e.data() + k * Cp;
+        const PassStats r = row_stats(ps[k], C, e);
+        finite[k] = r.finite;
+        if (!r.finite) continue;
+        h_sum[k] += r.entropy;
+        pmax_sum[k] += r.pmax;
+        margin_sum[k] += r.margin;
         float* pbar = w.pbar.data() + k * Cp;
-        const vf inv = simd::splat(ps.pmax);
+        const vf inv = simd::splat(r.pmax);
         for (int64_t c = 0; c < Cp; c += kWidth)
           simd::store(pbar + c, simd::load(pbar + c) + simd::load(e + c) * inv);
       }
@@ -197,7 +292,7 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
         continue;
       }
       // With one pass, H(p_bar) is the single-pass entropy: exact to fp32 and needs no logs.
-      const MeanStats ms = mean_stats(w.pbar.data() + k * Cp, Cp, invT, T > 1);
+      const MeanStats ms = mean_stats<Isa>(w.pbar.data() + k * Cp, Cp, invT, T > 1);
       const float h_exp = h_sum[k] * invT;
       const float h_bar = T == 1 ? h_exp : ms.entropy;
       out[0 * N + n] = h_bar;                              // entropy
@@ -213,40 +308,49 @@ __attribute__((always_inline)) inline int64_t score_range_impl(const void* logit
   return first_bad;
 }
 
-// Each entry point is compiled twice: for AVX2+FMA and for the x86-64 baseline. score_all picks
-// one at run time, so the build stays portable (no -march flags) and still uses AVX2 where present.
+// Each entry point is compiled twice: for AVX2+FMA (x86-64) and for the baseline target.
+// score_all picks one at run time, so the build stays portable (no -march flags) and still uses
+// AVX2 where present.
 using RangeFn = int64_t (*)(const void*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
                             int64_t, int64_t, Scratch&);
 
-#define ALK_SCORE_RANGE(NAME, TYPE, ATTR)                                                     \
-  ATTR int64_t NAME(const void* logits, int64_t T, int64_t N, int64_t C, int64_t st,          \
+#define ALK_SCORE_RANGE(NAME, TYPE, ISA, ATTR)                                               \
+  __attribute__((flatten)) ATTR int64_t NAME(const void* logits, int64_t T, int64_t N, int64_t C, int64_t st,          \
                     int64_t sn, float* out, int64_t n0, int64_t n1, Scratch& w) {              \
-    return score_range_impl<TYPE>(logits, T, N, C, st, sn, out, n0, n1, w);                   \
+    return score_range_impl<TYPE, ISA>(logits, T, N, C, st, sn, out, n0, n1, w);              \
   }
-#define ALK_AVX2 __attribute__((target("avx2,fma")))
-ALK_SCORE_RANGE(score_range_f32_avx2, LogitType::F32, ALK_AVX2)
-ALK_SCORE_RANGE(score_range_f16_avx2, LogitType::F16, ALK_AVX2)
-ALK_SCORE_RANGE(score_range_bf16_avx2, LogitType::BF16, ALK_AVX2)
-ALK_SCORE_RANGE(score_range_f32_base, LogitType::F32, )
-ALK_SCORE_RANGE(score_range_f16_base, LogitType::F16, )
-ALK_SCORE_RANGE(score_range_bf16_base, LogitType::BF16, )
-#undef ALK_AVX2
+ALK_SCORE_RANGE(score_range_f32_base, LogitType::F32, simd::Generic, )
+ALK_SCORE_RANGE(score_range_f16_base, LogitType::F16, simd::Generic, )
+ALK_SCORE_RANGE(score_range_bf16_base, LogitType::BF16, simd::Generic, )
+#if defined(__x86_64__)
+ALK_SCORE_RANGE(score_range_f32_avx2, LogitType::F32, simd::Avx2, ALK_TARGET_AVX2)
+ALK_SCORE_RANGE(score_range_f16_avx2, LogitType::F16, simd::Avx2, ALK_TARGET_AVX2)
+ALK_SCORE_RANGE(score_range_bf16_avx2, LogitType::BF16, simd::Avx2, ALK_TARGET_AVX2)
+#endif
 #undef ALK_SCORE_RANGE
 
-RangeFn pick_kernel(LogitType type) {
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+RangeFn pick_kernel(LogitType type, KernelIsa isa) {
+#if defined(__x86_64__)
+  if (isa == KernelIsa::Best && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    switch (type) {
+      case LogitType::F16: return score_range_f16_avx2;
+      case LogitType::BF16: return score_range_bf16_avx2;
+      default: return score_range_f32_avx2;
+    }
+  }
+#endif
   switch (type) {
-    case LogitType::F16: return avx2 ? score_range_f16_avx2 : score_range_f16_base;
-    case LogitType::BF16: return avx2 ? score_range_bf16_avx2 : score_range_bf16_base;
-    default: return avx2 ? score_range_f32_avx2 : score_range_f32_base;
+    case LogitType::F16: return score_range_f16_base;
+    case LogitType::BF16: return score_range_bf16_base;
+    default: return score_range_f32_base;
   }
 }
 
 }  // namespace
 
 int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,
-                  int64_t stride_t, int64_t stride_n, float* out) {
-  const RangeFn kernel = pick_kernel(type);
+                  int64_t stride_t, int64_t stride_n, float* out, KernelIsa isa) {
+  const RangeFn kernel = pick_kernel(type, isa);
   int64_t first_bad = -1;
   // Dynamic scheduling over blocks of samples: on a shared machine a descheduled thread does not
   // hold up the others, as a static split would.

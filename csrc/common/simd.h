@@ -1,10 +1,21 @@
 // Portable 8-wide float SIMD on GCC/Clang vector extensions. The same source compiles to SSE2 by
-// default and to AVX2/FMA inside functions built for a wider target (target_clones), without
-// -ffast-math: float reductions and exp/log stay explicit, so NaN/inf checks keep working.
+// default and to AVX2/FMA inside functions built for that target, without -ffast-math: float
+// reductions and exp/log stay explicit, so NaN/inf checks keep working.
+//
+// Kernels are templates over an instruction-set policy (`Generic` or, on x86-64, `Avx2`) that
+// supplies max/min: GCC lowers `a > b ? a : b` on vectors to a compare and a blend when it merges
+// the compares of a neighbouring min and max, so the AVX2 policy names vmaxps/vminps explicitly.
+// Helpers are plain `inline`: the kernel entry points are `flatten`ed, which inlines the whole
+// call tree into an entry built for the right target (always_inline would force the AVX2 max
+// into generic helpers first, which GCC rejects).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace alk::simd {
 
@@ -12,83 +23,110 @@ constexpr int kWidth = 8;
 typedef float vf __attribute__((vector_size(32)));
 typedef int32_t vi __attribute__((vector_size(32)));
 
-__attribute__((always_inline)) inline vf load(const float* p) {
+inline vf load(const float* p) {
   vf v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-__attribute__((always_inline)) inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-__attribute__((always_inline)) inline vf splat(float a) { return vf{} + a; }
-__attribute__((always_inline)) inline vf max(vf a, vf b) { return a > b ? a : b; }
-__attribute__((always_inline)) inline vf min(vf a, vf b) { return a < b ? a : b; }
-__attribute__((always_inline)) inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
-__attribute__((always_inline)) inline vf as_float(vi v) {
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf splat(float a) { return vf{} + a; }
+inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
+inline vf as_float(vi v) {
   vf f;
   std::memcpy(&f, &v, sizeof f);
   return f;
 }
-__attribute__((always_inline)) inline vi as_int(vf v) {
+inline vi as_int(vf v) {
   vi i;
   std::memcpy(&i, &v, sizeof i);
   return i;
 }
 
-__attribute__((always_inline)) inline float hsum(vf v) {
-  float s = 0.0f;
-  for (int l = 0; l < kWidth; ++l) s += v[l];
-  return s;
+// x86 max/min semantics on both policies: the second operand wherever the comparison is false
+// (so where either is NaN).
+struct Generic {
+  static inline vf max(vf a, vf b) { return a > b ? a : b; }
+  static inline vf min(vf a, vf b) { return a < b ? a : b; }
+};
+
+#if defined(__x86_64__)
+#define ALK_TARGET_AVX2 __attribute__((target("avx2,fma")))
+struct Avx2 {
+  static ALK_TARGET_AVX2 inline vf max(vf a, vf b) {
+    return reinterpret_cast<vf>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+  }
+  static ALK_TARGET_AVX2 inline vf min(vf a, vf b) {
+    return reinterpret_cast<vf>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+  }
+};
+#endif
+
+// Horizontal reductions as a three-step butterfly (log2 of the width) instead of a serial chain.
+inline vf swap4(vf v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3); }
+inline vf swap2(vf v) { return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5); }
+inline vf swap1(vf v) { return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6); }
+
+inline float hsum(vf v) {
+  v += swap4(v);
+  v += swap2(v);
+  v += swap1(v);
+  return v[0];
 }
-__attribute__((always_inline)) inline float hmax(vf v) {
-  float m = v[0];
-  for (int l = 1; l < kWidth; ++l) m = v[l] > m ? v[l] : m;
-  return m;
+template <class Isa>
+inline float hmax(vf v) {
+  v = Isa::max(v, swap4(v));
+  v = Isa::max(v, swap2(v));
+  v = Isa::max(v, swap1(v));
+  return v[0];
 }
-__attribute__((always_inline)) inline int32_t hsum(vi v) {
-  int32_t s = 0;
-  for (int l = 0; l < kWidth; ++l) s += v[l];
-  return s;
+inline int32_t hsum(vi v) {
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+  return v[0];
 }
 
-// exp(x) for x <= 0 (not NaN); x below -87.3 is clamped there (exp ~ 1e-38, below fp32
-// resolution of any probability that is summed with exp(0) = 1). Cephes expf polynomial, ~2 ulp.
-__attribute__((always_inline)) inline vf exp_nonpos(vf x) {
-  x = max(x, splat(-87.3f));
-  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+// Lower clamp of exp arguments: exp(-87.3) ~ 1.2e-38 is still a normal float, and below the
+// fp32 resolution of any probability that is summed with exp(0) = 1.
+constexpr float kExpFloor = -87.3f;
+
+// exp(x) for kExpFloor <= x <= 0 (callers clamp). Range reduction to r in [-ln2/2, ln2/2] and a
+// degree-5 polynomial fitted for minimal relative error: at most 2.1e-7 relative error evaluated
+// in float32.
+inline vf exp_clamped(vf x) {
+  // Adding 1.5 * 2^23 rounds x / ln2 to the nearest integer n and leaves n in the low mantissa
+  // bits, so (bits << 23) is n << 23 without a float-to-int conversion.
+  const vf shifted = x * 1.44269504088896341f + 12582912.0f;
+  const vf n = shifted - 12582912.0f;
   vf r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = (p * r + 1.0f) * r + 1.0f;  // = p r^2 + r + 1, as two FMAs
-  // Scale by 2^n by adding n to the exponent field: with x >= -87.3 the result stays normal.
-  return as_float(as_int(p) + (__builtin_convertvector(n, vi) << 23));
+  vf p = splat(8.2976548e-3f);
+  p = p * r + 4.1915383e-2f;
+  p = p * r + 1.6667575e-1f;
+  p = p * r + 4.9998894e-1f;
+  p = p * r + 9.9999970e-1f;
+  p = p * r + 1.0000001f;
+  // Scale by 2^n by adding n to the exponent field: with x >= kExpFloor the result stays normal.
+  return as_float(as_int(p) + (as_int(shifted) << 23));
 }
 
-// log(x) for normal positive x (callers clamp to FLT_MIN). Cephes logf polynomial, ~2 ulp.
-__attribute__((always_inline)) inline vf log(vf x) {
+// log(x) for normal positive x (callers clamp to FLT_MIN). x = 2^k m with m in [sqrt(1/2),
+// sqrt(2)), found by integer arithmetic on the bits; log(m) = f P(f) with f = m - 1 and P a
+// degree-7 polynomial fitted for minimal absolute error: at most 7e-8 absolute error in log(m)
+// evaluated in float32, and k ln2 is added in one fused multiply-add.
+inline vf log(vf x) {
   const vi u = as_int(x);
-  vi e = ((u >> 23) & 0xff) - 127;
-  vf m = as_float((u & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
-  const vi big = m > 1.41421356f;                   // move m into [sqrt(1/2), sqrt(2))
-  m = select(big, m * 0.5f, m);
-  e = e - big;  // big is -1 where true
-  const vf f = m - 1.0f;
-  const vf z = f * f;
-  vf p = splat(7.0376836292e-2f);
-  p = p * f - 1.1514610310e-1f;
-  p = p * f + 1.1676998740e-1f;
-  p = p * f - 1.2420140846e-1f;
-  p = p * f + 1.4249322787e-1f;
-  p = p * f - 1.6668057665e-1f;
-  p = p * f + 2.0000714765e-1f;
-  p = p * f - 2.4999993993e-1f;
-  p = p * f + 3.3333331174e-1f;
-  const vf fe = __builtin_convertvector(e, vf);
-  vf y = p * f * z + fe * -2.12194440e-4f - 0.5f * z;
-  return f + y + fe * 0.693359375f;
+  const vi k = (u - 0x3f3504f3) >> 23;  // arithmetic shift: floor(log2(x / sqrt(1/2)))
+  const vf f = as_float(u - (k << 23)) - 1.0f;
+  vf p = splat(-1.0102244e-1f);
+  p = p * f + 1.6419993e-1f;
+  p = p * f - 1.7333464e-1f;
+  p = p * f + 1.9873045e-1f;
+  p = p * f - 2.4959344e-1f;
+  p = p * f + 3.3336183e-1f;
+  p = p * f - 5.0000668e-1f;
+  p = p * f + 9.9999982e-1f;
+  return __builtin_convertvector(k, vf) * 0.693147181f + f * p;
 }
 
 }  // namespace alk::simd
