@@ -18,9 +18,10 @@ using simd::kWidth;
 using simd::vf;
 using simd::vi;
 
-// Samples scored together: the T passes run as the outer loop over a block of this many samples,
-// so each pass streams one contiguous stretch of memory instead of T scattered rows per sample.
-constexpr int64_t kBlock = 8;
+// Samples scored together, one per SIMD lane in the per-pass statistics: the T passes run as the
+// outer loop over a block, so each pass streams one contiguous stretch of memory instead of T
+// scattered rows per sample.
+constexpr int64_t kBlock = kWidth;
 
 // A row of C logits as float32: `body` holds the first C - C % kWidth classes (read in place for
 // float32 input), `tail` one vector with the remaining classes followed by -FLT_MAX padding (finite,
@@ -44,12 +45,14 @@ struct Scratch {
         pbar(kBlock * padded) {}
 };
 
-// Per-row state of one pass, filled phase by phase.
-struct PassState {
-  RowView x;
-  float m, x2;  // largest and second-largest logit (x2 == m on a tie)
-  float s, sx;  // sum_c exp(x_c - m) and sum_c exp(x_c - m) (x_c - m)
-  float sd;     // sum_c (x_c - m): finite exactly when every logit is (see row_exp)
+// State of one pass over a block, filled phase by phase, one entry per row. Sums run in base 2:
+// d2 = (x - m) log2(e), so exp(x - m) = 2^d2.
+struct BlockPass {
+  RowView x[kBlock];
+  float m[kBlock], x2[kBlock];  // largest and second-largest logit (x2 == m on a tie)
+  float s[kBlock];              // sum_c 2^d2_c
+  float sx2[kBlock];            // sum_c 2^d2_c d2_c
+  float sd[kBlock];             // sum_c d2_c: finite exactly when every logit is (see row_exp)
 };
 
 // Result of one softmax pass over a row of C logits.
@@ -83,11 +86,11 @@ inline Top2 lanes_top2(vf a1, vf a2, vf b1, vf b2) {
   return {m, simd::hsum(at_max) < -1 ? m : simd::hmax<Isa>(simd::select(at_max, m2, m1))};
 }
 
-// Phase 1 of a pass: the top-2 logits of a row, with two independent accumulator sets so the
+// Phase 1 of a pass: the top-2 logits of row k, with two independent accumulator sets so the
 // max/min chains overlap. NaN may be dropped here; phase 2 detects it.
 template <class Isa>
-inline void row_top2(PassState& ps) {
-  const RowView& x = ps.x;
+inline void row_top2(BlockPass& bp, int64_t k) {
+  const RowView& x = bp.x[k];
   const vf ninf = simd::splat(-std::numeric_limits<float>::infinity());
   vf a1 = ninf, a2 = ninf, b1 = ninf, b2 = ninf;
   int64_t c = 0;
@@ -98,23 +101,25 @@ inline void row_top2(PassState& ps) {
   if (c < x.nbody) top2_step<Isa>(simd::load(x.body + c), a1, a2);
   if (x.tail != nullptr) top2_step<Isa>(simd::load(x.tail), a1, a2);
   const Top2 top = lanes_top2<Isa>(a1, a2, b1, b2);
-  ps.m = top.first;
-  ps.x2 = top.second;
+  bp.m[k] = top.first;
+  bp.x2[k] = top.second;
 }
 
-// Phase 2 of a pass: e = exp(x - m) (0 on padding lanes), its sum s and the entropy numerator
-// sx = sum e (x - m), with x - m clamped at kExpFloor in both (a class that far below the maximum
-// adds under 1.2e-38 * 87.3 to sx instead of exp(d) d, which is ~0 as well). Non-finite logits
-// need no per-element branch: sd = sum (x - m) is NaN or -inf when any logit is NaN or +-inf
-// (or, for finite logits, when their span overflows float32, which the exact path handles).
+// Phase 2 of a pass: e = 2^d2 = exp(x - m) (0 on padding lanes) and the sums of BlockPass, with
+// d2 = x log2(e) - m log2(e) in one fused multiply-add, clamped at kExp2Floor in both e and sx2
+// (a class that far below the maximum adds under 2.4e-38 * 125 to sx2 instead of 2^d2 d2, which
+// is ~0 as well). Non-finite logits need no per-element branch: sd is NaN or -inf when any logit
+// is NaN or +-inf (or, for finite logits, when their span overflows float32, which the exact path
+// handles).
 template <class Isa>
-inline void row_exp(PassState& ps, vi valid_tail, float* __restrict e) {
-  const RowView& x = ps.x;
-  const vf vm = simd::splat(ps.m), zero = simd::splat(0.0f), floor = simd::splat(simd::kExpFloor);
+inline void row_exp(BlockPass& bp, int64_t k, vi valid_tail, float* __restrict e) {
+  const RowView& x = bp.x[k];
+  const vf vml = simd::splat(-bp.m[k] * simd::kLog2e), zero = simd::splat(0.0f);
+  const vf floor = simd::splat(simd::kExp2Floor);
   vf s0 = zero, s1 = zero, sx0 = zero, sx1 = zero, sd0 = zero, sd1 = zero;
   auto step = [&](vf d, float* dst, vf& s, vf& sx, vf& sd) {
     const vf dc = Isa::max(d, floor);
-    const vf v = simd::exp_clamped(dc);
+    const vf v = simd::exp2_clamped(dc);
     simd::store(dst, v);
     s += v;
     sx += v * dc;
@@ -122,22 +127,22 @@ inline void row_exp(PassState& ps, vi valid_tail, float* __restrict e) {
   };
   int64_t c = 0;
   for (; c + 2 * kWidth <= x.nbody; c += 2 * kWidth) {
-    step(simd::load(x.body + c) - vm, e + c, s0, sx0, sd0);
-    step(simd::load(x.body + c + kWidth) - vm, e + c + kWidth, s1, sx1, sd1);
+    step(simd::load(x.body + c) * simd::kLog2e + vml, e + c, s0, sx0, sd0);
+    step(simd::load(x.body + c + kWidth) * simd::kLog2e + vml, e + c + kWidth, s1, sx1, sd1);
   }
-  if (c < x.nbody) step(simd::load(x.body + c) - vm, e + c, s0, sx0, sd0);
+  if (c < x.nbody) step(simd::load(x.body + c) * simd::kLog2e + vml, e + c, s0, sx0, sd0);
   if (x.tail != nullptr) {
-    const vf d = simd::select(valid_tail, simd::load(x.tail) - vm, zero);
+    const vf d = simd::select(valid_tail, simd::load(x.tail) * simd::kLog2e + vml, zero);
     const vf dc = Isa::max(d, floor);
-    const vf v = simd::select(valid_tail, simd::exp_clamped(dc), zero);
+    const vf v = simd::select(valid_tail, simd::exp2_clamped(dc), zero);
     simd::store(e + x.nbody, v);
     s1 += v;
     sx1 += v * dc;
     sd1 += d;
   }
-  ps.s = simd::hsum(s0 + s1);
-  ps.sx = simd::hsum(sx0 + sx1);
-  ps.sd = simd::hsum(sd0 + sd1);
+  bp.s[k] = simd::hsum(s0 + s1);
+  bp.sx2[k] = simd::hsum(sx0 + sx1);
+  bp.sd[k] = simd::hsum(sd0 + sd1);
 }
 
 // The rare path, in float64: a row with a non-finite logit (finite = false), or an all-finite row
@@ -162,13 +167,36 @@ PassStats row_stats_exact(const RowView& x, int64_t C, float* __restrict e) {
           static_cast<float>((1.0 - std::exp(x2 - m)) / s), true};
 }
 
-// Phase 3 of a pass: the per-pass statistics, falling back to the exact path when sd or m is not
-// finite. H = log s - sx / s, because log p_c = d_c - log s.
-inline PassStats row_stats(const PassState& ps, int64_t C, float* __restrict e) {
-  if (!std::isfinite(ps.sd) || !std::isfinite(ps.m)) return row_stats_exact(ps.x, C, e);
-  const float inv = 1.0f / ps.s;
-  const float e2 = ps.x2 == ps.m ? 1.0f : std::exp(ps.x2 - ps.m);  // equal maxima: margin 0
-  return {std::log(ps.s) - ps.sx * inv, inv, (1.0f - e2) * inv, true};
+// Phase 3 of a pass, for all rows of the block at once (one per lane): H = log s - ln2 sx2 / s
+// (because log p_c = d_c - log s), max p = 1 / s and the margin (1 - exp(x2 - m)) / s. Rows whose
+// sd or m is not finite take the exact path instead. Rows that are already known non-finite
+// (live[k] false) or past the block end are skipped.
+template <class Isa>
+inline void block_stats(BlockPass& bp, const bool* live, int64_t C, Scratch& w,
+                        PassStats* out) {
+  float m[kBlock], x2[kBlock], s[kBlock], sx2[kBlock];
+  int32_t fast[kBlock];
+  for (int64_t k = 0; k < kBlock; ++k) {
+    fast[k] = live[k] && std::isfinite(bp.sd[k]) && std::isfinite(bp.m[k]) ? -1 : 0;
+    m[k] = fast[k] ? bp.m[k] : 0.0f;  // neutral values keep the unused lanes finite
+    x2[k] = fast[k] ? bp.x2[k] : 0.0f;
+    s[k] = fast[k] ? bp.s[k] : 1.0f;
+    sx2[k] = fast[k] ? bp.sx2[k] : 0.0f;
+  }
+  const vf vm = simd::load(m), vx2 = simd::load(x2), vs = simd::load(s);
+  const vf inv = 1.0f / vs;
+  const vf d2 = Isa::max((vx2 - vm) * simd::kLog2e, simd::splat(simd::kExp2Floor));
+  const vf e2 = simd::select(vx2 == vm, simd::splat(1.0f), simd::exp2_clamped(d2));  // tie: 0
+  const vf h = simd::log(vs) - simd::load(sx2) * simd::kLn2 * inv;
+  const vf margin = (1.0f - e2) * inv;
+  for (int64_t k = 0; k < kBlock; ++k) {
+    if (fast[k])
+      out[k] = {h[k], inv[k], margin[k], true};
+    else if (live[k])
+      out[k] = row_stats_exact(bp.x[k], C, w.e.data() + k * w.padded);
+    else
+      out[k] = {0.0f, 0.0f, 0.0f, false};
+  }
 }
 
 // Entropy (when with_entropy; else 0), top-1 and top-2 of p = acc * scale over the padded
@@ -229,13 +257,12 @@ inline RowView widen(const void* base, int64_t offset, int64_t C, float* row, in
 }
 
 // Scores samples [n0, n1). Returns the lowest non-finite sample index in the range, or -1.
-// Each pass over a block runs in three phases (top-2, exps, statistics + p_bar update), each over
-// all rows of the block: the rows are independent, so the horizontal reductions and scalar tails
-// of one row overlap with the vector work of the next instead of stalling the pipeline.
+// Each pass over a block runs in phases (top-2, exps, statistics + p_bar update), each over all
+// rows of the block: the rows are independent, so the horizontal reductions and scalar tails of
+// one row overlap with the vector work of the next instead of stalling the pipeline.
 template <LogitType kType, class Isa>
-inline int64_t score_range_impl(const void* logits, int64_t T, int64_t N, int64_t C,
-                                    int64_t st, int64_t sn, float* out, int64_t n0, int64_t n1,
-                                    Scratch& w) {
+inline int64_t score_range_impl(const void* logits, int64_t T, int64_t N, int64_t C, int64_t st,
+                                int64_t sn, float* out, int64_t n0, int64_t n1, Scratch& w) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float invT = 1.0f / static_cast<float>(T);
   const int64_t Cp = w.padded;
@@ -250,12 +277,13 @@ inline int64_t score_range_impl(const void* logits, int64_t T, int64_t N, int64_
     for (int64_t b = 0; b < C * kElemBytes; b += 64) __builtin_prefetch(p + b);
   };
   int64_t first_bad = -1;
-  PassState ps[kBlock];
+  BlockPass bp;
+  PassStats stats[kBlock];
   for (int64_t nb = n0; nb < n1; nb += kBlock) {
     const int64_t nk = std::min(kBlock, n1 - nb);
     float h_sum[kBlock] = {}, pmax_sum[kBlock] = {}, margin_sum[kBlock] = {};
-    bool finite[kBlock];
-    std::fill(finite, finite + kBlock, true);
+    bool live[kBlock];  // in range and every logit so far finite
+    for (int64_t k = 0; k < kBlock; ++k) live[k] = k < nk;
     std::fill(w.pbar.begin(), w.pbar.begin() + nk * Cp, 0.0f);
     for (int64_t t = 0; t < T; ++t) {
       for (int64_t k = 0; k < nk; ++k) {
@@ -263,30 +291,30 @@ inline int64_t score_range_impl(const void* logits, int64_t T, int64_t N, int64_
           prefetch_row(t + 1, nb + k);
         else if (nb + kBlock + k < n1)
           prefetch_row(0, nb + kBlock + k);
-        if (!finite[k]) continue;
-        ps[k].x = widen<kType>(logits, t * st + (nb + k) * sn, C, w.row.data() + k * Cp, Cp);
-        row_top2<Isa>(ps[k]);
+        if (!live[k]) continue;
+        bp.x[k] = widen<kType>(logits, t * st + (nb + k) * sn, C, w.row.data() + k * Cp, Cp);
+        row_top2<Isa>(bp, k);
       }
       for (int64_t k = 0; k < nk; ++k)
-        if (finite[k]) row_exp<Isa>(ps[k], valid_tail, w.e.data() + k * Cp);
+        if (live[k]) row_exp<Isa>(bp, k, valid_tail, w.e.data() + k * Cp);
+      block_stats<Isa>(bp, live, C, w, stats);
       for (int64_t k = 0; k < nk; ++k) {
-        if (!finite[k]) continue;
-        float* e = w.e.data() + k * Cp;
-        const PassStats r = row_stats(ps[k], C, e);
-        finite[k] = r.finite;
-        if (!r.finite) continue;
-        h_sum[k] += r.entropy;
-        pmax_sum[k] += r.pmax;
-        margin_sum[k] += r.margin;
+        if (!live[k]) continue;
+        live[k] = stats[k].finite;
+        if (!live[k]) continue;
+        h_sum[k] += stats[k].entropy;
+        pmax_sum[k] += stats[k].pmax;
+        margin_sum[k] += stats[k].margin;
+        const float* e = w.e.data() + k * Cp;
         float* pbar = w.pbar.data() + k * Cp;
-        const vf inv = simd::splat(r.pmax);
+        const vf inv = simd::splat(stats[k].pmax);
         for (int64_t c = 0; c < Cp; c += kWidth)
           simd::store(pbar + c, simd::load(pbar + c) + simd::load(e + c) * inv);
       }
     }
     for (int64_t k = 0; k < nk; ++k) {
       const int64_t n = nb + k;
-      if (!finite[k]) {
+      if (!live[k]) {
         for (int s = 0; s < kNumScores; ++s) out[s * N + n] = nan;
         if (first_bad < 0) first_bad = n;
         continue;
