@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := pyproject.toml setup.py requirements-dev.txt $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*.h python/*.cpp)
+SOURCES := pyproject.toml setup.py requirements-dev.txt $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.inc csrc/*.h python/*.cpp)
 
 .PHONY: demo test bench build clean
 

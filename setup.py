@@ -14,6 +14,8 @@ ext = Pybind11Extension(
     "alkernels._C",
     sorted(glob("python/*.cpp") + glob("csrc/**/*.cpp", recursive=True)),
     include_dirs=["csrc"],
+    # headers and the per-ISA kernel body: an in-place rebuild recompiles when they change
+    depends=sorted(glob("csrc/**/*.h", recursive=True) + glob("csrc/**/*.inc", recursive=True)),
     cxx_std=17,
     extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno", "-Wno-psabi"],
     extra_link_args=["-fopenmp"],

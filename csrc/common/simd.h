@@ -29,7 +29,7 @@ inline vf load(const float* p) {
   return v;
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf splat(float a) { return vf{} + a; }
+inline vf splat(float a) { return a - vf{}; }  // a - 0 folds to a broadcast; 0 + a does not (-0)
 inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
 inline vf as_float(vi v) {
   vf f;
