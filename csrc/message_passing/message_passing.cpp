@@ -28,7 +28,7 @@ Isa pick_isa(const EdgeArgs<T>& a, int64_t F) {
 // Threads for E edges: small batches run on one thread (a parallel region costs more than
 // their edge work, and much more on an oversubscribed machine).
 int threads_for(int64_t E) {
-  const int64_t by_work = 1 + E / 4096;
+  const int64_t by_work = 1 + E / 1024;
   const int64_t max_threads = omp_get_max_threads();
   return static_cast<int>(by_work < max_threads ? by_work : max_threads);
 }

@@ -57,7 +57,7 @@ inline int64_t backward_scratch(int64_t F, int64_t H, int64_t C) {
 
 // Requirements (checked by the caller): H, C and F multiples of 16, dst sorted, indices valid.
 // Outputs m [n, H] and dx [n, 3] are overwritten. Uses up to omp_get_max_threads() threads
-// (one per 4096 edges).
+// (one per 1024 edges).
 template <typename T>
 void edge_forward(const EdgeArgs<T>& a, T* m, T* dx);
 
