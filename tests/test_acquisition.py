@@ -128,6 +128,19 @@ def test_finite_logits_with_extreme_spans(backend: str) -> None:
         assert rel_error(got[name], want[name]) < 1e-5, f"{backend} {name}"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("offset", [1e3, -3e4])
+def test_large_common_offset(backend: str, offset: float) -> None:
+    # softmax is shift-invariant: a large common offset must not cost accuracy beyond the
+    # rounding of the stored logits themselves (the reference sees the same stored values)
+    logits = random_logits((4, 101, 230), seed=12) + offset
+    want = spec_scores(logits)
+    got = acq.score_all(logits, backend=backend)
+    for name in acq.STRATEGIES:
+        err = rel_error(got[name], want[name])
+        assert err < 1e-5, f"{backend} offset {offset} {name}: rel error {err:.2e}"
+
+
 @pytest.mark.skipif(not has_ext(), reason="needs the compiled extension")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_baseline_build_matches_spec(dtype: torch.dtype) -> None:

@@ -106,7 +106,9 @@ inline void row_top2(BlockPass& bp, int64_t k) {
 }
 
 // Phase 2 of a pass: e = 2^d2 = exp(x - m) (0 on padding lanes) and the sums of BlockPass, with
-// d2 = x log2(e) - m log2(e) in one fused multiply-add, clamped at kExp2Floor in both e and sx2
+// d2 = (x - m) log2(e). The difference comes first: it is exact for x near m, so accuracy does not
+// depend on the logits' common offset (x log2(e) - m log2(e) in one FMA would carry the rounding
+// of m log2(e), ~1e-4 at |m| ~ 1e4). d2 is clamped at kExp2Floor in both e and sx2
 // (a class that far below the maximum adds under 2.4e-38 * 125 to sx2 instead of 2^d2 d2, which
 // is ~0 as well). Non-finite logits need no per-element branch: sd is NaN or -inf when any logit
 // is NaN or +-inf (or, for finite logits, when their span overflows float32, which the exact path
@@ -114,7 +116,7 @@ inline void row_top2(BlockPass& bp, int64_t k) {
 template <class Isa>
 inline void row_exp(BlockPass& bp, int64_t k, vi valid_tail, float* __restrict e) {
   const RowView& x = bp.x[k];
-  const vf vml = simd::splat(-bp.m[k] * simd::kLog2e), zero = simd::splat(0.0f);
+  const vf vm = simd::splat(bp.m[k]), zero = simd::splat(0.0f);
   const vf floor = simd::splat(simd::kExp2Floor);
   vf s0 = zero, s1 = zero, sx0 = zero, sx1 = zero, sd0 = zero, sd1 = zero;
   auto step = [&](vf d, float* dst, vf& s, vf& sx, vf& sd) {
@@ -127,12 +129,12 @@ inline void row_exp(BlockPass& bp, int64_t k, vi valid_tail, float* __restrict e
   };
   int64_t c = 0;
   for (; c + 2 * kWidth <= x.nbody; c += 2 * kWidth) {
-    step(simd::load(x.body + c) * simd::kLog2e + vml, e + c, s0, sx0, sd0);
-    step(simd::load(x.body + c + kWidth) * simd::kLog2e + vml, e + c + kWidth, s1, sx1, sd1);
+    step((simd::load(x.body + c) - vm) * simd::kLog2e, e + c, s0, sx0, sd0);
+    step((simd::load(x.body + c + kWidth) - vm) * simd::kLog2e, e + c + kWidth, s1, sx1, sd1);
   }
-  if (c < x.nbody) step(simd::load(x.body + c) * simd::kLog2e + vml, e + c, s0, sx0, sd0);
+  if (c < x.nbody) step((simd::load(x.body + c) - vm) * simd::kLog2e, e + c, s0, sx0, sd0);
   if (x.tail != nullptr) {
-    const vf d = simd::select(valid_tail, simd::load(x.tail) * simd::kLog2e + vml, zero);
+    const vf d = simd::select(valid_tail, (simd::load(x.tail) - vm) * simd::kLog2e, zero);
     const vf dc = Isa::max(d, floor);
     const vf v = simd::select(valid_tail, simd::exp2_clamped(dc), zero);
     simd::store(e + x.nbody, v);
