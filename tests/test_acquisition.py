@@ -57,8 +57,9 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def sizes(backend: str) -> list[tuple[int, ...]]:
-    # N = 37 and 101 are not multiples of any block size; the interpreter gets small inputs only.
-    base = [(37, 230), (1, 37, 230), (5, 37, 2), (4, 101, 230), (3, 29, 7)]
+    # N = 37 and 101 are not multiples of any block size; C = 8 and 64 fill whole SIMD vectors
+    # (no padded tail); the interpreter gets small inputs only.
+    base = [(37, 230), (1, 37, 230), (5, 37, 2), (4, 101, 230), (3, 29, 7), (3, 50, 8), (2, 33, 64)]
     return base if backend == "triton" else base + [(10, 1003, 230), (2, 515, 17)]
 
 
@@ -148,7 +149,7 @@ def test_cpu_baseline_build_matches_spec(dtype: torch.dtype) -> None:
     from alkernels._ext import ext
 
     tol = 1e-5 if dtype == torch.float32 else 1e-4
-    for i, shape in enumerate([(4, 101, 230), (1, 37, 230), (5, 37, 2), (2, 515, 17)]):
+    for i, shape in enumerate([(4, 101, 230), (1, 37, 230), (5, 37, 2), (2, 515, 17), (3, 50, 64)]):
         logits = random_logits(shape, seed=20 + i).to(dtype)
         logits[0, 7, 1] = float("nan")
         want = spec_scores(logits.float())
