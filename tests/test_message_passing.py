@@ -78,6 +78,15 @@ def test_cpu_matches_reference_float32(sizes, mode, cutoff):
 
 
 @needs_ext
+def test_cpu_matches_reference_float64_several_threads():
+    # >= 2,048 edges: the kernels split receivers over two OpenMP threads on a 2-core machine and
+    # sum the threads' weight-gradient buffers
+    args = op_inputs([9, 7, 8, 6], "periodic", 6.0, torch.float64)
+    assert args[3].num_edges >= 2048
+    assert_close_all(run("cpu", *args), run("reference", *args), 1e-10)
+
+
+@needs_ext
 def test_cpu_gradcheck_tiny_graph():
     narrow = EGNNConfig(node_dim=16, edge_hidden=16, coord_hidden=16)
     h, x, shift, graph, weights = op_inputs([3, 2], "periodic", 3.0, torch.float64, config=narrow)
