@@ -3,10 +3,8 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
-
 
 #include "common/half.h"
 #include "common/simd.h"

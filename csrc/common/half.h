@@ -12,12 +12,6 @@ inline float bits_to_float(uint32_t u) {
   return f;
 }
 
-inline uint32_t float_to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
 // IEEE half -> float, exact (subnormals, inf and NaN included).
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

@@ -61,12 +61,17 @@ struct Avx2 {
 };
 #endif
 
-// Horizontal reductions as a three-step butterfly (log2 of the width) instead of a serial chain.
-inline vf swap4(vf v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3); }
-inline vf swap2(vf v) { return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5); }
-inline vf swap1(vf v) { return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6); }
+// Horizontal reductions as a three-step butterfly (log2 of the width) instead of a serial chain,
+// for float (vf) and int (vi) vectors alike.
+template <class V>
+inline V swap4(V v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3); }
+template <class V>
+inline V swap2(V v) { return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5); }
+template <class V>
+inline V swap1(V v) { return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6); }
 
-inline float hsum(vf v) {
+template <class V>
+inline auto hsum(V v) {
   v += swap4(v);
   v += swap2(v);
   v += swap1(v);
@@ -77,12 +82,6 @@ inline float hmax(vf v) {
   v = Isa::max(v, swap4(v));
   v = Isa::max(v, swap2(v));
   v = Isa::max(v, swap1(v));
-  return v[0];
-}
-inline int32_t hsum(vi v) {
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
-  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
   return v[0];
 }
 
