@@ -89,7 +89,7 @@ template <typename T>
 py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
                     const py::array& x, const py::array& shift, const py::array& src,
                     const py::array& dst, const py::array& rowptr, const py::list& wl,
-                    double eps) {
+                    double eps, alk_mp::KernelIsa isa) {
   const auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   auto m = empty<T>({a.n, a.H});
   auto dx = empty<T>({a.n, 3});
@@ -97,7 +97,7 @@ py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
   T* pdx = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    alk_mp::edge_forward<T>(a, pm, pdx);
+    alk_mp::edge_forward<T>(a, pm, pdx, isa);
   }
   return py::make_tuple(m, dx);
 }
@@ -108,7 +108,7 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
                      const py::array& dst, const py::array& rowptr, const py::list& wl,
                      double eps, const py::array& gm, const py::array& gdx, const py::array& h,
                      const py::array& W1a, const py::array& src_perm, const py::array& src_ptr,
-                     bool detach_norm) {
+                     bool detach_norm, alk_mp::KernelIsa isa) {
   auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
   const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
@@ -144,12 +144,22 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
   g.gWx2 = gWx2.mutable_data(); g.gbx2 = gbx2.mutable_data(); g.gwx3 = gwx3.mutable_data();
   {
     py::gil_scoped_release release;
-    alk_mp::edge_backward<T>(a, g);
+    alk_mp::edge_backward<T>(a, g, isa);
   }
   return py::make_tuple(gB, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3);
 }
 
 bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().is(d); }
+
+alk_mp::KernelIsa parse_isa(const std::string& name) {
+  if (name == "best") return alk_mp::KernelIsa::kBest;
+  if (name == "baseline") return alk_mp::KernelIsa::kBaseline;
+  if (name == "avx2") {
+    require(alk_mp::cpu_has_avx2(), "isa 'avx2': this CPU lacks AVX2/FMA");
+    return alk_mp::KernelIsa::kAvx2;
+  }
+  throw py::value_error("isa must be 'best', 'avx2' or 'baseline', got '" + name + "'");
+}
 
 }  // namespace
 
@@ -158,35 +168,39 @@ void bind_message_passing(py::module_& m) {
       "egnn_edge_forward",
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
          const py::array& shift, const py::array& src, const py::array& dst,
-         const py::array& rowptr, const py::list& weights, double eps) {
+         const py::array& rowptr, const py::list& weights, double eps, const std::string& isa) {
+        const alk_mp::KernelIsa k = parse_isa(isa);
         if (is_dtype(A, py::dtype::of<float>()))
-          return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps);
+          return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k);
         if (is_dtype(A, py::dtype::of<double>()))
-          return forward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps);
+          return forward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k);
         throw py::value_error("egnn_edge_forward supports float32 and float64 only");
       },
-      "Fused EGNN edge forward. Returns (m [n, H], dx [n, 3]).", py::arg("A"), py::arg("B"),
+      "Fused EGNN edge forward. Returns (m [n, H], dx [n, 3]). isa: 'best' (the widest build this "
+      "CPU runs), 'avx2' or 'baseline' (they agree to rounding).", py::arg("A"), py::arg("B"),
       py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"), py::arg("dst"),
-      py::arg("rowptr"), py::arg("weights"), py::arg("eps"));
+      py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("isa") = "best");
   m.def(
       "egnn_edge_backward",
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
          const py::array& shift, const py::array& src, const py::array& dst,
          const py::array& rowptr, const py::list& weights, double eps, const py::array& gm,
          const py::array& gdx, const py::array& h, const py::array& W1a,
-         const py::array& src_perm, const py::array& src_ptr, bool detach_norm) {
+         const py::array& src_perm, const py::array& src_ptr, bool detach_norm,
+         const std::string& isa) {
+        const alk_mp::KernelIsa k = parse_isa(isa);
         if (is_dtype(A, py::dtype::of<float>()))
           return backward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
-                                   h, W1a, src_perm, src_ptr, detach_norm);
+                                   h, W1a, src_perm, src_ptr, detach_norm, k);
         if (is_dtype(A, py::dtype::of<double>()))
           return backward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
-                                    h, W1a, src_perm, src_ptr, detach_norm);
+                                    h, W1a, src_perm, src_ptr, detach_norm, k);
         throw py::value_error("egnn_edge_backward supports float32 and float64 only");
       },
       "Fused EGNN edge backward (recomputes edge activations). Returns (gB, gh, gx, gW1a, gw, "
-      "gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3).",
+      "gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3). isa as for egnn_edge_forward.",
       py::arg("A"), py::arg("B"), py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"),
       py::arg("dst"), py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("grad_m"),
       py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
-      py::arg("detach_norm"));
+      py::arg("detach_norm"), py::arg("isa") = "best");
 }

@@ -86,6 +86,49 @@ def test_cpu_matches_reference_float64_several_threads():
     assert_close_all(run("cpu", *args), run("reference", *args), 1e-10)
 
 
+def cpu_variant_outputs(isa, h, x, shift, graph, w, detach_norm=False):
+    """Forward outputs and all backward gradients of one compiled variant of the C++ kernels,
+    for the same fixed random upstream gradients as ``run``."""
+    from alkernels.ops.message_passing import _cpu_backward, _cpu_forward
+
+    with torch.no_grad():
+        m, dx = _cpu_forward(h, x, shift, graph, w, 0.1, isa)
+        gen = torch.Generator().manual_seed(1)
+        gm = torch.randn(m.shape, generator=gen, dtype=m.dtype)
+        gdx = 100.0 * torch.randn(dx.shape, generator=gen, dtype=dx.dtype)
+        return [m, dx, *_cpu_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, isa)]
+
+
+@needs_ext
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+@pytest.mark.parametrize("dtype,rel", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_cpu_variants_agree(isa, dtype, rel):
+    """Every compiled instruction-set variant (AVX-512 where the CPU has it, AVX2, the baseline
+    build) gives the outputs and gradients of the best one, which the tests above hold to the
+    reference."""
+    args = op_inputs([9, 7, 8, 6], "periodic", 6.0, dtype)
+    try:
+        got = cpu_variant_outputs(isa, *args)
+    except ValueError as err:  # a CPU without AVX2
+        pytest.skip(str(err))
+    want = cpu_variant_outputs("best", *args)
+    for k, (a, b) in enumerate(zip(got, want)):
+        scale = b.abs().max().item() if b.numel() else 0.0
+        assert (a - b).abs().max().item() <= rel * max(scale, 1e-30), f"output {k}"
+
+
+@needs_ext
+@pytest.mark.parametrize("bias", [-50.0, 50.0])
+def test_cpu_all_zero_and_all_dense_activations(bias):
+    """The tile GEMMs skip the zeros of their ReLU inputs: edge MLP layers whose outputs are all
+    zero (bias -50) or all positive (bias +50) must still match the reference."""
+    h, x, shift, graph, w = op_inputs([5, 4, 6], "periodic", 4.0, torch.float64)
+    with torch.no_grad():
+        for b in (w.b2, w.bx1):
+            b.fill_(bias)
+    assert_close_all(run("cpu", h, x, shift, graph, w), run("reference", h, x, shift, graph, w), 1e-10)
+
+
 @needs_ext
 def test_cpu_gradcheck_tiny_graph():
     narrow = EGNNConfig(node_dim=16, edge_hidden=16, coord_hidden=16)
@@ -144,6 +187,10 @@ def test_bad_inputs_raise_value_error():
         with pytest.raises(ValueError, match="float32 and float64"):
             ext().egnn_edge_forward(*(t.detach().half().numpy() for t in (h, h, h[0], x, shift)),
                                     graph.src.numpy(), graph.dst.numpy(), graph.rowptr.numpy(), [], 0.1)
+        with pytest.raises(ValueError, match="isa must be"):
+            ext().egnn_edge_forward(*(t.detach().numpy() for t in (h, h, h[0], x, shift)),
+                                    graph.src.numpy(), graph.dst.numpy(), graph.rowptr.numpy(), [], 0.1,
+                                    "avx512")
 
 
 def test_auto_backend_choice():

@@ -194,12 +194,19 @@ def split_first_layer(
 
 
 def _cpu_forward(
-    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    isa: str = "best",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h."""
+    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled variant,
+    ``"best"``, ``"avx2"`` or ``"baseline"`` (tests run each)."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
     np_ = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
-    m, dx = ext().egnn_edge_forward(*np_, [t.detach().numpy() for t in _kernel_weights(w)], eps)
+    m, dx = ext().egnn_edge_forward(*np_, [t.detach().numpy() for t in _kernel_weights(w)], eps, isa)
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
@@ -213,6 +220,7 @@ def _cpu_backward(
     detach_norm: bool,
     gm: torch.Tensor,
     gdx: torch.Tensor,
+    isa: str = "best",
 ) -> tuple[torch.Tensor, ...]:
     """The C++ backward; the 14 gradients listed in ``egnn_edge_backward``'s docstring."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
@@ -223,7 +231,7 @@ def _cpu_backward(
         w.w1[:, :f].detach().contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
     ]  # fmt: skip
     kw = [t.detach().numpy() for t in _kernel_weights(w)]
-    out = ext().egnn_edge_backward(*arrays, kw, eps, *extra, detach_norm)
+    out = ext().egnn_edge_backward(*arrays, kw, eps, *extra, detach_norm, isa)
     return tuple(torch.from_numpy(o) for o in out)
 
 

@@ -2,6 +2,7 @@
 #include <omp.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "message_passing/mp_kernels.h"
@@ -11,20 +12,25 @@ namespace alk_mp {
 namespace {
 enum class Isa { kAvx512, kAvx2, kGeneric };
 
-// The widest compiled variant this CPU runs. The AVX-512 kernels use 2 x 16-float register
-// blocks, so they need widths that are multiples of 32.
-template <typename T>
-Isa pick_isa(const EdgeArgs<T>& a, int64_t F) {
+bool cpu_has_avx512() {
 #if defined(__x86_64__) || defined(__i386__)
-  static const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0) return Isa::kAvx512;
-  if (avx2) return Isa::kAvx2;
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  return yes;
+#else
+  return false;
 #endif
-  (void)a;
-  (void)F;
-  return Isa::kGeneric;
 }
+
+// The variant to run for the request. The AVX-512 kernels' weight-gradient GEMMs use 2 x 16-float
+// register blocks, so they need widths that are multiples of 32.
+template <typename T>
+Isa pick_isa(const EdgeArgs<T>& a, int64_t F, KernelIsa requested) {
+  if (requested == KernelIsa::kBaseline) return Isa::kGeneric;
+  if (requested == KernelIsa::kAvx2) return Isa::kAvx2;
+  if (cpu_has_avx512() && a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0) return Isa::kAvx512;
+  return cpu_has_avx2() ? Isa::kAvx2 : Isa::kGeneric;
+}
+
 // Threads for E edges: small batches run on one thread (a parallel region costs more than
 // their edge work, and much more on an oversubscribed machine).
 int threads_for(int64_t E) {
@@ -32,35 +38,69 @@ int threads_for(int64_t E) {
   const int64_t max_threads = omp_get_max_threads();
   return static_cast<int>(by_work < max_threads ? by_work : max_threads);
 }
+
+// A zeroed buffer of n elements that starts on a 64-byte boundary, so that the whole-vector loads
+// and stores of the tile buffers never straddle two cache lines.
+template <typename T>
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(size_t n) : storage_(n + 64 / sizeof(T)) {
+    const auto address = reinterpret_cast<uintptr_t>(storage_.data());
+    data_ = storage_.data() + (64 - address % 64) % 64 / sizeof(T);
+  }
+  T* data() { return data_; }
+
+ private:
+  std::vector<T> storage_;
+  T* data_;
+};
 }  // namespace
 
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+#else
+  return false;
+#endif
+}
+
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx) {
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, KernelIsa isa) {
   const int nt = threads_for(a.E);
-  std::vector<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C));
-  switch (pick_isa(a, 32)) {  // the forward pass does not touch F-wide data
-    case Isa::kAvx512: avx512::forward(a, m, dx, scratch.data(), nt); break;
-    case Isa::kAvx2: avx2::forward(a, m, dx, scratch.data(), nt); break;
-    default: generic::forward(a, m, dx, scratch.data(), nt);
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C) +
+                           packed_weights_size(a.F, a.H, a.C));
+  std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
+  T* s = scratch.data();
+  int32_t* l = lists.data();
+  switch (pick_isa(a, 32, isa)) {  // the forward pass does not touch F-wide data
+    case Isa::kAvx512: avx512::forward(a, m, dx, s, l, nt); break;
+    case Isa::kAvx2: avx2::forward(a, m, dx, s, l, nt); break;
+    default: generic::forward(a, m, dx, s, l, nt);
   }
 }
 
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g) {
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa) {
   const int nt = threads_for(a.E);
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
-  std::vector<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C));
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C) +
+                           packed_weights_size(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
-  switch (pick_isa(a, a.F)) {
-    case Isa::kAvx512: avx512::backward(a, g, edge_buf.data(), scratch.data(), nt); break;
-    case Isa::kAvx2: avx2::backward(a, g, edge_buf.data(), scratch.data(), nt); break;
-    default: generic::backward(a, g, edge_buf.data(), scratch.data(), nt);
+  std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
+  T* s = scratch.data();
+  T* eb = edge_buf.data();
+  int32_t* l = lists.data();
+  switch (pick_isa(a, a.F, isa)) {
+    case Isa::kAvx512: avx512::backward(a, g, eb, s, l, nt); break;
+    case Isa::kAvx2: avx2::backward(a, g, eb, s, l, nt); break;
+    default: generic::backward(a, g, eb, s, l, nt);
   }
 }
 
-template void edge_forward<float>(const EdgeArgs<float>&, float*, float*);
-template void edge_forward<double>(const EdgeArgs<double>&, double*, double*);
-template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&);
-template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&);
+template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, KernelIsa);
+template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, KernelIsa);
+template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, KernelIsa);
+template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, KernelIsa);
 
 }  // namespace alk_mp

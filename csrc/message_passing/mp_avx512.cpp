@@ -1,4 +1,5 @@
 // The fused EGNN edge kernels compiled for AVX-512F (chosen at run time when the CPU has it).
+#include <immintrin.h>
 #include <math.h>
 #include <omp.h>
 

@@ -54,25 +54,43 @@ inline int64_t weight_grad_size(int64_t F, int64_t H, int64_t C) {
 inline int64_t backward_scratch(int64_t F, int64_t H, int64_t C) {
   return weight_grad_size(F, H, C) + kTile * (5 * H + 4 * C + 2 * F + 13);
 }
+// Elements of the scratch shared by all threads after the per-thread parts: the weights of the
+// tile GEMMs repacked (both passes size it for the backward's nine).
+inline int64_t packed_weights_size(int64_t F, int64_t H, int64_t C) {
+  return 2 * (2 * H * H + H * C + C * C) + H * F;
+}
+// int32 elements of per-thread scratch for the nonzero lists of a tile's GEMM inputs: counts
+// [kTile], then columns [kTile, max(H, C)].
+inline int64_t list_scratch(int64_t H, int64_t C) { return kTile * (1 + (H > C ? H : C)); }
+
+// Which compiled variant runs: kBest, the widest this CPU supports for the widths (AVX-512 needs
+// H, C and F multiples of 32); kAvx2 (the CPU must have AVX2 and FMA, see cpu_has_avx2); or
+// kBaseline, the build's baseline instruction set. They agree to rounding (the gate's dot product
+// sums vector lanes of each width).
+enum class KernelIsa { kBest, kAvx2, kBaseline };
+bool cpu_has_avx2();
 
 // Requirements (checked by the caller): H, C and F multiples of 16, dst sorted, indices valid.
 // Outputs m [n, H] and dx [n, 3] are overwritten. Uses up to omp_get_max_threads() threads
 // (one per 1024 edges).
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx);
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, KernelIsa isa = KernelIsa::kBest);
 
 // Fills every output of g.
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g);
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa = KernelIsa::kBest);
 
 // The same kernels compiled for one instruction set; edge_forward/edge_backward pick at run time.
-// scratch: nthreads * {forward,backward}_scratch elements; edge_buf: [E, F + 3].
+// scratch: nthreads * {forward,backward}_scratch + packed_weights_size elements, 64-byte aligned;
+// lists: nthreads * list_scratch; edge_buf: [E, F + 3].
 #define ALK_MP_DECLARE(NS)                                                                   \
   namespace NS {                                                                             \
-  void forward(const EdgeArgs<float>&, float*, float*, float*, int);                        \
-  void forward(const EdgeArgs<double>&, double*, double*, double*, int);                    \
-  void backward(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*, int);     \
-  void backward(const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*, int); \
+  void forward(const EdgeArgs<float>&, float*, float*, float*, int32_t*, int);             \
+  void forward(const EdgeArgs<double>&, double*, double*, double*, int32_t*, int);         \
+  void backward(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*, int32_t*, \
+                int);                                                                       \
+  void backward(const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*,       \
+                int32_t*, int);                                                             \
   }
 ALK_MP_DECLARE(avx512)
 ALK_MP_DECLARE(avx2)
