@@ -130,6 +130,19 @@ def test_cpu_all_zero_and_all_dense_activations(bias):
 
 
 @needs_ext
+@pytest.mark.parametrize("where", ["w2", "h"])
+def test_cpu_propagates_nan(where):
+    """A NaN in a weight (a diverged step) or a feature reaches the outputs and the loss as in the
+    reference, although the fused ReLUs and zero-skipping GEMMs touch only nonzero terms."""
+    h, x, shift, graph, w = op_inputs([5, 4, 6], "periodic", 4.0, torch.float32)
+    with torch.no_grad():
+        (w.w2 if where == "w2" else h)[3, 5] = float("nan")
+    for backend in ("cpu", "reference"):
+        m, dx = egnn_edge_op(h, x, shift, graph, w, backend=backend)
+        assert torch.isnan(m).any() and torch.isnan(m.sum() + dx.sum()), backend
+
+
+@needs_ext
 def test_cpu_gradcheck_tiny_graph():
     narrow = EGNNConfig(node_dim=16, edge_hidden=16, coord_hidden=16)
     h, x, shift, graph, weights = op_inputs([3, 2], "periodic", 3.0, torch.float64, config=narrow)
