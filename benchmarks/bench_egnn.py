@@ -5,9 +5,11 @@
    ``fused`` (backend "auto": C++ on CPU, Triton on CUDA), ``reference`` (plain PyTorch) and
    ``pyg`` (the same layer as a torch_geometric ``MessagePassing``). Timings interleave the peers
    rep by rep in one process (so load drifts on a shared machine hit all of them alike) and
-   report the median. Peak memory of each (peer, mode, batch) comes from a fresh subprocess: on
-   CPU the growth of the peak resident set over one forward+backward (VmHWM), on CUDA
-   ``max_memory_allocated``.
+   report the median. Each (mode, batch) is timed with the initial weights and with the weights
+   after ``--train-steps`` of training (``--weights``): the fused CPU kernels skip the zeros of
+   ReLU outputs, which grow sparser with training, so rows record the mean ReLU density too.
+   Peak memory of each (peer, mode, batch) comes from a fresh subprocess: on CPU the growth of the
+   peak resident set over one forward+backward (VmHWM), on CUDA ``max_memory_allocated``.
 2. One training epoch (AdamW, batch 24) over ``--train-n`` structures.
 3. One pool-scoring pass over ``--pool-n`` structures with T MC-dropout passes: the encoder runs
    once per batch, the head T times, and a streaming BALD top-k consumes the [T, b, 230] logits.
@@ -95,11 +97,50 @@ def dataset(args, mode: str, size: int) -> GraphDataset:
     return GraphDataset(graphs, y=structures.labels - 1, indices=np.resize(np.arange(args.distinct), size))
 
 
-def make_model(peer: str, device: torch.device) -> torch.nn.Module:
+def make_model(peer: str, device: torch.device, state: dict | None = None) -> torch.nn.Module:
+    """The encoder of ``peer`` with the seed-0 initial weights, or the encoder weights ``state``."""
     torch.manual_seed(0)
-    if peer == "pyg":
-        return PygEGNN(EGNN(backend="reference")).to(device)
-    return EGNN(backend="auto" if peer == "fused" else "reference").to(device)
+    encoder = EGNN(backend="auto" if peer == "fused" else "reference")
+    if state is not None:
+        encoder.load_state_dict(state)
+    return (PygEGNN(encoder) if peer == "pyg" else encoder).to(device)
+
+
+def trained_state(args, mode: str, device: torch.device) -> dict:
+    """Encoder weights after ``args.train_steps`` AdamW steps (lr 1e-3, batch 24) of space-group
+    classification on the ``--distinct`` built-in crystals in ``mode``. The fused C++ kernels skip
+    the zeros of the edge MLPs' ReLU outputs, which grow sparser as the model trains, so their
+    speed depends on the weights while the dense peers' does not."""
+    ds = dataset(args, mode, args.distinct)
+    torch.manual_seed(0)
+    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=24, shuffle=True, collate_fn=collate)
+    steps = 0
+    while steps < args.train_steps:
+        for batch in loader:
+            batch = batch.to(device)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+            opt.step()
+            steps += 1
+            if steps == args.train_steps:
+                break
+    return {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+
+
+def relu_density(state: dict | None, batch, device: torch.device) -> float:
+    """Mean fraction of positive outputs of the edge and coordinate MLPs' ReLUs on ``batch`` (the
+    share of multiply-adds the fused kernels' zero-skipping GEMMs still do)."""
+    model = make_model("pyg", device, state)
+    fractions: list[float] = []
+    for layer in model.encoder.layers:
+        for act in [*layer.edge_mlp, *layer.coord_mlp]:
+            if isinstance(act, torch.nn.ReLU):
+                act.register_forward_hook(lambda _m, _i, out: fractions.append((out > 0).float().mean().item()))
+    with torch.no_grad():
+        model(batch)
+    return float(np.mean(fractions))
 
 
 def sync(device: torch.device) -> None:
@@ -120,7 +161,7 @@ def peak_memory(args) -> float:
     device = torch.device(args.device)
     ds = dataset(args, args.mode, args.batch)
     batch = collate([ds[i] for i in range(args.batch)]).to(device)
-    model = make_model(args.peer, device)
+    model = make_model(args.peer, device)  # peak memory does not depend on the weights
     if device.type == "cuda":
         fused_step(model, batch, device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -144,11 +185,13 @@ def _proc_status_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def throughput(args, mode: str, b: int, device: torch.device) -> list[dict]:
-    """Rows of one (mode, batch): interleaved timings of every peer plus their peak memory."""
+def throughput(args, mode: str, b: int, device: torch.device, weights: str, state: dict | None) -> list[dict]:
+    """Rows of one (mode, batch, weights): interleaved timings of every peer, and with the initial
+    weights their peak memory (which the weights do not change)."""
     ds = dataset(args, mode, b)
     batch = collate([ds[i] for i in range(b)]).to(device)
-    models = {peer: make_model(peer, device) for peer in args.peers}
+    models = {peer: make_model(peer, device, state) for peer in args.peers}
+    density = relu_density(state, batch, device)
     times: dict[str, list[float]] = {peer: [] for peer in args.peers}
     for peer in args.peers:  # warm-up
         fused_step(models[peer], batch, device)
@@ -159,14 +202,16 @@ def throughput(args, mode: str, b: int, device: torch.device) -> list[dict]:
             times[peer].append(time.perf_counter() - t0)
     rows = []
     for peer in args.peers:
-        cmd = [sys.executable, __file__, "--one", "--peer", peer, "--mode", mode, "--batch", str(b),
-               "--device", args.device, "--distinct", str(args.distinct), "--cache-dir", args.cache_dir]  # fmt: skip
-        peak = float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
         med = statistics.median(times[peer])
         row = {
-            "peer": peer, "mode": mode, "batch": b, "nodes": batch.num_nodes, "edges": batch.num_edges,
-            "median_s": med, "graphs_per_s": b / med, "peak_mem_MiB": peak,
+            "peer": peer, "mode": mode, "batch": b, "weights": weights, "relu_density": density,
+            "nodes": batch.num_nodes, "edges": batch.num_edges, "median_s": med, "graphs_per_s": b / med,
         }  # fmt: skip
+        if weights == "init":
+            cmd = [sys.executable, __file__, "--one", "--peer", peer, "--mode", mode, "--batch", str(b),
+                   "--device", args.device, "--distinct", str(args.distinct), "--cache-dir", args.cache_dir]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            row["peak_mem_MiB"] = float(out.split()[-1])
         if device.type == "cuda":
             flops = 6 * 5 * (EDGE_MACS * batch.num_edges + NODE_MACS * batch.num_nodes)
             row["achieved_TFLOPs"] = flops / med / 1e12
@@ -237,6 +282,9 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["periodic", "matsciml"])
     p.add_argument("--peers", nargs="+", default=["fused", "reference", "pyg"])
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--weights", nargs="+", default=["init", "trained"], choices=["init", "trained"],
+                   help="time with the initial encoder weights and/or after --train-steps of training")
+    p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--train-n", type=int, default=10_000)
     p.add_argument("--pool-n", type=int, default=100_000)
     p.add_argument("--pool-batch", type=int, default=256)
@@ -261,15 +309,22 @@ def main() -> None:
     dataset(args, "periodic", 1), dataset(args, "matsciml", 1)  # fill the caches once
     rows = []
     for mode in args.modes if "throughput" in args.sections else []:
-        for b in args.batches:
-            for row in throughput(args, mode, b, device):
-                rows.append(row)
-                print(f"{mode:9s} B={b:4d} {row['peer']:9s} E={row['edges']:7d} {row['graphs_per_s']:9.1f} graphs/s "
-                      f"{row['peak_mem_MiB']:8.1f} MiB", flush=True)  # fmt: skip
+        for weights in args.weights:
+            state = trained_state(args, mode, device) if weights == "trained" else None
+            for b in args.batches:
+                for row in throughput(args, mode, b, device, weights, state):
+                    rows.append(row)
+                    mem = f"{row['peak_mem_MiB']:8.1f} MiB" if "peak_mem_MiB" in row else ""
+                    print(f"{mode:9s} {weights:7s} B={b:4d} {row['peer']:9s} E={row['edges']:7d} "
+                          f"{row['graphs_per_s']:9.1f} graphs/s  ReLU density {row['relu_density']:.2f} {mem}", flush=True)  # fmt: skip
     for row in rows:
-        ref = next(r for r in rows if r["mode"] == row["mode"] and r["batch"] == row["batch"] and r["peer"] == "reference")
+        ref = next(
+            r for r in rows
+            if (r["mode"], r["batch"], r["weights"], r["peer"]) == (row["mode"], row["batch"], row["weights"], "reference")
+        )  # fmt: skip
         row["speedup_vs_reference"] = row["graphs_per_s"] / ref["graphs_per_s"]
-        row["memory_vs_reference"] = row["peak_mem_MiB"] / ref["peak_mem_MiB"]
+        if "peak_mem_MiB" in row:
+            row["memory_vs_reference"] = row["peak_mem_MiB"] / ref["peak_mem_MiB"]
     result = {
         "benchmark": "EGNN encoder forward+backward; training epoch; pool scoring",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -280,7 +335,8 @@ def main() -> None:
             "python": platform.python_version(), "torch": torch.__version__,
             "fused_backend": resolve_backend("auto", torch.empty(0, device=device)),
         },
-        "cutoffs_A": CUTOFFS, "distinct_structures": args.distinct, "throughput": rows,
+        "cutoffs_A": CUTOFFS, "distinct_structures": args.distinct, "train_steps": args.train_steps,
+        "throughput": rows,
     }  # fmt: skip
     if device.type == "cuda":
         result["matmul_TFLOPs"] = matmul_tflops(device)
