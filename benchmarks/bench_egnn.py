@@ -316,12 +316,11 @@ def main() -> None:
                     rows.append(row)
                     mem = f"{row['peak_mem_MiB']:8.1f} MiB" if "peak_mem_MiB" in row else ""
                     print(f"{mode:9s} {weights:7s} B={b:4d} {row['peer']:9s} E={row['edges']:7d} "
-                          f"{row['graphs_per_s']:9.1f} graphs/s  ReLU density {row['relu_density']:.2f} {mem}", flush=True)  # fmt: skip
+                          f"{row['graphs_per_s']:9.1f} graphs/s  ReLU density {row['relu_density']:.2f} {mem}",
+                          flush=True)  # fmt: skip
     for row in rows:
-        ref = next(
-            r for r in rows
-            if (r["mode"], r["batch"], r["weights"], r["peer"]) == (row["mode"], row["batch"], row["weights"], "reference")
-        )  # fmt: skip
+        key = (row["mode"], row["batch"], row["weights"], "reference")
+        ref = next(r for r in rows if (r["mode"], r["batch"], r["weights"], r["peer"]) == key)
         row["speedup_vs_reference"] = row["graphs_per_s"] / ref["graphs_per_s"]
         if "peak_mem_MiB" in row:
             row["memory_vs_reference"] = row["peak_mem_MiB"] / ref["peak_mem_MiB"]
