@@ -14,7 +14,7 @@ namespace py = pybind11;
 
 namespace {
 
-constexpr int kNumWeights = 13;  // W2, W2t, b2, W3, W3t, b3, Wx1, Wx1t, bx1, Wx2, Wx2t, bx2, wx3
+constexpr int kNumWeights = 9;  // W2, b2, W3, b3, Wx1, bx1, Wx2, bx2, wx3
 
 void require(bool ok, const std::string& msg) {
   if (!ok) throw py::value_error(msg);
@@ -51,9 +51,9 @@ alk_mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::arr
                            const py::array& dst, const py::array& rowptr, const py::list& wl,
                            double eps) {
   require(A.ndim() == 2, "A must be [n, H]");
-  require(wl.size() == kNumWeights, "weights must hold 13 arrays");
+  require(wl.size() == kNumWeights, "weights must hold 9 arrays");
   const py::ssize_t n = A.shape(0), H = A.shape(1), E = src.ndim() == 1 ? src.shape(0) : -1;
-  const py::array wx1 = wl[6];  // [C, H]
+  const py::array wx1 = wl[4];  // [C, H]
   require(wx1.ndim() == 2, "Wx1 must be [C, H]");
   const py::ssize_t C = wx1.shape(0);
   require(H % 16 == 0 && C % 16 == 0, "edge and coordinate widths must be multiples of 16");
@@ -68,18 +68,14 @@ alk_mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::arr
   a.dst = index_of(dst, "dst", E);
   a.rowptr = index_of(rowptr, "rowptr", n + 1);
   a.W2 = data_of<T>(wl[0], "W2", {H, H});
-  a.W2t = data_of<T>(wl[1], "W2t", {H, H});
-  a.b2 = data_of<T>(wl[2], "b2", {H});
-  a.W3 = data_of<T>(wl[3], "W3", {H, H});
-  a.W3t = data_of<T>(wl[4], "W3t", {H, H});
-  a.b3 = data_of<T>(wl[5], "b3", {H});
-  a.Wx1 = data_of<T>(wl[6], "Wx1", {C, H});
-  a.Wx1t = data_of<T>(wl[7], "Wx1t", {H, C});
-  a.bx1 = data_of<T>(wl[8], "bx1", {C});
-  a.Wx2 = data_of<T>(wl[9], "Wx2", {C, C});
-  a.Wx2t = data_of<T>(wl[10], "Wx2t", {C, C});
-  a.bx2 = data_of<T>(wl[11], "bx2", {C});
-  a.wx3 = data_of<T>(wl[12], "wx3", {C});
+  a.b2 = data_of<T>(wl[1], "b2", {H});
+  a.W3 = data_of<T>(wl[2], "W3", {H, H});
+  a.b3 = data_of<T>(wl[3], "b3", {H});
+  a.Wx1 = data_of<T>(wl[4], "Wx1", {C, H});
+  a.bx1 = data_of<T>(wl[5], "bx1", {C});
+  a.Wx2 = data_of<T>(wl[6], "Wx2", {C, C});
+  a.bx2 = data_of<T>(wl[7], "bx2", {C});
+  a.wx3 = data_of<T>(wl[8], "wx3", {C});
   a.eps = static_cast<T>(eps);
   require(a.rowptr[0] == 0 && a.rowptr[n] == E, "rowptr must start at 0 and end at E");
   return a;

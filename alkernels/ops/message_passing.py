@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from alkernels._ext import ext
@@ -173,17 +174,6 @@ def egnn_edge_reference(
     return m, dx
 
 
-def _kernel_weights(w: EdgeWeights) -> list[torch.Tensor]:
-    """The 13 contiguous arrays the fused kernels read (plain and transposed copies)."""
-    return [
-        w.w2.contiguous(), w.w2.t().contiguous(), w.b2.contiguous(),
-        w.w3.contiguous(), w.w3.t().contiguous(), w.b3.contiguous(),
-        w.wx1.contiguous(), w.wx1.t().contiguous(), w.bx1.contiguous(),
-        w.wx2.contiguous(), w.wx2.t().contiguous(), w.bx2.contiguous(),
-        w.wx3.reshape(-1).contiguous(),
-    ]  # fmt: skip
-
-
 def split_first_layer(
     h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -193,6 +183,19 @@ def split_first_layer(
     a = h @ w1[:, :f].t()
     b = torch.addmm(b1, h, w1[:, f : 2 * f].t())
     return a.contiguous(), b.contiguous(), w1[:, 2 * f].contiguous()
+
+
+def _cpu_operands(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The arrays both C++ kernels take, as zero-copy NumPy views: ``A, B, w, x, shift, src, dst,
+    rowptr`` (the first edge Linear split per node) and the nine weights ``W2, b2, W3, b3, Wx1,
+    bx1, Wx2, bx2, wx3`` in torch.nn.Linear's [out, in] layout."""
+    a, b, wr = split_first_layer(h, w.w1, w.b1)
+    arrays = [a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr]
+    weights = [w.w2, w.b2, w.w3, w.b3, w.wx1, w.bx1, w.wx2, w.bx2, w.wx3.reshape(-1)]
+    views = [t.detach().contiguous().numpy() for t in (*arrays, *weights)]
+    return views[: len(arrays)], views[len(arrays) :]
 
 
 def _cpu_forward(
@@ -206,9 +209,8 @@ def _cpu_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled variant,
     ``"best"``, ``"avx2"`` or ``"baseline"`` (tests run each)."""
-    a, b, wr = split_first_layer(h, w.w1, w.b1)
-    np_ = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
-    m, dx = ext().egnn_edge_forward(*np_, [t.detach().numpy() for t in _kernel_weights(w)], eps, isa)
+    arrays, weights = _cpu_operands(h, x, shift, graph, w)
+    m, dx = ext().egnn_edge_forward(*arrays, weights, eps, isa)
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
@@ -225,15 +227,13 @@ def _cpu_backward(
     isa: str = "best",
 ) -> tuple[torch.Tensor, ...]:
     """The C++ backward; the 14 gradients listed in ``egnn_edge_backward``'s docstring."""
-    a, b, wr = split_first_layer(h, w.w1, w.b1)
+    arrays, weights = _cpu_operands(h, x, shift, graph, w)
     f = h.shape[1]
-    arrays = [t.detach().numpy() for t in (a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr)]
     extra = [
         gm.contiguous().numpy(), gdx.contiguous().numpy(), h.detach().numpy(),
         w.w1[:, :f].detach().contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
     ]  # fmt: skip
-    kw = [t.detach().numpy() for t in _kernel_weights(w)]
-    out = ext().egnn_edge_backward(*arrays, kw, eps, *extra, detach_norm, isa)
+    out = ext().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
     return tuple(torch.from_numpy(o) for o in out)
 
 

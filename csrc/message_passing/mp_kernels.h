@@ -20,16 +20,16 @@ namespace alk_mp {
 
 constexpr int64_t kTile = 32;  // edges per tile
 
-// Weights and inputs shared by forward and backward. Row-major; "t" marks a transposed copy
-// ([in, out]) that the tile GEMMs stream over. Shapes: A, B [n, H]; w [H]; x [n, 3];
-// shift [E, 3]; W2, W3 [H, H]; Wx1 [C, H]; Wx2 [C, C]; wx3 [C].
+// Weights and inputs shared by forward and backward. Row-major, weights as torch.nn.Linear
+// stores them ([out, in]). Shapes: A, B [n, H]; w [H]; x [n, 3]; shift [E, 3]; W2, W3 [H, H];
+// Wx1 [C, H]; Wx2 [C, C]; wx3 [C].
 template <typename T>
 struct EdgeArgs {
   int64_t n, E, F, H, C;
   const T *A, *B, *w, *x, *shift;
   const int64_t *src, *dst, *rowptr;
-  const T *W2, *W2t, *b2, *W3, *W3t, *b3;
-  const T *Wx1, *Wx1t, *bx1, *Wx2, *Wx2t, *bx2, *wx3;
+  const T *W2, *b2, *W3, *b3;
+  const T *Wx1, *bx1, *Wx2, *bx2, *wx3;
   T eps;
 };
 
