@@ -111,22 +111,33 @@ def trained_state(args, mode: str, device: torch.device) -> dict:
     classification on the ``--distinct`` built-in crystals in ``mode``. The fused C++ kernels skip
     the zeros of the edge MLPs' ReLU outputs, which grow sparser as the model trains, so their
     speed depends on the weights while the dense peers' does not."""
-    ds = dataset(args, mode, args.distinct)
+    model = train_classifier(dataset(args, mode, args.distinct), device, lr=1e-3, steps=args.train_steps)
+    return {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+
+
+def train_classifier(
+    ds: GraphDataset, device: torch.device, lr: float, steps: int | None = None
+) -> torch.nn.Module:
+    """A seed-0 ``SpaceGroupClassifier(EGNN())`` trained with AdamW (batch 24, shuffled) for one
+    epoch over ``ds``, or for ``steps`` steps cycling over it."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=24, shuffle=True, collate_fn=collate)
     torch.manual_seed(0)
     model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=24, shuffle=True, collate_fn=collate)
-    steps = 0
-    while steps < args.train_steps:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    done = 0
+    while steps is None or done < steps:
         for batch in loader:
             batch = batch.to(device)
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
             opt.step()
-            steps += 1
-            if steps == args.train_steps:
+            done += 1
+            if done == steps:
                 break
-    return {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+        if steps is None:
+            break
+    sync(device)
+    return model
 
 
 def relu_density(state: dict | None, batch, device: torch.device) -> float:
@@ -241,17 +252,8 @@ def matmul_tflops(device: torch.device) -> dict:
 
 def train_epoch(args, device: torch.device) -> dict:
     ds = dataset(args, args.task_mode, args.train_n)
-    loader = torch.utils.data.DataLoader(ds, batch_size=24, shuffle=True, collate_fn=collate)
-    torch.manual_seed(0)
-    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     t0 = time.perf_counter()
-    for batch in loader:
-        batch = batch.to(device)
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
-        opt.step()
-    sync(device)
+    train_classifier(ds, device, lr=1e-4)
     sec = time.perf_counter() - t0
     return {"structures": args.train_n, "mode": args.task_mode, "batch": 24, "epoch_s": sec, "structures_per_s": args.train_n / sec}
 
