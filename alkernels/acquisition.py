@@ -2,7 +2,7 @@
 
 Logits are [T, N, C] (T MC-dropout passes, N pool samples, C classes) or [N, C] (T = 1) in
 float32, float16 or bfloat16; every backend accumulates in float32. The eight strategies follow
-``shared/spec/acquisition.md`` (the Energizer 0.2.0 definitions the paper used):
+``docs/acquisition.md`` (the Energizer 0.2.0 definitions the paper used):
 
 ==========================  =========================================================
 entropy                     H(p_bar)
@@ -35,9 +35,8 @@ from typing import Literal
 
 import torch
 
-from alkernels._ext import ext
 from alkernels.ops import acquisition as _ops
-from alkernels.ops._triton import triton_usable
+from alkernels.ops.dispatch import normalize_backend
 
 __all__ = [
     "STRATEGIES",
@@ -85,40 +84,13 @@ def _check_strategy(strategy: str) -> int:
     return STRATEGIES.index(strategy)
 
 
-def _resolve_backend(backend: str, logits: torch.Tensor) -> str:
-    if backend == "auto":
-        if logits.is_cuda and triton_usable(logits):
-            return "triton"
-        if logits.device.type == "cpu" and ext() is not None:
-            return "cpu"
-        return "torch"
-    if backend == "cpu":
-        if logits.device.type != "cpu":
-            raise ValueError(f"backend 'cpu' needs CPU tensors, got device {logits.device}")
-        if ext() is None:
-            raise ValueError("backend 'cpu' needs the compiled extension alkernels._C, which is not built")
-    elif backend == "triton":
-        if not triton_usable(logits):
-            raise ValueError(
-                "backend 'triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
-            )
-    elif backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; expected auto, torch, cpu or triton")
-    return backend
-
-
 def _score_matrix(
     logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0
 ) -> torch.Tensor:
     """float32 [8, N] scores of validated [T, N, C] logits; handles non-finite samples."""
     if nonfinite not in ("raise", "exclude"):
         raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
-    kernel = {
-        "torch": _ops.score_all_torch,
-        "cpu": _ops.score_all_cpu,
-        "triton": _ops.score_all_triton,
-    }[_resolve_backend(backend, logits)]
-    scores, first_bad = kernel(logits)
+    scores, first_bad = _ops.score_all(logits, backend)
     if first_bad >= 0 and nonfinite == "raise":
         raise ValueError(
             f"non-finite logits (NaN or inf) for pool sample {first_bad + offset}; "
@@ -186,22 +158,6 @@ def _chunk_mask(
     return mask.to(device)
 
 
-def _topk_valid(
-    scores: torch.Tensor, k: int, exclude_mask: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Top-k over non-NaN, non-excluded entries: (int64 [k'], float32 [k'], number selectable),
-    with k' = min(k, selectable). Descending, ties to the lower index."""
-    if scores.device.type == "cpu" and ext() is not None and scores.dtype == torch.float32:
-        return _ops.topk_cpu(scores, k, exclude_mask)
-    ok = ~torch.isnan(scores)
-    if exclude_mask is not None:
-        ok &= ~exclude_mask
-    idx = torch.nonzero(ok).flatten()  # ascending, so a stable sort keeps ties in index order
-    vals = scores[idx]
-    order = torch.sort(vals, descending=True, stable=True).indices[:k]
-    return idx[order], vals[order].float(), int(idx.numel())
-
-
 def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative int, got {k!r}")
@@ -220,7 +176,7 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     _check_k(k)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {tuple(scores.shape)}")
-    idx, val, valid = _topk_valid(scores.float(), k, None)
+    idx, val, valid = _ops.topk(scores.float(), k, None)
     if valid < k:
         raise ValueError(f"k = {k} is larger than the pool ({valid} selectable samples)")
     return idx, val
@@ -252,7 +208,7 @@ def select(
     tnc = _as_tnc(logits)
     scores = _score_matrix(tnc, backend, nonfinite)[row]
     mask = _chunk_mask(_exclude_indices(exclude), tnc.shape[1], scores.device)
-    idx, val, valid = _topk_valid(scores, k, mask)
+    idx, val, valid = _ops.topk(scores, k, mask)
     if valid < k:
         raise ValueError(f"k = {k} is larger than the pool after exclusion ({valid} samples)")
     return idx, val
@@ -285,7 +241,7 @@ class StreamingSelector:
         self.strategy = strategy
         self.k = _check_k(k)
         self._excluded = _exclude_indices(exclude)
-        self._backend = backend
+        self._backend = normalize_backend(backend)
         self._nonfinite = nonfinite
         self._spans: list[tuple[int, int]] = []
         self._next = 0
@@ -308,7 +264,7 @@ class StreamingSelector:
                 raise ValueError(f"chunk rows [{off}, {off + n}) overlap rows [{a}, {b}) already seen")
         scores = _score_matrix(tnc, self._backend, self._nonfinite, offset=off)[self._row]
         mask = _chunk_mask(self._excluded, n, scores.device, offset=off)
-        idx, val, valid = _topk_valid(scores, self.k, mask)
+        idx, val, valid = _ops.topk(scores, self.k, mask)
         self._spans.append((off, off + n))
         self._next = off + n
         self._selectable += valid

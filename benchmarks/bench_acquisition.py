@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from alkernels import acquisition as acq
-from alkernels._ext import has_ext
+from alkernels.ops.dispatch import has_ext
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

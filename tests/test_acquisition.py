@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from alkernels import acquisition as acq
-from alkernels._ext import has_ext
-from alkernels.ops._triton import HAS_TRITON, interpreting
+from alkernels.ops.dispatch import has_ext
+from alkernels.ops.dispatch import HAS_TRITON, interpreting
 
 BACKENDS = ["torch"]
 if has_ext():
@@ -146,7 +146,7 @@ def test_large_common_offset(backend: str, offset: float) -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_baseline_build_matches_spec(dtype: torch.dtype) -> None:
     """The portable (non-AVX2) build of the C++ kernel, which the default dispatch skips here."""
-    from alkernels._ext import ext
+    from alkernels.ops.dispatch import ext
 
     tol = 1e-5 if dtype == torch.float32 else 1e-4
     for i, shape in enumerate([(4, 101, 230), (1, 37, 230), (5, 37, 2), (2, 515, 17), (3, 50, 64)]):

@@ -35,7 +35,7 @@ def cli(*args) -> int:
 
 def run_args(crystal_dir, out, *extra):
     return ["run", "--dataset", crystal_dir, "--label", "spacegroup", "--out", out, "--rounds", 3,
-            "--epochs", 1, "--initial", 3, "--query-size", 3, "--backend", "reference",
+            "--epochs", 1, "--initial", 3, "--query-size", 3, "--backend", "torch",
             "--cache-dir", out.parent / "cache", "--workers", 1, *extra]
 
 
@@ -57,7 +57,7 @@ def test_run_writes_records_and_prints_a_table(crystal_dir, tmp_path, capsys):
 
 def test_run_on_the_builtin_generator(tmp_path):
     args = ["run", "--strategy", "random", "--dataset", "builtin:10", "--out", tmp_path / "b", "--rounds", 2,
-            "--epochs", 1, "--initial", 2, "--query-size", 2, "--backend", "reference",
+            "--epochs", 1, "--initial", 2, "--query-size", 2, "--backend", "torch",
             "--cache-dir", tmp_path / "cache", "--workers", 1]
     assert cli(*args) == 0
     assert len(read_records(tmp_path / "b" / "records.jsonl")) == 2

@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_egnn_fixtures import build_batch, random_batch, random_structures
 
-from alkernels._ext import ext
+from alkernels.ops.dispatch import ext
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor, SpaceGroupClassifier
 
 MP20 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp20_sample.csv.gz"
-CPU_BACKENDS = ["reference"] + (["cpu"] if ext() is not None else [])
+CPU_BACKENDS = ["torch"] + (["cpu"] if ext() is not None else [])
 
 
 def test_parameter_count_and_layout():
@@ -36,7 +36,7 @@ def test_cpu_backend_matches_reference_float64(mode):
         pytest.skip("alkernels._C not built")
     batch = random_batch([4, 1, 6], mode=mode, cutoff=3.5 if mode == "periodic" else 8.0)
     torch.manual_seed(0)
-    fused, ref = EGNN(backend="cpu").double(), EGNN(backend="reference").double()
+    fused, ref = EGNN(backend="cpu").double(), EGNN(backend="torch").double()
     ref.load_state_dict(fused.state_dict())
     emb_f, emb_r = fused(batch), ref(batch)
     assert (emb_f - emb_r).abs().max() <= 1e-10 * emb_r.abs().max()

@@ -5,15 +5,15 @@ import pytest
 import torch
 from test_egnn_fixtures import random_batch
 
-from alkernels._ext import ext
 from alkernels.models import EGNNConfig, EGNNLayer
 from alkernels.models.egnn import edge_shift_vectors
+from alkernels.ops.dispatch import ext
 from alkernels.ops.message_passing import (
     EdgeWeights,
     build_edge_graph,
+    edge_op_backend,
     egnn_edge_op,
     egnn_edge_reference,
-    resolve_backend,
 )
 
 needs_ext = pytest.mark.skipif(ext() is None, reason="alkernels._C not built")
@@ -67,14 +67,14 @@ def assert_close_all(got, want, rel):
 @pytest.mark.parametrize("detach_norm", [False, True])
 def test_cpu_matches_reference_float64(sizes, mode, cutoff, detach_norm):
     args = op_inputs(sizes, mode, cutoff, torch.float64)
-    assert_close_all(run("cpu", *args, detach_norm), run("reference", *args, detach_norm), 1e-10)
+    assert_close_all(run("cpu", *args, detach_norm), run("torch", *args, detach_norm), 1e-10)
 
 
 @needs_ext
 @pytest.mark.parametrize("sizes,mode,cutoff", CASES)
 def test_cpu_matches_reference_float32(sizes, mode, cutoff):
     args = op_inputs(sizes, mode, cutoff, torch.float32)
-    assert_close_all(run("cpu", *args), run("reference", *args), 1e-5)
+    assert_close_all(run("cpu", *args), run("torch", *args), 1e-5)
 
 
 @needs_ext
@@ -83,20 +83,20 @@ def test_cpu_matches_reference_float64_several_threads():
     # sum the threads' weight-gradient buffers
     args = op_inputs([9, 7, 8, 6], "periodic", 6.0, torch.float64)
     assert args[3].num_edges >= 2048
-    assert_close_all(run("cpu", *args), run("reference", *args), 1e-10)
+    assert_close_all(run("cpu", *args), run("torch", *args), 1e-10)
 
 
 def cpu_variant_outputs(isa, h, x, shift, graph, w, detach_norm=False):
     """Forward outputs and all backward gradients of one compiled variant of the C++ kernels,
     for the same fixed random upstream gradients as ``run``."""
-    from alkernels.ops.message_passing import _cpu_backward, _cpu_forward
+    from alkernels.ops.message_passing.cpu import cpu_backward, cpu_forward
 
     with torch.no_grad():
-        m, dx = _cpu_forward(h, x, shift, graph, w, 0.1, isa)
+        m, dx = cpu_forward(h, x, shift, graph, w, 0.1, isa)
         gen = torch.Generator().manual_seed(1)
         gm = torch.randn(m.shape, generator=gen, dtype=m.dtype)
         gdx = 100.0 * torch.randn(dx.shape, generator=gen, dtype=dx.dtype)
-        return [m, dx, *_cpu_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, isa)]
+        return [m, dx, *cpu_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, isa)]
 
 
 @needs_ext
@@ -126,7 +126,7 @@ def test_cpu_all_zero_and_all_dense_activations(bias):
     with torch.no_grad():
         for b in (w.b2, w.bx1):
             b.fill_(bias)
-    assert_close_all(run("cpu", h, x, shift, graph, w), run("reference", h, x, shift, graph, w), 1e-10)
+    assert_close_all(run("cpu", h, x, shift, graph, w), run("torch", h, x, shift, graph, w), 1e-10)
 
 
 @needs_ext
@@ -137,7 +137,7 @@ def test_cpu_propagates_nan(where):
     h, x, shift, graph, w = op_inputs([5, 4, 6], "periodic", 4.0, torch.float32)
     with torch.no_grad():
         (w.w2 if where == "w2" else h)[3, 5] = float("nan")
-    for backend in ("cpu", "reference"):
+    for backend in ("cpu", "torch"):
         m, dx = egnn_edge_op(h, x, shift, graph, w, backend=backend)
         assert torch.isnan(m).any() and torch.isnan(m.sum() + dx.sum()), backend
 
@@ -208,5 +208,10 @@ def test_bad_inputs_raise_value_error():
 
 def test_auto_backend_choice():
     probe = torch.zeros(1)
-    assert resolve_backend("auto", probe) == ("cpu" if ext() is not None else "reference")
-    assert resolve_backend("auto", probe, activation="silu") == "reference"
+    assert edge_op_backend("auto", probe) == ("cpu" if ext() is not None else "torch")
+    assert edge_op_backend("auto", probe, activation="silu") == "torch"
+    assert edge_op_backend("reference", probe) == "torch"  # the old name stays an alias
+    with pytest.raises(ValueError, match="ReLU MLPs only"):
+        edge_op_backend("cpu", probe, activation="silu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        edge_op_backend("fast", probe)

@@ -7,7 +7,7 @@ from test_egnn_fixtures import random_batch
 from test_message_passing import assert_close_all, op_inputs, run
 
 from alkernels.models import EGNN, EGNNConfig
-from alkernels.ops._triton import triton_usable
+from alkernels.ops.dispatch import triton_usable
 from alkernels.ops.message_passing import egnn_edge_op
 
 pytestmark = pytest.mark.skipif(
@@ -32,7 +32,7 @@ def on_device(args):
 @pytest.mark.parametrize("detach_norm", [False, True])
 def test_triton_matches_reference_float32(sizes, mode, cutoff, detach_norm):
     args = on_device(op_inputs(sizes, mode, cutoff, torch.float32))
-    assert_close_all(run("triton", *args, detach_norm), run("reference", *args, detach_norm), 1e-5)
+    assert_close_all(run("triton", *args, detach_norm), run("torch", *args, detach_norm), 1e-5)
 
 
 def test_triton_is_deterministic():
@@ -45,7 +45,7 @@ def test_bf16_forward_within_documented_bound():
     """bf16 matmul inputs, fp32 accumulation: max-norm relative error of m <= 5e-2, dx <= 1e-1."""
     h, x, shift, graph, w = on_device(op_inputs([6, 5], "periodic", 3.5, torch.float32))
     with torch.no_grad():
-        m_ref, dx_ref = egnn_edge_op(h, x, shift, graph, w, backend="reference")
+        m_ref, dx_ref = egnn_edge_op(h, x, shift, graph, w, backend="torch")
         m, dx = egnn_edge_op(h, x, shift, graph, w, backend="triton", precision="bf16")
     assert (m - m_ref).abs().max() <= 5e-2 * m_ref.abs().max()
     assert (dx - dx_ref).abs().max() <= 1e-1 * dx_ref.abs().max()
@@ -66,7 +66,7 @@ def test_encoder_on_triton_matches_reference():
     batch = random_batch([3, 2], mode="periodic", cutoff=3.0).to(DEVICE)
     torch.manual_seed(0)
     fused = EGNN(backend="triton").to(DEVICE)
-    ref = EGNN(backend="reference").to(DEVICE)
+    ref = EGNN(backend="torch").to(DEVICE)
     ref.load_state_dict(fused.state_dict())
     emb_f, emb_r = fused(batch), ref(batch)
     torch.testing.assert_close(emb_f, emb_r, rtol=1e-5, atol=1e-5 * emb_r.abs().max().item())

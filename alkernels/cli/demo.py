@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from alkernels.cli.run import add_backend_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="score a synthetic pool with all eight strategies")
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--passes", type=int, default=10, help="MC passes T")
     p.add_argument("--classes", type=int, default=230, help="classes C")
     p.add_argument("--k", type=int, default=10_000, help="query size")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "triton"])
+    add_backend_arg(p, default="auto", what="acquisition backend")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 

@@ -6,13 +6,13 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="rebuild table.md and the PNG plots from a grid's records")
-    p.add_argument("dir", help="the --out folder of 'alkernels reproduce'")
+    p.add_argument("dir", help="the --out folder of 'alkernels reproduce' (runs/ or a committed runs.jsonl)")
     p.add_argument("--dest", default=None, help="write the report here instead of DIR")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from alkernels.loop.report import write_report
+    from alkernels.experiments.spacegroup.report import write_report
 
     for name, path in write_report(args.dir, args.dest).items():
         print(f"{name}: {path}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from alkernels.cli.run import add_data_args, apply_threads
+from alkernels.cli.run import add_backend_arg, add_data_args, apply_threads
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--processes", type=int, default=1, help="grid cells run in parallel processes")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round")
-    p.add_argument("--backend", default=None, choices=["auto", "reference", "cpu", "triton"],
-                   help="override the preset's EGNN backend")
+    add_backend_arg(p, default=None, what="override the preset's EGNN backend")
     add_data_args(p, default_dataset="builtin")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from alkernels.loop.experiment import VARIANTS, grid, load_data, preset_with, reproduce
-    from alkernels.loop.report import write_report
+    from alkernels.data import load_split
+    from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
+    from alkernels.experiments.spacegroup.report import write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
     preset = preset_with(args.preset, epochs=args.epochs, backend=args.backend)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
     grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
     apply_threads(args)
-    data = load_data(args.dataset, label=args.label, structures=preset.structures, split=preset.split,
+    data = load_split(args.dataset, label=args.label, structures=preset.structures, split=preset.split,
                      cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=args.cache_dir,
                      workers=args.workers)
     meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,

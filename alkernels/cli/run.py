@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from alkernels.loop.experiment import default_cache_dir
+from alkernels.data._store import default_cache_dir
+from alkernels.ops.dispatch import BACKENDS, normalize_backend
 
 
 def count_or_fraction(text: str) -> int | float:
@@ -13,6 +14,12 @@ def count_or_fraction(text: str) -> int | float:
         return float(text) if any(c in text for c in ".eE") else int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from err
+
+
+def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None, what: str) -> None:
+    """``--backend`` in the library's one vocabulary (``reference`` is accepted as ``torch``)."""
+    p.add_argument("--backend", default=default, type=normalize_backend, choices=BACKENDS,
+                   help=f"{what}: {', '.join(BACKENDS)} ('reference' is an alias of 'torch')")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) -> None:
@@ -62,8 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-structures", type=int, default=None, help="for files: a random subset of this size")
     p.add_argument("--cutoff", type=float, default=4.0, help="graph cutoff in Angstrom")
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
-    p.add_argument("--backend", default="auto", choices=["auto", "reference", "cpu", "triton"],
-                   help="EGNN edge-op backend")
+    add_backend_arg(p, default="auto", what="EGNN edge-op backend")
     p.set_defaults(func=run)
 
 
@@ -80,8 +86,10 @@ def results_table(records: list[dict]) -> str:
 def run(args: argparse.Namespace) -> int:
     from functools import partial
 
+    from alkernels import strategies
+    from alkernels.data import load_split
     from alkernels.loop import ActiveLearningLoop
-    from alkernels.loop.experiment import load_data, make_model, make_strategy
+    from alkernels.models import paper_classifier
 
     if not args.dataset:
         raise ValueError("--dataset is required (builtin:N or a path)")
@@ -90,20 +98,20 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_optimizer and not args.reset_weights:
         raise ValueError("--keep-optimizer only applies with --reset-weights")
     apply_threads(args)
-    strategy = make_strategy(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir())
+    strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir())
     t0 = time.perf_counter()
-    data = load_data(args.dataset, label=args.label, structures=args.max_structures,
+    data = load_split(args.dataset, label=args.label, structures=args.max_structures,
                      split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
                      graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers)
     print(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
           f"{len(set(data.train_labels.tolist()))} space groups in train "
           f"({time.perf_counter() - t0:.1f} s)")
     loop = ActiveLearningLoop(
-        partial(make_model, args.backend, args.dropout), strategy, data.train, data.test,
+        partial(paper_classifier, args.backend, args.dropout), strategy, data.train, data.test,
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
         seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        progress=True, metadata={"dataset": args.dataset})
+        progress=True, metadata={"dataset": data.name})
     t1 = time.perf_counter()
     records = loop.run(resume=args.resume)
     print(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "

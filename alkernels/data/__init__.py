@@ -1,4 +1,5 @@
-"""Crystal data: readers, space-group labels, periodic graphs, batching and the built-in dataset.
+"""Crystal data: batching, datasets and graph containers (core), and readers, graph building and
+generated datasets (the ``data`` extra: ase, spglib, vesin, pyxtal, pandas).
 
 Typical use::
 
@@ -8,37 +9,53 @@ Typical use::
     dataset = GraphDataset(graphs, y=structures.labels - 1)
     train, val, test = split(dataset, (0.8, 0.1, 0.1), seed=0, stratify="crystal_family")
     loader = torch.utils.data.DataLoader(train, batch_size=24, shuffle=True, collate_fn=collate)
+
+The core names import with torch and NumPy alone; the others are loaded on first access and
+raise ImportError naming the extra when it is not installed.
 """
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from alkernels.data._store import default_cache_dir
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, GraphItem, collate, split
-from alkernels.data.graphs import Graph, GraphSet, build_graphs
-from alkernels.data.readers import read_structures
-from alkernels.data.structures import (
-    CRYSTAL_FAMILIES,
-    StructureError,
-    StructureSet,
-    crystal_family,
-    spacegroup_number,
-)
-from alkernels.data.synthetic import derive_spacegroup_prior, synthetic_crystals
+from alkernels.data.graphset import Graph, GraphSet
+from alkernels.data.symmetry import CRYSTAL_FAMILIES, DEFAULT_SYMPREC, crystal_family, spacegroup_number
+
+#: Names that need the ``data`` extra, and the submodule that defines each.
+_EXTRA_NAMES = {
+    "StructureError": "structures",
+    "StructureSet": "structures",
+    "build_graphs": "graphs",
+    "read_structures": "readers",
+    "derive_spacegroup_prior": "synthetic",
+    "synthetic_crystals": "synthetic",
+    "DatasetSplit": "specs",
+    "load_split": "specs",
+    "load_structures": "specs",
+}
 
 __all__ = [
     "CRYSTAL_FAMILIES",
+    "DEFAULT_SYMPREC",
     "Graph",
     "GraphBatch",
     "GraphDataset",
     "GraphItem",
     "GraphSet",
-    "StructureError",
-    "StructureSet",
-    "build_graphs",
     "collate",
     "crystal_family",
-    "derive_spacegroup_prior",
-    "read_structures",
+    "default_cache_dir",
     "spacegroup_number",
     "split",
-    "synthetic_crystals",
+    *_EXTRA_NAMES,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXTRA_NAMES:
+        module = importlib.import_module(f"alkernels.data.{_EXTRA_NAMES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'alkernels.data' has no attribute {name!r}")

@@ -153,3 +153,8 @@ def map_chunks(
             for result, size in zip(pool.map(fn, chunks), sizes):
                 yield result
                 bar.update(size)
+
+
+def default_cache_dir() -> Path:
+    """``$ALKERNELS_CACHE`` or ``~/.cache/alkernels``: generated structures, graphs, orders."""
+    return Path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))

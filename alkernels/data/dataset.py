@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import Dataset
 
 from alkernels.data.batch import GraphBatch
-from alkernels.data.graphs import Graph, GraphSet
-from alkernels.data.structures import DEFAULT_SYMPREC, crystal_family, spacegroup_number
+from alkernels.data.graphset import Graph, GraphSet
+from alkernels.data.symmetry import DEFAULT_SYMPREC, crystal_family, spacegroup_number
 
 
 class GraphItem(NamedTuple):

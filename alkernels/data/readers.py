@@ -10,21 +10,21 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Union
 
-import ase
-import ase.db
-import ase.io
 import numpy as np
-import pandas as pd
+
+from alkernels._extras import missing_extra
+
+try:
+    import ase
+    import ase.db
+    import ase.io
+    import pandas as pd
+except ImportError as err:
+    raise missing_extra("data", __name__, err) from err
 
 from alkernels.data._store import chunked, map_chunks, resolve_workers
-from alkernels.data.structures import (
-    DEFAULT_SYMPREC,
-    StructureError,
-    StructureSet,
-    check_structure,
-    make_atoms,
-    spacegroup_number,
-)
+from alkernels.data.structures import StructureError, StructureSet, check_structure, make_atoms
+from alkernels.data.symmetry import DEFAULT_SYMPREC, spacegroup_number
 
 #: Name of the CIF text column in MP-20/CDVAE-style CSV files.
 CIF_COLUMN = "cif"
@@ -281,9 +281,7 @@ def _pymatgen_converters() -> tuple[Callable[[dict], Any], Callable[[Any], ase.A
         from pymatgen.core import Structure
         from pymatgen.io.ase import AseAtomsAdaptor
     except ImportError as err:
-        raise ImportError(
-            "reading pymatgen structures needs pymatgen: pip install 'alkernels[pymatgen]'"
-        ) from err
+        raise missing_extra("pymatgen", "reading pymatgen structures", err) from err
 
     def to_ase(structure: Any) -> ase.Atoms:
         if not isinstance(structure, Structure):

@@ -1,17 +1,19 @@
-"""Crystal structures: validation, space-group labels and the :class:`StructureSet` container."""
+"""Crystal structures: validation and the :class:`StructureSet` container (the ``data`` extra)."""
 from __future__ import annotations
 
-import contextlib
-import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-import ase
 import numpy as np
-import pandas as pd
-import spglib
-from vesin import NeighborList
+
+from alkernels._extras import missing_extra
+
+try:
+    import ase
+    import pandas as pd
+    from vesin import NeighborList
+except ImportError as err:
+    raise missing_extra("data", __name__, err) from err
 
 #: Atoms closer than this (Angstrom, minimum image, periodic images included) overlap.
 MIN_DISTANCE = 0.5
@@ -19,12 +21,6 @@ MIN_DISTANCE = 0.5
 MIN_CELL_SINE = 1e-3
 #: Atomic numbers accepted by the models (``Embedding(100, ...)`` with 0 as padding).
 Z_RANGE = (1, 99)
-#: spglib tolerance (Angstrom) used for space-group labels unless told otherwise.
-DEFAULT_SYMPREC = 0.1
-
-#: First space-group number of each crystal family (trigonal groups belong to the hexagonal family).
-_FAMILY_STARTS = np.array([1, 3, 16, 75, 143, 195])
-CRYSTAL_FAMILIES = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "hexagonal", "cubic")
 
 
 class StructureError(ValueError):
@@ -74,47 +70,6 @@ def check_overlaps(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
         raise StructureError(
             f"overlapping atoms {int(i[k])} and {int(j[k])}: distance {d[k]:.3f} A < {MIN_DISTANCE} A"
         )
-
-
-@contextlib.contextmanager
-def quiet_spglib() -> Iterator[None]:
-    """Silence spglib meanwhile: its per-call DeprecationWarning about legacy error handling and
-    the "ssm_get_exact_positions failed" lines its C search prints to stderr unless
-    ``SPGLIB_WARNING=OFF`` (read at each call); the environment is restored on exit."""
-    previous = os.environ.get("SPGLIB_WARNING")
-    os.environ["SPGLIB_WARNING"] = "OFF"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
-    finally:
-        if previous is None:
-            del os.environ["SPGLIB_WARNING"]
-        else:
-            os.environ["SPGLIB_WARNING"] = previous
-
-
-def spacegroup_number(atoms: ase.Atoms, symprec: float = DEFAULT_SYMPREC) -> int:
-    """The spglib space-group number (1..230) of a crystal; ``StructureError`` if spglib finds none."""
-    with quiet_spglib():
-        data = spglib.get_symmetry_dataset(
-            (atoms.cell[:], atoms.get_scaled_positions(wrap=True), atoms.numbers), symprec=symprec
-        )
-    if data is None:
-        raise StructureError(f"spglib found no space group at symprec={symprec}")
-    return int(data.number)
-
-
-def crystal_family(spacegroups: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Crystal family index (0..5, see ``CRYSTAL_FAMILIES``) of each space-group number 1..230.
-
-    Returns:
-        int64 [len(spacegroups)].
-    """
-    sg = np.asarray(spacegroups, dtype=np.int64)
-    if sg.size and (sg.min() < 1 or sg.max() > 230):
-        raise ValueError(f"space-group numbers must be in 1..230, got range {sg.min()}..{sg.max()}")
-    return np.searchsorted(_FAMILY_STARTS, sg, side="right") - 1
 
 
 def make_atoms(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray) -> ase.Atoms:

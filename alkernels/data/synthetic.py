@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
-import spglib
+
+from alkernels._extras import missing_extra
+
+try:
+    import pandas as pd
+    import spglib
+except ImportError as err:
+    raise missing_extra("data", __name__, err) from err
 
 from alkernels.data import _store
-from alkernels.data.structures import (
-    DEFAULT_SYMPREC,
-    StructureError,
-    StructureSet,
-    check_structure,
-    make_atoms,
-    quiet_spglib,
-)
+from alkernels.data.structures import StructureError, StructureSet, check_structure, make_atoms
+from alkernels.data.symmetry import DEFAULT_SYMPREC, quiet_spglib
 
 PRIOR_PATH = Path(__file__).with_name("spacegroup_prior.csv")
 #: Pseudo-count added to every space group when deriving the prior.
@@ -168,9 +168,12 @@ def _quiet_generation() -> Iterator[Any]:
     generation time. Binding the same default matrix once gives identical structures, twice as
     fast.
     """
-    import pyxtal.operations
-    import pyxtal.symmetry
-    from pyxtal.tolerance import Tol_matrix
+    try:
+        import pyxtal.operations
+        import pyxtal.symmetry
+        from pyxtal.tolerance import Tol_matrix
+    except ImportError as err:
+        raise missing_extra("data", "synthetic_crystals", err) from err
 
     tolerance = Tol_matrix(prototype="atomic")
     original = pyxtal.symmetry.check_images

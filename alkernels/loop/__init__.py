@@ -1,9 +1,8 @@
-"""The resumable active-learning loop, the reproduction grid and its report.
+"""The resumable pool-based active-learning loop.
 
-- :class:`ActiveLearningLoop` runs one strategy for one seed (``loop.py``).
-- ``experiment.py`` builds datasets and models and runs the paper's grid (presets ``quick`` and
-  ``paper``).
-- ``report.py`` turns a grid's records into ``table.md`` and the plots.
+:class:`ActiveLearningLoop` runs one strategy for one seed and writes ``records.jsonl`` and a
+checkpoint after every round. The studies built on it (grids, presets, reports) live in
+:mod:`alkernels.experiments`.
 """
 from __future__ import annotations
 

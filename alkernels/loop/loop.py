@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from alkernels import strategies as strategies_mod
+from alkernels.data.dataset import collate
 from alkernels.strategies import Pool, Strategy
 
 #: The keys of every line of ``records.jsonl``.
@@ -34,12 +35,6 @@ RECORD_KEYS = ("round", "labelled_fraction", "labelled_count", "accuracy", "loss
                "query_seconds", "queried")
 #: Record keys that are wall times and so differ between otherwise identical runs.
 TIMING_KEYS = ("train_seconds", "query_seconds")
-
-
-def _default_collate(items: list[Any]) -> Any:
-    from alkernels.data import collate
-
-    return collate(items)
 
 
 def labelled_schedule(n: int, initial: int | float, query_size: int | float, rounds: int) -> list[int]:
@@ -169,7 +164,7 @@ class ActiveLearningLoop:
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.lr, self.weight_decay = lr, weight_decay
         self.device = torch.device(device)
-        self.collate_fn = collate_fn or _default_collate
+        self.collate_fn = collate_fn or collate
         self.progress = progress
         self.metadata = dict(metadata or {})
         for name, ds in (("training", train), ("test", test)):

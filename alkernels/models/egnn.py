@@ -1,4 +1,4 @@
-"""The paper's E(n)-equivariant GNN encoder (``shared/spec/egnn.md``), built on the fused edge op.
+"""The paper's E(n)-equivariant GNN encoder (``docs/model.md``), built on the fused edge op.
 
 Defaults reproduce the Open MatSciML Toolkit EGNN with the paper's Table 2 hyper-parameters:
 5 layers 32 wide, edge MLP 65-128-128-128, coordinate MLP 128-64-64-1 + tanh, node MLP
@@ -13,14 +13,9 @@ import torch
 from torch import nn
 
 from alkernels.data.batch import GraphBatch
-from alkernels.ops.message_passing import (
-    BACKENDS,
-    PRECISIONS,
-    EdgeGraph,
-    EdgeWeights,
-    build_edge_graph,
-    egnn_edge_op,
-)
+from alkernels.ops.activations import activation_module, check_activation
+from alkernels.ops.dispatch import normalize_backend
+from alkernels.ops.message_passing import PRECISIONS, EdgeGraph, EdgeWeights, build_edge_graph, egnn_edge_op
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,7 @@ class EGNNConfig:
     detach_norm: bool = False
 
     def __post_init__(self) -> None:
-        if self.activation not in ("relu", "silu"):
-            raise ValueError(f"activation must be 'relu' or 'silu', got {self.activation!r}")
+        check_activation(self.activation)
         if self.coord_aggregation not in ("sum", "mean"):
             raise ValueError(f"coord_aggregation must be 'sum' or 'mean', got {self.coord_aggregation!r}")
         if self.num_layers < 1:
@@ -70,16 +64,12 @@ class EGNNConfig:
         return cls(**base)  # type: ignore[arg-type]
 
 
-def _activation(name: str) -> nn.Module:
-    return nn.ReLU() if name == "relu" else nn.SiLU()
-
-
 def _mlp(widths: list[int], act: str, final_act: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b))
         if final_act or k < len(widths) - 2:
-            layers.append(_activation(act))
+            layers.append(activation_module(act))
     return nn.Sequential(*layers)
 
 
@@ -163,25 +153,24 @@ class EGNN(nn.Module):
 
     Args:
         config: :class:`EGNNConfig` (default: the paper's Table 2).
-        backend: edge-op backend, one of ``"auto"``, ``"reference"``, ``"cpu"``, ``"triton"``.
+        backend: edge-op backend, one of ``"auto"``, ``"torch"``, ``"cpu"``, ``"triton"``
+            (see :mod:`alkernels.ops.dispatch`; ``"reference"`` is an alias of ``"torch"``).
         precision: matmul precision of the Triton backend, ``"fp32"``, ``"tf32"`` or ``"bf16"``.
     """
 
     def __init__(self, config: EGNNConfig = EGNNConfig(), backend: str = "auto", precision: str = "fp32") -> None:
         super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.config = config
-        self.backend = backend
+        self.backend = normalize_backend(backend)
         self.precision = precision
         self.embedding = nn.Embedding(config.num_species, config.node_dim, padding_idx=0)
         self.input = nn.Linear(config.node_dim, config.node_dim)
         self.layers = nn.ModuleList(EGNNLayer(config) for _ in range(config.num_layers))
         p = config.proj_dim
         self.projection = _mlp([config.node_dim, p, p, p], config.activation, final_act=False)
-        self.act = _activation(config.activation)
+        self.act = activation_module(config.activation)
 
     @property
     def out_dim(self) -> int:

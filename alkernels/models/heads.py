@@ -8,14 +8,7 @@ from torch import nn
 
 from alkernels.data.batch import GraphBatch
 from alkernels.models.egnn import EGNN
-
-
-def _act(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "silu":
-        return nn.SiLU()
-    raise ValueError(f"activation must be 'relu' or 'silu', got {name!r}")
+from alkernels.ops.activations import activation_module
 
 
 def _norm(name: str | None, width: int) -> nn.Module:
@@ -56,8 +49,8 @@ class SpaceGroupClassifier(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.encoder = encoder
-        self.inp = nn.Sequential(nn.Linear(encoder.out_dim, hidden), _norm(norm, hidden), _act(activation), nn.Dropout(dropout))
-        self.block = nn.Sequential(nn.Linear(hidden, hidden), _norm(norm, hidden), _act(activation), nn.Dropout(dropout))
+        self.inp = nn.Sequential(nn.Linear(encoder.out_dim, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
+        self.block = nn.Sequential(nn.Linear(hidden, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
         self.out = nn.Linear(hidden, num_classes)
 
     def embed(self, batch: GraphBatch) -> torch.Tensor:
@@ -90,6 +83,17 @@ class SpaceGroupClassifier(nn.Module):
                 m.train(mode)
 
 
+def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str = "fp32") -> SpaceGroupClassifier:
+    """The paper's classifier: the default :class:`EGNN` and the toolkit head, 230 logits.
+
+    Args:
+        backend: edge-op backend (see :mod:`alkernels.ops.dispatch`).
+        dropout: head dropout (MC-dropout strategies need > 0).
+        precision: Triton matmul precision (see :class:`EGNN`).
+    """
+    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout)
+
+
 class PropertyRegressor(nn.Module):
     """EGNN encoder + one small MLP head per scalar property.
 
@@ -118,7 +122,7 @@ class PropertyRegressor(nn.Module):
         self.heads = nn.ModuleDict(
             {
                 name: nn.Sequential(
-                    nn.Linear(encoder.out_dim, hidden), _act(activation), nn.Dropout(dropout), nn.Linear(hidden, 1)
+                    nn.Linear(encoder.out_dim, hidden), activation_module(activation), nn.Dropout(dropout), nn.Linear(hidden, 1)
                 )
                 for name in self.targets
             }

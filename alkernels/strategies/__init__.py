@@ -18,6 +18,7 @@ expected_margin over ``passes`` MC-dropout passes, default 10), ``learning_loss`
 """
 from __future__ import annotations
 
+import os
 from functools import partial
 
 from alkernels.strategies.base import Pool, Strategy, available, get, register, unregister
@@ -37,6 +38,18 @@ register("random", RandomStrategy)
 register("center_of_mass", CenterOfMassStrategy)
 register("umap", UmapStrategy)
 
-__all__ = ["PAPER_STRATEGIES", "Pool", "Strategy", "available", "get", "register", "unregister",
+
+
+def make(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None) -> Strategy:
+    """The registered strategy ``name`` with the options that apply to it: ``passes`` (T) for the
+    MC strategies, ``cache_dir`` (the order cache) for center_of_mass and umap."""
+    if name in MC_PASS:
+        return get(name, passes=passes)
+    if name in ("center_of_mass", "umap"):
+        return get(name, cache_dir=cache_dir)
+    return get(name)
+
+
+__all__ = ["PAPER_STRATEGIES", "Pool", "Strategy", "available", "get", "make", "register", "unregister",
            "UncertaintyStrategy", "LearningLossStrategy", "LossPredictionModule", "ranking_loss",
            "RandomStrategy", "OrderStrategy", "CenterOfMassStrategy", "UmapStrategy"]

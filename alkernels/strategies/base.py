@@ -9,11 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-
-def _default_collate(items: list[Any]) -> Any:
-    from alkernels.data import collate
-
-    return collate(items)
+from alkernels.data.dataset import collate
 
 
 @dataclass
@@ -32,7 +28,7 @@ class Pool:
     dataset: Dataset
     indices: np.ndarray
     batch_size: int = 256
-    collate_fn: Callable[[list[Any]], Any] = field(default=_default_collate)
+    collate_fn: Callable[[list[Any]], Any] = field(default=collate)
 
     def __post_init__(self) -> None:
         self.indices = np.asarray(self.indices, dtype=np.int64)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alkernels._extras import missing_extra
 from alkernels.strategies.base import Pool, Strategy
 
 #: Number of atomic-number slots in the UMAP composition descriptor (Z = 1..99).
@@ -124,7 +125,10 @@ class CenterOfMassStrategy(OrderStrategy):
         self.weights = weights
 
     def features(self, pool: Pool) -> np.ndarray:
-        from ase.data import atomic_masses
+        try:
+            from ase.data import atomic_masses
+        except ImportError as err:
+            raise missing_extra("data", "center_of_mass (atomic masses)", err) from err
 
         masses = torch.as_tensor(atomic_masses, dtype=torch.float64)
         rows = []
@@ -175,7 +179,10 @@ class UmapStrategy(OrderStrategy):
         n = features.shape[0]
         if n < 4:
             raise ValueError(f"umap needs at least 4 structures, got {n}")
-        import umap
+        try:
+            import umap
+        except ImportError as err:
+            raise missing_extra("study", "the umap strategy", err) from err
 
         reducer = umap.UMAP(n_components=2, n_neighbors=min(self.n_neighbors, n - 1), n_jobs=1,
                             random_state=self.random_state, init="spectral" if n > 50 else "random")

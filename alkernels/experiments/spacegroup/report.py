@@ -1,10 +1,11 @@
 """Tables and plots from a grid's records: ``table.md``, ``accuracy.png``, ``loss.png``,
-``spacegroups.png`` and ``summary.json``.
+``spacegroups.png``, ``summary.json`` and the compact ``runs.jsonl`` (the ``study`` extra).
 
-Everything is recomputed from ``runs/**/records.jsonl`` and ``config.json`` (and, for the
-label plot and the sizes, ``experiment.json``), so a report can be regenerated at any time,
-also from a partly finished grid. Means and standard deviations are over seeds (sample std,
-ddof = 1; 0 for a single seed).
+Everything is recomputed from the runs (each run's ``config.json`` and ``records.jsonl`` under
+``runs/``, or, for committed results, the same content packed one run per line into
+``runs.jsonl``) and, for the label plot and the sizes, ``experiment.json``, so a report can be
+regenerated at any time, also from a partly finished grid. Means and standard deviations are
+over seeds (sample std, ddof = 1; 0 for a single seed).
 """
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from alkernels._extras import missing_extra
 from alkernels.loop.loop import read_records
+
+try:
+    import pandas as pd
+except ImportError as err:
+    raise missing_extra("study", __name__, err) from err
 from alkernels.strategies import MC_PASS, PAPER_STRATEGIES, SINGLE_PASS
 
 #: The eight uncertainty strategies, as grouped for the paper's claims.
@@ -24,15 +30,42 @@ UNCERTAINTY = SINGLE_PASS + MC_PASS
 MID_FRACTIONS = (40, 50, 60)
 
 
-def collect(out: str | os.PathLike) -> pd.DataFrame:
+#: One line per run: ``{"run": <folder relative to the grid>, "config": {...}, "records": [...]}``.
+COMPACT_RUNS = "runs.jsonl"
+
+
+def read_runs(out: str | os.PathLike) -> list[dict]:
+    """Every run of the grid in ``out``: from ``runs/**`` when present, else from ``runs.jsonl``.
+
+    Returns:
+        ``{"run", "config", "records"}`` per run, sorted by ``run``.
+    """
+    out = Path(out)
+    runs = [
+        {"run": str(path.parent.relative_to(out)), "config": json.loads(path.read_text()),
+         "records": read_records(path.parent / "records.jsonl")}
+        for path in sorted(out.glob("runs/**/config.json"))
+    ]
+    if not runs and (out / COMPACT_RUNS).is_file():
+        runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
+    return sorted(runs, key=lambda r: r["run"])
+
+
+def write_compact(runs: list[dict], path: Path) -> Path:
+    """Pack ``runs`` (from :func:`read_runs`) into one JSON line each at ``path``."""
+    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in runs))
+    return path
+
+
+def collect(runs: list[dict]) -> pd.DataFrame:
     """One row per (run, round): variant, strategy, seed, percent, accuracy, loss, times.
 
     ``percent`` is the labelled fraction in whole percent.
     """
     rows = []
-    for config_path in sorted(Path(out).glob("runs/**/config.json")):
-        config = json.loads(config_path.read_text())
-        for r in read_records(config_path.parent / "records.jsonl"):
+    for run in runs:
+        config = run["config"]
+        for r in run["records"]:
             rows.append({
                 "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
                 "strategy": config["strategy"], "seed": config["seed"], "round": r["round"],
@@ -40,7 +73,7 @@ def collect(out: str | os.PathLike) -> pd.DataFrame:
                 "loss": r["loss"], "train_seconds": r["train_seconds"], "query_seconds": r["query_seconds"],
             })
     if not rows:
-        raise ValueError(f"no run records found under {Path(out) / 'runs'}")
+        raise ValueError("no run records found (neither runs/**/records.jsonl nor runs.jsonl)")
     return pd.DataFrame(rows)
 
 
@@ -171,12 +204,20 @@ def claims_markdown(c: dict) -> str:
     return "\n".join(lines)
 
 
-def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) -> None:
-    import matplotlib
-
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise missing_extra("study", "plots", err) from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) -> None:
+    plt = _pyplot()
     variants = [v for v in ("keep", "reset") if v in set(summary.variant)]
     fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5),
                              squeeze=False, sharey=True)
@@ -206,11 +247,7 @@ def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) ->
 
 def plot_spacegroups(train: np.ndarray, test: np.ndarray, path: Path, title: str = "") -> None:
     """Bar plot of the space-group distributions (fraction of structures) of train and test."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(12, 4))
     bins = np.arange(1, 232)
     for labels, name, shift in ((train, "train", -0.2), (test, "test", 0.2)):
@@ -228,16 +265,21 @@ def plot_spacegroups(train: np.ndarray, test: np.ndarray, path: Path, title: str
 
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``accuracy.png``, ``loss.png``, ``spacegroups.png`` (if the grid's
-    ``experiment.json`` exists) and ``summary.json`` for the grid in ``out`` into ``dest``
-    (default ``out``); returns the written paths by name."""
+    ``experiment.json`` exists), ``summary.json`` and ``runs.jsonl`` for the grid in ``out`` into
+    ``dest`` (default ``out``); returns the written paths by name.
+
+    ``runs.jsonl`` packs every run's config and records, so a copy of ``dest`` without the
+    ``runs/`` folder still rebuilds the same report."""
     out = Path(out)
     dest = Path(dest) if dest is not None else out
     dest.mkdir(parents=True, exist_ok=True)
-    summary = summarise(collect(out))
+    runs = read_runs(out)
+    summary = summarise(collect(runs))
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     c = claims(summary)
     paths = {name: dest / name for name in ("table.md", "accuracy.png", "loss.png", "summary.json")}
+    paths[COMPACT_RUNS] = write_compact(runs, dest / COMPACT_RUNS)
 
     head = ["# Active learning for space-group classification: test accuracy (%)", ""]
     if meta:

@@ -1,4 +1,4 @@
-"""Datasets, models and the reproduction grid of the paper's Table 1 (protocol A).
+"""The reproduction grid of the paper's Table 1 (protocol A of ``docs/protocols.md``).
 
 A grid is every strategy x seed x weight-reset variant, each an :class:`ActiveLearningLoop` in
 its own folder under ``out/runs/<variant>/<strategy>/seed<k>``, plus one "standard" run per seed
@@ -17,12 +17,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-from torch import nn
 
 from alkernels import strategies as strategies_mod
+from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop, read_records
+from alkernels.models import paper_classifier
 
 #: Weight-reset variants: "keep" carries weights over between rounds (the paper's Table 1),
 #: "reset" reloads the original initial weights (and a fresh optimiser) every round.
@@ -75,102 +75,6 @@ PRESETS: dict[str, Preset] = {
                     epochs=1, lr=1e-3, backend="reference"),
 }
 
-#: Size of plain ``builtin`` when the preset sets none: about the paper's 154,519 MP structures.
-DEFAULT_BUILTIN_SIZE = 150_000
-
-
-@dataclass
-class Data:
-    """A labelled train/test split ready for the loop.
-
-    Attributes:
-        name: the dataset spec it came from.
-        train, test: ``GraphDataset`` views with class labels (space-group number - 1).
-        train_labels, test_labels: int64 space-group numbers (1..230) of the two parts.
-    """
-
-    name: str
-    train: object
-    test: object
-    train_labels: np.ndarray
-    test_labels: np.ndarray
-
-
-def default_cache_dir() -> Path:
-    """``$ALKERNELS_CACHE`` or ``~/.cache/alkernels``: generated structures and graphs."""
-    return Path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))
-
-
-def load_data(spec: str, *, label: str | None = None, structures: int | None = None,
-              split: Sequence[float] = (0.8, 0.2), cutoff: float = 4.0, graph_mode: str = "periodic",
-              cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> Data:
-    """Read or generate a dataset, build its graphs and split it into train and test.
-
-    Args:
-        spec: ``builtin:N`` (N synthetic crystals, seed 0), ``builtin`` (``structures`` of them,
-            or ``DEFAULT_BUILTIN_SIZE``),
-            or a path in any format ``alkernels.data.read_structures`` reads.
-        label: for a path: ``"spacegroup"`` (spglib) or the name of a column of space-group
-            numbers (1..230). Required for paths.
-        structures: keep a fixed random subset (seed 0) of at most this many (for ``builtin``
-            without N, generate this many).
-        split: (train, test) or (train, val, test) fractions; stratified by crystal family.
-        cutoff, graph_mode: graph construction.
-        cache_dir: cache for generated structures and graphs (default :func:`default_cache_dir`).
-        workers: processes for generation and graph building.
-    """
-    from alkernels import data
-
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if spec == "builtin" or spec.startswith("builtin:"):
-        size = spec.partition(":")[2]
-        if size and not size.isdigit():
-            raise ValueError(f"dataset {spec!r}: expected builtin:N with a positive integer N")
-        n = int(size) if size else (structures or DEFAULT_BUILTIN_SIZE)
-        if n < 1:
-            raise ValueError(f"dataset {spec!r}: N must be positive")
-        structset = data.synthetic_crystals(n, seed=0, workers=workers, cache_dir=cache)
-    else:
-        if not Path(spec).exists():
-            raise ValueError(f"dataset {spec!r} is neither builtin:N nor an existing path")
-        if label is None:
-            raise ValueError(f"dataset {spec!r} has no labels: pass --label spacegroup or a column name")
-        structset = data.read_structures(spec, label=label)
-    if structset.labels is None or len(structset) == 0:
-        raise ValueError(f"dataset {spec!r} has no labelled structures")
-    labels = np.asarray(structset.labels, dtype=np.int64)
-    if labels.min() < 1 or labels.max() > 230:
-        raise ValueError(f"dataset {spec!r}: labels must be space-group numbers 1..230, "
-                         f"got {labels.min()}..{labels.max()}")
-    graphs = data.build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
-    dataset = data.GraphDataset(graphs, y=labels - 1)
-    keep = np.arange(len(dataset))
-    if structures is not None and len(dataset) > structures:
-        keep = np.sort(np.random.default_rng(0).permutation(len(dataset))[:structures])
-    dataset = dataset.subset(keep)
-    parts = data.split(dataset, split, seed=0, stratify="crystal_family", spacegroups=labels[keep])
-    train, test = parts[0], parts[-1]
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"dataset {spec!r}: {len(dataset)} structures are too few to split {tuple(split)}")
-    return Data(spec, train, test, labels[train.indices], labels[test.indices])
-
-
-def make_model(backend: str = "auto", dropout: float = 0.1) -> nn.Module:
-    """The paper's classifier: EGNN encoder + the toolkit head with dropout, 230 logits."""
-    from alkernels.models import EGNN, SpaceGroupClassifier
-
-    return SpaceGroupClassifier(EGNN(backend=backend), dropout=dropout)
-
-
-def make_strategy(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None):
-    """A registered strategy with the options that apply to it (MC passes, order cache)."""
-    if name in strategies_mod.MC_PASS:
-        return strategies_mod.get(name, passes=passes)
-    if name in ("center_of_mass", "umap"):
-        return strategies_mod.get(name, cache_dir=cache_dir)
-    return strategies_mod.get(name)
-
-
 @dataclass(frozen=True)
 class Cell:
     """One run of the grid: ``variant`` is "keep", "reset" or "standard"."""
@@ -200,7 +104,7 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
     return cells
 
 
-def run_cell(cell: Cell, data: Data, preset: Preset, out: Path, *, device: str = "cpu",
+def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
              progress: bool = False) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``."""
     t0 = time.perf_counter()
@@ -208,8 +112,8 @@ def run_cell(cell: Cell, data: Data, preset: Preset, out: Path, *, device: str =
     n = len(data.train)
     standard = cell.variant == "standard"
     loop = ActiveLearningLoop(
-        partial(make_model, preset.backend, preset.dropout),
-        make_strategy(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
+        partial(paper_classifier, preset.backend, preset.dropout),
+        strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
         data.train, data.test,
         initial=n if standard else preset.initial, query_size=preset.query_size,
         rounds=1 if standard else preset.rounds, epochs=preset.epochs,
@@ -223,7 +127,7 @@ def run_cell(cell: Cell, data: Data, preset: Preset, out: Path, *, device: str =
 _WORKER: dict = {}
 
 
-def _init_worker(data: Data, preset: Preset, out: Path, device: str) -> None:
+def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str) -> None:
     torch.set_num_threads(1)
     _WORKER.update(data=data, preset=preset, out=out, device=device)
 
@@ -237,13 +141,13 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
     return len(read_records(cell.folder(out) / "records.jsonl")) == want
 
 
-def reproduce(data: Data, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
+def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
               device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
 
     Args:
-        data: the split from :func:`load_data`.
+        data: the split from :func:`alkernels.data.load_split`.
         preset: sizes and settings.
         strategy_names: registered strategy names.
         seeds: seeds 0..seeds-1 per strategy and variant.

@@ -1,0 +1,128 @@
+"""One backend vocabulary for every op, and the one helper that resolves it.
+
+Backends (the same words in every op, model, strategy and CLI flag):
+
+``"torch"``
+    the plain-PyTorch reference of the op: the specification and the test oracle.
+``"cpu"``
+    the fused C++/OpenMP kernels of the compiled extension ``alkernels._C`` (CPU tensors).
+``"triton"``
+    the fused Triton kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+``"auto"``
+    ``"triton"`` for CUDA tensors, ``"cpu"`` for CPU tensors when the extension is built,
+    else ``"torch"``; and ``"torch"`` whenever the op's fused kernels do not cover the call.
+
+``"reference"`` is accepted as an alias of ``"torch"`` (the name the EGNN op used before).
+
+Instruction sets of the C++ kernels (``isa=`` of the ``alkernels._C`` functions, named as in
+``csrc/common/isa.h``): ``"best"`` (the widest build the CPU supports), ``"avx512"``, ``"avx2"``
+and ``"baseline"`` (the portable x86-64 build). Tests run every build the CPU supports.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from types import ModuleType
+
+import torch
+
+BACKENDS: tuple[str, ...] = ("auto", "torch", "cpu", "triton")
+#: Older names still accepted, mapped to their current backend.
+BACKEND_ALIASES: dict[str, str] = {"reference": "torch"}
+#: ``isa=`` names of the compiled kernels.
+ISAS: tuple[str, ...] = ("best", "avx512", "avx2", "baseline")
+
+#: Whether the optional ``triton`` package is installed (checked without importing it).
+HAS_TRITON: bool = importlib.util.find_spec("triton") is not None
+
+_state: dict[str, ModuleType | None] = {}
+
+
+def ext() -> ModuleType | None:
+    """The compiled extension ``alkernels._C``, or None when it was not built.
+
+    The first call that finds it missing emits one ``RuntimeWarning``; callers then fall back to
+    the torch backend.
+    """
+    if "module" not in _state:
+        try:
+            from alkernels import _C  # type: ignore[attr-defined]
+        except ImportError as err:  # pragma: no cover - depends on the build
+            _C = None
+            warnings.warn(
+                f"alkernels._C is not available ({err}); using the torch backend. "
+                "Reinstall with a C++17 compiler to get the fused CPU kernels.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _state["module"] = _C
+    return _state["module"]
+
+
+def has_ext() -> bool:
+    """True when the compiled extension is importable."""
+    return ext() is not None
+
+
+def interpreting() -> bool:
+    """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_usable(device: torch.device | torch.Tensor) -> bool:
+    """Whether a Triton kernel can run on ``device``: CUDA, or CPU under the interpreter."""
+    if not HAS_TRITON:
+        return False
+    dev = device.device if isinstance(device, torch.Tensor) else torch.device(device)
+    return dev.type == "cuda" or (dev.type == "cpu" and interpreting())
+
+
+def normalize_backend(backend: str) -> str:
+    """``backend`` in the current vocabulary (aliases mapped); ValueError if unknown."""
+    name = BACKEND_ALIASES.get(backend, backend)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    return name
+
+
+def resolve_backend(
+    backend: str, device: torch.device | torch.Tensor, *, op: str, unsupported: str | None = None
+) -> str:
+    """The concrete backend (``"torch"``, ``"cpu"`` or ``"triton"``) that runs ``op`` on ``device``.
+
+    Args:
+        backend: a name of ``BACKENDS`` (or an alias).
+        device: the device of the op's inputs (or one of its tensors).
+        op: the op's name, for error messages.
+        unsupported: why the fused kernels cannot run this call (e.g. an activation they do not
+            implement), or None. ``"auto"`` then picks ``"torch"`` and an explicit fused backend
+            raises.
+
+    Raises:
+        ValueError: an unknown backend, or a fused backend that cannot run here (the message says
+            why: no CUDA tensor, extension not built, ``unsupported``).
+    """
+    name = normalize_backend(backend)
+    dev = device.device if isinstance(device, torch.Tensor) else torch.device(device)
+    if name == "auto":
+        if unsupported is not None:
+            return "torch"
+        if dev.type == "cuda" and triton_usable(dev):
+            return "triton"
+        if dev.type == "cpu" and ext() is not None:
+            return "cpu"
+        return "torch"
+    if name != "torch" and unsupported is not None:
+        raise ValueError(f"{op}: backend {name!r} cannot run this call ({unsupported}); use 'torch'")
+    if name == "cpu":
+        if dev.type != "cpu":
+            raise ValueError(f"{op}: backend 'cpu' needs CPU tensors, got device {dev}")
+        if ext() is None:
+            raise ValueError(f"{op}: backend 'cpu' needs the compiled extension alkernels._C, which is not built")
+    elif name == "triton" and not triton_usable(dev):
+        raise ValueError(
+            f"{op}: backend 'triton' needs triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU "
+            "tensors); install it with pip install 'alkernels[triton]'"
+        )
+    return name

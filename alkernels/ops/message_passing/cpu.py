@@ -1,0 +1,77 @@
+"""Launchers of the fused C++ EGNN edge kernels (``csrc/message_passing``, via ``alkernels._C``).
+
+Arrays cross as zero-copy NumPy views; float32 and float64 are supported.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alkernels.ops.dispatch import ext
+from alkernels.ops.message_passing.graph import EdgeGraph, EdgeWeights, split_first_layer
+
+
+def _module():
+    mod = ext()
+    if mod is None:
+        raise RuntimeError("backend 'cpu' needs the compiled extension alkernels._C, which is not built")
+    return mod
+
+
+def _operands(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The arrays both C++ kernels take, as zero-copy NumPy views: ``A, B, w, x, shift, src, dst,
+    rowptr`` (the first edge Linear split per node) and the nine weights ``W2, b2, W3, b3, Wx1,
+    bx1, Wx2, bx2, wx3`` in torch.nn.Linear's [out, in] layout."""
+    a, b, wr = split_first_layer(h, w.w1, w.b1)
+    arrays = [a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr]
+    weights = [w.w2, w.b2, w.w3, w.b3, w.wx1, w.bx1, w.wx2, w.bx2, w.wx3.reshape(-1)]
+    views = [t.detach().contiguous().numpy() for t in (*arrays, *weights)]
+    return views[: len(arrays)], views[len(arrays) :]
+
+
+def cpu_forward(
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    isa: str = "best",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled variant,
+    ``"best"``, ``"avx2"`` or ``"baseline"`` (tests run each)."""
+    arrays, weights = _operands(h, x, shift, graph, w)
+    m, dx = _module().egnn_edge_forward(*arrays, weights, eps, isa)
+    return torch.from_numpy(m), torch.from_numpy(dx)
+
+
+def cpu_backward(
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    detach_norm: bool,
+    gm: torch.Tensor,
+    gdx: torch.Tensor,
+    isa: str = "best",
+) -> tuple[torch.Tensor, ...]:
+    """The C++ backward from the upstream gradients gm [n, H] and gdx [n, 3].
+
+    Returns 14 tensors in the input dtype: gB [n, H] (receiver sums of the gradient of the first
+    edge layer's pre-activation), gh [n, F] (the sender part of the gradient of h), gx [n, 3],
+    gW1a [H, F], gw [H], gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C].
+    """
+    arrays, weights = _operands(h, x, shift, graph, w)
+    f = h.shape[1]
+    extra = [
+        gm.contiguous().numpy(), gdx.contiguous().numpy(), h.detach().numpy(),
+        w.w1[:, :f].detach().contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
+    ]  # fmt: skip
+    out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
+    return tuple(torch.from_numpy(o) for o in out)
+
+

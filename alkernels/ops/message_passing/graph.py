@@ -1,0 +1,139 @@
+"""The types the EGNN edge op shares across its backends: the edge index in its two CSR layouts,
+the layer weights, input checks, and the per-node split of the first edge Linear."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+#: Matmul input precisions of the Triton kernels (all accumulate in float32).
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+
+
+class EdgeWeights(NamedTuple):
+    """The weights of one layer's edge MLP ``phi_e`` and coordinate MLP ``phi_x``.
+
+    Shapes with node width F, edge width H and coordinate width C (paper: 32, 128, 64):
+    ``w1 [H, 2F+1]``, ``b1 [H]``, ``w2 [H, H]``, ``b2 [H]``, ``w3 [H, H]``, ``b3 [H]``,
+    ``wx1 [C, H]``, ``bx1 [C]``, ``wx2 [C, C]``, ``bx2 [C]``, ``wx3 [1, C]`` (no bias).
+    The input columns of ``w1`` are ordered sender features, receiver features, r^2.
+    """
+
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    wx1: torch.Tensor
+    bx1: torch.Tensor
+    wx2: torch.Tensor
+    bx2: torch.Tensor
+    wx3: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EdgeGraph:
+    """Edge index of a batch in the two CSR layouts the fused kernels need.
+
+    Attributes:
+        src: int64 [E], sender of each edge.
+        dst: int64 [E], receiver of each edge, non-decreasing.
+        rowptr: int64 [n + 1], edges of receiver i are ``rowptr[i]:rowptr[i+1]``.
+        src_perm: int64 [E], edge ids ordered by sender (stable), for the sender reduction.
+        src_ptr: int64 [n + 1], the edges of sender j are ``src_perm[src_ptr[j]:src_ptr[j+1]]``.
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    rowptr: torch.Tensor
+    src_perm: torch.Tensor
+    src_ptr: torch.Tensor
+
+    @property
+    def num_nodes(self) -> int:
+        """n, the number of nodes."""
+        return int(self.rowptr.numel() - 1)
+
+    @property
+    def num_edges(self) -> int:
+        """E, the number of edges."""
+        return int(self.src.numel())
+
+
+def build_edge_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int) -> EdgeGraph:
+    """Validate an edge list sorted by receiver and build both CSR layouts.
+
+    Args:
+        src: int64 [E] senders in ``[0, num_nodes)``.
+        dst: int64 [E] receivers in ``[0, num_nodes)``, non-decreasing.
+        num_nodes: n.
+
+    Raises:
+        ValueError: wrong dtype or shape, out-of-range indices, or ``dst`` not sorted.
+    """
+    for name, t in (("edge_src", src), ("edge_dst", dst)):
+        if t.dtype != torch.int64 or t.dim() != 1:
+            raise ValueError(f"{name} must be a 1-D int64 tensor, got {t.dtype} {tuple(t.shape)}")
+    if src.numel() != dst.numel():
+        raise ValueError(f"edge_src has {src.numel()} edges but edge_dst has {dst.numel()}")
+    if src.device != dst.device:
+        raise ValueError("edge_src and edge_dst are on different devices")
+    if src.numel() > 0:
+        lo = torch.minimum(src.min(), dst.min())
+        hi = torch.maximum(src.max(), dst.max())
+        if int(lo) < 0 or int(hi) >= num_nodes:
+            raise ValueError(f"edge indices must lie in [0, {num_nodes}), got [{int(lo)}, {int(hi)}]")
+        if bool((dst[1:] < dst[:-1]).any()):
+            raise ValueError("edge_dst must be sorted (non-decreasing): edges are CSR by receiver")
+    counts_dst = torch.bincount(dst, minlength=num_nodes)
+    counts_src = torch.bincount(src, minlength=num_nodes)
+    zero = torch.zeros(1, dtype=torch.int64, device=src.device)
+    rowptr = torch.cat([zero, counts_dst.cumsum(0)])
+    src_ptr = torch.cat([zero, counts_src.cumsum(0)])
+    src_perm = torch.sort(src, stable=True).indices
+    return EdgeGraph(src.contiguous(), dst.contiguous(), rowptr, src_perm, src_ptr)
+
+
+def split_first_layer(
+    h: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-node products of the split first edge Linear: ``A = h W1a^T`` [n, H],
+    ``B = h W1b^T + b1`` [n, H] and the r^2 column ``w`` [H] of ``w1`` [H, 2F+1]."""
+    f = h.shape[1]
+    a = h @ w1[:, :f].t()
+    b = torch.addmm(b1, h, w1[:, f : 2 * f].t())
+    return a.contiguous(), b.contiguous(), w1[:, 2 * f].contiguous()
+
+
+def check_inputs(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights
+) -> None:
+    """Raise ValueError unless h [n, F], x [n, 3], shift [E, 3] and the weights agree in shape,
+    dtype (float32 or float64) and device with each other and with ``graph``."""
+    n, f = h.shape if h.dim() == 2 else (-1, -1)
+    if h.dim() != 2 or x.shape != (n, 3) or shift.shape != (graph.num_edges, 3):
+        raise ValueError(
+            f"expected h [n, F], x [n, 3], shift [E, 3]; got {tuple(h.shape)}, {tuple(x.shape)}, "
+            f"{tuple(shift.shape)} with E = {graph.num_edges}"
+        )
+    if n != graph.num_nodes:
+        raise ValueError(f"h has {n} nodes but the edge graph has {graph.num_nodes}")
+    dtype = h.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"floating inputs must be float32 or float64, got {dtype}")
+    for name, t in [("x", x), ("shift", shift), *zip(EdgeWeights._fields, w)]:
+        if t.dtype != dtype or t.device != h.device:
+            raise ValueError(f"{name} is {t.dtype} on {t.device}; expected {dtype} on {h.device}")
+    hidden, coord = w.w2.shape[0], w.wx1.shape[0]
+    expected = {
+        "w1": (hidden, 2 * f + 1), "b1": (hidden,), "w2": (hidden, hidden), "b2": (hidden,),
+        "w3": (hidden, hidden), "b3": (hidden,), "wx1": (coord, hidden), "bx1": (coord,),
+        "wx2": (coord, coord), "bx2": (coord,), "wx3": (1, coord),
+    }  # fmt: skip
+    for name, shape in expected.items():
+        if tuple(getattr(w, name).shape) != shape:
+            raise ValueError(f"weight {name} has shape {tuple(getattr(w, name).shape)}, expected {shape}")
+
+
