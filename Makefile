@@ -10,7 +10,7 @@ SOURCES := pyproject.toml setup.py requirements-dev.txt $(wildcard csrc/*/*.cpp 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q -c requirements-dev.txt -e ".[test]"
+	$(BIN)/pip install -q -c requirements-dev.txt -e ".[all,test]"
 	touch $(STAMP)
 
 build: $(STAMP)

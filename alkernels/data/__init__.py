@@ -22,6 +22,7 @@ from alkernels.data._store import default_cache_dir
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, GraphItem, collate, split
 from alkernels.data.graphset import Graph, GraphSet
+from alkernels.data.random import random_graphs
 from alkernels.data.symmetry import CRYSTAL_FAMILIES, DEFAULT_SYMPREC, crystal_family, spacegroup_number
 
 #: Names that need the ``data`` extra, and the submodule that defines each.
@@ -48,6 +49,7 @@ __all__ = [
     "collate",
     "crystal_family",
     "default_cache_dir",
+    "random_graphs",
     "spacegroup_number",
     "split",
     *_EXTRA_NAMES,

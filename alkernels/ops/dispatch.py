@@ -27,6 +27,8 @@ from types import ModuleType
 
 import torch
 
+from alkernels._extras import missing_extra
+
 BACKENDS: tuple[str, ...] = ("auto", "torch", "cpu", "triton")
 #: Older names still accepted, mapped to their current backend.
 BACKEND_ALIASES: dict[str, str] = {"reference": "torch"}
@@ -102,6 +104,7 @@ def resolve_backend(
     Raises:
         ValueError: an unknown backend, or a fused backend that cannot run here (the message says
             why: no CUDA tensor, extension not built, ``unsupported``).
+        ImportError: backend ``"triton"`` without the ``triton`` extra installed.
     """
     name = normalize_backend(backend)
     dev = device.device if isinstance(device, torch.Tensor) else torch.device(device)
@@ -120,9 +123,8 @@ def resolve_backend(
             raise ValueError(f"{op}: backend 'cpu' needs CPU tensors, got device {dev}")
         if ext() is None:
             raise ValueError(f"{op}: backend 'cpu' needs the compiled extension alkernels._C, which is not built")
+    elif name == "triton" and not HAS_TRITON:
+        raise missing_extra("triton", f"{op} on backend 'triton'")
     elif name == "triton" and not triton_usable(dev):
-        raise ValueError(
-            f"{op}: backend 'triton' needs triton and CUDA tensors (or TRITON_INTERPRET=1 for CPU "
-            "tensors); install it with pip install 'alkernels[triton]'"
-        )
+        raise ValueError(f"{op}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
     return name
