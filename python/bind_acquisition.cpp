@@ -13,20 +13,18 @@ namespace py = pybind11;
 
 namespace {
 
-alk::LogitType parse_type(const std::string& name) {
-  if (name == "float32") return alk::LogitType::F32;
-  if (name == "float16") return alk::LogitType::F16;
-  if (name == "bfloat16") return alk::LogitType::BF16;
+alk::acq::LogitType parse_type(const std::string& name) {
+  if (name == "float32") return alk::acq::LogitType::kF32;
+  if (name == "float16") return alk::acq::LogitType::kF16;
+  if (name == "bfloat16") return alk::acq::LogitType::kBF16;
   throw py::value_error("acquisition kernel: unsupported logit type '" + name + "'");
 }
 
 // logits: a 3-D array [T, N, C] with contiguous classes; bfloat16 arrives as its int16 bit view.
 py::tuple score_all(py::array logits, const std::string& type_name, const std::string& isa_name) {
-  const alk::LogitType type = parse_type(type_name);
-  if (isa_name != "best" && isa_name != "baseline")
-    throw py::value_error("acquisition kernel: isa must be 'best' or 'baseline', got '" + isa_name + "'");
-  const alk::KernelIsa isa = isa_name == "best" ? alk::KernelIsa::Best : alk::KernelIsa::Baseline;
-  const py::ssize_t itemsize = type == alk::LogitType::F32 ? 4 : 2;
+  const alk::acq::LogitType type = parse_type(type_name);
+  const alk::Isa isa = alk::parse_isa(isa_name);
+  const py::ssize_t itemsize = type == alk::acq::LogitType::kF32 ? 4 : 2;
   if (logits.ndim() != 3) throw py::value_error("acquisition kernel: logits must be [T, N, C]");
   if (logits.itemsize() != itemsize)
     throw py::value_error("acquisition kernel: element size does not match '" + type_name + "'");
@@ -35,14 +33,14 @@ py::tuple score_all(py::array logits, const std::string& type_name, const std::s
     throw py::value_error("acquisition kernel: classes must be contiguous");
   if (logits.strides(0) % itemsize != 0 || logits.strides(1) % itemsize != 0)
     throw py::value_error("acquisition kernel: misaligned strides");
-  py::array_t<float> out({static_cast<py::ssize_t>(alk::kNumScores), static_cast<py::ssize_t>(N)});
+  py::array_t<float> out({static_cast<py::ssize_t>(alk::acq::kNumScores), static_cast<py::ssize_t>(N)});
   const void* data = logits.data();
   float* dst = out.mutable_data();
   const int64_t st = logits.strides(0) / itemsize, sn = logits.strides(1) / itemsize;
   int64_t first_bad;
   {
     py::gil_scoped_release release;
-    first_bad = alk::score_all(data, type, T, N, C, st, sn, dst, isa);
+    first_bad = alk::acq::score_all(data, type, T, N, C, st, sn, dst, isa);
   }
   return py::make_tuple(out, first_bad);
 }
@@ -68,7 +66,7 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
   int64_t valid;
   {
     py::gil_scoped_release release;
-    valid = alk::topk_desc(s, N, k, mask_ptr, ip, vp);
+    valid = alk::acq::topk_desc(s, N, k, mask_ptr, ip, vp);
   }
   const py::ssize_t kk = static_cast<py::ssize_t>(std::min(k, valid));
   return py::make_tuple(idx[py::slice(0, kk, 1)], val[py::slice(0, kk, 1)], valid);
@@ -79,7 +77,7 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
 void bind_acquisition(py::module_& m) {
   m.def("acq_score_all", &score_all, py::arg("logits"), py::arg("dtype"), py::arg("isa") = "best",
         "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1). "
-        "isa: 'best' (AVX2+FMA where the CPU has it) or 'baseline' (the portable build).");
+        "isa: 'best' (the widest build this CPU runs), 'avx2' or 'baseline' (the portable build).");
   m.def("acq_topk", &topk_desc, py::arg("scores"), py::arg("k"), py::arg("exclude") = py::none(),
         "Top-k descending, ties to the lower index; NaN and excluded entries skipped. "
         "Returns (int64[k'], float32[k'], number_of_selectable), k' = min(k, selectable).");

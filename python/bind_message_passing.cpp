@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "message_passing/mp_kernels.h"
+#include "message_passing/message_passing.h"
 
 namespace py = pybind11;
 
@@ -46,7 +46,7 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
 
 // Fills the EdgeArgs from the Python arguments, checking every shape.
 template <typename T>
-alk_mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::array& w,
+alk::mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::array& w,
                            const py::array& x, const py::array& shift, const py::array& src,
                            const py::array& dst, const py::array& rowptr, const py::list& wl,
                            double eps) {
@@ -57,7 +57,7 @@ alk_mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::arr
   require(wx1.ndim() == 2, "Wx1 must be [C, H]");
   const py::ssize_t C = wx1.shape(0);
   require(H % 16 == 0 && C % 16 == 0, "edge and coordinate widths must be multiples of 16");
-  alk_mp::EdgeArgs<T> a{};
+  alk::mp::EdgeArgs<T> a{};
   a.n = n; a.E = E; a.H = H; a.C = C; a.F = 0;
   a.A = data_of<T>(A, "A", {n, H});
   a.B = data_of<T>(B, "B", {n, H});
@@ -85,7 +85,7 @@ template <typename T>
 py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
                     const py::array& x, const py::array& shift, const py::array& src,
                     const py::array& dst, const py::array& rowptr, const py::list& wl,
-                    double eps, alk_mp::KernelIsa isa) {
+                    double eps, alk::Isa isa) {
   const auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   auto m = empty<T>({a.n, a.H});
   auto dx = empty<T>({a.n, 3});
@@ -93,7 +93,7 @@ py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
   T* pdx = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    alk_mp::edge_forward<T>(a, pm, pdx, isa);
+    alk::mp::edge_forward<T>(a, pm, pdx, isa);
   }
   return py::make_tuple(m, dx);
 }
@@ -104,13 +104,13 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
                      const py::array& dst, const py::array& rowptr, const py::list& wl,
                      double eps, const py::array& gm, const py::array& gdx, const py::array& h,
                      const py::array& W1a, const py::array& src_perm, const py::array& src_ptr,
-                     bool detach_norm, alk_mp::KernelIsa isa) {
+                     bool detach_norm, alk::Isa isa) {
   auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
   const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
   require(F % 16 == 0, "the node width F must be a multiple of 16");
   a.F = F;
-  alk_mp::EdgeGrads<T> g{};
+  alk::mp::EdgeGrads<T> g{};
   g.gm = data_of<T>(gm, "grad_m", {n, H});
   g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
   g.h = data_of<T>(h, "h", {n, F});
@@ -140,22 +140,12 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
   g.gWx2 = gWx2.mutable_data(); g.gbx2 = gbx2.mutable_data(); g.gwx3 = gwx3.mutable_data();
   {
     py::gil_scoped_release release;
-    alk_mp::edge_backward<T>(a, g, isa);
+    alk::mp::edge_backward<T>(a, g, isa);
   }
   return py::make_tuple(gB, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3);
 }
 
 bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().is(d); }
-
-alk_mp::KernelIsa parse_isa(const std::string& name) {
-  if (name == "best") return alk_mp::KernelIsa::kBest;
-  if (name == "baseline") return alk_mp::KernelIsa::kBaseline;
-  if (name == "avx2") {
-    require(alk_mp::cpu_has_avx2(), "isa 'avx2': this CPU lacks AVX2/FMA");
-    return alk_mp::KernelIsa::kAvx2;
-  }
-  throw py::value_error("isa must be 'best', 'avx2' or 'baseline', got '" + name + "'");
-}
 
 }  // namespace
 
@@ -165,7 +155,7 @@ void bind_message_passing(py::module_& m) {
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
          const py::array& shift, const py::array& src, const py::array& dst,
          const py::array& rowptr, const py::list& weights, double eps, const std::string& isa) {
-        const alk_mp::KernelIsa k = parse_isa(isa);
+        const alk::Isa k = alk::parse_isa(isa);
         if (is_dtype(A, py::dtype::of<float>()))
           return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k);
         if (is_dtype(A, py::dtype::of<double>()))
@@ -173,7 +163,7 @@ void bind_message_passing(py::module_& m) {
         throw py::value_error("egnn_edge_forward supports float32 and float64 only");
       },
       "Fused EGNN edge forward. Returns (m [n, H], dx [n, 3]). isa: 'best' (the widest build this "
-      "CPU runs), 'avx2' or 'baseline' (they agree to rounding).", py::arg("A"), py::arg("B"),
+      "CPU runs), 'avx512' (widths multiples of 32), 'avx2' or 'baseline' (they agree to rounding).", py::arg("A"), py::arg("B"),
       py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"), py::arg("dst"),
       py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("isa") = "best");
   m.def(
@@ -184,7 +174,7 @@ void bind_message_passing(py::module_& m) {
          const py::array& gdx, const py::array& h, const py::array& W1a,
          const py::array& src_perm, const py::array& src_ptr, bool detach_norm,
          const std::string& isa) {
-        const alk_mp::KernelIsa k = parse_isa(isa);
+        const alk::Isa k = alk::parse_isa(isa);
         if (is_dtype(A, py::dtype::of<float>()))
           return backward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
                                    h, W1a, src_perm, src_ptr, detach_norm, k);

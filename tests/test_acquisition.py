@@ -143,27 +143,33 @@ def test_large_common_offset(backend: str, offset: float) -> None:
 
 
 @pytest.mark.skipif(not has_ext(), reason="needs the compiled extension")
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cpu_baseline_build_matches_spec(dtype: torch.dtype) -> None:
-    """The portable (non-AVX2) build of the C++ kernel, which the default dispatch skips here."""
+def test_cpu_builds_match_spec(isa: str, dtype: torch.dtype) -> None:
+    """Every build of the C++ kernel this CPU runs, the portable one included (which the default
+    dispatch skips on an AVX2 machine), against the float64 spec."""
     from alkernels.ops.dispatch import ext
 
+    if not ext().isa_supported(isa):
+        pytest.skip(f"this CPU lacks {isa}")
     tol = 1e-5 if dtype == torch.float32 else 1e-4
     for i, shape in enumerate([(4, 101, 230), (1, 37, 230), (5, 37, 2), (2, 515, 17), (3, 50, 64)]):
         logits = random_logits(shape, seed=20 + i).to(dtype)
         logits[0, 7, 1] = float("nan")
         want = spec_scores(logits.float())
         bits = logits.view(torch.int16) if dtype == torch.bfloat16 else logits
-        out, first_bad = ext().acq_score_all(bits.numpy(), str(dtype).removeprefix("torch."), isa="baseline")
+        out, first_bad = ext().acq_score_all(bits.numpy(), str(dtype).removeprefix("torch."), isa=isa)
         assert first_bad == 7
         out = torch.from_numpy(out)
         assert torch.isnan(out[:, 7]).all()
         keep = torch.arange(shape[1]) != 7
         for j, name in enumerate(acq.STRATEGIES):
             err = rel_error(out[j][keep], want[name][keep])
-            assert err < tol, f"baseline {dtype} {shape} {name}: rel error {err:.2e}"
-    with pytest.raises(ValueError, match="isa"):
+            assert err < tol, f"{isa} {dtype} {shape} {name}: rel error {err:.2e}"
+    with pytest.raises(ValueError, match="isa must be"):
         ext().acq_score_all(random_logits((1, 2, 3)).numpy(), "float32", isa="avx9")
+    with pytest.raises(ValueError, match="not available for the acquisition kernels"):
+        ext().acq_score_all(random_logits((1, 2, 3)).numpy(), "float32", isa="avx512")
 
 
 def test_topk_descending_ties_to_lower_index() -> None:

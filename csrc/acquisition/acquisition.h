@@ -3,14 +3,12 @@
 
 #include <cstdint>
 
-namespace alk {
+#include "common/isa.h"
+
+namespace alk::acq {
 
 // Storage type of the logits. Half types are widened to fp32; all accumulation is fp32.
-enum class LogitType { F32, F16, BF16 };
-
-// Instruction set of the scoring kernel: the best one the CPU supports (AVX2+FMA on x86-64 where
-// present), or the portable baseline build (used by the tests to check both builds agree).
-enum class KernelIsa { Best, Baseline };
+enum class LogitType { kF32, kF16, kBF16 };
 
 // Number of scores written per sample, in this order (must match alkernels.acquisition.STRATEGIES):
 // entropy, least_confidence, margin, predictive_entropy, expected_entropy, bald,
@@ -21,11 +19,11 @@ constexpr int kNumScores = 8;
 //   logits: element (t, n, c) at logits[t * stride_t + n * stride_n + c] (strides in elements,
 //           classes contiguous), T >= 1 passes, N samples, C >= 2 classes.
 //   out:    float32 [8][N] (row s holds strategy s for every sample).
+//   isa:    the build to run (builds: avx2, baseline; see common/isa.h).
 // A sample with any non-finite logit gets NaN in all eight rows. Returns the lowest index of such
 // a sample, or -1 when every logit is finite. Parallel over samples with OpenMP.
 int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,
-                  int64_t stride_t, int64_t stride_n, float* out,
-                  KernelIsa isa = KernelIsa::Best);
+                  int64_t stride_t, int64_t stride_n, float* out, Isa isa = Isa::kBest);
 
 // The min(k, selectable) largest entries of scores[0..N) in descending order, ties to the lower
 // index, written to indices/values. NaN entries, and entries with exclude[i] != 0 (exclude may be
@@ -33,4 +31,20 @@ int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int6
 int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* exclude,
                   int64_t* indices, float* values);
 
-}  // namespace alk
+// ---- per-build entry points (acq_<isa>.cpp), called by score_all -----------------------------
+// Floats of per-thread scratch that score_range needs for C classes.
+inline int64_t scratch_floats(int64_t C) {
+  const int64_t padded = (C + 7) / 8 * 8;
+  return 3 * 8 * padded;
+}
+
+#define ALK_ACQ_DECLARE(NS)                                                                  \
+  namespace NS {                                                                             \
+  int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,   \
+                    int64_t st, int64_t sn, float* out, float* scratch, int nthreads);     \
+  }
+ALK_ACQ_DECLARE(avx2)
+ALK_ACQ_DECLARE(baseline)
+#undef ALK_ACQ_DECLARE
+
+}  // namespace alk::acq

@@ -1,68 +1,80 @@
-// Portable 8-wide float SIMD on GCC/Clang vector extensions. The same source compiles to SSE2 by
-// default and to AVX2/FMA inside functions built for that target, without -ffast-math: float
-// reductions and exp/log stay explicit, so NaN/inf checks keep working.
+// SIMD helpers on GCC/Clang vector extensions, shared by every kernel family.
 //
-// Kernels are templates over an instruction-set policy (`Generic` or, on x86-64, `Avx2`) that
-// supplies max/min: GCC lowers `a > b ? a : b` on vectors to a compare and a blend when it merges
-// the compares of a neighbouring min and max, so the AVX2 policy names vmaxps/vminps explicitly.
-// Helpers are plain `inline`: the kernel entry points are `flatten`ed, which inlines the whole
-// call tree into an entry built for the right target (always_inline would force the AVX2 max
-// into generic helpers first, which GCC rejects).
+// Include this header only from a per-ISA translation unit (see common/isa.h), after its
+// `#pragma GCC target(...)` and after defining exactly one of ALK_BUILD_AVX512, ALK_BUILD_AVX2
+// or ALK_BUILD_BASELINE: every helper then compiles for that target. All of it sits in an
+// unnamed namespace, so each build keeps its own copies and the linker can never hand one
+// build's helper to another (an AVX2 copy reaching a CPU without AVX2).
+//
+// No -ffast-math anywhere: float reductions, exp and log stay explicit, so NaN/inf checks work.
 #pragma once
 
-#include <cstdint>
-#include <cstring>
+#include <stdint.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
-namespace alk::simd {
+#if defined(ALK_BUILD_AVX512) + defined(ALK_BUILD_AVX2) + defined(ALK_BUILD_BASELINE) != 1
+#error "define exactly one of ALK_BUILD_AVX512, ALK_BUILD_AVX2, ALK_BUILD_BASELINE before common/simd.h"
+#endif
 
+namespace alk::simd {
+namespace {
+
+// Vectors of kBytes bytes of T. Where the target lacks the width, the compiler splits them.
+template <typename T, int kBytes>
+struct Vec {
+  typedef T type __attribute__((vector_size(kBytes)));
+  static constexpr int64_t kLanes = kBytes / static_cast<int64_t>(sizeof(T));
+  static inline type load(const T* p) {
+    type v;
+    __builtin_memcpy(&v, p, sizeof(type));
+    return v;
+  }
+  static inline void store(T* p, type v) { __builtin_memcpy(p, &v, sizeof(type)); }
+  // s - 0 (not 0 + s, which is not s for s = -0): folds to a bare broadcast that GEMMs fuse into
+  // their FMAs, where 0 + s costs a scalar add per element.
+  static inline type splat(T s) { return s - type{}; }
+};
+
+// ---- 8-wide float, the width of the acquisition kernels ------------------------------------
 constexpr int kWidth = 8;
-typedef float vf __attribute__((vector_size(32)));
+using vf = Vec<float, 32>::type;
 typedef int32_t vi __attribute__((vector_size(32)));
 
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf splat(float a) { return a - vf{}; }  // a - 0 folds to a broadcast; 0 + a does not (-0)
+inline vf load(const float* p) { return Vec<float, 32>::load(p); }
+inline void store(float* p, vf v) { Vec<float, 32>::store(p, v); }
+inline vf splat(float a) { return Vec<float, 32>::splat(a); }
 inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }
 inline vf as_float(vi v) {
   vf f;
-  std::memcpy(&f, &v, sizeof f);
+  __builtin_memcpy(&f, &v, sizeof f);
   return f;
 }
 inline vi as_int(vf v) {
   vi i;
-  std::memcpy(&i, &v, sizeof i);
+  __builtin_memcpy(&i, &v, sizeof i);
   return i;
 }
 
-// x86 max/min semantics on both policies: the second operand wherever the comparison is false
-// (so where either is NaN).
-struct Generic {
-  static inline vf max(vf a, vf b) { return a > b ? a : b; }
-  static inline vf min(vf a, vf b) { return a < b ? a : b; }
-};
-
-#if defined(__x86_64__)
-#define ALK_TARGET_AVX2 __attribute__((target("avx2,fma")))
-struct Avx2 {
-  static ALK_TARGET_AVX2 inline vf max(vf a, vf b) {
-    return reinterpret_cast<vf>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
-  }
-  static ALK_TARGET_AVX2 inline vf min(vf a, vf b) {
-    return reinterpret_cast<vf>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
-  }
-};
+// x86 max/min semantics in every build: the second operand wherever the comparison is false (so
+// where either is NaN). The AVX builds name vmaxps/vminps: GCC lowers the ternary of a
+// neighbouring max and min pair to compares and blends.
+#if defined(ALK_BUILD_BASELINE)
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+#else
+inline vf vmax(vf a, vf b) {
+  return reinterpret_cast<vf>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+}
+inline vf vmin(vf a, vf b) {
+  return reinterpret_cast<vf>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+}
 #endif
 
-// Horizontal reductions as a three-step butterfly (log2 of the width) instead of a serial chain,
-// for float (vf) and int (vi) vectors alike.
+// Horizontal reductions as a three-step butterfly instead of a serial chain, for float (vf) and
+// int (vi) vectors alike.
 template <class V>
 inline V swap4(V v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3); }
 template <class V>
@@ -77,11 +89,10 @@ inline auto hsum(V v) {
   v += swap1(v);
   return v[0];
 }
-template <class Isa>
 inline float hmax(vf v) {
-  v = Isa::max(v, swap4(v));
-  v = Isa::max(v, swap2(v));
-  v = Isa::max(v, swap1(v));
+  v = vmax(v, swap4(v));
+  v = vmax(v, swap2(v));
+  v = vmax(v, swap1(v));
   return v[0];
 }
 
@@ -128,4 +139,27 @@ inline vf log(vf x) {
   return __builtin_convertvector(k, vf) * 0.693147181f + f * p;
 }
 
+// ---- exact scalar conversions from the 16-bit float formats to float32 ----------------------
+inline float bits_to_float(uint32_t u) {
+  float f;
+  __builtin_memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// IEEE half -> float, exact (subnormals, inf and NaN included).
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t man = h & 0x3ffu;
+  if (exp == 0x1fu) return bits_to_float(sign | 0x7f800000u | (man << 13));
+  if (exp != 0) return bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+  // subnormal or zero: value = man * 2^-24
+  const float v = static_cast<float>(man) * 5.9604644775390625e-8f;
+  return sign ? -v : v;
+}
+
+// bfloat16 -> float is the upper half of the float's bits.
+inline float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
+
+}  // namespace
 }  // namespace alk::simd

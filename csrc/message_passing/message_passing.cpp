@@ -5,30 +5,19 @@
 #include <cstdint>
 #include <vector>
 
-#include "message_passing/mp_kernels.h"
+#include "message_passing/message_passing.h"
 
-namespace alk_mp {
+namespace alk::mp {
 
 namespace {
-enum class Isa { kAvx512, kAvx2, kGeneric };
 
-bool cpu_has_avx512() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-  return yes;
-#else
-  return false;
-#endif
-}
-
-// The variant to run for the request. The AVX-512 kernels' weight-gradient GEMMs use 2 x 16-float
-// register blocks, so they need widths that are multiples of 32.
+// The build to run for the request. The AVX-512 kernels' weight-gradient GEMMs use 2 x 16-float
+// register blocks, so they serve widths that are multiples of 32 only.
 template <typename T>
-Isa pick_isa(const EdgeArgs<T>& a, int64_t F, KernelIsa requested) {
-  if (requested == KernelIsa::kBaseline) return Isa::kGeneric;
-  if (requested == KernelIsa::kAvx2) return Isa::kAvx2;
-  if (cpu_has_avx512() && a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0) return Isa::kAvx512;
-  return cpu_has_avx2() ? Isa::kAvx2 : Isa::kGeneric;
+Isa pick_isa(const EdgeArgs<T>& a, int64_t F, Isa requested) {
+  if (a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0)
+    return select_isa(requested, {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}, "message_passing");
+  return select_isa(requested, {Isa::kAvx2, Isa::kBaseline}, "message_passing");
 }
 
 // Threads for E edges: small batches run on one thread (a parallel region costs more than
@@ -56,17 +45,8 @@ class AlignedBuffer {
 };
 }  // namespace
 
-bool cpu_has_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-#else
-  return false;
-#endif
-}
-
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, KernelIsa isa) {
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa) {
   const int nt = threads_for(a.E);
   AlignedBuffer<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C) +
                            packed_weights_size(a.F, a.H, a.C));
@@ -76,12 +56,12 @@ void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, KernelIsa isa) {
   switch (pick_isa(a, 32, isa)) {  // the forward pass does not touch F-wide data
     case Isa::kAvx512: avx512::forward(a, m, dx, s, l, nt); break;
     case Isa::kAvx2: avx2::forward(a, m, dx, s, l, nt); break;
-    default: generic::forward(a, m, dx, s, l, nt);
+    default: baseline::forward(a, m, dx, s, l, nt);
   }
 }
 
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa) {
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa) {
   const int nt = threads_for(a.E);
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
   AlignedBuffer<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C) +
@@ -94,13 +74,13 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa) {
   switch (pick_isa(a, a.F, isa)) {
     case Isa::kAvx512: avx512::backward(a, g, eb, s, l, nt); break;
     case Isa::kAvx2: avx2::backward(a, g, eb, s, l, nt); break;
-    default: generic::backward(a, g, eb, s, l, nt);
+    default: baseline::backward(a, g, eb, s, l, nt);
   }
 }
 
-template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, KernelIsa);
-template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, KernelIsa);
-template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, KernelIsa);
-template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, KernelIsa);
+template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, Isa);
+template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, Isa);
+template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, Isa);
+template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, Isa);
 
-}  // namespace alk_mp
+}  // namespace alk::mp

@@ -22,7 +22,8 @@ def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor
     """Fused C++ scores of ``logits`` [T, N, C] (float32/float16/bfloat16, CPU).
 
     Zero-copy when the class dim is contiguous (chunks sliced along N included). ``isa`` picks
-    the compiled build (``"best"``, ``"avx2"`` or ``"baseline"``).
+    the compiled build (``"best"``, ``"avx2"`` or ``"baseline"``; the acquisition kernels have no
+    AVX-512 build).
 
     Returns:
         (float32 [8, N], index of the first non-finite sample or -1), as the reference.

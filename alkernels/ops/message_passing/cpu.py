@@ -40,8 +40,8 @@ def cpu_forward(
     eps: float,
     isa: str = "best",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled variant,
-    ``"best"``, ``"avx2"`` or ``"baseline"`` (tests run each)."""
+    """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled build,
+    one of :data:`alkernels.ops.dispatch.ISAS` (tests run every one the CPU supports)."""
     arrays, weights = _operands(h, x, shift, graph, w)
     m, dx = _module().egnn_edge_forward(*arrays, weights, eps, isa)
     return torch.from_numpy(m), torch.from_numpy(dx)

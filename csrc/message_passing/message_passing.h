@@ -16,7 +16,9 @@
 
 #include <cstdint>
 
-namespace alk_mp {
+#include "common/isa.h"
+
+namespace alk::mp {
 
 constexpr int64_t kTile = 32;  // edges per tile
 
@@ -65,22 +67,19 @@ inline int64_t packed_weights_size(int64_t F, int64_t H, int64_t C) {
 // [kTile], then columns [kTile, max(H, C)].
 inline int64_t list_scratch(int64_t H, int64_t C) { return kTile * (1 + (H > C ? H : C)); }
 
-// Which compiled variant runs: kBest, the widest this CPU supports for the widths (AVX-512 needs
-// H, C and F multiples of 32); kAvx2 (the CPU must have AVX2 and FMA, see cpu_has_avx2); or
-// kBaseline, the build's baseline instruction set. They agree to rounding (the gate's dot product
-// sums vector lanes of each width).
-enum class KernelIsa { kBest, kAvx2, kBaseline };
-bool cpu_has_avx2();
+// Builds: avx512 (only for H, C and F multiples of 32), avx2, baseline; `isa` picks one as
+// common/isa.h describes. They agree to rounding (the gate's dot product sums vector lanes of
+// each width).
 
 // Requirements (checked by the caller): H, C and F multiples of 16, dst sorted, indices valid.
 // Outputs m [n, H] and dx [n, 3] are overwritten. Uses up to omp_get_max_threads() threads
 // (one per 1024 edges).
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, KernelIsa isa = KernelIsa::kBest);
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa = Isa::kBest);
 
 // Fills every output of g.
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa = KernelIsa::kBest);
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa = Isa::kBest);
 
 // The same kernels compiled for one instruction set; edge_forward/edge_backward pick at run time.
 // scratch: nthreads * {forward,backward}_scratch + packed_weights_size elements, 64-byte aligned;
@@ -96,7 +95,7 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, KernelIsa isa = 
   }
 ALK_MP_DECLARE(avx512)
 ALK_MP_DECLARE(avx2)
-ALK_MP_DECLARE(generic)
+ALK_MP_DECLARE(baseline)
 #undef ALK_MP_DECLARE
 
-}  // namespace alk_mp
+}  // namespace alk::mp

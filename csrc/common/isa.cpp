@@ -1,0 +1,56 @@
+#include "common/isa.h"
+
+#include <stdexcept>
+
+namespace alk {
+
+Isa parse_isa(const std::string& name) {
+  if (name == "best") return Isa::kBest;
+  if (name == "avx512") return Isa::kAvx512;
+  if (name == "avx2") return Isa::kAvx2;
+  if (name == "baseline") return Isa::kBaseline;
+  throw std::invalid_argument("isa must be 'best', 'avx512', 'avx2' or 'baseline', got '" + name + "'");
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kBaseline: return "baseline";
+    default: return "best";
+  }
+}
+
+bool cpu_supports(Isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  if (isa == Isa::kAvx512) return avx512;
+  if (isa == Isa::kAvx2) return avx2;
+#else
+  if (isa == Isa::kAvx512 || isa == Isa::kAvx2) return false;
+#endif
+  return true;
+}
+
+Isa select_isa(Isa requested, std::initializer_list<Isa> builds, const char* family) {
+  if (requested == Isa::kBest) {
+    for (Isa b : builds)
+      if (cpu_supports(b)) return b;
+    return Isa::kBaseline;
+  }
+  bool listed = false;
+  std::string names;
+  for (Isa b : builds) {
+    listed = listed || b == requested;
+    names += std::string(names.empty() ? "" : ", ") + isa_name(b);
+  }
+  if (!listed)
+    throw std::invalid_argument(std::string("isa '") + isa_name(requested) + "' is not available for the " +
+                                family + " kernels on this call (available: " + names + ")");
+  if (!cpu_supports(requested))
+    throw std::invalid_argument(std::string("isa '") + isa_name(requested) + "': this CPU lacks it");
+  return requested;
+}
+
+}  // namespace alk
