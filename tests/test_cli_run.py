@@ -106,6 +106,14 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
     (out / "table.md").unlink()
     assert cli("report", out) == 0
     assert (out / "table.md").read_text() == table
+    # the compact form alone (what gets committed) rebuilds the same report, with no machine paths
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ("runs.jsonl", "experiment.json"):
+        (packed / name).write_bytes((out / name).read_bytes())
+    assert str(tmp_path) not in (packed / "runs.jsonl").read_text() + (packed / "experiment.json").read_text()
+    assert cli("report", packed) == 0
+    assert (packed / "table.md").read_text() == table
     capsys.readouterr()
     # a second reproduce finds every run finished and only rewrites the report
     assert cli("reproduce", "--preset", "quick", "--dataset", crystal_dir, "--label", "spacegroup",
