@@ -19,7 +19,7 @@ HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
 def spec_scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The formulas of shared/spec/acquisition.md in float64, written independently of the library."""
+    """The formulas of docs/acquisition.md in float64, written independently of the library."""
     x = logits.double()
     if x.ndim == 2:
         x = x[None]
