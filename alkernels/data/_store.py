@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -38,17 +40,27 @@ def params_key(digest: "hashlib._Hash", params: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+class DamagedStoreError(ValueError):
+    """A cache entry that cannot be used (missing header, wrong sizes, checksum mismatch)."""
+
+
+#: Store paths whose checksums this process has verified (with the header's mtime).
+_VERIFIED: set[tuple[str, int]] = set()
+
+
 class ArrayWriter:
     """Accumulate named arrays chunk by chunk, in memory or streamed into a cache directory.
 
     With ``path`` set, chunks go to ``<name>.bin`` files in a temporary sibling directory that is
-    renamed to ``path`` by :meth:`finish`, so an interrupted write never leaves a partial cache.
+    renamed to ``path`` by :meth:`finish`, so an interrupted write never leaves a partial cache;
+    the header records each array's dtype, shape, byte size and sha256.
     """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._meta: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self._parts: dict[str, list[np.ndarray]] = {}
+        self._hashes: dict[str, "hashlib._Hash"] = {}
         self._tmp: Path | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,11 +79,15 @@ class ArrayWriter:
         if self._tmp is None:
             self._parts.setdefault(name, []).append(array)
         else:
+            data = array.tobytes()
+            self._hashes.setdefault(name, hashlib.sha256()).update(data)
             with open(self._tmp / f"{name}.bin", "ab") as handle:
-                handle.write(array.tobytes())
+                handle.write(data)
 
     def finish(self, attrs: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Close the store; returns its arrays (memory-mapped when on disk) and ``attrs``."""
+        """Close the store; returns its arrays (memory-mapped when on disk) and ``attrs``.
+
+        When another process finished the same entry first, its entry is kept and returned."""
         if self._tmp is None:
             arrays = {
                 name: np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -79,11 +95,21 @@ class ArrayWriter:
             }
             return arrays, attrs
         assert self.path is not None
-        header = {
-            "attrs": attrs,
-            "arrays": {n: {"dtype": d.str, "shape": list(s)} for n, (d, s) in self._meta.items()},
-        }
-        (self._tmp / HEADER).write_text(json.dumps(header, indent=1))
+        arrays_meta = {}
+        for name, (dtype, shape) in self._meta.items():
+            digest = self._hashes.get(name, hashlib.sha256()).hexdigest()
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            arrays_meta[name] = {"dtype": dtype.str, "shape": list(shape), "nbytes": nbytes, "sha256": digest}
+        for name in arrays_meta:
+            if not (self._tmp / f"{name}.bin").exists():
+                (self._tmp / f"{name}.bin").touch()
+            with open(self._tmp / f"{name}.bin", "rb+") as handle:
+                os.fsync(handle.fileno())
+        header = self._tmp / HEADER
+        with open(header, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"attrs": attrs, "arrays": arrays_meta}, indent=1))
+            handle.flush()
+            os.fsync(handle.fileno())
         try:
             os.replace(self._tmp, self.path)
         except OSError:  # another process finished the same key first: keep theirs
@@ -96,22 +122,64 @@ class ArrayWriter:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
 
-def load_store(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Open a store written by :class:`ArrayWriter`: read-only memory maps and its attrs."""
-    header = json.loads((path / HEADER).read_text())
+def load_store(path: Path, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Open a store written by :class:`ArrayWriter`: read-only memory maps and its attrs.
+
+    Every load checks that each array file exists with the recorded size; the sha256 of every
+    array is also checked the first time a process opens the entry (``verify``).
+
+    Raises:
+        DamagedStoreError: a missing or unreadable header, a missing or wrongly sized array file,
+            or a checksum mismatch; the message names the entry and the array.
+    """
+    try:
+        header_path = path / HEADER
+        mtime = header_path.stat().st_mtime_ns
+        header = json.loads(header_path.read_text())
+        specs = header["arrays"]
+        attrs = header["attrs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DamagedStoreError(f"cache entry {path}: unreadable header ({type(err).__name__}: {err})") from err
     arrays: dict[str, np.ndarray] = {}
-    for name, spec in header["arrays"].items():
+    check = verify and (str(path), mtime) not in _VERIFIED
+    for name, spec in specs.items():
         dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-        if int(np.prod(shape)) == 0:
-            arrays[name] = np.zeros(shape, dtype=dtype)
-        else:
-            arrays[name] = np.memmap(path / f"{name}.bin", dtype=dtype, mode="r", shape=shape)
-    return arrays, header["attrs"]
+        file = path / f"{name}.bin"
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        size = file.stat().st_size if file.is_file() else -1
+        if size != nbytes:
+            raise DamagedStoreError(f"cache entry {path}: {file.name} has {size} bytes, expected {nbytes}")
+        if check and "sha256" in spec:
+            digest = hashlib.sha256()
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+            if digest.hexdigest() != spec["sha256"]:
+                raise DamagedStoreError(f"cache entry {path}: {file.name} does not match its checksum")
+        arrays[name] = np.zeros(shape, dtype=dtype) if nbytes == 0 else np.memmap(file, dtype=dtype, mode="r", shape=shape)
+    if check:
+        _VERIFIED.add((str(path), mtime))
+    return arrays, attrs
 
 
-def store_exists(path: Path) -> bool:
-    """Whether a complete store is at ``path``."""
-    return (path / HEADER).is_file()
+def open_cached(path: Path | None) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """The intact store at ``path``, or None when there is none (or ``path`` is None).
+
+    A damaged entry is never used: it is reported (a warning naming it and the reason), moved
+    aside to ``<name>.damaged-<pid>-<ns>`` and None is returned, so the caller rebuilds it.
+    """
+    if path is None or not path.exists():
+        return None
+    try:
+        return load_store(path)
+    except DamagedStoreError as err:
+        aside = path.with_name(f"{path.name}.damaged-{os.getpid()}-{time.time_ns()}")
+        try:
+            os.rename(path, aside)
+        except OSError:  # another process moved or replaced it meanwhile
+            pass
+        warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def resolve_workers(workers: int | None) -> int:

@@ -20,11 +20,10 @@ except ImportError as err:
 from alkernels.data._store import (
     ArrayWriter,
     chunked,
-    load_store,
     map_chunks,
+    open_cached,
     params_key,
     resolve_workers,
-    store_exists,
     structure_digest,
 )
 from alkernels.data.structures import (
@@ -88,8 +87,9 @@ def build_graphs(
     params = {"cutoff": float(cutoff), "mode": mode, "max_neighbors": max_neighbors, "version": FORMAT_VERSION}
     key = params_key(structure_digest(*zip(*raw)), params)
     path = Path(cache_dir) / f"graphs-{key[:32]}" if cache_dir is not None else None
-    if path is not None and store_exists(path):
-        return _graphset(*load_store(path), path=path)
+    cached = open_cached(path)
+    if cached is not None:
+        return _graphset(*cached, path=path)
 
     n_nodes = sum(len(r[0]) for r in raw)
     index_dtype = np.int32 if n_nodes < 2**31 else np.int64

@@ -106,9 +106,9 @@ def synthetic_crystals(
     params = {"n": int(n), "seed": int(seed), "symprec": float(symprec), "version": GENERATOR_VERSION}
     key = _store.params_key(hashlib.sha256(prior.tobytes()), params)
     path = Path(cache_dir) / f"synthetic-{key[:32]}" if cache_dir is not None else None
-    if path is not None and _store.store_exists(path):
-        arrays, _ = _store.load_store(path)
-        return _structure_set(arrays, seed)
+    cached = _store.open_cached(path)
+    if cached is not None:
+        return _structure_set(cached[0], seed)
 
     work = functools.partial(_generate_chunk, seed=int(seed), prior=prior, symprec=float(symprec))
     n_workers = _store.resolve_workers(workers)
