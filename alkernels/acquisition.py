@@ -39,6 +39,7 @@ from alkernels.ops import acquisition as _ops
 from alkernels.ops.dispatch import normalize_backend
 
 __all__ = [
+    "NonFiniteLogitsError",
     "STRATEGIES",
     "score",
     "score_all",
@@ -55,6 +56,19 @@ NonFinite = Literal["raise", "exclude"]
 Exclude = torch.Tensor | Sequence[int] | None
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class NonFiniteLogitsError(ValueError):
+    """Logits with NaN or inf. ``position`` is the pool position of the first such sample (in a
+    :class:`StreamingSelector`, counted from the start of the pool), so callers can name the
+    dataset item behind it."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        super().__init__(
+            f"non-finite logits (NaN or inf) for pool sample {position}; "
+            "pass nonfinite='exclude' to skip such samples"
+        )
 
 
 def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
@@ -92,10 +106,7 @@ def _score_matrix(
         raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
     scores, first_bad = _ops.score_all(logits, backend)
     if first_bad >= 0 and nonfinite == "raise":
-        raise ValueError(
-            f"non-finite logits (NaN or inf) for pool sample {first_bad + offset}; "
-            "pass nonfinite='exclude' to skip such samples"
-        )
+        raise NonFiniteLogitsError(first_bad + offset)
     return scores
 
 
@@ -244,6 +255,7 @@ class StreamingSelector:
         self._backend = normalize_backend(backend)
         self._nonfinite = nonfinite
         self._spans: list[tuple[int, int]] = []
+        self._layout: tuple[int, int, int] | None = None  # (ndim, T, C) of the first chunk
         self._next = 0
         self._selectable = 0
         self._idx = torch.empty(0, dtype=torch.long)
@@ -256,6 +268,15 @@ class StreamingSelector:
         must not overlap."""
         tnc = _as_tnc(logits_chunk)
         n = tnc.shape[1]
+        layout = (logits_chunk.ndim, tnc.shape[0], tnc.shape[2])
+        if self._layout is None:
+            self._layout = layout
+        elif layout != self._layout:
+            first = "[n, C] with C = {2}" if self._layout[0] == 2 else "[T, n, C] with T = {1}, C = {2}"
+            raise ValueError(
+                f"chunk shape {tuple(logits_chunk.shape)} does not match the first chunk's layout "
+                + first.format(*self._layout)
+            )
         off = self._next if offset is None else int(offset)
         if off < 0:
             raise ValueError(f"offset must be non-negative, got {off}")

@@ -29,7 +29,7 @@ py::tuple score_all(py::array logits, const std::string& type_name, const std::s
   if (logits.itemsize() != itemsize)
     throw py::value_error("acquisition kernel: element size does not match '" + type_name + "'");
   const int64_t T = logits.shape(0), N = logits.shape(1), C = logits.shape(2);
-  if (C > 1 && logits.strides(2) != itemsize)
+  if (C > 1 && N > 0 && T > 0 && logits.strides(2) != itemsize)
     throw py::value_error("acquisition kernel: classes must be contiguous");
   if (logits.strides(0) % itemsize != 0 || logits.strides(1) % itemsize != 0)
     throw py::value_error("acquisition kernel: misaligned strides");

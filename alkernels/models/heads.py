@@ -68,18 +68,20 @@ class SpaceGroupClassifier(nn.Module):
 
     def mc_logits(self, batch: GraphBatch, T: int) -> torch.Tensor:
         """MC-dropout logits [T, B, num_classes]: the encoder runs once (it has no dropout), the
-        head T times with its dropout on; the previous train/eval modes are restored after."""
+        head T times with only its dropout active (normalisation layers stay in eval mode, so the
+        passes never update BatchNorm statistics); every module's mode is restored after."""
         if T < 1:
             raise ValueError(f"T must be positive, got {T}")
-        emb = self.embed(batch)
-        drops = [m for m in self.modules() if isinstance(m, nn.Dropout)]
-        modes = [m.training for m in drops]
+        modes = [(m, m.training) for m in self.modules()]
         try:
-            for m in drops:
-                m.train()
+            self.eval()
+            emb = self.embed(batch)
+            for m in self.modules():
+                if isinstance(m, nn.Dropout):
+                    m.train()
             return torch.stack([self.head(emb) for _ in range(T)])
         finally:
-            for m, mode in zip(drops, modes):
+            for m, mode in modes:
                 m.train(mode)
 
 

@@ -40,11 +40,15 @@ register("umap", UmapStrategy)
 
 
 
-def make(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None) -> Strategy:
+def make(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None,
+         nonfinite: str = "raise") -> Strategy:
     """The registered strategy ``name`` with the options that apply to it: ``passes`` (T) for the
-    MC strategies, ``cache_dir`` (the order cache) for center_of_mass and umap."""
+    MC strategies, ``nonfinite`` for the eight uncertainty strategies, ``cache_dir`` (the order
+    cache) for center_of_mass and umap."""
     if name in MC_PASS:
-        return get(name, passes=passes)
+        return get(name, passes=passes, nonfinite=nonfinite)
+    if name in SINGLE_PASS:
+        return get(name, nonfinite=nonfinite)
     if name in ("center_of_mass", "umap"):
         return get(name, cache_dir=cache_dir)
     return get(name)

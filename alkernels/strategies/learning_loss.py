@@ -119,5 +119,13 @@ class LearningLossStrategy(Strategy):
         finally:
             model.train(was_training[0])
             module.train(was_training[1])
-        positions, _ = acquisition.topk(torch.cat(scores), k)
+        predicted = torch.cat(scores)
+        bad = int((~torch.isfinite(predicted)).sum())
+        if bad:
+            raise ValueError(
+                f"learning_loss: the loss-prediction module predicted non-finite losses for {bad} of "
+                f"{len(predicted)} pool structures: it diverged (lower the learning rate or the ranking "
+                "weight); refusing to rank the pool on them"
+            )
+        positions, _ = acquisition.topk(predicted, k)
         return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]

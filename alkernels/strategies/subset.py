@@ -9,6 +9,7 @@ variants) reuse it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -40,11 +41,13 @@ class RandomStrategy(Strategy):
 class OrderStrategy(Strategy):
     """Query in a fixed, model-free order over the training set (furthest from a centre first).
 
-    Subclasses implement :meth:`features` (float64 [N, D], one row per dataset item) and
-    :meth:`order_from_features`.
+    Subclasses implement :meth:`features` (float64 [N, D], one row per dataset item),
+    :meth:`order_from_features` and :meth:`settings` (everything besides the features that
+    changes the order; it is part of the cache key).
 
     Args:
-        cache_dir: optional folder for the computed order (one small ``.npy`` per dataset).
+        cache_dir: optional folder for the computed order (one small ``.npy`` per dataset and
+            settings).
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
@@ -54,6 +57,10 @@ class OrderStrategy(Strategy):
 
     def features(self, pool: Pool) -> np.ndarray:
         """float64 [N, D], a descriptor of every item of ``pool.dataset`` (all N, not the pool)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The options that change the order, as JSON-serialisable values."""
         raise NotImplementedError
 
     def order_from_features(self, features: np.ndarray) -> np.ndarray:
@@ -67,7 +74,9 @@ class OrderStrategy(Strategy):
         feats = self.features(pool)
         path = None
         if self.cache_dir is not None:
-            key = hashlib.sha1(np.ascontiguousarray(feats).tobytes()).hexdigest()[:16]
+            digest = hashlib.sha1(np.ascontiguousarray(feats).tobytes())
+            digest.update(json.dumps(self.settings(), sort_keys=True).encode())
+            key = digest.hexdigest()[:16]
             path = self.cache_dir / f"{self.name}-order-{feats.shape[0]}-{key}.npy"
             if path.exists():
                 rank = np.load(path)
@@ -124,6 +133,9 @@ class CenterOfMassStrategy(OrderStrategy):
         super().__init__(cache_dir)
         self.weights = weights
 
+    def settings(self) -> dict:
+        return {"weights": self.weights}
+
     def features(self, pool: Pool) -> np.ndarray:
         try:
             from ase.data import atomic_masses
@@ -163,6 +175,10 @@ class UmapStrategy(OrderStrategy):
         super().__init__(cache_dir)
         self.n_neighbors = n_neighbors
         self.random_state = random_state
+
+    def settings(self) -> dict:
+        return {"n_neighbors": self.n_neighbors, "random_state": self.random_state,
+                "descriptor": "composition+log_atoms+log_volume"}
 
     def features(self, pool: Pool) -> np.ndarray:
         rows = []

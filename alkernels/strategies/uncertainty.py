@@ -26,15 +26,20 @@ class UncertaintyStrategy(Strategy):
     Args:
         name: one of ``acquisition.STRATEGIES``.
         passes: T, MC-dropout passes for the MC strategies (default 10; ignored otherwise).
+        nonfinite: ``"raise"`` (default): non-finite logits raise ValueError naming the dataset
+            index of the first such structure; ``"exclude"``: such structures are never queried.
     """
 
-    def __init__(self, name: str, passes: int = 10) -> None:
+    def __init__(self, name: str, passes: int = 10, nonfinite: str = "raise") -> None:
         if name not in SINGLE_PASS + MC_PASS:
             raise ValueError(f"unknown uncertainty strategy {name!r}")
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
+        if nonfinite not in ("raise", "exclude"):
+            raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
         self.name = name
         self.passes = passes
+        self.nonfinite = nonfinite
         self.mc = name in MC_PASS
 
     @torch.no_grad()
@@ -46,11 +51,18 @@ class UncertaintyStrategy(Strategy):
         was_training = model.training
         model.eval()
         try:
-            selector = acquisition.StreamingSelector(self.name, k)
+            selector = acquisition.StreamingSelector(self.name, k, nonfinite=self.nonfinite)
             for offset, batch in pool.chunks():
                 batch = batch.to(device)
                 logits = model.mc_logits(batch, self.passes) if self.mc else model(batch)
-                selector.update(logits.float(), offset=offset)
+                try:
+                    selector.update(logits.float(), offset=offset)
+                except acquisition.NonFiniteLogitsError as err:
+                    raise ValueError(
+                        f"{self.name}: the model gave non-finite logits (NaN or inf) for dataset index "
+                        f"{int(pool.indices[err.position])}; it may have diverged. Pass nonfinite='exclude' "
+                        "(CLI: --nonfinite exclude) to never query such structures"
+                    ) from err
             positions, _ = selector.result()
         finally:
             model.train(was_training)

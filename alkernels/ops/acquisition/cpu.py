@@ -28,6 +28,8 @@ def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor
     Returns:
         (float32 [8, N], index of the first non-finite sample or -1), as the reference.
     """
+    if logits.shape[1] == 0:  # an empty pool or chunk: nothing to score
+        return torch.empty((8, 0), dtype=torch.float32), -1
     if logits.stride(2) != 1:
         logits = logits.contiguous()
     name = _KERNEL_DTYPES[logits.dtype]

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import torch
 
+#: BALD differences within ``BALD_ZERO * (1 + H(p_bar))`` (the float32 rounding of the two
+#: entropies; identical passes measured up to about 5 eps (1 + H)) are exactly 0 on every backend,
+#: so mathematically zero BALD ties and ties go to the lower index.
+BALD_ZERO = 16 * torch.finfo(torch.float32).eps
+
+
+def bald_of(h_bar: torch.Tensor, h_exp: torch.Tensor) -> torch.Tensor:
+    """BALD ``H(p_bar) - mean_t H(p_t)`` (float32 [N]) with rounding-level values set to 0."""
+    d = h_bar - h_exp
+    return torch.where(d <= BALD_ZERO * (1.0 + h_bar), torch.zeros_like(d), d)
+
 
 def _top2(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Largest and second-largest value along the last dim of ``p`` [..., C]."""
@@ -40,7 +51,7 @@ def score_all_torch(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
             -(p1 - p2),
             h_bar,
             h_t.mean(0),
-            h_bar - h_t.mean(0),
+            bald_of(h_bar, h_t.mean(0)),
             1.0 - pt1.mean(0),
             -(pt1 - pt2).mean(0),
         ]

@@ -9,6 +9,10 @@ import torch
 import triton
 import triton.language as tl
 
+from alkernels.ops.acquisition.reference import BALD_ZERO
+
+_BALD_ZERO = tl.constexpr(BALD_ZERO)
+
 
 @triton.jit
 def _score_all_kernel(
@@ -56,7 +60,9 @@ def _score_all_kernel(
     p2 = tl.max(tl.where(mask & (p < p1[:, None]), p, 0.0), axis=1)
     p2 = tl.where(ties > 1, p1, p2)
     h_exp = h_sum * inv_t
-    bald = tl.where(T == 1, 0.0, h_bar - h_exp)
+    bald = h_bar - h_exp
+    # rounding-level differences are exactly 0, as on the other backends (reference.BALD_ZERO)
+    bald = tl.where((T == 1) | (bald <= _BALD_ZERO * (1.0 + h_bar)), 0.0, bald)
     h_bar = tl.where(T == 1, h_exp, h_bar)
     nan = float("nan")
     bad = nonfinite > 0
