@@ -24,8 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n 2 -q tests
 
+# The quick CPU benchmark suite (pytest-benchmark, under 5 minutes on 2 cores), then the report:
+# benchmarks/README.md and its plots, generated from benchmarks/results/*.json.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_acquisition.py
+	$(BIN)/python -m pytest benchmarks/ --bench-size quick -q
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info alkernels/_C*.so

@@ -1,0 +1,177 @@
+"""Problem sizes and repetition counts of the benchmark suites.
+
+Two presets: ``quick`` (the CPU suite that must finish in under 5 minutes on 2 cores) and
+``full`` (the reference sizes of ``docs/performance.md``; opt-in). Any field can be overridden
+from the command line with ``--bench-set SUITE.FIELD=VALUE`` (tuples as comma-separated
+integers), e.g. ``--bench-set acquisition.N=50000 --bench-set egnn.batches=24,128``. The sizes
+that ran are written into the summary JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AcquisitionSizes:
+    """Acquisition scoring: logits [T, N, C] (normal, scaled by 3), a query of ``k_fraction * N``.
+
+    Attributes:
+        T: MC-dropout passes.
+        N: pool samples of the main comparison.
+        C: classes.
+        k_fraction: query size as a fraction of the pool.
+        scaling_N: pool sizes of the scaling series (ours and eager BALD).
+        rounds: timed rounds of our kernels (a few ms to 0.1 s each).
+        peer_rounds: timed rounds of the peers (up to seconds each).
+    """
+
+    T: int
+    N: int
+    C: int
+    k_fraction: float
+    scaling_N: tuple[int, ...]
+    rounds: int
+    peer_rounds: int
+
+
+@dataclass(frozen=True)
+class EGNNSizes:
+    """EGNN encoder forward+backward, and the training and pool-scoring tasks.
+
+    Attributes:
+        batches: batch sizes timed for every implementation in both graph modes.
+        scaling_batches: extra batch sizes of the scaling series (matsciml mode, fused and torch).
+        distinct: distinct structures per graph mode, tiled to the batch and task sizes.
+        rounds: timed rounds per batch.
+        train_steps: AdamW steps that produce the trained weights (full only).
+        train_n: structures in the timed training epoch (full only).
+        pool_n: structures in the timed pool-scoring pass (full only).
+        pool_batch: batch size of the pool-scoring pass.
+        T: MC-dropout passes of the pool-scoring pass.
+    """
+
+    batches: tuple[int, ...]
+    scaling_batches: tuple[int, ...]
+    distinct: int
+    rounds: int
+    train_steps: int
+    train_n: int
+    pool_n: int
+    pool_batch: int
+    T: int
+
+
+@dataclass(frozen=True)
+class GraphSizes:
+    """Graph building (periodic mode) on the synthetic crystals.
+
+    Attributes:
+        n: structures built by ``build_graphs`` with 1 and with ``workers`` processes.
+        ase_n: of those, how many both builders (ours and ASE) build in one process.
+        total: end-to-end size (the synthetic set tiled), built into a fresh on-disk cache.
+        workers: worker processes of the parallel and end-to-end builds.
+        cutoff: neighbour cutoff in Angstrom.
+        rounds: timed rounds of the in-memory builds.
+    """
+
+    n: int
+    ase_n: int
+    total: int
+    workers: int
+    cutoff: float
+    rounds: int
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes of every suite under one preset name."""
+
+    preset: str
+    acquisition: AcquisitionSizes
+    egnn: EGNNSizes
+    graphs: GraphSizes
+
+    def suite(self, name: str) -> dict[str, Any]:
+        """The sizes of suite ``name`` as a JSON-ready dict."""
+        return dataclasses.asdict(getattr(self, name))
+
+
+PRESETS: dict[str, Sizes] = {
+    "quick": Sizes(
+        preset="quick",
+        acquisition=AcquisitionSizes(
+            T=10, N=20_000, C=230, k_fraction=0.1, scaling_N=(5_000, 10_000, 20_000), rounds=10, peer_rounds=3
+        ),
+        egnn=EGNNSizes(
+            batches=(24, 64),
+            scaling_batches=(4, 8, 16, 32),
+            distinct=64,
+            rounds=3,
+            train_steps=400,
+            train_n=10_000,
+            pool_n=100_000,
+            pool_batch=256,
+            T=10,
+        ),
+        graphs=GraphSizes(n=128, ase_n=32, total=2_000, workers=2, cutoff=6.0, rounds=3),
+    ),
+    "full": Sizes(
+        preset="full",
+        acquisition=AcquisitionSizes(
+            T=10, N=100_000, C=230, k_fraction=0.1, scaling_N=(10_000, 30_000, 100_000), rounds=15, peer_rounds=3
+        ),
+        egnn=EGNNSizes(
+            batches=(24, 256),
+            scaling_batches=(8, 64, 128),
+            distinct=2_000,
+            rounds=5,
+            train_steps=400,
+            train_n=10_000,
+            pool_n=100_000,
+            pool_batch=256,
+            T=10,
+        ),
+        graphs=GraphSizes(n=2_000, ase_n=400, total=100_000, workers=2, cutoff=6.0, rounds=3),
+    ),
+}
+
+SUITES: tuple[str, ...] = ("acquisition", "egnn", "graphs")
+
+
+def _parse(text: str, current: Any) -> Any:
+    """``text`` converted to the type of the field's ``current`` value."""
+    if isinstance(current, tuple):
+        return tuple(int(part) for part in text.split(",") if part)
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes")
+    return type(current)(text)
+
+
+def resolve(preset: str, overrides: list[str]) -> Sizes:
+    """The sizes of ``preset`` with ``SUITE.FIELD=VALUE`` overrides applied.
+
+    Raises:
+        ValueError: for an unknown preset, suite or field, or a malformed override.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown size preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    sizes = PRESETS[preset]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        suite, dot, name = key.partition(".")
+        if not sep or not dot or suite not in SUITES:
+            raise ValueError(f"--bench-set expects SUITE.FIELD=VALUE with SUITE in {SUITES}, got {item!r}")
+        group = getattr(sizes, suite)
+        if name not in {f.name for f in dataclasses.fields(group)}:
+            known = ", ".join(f.name for f in dataclasses.fields(group))
+            raise ValueError(f"{suite} has no size {name!r}; known: {known}")
+        group = dataclasses.replace(group, **{name: _parse(value, getattr(group, name))})
+        sizes = dataclasses.replace(sizes, **{suite: group})
+    return sizes
+
+
+def from_config(config: Any) -> Sizes:
+    """The sizes selected by a pytest config's ``--bench-size`` and ``--bench-set`` options."""
+    return resolve(config.getoption("--bench-size"), config.getoption("--bench-set"))

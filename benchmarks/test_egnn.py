@@ -1,0 +1,157 @@
+"""EGNN encoder: forward+backward of ours against its peers, and two end-to-end tasks.
+
+Groups ``egnn/<mode>, <weights> weights/B=<batch>``: one forward+backward of the paper's encoder
+on a batch, for ``fused`` (ours, backend "auto": C++ on CPU, Triton on CUDA, the baseline),
+``torch`` (the plain-PyTorch reference backend) and ``pyg`` (the edge work as a torch_geometric
+``MessagePassing``), with the seed-0 initial weights and (full size only) the weights after a
+short AdamW training, since the fused CPU kernels skip the zeros of ReLU outputs, which grow
+sparser with training; rows record that ReLU density. Peak extra memory of every
+implementation is measured with the initial weights at the main batch sizes, in fresh processes.
+The extra ``scaling_batches`` add matsciml rows of fused and torch only (no memory), for the
+scaling plot.
+
+Group ``egnn/tasks/...`` (full size only): one training epoch (AdamW, batch 24) and one
+pool-scoring pass (MC dropout, streaming BALD top-k) on synthetic crystals in matsciml mode.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from alkernels.data import GraphSet, collate
+from alkernels.models import EGNN, SpaceGroupClassifier
+from benchmarks import settings
+from benchmarks.harness import timed
+from benchmarks.memory import peak_extra_mib
+from benchmarks.workloads import (
+    EGNN_IMPLS,
+    first_batch,
+    forward_backward,
+    graph_source,
+    has_extra,
+    make_encoder,
+    query_size,
+    relu_density,
+    score_pool,
+    synthetic_graphs,
+    tiled,
+    train_classifier,
+    trained_encoder_state,
+)
+
+MODES: tuple[str, ...] = ("periodic", "matsciml")
+WEIGHTS: dict[str, str] = {"init": "initial", "trained": "trained"}
+TASK_MODE = "matsciml"
+needs_data = pytest.mark.skipif(not has_extra("data"), reason="needs the 'data' extra: pip install 'alkernels[data]'")
+
+
+def _cases(sizes: settings.EGNNSizes) -> list[Any]:
+    """(mode, weights, batch, impl) of every forward+backward test, group by group."""
+    cases = []
+    for mode in MODES:
+        for weights in WEIGHTS:
+            marks = [pytest.mark.full] if weights == "trained" else []
+            for batch in sizes.batches:
+                cases += [pytest.param(mode, weights, batch, impl, marks=marks, id=f"{mode}-{weights}-B{batch}-{impl}")
+                          for impl in EGNN_IMPLS]  # fmt: skip
+    for batch in sizes.scaling_batches:
+        if batch not in sizes.batches:
+            cases += [pytest.param("matsciml", "init", batch, impl, id=f"matsciml-init-B{batch}-{impl}")
+                      for impl in ("fused", "torch")]  # fmt: skip
+    return cases
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the forward+backward test with the cases of this run's sizes."""
+    if metafunc.definition.name == "test_forward_backward":
+        metafunc.parametrize("mode,weights,batch,impl", _cases(settings.from_config(metafunc.config).egnn))
+
+
+@pytest.fixture(scope="module")
+def trained_state(sizes: settings.Sizes, device: torch.device) -> Callable[[str], dict[str, torch.Tensor]]:
+    """``mode -> encoder weights`` after ``train_steps`` of training in that mode (once per mode)."""
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def state(mode: str) -> dict[str, torch.Tensor]:
+        if not has_extra("data"):
+            pytest.skip("trained weights need the synthetic crystals of the 'data' extra")
+        if mode not in cache:
+            cache[mode] = trained_encoder_state(mode, sizes.egnn.distinct, sizes.egnn.train_steps, device)
+        return cache[mode]
+
+    return state
+
+
+@pytest.fixture(scope="module")
+def density() -> Callable[..., float | None]:
+    """``(key, batch, device, state) -> ReLU density`` computed once per key; None without
+    torch_geometric (the density is measured through the PyG peer)."""
+    cache: dict[tuple[Any, ...], float | None] = {}
+
+    def get(
+        key: tuple[Any, ...], batch: Any, device: torch.device, state: dict[str, torch.Tensor] | None
+    ) -> float | None:
+        if key not in cache:
+            try:
+                cache[key] = relu_density(batch, device, state)
+            except ImportError:
+                cache[key] = None
+        return cache[key]
+
+    return get
+
+
+def test_forward_backward(benchmark: Any, sizes: settings.Sizes, device: torch.device,
+                          egnn_graphs: Callable[[str], GraphSet],
+                          trained_state: Callable[[str], dict[str, torch.Tensor]],
+                          density: Callable[..., float | None], mode: str, weights: str, batch: int,
+                          impl: str) -> None:  # fmt: skip
+    """One forward+backward of ``impl`` on a batch of ``batch`` graphs of ``mode``."""
+    if impl == "pyg":
+        pytest.importorskip("torch_geometric")
+    data = first_batch(egnn_graphs(mode), batch, device)
+    state = trained_state(mode) if weights == "trained" else None
+    model = make_encoder(impl, device, state)
+    relu = density((mode, weights, batch), data, device, state)
+    notes: dict[str, Any] = {"edges": data.num_edges}
+    if relu is not None:
+        notes["ReLU density"] = round(relu, 2)
+    timed(benchmark, lambda: forward_backward(model, data), group=f"egnn/{mode}, {WEIGHTS[weights]} weights/B={batch}",
+          impl=impl, role="baseline" if impl == "fused" else "peer", items=batch, unit="graphs",
+          rounds=sizes.egnn.rounds, warmup=1, device=device, mode=mode, weights=weights, batch=batch,
+          nodes=data.num_nodes, edges=data.num_edges, graphs=graph_source(mode), relu_density=relu,
+          scaling="batch", notes=notes)  # fmt: skip
+    if weights == "init" and batch in sizes.egnn.batches:
+        params = {"impl": impl, "mode": mode, "batch": batch, "distinct": sizes.egnn.distinct, "device": device.type}
+        benchmark.extra_info["peak_extra_mib"] = peak_extra_mib("egnn", params)
+
+
+@pytest.mark.full
+@needs_data
+def test_training_epoch(benchmark: Any, sizes: settings.Sizes, device: torch.device) -> None:
+    """One epoch of AdamW training (lr 1e-4, batch 24) of the fused classifier."""
+    e = sizes.egnn
+    graphs, labels = synthetic_graphs(TASK_MODE, e.distinct)
+    dataset = tiled(graphs, e.train_n, labels)
+    timed(benchmark, lambda: train_classifier(dataset, device, lr=1e-4), group="egnn/tasks/training epoch",
+          impl="fused", role="baseline", items=e.train_n, unit="structures", rounds=1, warmup=0, device=device,
+          mode=TASK_MODE, batch=24, notes={"structures": e.train_n, "batch": 24})  # fmt: skip
+
+
+@pytest.mark.full
+@needs_data
+def test_pool_scoring(benchmark: Any, sizes: settings.Sizes, device: torch.device) -> None:
+    """One pool-scoring pass: MC-dropout logits per batch and a streaming BALD top-k."""
+    e = sizes.egnn
+    graphs, _ = synthetic_graphs(TASK_MODE, e.distinct)
+    loader = torch.utils.data.DataLoader(tiled(graphs, e.pool_n), batch_size=e.pool_batch, collate_fn=collate)
+    torch.manual_seed(0)
+    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device).eval()
+    k = query_size(e.pool_n, 0.1)
+    timed(benchmark, lambda: score_pool(model, loader, e.T, k, device), group="egnn/tasks/pool scoring",
+          impl="fused", role="baseline", items=e.pool_n, unit="structures", rounds=1, warmup=0, device=device,
+          mode=TASK_MODE, batch=e.pool_batch, T=e.T, k=k,
+          notes={"structures": e.pool_n, "batch": e.pool_batch, "T": e.T})  # fmt: skip
