@@ -45,7 +45,6 @@ Differences from ``UncertaintySampling`` and ``GreedyBALD``, all deliberate:
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -203,13 +202,8 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
             utilities[mapping] = utilities_cand
         utilities *= utility_weight
 
-        selectable = int(np.count_nonzero(~np.isnan(utilities)))
-        if selectable < batch_size:
-            warnings.warn(
-                f"'batch_size={batch_size}' is larger than number of candidate samples in "
-                f"'utilities'. Instead, 'batch_size={selectable}' was set."
-            )
-            batch_size = selectable
+        # _validate_data already cut batch_size to the candidates, and every candidate has a
+        # finite utility (bad probabilities raised, check_array rejects NaN weights).
         if self.tie_break == "random":
             order = self.random_state_.permutation(len(utilities))
             query_indices = order[top_k(utilities[order], batch_size)]
