@@ -37,7 +37,7 @@ def modal_sklearn_compat(monkeypatch):
     """modAL 0.4.2.1's ActiveLearner.teach passes ``force_all_finite`` to scikit-learn's
     ``check_X_y``, a keyword scikit-learn 1.8 removed (renamed ``ensure_all_finite`` in 1.6).
     Under scikit-learn >= 1.8 forward it under its new name, so modAL's own loop runs unchanged."""
-    import modAL.models.learners as learners
+    from modAL.models import learners
     import sklearn.utils
 
     if "force_all_finite" in sklearn.utils.check_X_y.__code__.co_varnames:
@@ -102,7 +102,7 @@ def test_active_learner_loop_matches_native(problem, ours, theirs, measure, larg
     for step in range(5):
         idx, rows, metrics = learner.query(X[pool], n_instances=8, return_metrics=True)
         assert strategy.calls == step + 1  # one call per query: the pair is always returned
-        ref_idx, _, ref_metrics = reference.query(X[pool], n_instances=8, return_metrics=True)
+        ref_idx, _, _ = reference.query(X[pool], n_instances=8, return_metrics=True)
         native_scores = measure(reference, X[pool])
         assert_same_up_to_ties(native_scores, idx, ref_idx, largest=largest)
         np.testing.assert_allclose(metrics, native_scores[idx], rtol=0, atol=TOL)
@@ -122,7 +122,7 @@ class DropoutMLP:
         self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
                                        torch.nn.Linear(32, n_classes))
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "DropoutMLP":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> DropoutMLP:
         opt = torch.optim.Adam(self.net.parameters(), lr=0.02)
         x, t = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
         self.net.train()
@@ -156,7 +156,7 @@ def modal_dropout(monkeypatch):
     monkeypatch.setitem(sys.modules, "skorch", stub)
     monkeypatch.setitem(sys.modules, "skorch.utils", stub_utils)
     monkeypatch.delitem(sys.modules, "modAL.dropout", raising=False)
-    import modAL.dropout as dropout
+    from modAL import dropout
 
     yield dropout
     sys.modules.pop("modAL.dropout", None)
@@ -170,7 +170,9 @@ def test_mc_strategies_in_loop_match_modal_dropout_scores(problem, modal_dropout
     for _ in range(3):
         logits = learner.estimator.mc_logits(X[pool])
         probas = list(torch.softmax(logits, -1).numpy().astype(np.float64))  # modAL's list of [N, C]
-        mc = lambda X_pool: logits  # noqa: E731  (the same MC draw for every strategy)
+        def mc(X_pool, logits=logits):  # the same MC draw for every strategy
+            return logits
+
         checks = [
             (modal.bald_sampling, modal_dropout._bald_divergence(probas)),
             (modal.expected_entropy_sampling, modal_dropout._entropy(probas) * 5 / len(probas)),
@@ -233,7 +235,7 @@ def test_ties_go_to_lower_index_and_random_tie_break_matches_modal() -> None:
 
 
 def test_unfitted_and_single_class_classifiers_behave_as_modal(problem) -> None:
-    X, y = problem
+    X, _ = problem
     unfitted = LogisticRegression()
     for ours, theirs, measure, _ in PAIRS:
         idx, metrics = ours(unfitted, X[:50], n_instances=4)
@@ -287,16 +289,21 @@ def test_error_paths(problem) -> None:
 def test_max_std_sampling_in_loop_matches_native() -> None:
     X, y = make_regression(n_samples=160, n_features=4, noise=0.1, random_state=0)
     labelled, pool = np.arange(10), np.arange(10, 160)
-    learner = ActiveLearner(GaussianProcessRegressor(kernel=RBF(3.0), optimizer=None, normalize_y=True), query_strategy=modal.max_std_sampling,
+    gpr = GaussianProcessRegressor(kernel=RBF(3.0), optimizer=None, normalize_y=True)
+    learner = ActiveLearner(gpr, query_strategy=modal.max_std_sampling,
                             X_training=X[labelled], y_training=y[labelled])
     for _ in range(3):
         idx, rows, stds = learner.query(X[pool], n_instances=4, return_metrics=True)
-        ref_idx, ref_std = native_max_std(learner, X[pool], n_instances=4)
+        ref_idx, _ = native_max_std(learner, X[pool], n_instances=4)
         _, std = learner.predict(X[pool], return_std=True)
         assert_same_up_to_ties(std, idx, ref_idx, largest=True)
         np.testing.assert_array_equal(stds, std[idx])  # float64, exact
         gp = learner.estimator  # the variance hook gives the same query
-        var_idx, var_std = modal.max_std_sampling(None, X[pool], 4, variance=lambda Xp: gp.predict(Xp, return_std=True)[1] ** 2)
+
+        def variance(X_pool, gp=gp):
+            return gp.predict(X_pool, return_std=True)[1] ** 2
+
+        var_idx, var_std = modal.max_std_sampling(None, X[pool], 4, variance=variance)
         np.testing.assert_array_equal(var_idx, idx)
         np.testing.assert_allclose(var_std, stds, rtol=1e-12)
         learner.teach(rows, y[pool][idx])
@@ -328,3 +335,18 @@ def test_import_without_modal_names_the_extra() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "alkernels[modal]" in out.stdout
+
+
+def test_backends_agree() -> None:
+    logits = torch.randn(5, 400, 12, generator=torch.Generator().manual_seed(3)) * 3
+    p = torch.softmax(logits[0].double(), -1).numpy()
+    clf = types.SimpleNamespace(predict_proba=lambda X: p)
+    X = np.zeros((400, 1))
+    for strategy in (modal.bald_sampling, modal.expected_margin_sampling):
+        a = strategy(None, X, 20, mc=lambda _: logits, backend="torch")
+        b = strategy(None, X, 20, mc=lambda _: logits, backend="auto")
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+    a = modal.entropy_sampling(clf, X, 20, backend="torch")
+    b = modal.entropy_sampling(clf, X, 20, backend="auto")
+    np.testing.assert_array_equal(a[0], b[0])

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 pytest.importorskip("skactiveml")
+from skactiveml.classifier import ParzenWindowClassifier, SklearnClassifier  # noqa: E402
+from skactiveml.pool import GreedyBALD, UncertaintySampling  # noqa: E402
+from skactiveml.utils import MISSING_LABEL  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.ensemble import BaggingClassifier, RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
-from skactiveml.classifier import ParzenWindowClassifier, SklearnClassifier  # noqa: E402
-from skactiveml.pool import GreedyBALD, UncertaintySampling  # noqa: E402
-from skactiveml.utils import MISSING_LABEL  # noqa: E402
 
 from alkernels.adapters._scoring import top_k  # noqa: E402
 from alkernels.adapters.skactiveml import FusedUncertaintySampling  # noqa: E402
@@ -210,7 +210,9 @@ def test_error_paths(problem) -> None:
     bad = np.full((n_unlabelled, 4), 0.25)
     bad[7, 1] = np.nan
     clf.predict_proba = lambda Xc: bad
-    with pytest.raises(ValueError, match="'probas' returned a NaN or negative probability for pool sample 7"):
+    first_unlabelled = int(np.flatnonzero(np.isnan(y))[7])
+    with pytest.raises(ValueError, match=f"clf.predict_proba returned a NaN or negative probability for pool sample "
+                                         f"{first_unlabelled}$"):
         FusedUncertaintySampling(method="entropy").query(X, y, clf, fit_clf=False)
     unnormalised = np.full((n_unlabelled, 4), 0.3)
     clf.predict_proba = lambda Xc: unnormalised

@@ -77,12 +77,21 @@ def _chunk_rows(t: int, c: int) -> int:
     return max(1, CHUNK_ELEMENTS // (t * c))
 
 
+def _name(row: int, pool_index: np.ndarray | None) -> int:
+    return row if pool_index is None else int(pool_index[row])
+
+
 def _first_bad_sample(bad_rows: torch.Tensor) -> int:
     return int(torch.nonzero(bad_rows).flatten()[0])
 
 
 def proba_scores(
-    proba: np.ndarray | torch.Tensor, strategy: str, *, backend: str = "auto", source: str = "predict_proba"
+    proba: np.ndarray | torch.Tensor,
+    strategy: str,
+    *,
+    backend: str = "auto",
+    source: str = "predict_proba",
+    pool_index: np.ndarray | None = None,
 ) -> torch.Tensor:
     """One strategy's scores of class probabilities.
 
@@ -91,6 +100,8 @@ def proba_scores(
         strategy: one of ``alkernels.acquisition.STRATEGIES``.
         backend: as in :func:`alkernels.acquisition.score`.
         source: the producer's name for error messages.
+        pool_index: int [N], the pool index of each row, to name a bad sample by it (default:
+            the row number).
 
     Returns:
         float32 [N] on the input's device; larger means more informative.
@@ -112,7 +123,7 @@ def proba_scores(
             bad = (~(chunk >= 0)).any(-1).any(0)
             raise ValueError(
                 f"{source} returned a NaN or negative probability for pool sample "
-                f"{a + _first_bad_sample(bad)}"
+                f"{_name(a + _first_bad_sample(bad), pool_index)}"
             )
         if direct:
             out[a : a + rows] = 1 - chunk[0].amax(-1)
@@ -121,7 +132,10 @@ def proba_scores(
             out[a : a + rows] = acq.score(logits, strategy, backend=backend, nonfinite="exclude")
     bad = ~torch.isfinite(out)
     if bool(bad.any()):
-        raise ValueError(f"{source} returned an infinite probability for pool sample {_first_bad_sample(bad)}")
+        raise ValueError(
+            f"{source} returned an infinite probability for pool sample "
+            f"{_name(_first_bad_sample(bad), pool_index)}"
+        )
     return out
 
 
@@ -155,7 +169,9 @@ def logit_scores(
             out[a : a + rows] = acq.score(chunk, strategy, backend=backend, nonfinite="exclude")
     bad = torch.isnan(out)
     if bool(bad.any()):
-        raise ValueError(f"{source} returned a NaN or infinite logit for pool sample {_first_bad_sample(bad)}")
+        raise ValueError(
+            f"{source} returned a NaN or infinite logit for pool sample {_first_bad_sample(bad)}"
+        )
     return out
 
 

@@ -96,7 +96,7 @@ __all__ = [
 
 MCOutput = Literal["logits", "proba"]
 #: ``mc(X_pool)``: [T, N, C] (or [N, C]) logits or probabilities, NumPy or torch.
-MCCallable = Callable[[modALinput], "np.ndarray | torch.Tensor"]
+MCCallable = Callable[[modALinput], np.ndarray | torch.Tensor]
 Query = tuple[np.ndarray, np.ndarray]
 
 
@@ -369,7 +369,7 @@ def max_std_sampling(
     n_instances: int = 1,
     random_tie_break: bool = False,
     *,
-    variance: Callable[[modALinput], "np.ndarray | torch.Tensor"] | None = None,
+    variance: Callable[[modALinput], np.ndarray | torch.Tensor] | None = None,
     **predict_kwargs: Any,
 ) -> Query:
     """Regression: the samples with the largest predictive standard deviation.
@@ -406,7 +406,8 @@ def max_std_sampling(
             )
         source, values = "variance", variance(X_pool)
     else:
-        source, values = "predict(return_std=True)", regressor.predict(X_pool, return_std=True, **predict_kwargs)[1]
+        source = "predict(return_std=True)"
+        values = regressor.predict(X_pool, return_std=True, **predict_kwargs)[1]
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     values = np.asarray(values, dtype=np.float64)
@@ -418,7 +419,9 @@ def max_std_sampling(
     values = values.reshape(n)
     bad = ~(np.isfinite(values) & (values >= 0))
     if bad.any():
-        raise ValueError(f"{source} returned a NaN, infinite or negative value for pool sample {int(np.argmax(bad))}")
+        raise ValueError(
+            f"{source} returned a NaN, infinite or negative value for pool sample {int(np.argmax(bad))}"
+        )
     std = np.sqrt(values) if variance is not None else values
     if random_tie_break:
         order = np.random.permutation(n)[::-1]

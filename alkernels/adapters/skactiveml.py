@@ -188,7 +188,9 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
 
         probas = self._predict(X, y, clf, fit_clf, sample_weight, X_cand)
         strategy = METHODS[self.method]
-        scores = proba_scores(probas, strategy, backend=self.backend, source="'probas'").cpu().numpy()
+        source = "the ensemble's probabilities" if self.method == "bald" else "clf.predict_proba"
+        scores = proba_scores(probas, strategy, backend=self.backend, source=source, pool_index=mapping)
+        scores = scores.cpu().numpy()
         if self.method != "bald" and not np.allclose(probas.sum(axis=1), 1, rtol=0, atol=1.0e-3):
             raise ValueError("'probas' are invalid. The sum over axis 1 must be one.")
         utilities_cand = scores.astype(np.float64)
@@ -242,7 +244,7 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
                     f"'probas' should be of shape (n_members, n_samples, n_classes) for method "
                     f"'bald', but shape {probas.shape} was given."
                 )
-            as_tnc(probas, len(X_cand), "'probas'")
+            as_tnc(probas, len(X_cand), "the ensemble's probabilities")
             return probas
         if self.sample_predictions_method_name is not None or self.sample_predictions_dict is not None:
             raise ValueError(
@@ -255,6 +257,8 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
             clf = clone(clf).fit(X, y) if sample_weight is None else clone(clf).fit(X, y, sample_weight)
         probas = np.asarray(clf.predict_proba(X_cand))
         if probas.ndim != 2:
-            raise ValueError(f"'probas' should be of shape (n_samples, n_classes), but shape {probas.shape} was given.")
-        as_tnc(probas, len(X_cand), "'probas'")
+            raise ValueError(
+                f"'probas' should be of shape (n_samples, n_classes), but shape {probas.shape} was given."
+            )
+        as_tnc(probas, len(X_cand), "clf.predict_proba")
         return probas
