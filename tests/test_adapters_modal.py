@@ -32,23 +32,6 @@ pytestmark = pytest.mark.timeout(120)
 TOL = 2e-6
 
 
-@pytest.fixture(autouse=True)
-def modal_sklearn_compat(monkeypatch):
-    """modAL 0.4.2.1's ActiveLearner.teach passes ``force_all_finite`` to scikit-learn's
-    ``check_X_y``, a keyword scikit-learn 1.8 removed (renamed ``ensure_all_finite`` in 1.6).
-    Under scikit-learn >= 1.8 forward it under its new name, so modAL's own loop runs unchanged."""
-    from modAL.models import learners
-    import sklearn.utils
-
-    if "force_all_finite" in sklearn.utils.check_X_y.__code__.co_varnames:
-        return
-
-    def check_X_y(*args, force_all_finite=True, **kwargs):
-        return sklearn.utils.check_X_y(*args, ensure_all_finite=force_all_finite, **kwargs)
-
-    monkeypatch.setattr(learners, "check_X_y", check_X_y)
-
-
 def assert_same_up_to_ties(native_scores: np.ndarray, ours: np.ndarray, theirs: np.ndarray, *, largest: bool) -> None:
     """``ours`` and ``theirs`` select equally good samples by the native ``native_scores``."""
     ours, theirs = np.asarray(ours), np.asarray(theirs)
