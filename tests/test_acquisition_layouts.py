@@ -32,7 +32,7 @@ def nct(n: int, c: int, t: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
 
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(37, 230, 10), (40, 64, 3), (9, 7, 1), (300, 17, 5)])
+@pytest.mark.parametrize("shape", [(37, 230, 10), (40, 64, 3), (9, 7, 1), (300, 17, 5), (50, 64, 16), (20, 230, 8), (11, 9, 25)])
 def test_nct_view_equals_contiguous_copy(isa: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
     if not ext().isa_supported(isa):
         pytest.skip(f"this CPU lacks {isa}")

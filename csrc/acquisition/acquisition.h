@@ -35,10 +35,11 @@ int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* excl
                   int64_t* indices, float* values);
 
 // ---- per-build entry points (acq_<isa>.cpp), called by score_all -----------------------------
-// Floats of per-thread scratch that score_range needs for C classes.
+// Floats of per-thread scratch that score_range needs for C classes: three rows per sample of
+// a block of 8, plus 8 transposed passes per sample for the [N, C, T] layout.
 inline int64_t scratch_floats(int64_t C) {
   const int64_t padded = (C + 7) / 8 * 8;
-  return 3 * 8 * padded;
+  return (3 + 8) * 8 * padded;
 }
 
 #define ALK_ACQ_DECLARE(NS)                                                                  \
