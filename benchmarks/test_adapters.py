@@ -16,6 +16,7 @@ Full measurement (quiet machine, two threads; the baal BALD target is >= 50x)::
 
 Quick check: ``ALK_BENCH_N=2000 .venv/bin/python -m pytest benchmarks/test_adapters.py``.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,14 @@ _medians: dict[str, float] = {}
 
 def _info(benchmark, **extra) -> None:
     benchmark.extra_info.update(
-        {"N": N, "T": T, "C": C, "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **extra}
+        {
+            "N": N,
+            "T": T,
+            "C": C,
+            "threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            **extra,
+        }
     )
 
 
@@ -71,7 +79,9 @@ def test_baal(benchmark, logits_nct: np.ndarray, name: str, impl: str) -> None:
     benchmark.group = group
     heuristic = getattr(heuristics if impl == "native" else adapter, name)()
     rounds = SLOW_ROUNDS if impl == "native" and name == "BALD" else FAST_ROUNDS
-    _info(benchmark, framework="baal", heuristic=name, impl=impl, layout="[N, C, T]", call="get_ranks")
+    _info(
+        benchmark, framework="baal", heuristic=name, impl=impl, layout="[N, C, T]", call="get_ranks"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ranks, scores = benchmark.pedantic(
@@ -96,7 +106,14 @@ def test_baal_generator(benchmark, logits_nct: np.ndarray, impl: str) -> None:
     group = "baal:BALD-generator"
     benchmark.group = group
     heuristic = (heuristics if impl == "native" else adapter).BALD()
-    _info(benchmark, framework="baal", heuristic="BALD", impl=impl, layout="generator of [n, C, T]", batch=batch)
+    _info(
+        benchmark,
+        framework="baal",
+        heuristic="BALD",
+        impl=impl,
+        layout="generator of [n, C, T]",
+        batch=batch,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ranks, _ = benchmark.pedantic(

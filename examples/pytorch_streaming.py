@@ -19,6 +19,7 @@ This script runs a few rounds of it on Gaussian blobs with a small MLP (CPU, sec
 
     python examples/pytorch_streaming.py --pool 5000 --rounds 3 --k 100 --strategy bald
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,7 +84,9 @@ def query(
     return selector.result()
 
 
-def blobs(n: int, test: int, classes: int, features: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
+def blobs(
+    n: int, test: int, classes: int, features: int, seed: int
+) -> tuple[TensorDataset, TensorDataset]:
     """A pool of ``n`` and a test set of ``test`` samples from Gaussian blobs with overlapping
     classes."""
     g = torch.Generator().manual_seed(seed)
@@ -140,9 +143,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
     model = MLP(args.features, args.classes)
     records = []
     for round_ in range(args.rounds):
-        train(model, Subset(data, torch.nonzero(labelled).flatten().tolist()), args.epochs, args.seed + round_)
+        train(
+            model,
+            Subset(data, torch.nonzero(labelled).flatten().tolist()),
+            args.epochs,
+            args.seed + round_,
+        )
         unlabelled = torch.nonzero(~labelled).flatten()
-        loader = DataLoader(Subset(data, unlabelled.tolist()), batch_size=args.batch_size, shuffle=False)
+        loader = DataLoader(
+            Subset(data, unlabelled.tolist()), batch_size=args.batch_size, shuffle=False
+        )
         start = time.perf_counter()
         positions, scores = query(model, loader, args.strategy, args.k, args.passes)
         seconds = time.perf_counter() - start

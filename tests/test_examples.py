@@ -1,4 +1,5 @@
 """The scripts under examples/ run, at tiny sizes, and do what their docstrings say."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,9 +26,23 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def test_pytorch_streaming_runs_as_a_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    argv = ["pytorch_streaming.py", "--pool", "400", "--initial", "20", "--k", "15", "--rounds", "2"]
-    monkeypatch.setattr(sys, "argv", argv + ["--passes", "4", "--batch-size", "64", "--epochs", "2"])
+def test_pytorch_streaming_runs_as_a_script(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    argv = [
+        "pytorch_streaming.py",
+        "--pool",
+        "400",
+        "--initial",
+        "20",
+        "--k",
+        "15",
+        "--rounds",
+        "2",
+    ]
+    monkeypatch.setattr(
+        sys, "argv", argv + ["--passes", "4", "--batch-size", "64", "--epochs", "2"]
+    )
     runpy.run_path(str(EXAMPLES / "pytorch_streaming.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "round 1:" in out and "50 labelled" in out
@@ -35,7 +50,24 @@ def test_pytorch_streaming_runs_as_a_script(monkeypatch: pytest.MonkeyPatch, cap
 
 def test_pytorch_streaming_rounds() -> None:
     example = load("pytorch_streaming")
-    records = example.main(["--pool", "300", "--initial", "10", "--k", "20", "--rounds", "3", "--passes", "3", "--epochs", "2", "--strategy", "margin"])
+    records = example.main(
+        [
+            "--pool",
+            "300",
+            "--initial",
+            "10",
+            "--k",
+            "20",
+            "--rounds",
+            "3",
+            "--passes",
+            "3",
+            "--epochs",
+            "2",
+            "--strategy",
+            "margin",
+        ]
+    )
     assert [r["labelled"] for r in records] == [30, 50, 70]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records)
     with pytest.raises(SystemExit, match="exceeds --pool"):
@@ -60,7 +92,9 @@ def test_pytorch_streaming_query_equals_select_on_stacked_logits(strategy: str) 
 
 def test_mc_logits_keeps_non_dropout_layers_in_eval_mode() -> None:
     example = load("pytorch_streaming")
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3)
+    )
     x = torch.randn(16, 4)
     out = example.mc_logits(model, x, passes=6)
     assert out.shape == (6, 16, 3)

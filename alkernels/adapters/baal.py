@@ -70,6 +70,7 @@ Bad input
 ``ActiveLearningLoop`` labels ``ranks[:query_size]``, so a ``query_size`` beyond the pool labels
 what is left, exactly as with baal's own heuristics; the heuristics take no query size.
 """
+
 from __future__ import annotations
 
 import types
@@ -93,16 +94,16 @@ except ImportError as err:
 
 __all__ = [
     "BALD",
-    "Entropy",
-    "Margin",
     "Certainty",
-    "Variance",
-    "PredictiveEntropy",
-    "PredictiveMargin",
-    "PredictiveCertainty",
+    "Entropy",
+    "ExpectedCertainty",
     "ExpectedEntropy",
     "ExpectedMargin",
-    "ExpectedCertainty",
+    "Margin",
+    "PredictiveCertainty",
+    "PredictiveEntropy",
+    "PredictiveMargin",
+    "Variance",
     "get_heuristic",
 ]
 
@@ -139,7 +140,9 @@ def _as_tensor(predictions: Any, owner: str) -> torch.Tensor:
             try:
                 x = torch.from_numpy(predictions)
             except TypeError as err:
-                raise ValueError(f"{owner}: unsupported predictions dtype {predictions.dtype}") from err
+                raise ValueError(
+                    f"{owner}: unsupported predictions dtype {predictions.dtype}"
+                ) from err
     else:
         raise TypeError(
             f"{owner} expects a NumPy array or torch tensor {_LAYOUT}, or a generator of them; "
@@ -282,7 +285,9 @@ class _Heuristic(AbstractHeuristic):
             raise ValueError(f"{type(self).__name__}: the generator yielded no predictions to rank")
         return np.concatenate(parts)
 
-    def get_ranks(self, predictions: Any, target_predictions: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_ranks(
+        self, predictions: Any, target_predictions: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(pool indices, most informative first; the scores of :meth:`get_uncertainties`).
 
         Accepts an array, a tensor, or any iterator of batches (baal accepts generators only).
@@ -318,7 +323,8 @@ class _Heuristic(AbstractHeuristic):
         return ranks
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(reduction={self._reduction_name!r}, nonfinite={self.nonfinite!r})"
+        name = type(self).__name__
+        return f"{name}(reduction={self._reduction_name!r}, nonfinite={self.nonfinite!r})"
 
 
 class _Fused(_Heuristic):
@@ -369,7 +375,9 @@ class _Fused(_Heuristic):
             x = x.mean(-1, dtype=torch.float32).unsqueeze(-1)
         spatial = x.shape[2:-1]
         if _are_probabilities(x):
-            parts = [self._kernel(torch.log(rows.float().clamp_min(_TINY))) for _, rows in _row_chunks(x)]
+            parts = [
+                self._kernel(torch.log(rows.float().clamp_min(_TINY))) for _, rows in _row_chunks(x)
+            ]
             scores = torch.cat(parts) if parts else torch.empty(0)
         else:
             scores = self._kernel(x)
