@@ -37,19 +37,19 @@ Scores and ranks
     ``docs/acquisition.md`` (the variants baal lacks). Ranks are ordered by score, most
     informative first, and equal scores go to the lower pool index (baal's ``np.argsort``
     leaves their order unspecified). Float32 rounding differs from baal's NumPy, so two
-    samples whose scores agree to about 1e-6 may swap places; nothing else differs.
+    samples whose scores agree to about 1e-6 may swap places.
 
 Mapping of alkernels' eight strategies (``alkernels.acquisition.STRATEGIES``)
-    ==========================  ===============================================
-    ``entropy``                 ``PredictiveEntropy`` (``Entropy`` when T = 1)
-    ``least_confidence``        ``PredictiveCertainty``
-    ``margin``                  ``PredictiveMargin`` (``Margin`` when T = 1)
-    ``predictive_entropy``      ``PredictiveEntropy``
-    ``expected_entropy``        ``ExpectedEntropy``
-    ``bald``                    ``BALD``
+    =============================  ==============================================
+    ``entropy``                    ``PredictiveEntropy`` (``Entropy`` when T = 1)
+    ``least_confidence``           ``PredictiveCertainty``
+    ``margin``                     ``PredictiveMargin`` (``Margin`` when T = 1)
+    ``predictive_entropy``         ``PredictiveEntropy``
+    ``expected_entropy``           ``ExpectedEntropy``
+    ``bald``                       ``BALD``
     ``expected_least_confidence``  ``ExpectedCertainty``
-    ``expected_margin``         ``ExpectedMargin``
-    ==========================  ===============================================
+    ``expected_margin``            ``ExpectedMargin``
+    =============================  ==============================================
 
     Note that baal's ``Entropy`` and ``Margin`` average their input over the iterations
     *before* the softmax: on MC logits they score ``softmax(mean_t logits)``, not the mean
