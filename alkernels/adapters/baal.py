@@ -25,8 +25,9 @@ Input
 
 Layout and cost
     The kernel reads ``[N, C, T]`` in place as a ``[T, N, C]`` view whose classes lie ``T``
-    elements apart; it gathers each row instead of making a transposed copy of the pool. Logit
-    input is scored in one read of the pool. Probability input costs one ``log`` per element
+    elements apart, transposing eight passes of a sample at a time in registers instead of
+    making a transposed copy of the pool (about a tenth more CPU time than a contiguous
+    ``[T, N, C]`` pool). Logit input is scored in one read of the pool. Probability input costs one ``log`` per element
     on top (done in row chunks, so memory stays bounded). Extra axes (``[N, C, H, W, T]``) are
     flattened into the pool, which copies the predictions once.
 
