@@ -20,7 +20,8 @@ alk::acq::LogitType parse_type(const std::string& name) {
   throw py::value_error("acquisition kernel: unsupported logit type '" + name + "'");
 }
 
-// logits: a 3-D array [T, N, C] with contiguous classes; bfloat16 arrives as its int16 bit view.
+// logits: a 3-D array [T, N, C] with any strides (contiguous classes are fastest); bfloat16
+// arrives as its int16 bit view.
 py::tuple score_all(py::array logits, const std::string& type_name, const std::string& isa_name) {
   const alk::acq::LogitType type = parse_type(type_name);
   const alk::Isa isa = alk::parse_isa(isa_name);
@@ -29,18 +30,18 @@ py::tuple score_all(py::array logits, const std::string& type_name, const std::s
   if (logits.itemsize() != itemsize)
     throw py::value_error("acquisition kernel: element size does not match '" + type_name + "'");
   const int64_t T = logits.shape(0), N = logits.shape(1), C = logits.shape(2);
-  if (C > 1 && N > 0 && T > 0 && logits.strides(2) != itemsize)
-    throw py::value_error("acquisition kernel: classes must be contiguous");
-  if (logits.strides(0) % itemsize != 0 || logits.strides(1) % itemsize != 0)
+  if (logits.strides(0) % itemsize != 0 || logits.strides(1) % itemsize != 0 ||
+      logits.strides(2) % itemsize != 0)
     throw py::value_error("acquisition kernel: misaligned strides");
   py::array_t<float> out({static_cast<py::ssize_t>(alk::acq::kNumScores), static_cast<py::ssize_t>(N)});
   const void* data = logits.data();
   float* dst = out.mutable_data();
   const int64_t st = logits.strides(0) / itemsize, sn = logits.strides(1) / itemsize;
+  const int64_t sc = C > 1 ? logits.strides(2) / itemsize : 1;
   int64_t first_bad;
   {
     py::gil_scoped_release release;
-    first_bad = alk::acq::score_all(data, type, T, N, C, st, sn, dst, isa);
+    first_bad = alk::acq::score_all(data, type, T, N, C, st, sn, sc, dst, isa);
   }
   return py::make_tuple(out, first_bad);
 }

@@ -101,6 +101,8 @@ CORE_USE = textwrap.dedent(
     needs("study", lambda: __import__("alkernels.experiments.spacegroup.report"))
     needs("study", lambda: strategies.get("umap").order_from_features(np.random.rand(10, 3)))
     needs("triton", lambda: acq.score_all(logits, backend="triton"))
+    import alkernels.adapters  # the package imports none of its adapters
+    needs("baal", lambda: __import__("alkernels.adapters.baal"))
 
     leaked = sorted(m for m in HIDDEN if sys.modules.get(m) is not None)
     assert not leaked, leaked

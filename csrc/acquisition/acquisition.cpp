@@ -10,13 +10,15 @@
 namespace alk::acq {
 
 int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,
-                  int64_t stride_t, int64_t stride_n, float* out, Isa isa) {
+                  int64_t stride_t, int64_t stride_n, int64_t stride_c, float* out, Isa isa) {
   const Isa build = select_isa(isa, {Isa::kAvx2, Isa::kBaseline}, "acquisition");
   const int nthreads = omp_get_max_threads();
   std::vector<float> scratch(static_cast<size_t>(nthreads) * scratch_floats(C), 0.0f);
   if (build == Isa::kAvx2)
-    return avx2::score_all(logits, type, T, N, C, stride_t, stride_n, out, scratch.data(), nthreads);
-  return baseline::score_all(logits, type, T, N, C, stride_t, stride_n, out, scratch.data(), nthreads);
+    return avx2::score_all(logits, type, T, N, C, stride_t, stride_n, stride_c, out,
+                           scratch.data(), nthreads);
+  return baseline::score_all(logits, type, T, N, C, stride_t, stride_n, stride_c, out,
+                             scratch.data(), nthreads);
 }
 
 int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* exclude,

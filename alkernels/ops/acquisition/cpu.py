@@ -21,7 +21,9 @@ def _module():
 def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor, int]:
     """Fused C++ scores of ``logits`` [T, N, C] (float32/float16/bfloat16, CPU).
 
-    Zero-copy when the class dim is contiguous (chunks sliced along N included). ``isa`` picks
+    Zero-copy for any strides: chunks sliced along N, and baal's [N, C, T] layout viewed as
+    [T, N, C] (``x.permute(2, 0, 1)``), whose strided classes the kernel gathers row by row
+    instead of a transposed copy of the pool. ``isa`` picks
     the compiled build (``"best"``, ``"avx2"`` or ``"baseline"``; the acquisition kernels have no
     AVX-512 build).
 
@@ -30,8 +32,6 @@ def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor
     """
     if logits.shape[1] == 0:  # an empty pool or chunk: nothing to score
         return torch.empty((8, 0), dtype=torch.float32), -1
-    if logits.stride(2) != 1:
-        logits = logits.contiguous()
     name = _KERNEL_DTYPES[logits.dtype]
     array = logits.view(torch.int16).numpy() if logits.dtype == torch.bfloat16 else logits.numpy()
     out, first_bad = _module().acq_score_all(array, name, isa)
