@@ -55,12 +55,14 @@ def test_run_writes_records_and_prints_a_table(crystal_dir, tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
-def test_run_on_the_builtin_generator(tmp_path):
-    args = ["run", "--strategy", "random", "--dataset", "builtin:10", "--out", tmp_path / "b", "--rounds", 2,
+@pytest.mark.parametrize("spec", ["builtin:10", "perovskite:12"])
+def test_run_on_the_generators(tmp_path, spec):
+    args = ["run", "--strategy", "random", "--dataset", spec, "--out", tmp_path / "b", "--rounds", 2,
             "--epochs", 1, "--initial", 2, "--query-size", 2, "--backend", "torch",
             "--cache-dir", tmp_path / "cache", "--workers", 1]
     assert cli(*args) == 0
     assert len(read_records(tmp_path / "b" / "records.jsonl")) == 2
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["dataset"] == spec
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -81,7 +83,7 @@ def test_run_dataset_without_labels_is_a_clear_error(crystal_dir, tmp_path, caps
     assert "has no labels: pass --label spacegroup" in capsys.readouterr().err
     assert cli("run", "--strategy", "margin", "--dataset", tmp_path / "missing.csv", "--label", "spacegroup",
                "--out", tmp_path / "y") == 2
-    assert "neither builtin:N nor an existing path" in capsys.readouterr().err
+    assert "neither perovskite:N, builtin:N nor an existing path" in capsys.readouterr().err
 
 
 def test_reproduce_then_report(crystal_dir, tmp_path, capsys):

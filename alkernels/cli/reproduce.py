@@ -11,8 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Runs every strategy x seed x reset variant and the full-data standard "
                                    "run, then writes table.md, accuracy.png, loss.png and spacegroups.png. "
                                    "Re-running the same command resumes an interrupted grid.")
-    p.add_argument("--preset", default="quick", choices=["quick", "paper"],
-                   help="quick: CPU-sized (300 structures, 1 epoch per round); paper: the full protocol")
+    p.add_argument("--preset", default="quick", choices=["demo", "quick", "paper"],
+                   help="demo: 2,500 generated perovskites, 5 rounds of 3 epochs (make demo); quick: CPU-sized "
+                        "(300 structures, 1 epoch per round); paper: the full protocol")
     p.add_argument("--strategies", default="all", help="'all' (the paper's 12) or a comma-separated list")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--reset", default="both", choices=["both", "keep", "reset"],
@@ -21,14 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=int, default=1, help="grid cells run in parallel processes")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round")
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
-    add_data_args(p, default_dataset="builtin")
+    add_data_args(p, default_dataset=None)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from alkernels.data import load_split
     from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
-    from alkernels.experiments.spacegroup.report import write_report
+    from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
     preset = preset_with(args.preset, epochs=args.epochs, backend=args.backend)
@@ -37,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
     grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
     apply_threads(args)
-    data = load_split(args.dataset, label=args.label, structures=preset.structures, split=preset.split,
+    data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures, split=preset.split,
                      cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=args.cache_dir,
                      workers=args.workers)
     meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
                      processes=args.processes, device=args.device)
-    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total")
-    for name, path in write_report(args.out).items():
-        print(f"{name}: {path}")
+    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
+    paths = write_report(args.out)
+    print(console_tables(args.out))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -25,8 +25,8 @@ def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None, what: st
 def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) -> None:
     """Dataset and graph options shared by ``run`` and ``reproduce``."""
     p.add_argument("--dataset", default=default_dataset,
-                   help="builtin:N (N generated crystals) or a structure file/folder"
-                        + (f" (default {default_dataset})" if default_dataset else ""))
+                   help="perovskite:N or builtin:N (N generated crystals) or a structure file/folder"
+                        + (f" (default {default_dataset})" if default_dataset else " (default: the preset's)"))
     p.add_argument("--label", help="for files: 'spacegroup' (spglib) or a column of space-group numbers")
     p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.models import paper_classifier
 
     if not args.dataset:
-        raise ValueError("--dataset is required (builtin:N or a path)")
+        raise ValueError("--dataset is required (perovskite:N, builtin:N or a path)")
     if not 0.0 < args.test_fraction < 1.0:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.keep_optimizer and not args.reset_weights:

@@ -32,6 +32,7 @@ _EXTRA_NAMES = {
     "build_graphs": "graphs",
     "read_structures": "readers",
     "derive_spacegroup_prior": "synthetic",
+    "perovskite_crystals": "perovskite",
     "synthetic_crystals": "synthetic",
     "DatasetSplit": "specs",
     "load_split": "specs",

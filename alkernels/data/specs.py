@@ -2,9 +2,14 @@
 
 Specs:
 
+``perovskite:N``
+    N perovskite-derived cells with octahedral tilts and polar distortions from
+    :func:`alkernels.data.perovskite_crystals` (seed 0, cached): the embedded default, on which
+    the paper's EGNN learns its space groups within minutes on a CPU.
 ``builtin:N``
-    N random symmetric crystals from :func:`alkernels.data.synthetic_crystals` (seed 0, cached).
-``builtin``
+    N random symmetric crystals from :func:`alkernels.data.synthetic_crystals` (seed 0, cached):
+    230-class-like labels, but random compositions carry no chemistry-to-structure signal.
+``builtin`` / ``perovskite``
     the same with a size given by the caller.
 ``PATH``
     any file or folder :func:`alkernels.data.read_structures` reads.
@@ -21,12 +26,21 @@ import numpy as np
 from alkernels.data import _store
 from alkernels.data.dataset import GraphDataset, split as split_dataset
 from alkernels.data.graphs import build_graphs
+from alkernels.data.perovskite import perovskite_crystals
 from alkernels.data.readers import read_structures
 from alkernels.data.structures import StructureSet
 from alkernels.data.synthetic import synthetic_crystals
 
 #: Size of plain ``builtin`` when the caller sets none: about the paper's 154,519 MP structures.
 DEFAULT_BUILTIN_SIZE = 150_000
+#: The generators behind ``name:N`` specs.
+GENERATORS = {"builtin": synthetic_crystals, "perovskite": perovskite_crystals}
+
+
+def _generator(spec: str) -> str | None:
+    """The generator a spec names (``builtin``, ``perovskite``), or None for a path."""
+    name = spec.partition(":")[0]
+    return name if name in GENERATORS and (spec == name or spec.startswith(name + ":")) else None
 
 
 @dataclass
@@ -49,9 +63,7 @@ class DatasetSplit:
 def spec_name(spec: str) -> str:
     """How ``spec`` is recorded in results: generator specs as given, paths by file name only
     (committed results must not carry a machine's paths)."""
-    if spec == "builtin" or spec.startswith("builtin:"):
-        return spec
-    return Path(spec).name
+    return spec if _generator(spec) is not None else Path(spec).name
 
 
 def _generated_size(spec: str, default: int | None) -> int:
@@ -69,7 +81,7 @@ def load_structures(spec: str, *, label: str | None = None, size: int | None = N
     """The structures of a dataset spec (see the module docstring).
 
     Args:
-        spec: ``builtin:N``, ``builtin`` or a path.
+        spec: ``perovskite:N``, ``builtin:N`` (or either without ``:N``) or a path.
         label: for a path: ``"spacegroup"`` (spglib) or a column of integer labels; generated sets
             are always labelled with their spglib space groups.
         size: the size of a generated set given without ``:N``.
@@ -77,10 +89,11 @@ def load_structures(spec: str, *, label: str | None = None, size: int | None = N
         workers: processes for generation and reading.
     """
     cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
-    if spec == "builtin" or spec.startswith("builtin:"):
-        return synthetic_crystals(_generated_size(spec, size), seed=0, workers=workers, cache_dir=cache)
+    generator = _generator(spec)
+    if generator is not None:
+        return GENERATORS[generator](_generated_size(spec, size), seed=0, workers=workers, cache_dir=cache)
     if not Path(spec).exists():
-        raise ValueError(f"dataset {spec!r} is neither builtin:N nor an existing path")
+        raise ValueError(f"dataset {spec!r} is neither perovskite:N, builtin:N nor an existing path")
     return read_structures(spec, label=label, workers=workers)
 
 
@@ -93,16 +106,15 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
         spec: a dataset spec (see the module docstring).
         label: for a path: ``"spacegroup"`` (spglib) or the name of a column of space-group
             numbers (1..230). Required for paths.
-        structures: keep a fixed random subset (seed 0) of at most this many (for ``builtin``
-            without N, generate this many).
+        structures: keep a fixed random subset (seed 0) of at most this many (for a generator
+            spec without N, generate this many).
         split: (train, test) or (train, val, test) fractions; stratified by crystal family with
             seed 0 (the validation part is unused).
         cutoff, graph_mode: graph construction (see :func:`alkernels.data.build_graphs`).
         cache_dir: cache for generated structures and graphs (default :func:`default_cache_dir`).
         workers: processes for generation and graph building.
     """
-    is_path = not (spec == "builtin" or spec.startswith("builtin:"))
-    if is_path and label is None and Path(spec).exists():
+    if _generator(spec) is None and label is None and Path(spec).exists():
         raise ValueError(f"dataset {spec!r} has no labels: pass --label spacegroup or a column name")
     structset = load_structures(spec, label=label, size=structures, cache_dir=cache_dir, workers=workers)
     if structset.labels is None or len(structset) == 0:

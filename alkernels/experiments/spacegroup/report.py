@@ -134,6 +134,18 @@ def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
     return "\n".join(lines)
 
 
+def console_tables(out: str | os.PathLike) -> str:
+    """The accuracy tables of the grid in ``out`` (one per weight-reset variant), for a terminal."""
+    summary = summarise(collect(read_runs(out)))
+    parts = []
+    for variant in ("keep", "reset"):
+        if variant in set(summary.variant):
+            title = "weights kept" if variant == "keep" else "weights reset"
+            parts += [f"Test accuracy (%), {title} between rounds (mean +- std over seeds; "
+                      "**bold**: at or above the standard run):", accuracy_table(summary, variant), ""]
+    return "\n".join(parts)
+
+
 def timing_table(summary: pd.DataFrame, variant: str) -> str:
     """Mean seconds per round of training and of querying, per strategy (averaged over rounds)."""
     part = summary[summary.variant == variant]
