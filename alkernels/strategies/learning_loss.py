@@ -104,10 +104,8 @@ class LearningLossStrategy(Strategy):
         return per_sample.mean() + self.weight * ranking_loss(predicted, per_sample, self.margin)
 
     @torch.no_grad()
-    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
-        from alkernels import acquisition
-
-        self.check_k(pool, k)
+    def predicted_losses(self, model: nn.Module, pool: Pool) -> torch.Tensor:
+        """float32 [len(pool)] predicted losses, in pool order, on the CPU (eval mode meanwhile)."""
         module = self._module()
         device = model_device(model)
         was_training = model.training, module.training
@@ -119,5 +117,23 @@ class LearningLossStrategy(Strategy):
         finally:
             model.train(was_training[0])
             module.train(was_training[1])
-        positions, _ = acquisition.topk(torch.cat(scores), k)
+        return torch.cat(scores) if scores else torch.empty(0)
+
+    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
+        from alkernels import acquisition
+
+        self.check_k(pool, k)
+        positions, _ = acquisition.topk(self.predicted_losses(model, pool), k)
         return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]
+
+    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
+                          group: Any = None) -> np.ndarray:
+        """Each rank predicts the losses of its pool shard; the exact top-k is merged on every
+        rank (``alkernels.distributed.topk_distributed``)."""
+        from alkernels import distributed
+
+        self.check_k(pool, k)
+        start, part = pool.shard(distributed.rank(group), distributed.world_size(group))
+        positions, _ = distributed.topk_distributed(self.predicted_losses(model, part), k, offset=start,
+                                                    group=group)
+        return pool.indices[positions.numpy().astype(np.int64)]

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop, read_records
@@ -105,8 +106,9 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
 
 
 def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
-             progress: bool = False) -> dict:
-    """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``."""
+             progress: bool = False, distributed: bool = False) -> dict:
+    """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``. With
+    ``distributed=True`` every rank of the torchrun job calls it for the same cell."""
     t0 = time.perf_counter()
     folder = cell.folder(out)
     n = len(data.train)
@@ -119,7 +121,7 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
         rounds=1 if standard else preset.rounds, epochs=preset.epochs,
         reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
         batch_size=preset.batch_size, lr=preset.lr, device=device, progress=progress,
-        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name})
+        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name}, distributed=distributed)
     records = loop.run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
@@ -143,7 +145,7 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+              device: str = "cpu", log: Callable[[str], None] = print, distributed: bool = False) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
 
     Args:
@@ -155,11 +157,21 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         processes: cells run in parallel worker processes (one torch thread each) when > 1.
         device: torch device of the model.
         log: receives one line per finished cell.
+        distributed: every rank of a torchrun job calls this; the cells run one after the other,
+            each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
+            cells are left and alone writes ``out``; ``processes`` must be 1.
     """
+    if distributed and processes != 1:
+        raise ValueError("a distributed grid runs one cell at a time on all ranks; use processes=1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    writes = not distributed or dist_mod.is_rank_zero()
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
-    todo = [c for c in cells if not _finished(c, out, preset)]
+    todo = [c for c in cells if not _finished(c, out, preset)] if writes else None
+    if distributed:
+        with dist_mod.phase("listing the grid's unfinished cells"):
+            todo = dist_mod.broadcast_object(todo)
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
         f"test {len(data.test)}, {processes} process(es)")
     t0 = time.perf_counter()
@@ -176,12 +188,12 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
                     f"seed{res['cell']['seed']}: {res['seconds']:.1f} s")
     else:
         for k, cell in enumerate(todo, 1):
-            res = run_cell(cell, data, preset, out, device=device)
+            res = run_cell(cell, data, preset, out, device=device, distributed=distributed)
             seconds[str(cell.folder(out).relative_to(out))] = res["seconds"]
             log(f"[{k}/{len(todo)}] {cell.variant}/{cell.strategy}/seed{cell.seed}: {res['seconds']:.1f} s")
     wall = time.perf_counter() - t0
     meta_path = out / "experiment.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    previous = json.loads(meta_path.read_text()) if writes and meta_path.exists() else {}
     meta = {
         "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
         "seeds": seeds, "variants": list(variants), "processes": processes,
@@ -190,7 +202,8 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
         "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
     }
-    meta_path.write_text(json.dumps(meta))
+    if writes:
+        meta_path.write_text(json.dumps(meta))
     return meta
 
 
