@@ -4,9 +4,9 @@
 (``alkernels.data.random_graphs``, no neighbour library) with 4 classes, a narrow 2-layer EGNN
 classifier, 4 rounds of 4 queried structures, 2 epochs per round. Under torchrun::
 
-    torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py --out DIR --strategies margin,bald
+    torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py --out DIR --strategies margin:0,bald:0.1
 
-runs each strategy into ``DIR/<strategy>``. ``--kill-rank R --kill-at N`` makes rank R kill itself
+runs each strategy (with the head dropout after the colon, 0 by default) into ``DIR/<strategy>``. ``--kill-rank R --kill-at N`` makes rank R kill itself
 (SIGKILL, no clean-up, as an out-of-memory kill or a lost node would) at its N-th training
 forward pass, in the middle of a round.
 """
@@ -66,8 +66,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
-    p.add_argument("--strategies", default="margin")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--strategies", default="margin", help="name[:dropout],...")
     p.add_argument("--kill-rank", type=int, default=None)
     p.add_argument("--kill-at", type=int, default=None)
     p.add_argument("--resume", action="store_true")
@@ -75,8 +74,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     distributed.init_process_group(timeout=args.timeout)
-    for name in args.strategies.split(","):
-        build_loop(Path(args.out) / name, name, distributed=True, dropout=args.dropout,
+    for spec in args.strategies.split(","):
+        name, _, dropout = spec.partition(":")
+        build_loop(Path(args.out) / name, name, distributed=True, dropout=float(dropout or 0.0),
                    kill_rank=args.kill_rank, kill_at=args.kill_at).run(resume=args.resume)
     distributed.destroy_process_group()
 
