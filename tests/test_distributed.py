@@ -171,6 +171,8 @@ def test_one_rank_equals_the_single_process_run_bit_for_bit(tmp_path, monkeypatc
         assert config["world_size"] == 1
         with pytest.raises(ValueError, match="settings differ in world_size"):
             make_loop(tmp_path, "margin", "d-margin").run(resume=True)
+        with pytest.raises(ValueError, match="already holds a run"):  # rank 0's check, sent to every rank
+            make_loop(tmp_path, "margin", "d-margin", distributed=True).run()
         # resuming a finished distributed run returns its records unchanged
         again = make_loop(tmp_path, "margin", "d-margin", distributed=True).run(resume=True)
         assert again == read_records(tmp_path / "d-margin" / "records.jsonl")
