@@ -230,6 +230,7 @@ def test_a_dying_rank_fails_the_run_and_resume_finishes_it(two_rank_runs, tmp_pa
 # ---- the CLI ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cif_dir(tmp_path_factory):
+    """24 CIFs of simple crystals, and a graph cache beside them shared by the CLI tests."""
     ase_io = pytest.importorskip("ase.io")
     from ase.build import bulk
 
@@ -249,7 +250,7 @@ def test_cli_run_under_torchrun(cif_dir, tmp_path):
     res, _ = torchrun("-m", "alkernels", "run", "--distributed", "--dist-timeout", 60, "--strategy", "margin",
                       "--dataset", cif_dir, "--label", "spacegroup", "--out", out, "--rounds", 3, "--epochs", 1,
                       "--initial", 3, "--query-size", 3, "--backend", "torch", "--dropout", 0,
-                      "--cache-dir", tmp_path / "cache", "--workers", 1, "--threads", 1)
+                      "--cache-dir", cif_dir.parent / "cache", "--workers", 1, "--threads", 1)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     records = read_records(out / "records.jsonl")
     assert [r["labelled_count"] for r in records] == [3, 6, 9]
@@ -266,7 +267,7 @@ def _reproduce(rank: int, world: int, cif_dir: str, out: str) -> None:
     grid.PRESETS["quick"] = replace(grid.PRESETS["quick"], rounds=3, initial=0.2, query_size=0.2)
     code = main(["reproduce", "--distributed", "--preset", "quick", "--strategies", "margin",
                  "--seeds", "1", "--reset", "keep", "--epochs", "1", "--dataset", cif_dir, "--label", "spacegroup",
-                 "--out", out, "--cache-dir", str(Path(out).parent / "cache"), "--workers", "1"])
+                 "--out", out, "--cache-dir", str(Path(cif_dir).parent / "cache"), "--workers", "1"])
     assert code == 0
 
 

@@ -23,7 +23,7 @@ Pieces:
 - the job: :func:`init_process_group`, :func:`destroy_process_group`, :func:`rank`,
   :func:`world_size`, :func:`local_rank`, :func:`is_rank_zero`, :func:`rank_zero_first`,
   :func:`phase` and :class:`DistributedError` (failures name the rank and the phase), and the
-  small collectives :func:`broadcast_object`, :func:`gather_objects`,
+  small collectives :func:`on_rank_zero`, :func:`broadcast_object`, :func:`gather_objects`,
   :func:`all_gather_objects` and :func:`all_reduce_sum`.
 
 ``ActiveLearningLoop(..., distributed=True)`` uses all of them.
@@ -43,6 +43,7 @@ from alkernels.distributed.group import (
     is_initialized,
     is_rank_zero,
     local_rank,
+    on_rank_zero,
     phase,
     rank,
     rank_zero_first,
@@ -69,6 +70,7 @@ __all__ = [
     "is_rank_zero",
     "local_rank",
     "loss_scale",
+    "on_rank_zero",
     "phase",
     "rank",
     "rank_zero_first",

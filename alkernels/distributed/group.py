@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -169,6 +169,26 @@ def broadcast_object(obj: Any, *, group: dist.ProcessGroup | None = None) -> Any
     box = [obj]
     dist.broadcast_object_list(box, group=_object_group(group), group_src=0)
     return box[0]
+
+
+def on_rank_zero(fn: Callable[..., Any], *args: Any, what: str = "work on rank 0", **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` run on rank 0 only, its result returned on every rank (pickled).
+
+    For work whose answer every rank needs but only one should do: reading and checking the
+    output folder, a model-free query. A ``ValueError`` from ``fn`` is raised on every rank with
+    rank 0's message; the other ranks wait within the process group's timeout. ``what`` names
+    the wait in failure messages."""
+    reply: tuple[str, Any] | None = None
+    if rank() == 0:
+        try:
+            reply = ("ok", fn(*args, **kwargs))
+        except ValueError as err:
+            reply = ("error", str(err))
+    with phase(f"waiting for rank 0 ({what})"):
+        reply = broadcast_object(reply)
+    if reply[0] == "error":
+        raise ValueError(reply[1])
+    return reply[1]
 
 
 def gather_objects(obj: Any, *, group: dist.ProcessGroup | None = None) -> list[Any] | None:

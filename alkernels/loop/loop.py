@@ -337,17 +337,9 @@ class ActiveLearningLoop:
         if not self.distributed:
             state, initial, records = self._read_run(resume)
         else:
-            reply: tuple | None = None
-            if self.writes_files:
-                try:
-                    reply = ("ok", self._read_run(resume))
-                except ValueError as err:
-                    reply = ("error", str(err))
-            with self._phase("setup (rank 0 sends the run's state)"):
-                reply = dist_mod.broadcast_object(reply)
-            if reply[0] == "error":
-                raise ValueError(reply[1])
-            state, initial, records = reply[1]
+            with self._phase("setup"):
+                state, initial, records = dist_mod.on_rank_zero(self._read_run, resume,
+                                                                what=f"reading {self.out_dir}")
         if state is not None:
             self._restore(state, initial)
         else:

@@ -108,23 +108,16 @@ class Strategy:
         and learning loss do).
 
         Args:
-            group: the ``torch.distributed`` process group (the world by default).
+            group: the ``torch.distributed`` process group of the sharded strategies (the world by
+                default); the default implementation always uses the whole job.
         """
         from alkernels import distributed
 
-        reply: tuple | None = None
-        if distributed.rank(group) == 0:
-            try:
-                reply = ("ok", np.asarray(self.query(model, pool, k, rng=rng), dtype=np.int64),
-                         rng.bit_generator.state)
-            except ValueError as err:
-                reply = ("error", str(err), None)
-        with distributed.phase(f"waiting for rank 0's {self.name} query"):
-            reply = distributed.broadcast_object(reply, group=group)
-        if reply[0] == "error":
-            raise ValueError(reply[1])
-        rng.bit_generator.state = reply[2]
-        return reply[1]
+        def answer() -> tuple[np.ndarray, dict]:
+            return np.asarray(self.query(model, pool, k, rng=rng), dtype=np.int64), rng.bit_generator.state
+
+        chosen, rng.bit_generator.state = distributed.on_rank_zero(answer, what=f"its {self.name} query")
+        return chosen
 
     def setup(self, model: nn.Module) -> nn.Module | None:
         """Create the strategy's own trainable module for ``model``, or None (the default).

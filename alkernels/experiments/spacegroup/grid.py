@@ -168,10 +168,11 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     if writes:
         out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
-    todo = [c for c in cells if not _finished(c, out, preset)] if writes else None
-    if distributed:
-        with dist_mod.phase("listing the grid's unfinished cells"):
-            todo = dist_mod.broadcast_object(todo)
+
+    def unfinished() -> list[Cell]:
+        return [c for c in cells if not _finished(c, out, preset)]
+
+    todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
         f"test {len(data.test)}, {processes} process(es)")
     t0 = time.perf_counter()
