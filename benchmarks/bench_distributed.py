@@ -16,9 +16,12 @@ and, with ``--gather-keys``, the time of one ``all_gather`` of that many 8-byte 
 (the candidate exchange of a query with k = that number) on this transport. Rank 0 writes the
 JSON (machine, versions, sizes, load average) and prints a table. Examples::
 
-    torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py --out benchmarks/results/distributed_r1.json
-    torchrun --standalone --nproc_per_node 2 benchmarks/bench_distributed.py --out benchmarks/results/distributed_r2.json
-    torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py --threads 2 --out benchmarks/results/distributed_r1t2.json
+    torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py \
+        --out benchmarks/results/distributed_r1.json
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_distributed.py \
+        --out benchmarks/results/distributed_r2.json
+    torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py --threads 2 \
+        --out benchmarks/results/distributed_r1t2.json
 """
 from __future__ import annotations
 
@@ -121,8 +124,9 @@ def main() -> None:
             "command": "torchrun --nproc_per_node {} benchmarks/bench_distributed.py {}".format(
                 world, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__, "backend": tdist.get_backend(), "device": str(device),
+            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                        "python": platform.python_version(), "torch": torch.__version__,
+                        "backend": tdist.get_backend(), "device": str(device),
                         "load_average_1min": os.getloadavg()[0]},
             "ranks": world, "threads_per_rank": args.threads, "pool": args.pool, "k": k, "T": args.T,
             "batch": args.batch, "repeats": rows,

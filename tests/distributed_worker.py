@@ -6,9 +6,9 @@ classifier, 4 rounds of 4 queried structures, 2 epochs per round. Under torchrun
 
     torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py --out DIR --strategies margin:0,bald:0.1
 
-runs each strategy (with the head dropout after the colon, 0 by default) into ``DIR/<strategy>``. ``--kill-rank R --kill-at N`` makes rank R kill itself
-(SIGKILL, no clean-up, as an out-of-memory kill or a lost node would) at its N-th training
-forward pass, in the middle of a round.
+runs each strategy (with the head dropout after the colon, 0 by default) into ``DIR/<strategy>``.
+``--kill-rank R --kill-at N`` makes rank R kill itself (SIGKILL, no clean-up, as an out-of-memory
+kill or a lost node would) at its N-th training forward pass, in the middle of a round.
 """
 from __future__ import annotations
 

@@ -257,8 +257,8 @@ def phase(name: str, *, hint: str = "") -> Iterator[None]:
     :class:`DistributedError` saying which rank saw it, in which phase, and, for communication
     failures, which ranks stopped answering (found with a monitored barrier on the control group,
     waiting at most a minute). Phases nest: the message names the whole path
-    (``"query, round 3 > gathering top-k candidates"``). ``hint`` is appended to the message (what to do next). Outside a
-    job this does nothing.
+    (``"query, round 3 > gathering top-k candidates"``). ``hint`` is appended to the message
+    (what to do next). Outside a job this does nothing.
     """
     stack = _state.setdefault("phases", [])
     stack.append(name)

@@ -22,8 +22,16 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from alkernels.acquisition import (Backend, Exclude, NonFinite, StreamingSelector, _check_k, _check_strategy,
-                                   _chunk_mask, _exclude_indices)
+from alkernels.acquisition import (
+    Backend,
+    Exclude,
+    NonFinite,
+    StreamingSelector,
+    _check_k,
+    _check_strategy,
+    _chunk_mask,
+    _exclude_indices,
+)
 from alkernels.distributed.group import all_gather_objects, comm_device, phase
 from alkernels.ops import topk_merge
 from alkernels.ops.acquisition import topk as local_topk
