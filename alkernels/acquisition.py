@@ -149,6 +149,8 @@ def _exclude_indices(exclude: Exclude) -> torch.Tensor | None:
         if ex.ndim != 1:
             raise ValueError(f"exclude mask must be 1-D, got shape {tuple(ex.shape)}")
         return torch.nonzero(ex).flatten()
+    if ex.numel() == 0 and ex.dtype != torch.bool:  # an empty list arrives as float32
+        return torch.empty(0, dtype=torch.long)
     if ex.dtype.is_floating_point or ex.dtype.is_complex:
         raise ValueError(f"exclude must be a bool mask or integer indices, got dtype {ex.dtype}")
     ex = ex.flatten().long()
@@ -298,6 +300,12 @@ class StreamingSelector:
         idx, val = idx[by_index], val[by_index]
         order = torch.sort(val, descending=True, stable=True).indices[: self.k]
         return idx[order], val[order]
+
+    def candidates(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The running best without requiring ``k`` of them: (indices int64 [k'], scores float32
+        [k'], number of selectable rows seen), k' = min(k, selectable), on the CPU, in
+        :func:`select`'s order. ``alkernels.distributed`` merges these across ranks."""
+        return self._idx.clone(), self._val.clone(), self._selectable
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices int64 [k], scores float32 [k]) over all chunks seen, on the CPU."""

@@ -84,6 +84,16 @@ CORE_USE = textwrap.dedent(
         records = loop.run()
     assert len(records) == 2 and records[-1]["labelled_count"] == 6
 
+    # sharded selection in a one-rank gloo job (torch.distributed is part of torch)
+    import os
+    from alkernels import distributed as D
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    with tempfile.TemporaryDirectory() as store:
+        D.init_process_group(init_method=f"file://{store}/s", rank=0, world_size=1, timeout=60)
+        got = D.select_distributed(logits, "bald", 20, offset=0, exclude=[0, 1, 2])
+        D.destroy_process_group()
+    assert torch.equal(got[0], idx)
+
     # features behind extras fail with the extra's name
     def needs(extra, fn):
         try:

@@ -6,6 +6,7 @@ import sys
 
 from alkernels.cli import data, demo
 from alkernels.cli import report, reproduce, run
+from alkernels.distributed.group import DistributedError
 
 COMMANDS = [demo, data, run, reproduce, report]
 
@@ -27,3 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"alkernels: error: {err}", file=sys.stderr)
         return 2
+    except DistributedError as err:  # a rank died or hangs: say where, exit non-zero for torchrun
+        print(f"alkernels: error: {err}", file=sys.stderr)
+        return 1

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from alkernels.cli.run import add_backend_arg, add_data_args, apply_threads
+from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, apply_threads,
+                               start_distributed, stop_distributed)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,11 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round")
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
     add_data_args(p, default_dataset=None)
+    add_distributed_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from alkernels.data import load_split
+    from alkernels.distributed import is_rank_zero as distributed_rank_zero
     from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
@@ -37,14 +40,20 @@ def run(args: argparse.Namespace) -> int:
         [s.strip() for s in args.strategies.split(",") if s.strip()]
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
     grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
+    if args.distributed and args.processes != 1:
+        raise ValueError("--distributed runs one grid cell at a time on all ranks; drop --processes")
     apply_threads(args)
-    data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures, split=preset.split,
-                     cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=args.cache_dir,
-                     workers=args.workers)
+    device, say, data_first = start_distributed(args)
+    with data_first:
+        data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures,
+                          split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
+                          cache_dir=args.cache_dir, workers=args.workers)
     meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
-                     processes=args.processes, device=args.device)
-    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
-    paths = write_report(args.out)
-    print(console_tables(args.out))
-    print("written: " + ", ".join(str(p) for p in paths.values()))
+                     processes=args.processes, device=device, distributed=args.distributed, log=say)
+    say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
+    if not args.distributed or distributed_rank_zero():
+        paths = write_report(args.out)
+        print(console_tables(args.out))
+        print("written: " + ", ".join(str(p) for p in paths.values()))
+    stop_distributed(args)
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from alkernels.data._store import default_cache_dir
 from alkernels.ops.dispatch import BACKENDS, normalize_backend
@@ -33,6 +35,45 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+
+
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    """``--distributed`` and ``--dist-timeout`` (for runs launched by torchrun)."""
+    p.add_argument("--distributed", action="store_true",
+                   help="one process per rank under torchrun: torchrun --nproc_per_node N -m alkernels ... "
+                        "--distributed (gloo on CPU, nccl with --device cuda)")
+    p.add_argument("--dist-timeout", type=float, default=None,
+                   help="seconds a rank waits for the others before the run fails "
+                        "(default $ALKERNELS_DIST_TIMEOUT or 1800)")
+
+
+def start_distributed(args: argparse.Namespace) -> tuple[str, Callable[..., None], AbstractContextManager]:
+    """Join the torchrun job when ``--distributed`` is given.
+
+    Returns:
+        (this rank's device, a print that only rank 0 executes, a context in which each node's
+        local rank 0 prepares data before the other ranks read it).
+    """
+    if not args.distributed:
+        if args.dist_timeout is not None:
+            raise ValueError("--dist-timeout only applies with --distributed")
+        return args.device, print, nullcontext()
+    import torch.distributed
+
+    from alkernels import distributed
+
+    device = distributed.init_process_group(device=args.device, timeout=args.dist_timeout)
+    say = print if distributed.is_rank_zero() else (lambda *a, **k: None)
+    say(f"distributed: {distributed.world_size()} ranks, backend {torch.distributed.get_backend()}")
+    return str(device), say, distributed.rank_zero_first()
+
+
+def stop_distributed(args: argparse.Namespace) -> None:
+    """Leave the torchrun job after a successful ``--distributed`` command."""
+    if args.distributed:
+        from alkernels import distributed
+
+        distributed.destroy_process_group()
 
 
 def apply_threads(args: argparse.Namespace) -> None:
@@ -70,6 +111,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cutoff", type=float, default=4.0, help="graph cutoff in Angstrom")
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
     add_backend_arg(p, default="auto", what="EGNN edge-op backend")
+    add_distributed_args(p)
     p.set_defaults(func=run)
 
 
@@ -99,22 +141,25 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--keep-optimizer only applies with --reset-weights")
     apply_threads(args)
     strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir())
+    device, say, data_first = start_distributed(args)
     t0 = time.perf_counter()
-    data = load_split(args.dataset, label=args.label, structures=args.max_structures,
-                     split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
-                     graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers)
-    print(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
-          f"{len(set(data.train_labels.tolist()))} space groups in train "
-          f"({time.perf_counter() - t0:.1f} s)")
+    with data_first:
+        data = load_split(args.dataset, label=args.label, structures=args.max_structures,
+                         split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
+                         graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers)
+    say(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
+        f"{len(set(data.train_labels.tolist()))} space groups in train "
+        f"({time.perf_counter() - t0:.1f} s)")
     loop = ActiveLearningLoop(
         partial(paper_classifier, args.backend, args.dropout), strategy, data.train, data.test,
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
-        seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        progress=True, metadata={"dataset": data.name})
+        seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=device,
+        progress=True, metadata={"dataset": data.name}, distributed=args.distributed)
     t1 = time.perf_counter()
     records = loop.run(resume=args.resume)
-    print(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "
-          f"(records in {loop.records_path})")
-    print(results_table(records))
+    say(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "
+        f"(records in {loop.records_path})")
+    say(results_table(records))
+    stop_distributed(args)
     return 0

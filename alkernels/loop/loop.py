@@ -11,6 +11,13 @@ Files in ``out_dir``:
 A killed run loses at most the round in progress: ``run(resume=True)`` reloads the checkpoint,
 drops records newer than it and continues; every record then equals the uninterrupted run's,
 except the two wall-time fields.
+
+With ``distributed=True`` the loop runs on every rank of a torchrun job (see
+:mod:`alkernels.distributed`): training is data-parallel (``DistributedDataParallel``, each global
+batch of the single-process run split over the ranks), evaluation is summed over test-set shards,
+uncertainty queries score pool shards and merge an exact top-k, other strategies run on rank 0.
+Rank 0 alone reads and writes ``out_dir`` and broadcasts what the others need (the resume state,
+the labelled set, each record), so only rank 0's node needs the folder.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import json
 import os
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.dataset import collate
 from alkernels.strategies import Pool, Strategy
@@ -91,6 +100,12 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch seed of ``rank`` > 0 in a distributed run (rank 0 keeps ``seed``'s stream), so
+    the ranks draw independent dropout masks."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
     """The complete records of ``records.jsonl`` (a torn last line from a kill is skipped)."""
     out = []
@@ -136,6 +151,14 @@ class ActiveLearningLoop:
         collate_fn: list of items -> batch (``alkernels.data.collate`` by default).
         progress: show a tqdm bar per round.
         metadata: extra JSON-serialisable fields stored in ``config.json`` (dataset, preset).
+        distributed: run on every rank of a torchrun job (joins it if needed; ``device="cuda"``
+            means each rank's ``cuda:LOCAL_RANK``). The schedule, batch size and learning rate
+            keep their single-process meaning (``batch_size`` is the global batch); the world
+            size is part of ``config.json``, so a resume needs the same number of ranks. With
+            one rank the records equal the single-process run's; with more, deterministic
+            strategies (single-pass uncertainty without training dropout, random, the model-free
+            orders) label the same structures up to floating-point summation order, and MC-dropout
+            strategies draw different masks per rank.
     """
 
     def __init__(self, model_factory: Callable[[], nn.Module], strategy: Strategy | str,
@@ -145,7 +168,7 @@ class ActiveLearningLoop:
                  out_dir: str | os.PathLike, batch_size: int = 24, eval_batch_size: int = 256,
                  lr: float = 1e-4, weight_decay: float = 0.0, device: str | torch.device = "cpu",
                  collate_fn: Callable[[list[Any]], Any] | None = None, progress: bool = False,
-                 metadata: dict | None = None) -> None:
+                 metadata: dict | None = None, distributed: bool = False) -> None:
         self.strategy = strategies_mod.get(strategy) if isinstance(strategy, str) else strategy
         self.model_factory = model_factory
         self.train_set, self.test_set = train, test
@@ -163,7 +186,13 @@ class ActiveLearningLoop:
         self.out_dir = Path(out_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.lr, self.weight_decay = lr, weight_decay
-        self.device = torch.device(device)
+        self.distributed = distributed
+        if distributed:
+            self.device = dist_mod.init_process_group(device=device)
+            self.rank, self.world_size = dist_mod.rank(), dist_mod.world_size()
+        else:
+            self.device = torch.device(device)
+            self.rank, self.world_size = 0, 1
         self.collate_fn = collate_fn or collate
         self.progress = progress
         self.metadata = dict(metadata or {})
@@ -180,7 +209,8 @@ class ActiveLearningLoop:
             "epochs": self.epochs, "schedule": self.schedule, "n_train": self.n_train,
             "n_test": len(self.test_set), "reset_weights": self.reset_weights,
             "reset_optimizer": self.reset_optimizer, "batch_size": self.batch_size,
-            "lr": self.lr, "weight_decay": self.weight_decay, **self.metadata,
+            "lr": self.lr, "weight_decay": self.weight_decay,
+            **({"world_size": self.world_size} if self.distributed else {}), **self.metadata,
         }
 
     @property
@@ -190,6 +220,18 @@ class ActiveLearningLoop:
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
+
+    @property
+    def writes_files(self) -> bool:
+        """True on the process that writes ``out_dir`` (rank 0, or the only process)."""
+        return self.rank == 0
+
+    def _phase(self, name: str) -> AbstractContextManager:
+        """Names a stretch of a distributed run in its failure messages (no-op otherwise)."""
+        if not self.distributed:
+            return nullcontext()
+        return dist_mod.phase(name, hint=f"Every finished round is checkpointed in {self.out_dir}: "
+                                         "run the same command again with --resume to continue.")
 
     # -- state ---------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -214,33 +256,44 @@ class ActiveLearningLoop:
         self.aux = self.strategy.setup(self.model)
         self.initial_weights = {k: {n: t.detach().clone() for n, t in v.items()} if v is not None else None
                                 for k, v in self._weights().items()}
-        _atomic_save(self.initial_weights, self.out_dir / "initial.pt")
+        if self.writes_files:
+            _atomic_save(self.initial_weights, self.out_dir / "initial.pt")
         self.optimizer = self._make_optimizer()
         self.rng = np.random.default_rng(self.seed)
         self.loader_gen = torch.Generator().manual_seed(self.seed)
         self.labelled = [int(i) for i in self.rng.choice(self.n_train, self.schedule[0], replace=False)]
         self.next_round = 0
+        if self.rank > 0:
+            torch.manual_seed(rank_seed(self.seed, self.rank))
+
+    def _rng_states(self) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        return torch.get_rng_state(), torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
 
     def _checkpoint(self) -> None:
-        _atomic_save({
+        torch_rng, cuda_rng = self._rng_states()
+        state = {
             "next_round": self.next_round, "labelled": self.labelled, "weights": self._weights(),
-            "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "optimizer": self.optimizer.state_dict(), "torch_rng": torch_rng, "cuda_rng": cuda_rng,
             "loader_rng": self.loader_gen.get_state(), "numpy_rng": self.rng.bit_generator.state,
             "python_rng": random.getstate(),
-        }, self.checkpoint_path)
+        }
+        if self.distributed:  # every rank's own torch (and CUDA) generator, in rank order
+            state["rank_rngs"] = dist_mod.gather_objects((torch_rng, cuda_rng))
+        if self.writes_files:
+            _atomic_save(state, self.checkpoint_path)
 
-    def _restore(self) -> None:
+    def _restore(self, state: dict, initial_weights: dict) -> None:
         self.model = self.model_factory().to(self.device)
         self.aux = self.strategy.setup(self.model)
-        self.initial_weights = torch.load(self.out_dir / "initial.pt", weights_only=False)
-        state = torch.load(self.checkpoint_path, weights_only=False, map_location=self.device)
+        self.initial_weights = initial_weights
         self._load_weights(state["weights"])
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        torch_rng, cuda_rng = state["rank_rngs"][self.rank] if self.distributed else (state["torch_rng"],
+                                                                                        state["cuda_rng"])
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
         self.loader_gen = torch.Generator()
         self.loader_gen.set_state(state["loader_rng"])
         self.rng = np.random.default_rng()
@@ -249,7 +302,10 @@ class ActiveLearningLoop:
         self.labelled = list(state["labelled"])
         self.next_round = int(state["next_round"])
 
-    def _prepare(self, resume: bool) -> list[dict]:
+    def _read_run(self, resume: bool) -> tuple[dict | None, dict | None, list[dict]]:
+        """Check ``out_dir`` against this run's settings and load what a resume needs (the
+        writing process only): (checkpoint state or None, initial weights or None, the records
+        of the finished rounds); writes ``config.json`` and drops records newer than the state."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         config_path = self.out_dir / "config.json"
         config = self.config()
@@ -261,22 +317,45 @@ class ActiveLearningLoop:
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             if changed:
                 raise ValueError(f"cannot resume {self.out_dir}: settings differ in {', '.join(changed)}")
+        state = initial = None
         if resume and self.checkpoint_path.exists():
-            self._restore()
-        else:
-            self._fresh_start()
+            # Distributed: CPU tensors, pickled to the other ranks, which load them onto their device.
+            where = "cpu" if self.distributed else self.device
+            initial = torch.load(self.out_dir / "initial.pt", weights_only=False,
+                                 **({"map_location": "cpu"} if self.distributed else {}))
+            state = torch.load(self.checkpoint_path, weights_only=False, map_location=where)
         config_path.write_text(json.dumps(config, indent=1))
-        records = [r for r in read_records(self.records_path) if r["round"] < self.next_round]
+        done = int(state["next_round"]) if state is not None else 0
+        records = [r for r in read_records(self.records_path) if r["round"] < done]
         with open(self.records_path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
             f.flush()
             os.fsync(f.fileno())
+        return state, initial, records
+
+    def _prepare(self, resume: bool) -> list[dict]:
+        if not self.distributed:
+            state, initial, records = self._read_run(resume)
+        else:
+            with self._phase("setup"):
+                state, initial, records = dist_mod.on_rank_zero(self._read_run, resume,
+                                                                what=f"reading {self.out_dir}")
+        if state is not None:
+            self._restore(state, initial)
+        else:
+            self._fresh_start()
+        if self.distributed:
+            self._ddp = dist_mod.wrap_ddp(dist_mod.DDPLoss(self.model, self.aux, self.strategy.training_loss),
+                                          self.device)
         return records
 
     # -- one round -----------------------------------------------------------------------------
     def _train(self, round_: int) -> None:
         from tqdm.auto import tqdm
 
+        if self.distributed:
+            self._train_distributed(round_)
+            return
         loader = DataLoader(Subset(self.train_set, self.labelled), batch_size=self.batch_size,
                             shuffle=True, generator=self.loader_gen, collate_fn=self.collate_fn)
         self.model.train()
@@ -295,12 +374,41 @@ class ActiveLearningLoop:
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
         bar.close()
 
+    def _train_distributed(self, round_: int) -> None:
+        """DDP epochs: each global batch of the single-process run, split over the ranks."""
+        from tqdm.auto import tqdm
+
+        labelled = Subset(self.train_set, self.labelled)
+        batches = dist_mod.ShardedBatches(len(labelled), self.batch_size, generator=self.loader_gen,
+                                          rank=self.rank, world_size=self.world_size)
+        self._ddp.train()
+        bar = tqdm(total=self.epochs * len(batches), disable=not self.progress or self.rank != 0, leave=False,
+                   desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled, "
+                        f"{self.world_size} ranks)")
+        for epoch in range(self.epochs):
+            for positions, global_size in batches:
+                batch = self.collate_fn([labelled[i] for i in positions]).to(self.device) if positions else None
+                scale = dist_mod.loss_scale(len(positions), global_size, self.world_size)
+                loss = self._ddp(batch, scale, epoch=epoch, epochs=self.epochs)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item() / scale if scale else 0.0:.3f}", epoch=epoch + 1)
+        bar.close()
+
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of the current model on the test set, dropout off."""
+        """(accuracy, mean cross-entropy) of the current model on the test set, dropout off.
+
+        Distributed: each rank evaluates its shard of the test set and the sums are all-reduced
+        (a collective: every rank must call it)."""
         self.model.eval()
-        loader = DataLoader(self.test_set, batch_size=self.eval_batch_size, shuffle=False,
-                            collate_fn=self.collate_fn)
+        data = self.test_set
+        if self.distributed:
+            lo, hi = dist_mod.shard_range(len(data), self.rank, self.world_size)
+            data = Subset(data, range(lo, hi))
+        loader = DataLoader(data, batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate_fn)
         correct, total_loss, n = 0, 0.0, 0
         for batch in loader:
             batch = batch.to(self.device)
@@ -308,13 +416,19 @@ class ActiveLearningLoop:
             total_loss += nn.functional.cross_entropy(logits, batch.y, reduction="sum").item()
             correct += int((logits.argmax(1) == batch.y).sum())
             n += int(batch.y.numel())
+        if self.distributed:  # sums over the test-set shards (float64; counts stay exact)
+            correct, total_loss, n = dist_mod.all_reduce_sum([correct, total_loss, n])
         return correct / n, total_loss / n
 
     def _query(self, k: int) -> list[int]:
         taken = np.zeros(self.n_train, dtype=bool)
         taken[self.labelled] = True
         pool = Pool(self.train_set, np.flatnonzero(~taken), self.eval_batch_size, self.collate_fn)
-        chosen = np.asarray(self.strategy.query(self.model, pool, k, rng=self.rng), dtype=np.int64)
+        if self.distributed:
+            chosen = self.strategy.query_distributed(self.model, pool, k, rng=self.rng)
+        else:
+            chosen = self.strategy.query(self.model, pool, k, rng=self.rng)
+        chosen = np.asarray(chosen, dtype=np.int64)
         if chosen.shape != (k,) or np.unique(chosen).size != k or taken[chosen].any() \
                 or (chosen < 0).any() or (chosen >= self.n_train).any():
             raise ValueError(f"strategy {self.strategy.name!r} must return {k} distinct unlabelled "
@@ -331,21 +445,34 @@ class ActiveLearningLoop:
             if r > 0 and self.reset_optimizer:
                 self.optimizer = self._make_optimizer()
             t0 = time.perf_counter()
-            self._train(r)
+            with self._phase(f"training, round {r + 1}"):
+                self._train(r)
             train_seconds = time.perf_counter() - t0
-            accuracy, loss = self.evaluate()
+            with self._phase(f"evaluation, round {r + 1}"):
+                accuracy, loss = self.evaluate()
             queried: list[int] = []
             t0 = time.perf_counter()
-            if r + 1 < self.rounds:
-                queried = self._query(self.schedule[r + 1] - self.schedule[r])
+            with self._phase(f"query, round {r + 1}"):
+                if r + 1 < self.rounds:
+                    queried = self._query(self.schedule[r + 1] - self.schedule[r])
             query_seconds = time.perf_counter() - t0
             record = {"round": r, "labelled_fraction": len(self.labelled) / self.n_train,
                       "labelled_count": len(self.labelled), "accuracy": accuracy, "loss": loss,
                       "train_seconds": train_seconds, "query_seconds": query_seconds,
                       "queried": queried}
-            self.labelled.extend(queried)
+            if self.distributed:
+                with self._phase(f"sharing the record, round {r + 1}"):
+                    record = dist_mod.broadcast_object(record)  # rank 0's labelled set and timings
+                if record["queried"] != queried:
+                    raise dist_mod.DistributedError(
+                        f"rank {self.rank} queried other structures than rank 0 in round {r + 1}: strategy "
+                        f"{self.strategy.name!r}'s query_distributed must give every rank the same answer",
+                        rank=self.rank, phase=f"query, round {r + 1}")
+            self.labelled.extend(record["queried"])
             self.next_round = r + 1
-            _fsync_append(self.records_path, json.dumps(record))
-            self._checkpoint()
+            with self._phase(f"checkpoint, round {r + 1}"):
+                if self.writes_files:
+                    _fsync_append(self.records_path, json.dumps(record))
+                self._checkpoint()
             records.append(record)
         return records

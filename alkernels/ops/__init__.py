@@ -7,6 +7,7 @@ C++ kernels (``csrc/<family>``), its Triton kernels and, where it is differentia
 Families:
     acquisition      all eight uncertainty scores in one pass over [T, N, C] logits; top-k
     message_passing  the fused EGNN edge op (forward and backward)
+    topk_merge       exact merge of per-rank top-k candidates (sharded selection)
 """
 from __future__ import annotations
 

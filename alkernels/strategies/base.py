@@ -1,7 +1,7 @@
 """The strategy interface, the unlabelled pool, and the name registry."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -39,6 +39,14 @@ class Pool:
 
     def __len__(self) -> int:
         return int(self.indices.size)
+
+    def shard(self, rank: int, world_size: int) -> tuple[int, "Pool"]:
+        """``(start, part)``: ``rank``'s contiguous part of the pool (positions ``[start, start +
+        len(part))``, see ``alkernels.distributed.shard_range``)."""
+        from alkernels.distributed.shard import shard_range
+
+        lo, hi = shard_range(len(self), rank, world_size)
+        return lo, replace(self, indices=self.indices[lo:hi])
 
     def chunks(self) -> Iterator[tuple[int, Any]]:
         """Yield ``(offset, batch)`` over the pool in order; ``offset`` is the pool position of
@@ -88,6 +96,28 @@ class Strategy:
             int64 [k], dataset indices in the order of preference (best first).
         """
         raise NotImplementedError
+
+    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
+                          group: Any = None) -> np.ndarray:
+        """:meth:`query` in a multi-process run: called on every rank with the same pool, model
+        weights and ``rng`` state; returns the same indices on every rank. Collective.
+
+        The default runs :meth:`query` on rank 0 only and sends its answer and ``rng``'s new
+        state to the other ranks (which wait, within the process group's timeout). Strategies
+        that score the pool override it to score one shard per rank (the uncertainty strategies
+        and learning loss do).
+
+        Args:
+            group: the ``torch.distributed`` process group of the sharded strategies (the world by
+                default); the default implementation always uses the whole job.
+        """
+        from alkernels import distributed
+
+        def answer() -> tuple[np.ndarray, dict]:
+            return np.asarray(self.query(model, pool, k, rng=rng), dtype=np.int64), rng.bit_generator.state
+
+        chosen, rng.bit_generator.state = distributed.on_rank_zero(answer, what=f"its {self.name} query")
+        return chosen
 
     def setup(self, model: nn.Module) -> nn.Module | None:
         """Create the strategy's own trainable module for ``model``, or None (the default).

@@ -60,6 +60,16 @@ def logits_and_taps(model: nn.Module, batch: Any) -> tuple[torch.Tensor, list[to
     return model.head(emb), list(taps)
 
 
+def _check_finite(bad: int, total: int) -> None:
+    """Raise ValueError when ``bad`` of ``total`` predicted losses are not finite."""
+    if bad:
+        raise ValueError(
+            f"learning_loss: the loss-prediction module predicted non-finite losses for {bad} of {total} "
+            "pool structures: it diverged (lower the learning rate or the ranking weight); refusing to "
+            "rank the pool on them"
+        )
+
+
 class LearningLossStrategy(Strategy):
     """Train a loss-prediction module jointly with the model; query the largest predicted losses.
 
@@ -104,10 +114,10 @@ class LearningLossStrategy(Strategy):
         return per_sample.mean() + self.weight * ranking_loss(predicted, per_sample, self.margin)
 
     @torch.no_grad()
-    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
-        from alkernels import acquisition
+    def predicted_losses(self, model: nn.Module, pool: Pool, *, check: bool = True) -> torch.Tensor:
+        """float32 [len(pool)] predicted losses, in pool order, on the CPU (eval mode meanwhile).
 
-        self.check_k(pool, k)
+        With ``check``, raises ValueError when a prediction is not finite (a diverged module)."""
         module = self._module()
         device = model_device(model)
         was_training = model.training, module.training
@@ -119,13 +129,28 @@ class LearningLossStrategy(Strategy):
         finally:
             model.train(was_training[0])
             module.train(was_training[1])
-        predicted = torch.cat(scores)
-        bad = int((~torch.isfinite(predicted)).sum())
-        if bad:
-            raise ValueError(
-                f"learning_loss: the loss-prediction module predicted non-finite losses for {bad} of "
-                f"{len(predicted)} pool structures: it diverged (lower the learning rate or the ranking "
-                "weight); refusing to rank the pool on them"
-            )
-        positions, _ = acquisition.topk(predicted, k)
+        predicted = torch.cat(scores) if scores else torch.empty(0)
+        if check:
+            _check_finite(int((~torch.isfinite(predicted)).sum()), len(predicted))
+        return predicted
+
+    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
+        from alkernels import acquisition
+
+        self.check_k(pool, k)
+        positions, _ = acquisition.topk(self.predicted_losses(model, pool), k)
         return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]
+
+    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
+                          group: Any = None) -> np.ndarray:
+        """Each rank predicts the losses of its pool shard; the exact top-k is merged on every
+        rank (``alkernels.distributed.topk_distributed``)."""
+        from alkernels import distributed
+
+        self.check_k(pool, k)
+        start, part = pool.shard(distributed.rank(group), distributed.world_size(group))
+        predicted = self.predicted_losses(model, part, check=False)
+        bad = distributed.all_reduce_sum([float((~torch.isfinite(predicted)).sum())], group=group)[0]
+        _check_finite(int(bad), len(pool))  # the same verdict on every rank, so none is left waiting
+        positions, _ = distributed.topk_distributed(predicted, k, offset=start, group=group)
+        return pool.indices[positions.numpy().astype(np.int64)]

@@ -1,10 +1,13 @@
 """The eight uncertainty strategies: score the pool chunk by chunk with ``alkernels.acquisition``."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
+from alkernels import acquisition
 from alkernels.strategies.base import Pool, Strategy, model_device
 
 #: Strategies that score a single deterministic pass (dropout off), logits [n, C].
@@ -43,28 +46,44 @@ class UncertaintyStrategy(Strategy):
         self.mc = name in MC_PASS
 
     @torch.no_grad()
-    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
-        from alkernels import acquisition
-
-        self.check_k(pool, k)
+    def _stream(self, model: nn.Module, pool: Pool, selector: Any, start: int = 0) -> None:
+        """Feed the logits of every chunk of ``pool`` to ``selector`` at pool positions
+        ``start + offset``; the model is in eval mode meanwhile (MC passes turn dropout on)."""
         device = model_device(model)
         was_training = model.training
         model.eval()
         try:
-            selector = acquisition.StreamingSelector(self.name, k, nonfinite=self.nonfinite)
             for offset, batch in pool.chunks():
                 batch = batch.to(device)
                 logits = model.mc_logits(batch, self.passes) if self.mc else model(batch)
                 try:
-                    selector.update(logits.float(), offset=offset)
+                    selector.update(logits.float(), offset=start + offset)
                 except acquisition.NonFiniteLogitsError as err:
                     raise ValueError(
                         f"{self.name}: the model gave non-finite logits (NaN or inf) for dataset index "
-                        f"{int(pool.indices[err.position])}; it may have diverged. Pass nonfinite='exclude' "
-                        "(CLI: --nonfinite exclude) to never query such structures"
+                        f"{int(pool.indices[err.position - start])}; it may have diverged. Pass "
+                        "nonfinite='exclude' (CLI: --nonfinite exclude) to never query such structures"
                     ) from err
-            positions, _ = selector.result()
         finally:
             model.train(was_training)
-        positions = torch.as_tensor(positions).cpu().numpy().astype(np.int64)
-        return pool.indices[positions]
+
+    def query(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator) -> np.ndarray:
+        self.check_k(pool, k)
+        selector = acquisition.StreamingSelector(self.name, k, nonfinite=self.nonfinite)
+        self._stream(model, pool, selector)
+        positions, _ = selector.result()
+        return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]
+
+    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
+                          group: Any = None) -> np.ndarray:
+        """Each rank scores its shard of the pool; the exact top-k is merged on every rank
+        (``alkernels.distributed.DistributedStreamingSelector``). Equals :meth:`query` whenever
+        the model gives each structure the same logits in both runs (MC-dropout masks differ)."""
+        from alkernels import distributed
+
+        self.check_k(pool, k)
+        start, part = pool.shard(distributed.rank(group), distributed.world_size(group))
+        selector = distributed.DistributedStreamingSelector(self.name, k, nonfinite=self.nonfinite, group=group)
+        self._stream(model, part, selector, start)
+        positions, _ = selector.result()
+        return pool.indices[positions.numpy().astype(np.int64)]

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop, read_records
@@ -113,8 +114,9 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
 
 
 def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
-             progress: bool = False) -> dict:
-    """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``."""
+             progress: bool = False, distributed: bool = False) -> dict:
+    """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``. With
+    ``distributed=True`` every rank of the torchrun job calls it for the same cell."""
     t0 = time.perf_counter()
     folder = cell.folder(out)
     n = len(data.train)
@@ -127,7 +129,7 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
         rounds=1 if standard else preset.rounds, epochs=preset.epochs,
         reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
         batch_size=preset.batch_size, lr=preset.lr, device=device, progress=progress,
-        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name})
+        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name}, distributed=distributed)
     records = loop.run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
@@ -151,7 +153,7 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+              device: str = "cpu", log: Callable[[str], None] = print, distributed: bool = False) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
 
     Args:
@@ -163,16 +165,27 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         processes: cells run in parallel worker processes (one torch thread each) when > 1.
         device: torch device of the model.
         log: receives the opening line (runs to do, split sizes); a progress bar follows the runs.
+        distributed: every rank of a torchrun job calls this; the cells run one after the other,
+            each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
+            cells are left and alone writes ``out``; ``processes`` must be 1.
     """
+    if distributed and processes != 1:
+        raise ValueError("a distributed grid runs one cell at a time on all ranks; use processes=1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    writes = not distributed or dist_mod.is_rank_zero()
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
-    todo = [c for c in cells if not _finished(c, out, preset)]
+
+    def unfinished() -> list[Cell]:
+        return [c for c in cells if not _finished(c, out, preset)]
+
+    todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
         f"test {len(data.test)}, {processes} process(es)")
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None)
+    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None if writes else True)
 
     def finished(res: dict) -> None:
         cell = Cell(**res["cell"])
@@ -188,11 +201,11 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
                 finished(fut.result())
     else:
         for cell in todo:
-            finished(run_cell(cell, data, preset, out, device=device))
+            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed))
     bar.close()
     wall = time.perf_counter() - t0
     meta_path = out / "experiment.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    previous = json.loads(meta_path.read_text()) if writes and meta_path.exists() else {}
     meta = {
         "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
         "seeds": seeds, "variants": list(variants), "processes": processes,
@@ -201,7 +214,8 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
         "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
     }
-    meta_path.write_text(json.dumps(meta))
+    if writes:
+        meta_path.write_text(json.dumps(meta))
     return meta
 
 

@@ -40,6 +40,8 @@ def score_all(logits: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor
         logit or -1).
     """
     chosen = resolve_backend(backend, logits, op="acquisition scoring")
+    if logits.shape[1] == 0:  # an empty chunk or shard: nothing to launch a kernel for
+        return torch.empty(len(SCORE_ORDER), 0, dtype=torch.float32, device=logits.device), -1
     if chosen == "cpu":
         from alkernels.ops.acquisition.cpu import score_all_cpu
 
