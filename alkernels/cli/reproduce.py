@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, apply_threads,
-                               start_distributed, stop_distributed)
+from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, apply_threads, check_device,
+                               check_output_dir, cli_words, start_distributed, stop_distributed)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reset", default="both", choices=["both", "keep", "reset"],
                    help="weight-reset variants to run")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--restart-round", action="store_true",
+                   help="discard a damaged checkpoint of an unfinished run and redo its last round")
     p.add_argument("--processes", type=int, default=1, help="grid cells run in parallel processes")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round")
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
@@ -42,14 +45,23 @@ def run(args: argparse.Namespace) -> int:
     grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
     if args.distributed and args.processes != 1:
         raise ValueError("--distributed runs one grid cell at a time on all ranks; drop --processes")
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    check_device(args.device)
+    if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
+        check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
     apply_threads(args)
     device, say, data_first = start_distributed(args)
     with data_first:
         data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures,
                           split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
                           cache_dir=args.cache_dir, workers=args.workers)
-    meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
-                     processes=args.processes, device=device, distributed=args.distributed, log=say)
+    try:
+        meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
+                         processes=args.processes, device=device, distributed=args.distributed, log=say,
+                         restart_round=args.restart_round)
+    except ValueError as err:
+        raise cli_words(err) from err
     say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
     if not args.distributed or distributed_rank_zero():
         paths = write_report(args.out)

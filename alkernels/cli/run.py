@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -76,6 +77,57 @@ def stop_distributed(args: argparse.Namespace) -> None:
         distributed.destroy_process_group()
 
 
+def check_device(name: str) -> str:
+    """``name`` if torch can use it here: a clear error for an unknown device or a missing GPU."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: alkernels runs on cpu or cuda, not {device.type}")
+    return name
+
+
+def check_output_dir(path: str, *, resume: bool, restart_round: bool = False) -> None:
+    """Fail before any work when ``--out`` cannot take a run: a file, a path under a file, a folder
+    that cannot be written, one that another run is writing, or one that holds a run without
+    ``--resume``."""
+    from pathlib import Path
+
+    from alkernels.loop.rundir import RunDirectory
+
+    if restart_round and not resume:
+        raise ValueError("--restart-round only applies with --resume")
+    out = Path(path)
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    run_dir = RunDirectory(out)
+    with run_dir.lock():  # creates the folder, checks it is writable and not in use
+        pass
+    if run_dir.has_run() and not resume:
+        raise ValueError(f"--out {out} already holds a run: add --resume to continue it, or choose another "
+                         "--out")
+
+
+def cli_words(err: ValueError) -> ValueError:
+    """A library error about a run folder, re-worded with the CLI's flags."""
+    from alkernels.loop.rundir import DamagedCheckpointError, RunExistsError
+
+    if isinstance(err, RunExistsError):
+        return ValueError(str(err).replace("resume it (resume=True)", "add --resume to continue it"))
+    if isinstance(err, DamagedCheckpointError):
+        return ValueError(f"{err}; rerun with --resume --restart-round to discard it and redo the last round "
+                          "from the previous checkpoint")
+    return err
+
+
 def apply_threads(args: argparse.Namespace) -> None:
     """Set torch's intra-op thread count from ``--threads`` (if given)."""
     if args.threads is not None:
@@ -94,6 +146,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(p, default_dataset=None)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--restart-round", action="store_true",
+                   help="with --resume: discard a damaged checkpoint and redo the last round from the previous one")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--epochs", type=int, default=25, help="epochs per round")
     p.add_argument("--seed", type=int, default=0)
@@ -106,6 +160,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=24)
     p.add_argument("--dropout", type=float, default=0.1, help="head dropout (MC strategies need > 0)")
     p.add_argument("--passes", type=int, default=10, help="MC-dropout passes T")
+    p.add_argument("--nonfinite", default="raise", choices=["raise", "exclude"],
+                   help="structures whose logits are NaN/inf: stop with an error (raise) or never query them")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out test fraction")
     p.add_argument("--max-structures", type=int, default=None, help="for files: a random subset of this size")
     p.add_argument("--cutoff", type=float, default=4.0, help="graph cutoff in Angstrom")
@@ -139,8 +195,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.keep_optimizer and not args.reset_weights:
         raise ValueError("--keep-optimizer only applies with --reset-weights")
+    if args.max_structures is not None and args.max_structures < 2:
+        raise ValueError(f"--max-structures must be at least 2 (a train and a test structure), got {args.max_structures}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.passes < 1:
+        raise ValueError(f"--passes must be >= 1, got {args.passes}")
+    if args.strategy in strategies.MC_PASS and args.dropout == 0.0:
+        raise ValueError(f"--strategy {args.strategy} scores MC-dropout passes, which are identical with "
+                         "--dropout 0 (the scores would rank rounding noise); use --dropout > 0 or a "
+                         "single-pass strategy")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    check_device(args.device)
     apply_threads(args)
-    strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir())
+    strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir(),
+                               nonfinite=args.nonfinite)
+    if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
+        check_output_dir(args.out, resume=args.resume, restart_round=args.restart_round)
     device, say, data_first = start_distributed(args)
     t0 = time.perf_counter()
     with data_first:
@@ -155,9 +227,14 @@ def run(args: argparse.Namespace) -> int:
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
         seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=device,
-        progress=True, metadata={"dataset": data.name}, distributed=args.distributed)
+        progress=True, distributed=args.distributed,
+        metadata={"dataset": data.name, "label": args.label, "max_structures": args.max_structures,
+                  "test_fraction": args.test_fraction, "cutoff": args.cutoff, "graph_mode": args.graph_mode})
     t1 = time.perf_counter()
-    records = loop.run(resume=args.resume)
+    try:
+        records = loop.run(resume=args.resume, restart_round=args.restart_round)
+    except ValueError as err:
+        raise cli_words(err) from err
     say(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "
         f"(records in {loop.records_path})")
     say(results_table(records))

@@ -1,6 +1,7 @@
 """A torch Dataset over a :class:`GraphSet`, ``collate`` to :class:`GraphBatch`, and ``split``."""
 from __future__ import annotations
 
+import hashlib
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -62,6 +63,15 @@ class GraphDataset(Dataset):
         view = GraphDataset.__new__(GraphDataset)
         view.graphs, view.y, view.indices = self.graphs, self.y, self.indices[pos]
         return view
+
+    def fingerprint(self) -> str:
+        """A content hash of what this dataset serves: the graphs' cache key (structures and
+        build parameters), the selected items in order, and their targets."""
+        h = hashlib.sha256(self.graphs.key.encode())
+        h.update(np.ascontiguousarray(self.indices).tobytes())
+        if self.y is not None:
+            h.update(np.ascontiguousarray(self.y[self.indices]).tobytes())
+        return h.hexdigest()[:24]
 
     def spacegroups(self, symprec: float = DEFAULT_SYMPREC) -> np.ndarray:
         """spglib space-group numbers (int64 [len(self)], 1..230) of the items."""

@@ -1,16 +1,22 @@
 """The resumable pool-based active-learning loop (protocol A of the paper).
 
-Files in ``out_dir``:
+Files in ``out_dir`` (written through :class:`~alkernels.loop.rundir.RunDirectory`, which holds
+an exclusive lock on the folder while the run works):
 
-- ``config.json``: the run's settings (written once; a resume checks them).
+- ``config.json``: the run's identity: every setting that changes its results, the model's and
+  strategy's settings, and content hashes of the training and test data. A resume with any
+  difference is refused, naming each one.
 - ``records.jsonl``: one JSON object per finished round, appended, flushed and fsynced.
 - ``initial.pt``: the model's (and the strategy module's) ORIGINAL initial weights.
 - ``checkpoint.pt``: the state after the last finished round (model, optimiser, strategy module,
-  labelled set, the torch / numpy / Python RNG states), replaced atomically.
+  labelled set, the torch / numpy / Python RNG states), checksummed and replaced atomically;
+  ``checkpoint.pt.prev`` holds the round before.
 
 A killed run loses at most the round in progress: ``run(resume=True)`` reloads the checkpoint,
 drops records newer than it and continues; every record then equals the uninterrupted run's,
-except the two wall-time fields.
+except the two wall-time fields. A damaged checkpoint is refused by name;
+``run(resume=True, restart_round=True)`` discards it and redoes the last round from the previous
+one.
 
 With ``distributed=True`` the loop runs on every rank of a torchrun job (see
 :mod:`alkernels.distributed`): training is data-parallel (``DistributedDataParallel``, each global
@@ -21,7 +27,6 @@ the labelled set, each record), so only rank 0's node needs the folder.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -37,6 +42,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.dataset import collate
+from alkernels.loop.rundir import RunDirectory, fingerprint
+from alkernels.loop.rundir import read_records as _read_records
 from alkernels.strategies import Pool, Strategy
 
 #: The keys of every line of ``records.jsonl``.
@@ -85,21 +92,6 @@ def labelled_schedule(n: int, initial: int | float, query_size: int | float, rou
     return counts
 
 
-def _fsync_append(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def rank_seed(seed: int, rank: int) -> int:
     """The torch seed of ``rank`` > 0 in a distributed run (rank 0 keeps ``seed``'s stream), so
     the ranks draw independent dropout masks."""
@@ -107,16 +99,28 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """The complete records of ``records.jsonl`` (a torn last line from a kill is skipped)."""
-    out = []
-    p = Path(path)
-    if not p.exists():
-        return out
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    """The complete records of a ``records.jsonl`` (a torn last line from a kill is skipped;
+    a damaged line elsewhere raises ValueError naming the file and line)."""
+    return _read_records(path)
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """A content hash of a dataset for the run identity: ``dataset.fingerprint()`` when it has
+    one (``GraphDataset``: graphs, selected items and targets), else its type and length only."""
+    method = getattr(dataset, "fingerprint", None)
+    if callable(method):
+        return str(method())
+    return f"{type(dataset).__name__} of {len(dataset)} (no fingerprint())"
+
+
+def _flat(prefix: str, settings: dict) -> dict:
+    """``{"a": 1}`` -> ``{"<prefix>.a": 1}`` (nested dicts flattened), for readable differences."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = value
     return out
 
 
@@ -150,7 +154,8 @@ class ActiveLearningLoop:
         device: torch device for the model.
         collate_fn: list of items -> batch (``alkernels.data.collate`` by default).
         progress: show a tqdm bar per round.
-        metadata: extra JSON-serialisable fields stored in ``config.json`` (dataset, preset).
+        metadata: extra JSON-serialisable fields stored in ``config.json`` and checked on resume
+            (dataset spec, graph settings, preset).
         distributed: run on every rank of a torchrun job (joins it if needed; ``device="cuda"``
             means each rank's ``cuda:LOCAL_RANK``). The schedule, batch size and learning rate
             keep their single-process meaning (``batch_size`` is the global batch); the world
@@ -184,6 +189,7 @@ class ActiveLearningLoop:
         self.reset_weights = reset_weights
         self.reset_optimizer = reset_weights if reset_optimizer is None else reset_optimizer
         self.out_dir = Path(out_dir)
+        self.run_dir = RunDirectory(self.out_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.lr, self.weight_decay = lr, weight_decay
         self.distributed = distributed
@@ -203,13 +209,21 @@ class ActiveLearningLoop:
 
     # -- configuration -----------------------------------------------------------------------
     def config(self) -> dict:
-        """The JSON-serialisable settings of this run (``config.json``)."""
+        """The run's identity (``config.json``): every setting that changes its results, the
+        model's and strategy's settings (``model.*``, ``strategy.*``) and content hashes of the
+        training and test data. The device and the evaluation batch size are not part of it."""
+        if not hasattr(self, "model"):
+            self._build_model()
+        method = getattr(self.model, "settings", None)
+        model_settings = method() if callable(method) else {"repr": fingerprint(repr(self.model))}
         return {
             "strategy": self.strategy.name, "seed": self.seed, "rounds": self.rounds,
             "epochs": self.epochs, "schedule": self.schedule, "n_train": self.n_train,
             "n_test": len(self.test_set), "reset_weights": self.reset_weights,
             "reset_optimizer": self.reset_optimizer, "batch_size": self.batch_size,
             "lr": self.lr, "weight_decay": self.weight_decay,
+            "train_data": data_fingerprint(self.train_set), "test_data": data_fingerprint(self.test_set),
+            **_flat("model", model_settings), **_flat("strategy", self.strategy.settings()),
             **({"world_size": self.world_size} if self.distributed else {}), **self.metadata,
         }
 
@@ -249,15 +263,18 @@ class ActiveLearningLoop:
         if self.aux is not None:
             self.aux.load_state_dict(weights["aux"])
 
-    def _fresh_start(self) -> None:
+    def _build_model(self) -> None:
+        """The model (and the strategy's module) with the run's initial weights: seeded by ``seed``."""
         torch.manual_seed(self.seed)
         random.seed(self.seed)
         self.model = self.model_factory().to(self.device)
         self.aux = self.strategy.setup(self.model)
+
+    def _fresh_start(self) -> None:
         self.initial_weights = {k: {n: t.detach().clone() for n, t in v.items()} if v is not None else None
                                 for k, v in self._weights().items()}
         if self.writes_files:
-            _atomic_save(self.initial_weights, self.out_dir / "initial.pt")
+            self.run_dir.save_state("initial.pt", self.initial_weights)
         self.optimizer = self._make_optimizer()
         self.rng = np.random.default_rng(self.seed)
         self.loader_gen = torch.Generator().manual_seed(self.seed)
@@ -280,11 +297,9 @@ class ActiveLearningLoop:
         if self.distributed:  # every rank's own torch (and CUDA) generator, in rank order
             state["rank_rngs"] = dist_mod.gather_objects((torch_rng, cuda_rng))
         if self.writes_files:
-            _atomic_save(state, self.checkpoint_path)
+            self.run_dir.save_checkpoint(state)
 
     def _restore(self, state: dict, initial_weights: dict) -> None:
-        self.model = self.model_factory().to(self.device)
-        self.aux = self.strategy.setup(self.model)
         self.initial_weights = initial_weights
         self._load_weights(state["weights"])
         self.optimizer = self._make_optimizer()
@@ -302,43 +317,30 @@ class ActiveLearningLoop:
         self.labelled = list(state["labelled"])
         self.next_round = int(state["next_round"])
 
-    def _read_run(self, resume: bool) -> tuple[dict | None, dict | None, list[dict]]:
-        """Check ``out_dir`` against this run's settings and load what a resume needs (the
+    def _read_run(self, resume: bool, restart_round: bool) -> tuple[dict | None, dict | None, list[dict]]:
+        """Check ``out_dir`` against this run's identity and load what a resume needs (the
         writing process only): (checkpoint state or None, initial weights or None, the records
         of the finished rounds); writes ``config.json`` and drops records newer than the state."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.out_dir / "config.json"
         config = self.config()
-        if config_path.exists():
-            if not resume:
-                raise ValueError(f"{self.out_dir} already holds a run; pass resume=True to continue "
-                                 f"it or choose another output directory")
-            old = json.loads(config_path.read_text())
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            if changed:
-                raise ValueError(f"cannot resume {self.out_dir}: settings differ in {', '.join(changed)}")
+        self.run_dir.check_identity(config, resume=resume)
         state = initial = None
-        if resume and self.checkpoint_path.exists():
+        if resume:
             # Distributed: CPU tensors, pickled to the other ranks, which load them onto their device.
             where = "cpu" if self.distributed else self.device
-            initial = torch.load(self.out_dir / "initial.pt", weights_only=False,
-                                 **({"map_location": "cpu"} if self.distributed else {}))
-            state = torch.load(self.checkpoint_path, weights_only=False, map_location=where)
-        config_path.write_text(json.dumps(config, indent=1))
+            state = self.run_dir.load_checkpoint(restart_round=restart_round, map_location=where)
+            if state is not None:
+                initial = self.run_dir.load_state("initial.pt", map_location=where)
+        self.run_dir.write_config(config)
         done = int(state["next_round"]) if state is not None else 0
-        records = [r for r in read_records(self.records_path) if r["round"] < done]
-        with open(self.records_path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-            f.flush()
-            os.fsync(f.fileno())
-        return state, initial, records
+        return state, initial, self.run_dir.records(upto=done)
 
-    def _prepare(self, resume: bool) -> list[dict]:
+    def _prepare(self, resume: bool, restart_round: bool) -> list[dict]:
+        self._build_model()
         if not self.distributed:
-            state, initial, records = self._read_run(resume)
+            state, initial, records = self._read_run(resume, restart_round)
         else:
             with self._phase("setup"):
-                state, initial, records = dist_mod.on_rank_zero(self._read_run, resume,
+                state, initial, records = dist_mod.on_rank_zero(self._read_run, resume, restart_round,
                                                                 what=f"reading {self.out_dir}")
         if state is not None:
             self._restore(state, initial)
@@ -436,9 +438,25 @@ class ActiveLearningLoop:
         return [int(i) for i in chosen]
 
     # -- the run -------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> list[dict]:
-        """Run (or, with ``resume=True``, continue) the loop; returns every round's record."""
-        records = self._prepare(resume)
+    def run(self, resume: bool = False, restart_round: bool = False) -> list[dict]:
+        """Run (or, with ``resume=True``, continue) the loop; returns every round's record.
+
+        Args:
+            resume: continue the run stored in ``out_dir`` (its identity must match).
+            restart_round: with ``resume``, discard a damaged checkpoint and redo the last round
+                from the previous one.
+
+        Raises:
+            RunInUseError: another process is writing ``out_dir``.
+            RunExistsError, SettingsChangedError, DamagedCheckpointError, DamagedRunError: see
+                :mod:`alkernels.loop.rundir`.
+        """
+        guard = self.run_dir.lock() if self.writes_files else nullcontext()
+        with guard:
+            return self._run(resume, restart_round)
+
+    def _run(self, resume: bool, restart_round: bool) -> list[dict]:
+        records = self._prepare(resume, restart_round)
         for r in range(self.next_round, self.rounds):
             if r > 0 and self.reset_weights:
                 self._load_weights(self.initial_weights)
@@ -472,7 +490,7 @@ class ActiveLearningLoop:
             self.next_round = r + 1
             with self._phase(f"checkpoint, round {r + 1}"):
                 if self.writes_files:
-                    _fsync_append(self.records_path, json.dumps(record))
+                    self.run_dir.append_record(record)
                 self._checkpoint()
             records.append(record)
         return records

@@ -7,7 +7,7 @@ Defaults reproduce the Open MatSciML Toolkit EGNN with the paper's Table 2 hyper
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -176,6 +176,10 @@ class EGNN(nn.Module):
     def out_dim(self) -> int:
         """Width of the graph embedding."""
         return self.config.proj_dim
+
+    def settings(self) -> dict:
+        """The configuration, backend and precision (JSON-serialisable; part of a run's identity)."""
+        return {**asdict(self.config), "backend": self.backend, "precision": self.precision}
 
     def forward(
         self, batch: GraphBatch, return_taps: bool = False

@@ -49,6 +49,8 @@ class SpaceGroupClassifier(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.encoder = encoder
+        self._settings = {"dropout": dropout, "hidden": hidden, "activation": activation, "norm": norm,
+                          "num_classes": num_classes}
         self.inp = nn.Sequential(nn.Linear(encoder.out_dim, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
         self.block = nn.Sequential(nn.Linear(hidden, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
         self.out = nn.Linear(hidden, num_classes)
@@ -56,6 +58,10 @@ class SpaceGroupClassifier(nn.Module):
     def embed(self, batch: GraphBatch) -> torch.Tensor:
         """Encoder output, float [B, encoder.out_dim]."""
         return self.encoder(batch)
+
+    def settings(self) -> dict:
+        """The head's and the encoder's settings (JSON-serialisable; part of a run's identity)."""
+        return {**self._settings, "encoder": self.encoder.settings()}
 
     def head(self, emb: torch.Tensor) -> torch.Tensor:
         """Logits [B, num_classes] from embeddings [B, encoder.out_dim]."""

@@ -119,6 +119,11 @@ class Strategy:
         chosen, rng.bit_generator.state = distributed.on_rank_zero(answer, what=f"its {self.name} query")
         return chosen
 
+    def settings(self) -> dict:
+        """The strategy's options that change which structures it picks (JSON-serialisable);
+        part of a run's identity, so a resume with other options is refused. Default: none."""
+        return {}
+
     def setup(self, model: nn.Module) -> nn.Module | None:
         """Create the strategy's own trainable module for ``model``, or None (the default).
 

@@ -96,6 +96,10 @@ class LearningLossStrategy(Strategy):
         self.stop_gradient = stop_gradient
         self.module: LossPredictionModule | None = None
 
+    def settings(self) -> dict:
+        return {"tap_dims": list(self.tap_dims), "hidden": self.hidden, "weight": self.weight,
+                "margin": self.margin, "stop_gradient": self.stop_gradient}
+
     def setup(self, model: nn.Module) -> nn.Module:
         self.module = LossPredictionModule(self.tap_dims, self.hidden).to(model_device(model))
         return self.module

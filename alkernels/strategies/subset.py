@@ -41,9 +41,9 @@ class RandomStrategy(Strategy):
 class OrderStrategy(Strategy):
     """Query in a fixed, model-free order over the training set (furthest from a centre first).
 
-    Subclasses implement :meth:`features` (float64 [N, D], one row per dataset item),
-    :meth:`order_from_features` and :meth:`settings` (everything besides the features that
-    changes the order; it is part of the cache key).
+    Subclasses implement :meth:`features` (float64 [N, D], one row per dataset item) and
+    :meth:`order_from_features`, and override :meth:`settings` with everything besides the
+    features that changes the order (it is part of the cache key and of a run's identity).
 
     Args:
         cache_dir: optional folder for the computed order (one small ``.npy`` per dataset and
@@ -57,10 +57,6 @@ class OrderStrategy(Strategy):
 
     def features(self, pool: Pool) -> np.ndarray:
         """float64 [N, D], a descriptor of every item of ``pool.dataset`` (all N, not the pool)."""
-        raise NotImplementedError
-
-    def settings(self) -> dict:
-        """The options that change the order, as JSON-serialisable values."""
         raise NotImplementedError
 
     def order_from_features(self, features: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ class UncertaintyStrategy(Strategy):
         self.nonfinite = nonfinite
         self.mc = name in MC_PASS
 
+    def settings(self) -> dict:
+        return {"passes": self.passes if self.mc else None, "nonfinite": self.nonfinite}
+
     @torch.no_grad()
     def _stream(self, model: nn.Module, pool: Pool, selector: Any, start: int = 0) -> None:
         """Feed the logits of every chunk of ``pool`` to ``selector`` at pool positions

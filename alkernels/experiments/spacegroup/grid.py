@@ -114,9 +114,10 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
 
 
 def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
-             progress: bool = False, distributed: bool = False) -> dict:
+             progress: bool = False, distributed: bool = False, restart_round: bool = False) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``. With
-    ``distributed=True`` every rank of the torchrun job calls it for the same cell."""
+    ``distributed=True`` every rank of the torchrun job calls it for the same cell;
+    ``restart_round`` discards a damaged checkpoint of the cell (see ``ActiveLearningLoop.run``)."""
     t0 = time.perf_counter()
     folder = cell.folder(out)
     n = len(data.train)
@@ -130,20 +131,21 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
         reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
         batch_size=preset.batch_size, lr=preset.lr, device=device, progress=progress,
         metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name}, distributed=distributed)
-    records = loop.run(resume=True)
+    records = loop.run(resume=True, restart_round=restart_round)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
 
 _WORKER: dict = {}
 
 
-def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str) -> None:
+def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, restart_round: bool) -> None:
     torch.set_num_threads(1)
-    _WORKER.update(data=data, preset=preset, out=out, device=device)
+    _WORKER.update(data=data, preset=preset, out=out, device=device, restart_round=restart_round)
 
 
 def _run_in_worker(cell: Cell) -> dict:
-    return run_cell(cell, _WORKER["data"], _WORKER["preset"], _WORKER["out"], device=_WORKER["device"])
+    return run_cell(cell, _WORKER["data"], _WORKER["preset"], _WORKER["out"], device=_WORKER["device"],
+                    restart_round=_WORKER["restart_round"])
 
 
 def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
@@ -153,7 +155,8 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              device: str = "cpu", log: Callable[[str], None] = print, distributed: bool = False) -> dict:
+              device: str = "cpu", log: Callable[[str], None] = print, distributed: bool = False,
+              restart_round: bool = False) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
 
     Args:
@@ -168,6 +171,7 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         distributed: every rank of a torchrun job calls this; the cells run one after the other,
             each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
             cells are left and alone writes ``out``; ``processes`` must be 1.
+        restart_round: discard damaged checkpoints of unfinished cells and redo their last round.
     """
     if distributed and processes != 1:
         raise ValueError("a distributed grid runs one cell at a time on all ranks; use processes=1")
@@ -196,12 +200,13 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     if processes > 1 and todo:
         ctx = get_context("spawn")
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(data, preset, out, device)) as pool:
+                                 initargs=(data, preset, out, device, restart_round)) as pool:
             for fut in as_completed([pool.submit(_run_in_worker, c) for c in todo]):
                 finished(fut.result())
     else:
         for cell in todo:
-            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed))
+            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed,
+                              restart_round=restart_round))
     bar.close()
     wall = time.perf_counter() - t0
     meta_path = out / "experiment.json"
