@@ -1,7 +1,8 @@
-"""``alkernels data``: generate the built-in synthetic dataset and build (cached) crystal graphs."""
+"""``alkernels data``: generate the built-in datasets and build (cached) crystal graphs."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -11,10 +12,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True)
 
     synth = data_sub.add_parser(
-        "synth", help="generate symmetric random crystals (pyxtal) labelled by spglib",
-        description="Writes DIR/synthetic.extxyz (info: id, spacegroup_number, requested_spacegroup) "
-                    "and DIR/synthetic.csv (one row per structure).",
+        "synth", help="generate a built-in dataset (perovskite-derived cells or random crystals), spglib-labelled",
+        description="Writes DIR/synthetic.extxyz (--generator builtin) or DIR/perovskite.extxyz (info: id and "
+                    "every table column, e.g. spacegroup_number) and the same name .csv (one row per "
+                    "structure). The output is checked before generating.",
     )
+    synth.add_argument("--generator", choices=("builtin", "perovskite"), default="builtin",
+                       help="builtin: random symmetric crystals from pyxtal (dataset spec builtin:N); perovskite: "
+                            "tilted/polar ABX3 cells (perovskite:N, the embedded default)")
     synth.add_argument("--n", type=int, required=True, help="number of structures")
     synth.add_argument("--out", type=Path, required=True, help="output directory")
     synth.add_argument("--seed", type=int, default=0)
@@ -35,23 +40,54 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     graphs.set_defaults(func=run_build_graphs)
 
 
+def _check_synth_output(out: Path, names: list[str]) -> None:
+    """Fail before generating when the files cannot be written: a file where the folder should
+    be (or above it), a folder that cannot be written, or output files that already exist."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot create the folder ({err.strerror})") from err
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the folder is not writable")
+    existing = [name for name in names if (out / name).exists()]
+    if existing:
+        raise ValueError(f"--out {out} already holds {', '.join(existing)}: choose another folder or remove them")
+
+
 def run_synth(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    stem = "synthetic" if args.generator == "builtin" else "perovskite"
+    names = [f"{stem}.extxyz", f"{stem}.csv"]
+    _check_synth_output(args.out, names)
+
     import ase.io
+    import numpy as np
 
-    from alkernels.data import synthetic_crystals
+    from alkernels.data import perovskite_crystals, synthetic_crystals
 
+    generate = perovskite_crystals if args.generator == "perovskite" else synthetic_crystals
     t0 = time.perf_counter()
-    structures = synthetic_crystals(args.n, seed=args.seed, workers=args.workers, cache_dir=args.cache_dir)
+    structures = generate(args.n, seed=args.seed, workers=args.workers, cache_dir=args.cache_dir)
     elapsed = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
     frames = []
-    for atoms, sid, row in zip(structures.atoms, structures.ids, structures.table.itertuples()):
+    for atoms, sid, row in zip(structures.atoms, structures.ids, structures.table.to_dict("records")):
         frame = atoms.copy()
-        frame.info.update(id=sid, spacegroup_number=int(row.spacegroup_number),
-                          requested_spacegroup=int(row.requested_spacegroup))
+        frame.info.update(id=sid, **{k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()})
         frames.append(frame)
-    ase.io.write(args.out / "synthetic.extxyz", frames, format="extxyz")
-    structures.table.assign(id=structures.ids).to_csv(args.out / "synthetic.csv", index=False)
+    # write beside the final names, then rename: an interrupted write leaves no partial file
+    tmp = [args.out / f".{name}.{os.getpid()}.tmp" for name in names]
+    ase.io.write(tmp[0], frames, format="extxyz")
+    structures.table.assign(id=structures.ids).to_csv(tmp[1], index=False)
+    for t, name in zip(tmp, names):
+        os.replace(t, args.out / name)
     print(f"{len(structures)} structures ({structures.table['n_atoms'].mean():.1f} atoms on average, "
           f"{len(set(structures.labels.tolist()))} space groups) in {elapsed:.1f} s -> {args.out}")
     return 0

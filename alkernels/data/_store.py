@@ -48,6 +48,21 @@ class DamagedStoreError(ValueError):
 _VERIFIED: set[tuple[str, int]] = set()
 
 
+def _remove_dead_builds(path: Path) -> None:
+    """Delete the temporary folders of builds of ``path`` whose process no longer runs (killed
+    before its rename); a live builder's folder is left alone."""
+    for tmp in path.parent.glob(f".{path.name}.*"):
+        pid = tmp.name[len(path.name) + 2:].partition(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # a live process of another user
+            pass
+
+
 class ArrayWriter:
     """Accumulate named arrays chunk by chunk, in memory or streamed into a cache directory.
 
@@ -64,7 +79,8 @@ class ArrayWriter:
         self._tmp: Path | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            _remove_dead_builds(path)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
 
     def append(self, name: str, array: np.ndarray) -> None:
         """Append ``array`` along axis 0 to the array ``name`` (same dtype and trailing shape)."""
