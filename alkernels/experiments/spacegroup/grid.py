@@ -78,10 +78,10 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset("quick", structures=300, split=(0.8, 0.2), cutoff=4.0, graph_mode="periodic",
                     epochs=1, lr=1e-3, backend="torch"),
     # The first five minutes (make demo): 2,500 generated perovskite-derived cells (2,000 train /
-    # 500 test), 10% to 50% labelled in 5 rounds of 3 epochs, fused kernels. The model learns the
+    # 500 test), 10% to 50% labelled in 5 rounds of 8 epochs, fused kernels. The model learns the
     # tilt systems and polar distortions within that budget, so strategies can differ.
     "demo": Preset("demo", structures=None, split=(0.8, 0.2), cutoff=4.5, graph_mode="periodic",
-                   rounds=5, epochs=3, lr=1e-3, dataset="perovskite:2500"),
+                   rounds=5, epochs=8, lr=1e-3, dataset="perovskite:2500"),
 }
 
 @dataclass(frozen=True)

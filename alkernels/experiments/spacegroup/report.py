@@ -228,7 +228,10 @@ def _pyplot():
     return plt
 
 
-def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) -> None:
+def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path,
+                 majority: float | None = None) -> None:
+    """Curves of ``metric`` per strategy and variant; ``majority``: the test accuracy (%) of
+    always predicting the most frequent class, drawn as a dotted line."""
     plt = _pyplot()
     variants = [v for v in ("keep", "reset") if v in set(summary.variant)]
     fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5),
@@ -247,6 +250,8 @@ def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path) ->
             m, s = std.iloc[0][f"{metric}_mean"], std.iloc[0][f"{metric}_std"]
             ax.axhline(m, color="black", ls="--", lw=1.5, label="standard (full data)")
             ax.axhspan(m - s, m + s, color="black", alpha=0.08)
+        if majority is not None:
+            ax.axhline(majority, color="grey", ls=":", lw=1.5, label=f"most frequent class ({majority:.1f}%)")
         ax.set_title(f"weights {'kept' if variant == 'keep' else 'reset'} between rounds")
         ax.set_xlabel("labelled fraction of the training set (%)")
         ax.grid(alpha=0.3)
@@ -311,7 +316,9 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                      "Seconds per round (mean over rounds and seeds):", "", timing_table(summary, variant), ""]
     body += ["## Checks against the paper's claims", "", claims_markdown(c)]
     paths["table.md"].write_text("\n".join(head + body))
-    _plot_metric(summary, "acc", "test accuracy (%)", paths["accuracy.png"])
+    test_labels = np.asarray(meta.get("test_spacegroups", []), dtype=np.int64)
+    majority = 100 * np.bincount(test_labels).max() / len(test_labels) if len(test_labels) else None
+    _plot_metric(summary, "acc", "test accuracy (%)", paths["accuracy.png"], majority)
     _plot_metric(summary, "loss", "test cross-entropy", paths["loss.png"])
     if meta:
         paths["spacegroups.png"] = dest / "spacegroups.png"
