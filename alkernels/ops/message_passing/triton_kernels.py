@@ -1,44 +1,45 @@
 """Triton kernels of the fused EGNN edge op (GPU, or CPU under ``TRITON_INTERPRET=1``).
 
 Layout: program ``p`` owns blocks of ``BLOCK_N`` consecutive receivers (persistent grid); it walks
-their edges (sorted by receiver) in chunks of ``BLOCK_E``, computes the whole edge MLP and
-coordinate MLP of a chunk on chip with ``tl.dot`` and reduces the chunk into its receivers with a
-one-hot ``[BLOCK_N, BLOCK_E]`` matmul, so no atomics are used and results are deterministic.
+their edges (sorted by receiver) in chunks of ``BLOCK_E`` and computes the edge MLP and the
+coordinate MLP of a chunk with ``tl.dot``. Receiver sums use a one-hot ``[BLOCK_N, BLOCK_E]``
+matmul into the block's own output rows, so no atomics are used and results are deterministic.
 
-Shaped for the register file: no ``[H, H]`` weight or weight-gradient tile is ever live. Each
-hidden layer is processed in column chunks of ``KH`` (``KX`` for the coordinate MLP): the chunk
-``z2[:, j]`` of the second layer is computed from ``z1`` and at once multiplied into the third
-layer's accumulator, so a chunk of weights (``[H, KH]``, 32 registers per thread at H = 128,
-KH = 32 and 4 warps) and a ``[BLOCK_E, KH]`` activation are the only transient tiles. Backward
-walks the same chunks: it recomputes ``z2[:, j]`` (``p1[:, j]``), adds its weight-gradient tile
-(``[H, KH]`` and ``[KH, H]``) to the program's slice and accumulates the gradient of the layer
-below, so the live state is a handful of ``[BLOCK_E, H]`` tiles. ``python -m alkernels.ops.aot``
-reports registers, local memory and tensor-core instructions of every configuration.
+Shaped for the register file: every matmul is a ``[BLOCK_E, K] @ [K, K]`` tile product (``K`` =
+32 at the paper's widths). Triton keeps both operands of a ``tl.dot`` in registers, so one
+``[32, 128] @ [128, 128]`` product needs hundreds of registers per thread (what the first
+version of these kernels did: 255 registers and kilobytes of local memory). Here a layer's input
+is instead written once to a scratch buffer, read back in ``[BLOCK_E, K]`` column tiles (from L1)
+and multiplied by ``[K, K]`` weight tiles, accumulating one ``[BLOCK_E, K]`` output tile at a
+time; a barrier orders the layers. Live state is a few ``[BLOCK_E, K]`` tiles: no spills, and
+every product runs on tensor cores in tf32/bf16 (``python -m alkernels.ops.aot`` reports
+registers, local memory and HMMA counts per configuration).
 
-Backward recomputes the chunk's activations, then back-propagates through both MLPs. Receiver
-sums (``gB``, the receiver part of ``gx``) use the same one-hot reduction; the sender parts are
-written per edge (``[E, F]`` and ``[E, 4]``, much smaller than E x H) and gathered per sender
-through the CSR over ``src`` by a second kernel; weight gradients accumulate in one slice per
-program of a ``[P, ...]`` buffer that torch sums at the end.
+Forward: the scratch is ``BLOCK_E`` rows per program, so memory stays O(programs) and nothing per
+edge is saved for backward. Backward recomputes the activations into per-EDGE buffers (``[E, H]``
+and ``[E, C]``, allocated for the duration of one backward call), back-propagates through both
+MLPs into per-edge gradient buffers, and leaves the weight gradients to torch: each is one
+``G^T @ X`` GEMM over all edges (cuBLAS on a GPU), deterministic, instead of read-modify-writes
+of per-program slices. The sender parts of ``gh`` and ``gx`` are gathered per sender through the
+CSR over ``src`` by a second kernel.
 
 Precision (``precision=`` of the launchers; every matmul accumulates in fp32, and the geometry,
 distances, directions and tanh, is fp32 throughout):
 
 * ``"fp32"``: fp32 results. On sm_80 and newer the matmuls run on tensor cores as 3xTF32 (each
-  fp32 operand split into a TF32 high and low part, three TF32 products), which keeps fp32
-  accuracy without the register cost of Triton's FMA matmul; below sm_80 and in the interpreter
-  they are IEEE fp32 FMAs.
+  fp32 operand split into a TF32 high and low part, three TF32 products), about as accurate as
+  fp32 FMAs; below sm_80 and in the interpreter they are IEEE fp32.
 * ``"tf32"``: TF32 tensor-core inputs (sm_80+).
-* ``"bf16"``: bfloat16 matmul inputs (sm_80+).
+* ``"bf16"``: bfloat16 matmul inputs (sm_80+); the weight-gradient GEMMs take bf16 inputs too.
 
-The one-hot receiver sums always keep fp32 accuracy (3xTF32 on sm_80+, IEEE otherwise). The
-launchers refuse tf32 and bf16 below sm_80 before anything is compiled
+The one-hot receiver sums keep fp32 accuracy in every mode (3xTF32 on sm_80+, IEEE otherwise).
+The launchers refuse tf32 and bf16 below sm_80 before anything is compiled
 (:func:`alkernels.ops.arch.check_device`).
 
-The interpreter runs the same block sizes as a GPU (``BLOCK_E``, ``BLOCK_N``, ``KH``, ``KX``), so
-the tests exercise the GPU configuration; only the matmul precision mapping differs (the
-interpreter's ``tl.dot`` ignores input precision, and bf16 inputs are rounded explicitly
-because its bfloat16 ``tl.dot`` is wrong).
+The interpreter runs the same block sizes as a GPU (``BLOCK_E``, ``BLOCK_N``, ``K``), so the tests
+exercise the GPU configuration; only the matmul precision mapping differs (the interpreter's
+``tl.dot`` ignores input precision, and bf16 inputs are rounded explicitly because its bfloat16
+``tl.dot`` is wrong).
 """
 from __future__ import annotations
 
@@ -50,13 +51,13 @@ import triton.language as tl
 from alkernels.ops.arch import KernelConfig, arch_of, check_device
 from alkernels.ops.message_passing.graph import PRECISIONS, EdgeGraph, EdgeWeights, split_first_layer
 
-#: Receivers per block, edges per chunk, and the column chunks of the hidden layers.
+#: Receivers per block, edges per chunk, and the largest matmul tile width.
 BLOCK_N = 16
 BLOCK_E = 32
 CHUNK = 32
 #: Warps per program of the forward, backward and sender-reduction kernels.
 FWD_WARPS = 4
-BWD_WARPS = 8
+BWD_WARPS = 4
 SENDER_WARPS = 4
 SENDER_BLOCK = 32
 
@@ -85,24 +86,54 @@ def _mm(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def _tile(ptr, R: tl.constexpr, K: tl.constexpr, RS: tl.constexpr, CS: tl.constexpr):
+def _tile(ptr, R: tl.constexpr, K: tl.constexpr, RS, CS):
     """The [R, K] tile with element [r, k] at ``ptr[r * RS + k * CS]``."""
-    r = tl.arange(0, R)
-    k = tl.arange(0, K)
-    return tl.load(ptr + r[:, None] * RS + k[None, :] * CS)
+    return tl.load(ptr + tl.arange(0, R)[:, None] * RS + tl.arange(0, K)[None, :] * CS)
 
 
 @triton.jit
-def _acc_tile(ptr, value, R: tl.constexpr, K: tl.constexpr, RS: tl.constexpr):
-    """ptr[r * RS + k] += value[r, k] (a tile of the program's weight-gradient slice)."""
-    offs = tl.arange(0, R)[:, None] * RS + tl.arange(0, K)[None, :]
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+def _load_cols(base, LD: tl.constexpr, j0, valid, K: tl.constexpr):
+    """Columns j0 .. j0+K-1 of the row-major [BLOCK_E, LD] buffer at ``base`` (0 past ``valid``)."""
+    r = tl.arange(0, valid.shape[0])
+    return tl.load(base + r[:, None] * LD + j0 + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0)
 
 
 @triton.jit
-def _acc_vec(ptr, value, LEN: tl.constexpr):
-    offs = tl.arange(0, LEN)
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+def _store_cols(base, LD: tl.constexpr, j0, tile, valid, K: tl.constexpr):
+    r = tl.arange(0, valid.shape[0])
+    tl.store(base + r[:, None] * LD + j0 + tl.arange(0, K)[None, :], tile, mask=valid[:, None])
+
+
+@triton.jit
+def _linear_relu(in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out_base, valid,
+                 K: tl.constexpr, PREC: tl.constexpr):
+    """out = relu(in @ W^T + b) for the [BLOCK_E, IN] rows at ``in_base``, W [OUT, IN] row-major,
+    one [BLOCK_E, K] output tile at a time; ends with a barrier (out is read by other threads)."""
+    for j in range(OUT // K):
+        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        for k in range(IN // K):
+            w = _tile(w_ptr + j * K * IN + k * K, K, K, 1, IN)  # [kk, jj] = W[j K + jj, k K + kk]
+            acc += _mm(_load_cols(in_base, IN, k * K, valid, K), w, PREC)
+        acc = tl.maximum(acc + tl.load(b_ptr + j * K + tl.arange(0, K))[None, :], 0.0)
+        _store_cols(out_base, OUT, j * K, acc, valid, K)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _linear_relu_bwd(gout_base, OUT: tl.constexpr, w_ptr, IN: tl.constexpr, in_base, gin_base, valid,
+                     extra_ptr, rows, HAS_EXTRA: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+    """gin = (gout @ W [+ extra_ptr[rows]]) where in > 0, the gradient through ``relu(in)`` feeding
+    a Linear with weight W [OUT, IN]; one [BLOCK_E, K] tile at a time; ends with a barrier."""
+    for k in range(IN // K):
+        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        for j in range(OUT // K):
+            w = _tile(w_ptr + j * K * IN + k * K, K, K, IN, 1)  # [jj, kk] = W[j K + jj, k K + kk]
+            acc += _mm(_load_cols(gout_base, OUT, j * K, valid, K), w, PREC)
+        if HAS_EXTRA:
+            acc += tl.load(extra_ptr + rows[:, None] * IN + k * K + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0)
+        acc = tl.where(_load_cols(in_base, IN, k * K, valid, K) > 0, acc, 0.0)
+        _store_cols(gin_base, IN, k * K, acc, valid, K)
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -125,28 +156,28 @@ def _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E: tl.constexp
 
 
 @triton.jit
-def _first_layer(src, dst, valid, r2, a_ptr, b_ptr, w_ptr, H: tl.constexpr):
-    """z1 = relu(A[src] + B[dst] + w r^2), [BLOCK_E, H]."""
-    offs_h = tl.arange(0, H)
-    pre = (
-        tl.load(a_ptr + src[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-        + tl.load(b_ptr + dst[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-        + tl.load(w_ptr + offs_h)[None, :] * r2[:, None]
-    )
-    return tl.maximum(pre, 0.0)
-
-
-@triton.jit
-def _two_layers(x, w_a, b_a, w_b, b_b, IN: tl.constexpr, MID: tl.constexpr, OUT: tl.constexpr,
-                K: tl.constexpr, PREC: tl.constexpr):
-    """relu(relu(x @ Wa^T + ba) @ Wb^T + bb) for x [BLOCK_E, IN], Wa [MID, IN], Wb [OUT, MID],
-    over column chunks of K of the middle layer (one [IN, K] and one [K, OUT] weight tile live)."""
-    acc = tl.zeros((x.shape[0], OUT), dtype=tl.float32)
-    for j in range(MID // K):
-        mid = tl.maximum(_mm(x, _tile(w_a + j * K * IN, IN, K, 1, IN), PREC)
-                         + tl.load(b_a + j * K + tl.arange(0, K))[None, :], 0.0)
-        acc += _mm(mid, _tile(w_b + j * K, K, OUT, 1, MID), PREC)
-    return tl.maximum(acc + tl.load(b_b + tl.arange(0, OUT))[None, :], 0.0)
+def _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                 wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
+                 H: tl.constexpr, C: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+    """Both MLPs of one edge chunk into the scratch rows z1_s, z2_s, m_s [BLOCK_E, H] and
+    p1_s, p2_s [BLOCK_E, C]; returns the coordinate gate tanh(phi_x(m)) [BLOCK_E]."""
+    for j in range(H // K):  # z1 = relu(A[src] + B[dst] + w r^2), the per-node split first layer
+        cols = j * K + tl.arange(0, K)
+        pre = (
+            tl.load(a_ptr + src[:, None] * H + cols[None, :], mask=valid[:, None], other=0.0)
+            + tl.load(b_ptr + dst[:, None] * H + cols[None, :], mask=valid[:, None], other=0.0)
+            + tl.load(w_ptr + cols)[None, :] * r2[:, None]
+        )
+        _store_cols(z1_s, H, j * K, tl.maximum(pre, 0.0), valid, K)
+    tl.debug_barrier()
+    _linear_relu(z1_s, H, w2_ptr, b2_ptr, H, z2_s, valid, K, PREC)
+    _linear_relu(z2_s, H, w3_ptr, b3_ptr, H, m_s, valid, K, PREC)
+    _linear_relu(m_s, H, wx1_ptr, bx1_ptr, C, p1_s, valid, K, PREC)
+    _linear_relu(p1_s, C, wx2_ptr, bx2_ptr, C, p2_s, valid, K, PREC)
+    s = tl.zeros((valid.shape[0],), dtype=tl.float32)
+    for j in range(C // K):
+        s += tl.sum(_load_cols(p2_s, C, j * K, valid, K) * tl.load(wx3_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
+    return _tanh(s)
 
 
 @triton.jit
@@ -163,10 +194,20 @@ def _onehot(dst, valid, i0, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _store_block(rows_ptr, vec_ptr, node, n, acc, acc_x, acc_y, acc_z, H: tl.constexpr):
-    """rows_ptr[node, :H] = acc and vec_ptr[node, :3] = (acc_x, acc_y, acc_z) for node < n."""
+def _reduce_rows(out_ptr, node, n, onehot, src_base, valid, H: tl.constexpr, K: tl.constexpr, EXACT: tl.constexpr):
+    """out[node, :] += onehot @ src (the [BLOCK_E, H] scratch rows), one column tile at a time;
+    the block's receiver rows belong to this program alone."""
+    ok = (node < n)[:, None]
+    for j in range(H // K):
+        ptrs = out_ptr + node[:, None] * H + j * K + tl.arange(0, K)[None, :]
+        part = tl.dot(onehot, _load_cols(src_base, H, j * K, valid, K), input_precision=EXACT)
+        tl.store(ptrs, tl.load(ptrs, mask=ok, other=0.0) + part, mask=ok)
+
+
+@triton.jit
+def _store_vec(vec_ptr, node, n, acc_x, acc_y, acc_z):
+    """vec_ptr[node, :3] = (acc_x, acc_y, acc_z) for node < n."""
     ok = node < n
-    tl.store(rows_ptr + node[:, None] * H + tl.arange(0, H)[None, :], acc, mask=ok[:, None])
     tl.store(vec_ptr + node * 3, acc_x, mask=ok)
     tl.store(vec_ptr + node * 3 + 1, acc_y, mask=ok)
     tl.store(vec_ptr + node * 3 + 2, acc_z, mask=ok)
@@ -176,118 +217,98 @@ def _store_block(rows_ptr, vec_ptr, node, n, acc, acc_x, acc_y, acc_z, H: tl.con
 def _edge_fwd_kernel(
     a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    m_ptr, dxo_ptr, n, eps,
+    m_ptr, dxo_ptr, scratch_ptr, n, eps,
     H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    KH: tl.constexpr, KX: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
+    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
+    """m [n, H] (zero on entry) += receiver sums of phi_e; dx [n, 3] = sums of u tanh(phi_x)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
+    # this program's scratch rows: z1, z2, m [BLOCK_E, H] and p1, p2 [BLOCK_E, C]
+    z1_s = scratch_ptr + pid * BLOCK_E * (3 * H + 2 * C)
+    z2_s = z1_s + BLOCK_E * H
+    m_s = z2_s + BLOCK_E * H
+    p1_s = m_s + BLOCK_E * H
+    p2_s = p1_s + BLOCK_E * C
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_m = tl.zeros((BLOCK_N, H), dtype=tl.float32)
         acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for e in range(e_start, e_end, BLOCK_E):
             offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
-            z1 = _first_layer(src, dst, valid, r2, a_ptr, b_ptr, w_ptr, H)
-            m = _two_layers(z1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, H, H, H, KH, PREC)
-            p2 = _two_layers(m, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, H, C, C, KX, PREC)
-            gate = _tanh(tl.sum(p2 * tl.load(wx3_ptr + tl.arange(0, C))[None, :], axis=1))
+            gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                                wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
+                                H, C, K, PREC)  # fmt: skip
             onehot = _onehot(dst, valid, i0, BLOCK_N)
-            acc_m += tl.dot(onehot, m, input_precision=EXACT)
+            _reduce_rows(m_ptr, i0 + rows, n, onehot, m_s, valid, H, K, EXACT)
             scale = gate / (r + eps)
             acc_x += tl.sum(onehot * (dx * scale)[None, :], axis=1)
             acc_y += tl.sum(onehot * (dy * scale)[None, :], axis=1)
             acc_z += tl.sum(onehot * (dz * scale)[None, :], axis=1)
-        _store_block(m_ptr, dxo_ptr, i0 + rows, n, acc_m, acc_x, acc_y, acc_z, H)
+            tl.debug_barrier()  # the next chunk overwrites the scratch rows
+        _store_vec(dxo_ptr, i0 + rows, n, acc_x, acc_y, acc_z)
 
 
 @triton.jit
 def _edge_bwd_kernel(
     a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    gm_ptr, gdx_ptr, h_ptr, w1a_ptr, gb_ptr, gx_ptr, ghe_ptr, gde_ptr, wg_ptr, n, eps,
-    F: tl.constexpr, H: tl.constexpr, C: tl.constexpr, WG: tl.constexpr, DETACH: tl.constexpr,
-    BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, KH: tl.constexpr, KX: tl.constexpr,
-    PREC: tl.constexpr, EXACT: tl.constexpr,
+    gm_ptr, gdx_ptr, gb_ptr, gx_ptr, gde_ptr, aux_ptr,
+    z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, gz1_ptr, gz2_ptr, gmm_ptr, gp1_ptr, gp2_ptr, n, eps,
+    H: tl.constexpr, C: tl.constexpr, DETACH: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
+    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
+    """Per-edge activations (z1, z2, m, p1, p2) and gradients (g_z1, g_z2, g_m, g_p1, g_p2) of the
+    pre-activations' outputs into the [E, *] buffers; gB [n, H] (zero on entry) += receiver sums of
+    g_z1; gx [n, 3] = receiver part of the position gradient; gde [E, 4] = per-edge d-gradient
+    (sender part); aux [E, 2] = (r^2, d loss / d phi_x output)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
-    offs_h = tl.arange(0, H)
-    offs_c = tl.arange(0, C)
-    offs_f = tl.arange(0, F)
     rows = tl.arange(0, BLOCK_N)
-    # this program's weight-gradient slice: gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3
-    wg = wg_ptr + pid * WG
-    o_w = H * F
-    o_w2 = o_w + H
-    o_b2 = o_w2 + H * H
-    o_w3 = o_b2 + H
-    o_b3 = o_w3 + H * H
-    o_wx1 = o_b3 + H
-    o_bx1 = o_wx1 + C * H
-    o_wx2 = o_bx1 + C
-    o_bx2 = o_wx2 + C * C
-    o_wx3 = o_bx2 + C
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_gb = tl.zeros((BLOCK_N, H), dtype=tl.float32)
         acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for e in range(e_start, e_end, BLOCK_E):
             offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
-            z1 = _first_layer(src, dst, valid, r2, a_ptr, b_ptr, w_ptr, H)
-            m = _two_layers(z1, w2_ptr, b2_ptr, w3_ptr, b3_ptr, H, H, H, KH, PREC)
-            p2 = _two_layers(m, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, H, C, C, KX, PREC)
-            wx3 = tl.load(wx3_ptr + offs_c)
-            gate = _tanh(tl.sum(p2 * wx3[None, :], axis=1))
+            z1_s = z1_ptr + e * H
+            z2_s = z2_ptr + e * H
+            m_s = m_ptr + e * H
+            p1_s = p1_ptr + e * C
+            p2_s = p2_ptr + e * C
+            gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                                wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
+                                H, C, K, PREC)  # fmt: skip
             inv = 1.0 / (r + eps)
             gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
             gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
             gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
             gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) * inv * (1.0 - gate * gate)
-            # coordinate MLP, over column chunks j of its hidden layer p1
-            _acc_vec(wg + o_wx3, tl.sum(gs[:, None] * p2, axis=0), C)
-            g_p2 = tl.where(p2 > 0, gs[:, None] * wx3[None, :], 0.0)
-            _acc_vec(wg + o_bx2, tl.sum(g_p2, axis=0), C)
-            g_m = tl.zeros((BLOCK_E, H), dtype=tl.float32)
-            for j in range(C // KX):
-                p1 = tl.maximum(_mm(m, _tile(wx1_ptr + j * KX * H, H, KX, 1, H), PREC)
-                                + tl.load(bx1_ptr + j * KX + tl.arange(0, KX))[None, :], 0.0)
-                _acc_tile(wg + o_wx2 + j * KX, _mm(tl.trans(g_p2), p1, PREC), C, KX, C)
-                g_p1 = tl.where(p1 > 0, _mm(g_p2, _tile(wx2_ptr + j * KX, C, KX, C, 1), PREC), 0.0)
-                _acc_vec(wg + o_bx1 + j * KX, tl.sum(g_p1, axis=0), KX)
-                _acc_tile(wg + o_wx1 + j * KX * H, _mm(tl.trans(g_p1), m, PREC), KX, H, H)
-                g_m += _mm(g_p1, _tile(wx1_ptr + j * KX * H, KX, H, H, 1), PREC)
-            g_m += tl.load(gm_ptr + dst[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-            g_m = tl.where(m > 0, g_m, 0.0)
-            # edge MLP layers 3 and 2, over column chunks j of the hidden layer z2
-            _acc_vec(wg + o_b3, tl.sum(g_m, axis=0), H)
-            g_z1 = tl.zeros((BLOCK_E, H), dtype=tl.float32)
-            for j in range(H // KH):
-                z2 = tl.maximum(_mm(z1, _tile(w2_ptr + j * KH * H, H, KH, 1, H), PREC)
-                                + tl.load(b2_ptr + j * KH + tl.arange(0, KH))[None, :], 0.0)
-                _acc_tile(wg + o_w3 + j * KH, _mm(tl.trans(g_m), z2, PREC), H, KH, H)
-                g_z2 = tl.where(z2 > 0, _mm(g_m, _tile(w3_ptr + j * KH, H, KH, H, 1), PREC), 0.0)
-                _acc_vec(wg + o_b2 + j * KH, tl.sum(g_z2, axis=0), KH)
-                _acc_tile(wg + o_w2 + j * KH * H, _mm(tl.trans(g_z2), z1, PREC), KH, H, H)
-                g_z1 += _mm(g_z2, _tile(w2_ptr + j * KH * H, KH, H, H, 1), PREC)
-            g_z1 = tl.where(z1 > 0, g_z1, 0.0)
-            # first layer: per-node split A[src] + B[dst] + w r^2
-            h_src = tl.load(h_ptr + src[:, None] * F + offs_f[None, :], mask=valid[:, None], other=0.0)
-            _acc_tile(wg, _mm(tl.trans(g_z1), h_src, PREC), H, F, F)
-            _acc_vec(wg + o_w, tl.sum(g_z1 * r2[:, None], axis=0), H)
+            tl.store(aux_ptr + offs * 2, r2, mask=valid)
+            tl.store(aux_ptr + offs * 2 + 1, gs, mask=valid)
+            # coordinate MLP: g_p2 = gs wx3 where p2 > 0, then back through Wx2 and Wx1
+            gp2_s = gp2_ptr + e * C
+            for j in range(C // K):
+                cols = j * K + tl.arange(0, K)
+                g = gs[:, None] * tl.load(wx3_ptr + cols)[None, :]
+                _store_cols(gp2_s, C, j * K, tl.where(_load_cols(p2_s, C, j * K, valid, K) > 0, g, 0.0), valid, K)
+            tl.debug_barrier()
+            _linear_relu_bwd(gp2_s, C, wx2_ptr, C, p1_s, gp1_ptr + e * C, valid, gm_ptr, dst, False, K, PREC)
+            # g_m also receives the upstream gradient of the message, gm[dst]
+            _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_s, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
+            _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_s, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_s, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
             onehot = _onehot(dst, valid, i0, BLOCK_N)
-            acc_gb += tl.dot(onehot, g_z1, input_precision=EXACT)
-            ghe = _mm(g_z1, _tile(w1a_ptr, H, F, F, 1), PREC)
-            tl.store(ghe_ptr + offs[:, None] * F + offs_f[None, :], ghe, mask=valid[:, None])
+            _reduce_rows(gb_ptr, i0 + rows, n, onehot, gz1_ptr + e * H, valid, H, K, EXACT)
             # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
-            g_r2 = tl.sum(g_z1 * tl.load(w_ptr + offs_h)[None, :], axis=1)
+            g_r2 = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            for j in range(H // K):
+                g_r2 += tl.sum(_load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
             gu_x = gdx_x * gate
             gu_y = gdx_y * gate
             gu_z = gdx_z * gate
@@ -304,7 +325,7 @@ def _edge_bwd_kernel(
             acc_x -= tl.sum(onehot * gd_x[None, :], axis=1)
             acc_y -= tl.sum(onehot * gd_y[None, :], axis=1)
             acc_z -= tl.sum(onehot * gd_z[None, :], axis=1)
-        _store_block(gb_ptr, gx_ptr, i0 + rows, n, acc_gb, acc_x, acc_y, acc_z, H)
+        _store_vec(gx_ptr, i0 + rows, n, acc_x, acc_y, acc_z)
 
 
 @triton.jit
@@ -330,11 +351,6 @@ def _sender_sum_kernel(
     tl.store(gx_ptr + j * 3 + offs_4, gx + acc_x, mask=offs_4 < 3)
 
 
-def _wg_len(f: int, h: int, c: int) -> int:
-    """Floats in one program's weight-gradient slice."""
-    return h * f + h + 2 * (h * h + h) + c * h + c + c * c + c + c
-
-
 def _num_programs(n: int, device: torch.device) -> int:
     blocks = triton.cdiv(max(n, 1), BLOCK_N)
     if device.type == "cuda":
@@ -356,8 +372,7 @@ def _constexprs(precision: str, device: torch.device, h: int, c: int) -> dict:
     """Block sizes and precision modes shared by forward and backward."""
     check_device(_features(precision), device, f"egnn_edge_op precision={precision!r} on backend 'triton'")
     prec, exact = matmul_modes(precision, device)
-    return {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "KH": min(CHUNK, h), "KX": min(CHUNK, c),
-            "PREC": prec, "EXACT": exact}  # fmt: skip
+    return {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
 
 
 def _common(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights) -> list[torch.Tensor]:
@@ -379,13 +394,23 @@ def triton_edge_forward(
     n, hidden, coord = h.shape[0], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(h.shape[1], hidden, coord)
     meta = _constexprs(precision, h.device, hidden, coord)
-    m = torch.empty(n, hidden, device=h.device, dtype=torch.float32)
+    m = torch.zeros(n, hidden, device=h.device, dtype=torch.float32)
     dx = torch.empty(n, 3, device=h.device, dtype=torch.float32)
     if n == 0:
         return m, dx
-    grid = (_num_programs(n, h.device),)
-    _edge_fwd_kernel[grid](*_common(h, x, shift, graph, w), m, dx, n, eps, **meta, num_warps=FWD_WARPS, num_stages=1)
+    progs = _num_programs(n, h.device)
+    scratch = torch.empty(progs * BLOCK_E * (3 * hidden + 2 * coord), device=h.device, dtype=torch.float32)
+    _edge_fwd_kernel[(progs,)](
+        *_common(h, x, shift, graph, w), m, dx, scratch, n, eps, **meta, num_warps=FWD_WARPS, num_stages=1
+    )
     return m, dx
+
+
+def _weight_grad(g: torch.Tensor, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """g^T @ x over all edges (float32 out; bfloat16 inputs in bf16 mode)."""
+    if precision == "bf16":
+        return (g.t().to(torch.bfloat16) @ x.to(torch.bfloat16)).float()
+    return g.t() @ x
 
 
 def triton_edge_backward(
@@ -404,38 +429,48 @@ def triton_edge_backward(
 
     Returns the 14 tensors of the C++ kernel: gB [n, H] (receiver sums of the first-layer
     pre-activation gradient), gh [n, F] (sender part), gx [n, 3], gW1a [H, F], gw [H], gW2, gb2,
-    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]."""
+    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]. Allocates per-edge buffers of (6 H + 4 C + 6)
+    floats per edge for the duration of the call."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(f, hidden, coord)
     meta = _constexprs(precision, h.device, hidden, coord)
     dev, e = h.device, graph.num_edges
-    sizes = [hidden * f, hidden, hidden * hidden, hidden, hidden * hidden, hidden, coord * hidden, coord, coord * coord, coord, coord]
-    wg_len = _wg_len(f, hidden, coord)
-    progs = _num_programs(n, dev)
-    wg = torch.zeros(progs, wg_len, device=dev, dtype=torch.float32)
-    gb = torch.empty(n, hidden, device=dev, dtype=torch.float32)
-    gx = torch.empty(n, 3, device=dev, dtype=torch.float32)
-    gh = torch.empty(n, f, device=dev, dtype=torch.float32)
+    gb = torch.zeros(n, hidden, device=dev, dtype=torch.float32)
+    gx = torch.zeros(n, 3, device=dev, dtype=torch.float32)
+    gh = torch.zeros(n, f, device=dev, dtype=torch.float32)
+    hbuf = torch.empty(6, e, hidden, device=dev, dtype=torch.float32)  # z1 z2 m g_z1 g_z2 g_m
+    cbuf = torch.empty(4, e, coord, device=dev, dtype=torch.float32)  # p1 p2 g_p1 g_p2
+    aux = torch.zeros(e, 2, device=dev, dtype=torch.float32)  # r^2, gs
+    gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
     if n > 0:
-        ghe = torch.empty(e, f, device=dev, dtype=torch.float32)
-        gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
-        _edge_bwd_kernel[(progs,)](
-            *_common(h, x, shift, graph, w), gm.contiguous(), gdx.contiguous(), h,
-            w.w1[:, :f].contiguous(), gb, gx, ghe, gde, wg, n, eps,
-            F=f, WG=wg_len, DETACH=detach_norm, **meta, num_warps=BWD_WARPS, num_stages=1,
+        _edge_bwd_kernel[(_num_programs(n, dev),)](
+            *_common(h, x, shift, graph, w), gm.contiguous(), gdx.contiguous(), gb, gx, gde, aux,
+            *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta, num_warps=BWD_WARPS, num_stages=1,
         )  # fmt: skip
-        _sender_sum_kernel[(n,)](ghe, gde, graph.src_perm, graph.src_ptr, gh, gx, F=f, BLOCK_E=SENDER_BLOCK,
-                                 num_warps=SENDER_WARPS, num_stages=1)  # fmt: skip
-    parts = list(wg.sum(0).split(sizes))
-    shapes = [(hidden, f), (hidden,), (hidden, hidden), (hidden,), (hidden, hidden), (hidden,), (coord, hidden), (coord,), (coord, coord), (coord,), (coord,)]
-    gw1a, gwr, gw2, gb2, gw3, gb3, gwx1, gbx1, gwx2, gbx2, gwx3 = (p.reshape(s) for p, s in zip(parts, shapes))
-    return gb, gh, gx, gw1a, gwr, gw2, gb2, gw3, gb3, gwx1, gbx1, gwx2, gbx2, gwx3
+    z1, z2, m, g_z1, g_z2, g_m = hbuf
+    p1, p2, g_p1, g_p2 = cbuf
+    r2, gs = aux[:, 0], aux[:, 1]
+    w1a = w.w1[:, :f]
+    ghe = _weight_grad(g_z1.t(), w1a, precision)  # g_z1 @ W1a, [E, F]
+    if n > 0:
+        _sender_sum_kernel[(n,)](ghe.contiguous(), gde, graph.src_perm, graph.src_ptr, gh, gx, F=f,
+                                 BLOCK_E=SENDER_BLOCK, num_warps=SENDER_WARPS, num_stages=1)  # fmt: skip
+    return (
+        gb, gh, gx,
+        _weight_grad(g_z1, h[graph.src], precision), (g_z1 * r2[:, None]).sum(0),
+        _weight_grad(g_z2, z1, precision), g_z2.sum(0),
+        _weight_grad(g_m, z2, precision), g_m.sum(0),
+        _weight_grad(g_p1, m, precision), g_p1.sum(0),
+        _weight_grad(g_p2, p1, precision), g_p2.sum(0),
+        (gs[:, None] * p2).sum(0),
+    )  # fmt: skip
 
 
 #: Node, edge and coordinate widths the AOT check compiles: the paper's model (docs/model.md).
 PAPER_WIDTHS = {"F": 32, "H": 128, "C": 64}
 _INT_PTRS = ("src_ptr", "dst_ptr", "rowptr_ptr", "perm_ptr", "sptr_ptr")
-#: GPU modes of each precision: (label, PREC, EXACT, from arch, below arch), as matmul_modes.
+#: GPU modes of each precision, as :func:`matmul_modes` maps them: (label, PREC, EXACT, from
+#: arch, below arch).
 _GPU_MODES = {
     "fp32": [("3xTF32", "tf32x3", "tf32x3", 80, None), ("IEEE", "ieee", "ieee", 0, 80)],
     "tf32": [("TF32", "tf32", "tf32x3", 80, None)],
@@ -455,35 +490,43 @@ def _signature(fn, constexprs: dict) -> dict[str, str]:
     return sig
 
 
+def _aligned(fn) -> tuple[str, ...]:
+    """Pointer arguments the launchers pass 16-byte aligned: every one but the per-edge scratch
+    views, whose offsets inside one allocation are multiples of E floats."""
+    return tuple(a for a in fn.arg_names if a.endswith("_ptr") and a not in _EDGE_VIEWS)
+
+
+_EDGE_VIEWS = ("z2_ptr", "m_ptr", "p2_ptr", "gz1_ptr", "gz2_ptr", "gmm_ptr", "gp1_ptr", "gp2_ptr") + ("shift_ptr",)
+
+
 def aot_configs() -> list[KernelConfig]:
     """Every configuration the launchers choose on a GPU for the paper's widths: forward and
     backward (with and without ``detach_norm``) in each precision and its GPU mode, and the sender
     reduction. The widths are model hyper-parameters; the block sizes are the launchers'."""
     f, h, c = PAPER_WIDTHS["F"], PAPER_WIDTHS["H"], PAPER_WIDTHS["C"]
-    aligned = ("a_ptr", "b_ptr", "w_ptr", "x_ptr", "src_ptr", "dst_ptr", "rowptr_ptr", "m_ptr", "dxo_ptr")
     configs = []
     for precision in PRECISIONS:
         for mode, prec, exact, lo, below in _GPU_MODES[precision]:
-            meta = {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "KH": min(CHUNK, h),
-                    "KX": min(CHUNK, c), "PREC": prec, "EXACT": exact}  # fmt: skip
+            meta = {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
             common = dict(family="message_passing", features=_features(precision), tensor_cores=prec != "ieee",
                           from_arch=lo, below_arch=below)  # fmt: skip
-            label = f"{precision} ({mode}) F={f} H={h} C={c}"
+            label = f"{precision} ({mode}) H={h} C={c}"
             configs.append(KernelConfig(
                 kernel="_edge_fwd_kernel", label=label, fn=_edge_fwd_kernel,
                 signature=_signature(_edge_fwd_kernel, meta), constexprs=meta, num_warps=FWD_WARPS,
-                aligned=tuple(a for a in aligned if a in _edge_fwd_kernel.arg_names), **common,
+                aligned=_aligned(_edge_fwd_kernel), **common,
             ))  # fmt: skip
             for detach in (False, True):
-                bwd = {"F": f, "WG": _wg_len(f, h, c), "DETACH": detach, **meta}
+                bwd = {"DETACH": detach, **meta}
                 configs.append(KernelConfig(
                     kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
                     signature=_signature(_edge_bwd_kernel, bwd), constexprs=bwd, num_warps=BWD_WARPS,
-                    aligned=tuple(a for a in aligned if a in _edge_bwd_kernel.arg_names), **common,
+                    aligned=_aligned(_edge_bwd_kernel), **common,
                 ))  # fmt: skip
     snd = {"F": f, "BLOCK_E": SENDER_BLOCK}
     configs.append(KernelConfig(
         family="message_passing", kernel="_sender_sum_kernel", label=f"F={f}", fn=_sender_sum_kernel,
         signature=_signature(_sender_sum_kernel, snd), constexprs=snd, num_warps=SENDER_WARPS,
+        aligned=_aligned(_sender_sum_kernel),
     ))  # fmt: skip
     return configs
