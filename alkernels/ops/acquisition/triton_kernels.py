@@ -23,10 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from alkernels.ops.acquisition import TRITON_MAX_C as MAX_C
 from alkernels.ops.arch import KernelConfig, check_device
-
-#: Largest number of classes the Triton kernel takes (backend "auto" uses torch above it).
-MAX_C = 8192
 
 # BLOCK_C -> (BLOCK_N, num_warps): 256 elements per 4 warps up to BLOCK_C = 64, then one or two
 # rows per program with more warps as rows widen. Every entry is compiled by aot_configs().
