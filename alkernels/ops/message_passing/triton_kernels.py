@@ -264,7 +264,7 @@ def _edge_bwd_kernel(
     """Per-edge activations (z1, z2, m, p1, p2) and gradients (g_z1, g_z2, g_m, g_p1, g_p2) of the
     pre-activations' outputs into the [E, *] buffers; gB [n, H] (zero on entry) += receiver sums of
     g_z1; gx [n, 3] = receiver part of the position gradient; gde [E, 4] = per-edge d-gradient
-    (sender part); aux [E, 2] = (r^2, d loss / d phi_x output)."""
+    (sender part); aux [E, 8] = (r^2, d loss / d phi_x output, d, gate, 2 unused)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
@@ -284,13 +284,18 @@ def _edge_bwd_kernel(
             gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                                 wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
                                 H, C, K, PREC)  # fmt: skip
-            inv = 1.0 / (r + eps)
             gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
             gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
             gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
-            gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) * inv * (1.0 - gate * gate)
-            tl.store(aux_ptr + offs * 2, r2, mask=valid)
-            tl.store(aux_ptr + offs * 2 + 1, gs, mask=valid)
+            gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) / (r + eps) * (1.0 - gate * gate)
+            # park the edge geometry in aux: it is read back for the geometry gradient below
+            # instead of staying live in registers through the MLP backward
+            tl.store(aux_ptr + offs * 8, r2, mask=valid)
+            tl.store(aux_ptr + offs * 8 + 1, gs, mask=valid)
+            tl.store(aux_ptr + offs * 8 + 2, dx, mask=valid)
+            tl.store(aux_ptr + offs * 8 + 3, dy, mask=valid)
+            tl.store(aux_ptr + offs * 8 + 4, dz, mask=valid)
+            tl.store(aux_ptr + offs * 8 + 5, gate, mask=valid)
             # coordinate MLP: g_p2 = gs wx3 where p2 > 0, then back through Wx2 and Wx1
             gp2_s = gp2_ptr + e * C
             for j in range(C // K):
@@ -309,6 +314,16 @@ def _edge_bwd_kernel(
             g_r2 = tl.zeros((BLOCK_E,), dtype=tl.float32)
             for j in range(H // K):
                 g_r2 += tl.sum(_load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
+            r2 = tl.load(aux_ptr + offs * 8, mask=valid, other=0.0)
+            dx = tl.load(aux_ptr + offs * 8 + 2, mask=valid, other=0.0)
+            dy = tl.load(aux_ptr + offs * 8 + 3, mask=valid, other=0.0)
+            dz = tl.load(aux_ptr + offs * 8 + 4, mask=valid, other=0.0)
+            gate = tl.load(aux_ptr + offs * 8 + 5, mask=valid, other=0.0)
+            gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
+            gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
+            gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
+            r = tl.sqrt(r2)
+            inv = 1.0 / (r + eps)
             gu_x = gdx_x * gate
             gu_y = gdx_y * gate
             gu_z = gdx_z * gate
@@ -429,7 +444,7 @@ def triton_edge_backward(
 
     Returns the 14 tensors of the C++ kernel: gB [n, H] (receiver sums of the first-layer
     pre-activation gradient), gh [n, F] (sender part), gx [n, 3], gW1a [H, F], gw [H], gW2, gb2,
-    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]. Allocates per-edge buffers of (6 H + 4 C + 6)
+    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]. Allocates per-edge buffers of (6 H + 4 C + 12)
     floats per edge for the duration of the call."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(f, hidden, coord)
@@ -440,7 +455,7 @@ def triton_edge_backward(
     gh = torch.zeros(n, f, device=dev, dtype=torch.float32)
     hbuf = torch.empty(6, e, hidden, device=dev, dtype=torch.float32)  # z1 z2 m g_z1 g_z2 g_m
     cbuf = torch.empty(4, e, coord, device=dev, dtype=torch.float32)  # p1 p2 g_p1 g_p2
-    aux = torch.zeros(e, 2, device=dev, dtype=torch.float32)  # r^2, gs
+    aux = torch.zeros(e, 8, device=dev, dtype=torch.float32)  # r^2, gs, d, gate (rows of 32 B)
     gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
     if n > 0:
         _edge_bwd_kernel[(_num_programs(n, dev),)](
