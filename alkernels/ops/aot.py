@@ -212,21 +212,45 @@ def run_config(cfg: KernelConfig, arch: int) -> AotRow:
     return row
 
 
+def _run_indexed(families: tuple[str, ...], index: int, arch: int) -> AotRow:
+    """Worker of :func:`run`: the configurations hold jit functions, which do not pickle, so a
+    worker process rebuilds the list and picks its entry."""
+    return run_config(all_configs(families)[index], arch)
+
+
 def run(archs: Iterable[int] = DEFAULT_ARCHS, families: Iterable[str] = FAMILIES,
-        kernels: Iterable[str] | None = None, progress: bool = False) -> list[AotRow]:
+        kernels: Iterable[str] | None = None, jobs: int = 1, progress: bool = False) -> list[AotRow]:
     """Compile every configuration of ``families`` (optionally only the named ``kernels``) for
-    every arch of ``archs``, serially; one :class:`AotRow` each."""
+    every arch of ``archs``; one :class:`AotRow` each, in a fixed order. ``jobs`` > 1 compiles
+    in that many worker processes (compilation is CPU-bound)."""
     for arch in archs:
         if arch not in ARCH_LIMITS:
             raise ValueError(f"unknown architecture sm_{arch}; known: {', '.join(f'sm_{a}' for a in ARCH_LIMITS)}")
+    families = tuple(families)
     configs = all_configs(families)
-    if kernels is not None:
-        wanted = set(kernels)
-        configs = [c for c in configs if c.kernel in wanted]
-    jobs = [(cfg, arch) for arch in archs for cfg in configs if cfg.chosen_on(arch)]
+    wanted = None if kernels is None else set(kernels)
+    work = [(i, arch) for arch in archs for i, cfg in enumerate(configs)
+            if cfg.chosen_on(arch) and (wanted is None or cfg.kernel in wanted)]  # fmt: skip
     from tqdm.auto import tqdm
 
-    return [run_config(cfg, arch) for cfg, arch in tqdm(jobs, disable=not progress, desc="aot", leave=False)]
+    bar = tqdm(total=len(work), disable=not progress, desc="aot", leave=False)
+    if jobs <= 1:
+        rows = []
+        for i, arch in work:
+            rows.append(run_config(configs[i], arch))
+            bar.update(1)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_indexed, families, i, arch) for i, arch in work]
+            rows = []
+            for fut in futures:
+                rows.append(fut.result())
+                bar.update(1)
+    bar.close()
+    return rows
 
 
 def table(rows: list[AotRow]) -> str:
@@ -274,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="compute capabilities as major*10+minor (default: 61 70 80 90)")
     parser.add_argument("--kernel", nargs="+", default=None, help="only these kernels (by function name)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes (default 1)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a configuration fails (compile, local memory, occupancy, tensor cores)")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter replaces the kernels and nothing compiles")
     try:
-        rows = run(args.arch, kernels=args.kernel, progress=sys.stderr.isatty())
+        rows = run(args.arch, kernels=args.kernel, jobs=args.jobs, progress=sys.stderr.isatty())
     except ValueError as err:
         parser.error(str(err))
     print(table(rows))
