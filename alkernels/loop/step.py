@@ -145,12 +145,26 @@ class TrainStep:
             for p in self.model.parameters():  # gradients live in fixed buffers across replays
                 if p.requires_grad and p.grad is None:
                     p.grad = torch.zeros_like(p)
+            # warm up outside the graph (kernel compilation, optimiser state, allocations), then
+            # undo the warm-up's updates in place so that training sees exactly one step per call
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            weights = [p.detach().clone() for p in params]
+            before = {p: {k: v.clone() for k, v in self.optimizer.state[p].items()} for p in params
+                      if p in self.optimizer.state}  # fmt: skip
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # warm-up outside the graph (autotuning, allocations)
+            with torch.cuda.stream(side):
                 for _ in range(2):
                     self._eager(static)
             torch.cuda.current_stream().wait_stream(side)
+            with torch.no_grad():
+                for p, w in zip(params, weights):
+                    p.copy_(w)
+                    for k, v in self.optimizer.state[p].items():
+                        if p in before:
+                            v.copy_(before[p][k])
+                        else:
+                            v.zero_()
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 loss = self._eager(static)
@@ -160,7 +174,7 @@ class TrainStep:
         for name in ("z", "pos", "cell", "edge_src", "edge_dst", "edge_shift", "batch", "ptr", "y"):
             getattr(static, name).copy_(getattr(padded, name), non_blocking=True)
         graph.replay()
-        return loss
+        return loss.clone()  # the captured loss buffer is overwritten by the next replay
 
     def __call__(self, batch: GraphBatch) -> torch.Tensor:
         """One step on ``batch`` (labels ``batch.y`` int64 [B]; best passed on the host, as the

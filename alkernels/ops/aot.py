@@ -226,6 +226,7 @@ def run(archs: Iterable[int] = DEFAULT_ARCHS, families: Iterable[str] = FAMILIES
     for arch in archs:
         if arch not in ARCH_LIMITS:
             raise ValueError(f"unknown architecture sm_{arch}; known: {', '.join(f'sm_{a}' for a in ARCH_LIMITS)}")
+    _triton()  # the ImportError names the extra
     families = tuple(families)
     configs = all_configs(families)
     wanted = None if kernels is None else set(kernels)
