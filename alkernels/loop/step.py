@@ -117,7 +117,8 @@ class TrainStep:
         self._captured: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, GraphBatch, torch.Tensor]] = {}
 
     def _loss(self, batch: GraphBatch) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        # autocast's weight-cast cache must be off under CUDA-graph capture (PyTorch's guidance)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=not self.graphs):
             logits = self.model(batch)
         return nn.functional.cross_entropy(logits.float(), batch.y, ignore_index=IGNORE_INDEX)
 
