@@ -56,8 +56,12 @@ def test_every_launcher_choice_is_listed() -> None:
     with pytest.raises(ValueError, match="8192"):
         acq_tk.block_config(8193)
     kinds = {(c.kernel, c.label) for c in mp_tk.aot_configs()}
-    assert {k for k, _ in kinds} == {"_edge_fwd_kernel", "_edge_bwd_kernel", "_sender_sum_kernel"}
-    assert sum(k == "_edge_bwd_kernel" for k, _ in kinds) == 2 * sum(k == "_edge_fwd_kernel" for k, _ in kinds)
+    assert {k for k, _ in kinds} == {"_edge_fwd_kernel", "_edge_act_kernel", "_edge_bwd_kernel", "_sender_sum_kernel"}
+    bwd = [c for c in mp_tk.aot_configs() if c.kernel == "_edge_bwd_kernel"]
+    for arch in (70, 80, 90):  # exactly one backward configuration per (precision mode, detach) and arch
+        chosen = [(c.label, c.num_warps) for c in bwd if c.chosen_on(arch) and not (c.features and arch < 80)]
+        fwd = [c for c in mp_tk.aot_configs() if c.kernel == "_edge_fwd_kernel" and c.chosen_on(arch) and not (c.features and arch < 80)]
+        assert len({label for label, _ in chosen}) == len(chosen) == 2 * len(fwd)
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton extra")
@@ -81,7 +85,7 @@ def test_aot_sm80_sm90_compiles_without_spills(tmp_path: Path) -> None:
     assert all(r["stack"] == 0 and r["local_ldst"] == 0 for r in rows)
     acq_rows = [r for r in rows if r["kernel"] == "_score_all_kernel"]
     assert len(acq_rows) == 2 * 13 * 3 and min(r["occupancy"] for r in acq_rows) >= 0.5
-    egnn = [r for r in rows if r["kernel"] in ("_edge_fwd_kernel", "_edge_bwd_kernel")]
-    assert len(egnn) == 2 * 3 * 3
+    egnn = [r for r in rows if r["kernel"] in ("_edge_fwd_kernel", "_edge_act_kernel", "_edge_bwd_kernel")]
+    assert len(egnn) == 2 * 3 * 4
     assert all(r["tensor_core_instructions"] + r["wgmma_instructions"] > 0 for r in egnn)
     assert doc["problems"] == {}

@@ -78,6 +78,7 @@ class AotRow:
     compile_seconds: float | None = None
     cached: bool = False
     error: str | None = None
+    sass_error: str | None = None
 
     def problems(self) -> list[str]:
         """Why this row fails the AOT requirements (empty when it passes or was refused)."""
@@ -90,7 +91,10 @@ class AotRow:
             out.append(f"uses local memory (stack {self.stack} B, {self.local_ldst} LDL/STL)")
         if self.occupancy is not None and self.occupancy < self.min_occupancy:
             out.append(f"occupancy {self.occupancy:.0%} < {self.min_occupancy:.0%} ({self.occupancy_limiter})")
-        if self.tensor_cores_expected and not (self.tensor_core_instructions or self.wgmma_instructions):
+        if self.sass_error is not None:
+            if self.tensor_cores_expected:
+                out.append(f"SASS unreadable, tensor cores unchecked ({self.sass_error})")
+        elif self.tensor_cores_expected and not (self.tensor_core_instructions or self.wgmma_instructions):
             out.append("no tensor-core instructions (HMMA/HGMMA) in SASS")
         return out
 
@@ -169,21 +173,22 @@ def inspect_cubin(cubin: bytes) -> dict[str, int]:
         path.write_bytes(cubin)
         usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(path)],
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
-        sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", str(path)],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", str(path)], capture_output=True, text=True)
     match = _RES.search(usage)
     if match is None:
         raise RuntimeError(f"cannot read cuobjdump's resource usage:\n{usage}")
     reg, stack, shared, local = (int(g) for g in match.groups())
-    ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, flags=re.M)
-    return {
-        "registers": reg,
-        "stack": stack + local,
-        "shared": shared,
-        "local_ldst": sum(op in ("LDL", "STL") for op in ops),
-        "hmma": sum(op == "HMMA" for op in ops),
-        "hgmma": sum(op == "HGMMA" for op in ops),
-    }
+    info: dict = {"registers": reg, "stack": stack + local, "shared": shared}
+    if sass.returncode != 0:
+        # e.g. the CUDA 13 disassembler bundled with newer triton no longer reads sm_61/sm_70
+        # cubins (ptxas still writes them): resource usage only
+        msg = [ln for ln in (sass.stderr + sass.stdout).splitlines() if "fatal" in ln or "error" in ln.lower()]
+        info.update(local_ldst=None, hmma=None, hgmma=None, sass_error=(msg or ["cuobjdump --dump-sass failed"])[-1].strip())
+        return info
+    ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass.stdout, flags=re.M)
+    info.update(local_ldst=sum(op in ("LDL", "STL") for op in ops), hmma=sum(op == "HMMA" for op in ops),
+                hgmma=sum(op == "HGMMA" for op in ops), sass_error=None)  # fmt: skip
+    return info
 
 
 def run_config(cfg: KernelConfig, arch: int) -> AotRow:
@@ -207,6 +212,7 @@ def run_config(cfg: KernelConfig, arch: int) -> AotRow:
     row.registers, row.stack, row.shared = info["registers"], info["stack"], info["shared"]
     row.local_ldst = info["local_ldst"]
     row.tensor_core_instructions, row.wgmma_instructions = info["hmma"], info["hgmma"]
+    row.sass_error = info["sass_error"]
     occ = occupancy(arch, row.registers, row.shared, cfg.num_warps)
     row.occupancy, row.occupancy_limiter = round(occ.fraction, 4), occ.limiter
     return row
@@ -264,9 +270,12 @@ def table(rows: list[AotRow]) -> str:
             continue
         occ = f"{r.occupancy:.0%} ({r.occupancy_limiter})"
         tc = (str(r.tensor_core_instructions), str(r.wgmma_instructions)) if r.tensor_cores_expected else ("-", "-")
+        if r.sass_error is not None:
+            tc = ("n/a", "n/a")
         verdict = "; ".join(r.problems()) or "ok"
         lines.append((r.kernel, r.config, f"sm_{r.arch}", str(r.num_warps), str(r.registers), str(r.stack),
-                      str(r.local_ldst), str(r.shared), occ, *tc, verdict))  # fmt: skip
+                      "n/a" if r.local_ldst is None else str(r.local_ldst), str(r.shared), occ, *tc,
+                      verdict + (" (no SASS: resource usage only)" if r.sass_error else "")))  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1] for line in lines)
 

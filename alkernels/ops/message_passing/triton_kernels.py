@@ -56,8 +56,19 @@ BLOCK_N = 16
 BLOCK_E = 32
 CHUNK = 32
 #: Warps per program of the forward, backward and sender-reduction kernels.
-FWD_WARPS = 4
-BWD_WARPS = 4
+FWD_WARPS = 8
+ACT_WARPS = 8
+#: Backward warps per precision as (from arch, below arch, warps): ptxas spills a few bytes in
+#: bf16 with 8 warps on sm_90 and with 4 on sm_80 (see ``python -m alkernels.ops.aot``).
+BWD_WARPS: dict[str, list[tuple[int, int | None, int]]] = {
+    "fp32": [(0, None, 8)], "tf32": [(0, None, 8)], "bf16": [(0, 90, 8), (90, None, 4)],
+}
+
+
+def bwd_warps(precision: str, device: torch.device) -> int:
+    """Warps of the backward kernel for ``precision`` on ``device`` (from :data:`BWD_WARPS`)."""
+    arch = arch_of(device) if device.type == "cuda" else 0
+    return next(w for lo, below, w in BWD_WARPS[precision] if lo <= arch and (below is None or arch < below))
 SENDER_WARPS = 4
 SENDER_BLOCK = 32
 
@@ -253,18 +264,48 @@ def _edge_fwd_kernel(
 
 
 @triton.jit
-def _edge_bwd_kernel(
-    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
+def _edge_act_kernel(
+    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
+    gdx_ptr, aux_ptr, z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, num_edges, eps,
+    H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr,
+):
+    """Backward, part 1: every edge's activations z1, z2, m [E, H] and p1, p2 [E, C] (recomputed
+    as in forward) and aux [E, 8] = (r^2, d loss / d phi_x output, d, gate, 2 unused). Edges are
+    independent here, so programs take chunks of BLOCK_E consecutive edges."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    for c in range(pid, tl.cdiv(num_edges, BLOCK_E), nprog):
+        e = c * BLOCK_E
+        offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, num_edges, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
+        gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                            wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_ptr + e * H, z2_ptr + e * H,
+                            m_ptr + e * H, p1_ptr + e * C, p2_ptr + e * C, H, C, K, PREC)  # fmt: skip
+        gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
+        gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
+        gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
+        gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) / (r + eps) * (1.0 - gate * gate)
+        tl.store(aux_ptr + offs * 8, r2, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 1, gs, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 2, dx, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 3, dy, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 4, dz, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 5, gate, mask=valid)
+        tl.debug_barrier()  # the next chunk's scratch rows differ, but keep warps in step
+
+
+@triton.jit
+def _edge_bwd_kernel(
+    w_ptr, dst_ptr, rowptr_ptr, w2_ptr, w3_ptr, wx1_ptr, wx2_ptr, wx3_ptr,
     gm_ptr, gdx_ptr, gb_ptr, gx_ptr, gde_ptr, aux_ptr,
     z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, gz1_ptr, gz2_ptr, gmm_ptr, gp1_ptr, gp2_ptr, n, eps,
     H: tl.constexpr, C: tl.constexpr, DETACH: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
     K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """Per-edge activations (z1, z2, m, p1, p2) and gradients (g_z1, g_z2, g_m, g_p1, g_p2) of the
-    pre-activations' outputs into the [E, *] buffers; gB [n, H] (zero on entry) += receiver sums of
-    g_z1; gx [n, 3] = receiver part of the position gradient; gde [E, 4] = per-edge d-gradient
-    (sender part); aux [E, 8] = (r^2, d loss / d phi_x output, d, gate, 2 unused)."""
+    """Backward, part 2, from the activations of :func:`_edge_act_kernel`: the gradients
+    g_p2, g_p1 [E, C] and g_m, g_z2, g_z1 [E, H] of the layers' pre-activations; gB [n, H] (zero on
+    entry) += receiver sums of g_z1; gx [n, 3] = receiver part of the position gradient;
+    gde [E, 4] = per-edge d-gradient (sender part)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
@@ -275,27 +316,12 @@ def _edge_bwd_kernel(
         acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for e in range(e_start, e_end, BLOCK_E):
-            offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
-            z1_s = z1_ptr + e * H
-            z2_s = z2_ptr + e * H
-            m_s = m_ptr + e * H
+            offs = e + tl.arange(0, BLOCK_E)
+            valid = offs < e_end
+            dst = tl.load(dst_ptr + offs, mask=valid, other=0)
             p1_s = p1_ptr + e * C
             p2_s = p2_ptr + e * C
-            gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
-                                wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
-                                H, C, K, PREC)  # fmt: skip
-            gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
-            gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
-            gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
-            gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) / (r + eps) * (1.0 - gate * gate)
-            # park the edge geometry in aux: it is read back for the geometry gradient below
-            # instead of staying live in registers through the MLP backward
-            tl.store(aux_ptr + offs * 8, r2, mask=valid)
-            tl.store(aux_ptr + offs * 8 + 1, gs, mask=valid)
-            tl.store(aux_ptr + offs * 8 + 2, dx, mask=valid)
-            tl.store(aux_ptr + offs * 8 + 3, dy, mask=valid)
-            tl.store(aux_ptr + offs * 8 + 4, dz, mask=valid)
-            tl.store(aux_ptr + offs * 8 + 5, gate, mask=valid)
+            gs = tl.load(aux_ptr + offs * 8 + 1, mask=valid, other=0.0)
             # coordinate MLP: g_p2 = gs wx3 where p2 > 0, then back through Wx2 and Wx1
             gp2_s = gp2_ptr + e * C
             for j in range(C // K):
@@ -305,9 +331,9 @@ def _edge_bwd_kernel(
             tl.debug_barrier()
             _linear_relu_bwd(gp2_s, C, wx2_ptr, C, p1_s, gp1_ptr + e * C, valid, gm_ptr, dst, False, K, PREC)
             # g_m also receives the upstream gradient of the message, gm[dst]
-            _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_s, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
-            _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_s, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
-            _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_s, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_ptr + e * H, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
+            _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_ptr + e * H, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_ptr + e * H, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
             onehot = _onehot(dst, valid, i0, BLOCK_N)
             _reduce_rows(gb_ptr, i0 + rows, n, onehot, gz1_ptr + e * H, valid, H, K, EXACT)
             # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
@@ -371,6 +397,13 @@ def _num_programs(n: int, device: torch.device) -> int:
     if device.type == "cuda":
         return min(blocks, 2 * torch.cuda.get_device_properties(device).multi_processor_count)
     return min(blocks, 4)
+
+
+def _num_edge_programs(e: int, device: torch.device) -> int:
+    chunks = triton.cdiv(max(e, 1), BLOCK_E)
+    if device.type == "cuda":
+        return min(chunks, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+    return min(chunks, 4)
 
 
 def _check_widths(f: int, h: int, c: int) -> None:
@@ -458,9 +491,19 @@ def triton_edge_backward(
     aux = torch.zeros(e, 8, device=dev, dtype=torch.float32)  # r^2, gs, d, gate (rows of 32 B)
     gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
     if n > 0:
+        common = _common(h, x, shift, graph, w)
+        gdx = gdx.contiguous()
+        if e > 0:
+            act_meta = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
+            _edge_act_kernel[(_num_edge_programs(e, dev),)](
+                *common[:7], *common[8:], gdx, aux, *hbuf[:3], *cbuf[:2], e, eps, **act_meta,
+                num_warps=ACT_WARPS, num_stages=1,
+            )  # fmt: skip
+        wr, w2, w3, wx1, wx2, wx3 = common[2], common[8], common[10], common[12], common[14], common[16]
         _edge_bwd_kernel[(_num_programs(n, dev),)](
-            *_common(h, x, shift, graph, w), gm.contiguous(), gdx.contiguous(), gb, gx, gde, aux,
-            *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta, num_warps=BWD_WARPS, num_stages=1,
+            wr, graph.dst, graph.rowptr, w2, w3, wx1, wx2, wx3, gm.contiguous(), gdx, gb, gx, gde, aux,
+            *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta,
+            num_warps=bwd_warps(precision, dev), num_stages=1,
         )  # fmt: skip
     z1, z2, m, g_z1, g_z2, g_m = hbuf
     p1, p2, g_p1, g_p2 = cbuf
@@ -506,12 +549,10 @@ def _signature(fn, constexprs: dict) -> dict[str, str]:
 
 
 def _aligned(fn) -> tuple[str, ...]:
-    """Pointer arguments the launchers pass 16-byte aligned: every one but the per-edge scratch
-    views, whose offsets inside one allocation are multiples of E floats."""
-    return tuple(a for a in fn.arg_names if a.endswith("_ptr") and a not in _EDGE_VIEWS)
-
-
-_EDGE_VIEWS = ("z2_ptr", "m_ptr", "p2_ptr", "gz1_ptr", "gz2_ptr", "gmm_ptr", "gp1_ptr", "gp2_ptr") + ("shift_ptr",)
+    """Pointer arguments compiled with the 16-byte divisibility hint, as the runtime specialises
+    them for freshly allocated tensors: all of them (the per-edge buffer views start at multiples
+    of H or C floats, 64 bytes or more, into their allocation)."""
+    return tuple(a for a in fn.arg_names if a.endswith("_ptr"))
 
 
 def aot_configs() -> list[KernelConfig]:
@@ -531,13 +572,25 @@ def aot_configs() -> list[KernelConfig]:
                 signature=_signature(_edge_fwd_kernel, meta), constexprs=meta, num_warps=FWD_WARPS,
                 aligned=_aligned(_edge_fwd_kernel), **common,
             ))  # fmt: skip
-            for detach in (False, True):
-                bwd = {"DETACH": detach, **meta}
-                configs.append(KernelConfig(
-                    kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
-                    signature=_signature(_edge_bwd_kernel, bwd), constexprs=bwd, num_warps=BWD_WARPS,
-                    aligned=_aligned(_edge_bwd_kernel), **common,
-                ))  # fmt: skip
+            act = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
+            configs.append(KernelConfig(
+                kernel="_edge_act_kernel", label=label, fn=_edge_act_kernel,
+                signature=_signature(_edge_act_kernel, act), constexprs=act, num_warps=ACT_WARPS,
+                aligned=_aligned(_edge_act_kernel), **common,
+            ))  # fmt: skip
+            for lo_w, below_w, warps in BWD_WARPS[precision]:
+                lo_b = max(lo, lo_w)
+                below_b = min(x for x in (below, below_w, 10**6) if x is not None)
+                if lo_b >= below_b:
+                    continue
+                for detach in (False, True):
+                    bwd = {"DETACH": detach, **meta}
+                    configs.append(KernelConfig(
+                        kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
+                        signature=_signature(_edge_bwd_kernel, bwd), constexprs=bwd, num_warps=warps,
+                        aligned=_aligned(_edge_bwd_kernel), **{**common, "from_arch": lo_b,
+                        "below_arch": None if below_b == 10**6 else below_b},
+                    ))  # fmt: skip
     snd = {"F": f, "BLOCK_E": SENDER_BLOCK}
     configs.append(KernelConfig(
         family="message_passing", kernel="_sender_sum_kernel", label=f"F={f}", fn=_sender_sum_kernel,
