@@ -12,8 +12,16 @@ from alkernels.ops.dispatch import HAS_TRITON, interpreting
 BACKENDS = ["torch"]
 if has_ext():
     BACKENDS.append("cpu")
-if HAS_TRITON and interpreting():
+if HAS_TRITON and (interpreting() or torch.cuda.is_available()):
     BACKENDS.append("triton")
+#: The Triton backend runs on CUDA tensors when a GPU is present (the device check), else on CPU
+#: tensors in the interpreter (CI).
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on(backend: str, t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the device that ``backend`` runs on."""
+    return t.to(TRITON_DEVICE) if backend == "triton" else t
 
 HALF_TYPES = (torch.float16, torch.bfloat16)
 
@@ -52,15 +60,20 @@ def random_logits(shape: tuple[int, ...], seed: int = 0, scale: float = 3.0) -> 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """Max abs error over the pool relative to the largest reference magnitude (norm-wise)."""
+    want = want.cpu()
     scale = max(float(want.abs().max()), 1e-12)
     return float((got.double().cpu() - want).abs().max()) / scale
 
 
 def sizes(backend: str) -> list[tuple[int, ...]]:
     # N = 37 and 101 are not multiples of any block size; C = 8 and 64 fill whole SIMD vectors
-    # (no padded tail); the interpreter gets small inputs only.
+    # (no padded tail); C = 1000 and 5000 take the wide rows of the Triton block table. The
+    # interpreter gets small inputs only; a GPU gets the paper's pool size too.
     base = [(37, 230), (1, 37, 230), (5, 37, 2), (4, 101, 230), (3, 29, 7), (3, 50, 8), (2, 33, 64)]
-    return base if backend == "triton" else base + [(10, 1003, 230), (2, 515, 17)]
+    full = base + [(10, 1003, 230), (2, 515, 17), (2, 97, 1000), (2, 13, 5000)]
+    if backend != "triton" or TRITON_DEVICE == "cpu":
+        return base if backend == "triton" else full
+    return full + [(10, 100_000, 230)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -69,9 +82,10 @@ def test_all_strategies_match_float64_spec(backend: str, dtype: torch.dtype) -> 
     tol = 1e-5 if dtype == torch.float32 else 1e-4
     for i, shape in enumerate(sizes(backend)):
         logits = random_logits(shape, seed=i).to(dtype)
-        # the reference sees exactly the stored (rounded) values
-        want = spec_scores(logits.float())
-        got = acq.score_all(logits, backend=backend)
+        # the reference sees exactly the stored (rounded) values (float64 on the GPU when the
+        # backend runs there: the full-size pool is 230M logits)
+        want = spec_scores(on(backend, logits).float())
+        got = acq.score_all(on(backend, logits), backend=backend)
         assert set(got) == set(acq.STRATEGIES)
         for name in acq.STRATEGIES:
             assert got[name].dtype == torch.float32 and got[name].shape == (shape[-2],)
@@ -81,7 +95,7 @@ def test_all_strategies_match_float64_spec(backend: str, dtype: torch.dtype) -> 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_single_pass_identities(backend: str) -> None:
-    logits = random_logits((1, 64, 230), seed=3)
+    logits = on(backend, random_logits((1, 64, 230), seed=3))
     s = acq.score_all(logits, backend=backend)
     torch.testing.assert_close(s["expected_entropy"], s["entropy"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(s["expected_least_confidence"], s["least_confidence"], rtol=1e-5, atol=1e-6)
@@ -95,7 +109,7 @@ def test_single_pass_identities(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_score_is_the_row_of_score_all(backend: str) -> None:
-    logits = random_logits((3, 50, 230), seed=4)
+    logits = on(backend, random_logits((3, 50, 230), seed=4))
     every = acq.score_all(logits, backend=backend)
     for name in acq.STRATEGIES:
         torch.testing.assert_close(acq.score(logits, name, backend=backend), every[name])
@@ -107,10 +121,10 @@ def test_exact_ties_in_logits(backend: str) -> None:
     # two equal top logits: margin is exactly 0 and least confidence is exact
     logits = torch.zeros(2, 5, 4)
     logits[:, :, 0] = logits[:, :, 1] = 2.0
-    s = acq.score_all(logits, backend=backend)
+    s = acq.score_all(on(backend, logits), backend=backend)
     assert torch.all(s["margin"].abs() < 1e-7) and torch.all(s["expected_margin"].abs() < 1e-7)
     p1 = np.exp(2) / (2 * np.exp(2) + 2)
-    torch.testing.assert_close(s["least_confidence"], torch.full((5,), 1 - p1, dtype=torch.float32))
+    torch.testing.assert_close(s["least_confidence"].cpu(), torch.full((5,), 1 - p1, dtype=torch.float32))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -123,7 +137,7 @@ def test_finite_logits_with_extreme_spans(backend: str) -> None:
     logits[2, 4, :3] = torch.tensor([100.0, -100.0, -3e38])
     logits[:, 5] = torch.tensor([-3e38] * 9 + [3e38])
     want = spec_scores(logits)
-    got = acq.score_all(logits, backend=backend)
+    got = acq.score_all(on(backend, logits), backend=backend)
     for name in acq.STRATEGIES:
         assert torch.isfinite(got[name]).all(), f"{backend} {name}"
         assert rel_error(got[name], want[name]) < 1e-5, f"{backend} {name}"
@@ -136,7 +150,7 @@ def test_large_common_offset(backend: str, offset: float) -> None:
     # rounding of the stored logits themselves (the reference sees the same stored values)
     logits = random_logits((4, 101, 230), seed=12) + offset
     want = spec_scores(logits)
-    got = acq.score_all(logits, backend=backend)
+    got = acq.score_all(on(backend, logits), backend=backend)
     for name in acq.STRATEGIES:
         err = rel_error(got[name], want[name])
         assert err < 1e-5, f"{backend} offset {offset} {name}: rel error {err:.2e}"
@@ -207,6 +221,7 @@ def test_select_identical_rows_break_ties_by_index(backend: str) -> None:
     row = random_logits((3, 1, 230), seed=5)
     logits = row.repeat(1, 12, 1)
     logits[:, 4] = 0.0  # uniform: the most uncertain sample under every strategy
+    logits = on(backend, logits)
     for name in acq.STRATEGIES:
         if name == "bald":
             continue  # uniform passes agree, so BALD is 0 for it
@@ -216,13 +231,13 @@ def test_select_identical_rows_break_ties_by_index(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_select_with_exclusion(backend: str) -> None:
-    logits = random_logits((4, 60, 230), seed=6)
+    logits = on(backend, random_logits((4, 60, 230), seed=6))
     scores = acq.score(logits, "bald", backend=backend)
     full = torch.sort(scores, descending=True, stable=True).indices
     labelled = full[:7].tolist()
     idx, val = acq.select(logits, "bald", 10, exclude=labelled, backend=backend)
     assert idx.tolist() == full[7:17].tolist()
-    mask = torch.zeros(60, dtype=torch.bool)
+    mask = torch.zeros(60, dtype=torch.bool, device=logits.device)
     mask[labelled] = True
     idx2, _ = acq.select(logits, "bald", 10, exclude=mask, backend=backend)
     assert torch.equal(idx, idx2)
@@ -235,7 +250,7 @@ def test_select_with_exclusion(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_k_equal_pool_and_k_one(backend: str) -> None:
-    logits = random_logits((2, 33, 230), seed=7)
+    logits = on(backend, random_logits((2, 33, 230), seed=7))
     idx, val = acq.select(logits, "margin", 33, backend=backend)
     assert sorted(idx.tolist()) == list(range(33))
     assert torch.all(val[:-1] >= val[1:])
@@ -249,6 +264,7 @@ def test_nonfinite_logits_raise_or_exclude(backend: str, bad: float) -> None:
     logits = random_logits((3, 40, 230), seed=8)
     logits[1, 17, 3] = bad
     logits[2, 30, 0] = bad
+    logits = on(backend, logits)
     with pytest.raises(ValueError, match="pool sample 17"):
         acq.score_all(logits, backend=backend)
     with pytest.raises(ValueError, match="pool sample 17"):
@@ -264,7 +280,7 @@ def test_nonfinite_logits_raise_or_exclude(backend: str, bad: float) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_input_errors(backend: str) -> None:
-    good = random_logits((2, 8, 5))
+    good = on(backend, random_logits((2, 8, 5)))
     with pytest.raises(ValueError, match="dtype"):
         acq.score_all(good.double(), backend=backend)
     with pytest.raises(ValueError, match="dtype"):
@@ -301,18 +317,20 @@ def test_noncontiguous_chunks_are_scored_in_place() -> None:
     chunk = logits[:, 20:50]  # a strided view along N
     assert not chunk.is_contiguous()
     for backend in BACKENDS:
+        view = on(backend, logits)[:, 20:50]
         torch.testing.assert_close(
-            acq.score_all(chunk, backend=backend)["bald"],
-            acq.score_all(chunk.contiguous(), backend=backend)["bald"],
+            acq.score_all(view, backend=backend)["bald"],
+            acq.score_all(view.contiguous(), backend=backend)["bald"],
         )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("strategy", ["bald", "margin", "expected_least_confidence"])
 def test_streaming_selector_equals_select(backend: str, strategy: str) -> None:
-    n = 90 if backend == "triton" else 700
+    n = 90 if backend == "triton" and TRITON_DEVICE == "cpu" else 700
     logits = random_logits((3, n, 230), seed=10)
     logits[:, 50:60] = logits[:, 40:41]  # ties across a chunk boundary
+    logits = on(backend, logits)
     labelled = list(range(0, n, 13))
     k = 25
     want_idx, want_val = acq.select(logits, strategy, k, exclude=labelled, backend=backend)
@@ -326,7 +344,7 @@ def test_streaming_selector_equals_select(backend: str, strategy: str) -> None:
         for a, b in spans:
             sel.update(logits[:, a:b], offset=a)
         idx, val = sel.result()
-        assert torch.equal(idx, want_idx)
+        assert torch.equal(idx, want_idx.cpu())
         assert torch.equal(val, want_val.cpu())
 
 

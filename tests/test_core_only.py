@@ -113,6 +113,15 @@ CORE_USE = textwrap.dedent(
     needs("triton", lambda: acq.score_all(logits, backend="triton"))
     import alkernels.adapters  # the package imports none of its adapters
     needs("baal", lambda: __import__("alkernels.adapters.baal"))
+    from alkernels.ops import aot, arch
+    needs("triton", lambda: aot.run([90]))
+    assert arch.occupancy(90, 64, 0, 4).fraction == 0.5
+
+    # the GPU-path training step runs its plain eager step on the CPU
+    from alkernels.loop.step import TrainStep, bucket_for, pad_batch
+    step = TrainStep(paper_classifier(backend="auto"), lr=1e-3)
+    assert torch.isfinite(step(batch))
+    assert pad_batch(batch, *bucket_for(batch)).num_graphs == batch.num_graphs + 1
 
     leaked = sorted(m for m in HIDDEN if sys.modules.get(m) is not None)
     assert not leaked, leaked

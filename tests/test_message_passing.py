@@ -47,8 +47,8 @@ def run(backend, h, x, shift, graph, weights, detach_norm=False):
     """Outputs and the gradients of a fixed random projection of them w.r.t. h, x and weights."""
     m, dx = egnn_edge_op(h, x, shift, graph, weights, backend=backend, detach_norm=detach_norm)
     gen = torch.Generator().manual_seed(1)
-    pm = torch.randn(m.shape, generator=gen, dtype=m.dtype)
-    px = torch.randn(dx.shape, generator=gen, dtype=dx.dtype)
+    pm = torch.randn(m.shape, generator=gen, dtype=m.dtype).to(m.device)
+    px = torch.randn(dx.shape, generator=gen, dtype=dx.dtype).to(dx.device)
     loss = (m * pm).sum() + 100.0 * (dx * px).sum()
     grads = torch.autograd.grad(loss, [h, x, *weights], allow_unused=True)
     return [m, dx, *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, [h, x, *weights]))]

@@ -156,7 +156,15 @@ class EGNN(nn.Module):
         backend: edge-op backend, one of ``"auto"``, ``"torch"``, ``"cpu"``, ``"triton"``
             (see :mod:`alkernels.ops.dispatch`; ``"reference"`` is an alias of ``"torch"``).
         precision: matmul precision of the Triton backend, ``"fp32"``, ``"tf32"`` or ``"bf16"``.
+
+    Attributes:
+        validate_inputs: check atomic numbers and edge indices on every forward (default True).
+            Those checks read values back from the device; a training step that validated its
+            batches when it built them (:class:`alkernels.loop.step.TrainStep`) turns them off so
+            that nothing waits for the GPU inside the step.
     """
+
+    validate_inputs: bool = True
 
     def __init__(self, config: EGNNConfig = EGNNConfig(), backend: str = "auto", precision: str = "fp32") -> None:
         super().__init__()
@@ -194,12 +202,13 @@ class EGNN(nn.Module):
         """
         check_batch(batch)
         z = batch.z
-        if z.numel() and (int(z.min()) < 0 or int(z.max()) >= self.config.num_species):
+        if self.validate_inputs and z.numel() and (int(z.min()) < 0 or int(z.max()) >= self.config.num_species):
             raise ValueError(f"atomic numbers must lie in [0, {self.config.num_species})")
         dtype = self.input.weight.dtype
-        graph = build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes)
+        graph = build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes, validate=self.validate_inputs)
         shift = edge_shift_vectors(batch, dtype)
-        h = self.input(self.embedding(z))
+        # .to(dtype): under autocast the Linear returns bfloat16; the node state stays float32
+        h = self.input(self.embedding(z)).to(dtype)
         x = batch.pos.to(dtype)
         b = batch.num_graphs
         taps: list[torch.Tensor] = []

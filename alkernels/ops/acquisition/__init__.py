@@ -29,7 +29,10 @@ SCORE_ORDER: tuple[str, ...] = (
     "expected_margin",
 )
 
-__all__ = ["SCORE_ORDER", "score_all", "topk"]
+#: Most classes the Triton kernel takes; backend "auto" uses torch on CUDA above it.
+TRITON_MAX_C = 8192
+
+__all__ = ["SCORE_ORDER", "TRITON_MAX_C", "score_all", "topk"]
 
 
 def score_all(logits: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, int]:
@@ -39,7 +42,9 @@ def score_all(logits: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor
         (float32 [8, N] on the logits' device, index of the first sample with a non-finite
         logit or -1).
     """
-    chosen = resolve_backend(backend, logits, op="acquisition scoring")
+    too_wide = logits.shape[-1] > TRITON_MAX_C and logits.device.type == "cuda"
+    why = f"the Triton kernel takes C <= {TRITON_MAX_C} classes, got C = {logits.shape[-1]}" if too_wide else None
+    chosen = resolve_backend(backend, logits, op="acquisition scoring", unsupported=why)
     if logits.shape[1] == 0:  # an empty chunk or shard: nothing to launch a kernel for
         return torch.empty(len(SCORE_ORDER), 0, dtype=torch.float32, device=logits.device), -1
     if chosen == "cpu":

@@ -2,6 +2,20 @@
 
 One program scores ``BLOCK_N`` samples: it loops over the T passes with the running p_bar of its
 rows in registers, so the logits are read exactly once. Rows with a non-finite logit get NaN.
+
+Shape for the register file: a program's tile is ``[BLOCK_N, BLOCK_C]`` (``BLOCK_C`` = C rounded
+up to a power of two) spread over ``num_warps`` warps, and :func:`block_config` picks
+``BLOCK_N`` and ``num_warps`` per ``BLOCK_C`` from a fixed table so that each thread holds only 2
+to 8 elements of a tile (one warp or less per row at C = 230). The kernel keeps about five such
+tiles live (the logits of the pass, their exponentials, masks and the running p_bar), which
+stays under 64 registers per thread from C = 2 to 8192 and so at 50% theoretical occupancy or
+more on sm_80 and sm_90 (``python -m alkernels.ops.aot`` prints the figures). Why not chunks of
+C with an online max: p_bar needs each pass's softmax normaliser before it can add that pass's
+probabilities, so a chunked kernel must either hold the whole row anyway or read the logits
+twice; holding the row with few elements per thread keeps the single read.
+
+Configurations are chosen by this table, not by runtime autotuning, so that every one of them is
+compiled and checked ahead of time (:func:`aot_configs`).
 """
 from __future__ import annotations
 
@@ -10,7 +24,16 @@ import triton
 import triton.language as tl
 
 from alkernels.ops.acquisition.reference import BALD_ZERO
+from alkernels.ops.acquisition import TRITON_MAX_C as MAX_C
+from alkernels.ops.arch import KernelConfig, check_device
 
+# BLOCK_C -> (BLOCK_N, num_warps): 256 elements per 4 warps up to BLOCK_C = 64, then one or two
+# rows per program with more warps as rows widen. Every entry is compiled by aot_configs().
+_BLOCK_TABLE: dict[int, tuple[int, int]] = {
+    2: (128, 4), 4: (64, 4), 8: (32, 4), 16: (16, 4), 32: (8, 4), 64: (4, 4), 128: (2, 4),
+    256: (2, 4), 512: (1, 4), 1024: (1, 8), 2048: (1, 16), 4096: (1, 16), 8192: (1, 32),
+}
+_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _BALD_ZERO = tl.constexpr(BALD_ZERO)
 
 
@@ -78,21 +101,58 @@ def _score_all_kernel(
     tl.store(bad_ptr + rows, bad.to(tl.int8), mask=row_ok)
 
 
+def block_config(C: int) -> tuple[int, int, int]:
+    """``(BLOCK_N, BLOCK_C, num_warps)`` the launcher uses for ``C`` classes (2 <= C <= MAX_C)."""
+    if not 2 <= C <= MAX_C:
+        raise ValueError(f"the Triton acquisition kernel takes 2 <= C <= {MAX_C} classes, got C = {C}")
+    block_c = triton.next_power_of_2(C)
+    block_n, warps = _BLOCK_TABLE[block_c]
+    return block_n, block_c, warps
+
+
+def _features(dtype: torch.dtype) -> tuple[str, ...]:
+    return ("bf16",) if dtype == torch.bfloat16 else ()
+
+
 def score_all_triton(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Fused Triton scores: ``logits`` [T, N, C] fp32/fp16/bf16 -> (float32 [8, N], first_bad)."""
+    """Fused Triton scores: ``logits`` [T, N, C] fp32/fp16/bf16 -> (float32 [8, N], first_bad).
+
+    Raises:
+        ValueError: C outside [2, MAX_C], or bfloat16 logits on a GPU older than sm_80.
+    """
     if logits.stride(2) != 1:
         logits = logits.contiguous()
     T, N, C = logits.shape
+    block_n, block_c, warps = block_config(C)
+    check_device(_features(logits.dtype), logits.device, "acquisition scoring on backend 'triton'")
     out = torch.empty((8, N), dtype=torch.float32, device=logits.device)
     bad = torch.empty((N,), dtype=torch.int8, device=logits.device)
     if N == 0:
         return out, -1
-    block_c = triton.next_power_of_2(C)
-    block_n = max(1, min(16, 4096 // block_c))
     grid = (triton.cdiv(N, block_n),)
     _score_all_kernel[grid](
         logits, out, bad, T, N, C, logits.stride(0), logits.stride(1),
-        BLOCK_N=block_n, BLOCK_C=block_c,
+        BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps,
     )
     bad_idx = torch.nonzero(bad)
     return out, (int(bad_idx[0, 0]) if bad_idx.numel() else -1)
+
+
+def aot_configs() -> list[KernelConfig]:
+    """Every configuration :func:`score_all_triton` can launch: each row of the block table in
+    each logits dtype. Occupancy must reach 50% (the kernel is bandwidth-bound)."""
+    configs = []
+    for dtype, name in _DTYPES.items():
+        for block_c, (block_n, warps) in _BLOCK_TABLE.items():
+            sig = {
+                "x_ptr": f"*{name}", "out_ptr": "*fp32", "bad_ptr": "*i8", "T": "i32", "N": "i32",
+                "C": "i32", "stride_t": "i64", "stride_n": "i64",
+                "BLOCK_N": "constexpr", "BLOCK_C": "constexpr",
+            }  # fmt: skip
+            configs.append(KernelConfig(
+                family="acquisition", kernel="_score_all_kernel",
+                label=f"C<={block_c} {str(dtype).removeprefix('torch.')}", fn=_score_all_kernel,
+                signature=sig, constexprs={"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps,
+                features=_features(dtype), min_occupancy=0.5, aligned=("x_ptr", "out_ptr", "bad_ptr"),
+            ))  # fmt: skip
+    return configs

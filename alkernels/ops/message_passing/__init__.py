@@ -21,7 +21,8 @@ The fused backends split the first edge Linear ``W1 [h_j, h_i, r^2] + b1 = A_j +
 with per-NODE products ``A = h W1a^T`` and ``B = h W1b^T + b1``; reduce per receiver segment (CSR
 over ``dst``) and, in backward, per sender segment (CSR over ``src``) without atomics, so results
 are deterministic; and save only node-level tensors for backward, recomputing the edge
-activations there. The C++ tile GEMMs also skip the zeros of their ReLU inputs (and of
+activations there (the Triton backward recomputes them into per-edge buffers that live for the
+backward call only, and takes the weight gradients as GEMMs over edges). The C++ tile GEMMs also skip the zeros of their ReLU inputs (and of
 ReLU-masked gradients), so their speed depends on the activation density: about half at
 initialisation, lower once trained. Gradients flow to ``h``, ``x`` and all eleven weights; the
 shift vectors are constants (no gradient to the cell).

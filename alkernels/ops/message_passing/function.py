@@ -34,9 +34,13 @@ def _backward(backend: str, precision: str, eps: float, detach_norm: bool, graph
 
 class FusedEdgeFunction(torch.autograd.Function):
     """``apply(backend, precision, eps, detach_norm, graph, h, x, shift, *weights) -> (m, dx)``
-    with ``backend`` "cpu" or "triton"; gradients flow to h, x and the eleven weights."""
+    with ``backend`` "cpu" or "triton"; gradients flow to h, x and the eleven weights.
+
+    Under CUDA autocast the op takes float32 inputs and runs with autocast off: its own
+    ``precision`` decides the matmul inputs of the kernels."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, backend, precision, eps, detach_norm, graph, h, x, shift, *weights):
         m, dx = _forward(backend, precision, eps, graph, h, x, shift, EdgeWeights(*weights))
         ctx.save_for_backward(h, x, shift, *weights)
@@ -44,6 +48,7 @@ class FusedEdgeFunction(torch.autograd.Function):
         return m, dx
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, gm, gdx):
         backend, precision, eps, detach_norm, graph = ctx.config
         h, x, shift, *weights = ctx.saved_tensors

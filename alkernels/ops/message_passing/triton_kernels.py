@@ -1,19 +1,45 @@
 """Triton kernels of the fused EGNN edge op (GPU, or CPU under ``TRITON_INTERPRET=1``).
 
 Layout: program ``p`` owns blocks of ``BLOCK_N`` consecutive receivers (persistent grid); it walks
-their edges (sorted by receiver) in chunks of ``BLOCK_E``, computes the whole edge MLP and
-coordinate MLP of a chunk on chip with ``tl.dot`` and reduces the chunk into its receivers with a
-one-hot ``[BLOCK_N, BLOCK_E]`` matmul, so no atomics are used and results are deterministic.
+their edges (sorted by receiver) in chunks of ``BLOCK_E`` and computes the edge MLP and the
+coordinate MLP of a chunk with ``tl.dot``. Receiver sums use a one-hot ``[BLOCK_N, BLOCK_E]``
+matmul into the block's own output rows, so no atomics are used and results are deterministic.
 
-Backward recomputes the chunk's activations, then back-propagates through both MLPs. Receiver
-sums (``gB``, the receiver part of ``gx``) use the same one-hot reduction; the sender parts are
-written per edge (``[E, F]`` and ``[E, 4]``, much smaller than E x H) and gathered per sender
-through the CSR over ``src`` by a second kernel; weight gradients accumulate in one slice per
-program of a ``[P, ...]`` buffer that torch sums at the end.
+Shaped for the register file: every matmul is a ``[BLOCK_E, K] @ [K, K]`` tile product (``K`` =
+32 at the paper's widths). Triton keeps both operands of a ``tl.dot`` in registers, so one
+``[32, 128] @ [128, 128]`` product needs hundreds of registers per thread (what the first
+version of these kernels did: 255 registers and kilobytes of local memory). Here a layer's input
+is instead written once to a scratch buffer, read back in ``[BLOCK_E, K]`` column tiles (from L1)
+and multiplied by ``[K, K]`` weight tiles, accumulating one ``[BLOCK_E, K]`` output tile at a
+time; a barrier orders the layers. Live state is a few ``[BLOCK_E, K]`` tiles: no spills, and
+every product runs on tensor cores in tf32/bf16 (``python -m alkernels.ops.aot`` reports
+registers, local memory and HMMA counts per configuration).
 
-Precision: ``"fp32"`` runs every matmul in IEEE fp32; ``"tf32"`` uses TF32 tensor-core inputs;
-``"bf16"`` casts matmul inputs to bfloat16. All accumulate in fp32, the one-hot receiver sums
-always run in IEEE fp32, and the geometry (distances, directions, tanh) is fp32 throughout.
+Forward: the scratch is ``BLOCK_E`` rows per program, so memory stays O(programs) and nothing per
+edge is saved for backward. Backward recomputes the activations into per-EDGE buffers (``[E, H]``
+and ``[E, C]``, allocated for the duration of one backward call), back-propagates through both
+MLPs into per-edge gradient buffers, and leaves the weight gradients to torch: each is one
+``G^T @ X`` GEMM over all edges (cuBLAS on a GPU), deterministic, instead of read-modify-writes
+of per-program slices. The sender parts of ``gh`` and ``gx`` are gathered per sender through the
+CSR over ``src`` by a second kernel.
+
+Precision (``precision=`` of the launchers; every matmul accumulates in fp32, and the geometry,
+distances, directions and tanh, is fp32 throughout):
+
+* ``"fp32"``: fp32 results. On sm_80 and newer the matmuls run on tensor cores as 3xTF32 (each
+  fp32 operand split into a TF32 high and low part, three TF32 products), about as accurate as
+  fp32 FMAs; below sm_80 and in the interpreter they are IEEE fp32.
+* ``"tf32"``: TF32 tensor-core inputs (sm_80+).
+* ``"bf16"``: bfloat16 matmul inputs (sm_80+); the weight-gradient GEMMs take bf16 inputs too.
+
+The one-hot receiver sums keep fp32 accuracy in every mode (3xTF32 on sm_80+, IEEE otherwise).
+The launchers refuse tf32 and bf16 below sm_80 before anything is compiled
+(:func:`alkernels.ops.arch.check_device`).
+
+The interpreter runs the same block sizes as a GPU (``BLOCK_E``, ``BLOCK_N``, ``K``), so the tests
+exercise the GPU configuration; only the matmul precision mapping differs (the interpreter's
+``tl.dot`` ignores input precision, and bf16 inputs are rounded explicitly because its bfloat16
+``tl.dot`` is wrong).
 """
 from __future__ import annotations
 
@@ -22,16 +48,39 @@ import torch
 import triton
 import triton.language as tl
 
-from alkernels.ops.dispatch import interpreting
-from alkernels.ops.message_passing.graph import EdgeGraph, EdgeWeights, split_first_layer
+from alkernels.ops.arch import KernelConfig, arch_of, check_device
+from alkernels.ops.message_passing.graph import PRECISIONS, EdgeGraph, EdgeWeights, split_first_layer
 
-_PREC = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16"}
+#: Receivers per block, edges per chunk, and the largest matmul tile width.
+BLOCK_N = 16
+BLOCK_E = 32
+CHUNK = 32
+#: Warps per program of the forward, backward and sender-reduction kernels.
+FWD_WARPS = 8
+ACT_WARPS = 8
+#: Backward warps per precision as (from arch, below arch, warps): ptxas spills a few bytes in
+#: bf16 with 8 warps on sm_90 and with 4 on sm_80 (see ``python -m alkernels.ops.aot``).
+BWD_WARPS: dict[str, list[tuple[int, int | None, int]]] = {
+    "fp32": [(0, None, 8)], "tf32": [(0, None, 8)], "bf16": [(0, 90, 8), (90, None, 4)],
+}
 
 
-def _prec(precision: str) -> str:
-    if precision == "bf16" and interpreting():
-        return "bf16_emulated"
-    return _PREC[precision]
+def bwd_warps(precision: str, device: torch.device) -> int:
+    """Warps of the backward kernel for ``precision`` on ``device`` (from :data:`BWD_WARPS`)."""
+    arch = arch_of(device) if device.type == "cuda" else 0
+    return next(w for lo, below, w in BWD_WARPS[precision] if lo <= arch and (below is None or arch < below))
+SENDER_WARPS = 4
+SENDER_BLOCK = 32
+
+
+def matmul_modes(precision: str, device: torch.device) -> tuple[str, str]:
+    """``(PREC, EXACT)`` constexprs of the kernels for ``precision`` on ``device``: the matmul
+    input precision, and the one used for the fp32-accurate one-hot receiver sums."""
+    if device.type != "cuda":  # the interpreter: plain fp32 matmuls, bf16 rounded explicitly
+        return {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16_emulated"}[precision], "ieee"
+    if arch_of(device) >= 80:
+        return {"fp32": "tf32x3", "tf32": "tf32", "bf16": "bf16"}[precision], "tf32x3"
+    return "ieee", "ieee"
 
 
 @triton.jit
@@ -48,18 +97,54 @@ def _mm(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def _load_t(w_ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """The transpose [COLS, ROWS] of a row-major [ROWS, COLS] weight."""
-    r = tl.arange(0, ROWS)
-    c = tl.arange(0, COLS)
-    return tl.load(w_ptr + r[None, :] * COLS + c[:, None])
+def _tile(ptr, R: tl.constexpr, K: tl.constexpr, RS, CS):
+    """The [R, K] tile with element [r, k] at ``ptr[r * RS + k * CS]``."""
+    return tl.load(ptr + tl.arange(0, R)[:, None] * RS + tl.arange(0, K)[None, :] * CS)
 
 
 @triton.jit
-def _load_w(w_ptr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    r = tl.arange(0, ROWS)
-    c = tl.arange(0, COLS)
-    return tl.load(w_ptr + r[:, None] * COLS + c[None, :])
+def _load_cols(base, LD: tl.constexpr, j0, valid, K: tl.constexpr):
+    """Columns j0 .. j0+K-1 of the row-major [BLOCK_E, LD] buffer at ``base`` (0 past ``valid``)."""
+    r = tl.arange(0, valid.shape[0])
+    return tl.load(base + r[:, None] * LD + j0 + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0)
+
+
+@triton.jit
+def _store_cols(base, LD: tl.constexpr, j0, tile, valid, K: tl.constexpr):
+    r = tl.arange(0, valid.shape[0])
+    tl.store(base + r[:, None] * LD + j0 + tl.arange(0, K)[None, :], tile, mask=valid[:, None])
+
+
+@triton.jit
+def _linear_relu(in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out_base, valid,
+                 K: tl.constexpr, PREC: tl.constexpr):
+    """out = relu(in @ W^T + b) for the [BLOCK_E, IN] rows at ``in_base``, W [OUT, IN] row-major,
+    one [BLOCK_E, K] output tile at a time; ends with a barrier (out is read by other threads)."""
+    for j in range(OUT // K):
+        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        for k in range(IN // K):
+            w = _tile(w_ptr + j * K * IN + k * K, K, K, 1, IN)  # [kk, jj] = W[j K + jj, k K + kk]
+            acc += _mm(_load_cols(in_base, IN, k * K, valid, K), w, PREC)
+        acc = tl.maximum(acc + tl.load(b_ptr + j * K + tl.arange(0, K))[None, :], 0.0)
+        _store_cols(out_base, OUT, j * K, acc, valid, K)
+    tl.debug_barrier()
+
+
+@triton.jit
+def _linear_relu_bwd(gout_base, OUT: tl.constexpr, w_ptr, IN: tl.constexpr, in_base, gin_base, valid,
+                     extra_ptr, rows, HAS_EXTRA: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+    """gin = (gout @ W [+ extra_ptr[rows]]) where in > 0, the gradient through ``relu(in)`` feeding
+    a Linear with weight W [OUT, IN]; one [BLOCK_E, K] tile at a time; ends with a barrier."""
+    for k in range(IN // K):
+        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        for j in range(OUT // K):
+            w = _tile(w_ptr + j * K * IN + k * K, K, K, IN, 1)  # [jj, kk] = W[j K + jj, k K + kk]
+            acc += _mm(_load_cols(gout_base, OUT, j * K, valid, K), w, PREC)
+        if HAS_EXTRA:
+            acc += tl.load(extra_ptr + rows[:, None] * IN + k * K + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0)
+        acc = tl.where(_load_cols(in_base, IN, k * K, valid, K) > 0, acc, 0.0)
+        _store_cols(gin_base, IN, k * K, acc, valid, K)
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -68,13 +153,8 @@ def _tanh(s):
 
 
 @triton.jit
-def _chunk(
-    e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
-    w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    PREC: tl.constexpr,
-):
-    """Geometry and both MLPs of edges e .. e+BLOCK_E-1 (masked past e_end)."""
+def _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E: tl.constexpr):
+    """Edges e .. e+BLOCK_E-1 (masked past e_end): ids, validity, ends, d = x_j + s - x_i, r^2, r."""
     offs = e + tl.arange(0, BLOCK_E)
     valid = offs < e_end
     src = tl.load(src_ptr + offs, mask=valid, other=0)
@@ -83,23 +163,32 @@ def _chunk(
     dy = tl.load(x_ptr + src * 3 + 1, mask=valid, other=0.0) + tl.load(shift_ptr + offs * 3 + 1, mask=valid, other=0.0) - tl.load(x_ptr + dst * 3 + 1, mask=valid, other=0.0)
     dz = tl.load(x_ptr + src * 3 + 2, mask=valid, other=0.0) + tl.load(shift_ptr + offs * 3 + 2, mask=valid, other=0.0) - tl.load(x_ptr + dst * 3 + 2, mask=valid, other=0.0)
     r2 = dx * dx + dy * dy + dz * dz
-    r = tl.sqrt(r2)
-    offs_h = tl.arange(0, H)
-    offs_c = tl.arange(0, C)
-    pre = (
-        tl.load(a_ptr + src[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-        + tl.load(b_ptr + dst[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-        + tl.load(w_ptr + offs_h)[None, :] * r2[:, None]
-    )
-    z1 = tl.maximum(pre, 0.0)
-    z2 = tl.maximum(_mm(z1, _load_t(w2_ptr, H, H), PREC) + tl.load(b2_ptr + offs_h)[None, :], 0.0)
-    m = tl.maximum(_mm(z2, _load_t(w3_ptr, H, H), PREC) + tl.load(b3_ptr + offs_h)[None, :], 0.0)
-    p1 = tl.maximum(_mm(m, _load_t(wx1_ptr, C, H), PREC) + tl.load(bx1_ptr + offs_c)[None, :], 0.0)
-    p2 = tl.maximum(_mm(p1, _load_t(wx2_ptr, C, C), PREC) + tl.load(bx2_ptr + offs_c)[None, :], 0.0)
-    gate = _tanh(tl.sum(p2 * tl.load(wx3_ptr + offs_c)[None, :], axis=1))
-    # one-hot [BLOCK_N, BLOCK_E]: which of the block's receivers each edge belongs to
-    onehot = ((dst - i0)[None, :] == tl.arange(0, BLOCK_N)[:, None]) & valid[None, :]
-    return offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot.to(tl.float32)
+    return offs, valid, src, dst, dx, dy, dz, r2, tl.sqrt(r2)
+
+
+@triton.jit
+def _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                 wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
+                 H: tl.constexpr, C: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+    """Both MLPs of one edge chunk into the scratch rows z1_s, z2_s, m_s [BLOCK_E, H] and
+    p1_s, p2_s [BLOCK_E, C]; returns the coordinate gate tanh(phi_x(m)) [BLOCK_E]."""
+    for j in range(H // K):  # z1 = relu(A[src] + B[dst] + w r^2), the per-node split first layer
+        cols = j * K + tl.arange(0, K)
+        pre = (
+            tl.load(a_ptr + src[:, None] * H + cols[None, :], mask=valid[:, None], other=0.0)
+            + tl.load(b_ptr + dst[:, None] * H + cols[None, :], mask=valid[:, None], other=0.0)
+            + tl.load(w_ptr + cols)[None, :] * r2[:, None]
+        )
+        _store_cols(z1_s, H, j * K, tl.maximum(pre, 0.0), valid, K)
+    tl.debug_barrier()
+    _linear_relu(z1_s, H, w2_ptr, b2_ptr, H, z2_s, valid, K, PREC)
+    _linear_relu(z2_s, H, w3_ptr, b3_ptr, H, m_s, valid, K, PREC)
+    _linear_relu(m_s, H, wx1_ptr, bx1_ptr, C, p1_s, valid, K, PREC)
+    _linear_relu(p1_s, C, wx2_ptr, bx2_ptr, C, p2_s, valid, K, PREC)
+    s = tl.zeros((valid.shape[0],), dtype=tl.float32)
+    for j in range(C // K):
+        s += tl.sum(_load_cols(p2_s, C, j * K, valid, K) * tl.load(wx3_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
+    return _tanh(s)
 
 
 @triton.jit
@@ -110,10 +199,26 @@ def _block_edges(rowptr_ptr, blk, n, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _store_block(rows_ptr, vec_ptr, node, n, acc, acc_x, acc_y, acc_z, H: tl.constexpr):
-    """rows_ptr[node, :H] = acc and vec_ptr[node, :3] = (acc_x, acc_y, acc_z) for node < n."""
+def _onehot(dst, valid, i0, BLOCK_N: tl.constexpr):
+    """[BLOCK_N, BLOCK_E] float: which of the block's receivers each edge belongs to."""
+    return (((dst - i0)[None, :] == tl.arange(0, BLOCK_N)[:, None]) & valid[None, :]).to(tl.float32)
+
+
+@triton.jit
+def _reduce_rows(out_ptr, node, n, onehot, src_base, valid, H: tl.constexpr, K: tl.constexpr, EXACT: tl.constexpr):
+    """out[node, :] += onehot @ src (the [BLOCK_E, H] scratch rows), one column tile at a time;
+    the block's receiver rows belong to this program alone."""
+    ok = (node < n)[:, None]
+    for j in range(H // K):
+        ptrs = out_ptr + node[:, None] * H + j * K + tl.arange(0, K)[None, :]
+        part = tl.dot(onehot, _load_cols(src_base, H, j * K, valid, K), input_precision=EXACT)
+        tl.store(ptrs, tl.load(ptrs, mask=ok, other=0.0) + part, mask=ok)
+
+
+@triton.jit
+def _store_vec(vec_ptr, node, n, acc_x, acc_y, acc_z):
+    """vec_ptr[node, :3] = (acc_x, acc_y, acc_z) for node < n."""
     ok = node < n
-    tl.store(rows_ptr + node[:, None] * H + tl.arange(0, H)[None, :], acc, mask=ok[:, None])
     tl.store(vec_ptr + node * 3, acc_x, mask=ok)
     tl.store(vec_ptr + node * 3 + 1, acc_y, mask=ok)
     tl.store(vec_ptr + node * 3 + 2, acc_z, mask=ok)
@@ -123,120 +228,128 @@ def _store_block(rows_ptr, vec_ptr, node, n, acc, acc_x, acc_y, acc_z, H: tl.con
 def _edge_fwd_kernel(
     a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
     w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    m_ptr, dxo_ptr, n, eps,
+    m_ptr, dxo_ptr, scratch_ptr, n, eps,
     H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    PREC: tl.constexpr,
+    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
+    """m [n, H] (zero on entry) += receiver sums of phi_e; dx [n, 3] = sums of u tanh(phi_x)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
+    # this program's scratch rows: z1, z2, m [BLOCK_E, H] and p1, p2 [BLOCK_E, C]
+    z1_s = scratch_ptr + pid * BLOCK_E * (3 * H + 2 * C)
+    z2_s = z1_s + BLOCK_E * H
+    m_s = z2_s + BLOCK_E * H
+    p1_s = m_s + BLOCK_E * H
+    p2_s = p1_s + BLOCK_E * C
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_m = tl.zeros((BLOCK_N, H), dtype=tl.float32)
         acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for e in range(e_start, e_end, BLOCK_E):
-            offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot = _chunk(
-                e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
-                w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-                H, C, BLOCK_E, BLOCK_N, PREC,
-            )
-            acc_m += tl.dot(onehot, m, input_precision="ieee")
+            offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
+            gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                                wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
+                                H, C, K, PREC)  # fmt: skip
+            onehot = _onehot(dst, valid, i0, BLOCK_N)
+            _reduce_rows(m_ptr, i0 + rows, n, onehot, m_s, valid, H, K, EXACT)
             scale = gate / (r + eps)
             acc_x += tl.sum(onehot * (dx * scale)[None, :], axis=1)
             acc_y += tl.sum(onehot * (dy * scale)[None, :], axis=1)
             acc_z += tl.sum(onehot * (dz * scale)[None, :], axis=1)
-        _store_block(m_ptr, dxo_ptr, i0 + rows, n, acc_m, acc_x, acc_y, acc_z, H)
+            tl.debug_barrier()  # the next chunk overwrites the scratch rows
+        _store_vec(dxo_ptr, i0 + rows, n, acc_x, acc_y, acc_z)
 
 
 @triton.jit
-def _acc_slice(ptr, value, ROWS: tl.constexpr, COLS: tl.constexpr):
-    """ptr[ROWS, COLS] += value (a program-owned slice of the weight-gradient buffer)."""
-    offs = tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
-
-
-@triton.jit
-def _acc_vec(ptr, value, LEN: tl.constexpr):
-    offs = tl.arange(0, LEN)
-    tl.store(ptr + offs, tl.load(ptr + offs) + value)
+def _edge_act_kernel(
+    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
+    w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
+    gdx_ptr, aux_ptr, z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, num_edges, eps,
+    H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr,
+):
+    """Backward, part 1: every edge's activations z1, z2, m [E, H] and p1, p2 [E, C] (recomputed
+    as in forward) and aux [E, 8] = (r^2, d loss / d phi_x output, d, gate, 2 unused). Edges are
+    independent here, so programs take chunks of BLOCK_E consecutive edges."""
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    for c in range(pid, tl.cdiv(num_edges, BLOCK_E), nprog):
+        e = c * BLOCK_E
+        offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, num_edges, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
+        gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
+                            wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_ptr + e * H, z2_ptr + e * H,
+                            m_ptr + e * H, p1_ptr + e * C, p2_ptr + e * C, H, C, K, PREC)  # fmt: skip
+        gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
+        gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
+        gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
+        gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) / (r + eps) * (1.0 - gate * gate)
+        tl.store(aux_ptr + offs * 8, r2, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 1, gs, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 2, dx, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 3, dy, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 4, dz, mask=valid)
+        tl.store(aux_ptr + offs * 8 + 5, gate, mask=valid)
+        tl.debug_barrier()  # the next chunk's scratch rows differ, but keep warps in step
 
 
 @triton.jit
 def _edge_bwd_kernel(
-    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
-    w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    gm_ptr, gdx_ptr, h_ptr, w1a_ptr, gb_ptr, gx_ptr, ghe_ptr, gde_ptr, wg_ptr, n, eps,
-    F: tl.constexpr, H: tl.constexpr, C: tl.constexpr, WG: tl.constexpr,
-    DETACH: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
+    w_ptr, dst_ptr, rowptr_ptr, w2_ptr, w3_ptr, wx1_ptr, wx2_ptr, wx3_ptr,
+    gm_ptr, gdx_ptr, gb_ptr, gx_ptr, gde_ptr, aux_ptr,
+    z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, gz1_ptr, gz2_ptr, gmm_ptr, gp1_ptr, gp2_ptr, n, eps,
+    H: tl.constexpr, C: tl.constexpr, DETACH: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
+    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
+    """Backward, part 2, from the activations of :func:`_edge_act_kernel`: the gradients
+    g_p2, g_p1 [E, C] and g_m, g_z2, g_z1 [E, H] of the layers' pre-activations; gB [n, H] (zero on
+    entry) += receiver sums of g_z1; gx [n, 3] = receiver part of the position gradient;
+    gde [E, 4] = per-edge d-gradient (sender part)."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
-    offs_h = tl.arange(0, H)
-    offs_c = tl.arange(0, C)
-    offs_f = tl.arange(0, F)
     rows = tl.arange(0, BLOCK_N)
-    # this program's weight-gradient slice: gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3
-    wg = wg_ptr + pid * WG
-    o_w = H * F
-    o_w2 = o_w + H
-    o_b2 = o_w2 + H * H
-    o_w3 = o_b2 + H
-    o_b3 = o_w3 + H * H
-    o_wx1 = o_b3 + H
-    o_bx1 = o_wx1 + C * H
-    o_wx2 = o_bx1 + C
-    o_bx2 = o_wx2 + C * C
-    o_wx3 = o_bx2 + C
-    w_r = tl.load(w_ptr + offs_h)
-    wx3 = tl.load(wx3_ptr + offs_c)
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_gb = tl.zeros((BLOCK_N, H), dtype=tl.float32)
         acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
         acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for e in range(e_start, e_end, BLOCK_E):
-            offs, valid, src, dx, dy, dz, r2, r, z1, z2, m, p1, p2, gate, onehot = _chunk(
-                e, e_end, i0, a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
-                w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-                H, C, BLOCK_E, BLOCK_N, PREC,
-            )
+            offs = e + tl.arange(0, BLOCK_E)
+            valid = offs < e_end
             dst = tl.load(dst_ptr + offs, mask=valid, other=0)
-            inv = 1.0 / (r + eps)
+            p1_s = p1_ptr + e * C
+            p2_s = p2_ptr + e * C
+            gs = tl.load(aux_ptr + offs * 8 + 1, mask=valid, other=0.0)
+            # coordinate MLP: g_p2 = gs wx3 where p2 > 0, then back through Wx2 and Wx1
+            gp2_s = gp2_ptr + e * C
+            for j in range(C // K):
+                cols = j * K + tl.arange(0, K)
+                g = gs[:, None] * tl.load(wx3_ptr + cols)[None, :]
+                _store_cols(gp2_s, C, j * K, tl.where(_load_cols(p2_s, C, j * K, valid, K) > 0, g, 0.0), valid, K)
+            tl.debug_barrier()
+            _linear_relu_bwd(gp2_s, C, wx2_ptr, C, p1_s, gp1_ptr + e * C, valid, gm_ptr, dst, False, K, PREC)
+            # g_m also receives the upstream gradient of the message, gm[dst]
+            _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_ptr + e * H, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
+            _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_ptr + e * H, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_ptr + e * H, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            onehot = _onehot(dst, valid, i0, BLOCK_N)
+            _reduce_rows(gb_ptr, i0 + rows, n, onehot, gz1_ptr + e * H, valid, H, K, EXACT)
+            # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
+            g_r2 = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            for j in range(H // K):
+                g_r2 += tl.sum(_load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
+            r2 = tl.load(aux_ptr + offs * 8, mask=valid, other=0.0)
+            dx = tl.load(aux_ptr + offs * 8 + 2, mask=valid, other=0.0)
+            dy = tl.load(aux_ptr + offs * 8 + 3, mask=valid, other=0.0)
+            dz = tl.load(aux_ptr + offs * 8 + 4, mask=valid, other=0.0)
+            gate = tl.load(aux_ptr + offs * 8 + 5, mask=valid, other=0.0)
             gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
             gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
             gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
-            g_gate = (gdx_x * dx + gdx_y * dy + gdx_z * dz) * inv
-            gs = g_gate * (1.0 - gate * gate)
-            # coordinate MLP
-            _acc_vec(wg + o_wx3, tl.sum(gs[:, None] * p2, axis=0), C)
-            g_p2 = tl.where(p2 > 0, gs[:, None] * wx3[None, :], 0.0)
-            _acc_slice(wg + o_wx2, _mm(tl.trans(g_p2), p1, PREC), C, C)
-            _acc_vec(wg + o_bx2, tl.sum(g_p2, axis=0), C)
-            g_p1 = tl.where(p1 > 0, _mm(g_p2, _load_w(wx2_ptr, C, C), PREC), 0.0)
-            _acc_slice(wg + o_wx1, _mm(tl.trans(g_p1), m, PREC), C, H)
-            _acc_vec(wg + o_bx1, tl.sum(g_p1, axis=0), C)
-            g_m = tl.load(gm_ptr + dst[:, None] * H + offs_h[None, :], mask=valid[:, None], other=0.0)
-            g_m = tl.where(m > 0, g_m + _mm(g_p1, _load_w(wx1_ptr, C, H), PREC), 0.0)
-            # edge MLP
-            _acc_slice(wg + o_w3, _mm(tl.trans(g_m), z2, PREC), H, H)
-            _acc_vec(wg + o_b3, tl.sum(g_m, axis=0), H)
-            g_z2 = tl.where(z2 > 0, _mm(g_m, _load_w(w3_ptr, H, H), PREC), 0.0)
-            _acc_slice(wg + o_w2, _mm(tl.trans(g_z2), z1, PREC), H, H)
-            _acc_vec(wg + o_b2, tl.sum(g_z2, axis=0), H)
-            g_z1 = tl.where(z1 > 0, _mm(g_z2, _load_w(w2_ptr, H, H), PREC), 0.0)
-            h_src = tl.load(h_ptr + src[:, None] * F + offs_f[None, :], mask=valid[:, None], other=0.0)
-            _acc_slice(wg, _mm(tl.trans(g_z1), h_src, PREC), H, F)
-            _acc_vec(wg + o_w, tl.sum(g_z1 * r2[:, None], axis=0), H)
-            acc_gb += tl.dot(onehot, g_z1, input_precision="ieee")
-            ghe = _mm(g_z1, _load_w(w1a_ptr, H, F), PREC)
-            tl.store(ghe_ptr + offs[:, None] * F + offs_f[None, :], ghe, mask=valid[:, None])
-            # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
-            g_r2 = tl.sum(g_z1 * w_r[None, :], axis=1)
+            r = tl.sqrt(r2)
+            inv = 1.0 / (r + eps)
             gu_x = gdx_x * gate
             gu_y = gdx_y * gate
             gu_z = gdx_z * gate
@@ -253,7 +366,7 @@ def _edge_bwd_kernel(
             acc_x -= tl.sum(onehot * gd_x[None, :], axis=1)
             acc_y -= tl.sum(onehot * gd_y[None, :], axis=1)
             acc_z -= tl.sum(onehot * gd_z[None, :], axis=1)
-        _store_block(gb_ptr, gx_ptr, i0 + rows, n, acc_gb, acc_x, acc_y, acc_z, H)
+        _store_vec(gx_ptr, i0 + rows, n, acc_x, acc_y, acc_z)
 
 
 @triton.jit
@@ -279,13 +392,6 @@ def _sender_sum_kernel(
     tl.store(gx_ptr + j * 3 + offs_4, gx + acc_x, mask=offs_4 < 3)
 
 
-BLOCK_N = 16
-
-
-def _block_e() -> int:
-    return 16 if interpreting() else 32
-
-
 def _num_programs(n: int, device: torch.device) -> int:
     blocks = triton.cdiv(max(n, 1), BLOCK_N)
     if device.type == "cuda":
@@ -293,10 +399,28 @@ def _num_programs(n: int, device: torch.device) -> int:
     return min(blocks, 4)
 
 
+def _num_edge_programs(e: int, device: torch.device) -> int:
+    chunks = triton.cdiv(max(e, 1), BLOCK_E)
+    if device.type == "cuda":
+        return min(chunks, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+    return min(chunks, 4)
+
+
 def _check_widths(f: int, h: int, c: int) -> None:
     for name, v in (("node width F", f), ("edge width H", h), ("coordinate width C", c)):
         if v < 16 or v & (v - 1):
             raise ValueError(f"backend 'triton' needs powers of two >= 16; {name} is {v}")
+
+
+def _features(precision: str) -> tuple[str, ...]:
+    return (precision,) if precision in ("tf32", "bf16") else ()
+
+
+def _constexprs(precision: str, device: torch.device, h: int, c: int) -> dict:
+    """Block sizes and precision modes shared by forward and backward."""
+    check_device(_features(precision), device, f"egnn_edge_op precision={precision!r} on backend 'triton'")
+    prec, exact = matmul_modes(precision, device)
+    return {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
 
 
 def _common(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights) -> list[torch.Tensor]:
@@ -310,19 +434,31 @@ def triton_edge_forward(
     h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused forward on Triton: (m [n, H], dx [n, 3]) in float32 (inputs float32, see
-    :func:`alkernels.ops.message_passing.egnn_edge_op` for the shapes)."""
+    :func:`alkernels.ops.message_passing.egnn_edge_op` for the shapes).
+
+    Raises:
+        ValueError: widths that are not powers of two >= 16, or tf32/bf16 below sm_80.
+    """
     n, hidden, coord = h.shape[0], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(h.shape[1], hidden, coord)
-    m = torch.empty(n, hidden, device=h.device, dtype=torch.float32)
+    meta = _constexprs(precision, h.device, hidden, coord)
+    m = torch.zeros(n, hidden, device=h.device, dtype=torch.float32)
     dx = torch.empty(n, 3, device=h.device, dtype=torch.float32)
     if n == 0:
         return m, dx
-    grid = (_num_programs(n, h.device),)
-    _edge_fwd_kernel[grid](
-        *_common(h, x, shift, graph, w), m, dx, n, eps,
-        H=hidden, C=coord, BLOCK_E=_block_e(), BLOCK_N=BLOCK_N, PREC=_prec(precision),
-    )  # fmt: skip
+    progs = _num_programs(n, h.device)
+    scratch = torch.empty(progs * BLOCK_E * (3 * hidden + 2 * coord), device=h.device, dtype=torch.float32)
+    _edge_fwd_kernel[(progs,)](
+        *_common(h, x, shift, graph, w), m, dx, scratch, n, eps, **meta, num_warps=FWD_WARPS, num_stages=1
+    )
     return m, dx
+
+
+def _weight_grad(g: torch.Tensor, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """g^T @ x over all edges (float32 out; bfloat16 inputs in bf16 mode)."""
+    if precision == "bf16":
+        return (g.t().to(torch.bfloat16) @ x.to(torch.bfloat16)).float()
+    return g.t() @ x
 
 
 def triton_edge_backward(
@@ -341,28 +477,124 @@ def triton_edge_backward(
 
     Returns the 14 tensors of the C++ kernel: gB [n, H] (receiver sums of the first-layer
     pre-activation gradient), gh [n, F] (sender part), gx [n, 3], gW1a [H, F], gw [H], gW2, gb2,
-    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]."""
+    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]. Allocates per-edge buffers of (6 H + 4 C + 12)
+    floats per edge for the duration of the call."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(f, hidden, coord)
+    meta = _constexprs(precision, h.device, hidden, coord)
     dev, e = h.device, graph.num_edges
-    sizes = [hidden * f, hidden, hidden * hidden, hidden, hidden * hidden, hidden, coord * hidden, coord, coord * coord, coord, coord]
-    wg_len = sum(sizes)
-    progs = _num_programs(n, dev)
-    wg = torch.zeros(progs, wg_len, device=dev, dtype=torch.float32)
-    gb = torch.empty(n, hidden, device=dev, dtype=torch.float32)
-    gx = torch.empty(n, 3, device=dev, dtype=torch.float32)
-    gh = torch.empty(n, f, device=dev, dtype=torch.float32)
+    gb = torch.zeros(n, hidden, device=dev, dtype=torch.float32)
+    gx = torch.zeros(n, 3, device=dev, dtype=torch.float32)
+    gh = torch.zeros(n, f, device=dev, dtype=torch.float32)
+    hbuf = torch.empty(6, e, hidden, device=dev, dtype=torch.float32)  # z1 z2 m g_z1 g_z2 g_m
+    cbuf = torch.empty(4, e, coord, device=dev, dtype=torch.float32)  # p1 p2 g_p1 g_p2
+    aux = torch.zeros(e, 8, device=dev, dtype=torch.float32)  # r^2, gs, d, gate (rows of 32 B)
+    gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
     if n > 0:
-        ghe = torch.empty(e, f, device=dev, dtype=torch.float32)
-        gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
-        _edge_bwd_kernel[(progs,)](
-            *_common(h, x, shift, graph, w), gm.contiguous(), gdx.contiguous(), h,
-            w.w1[:, :f].contiguous(), gb, gx, ghe, gde, wg, n, eps,
-            F=f, H=hidden, C=coord, WG=wg_len, DETACH=detach_norm, BLOCK_E=_block_e(),
-            BLOCK_N=BLOCK_N, PREC=_prec(precision),
+        common = _common(h, x, shift, graph, w)
+        gdx = gdx.contiguous()
+        if e > 0:
+            act_meta = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
+            _edge_act_kernel[(_num_edge_programs(e, dev),)](
+                *common[:7], *common[8:], gdx, aux, *hbuf[:3], *cbuf[:2], e, eps, **act_meta,
+                num_warps=ACT_WARPS, num_stages=1,
+            )  # fmt: skip
+        wr, w2, w3, wx1, wx2, wx3 = common[2], common[8], common[10], common[12], common[14], common[16]
+        _edge_bwd_kernel[(_num_programs(n, dev),)](
+            wr, graph.dst, graph.rowptr, w2, w3, wx1, wx2, wx3, gm.contiguous(), gdx, gb, gx, gde, aux,
+            *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta,
+            num_warps=bwd_warps(precision, dev), num_stages=1,
         )  # fmt: skip
-        _sender_sum_kernel[(n,)](ghe, gde, graph.src_perm, graph.src_ptr, gh, gx, F=f, BLOCK_E=_block_e())
-    parts = list(wg.sum(0).split(sizes))
-    shapes = [(hidden, f), (hidden,), (hidden, hidden), (hidden,), (hidden, hidden), (hidden,), (coord, hidden), (coord,), (coord, coord), (coord,), (coord,)]
-    gw1a, gwr, gw2, gb2, gw3, gb3, gwx1, gbx1, gwx2, gbx2, gwx3 = (p.reshape(s) for p, s in zip(parts, shapes))
-    return gb, gh, gx, gw1a, gwr, gw2, gb2, gw3, gb3, gwx1, gbx1, gwx2, gbx2, gwx3
+    z1, z2, m, g_z1, g_z2, g_m = hbuf
+    p1, p2, g_p1, g_p2 = cbuf
+    r2, gs = aux[:, 0], aux[:, 1]
+    w1a = w.w1[:, :f]
+    ghe = _weight_grad(g_z1.t(), w1a, precision)  # g_z1 @ W1a, [E, F]
+    if n > 0:
+        _sender_sum_kernel[(n,)](ghe.contiguous(), gde, graph.src_perm, graph.src_ptr, gh, gx, F=f,
+                                 BLOCK_E=SENDER_BLOCK, num_warps=SENDER_WARPS, num_stages=1)  # fmt: skip
+    return (
+        gb, gh, gx,
+        _weight_grad(g_z1, h[graph.src], precision), (g_z1 * r2[:, None]).sum(0),
+        _weight_grad(g_z2, z1, precision), g_z2.sum(0),
+        _weight_grad(g_m, z2, precision), g_m.sum(0),
+        _weight_grad(g_p1, m, precision), g_p1.sum(0),
+        _weight_grad(g_p2, p1, precision), g_p2.sum(0),
+        (gs[:, None] * p2).sum(0),
+    )  # fmt: skip
+
+
+#: Node, edge and coordinate widths the AOT check compiles: the paper's model (docs/model.md).
+PAPER_WIDTHS = {"F": 32, "H": 128, "C": 64}
+_INT_PTRS = ("src_ptr", "dst_ptr", "rowptr_ptr", "perm_ptr", "sptr_ptr")
+#: GPU modes of each precision, as :func:`matmul_modes` maps them: (label, PREC, EXACT, from
+#: arch, below arch).
+_GPU_MODES = {
+    "fp32": [("3xTF32", "tf32x3", "tf32x3", 80, None), ("IEEE", "ieee", "ieee", 0, 80)],
+    "tf32": [("TF32", "tf32", "tf32x3", 80, None)],
+    "bf16": [("BF16", "bf16", "tf32x3", 80, None)],
+}
+
+
+def _signature(fn, constexprs: dict) -> dict[str, str]:
+    sig = {}
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = "*i64" if name in _INT_PTRS else "*fp32"
+        else:
+            sig[name] = "fp32" if name == "eps" else "i32"
+    return sig
+
+
+def _aligned(fn) -> tuple[str, ...]:
+    """Pointer arguments compiled with the 16-byte divisibility hint, as the runtime specialises
+    them for freshly allocated tensors: all of them (the per-edge buffer views start at multiples
+    of H or C floats, 64 bytes or more, into their allocation)."""
+    return tuple(a for a in fn.arg_names if a.endswith("_ptr"))
+
+
+def aot_configs() -> list[KernelConfig]:
+    """Every configuration the launchers choose on a GPU for the paper's widths: forward and
+    backward (with and without ``detach_norm``) in each precision and its GPU mode, and the sender
+    reduction. The widths are model hyper-parameters; the block sizes are the launchers'."""
+    f, h, c = PAPER_WIDTHS["F"], PAPER_WIDTHS["H"], PAPER_WIDTHS["C"]
+    configs = []
+    for precision in PRECISIONS:
+        for mode, prec, exact, lo, below in _GPU_MODES[precision]:
+            meta = {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
+            common = dict(family="message_passing", features=_features(precision), tensor_cores=prec != "ieee",
+                          from_arch=lo, below_arch=below)  # fmt: skip
+            label = f"{precision} ({mode}) H={h} C={c}"
+            configs.append(KernelConfig(
+                kernel="_edge_fwd_kernel", label=label, fn=_edge_fwd_kernel,
+                signature=_signature(_edge_fwd_kernel, meta), constexprs=meta, num_warps=FWD_WARPS,
+                aligned=_aligned(_edge_fwd_kernel), **common,
+            ))  # fmt: skip
+            act = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
+            configs.append(KernelConfig(
+                kernel="_edge_act_kernel", label=label, fn=_edge_act_kernel,
+                signature=_signature(_edge_act_kernel, act), constexprs=act, num_warps=ACT_WARPS,
+                aligned=_aligned(_edge_act_kernel), **common,
+            ))  # fmt: skip
+            for lo_w, below_w, warps in BWD_WARPS[precision]:
+                lo_b = max(lo, lo_w)
+                below_b = min(x for x in (below, below_w, 10**6) if x is not None)
+                if lo_b >= below_b:
+                    continue
+                for detach in (False, True):
+                    bwd = {"DETACH": detach, **meta}
+                    configs.append(KernelConfig(
+                        kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
+                        signature=_signature(_edge_bwd_kernel, bwd), constexprs=bwd, num_warps=warps,
+                        aligned=_aligned(_edge_bwd_kernel), **{**common, "from_arch": lo_b,
+                        "below_arch": None if below_b == 10**6 else below_b},
+                    ))  # fmt: skip
+    snd = {"F": f, "BLOCK_E": SENDER_BLOCK}
+    configs.append(KernelConfig(
+        family="message_passing", kernel="_sender_sum_kernel", label=f"F={f}", fn=_sender_sum_kernel,
+        signature=_signature(_sender_sum_kernel, snd), constexprs=snd, num_warps=SENDER_WARPS,
+        aligned=_aligned(_sender_sum_kernel),
+    ))  # fmt: skip
+    return configs
