@@ -239,6 +239,55 @@ def map_chunks(
                 bar.update(size)
 
 
+def generated(
+    name: str,
+    n: int,
+    *,
+    digest: "hashlib._Hash",
+    params: dict[str, Any],
+    work: Callable[[Sequence[int]], list[Any]],
+    append: Callable[[ArrayWriter, list[Any]], list[int]],
+    workers: int | None,
+    cache_dir: str | os.PathLike | None,
+    chunk: int,
+) -> dict[str, np.ndarray]:
+    """The arrays of a generated dataset: the intact cache entry ``cache_dir/<name>-<key>``, or a
+    fresh build of structures ``0 .. n-1`` that is stored there.
+
+    Args:
+        name: the generator's name (cache entry prefix and progress-bar label).
+        n: structures.
+        digest, params: the content the structures depend on and the generator's parameters;
+            together they make the cache key.
+        work: generates the structures of one chunk of indices (runs in worker processes).
+        append: writes one chunk's structures to the writer; returns their atom counts.
+        workers: processes (None: all cores; 1: in-process).
+        cache_dir: the cache folder, or None for an in-memory build.
+        chunk: at most this many structures per task.
+
+    Returns:
+        The stored arrays plus ``node_ptr`` (int64 [n + 1], atom offsets of the structures).
+    """
+    key = params_key(digest, params)
+    path = Path(cache_dir) / f"{name}-{key[:32]}" if cache_dir is not None else None
+    cached = open_cached(path)
+    if cached is not None:
+        return cached[0]
+    n_workers = resolve_workers(workers)
+    chunks = chunked(range(n), n_workers, chunk)
+    writer = ArrayWriter(path)
+    sizes: list[int] = []
+    try:
+        for items in map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc=name):
+            sizes.extend(append(writer, items))
+        writer.append("node_ptr", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        arrays, _ = writer.finish(params)
+    except BaseException:
+        writer.abort()
+        raise
+    return arrays
+
+
 def default_cache_dir() -> Path:
     """``$ALKERNELS_CACHE`` or ``~/.cache/alkernels``: generated structures, graphs, orders."""
     return Path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))

@@ -34,7 +34,7 @@ from alkernels.data.structures import (
     check_overlaps,
     check_structure,
 )
-from alkernels.data.graphset import Graph, GraphSet
+from alkernels.data.graphset import GraphSet
 
 MODES = ("periodic", "matsciml")
 #: Bumped whenever the stored layout or the edge definition changes (invalidates old caches).

@@ -75,7 +75,6 @@ import hashlib
 import itertools
 import json
 from os import PathLike
-from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -327,31 +326,21 @@ def perovskite_crystals(
     if not symprec > 0:
         raise ValueError(f"symprec must be > 0, got {symprec}")
     params = {"n": int(n), "seed": int(seed), "symprec": float(symprec), "version": GENERATOR_VERSION}
-    key = _store.params_key(_tables_digest(), params)
-    path = Path(cache_dir) / f"perovskite-{key[:32]}" if cache_dir is not None else None
-    cached = _store.open_cached(path)
-    if cached is not None:
-        return _structure_set(cached[0], seed)
-
-    work = functools.partial(_generate_chunk, seed=int(seed), symprec=float(symprec))
-    n_workers = _store.resolve_workers(workers)
-    chunks = _store.chunked(range(n), n_workers, _CHUNK)
-    writer = _store.ArrayWriter(path)
-    sizes: list[int] = []
-    try:
-        generated = _store.map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="perovskite")
-        for crystals in generated:
-            for name in _Crystal._fields:
-                values = [getattr(c, name) for c in crystals]
-                per_atom = name in ("numbers", "positions")
-                writer.append(name, np.concatenate(values) if per_atom else np.stack(values))
-            sizes.extend(len(c.numbers) for c in crystals)
-        writer.append("node_ptr", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        arrays, _ = writer.finish(params)
-    except BaseException:
-        writer.abort()
-        raise
+    arrays = _store.generated(
+        "perovskite", n, digest=_tables_digest(), params=params,
+        work=functools.partial(_generate_chunk, seed=int(seed), symprec=float(symprec)),
+        append=_append_chunk, workers=workers, cache_dir=cache_dir, chunk=_CHUNK,
+    )  # fmt: skip
     return _structure_set(arrays, seed)
+
+
+def _append_chunk(writer: _store.ArrayWriter, crystals: list["_Crystal"]) -> list[int]:
+    """Store one chunk of generated crystals; returns their atom counts."""
+    for name in _Crystal._fields:
+        values = [getattr(c, name) for c in crystals]
+        per_atom = name in ("numbers", "positions")
+        writer.append(name, np.concatenate(values) if per_atom else np.stack(values))
+    return [len(c.numbers) for c in crystals]
 
 
 class _Crystal(NamedTuple):

@@ -104,32 +104,23 @@ def synthetic_crystals(
         raise ValueError(f"n must be >= 1, got {n}")
     prior = load_spacegroup_prior()
     params = {"n": int(n), "seed": int(seed), "symprec": float(symprec), "version": GENERATOR_VERSION}
-    key = _store.params_key(hashlib.sha256(prior.tobytes()), params)
-    path = Path(cache_dir) / f"synthetic-{key[:32]}" if cache_dir is not None else None
-    cached = _store.open_cached(path)
-    if cached is not None:
-        return _structure_set(cached[0], seed)
-
-    work = functools.partial(_generate_chunk, seed=int(seed), prior=prior, symprec=float(symprec))
-    n_workers = _store.resolve_workers(workers)
-    chunks = _store.chunked(range(n), n_workers, _CHUNK)
-    writer = _store.ArrayWriter(path)
-    sizes: list[int] = []
-    try:
-        for crystals in _store.map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="synth"):
-            numbers, positions, cells, labels, requested = zip(*crystals)
-            writer.append("numbers", np.concatenate(numbers).astype(np.uint8))
-            writer.append("positions", np.concatenate(positions))
-            writer.append("cell", np.stack(cells))
-            writer.append("labels", np.array(labels, np.int64))
-            writer.append("requested", np.array(requested, np.int64))
-            sizes.extend(len(z) for z in numbers)
-        writer.append("node_ptr", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        arrays, _ = writer.finish(params)
-    except BaseException:
-        writer.abort()
-        raise
+    arrays = _store.generated(
+        "synthetic", n, digest=hashlib.sha256(prior.tobytes()), params=params,
+        work=functools.partial(_generate_chunk, seed=int(seed), prior=prior, symprec=float(symprec)),
+        append=_append_chunk, workers=workers, cache_dir=cache_dir, chunk=_CHUNK,
+    )  # fmt: skip
     return _structure_set(arrays, seed)
+
+
+def _append_chunk(writer: _store.ArrayWriter, crystals: list[tuple]) -> list[int]:
+    """Store one chunk of generated crystals; returns their atom counts."""
+    numbers, positions, cells, labels, requested = zip(*crystals)
+    writer.append("numbers", np.concatenate(numbers).astype(np.uint8))
+    writer.append("positions", np.concatenate(positions))
+    writer.append("cell", np.stack(cells))
+    writer.append("labels", np.array(labels, np.int64))
+    writer.append("requested", np.array(requested, np.int64))
+    return [len(z) for z in numbers]
 
 
 def _structure_set(arrays: dict[str, np.ndarray], seed: int) -> StructureSet:
