@@ -14,7 +14,10 @@ ranks gather and merge the exact global top-k. Per repeat and rank it records
 
 and, with ``--gather-keys``, the time of one ``all_gather`` of that many 8-byte keys per rank
 (the candidate exchange of a query with k = that number) on this transport. Rank 0 writes the
-JSON (machine, versions, sizes, load average) and prints a table. Examples::
+JSON (machine, versions, sizes, load average) and prints a table. The pytest-benchmark suite
+(``benchmarks/test_distributed.py``) times the same query on 1 and 2 local ranks against one
+process; this script adds the per-rank breakdown, the all_gather times, GPUs and several nodes.
+Examples::
 
     torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py \
         --out benchmarks/results/distributed_r1.json

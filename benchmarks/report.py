@@ -1,13 +1,22 @@
-"""Render ``benchmarks/README.md`` and the plots under ``benchmarks/plots/`` from the summary
-JSON files in ``benchmarks/results/`` (written by the pytest-benchmark suite).
+"""Render ``benchmarks/README.md`` and the plots under ``benchmarks/plots/`` from the result files
+in ``benchmarks/results/``, and the headline block of the top-level ``README.md``.
 
     python benchmarks/report.py                     # defaults below
-    python benchmarks/report.py --results DIR --readme PATH --plots DIR
+    python benchmarks/report.py --results DIR --readme PATH --plots DIR --root-readme PATH
 
-Files that are not summaries of format :data:`benchmarks.summary.FORMAT` (e.g. results of the
-older ``bench_*.py`` scripts) are skipped with a note. The output depends only on the result
-files: sections and rows are sorted, numbers rounded, and the PNGs carry no timestamp. Every PNG
-in the plots folder that this run does not write is removed.
+Inputs: the summaries of the pytest-benchmark suites (format :data:`benchmarks.summary.FORMAT`,
+one section per suite), and the GPU files of ``benchmarks/gpu/`` (``gpu_aot*.json`` from
+``python -m alkernels.ops.aot``, ``gpu_acquisition.json``, ``gpu_edge_op.json`` and
+``gpu_train_step.json`` from ``benchmarks/gpu/check.sh``; schema in ``benchmarks/gpu/README.md``).
+Dry-run files (``*_dryrun.json`` or ``"dry_run": true``) are ignored; other JSON files (older
+formats, the torchrun script's output) are listed as not rendered.
+
+The headline block (a few ratios, each with the file it comes from) is written into the
+benchmarks README and, between the lines ``<!-- headline:start -->`` and
+``<!-- headline:end -->``, into the top-level README; a README without both markers is left
+alone. The output depends only on the result files: sections and rows are sorted, numbers
+rounded, and the PNGs carry no timestamp. Every PNG in the plots folder that this run does not
+write is removed.
 """
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.summary import FORMAT  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 #: Section titles of the known suites, in the order they appear.
 SUITE_TITLES: dict[str, str] = {
     "acquisition": "Acquisition scoring",
     "egnn": "EGNN message passing",
     "graphs": "Graph building",
+    "adapters": "Framework adapters",
+    "distributed": "Sharded pool scoring",
 }
 _ROLE_ORDER = {"baseline": 0, "ours": 1, "peer": 2, "reference": 3}
+#: The GPU measurement files of ``benchmarks/gpu/bench.py``, by benchmark name.
+GPU_MEASUREMENTS: tuple[str, ...] = ("acquisition", "edge_op", "train_step")
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+UNMEASURED = "GPU rows: unmeasured. Run `bash benchmarks/gpu/check.sh` on a CUDA machine."
 
 INTRO = """\
 # Benchmarks
@@ -39,7 +55,7 @@ INTRO = """\
 
 The benchmark suite is pytest-benchmark (`benchmarks/test_*.py`). Every comparison is timed
 within one run on identical inputs, and the tables report ratios from that run, because absolute
-times drift on shared machines (see `docs/performance.md`, "How to measure"). Three suites:
+times drift on shared machines (see `docs/performance.md`, "How to measure"). Five suites:
 
 - **acquisition**: scoring a pool of logits `[T, N, C]` and taking the top 10%: ours
   (`acquisition.select`, and `score_all` + a top-k for all eight strategies) against the same
@@ -51,11 +67,20 @@ times drift on shared machines (see `docs/performance.md`, "How to measure"). Th
   epoch and a pool-scoring pass (full size only).
 - **graphs**: `build_graphs` against a builder on ASE's neighbour list, with worker processes,
   and end to end into the on-disk cache (needs the `data` extra).
+- **adapters**: the baal, modAL and scikit-activeml adapters (`alkernels.adapters`) against
+  each framework's own strategy on the same pool, selections checked equal before timing (the
+  full size needs about 10 GB of memory).
+- **distributed**: the exact top-k merge of sharded scoring as `k` and the ranks grow (packed
+  keys against two sorts), and one BALD pool query in one process against 1 and 2 local ranks.
+  The scaling model and the estimates for large pools and many GPUs are in
+  [distributed.md](distributed.md).
 
 Times are medians in ms. A ratio column `peer/ours` is the peer's time per item divided by ours
-(above 1: ours is faster); throughput is items per second of our implementation; GB/s counts the
-bytes of the logits read once, and "% of memcpy" compares it with the read+write bandwidth of a
-copy in the same run. Peak extra memory is measured in a fresh process per implementation.
+(above 1: ours is faster); for a variant of ours (more worker processes or ranks) the same
+ratio below 1 means the variant is faster. Throughput is items per second of our
+implementation; GB/s counts the bytes of the logits read once, and "% of memcpy" compares it with
+the read+write bandwidth of a copy in the same run. Peak extra memory is measured in a fresh
+process per implementation. GPU checks and their result files: [gpu/README.md](gpu/README.md).
 
 ## How to run
 
@@ -64,7 +89,10 @@ copy in the same run. Peak extra memory is measured in a fresh process per imple
 .venv/bin/python -m pytest benchmarks/ --bench-size quick
 # full sizes (opt-in), e.g. on 2 threads; or one suite: python benchmarks/bench_acquisition.py --threads 2
 OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/ --bench-size full --bench-threads 2
-# regenerate this page and the plots from benchmarks/results/*.json
+# one suite at full size: the adapters (about 10 GB of memory), the distributed suite on one thread
+OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/test_adapters.py --bench-size full --bench-threads 2
+OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/test_distributed.py --bench-size full --bench-threads 1
+# regenerate this page, the plots and the headline block of the top-level README
 .venv/bin/python benchmarks/report.py
 # compare against an earlier run: save one, then compare (runs are kept under .benchmarks/)
 .venv/bin/python -m pytest benchmarks/ --benchmark-autosave
@@ -72,10 +100,12 @@ OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/ --bench-size full --ben
 ```
 
 Options: `--bench-device cuda`, `--bench-out PATH` (one summary for all suites that ran),
-`--bench-set SUITE.FIELD=VALUE` (override a size, see `benchmarks/settings.py`), and
-`-m "not full"` to deselect the full-only tests at any size. `--bench-threads N` sets torch's
-threads; OpenMP reads `OMP_NUM_THREADS` at start-up, so set it as well (the `bench_*.py` entry
-points do).
+`--bench-set SUITE.FIELD=VALUE` (override a size, see `benchmarks/settings.py`; e.g.
+`--bench-set adapters.N=5000`), and `-m "not full"` to deselect the full-only tests at any size.
+`--bench-threads N` sets torch's threads; OpenMP reads `OMP_NUM_THREADS` at start-up, so set it
+as well (the `bench_*.py` entry points do). Scoring on several nodes or GPUs, and the
+`all_gather` of the keys, run under torchrun: `benchmarks/bench_distributed.py` (commands in
+[distributed.md](distributed.md)).
 """
 
 
@@ -309,64 +339,436 @@ def render_suite(
     return out
 
 
-def load(results: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Summaries by file stem, and the names of the JSON files that are not summaries."""
-    found, skipped = {}, []
+def _is_dry_run(path: Path, data: Any) -> bool:
+    """Whether a result file is a toy-size dry run (measures nothing)."""
+    return path.stem.endswith("_dryrun") or (isinstance(data, dict) and data.get("dry_run") is True)
+
+
+def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[str]]:
+    """Summaries by file stem, GPU files (``gpu_*.json`` with ``rows``) by stem, and the names of
+    the other JSON files; dry runs are left out."""
+    summaries, gpu, skipped = {}, {}, []
     for path in sorted(results.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             data = None
+        if _is_dry_run(path, data):
+            continue
         if isinstance(data, dict) and data.get("format") == FORMAT:
-            found[path.stem] = data
+            summaries[path.stem] = data
+        elif isinstance(data, dict) and path.stem.startswith("gpu_") and isinstance(data.get("rows"), list):
+            gpu[path.stem] = data
         else:
             skipped.append(path.name)
-            print(f"report: skipping {path.name}: not an {FORMAT} summary (older format?)", file=sys.stderr)
-    return found, skipped
+            print(f"report: skipping {path.name}: not an {FORMAT} summary or GPU result (older format?)",
+                  file=sys.stderr)  # fmt: skip
+    return summaries, gpu, skipped
 
 
-def render(results: Path, readme: Path, plots: Path) -> str:
-    """Write the plots and return the README text."""
+# -- GPU -----------------------------------------------------------------------------------------
+def _or_na(value: Any, fmt: Callable[[Any], str] = str) -> str:
+    """``fmt(value)``, or ``n/a`` for a value the file does not know."""
+    return "n/a" if value is None else fmt(value)
+
+
+def _largest(values: Iterable[Any]) -> Any:
+    """The largest known value (None when none is known)."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def config_group(config: str) -> str:
+    """The precision/dtype group of an AOT configuration: its words other than the sizes
+    (``key=value``, ``key<=value``): ``"C<=256 float32"`` -> ``"float32"``, ``"bf16 (BF16) H=128
+    C=64 detach=True"`` -> ``"bf16 (BF16)"``; the whole configuration when it has only sizes."""
+    return " ".join(w for w in config.split() if "=" not in w) or config
+
+
+def aot_table(doc: dict[str, Any]) -> list[str]:
+    """One row per (kernel, precision/dtype group, arch) of an AOT file: the worst case over the
+    group's configurations."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in doc["rows"]:
+        groups.setdefault((r["kernel"], config_group(r["config"]), r["arch"]), []).append(r)
+    kernels = list(dict.fromkeys(k for k, _, _ in groups))
+    order = list(dict.fromkeys(g for _, g, _ in groups))
+    rows = []
+    for (kernel, group, arch), members in sorted(groups.items(), key=lambda kv: (kernels.index(kv[0][0]),
+                                                 order.index(kv[0][1]), kv[0][2])):  # fmt: skip
+        counts: dict[str, int] = {}
+        for r in members:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        ok = [r for r in members if r["status"] == "ok"]
+        cells: list[Any] = ["–"] * 5
+        if ok:
+            occupied = [r for r in ok if r.get("occupancy") is not None]
+            worst = min(occupied, key=lambda r: r["occupancy"]) if occupied else None
+            hmma = _largest(r.get("tensor_core_instructions") for r in ok)
+            wgmma = _largest(r.get("wgmma_instructions") for r in ok)
+            cells = [
+                _or_na(_largest(r.get("registers") for r in ok)),
+                _or_na(_largest(r.get("stack") for r in ok)),
+                _or_na(_largest(r.get("local_ldst") for r in ok)),
+                f"{100 * worst['occupancy']:.3g}% ({worst['occupancy_limiter']})" if worst else "n/a",
+                "n/a" if hmma is None and wgmma is None else f"{_or_na(hmma)} / {_or_na(wgmma)}",
+            ]
+        rows.append([f"`{kernel}`", group, f"sm_{arch}", len(members), *cells, status])
+    header = ["kernel", "precision / dtype", "arch", "configs", "max registers", "max stack (B)",
+              "max LDL/STL", "min occupancy (limiter)", "max HMMA / HGMMA", "status"]  # fmt: skip
+    return _table(header, rows)
+
+
+def aot_differences(base: dict[str, Any], other: dict[str, Any]) -> list[list[Any]]:
+    """Rows of ``other`` whose stack or local-memory instructions differ from ``base`` (matched by
+    kernel, configuration and arch; an unknown count differs from nothing)."""
+    def key(r: dict[str, Any]) -> tuple[str, str, int]:
+        return r["kernel"], r["config"], r["arch"]
+
+    def text(r: dict[str, Any]) -> str:
+        return f"{_or_na(r.get('registers'))} regs, stack {_or_na(r.get('stack'))} B, {_or_na(r.get('local_ldst'))} LDL/STL"
+
+    mine = {key(r): r for r in base["rows"]}
+    rows = []
+    for r in other["rows"]:
+        b = mine.get(key(r))
+        if b is None or b["status"] != "ok" or r["status"] != "ok":
+            continue
+        ldst = b.get("local_ldst"), r.get("local_ldst")
+        if b.get("stack") != r.get("stack") or (None not in ldst and ldst[0] != ldst[1]):
+            rows.append([f"`{r['kernel']}`", r["config"], f"sm_{r['arch']}", text(b), text(r)])
+    return rows
+
+
+def render_aot(gpu: dict[str, dict[str, Any]]) -> list[str]:
+    """The AOT subsection: the compact table of ``gpu_aot.json`` and how the other AOT files
+    (other triton versions) differ from it."""
+    out = ["### Ahead-of-time compilation", ""]
+    base = gpu.get("gpu_aot")
+    if base is None:
+        return out + ["No AOT results: `python -m alkernels.ops.aot --json benchmarks/results/gpu_aot.json`.", ""]
+    triton = base.get("versions", {}).get("triton", "?")
+    archs = ", ".join(f"sm_{a['arch']} {a['name']}" for a in base.get("arch_limits", []))
+    kernels = len({r["kernel"] for r in base["rows"]})
+    out += [(f"`gpu_aot.json`: triton {triton}, {base.get('date', '?')}; {len(base['rows'])} configurations of "
+             f"{kernels} kernels compiled for {archs} (no GPU needed). One row per kernel, precision or dtype and "
+             "arch, worst case over its configurations; every configuration is in the JSON."), ""]  # fmt: skip
+    out += aot_table(base)
+    if any(r.get("sass_error") for r in base["rows"]):
+        out += [("n/a: the SASS of that architecture could not be read by this triton's disassembler "
+                 "(`sass_error` in the JSON), so its local-memory and tensor-core counts are unknown."), ""]  # fmt: skip
+    out += _problems("gpu_aot", base)
+    for stem in sorted(s for s in gpu if s.startswith("gpu_aot_")):
+        other = gpu[stem]
+        version = other.get("versions", {}).get("triton", "?")
+        diff = aot_differences(base, other)
+        out += [f"`{stem}.json` (triton {version}, {other.get('date', '?')}): "
+                + (f"{len(diff)} configuration(s) whose stack or local memory differ from triton {triton}:"
+                   if diff else f"stack and local memory as with triton {triton}."), ""]  # fmt: skip
+        if diff:
+            out += _table(["kernel", "configuration", "arch", f"triton {triton}", f"triton {version}"], diff)
+        out += _problems(stem, other)
+    return out
+
+
+def _problems(stem: str, doc: dict[str, Any]) -> list[str]:
+    """The AOT requirement failures an AOT file lists (local memory, occupancy, tensor cores)."""
+    problems = doc.get("problems") or {}
+    if not problems:
+        return [(f"`{stem}.json`: every configuration meets the AOT requirements (no local memory, "
+                 "minimum occupancy, tensor cores where declared)."), ""]  # fmt: skip
+    lines = [f"`{stem}.json`: {len(problems)} configuration(s) fail the AOT requirements:", ""]
+    lines += [f"- `{name}`: {'; '.join(issues)}" for name, issues in sorted(problems.items())]
+    return lines + [""]
+
+
+def _gpu_context(doc: dict[str, Any]) -> str:
+    """Device, versions, ceilings and date of a GPU measurement file."""
+    dev, v, ceil = doc.get("device", {}), doc.get("versions", {}), doc.get("ceilings", {})
+    versions = ", ".join(f"{k} {v[k]}" for k in ("torch", "triton", "torch_geometric") if v.get(k))
+    ceilings = f"copy {ceil['copy_GBps']} GB/s" if "copy_GBps" in ceil else ""
+    rates = "/".join(str(ceil.get(f"matmul_{p}_TFLOPs", "?")) for p in ("fp32", "tf32", "bf16"))
+    if any(f"matmul_{p}_TFLOPs" in ceil for p in ("fp32", "tf32", "bf16")):
+        ceilings += f", matmul fp32/tf32/bf16 {rates} TFLOP/s"
+    commit = v.get("alkernels_commit") or "unknown"
+    return (f"**{dev.get('name', '?')}** ({dev.get('capability', dev.get('type', '?'))}); {versions}; commit "
+            f"`{commit}`; {doc.get('date', '?')}; measured in the same run: {ceilings}.")  # fmt: skip
+
+
+def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+    """A measured value of a GPU row, ``–`` where the row has none."""
+    value = row.get(key)
+    return "–" if value is None else fmt(value)
+
+
+#: Columns of each GPU measurement table: (header, row key, format).
+GPU_COLUMNS: dict[str, list[tuple[str, str, Callable[[Any], str]]]] = {
+    "acquisition": [("ms", "median_s", _ms), ("GB/s", "GBps", lambda v: f"{v:.1f}"),
+                    ("fraction of copy bandwidth", "fraction_of_copy_bandwidth", lambda v: f"{100 * v:.0f}%"),
+                    ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio)],
+    "edge_op": [("precision", "precision", str), ("ms", "median_s", _ms), ("edges/s", "edges_per_s", _rate),
+                ("TFLOP/s", "TFLOPs", lambda v: f"{v:.2f}"),
+                ("fraction of matmul rate", "fraction_of_matmul_rate", lambda v: f"{100 * v:.0f}%"),
+                ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio)],
+    "train_step": [("ms", "median_s", _ms), ("graphs/s", "graphs_per_s", _rate),
+                   ("speed-up vs torch backend", "speedup_vs_torch_backend", _ratio)],
+}  # fmt: skip
+GPU_TITLES: dict[str, str] = {
+    "acquisition": "Acquisition: all eight scores + BALD top-k",
+    "edge_op": "EGNN edge op, forward + backward",
+    "train_step": "Training step of the paper's classifier",
+}
+
+
+def render_gpu_measurement(name: str, doc: dict[str, Any]) -> list[str]:
+    """The table of one GPU measurement file: every peer's figures, errors, targets."""
+    columns = GPU_COLUMNS[name]
+    header = ["peer", *(h for h, _, _ in columns)]
+    if name == "train_step":
+        header.append("paper grid (GPU-hours)")
+    errors = any("error" in r for r in doc["rows"])
+    if errors:
+        header.append("error")
+    rows = []
+    for r in doc["rows"]:
+        cells = [r.get("peer", "?"), *(_cell(r, key, fmt) for _, key, fmt in columns)]
+        if name == "train_step":
+            cells.append(_cell(r.get("grid_projection") or {}, "gpu_hours", lambda v: f"{v:,.1f}"))
+        if errors:
+            cells.append(r.get("error", ""))
+        rows.append(cells)
+    out = [f"#### {GPU_TITLES[name]} (`gpu_{name}.json`)", "", _gpu_context(doc), "",
+           sizes_line(doc.get("sizes", {})), "", *_table(header, rows)]  # fmt: skip
+    targets = doc.get("targets") or {}
+    if targets:
+        out += ["Targets: " + ", ".join(f"`{k}` {v}" for k, v in sorted(targets.items())) + ".", ""]
+    if name == "acquisition" and "selection_overlap_with_reference" in doc:
+        out += [f"Selection overlap with the torch reference: {100 * doc['selection_overlap_with_reference']:.2f}%.", ""]
+    if name == "train_step":
+        grid = next((r["grid_projection"] for r in doc["rows"] if r.get("grid_projection")), None)
+        if grid:
+            out += [(f"Paper grid: {grid['runs']} runs of {grid['graph_passes_per_run']:,} graph passes each; the "
+                     f"moonshot of {grid['moonshot_gpu_hours']} GPU-hours needs "
+                     f"{grid['graphs_per_s_for_moonshot']:,} graphs/s."), ""]  # fmt: skip
+    return out
+
+
+def render_gpu(gpu: dict[str, dict[str, Any]], summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """The GPU section: CUDA suite runs, the AOT tables, and the GPU measurements."""
+    out = ["## GPU", "", "What the GPU files mean and how they are made: [gpu/README.md](gpu/README.md).", ""]
+    cuda = [stem for stem, d in summaries.items() if d["environment"]["device"] == "cuda"]
+    if cuda:
+        out += ["CUDA runs of the pytest suites are in the sections above: "
+                + ", ".join(f"`{s}.json`" for s in cuda) + ".", ""]  # fmt: skip
+    out += render_aot(gpu)
+    out += ["### Measurements", ""]
+    present = [name for name in GPU_MEASUREMENTS if f"gpu_{name}" in gpu]
+    if not present:
+        return out + [UNMEASURED, ""]
+    for name in present:
+        out += render_gpu_measurement(name, gpu[f"gpu_{name}"])
+    missing = [f"`gpu_{name}.json`" for name in GPU_MEASUREMENTS if name not in present]
+    if missing:
+        out += [f"Not measured yet: {', '.join(missing)}. Run `bash benchmarks/gpu/check.sh` on a CUDA machine.", ""]
+    return out
+
+
+# -- headline figures ----------------------------------------------------------------------------
+def _source(results: Path, stem: str, env: dict[str, Any] | None = None) -> str:
+    """The result file of a figure (relative to the repository when inside it), with its machine."""
+    path = results / f"{stem}.json"
+    try:
+        name = path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        name = path.name
+    if env is None:
+        return f"`{name}`"
+    return f"`{name}` ({env['device_name']}, {_threads(env)}, {env['preset']})"
+
+
+def _preferred(summaries: dict[str, dict[str, Any]], suite: str,
+               has: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:  # fmt: skip
+    """(stem, environment, suite data) of the summary a headline figure comes from: among those
+    whose ``suite`` satisfies ``has``, full size before quick, CPU before CUDA, most threads,
+    then by name."""
+    found = [(stem, d) for stem, d in summaries.items() if suite in d["suites"] and has(d["suites"][suite])]
+    if not found:
+        return None
+    stem, d = min(found, key=lambda item: (item[1]["environment"].get("preset") != "full",
+                                           item[1]["environment"]["device"] != "cpu",
+                                           -int(item[1]["environment"].get("threads") or 0), item[0]))  # fmt: skip
+    return stem, d["environment"], d["suites"][suite]
+
+
+def _member_value(summaries: dict[str, dict[str, Any]], group: str, impl: str, key: str) -> tuple[Any, str, dict[str, Any]] | None:  # fmt: skip
+    """(value, stem, environment) of ``members[impl][key]`` of ``group`` in the preferred summary."""
+    suite = group.split("/", 1)[0]
+
+    def has(data: dict[str, Any]) -> bool:
+        return data["groups"].get(group, {}).get("members", {}).get(impl, {}).get(key) is not None
+
+    picked = _preferred(summaries, suite, has)
+    if picked is None:
+        return None
+    stem, env, data = picked
+    return data["groups"][group]["members"][impl][key], stem, env
+
+
+def _largest_batches(data: dict[str, Any], impl: str, key: str) -> list[tuple[str, int, float]]:
+    """(table, B, value) at the largest batch of every ``initial weights`` table of an egnn summary
+    whose ``impl`` member has ``key``."""
+    best: dict[str, tuple[int, float]] = {}
+    for g in data["groups"].values():
+        match = re.fullmatch(r"B=(\d+)", g["row"])
+        value = g["members"].get(impl, {}).get(key)
+        if match and value is not None and g["table"].endswith("initial weights"):
+            batch = int(match.group(1))
+            if g["table"] not in best or batch > best[g["table"]][0]:
+                best[g["table"]] = (batch, value)
+    return [(table, b, v) for table, (b, v) in sorted(best.items())]
+
+
+def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]],
+                  results: Path) -> list[list[str]]:  # fmt: skip
+    """(figure, value, source) of the headline figures that the result files hold."""
+    rows: list[list[str]] = []
+
+    def member(figure: str, group: str, impl: str, key: str = "speedup", suffix: str = "") -> None:
+        found = _member_value(summaries, group, impl, key)
+        if found:
+            value, stem, env = found
+            rows.append([figure, _ratio(value) + suffix, _source(results, stem, env)])
+
+    bald = "acquisition/score + top-k/bald"
+    member("BALD score + top-k, time: eager PyTorch / ours", bald, "eager")
+    member("BALD score + top-k, time: baal (scores only) / ours", bald, "baal")
+    member("all eight scores + top-k (`score_all`), time: eager PyTorch / ours",
+           "acquisition/score + top-k/all 8 strategies", "eager")  # fmt: skip
+    member("BALD score + top-k, peak extra memory: eager PyTorch / ours", bald, "eager", "memory_ratio")
+    for figure, key in (("EGNN forward+backward at the largest batch, time: torch backend / fused", "speedup"),
+                        ("EGNN forward+backward at the largest batch, peak extra memory: torch backend / fused",
+                         "memory_ratio")):  # fmt: skip
+        picked = _preferred(summaries, "egnn", lambda data, key=key: bool(_largest_batches(data, "torch", key)))
+        if picked:
+            stem, env, data = picked
+            value = "; ".join(f"{_ratio(v)} ({t.split(',')[0]}, B={b})" for t, b, v in _largest_batches(data, "torch", key))
+            rows.append([figure, value, _source(results, stem, env)])
+    target = _member_value(summaries, "adapters/baal/BALD", "ours", "notes")
+    suffix = f" (target {target[0]['target']})" if target and "target" in target[0] else ""
+    member("baal BALD `get_ranks`, time: baal / alkernels adapter", "adapters/baal/BALD", "native", suffix=suffix)
+    rows += _gpu_headlines(gpu, results)
+    return rows
+
+
+def _gpu_headlines(gpu: dict[str, dict[str, Any]], results: Path) -> list[list[str]]:
+    """Headline figures of the GPU measurement files that exist."""
+    rows = []
+
+    def best(doc: dict[str, Any], prefix: str, key: str) -> dict[str, Any] | None:
+        ours = [r for r in doc["rows"] if r.get("peer", "").startswith(prefix) and r.get(key) is not None]
+        return max(ours, key=lambda r: (r[key], r["peer"])) if ours else None
+
+    acq = gpu.get("gpu_acquisition")
+    row = best(acq, "triton", "fraction_of_copy_bandwidth") if acq else None
+    if acq and row:
+        target = (acq.get("targets") or {}).get("fraction_of_copy_bandwidth")
+        rows.append(["GPU acquisition (Triton), fraction of the copy bandwidth",
+                     f"{100 * row['fraction_of_copy_bandwidth']:.0f}%" + (f" (target {100 * target:.0f}%)" if target else ""),
+                     _source(results, "gpu_acquisition")])  # fmt: skip
+    edge = gpu.get("gpu_edge_op")
+    row = best(edge, "triton", "speedup_vs_torch_eager") if edge else None
+    if row:
+        rows.append([f"GPU EGNN edge op fwd+bwd, time: torch eager / {row['peer']}", _ratio(row["speedup_vs_torch_eager"]),
+                     _source(results, "gpu_edge_op")])  # fmt: skip
+    step = gpu.get("gpu_train_step")
+    row = best(step, "fused", "speedup_vs_torch_backend") if step else None
+    if row:
+        hours = (row.get("grid_projection") or {}).get("gpu_hours")
+        extra = f"; paper grid {hours:,.1f} GPU-hours" if hours is not None else ""
+        rows.append([f"GPU training step, time: torch backend / {row['peer']}",
+                     _ratio(row["speedup_vs_torch_backend"]) + extra, _source(results, "gpu_train_step")])  # fmt: skip
+    return rows
+
+
+def headline_block(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], results: Path) -> str:
+    """The headline block (Markdown, no trailing newline): the same text in both READMEs."""
+    rows = headline_rows(summaries, gpu, results)
+    intro = ("**Headline figures**, generated by `benchmarks/report.py` from the result files named; each "
+             "ratio is measured within one run, the peer's time or memory divided by ours (above 1: ours is "
+             "better). Details: `benchmarks/README.md`.")  # fmt: skip
+    if not rows:
+        return intro + "\n\nNo result files with these figures yet: run `make bench` (quick CPU suite) or the full suite."
+    return "\n".join([intro, "", *_table(["figure", "ratio", "result file"], rows)]).rstrip("\n")
+
+
+def write_headline(readme: Path, block: str) -> bool:
+    """Replace what lies between the headline markers of ``readme`` with ``block``; False (and
+    the file untouched) when it lacks either marker. Written atomically, and only when changed."""
+    try:
+        text = readme.read_text()
+    except OSError:
+        return False
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        return False
+    new = text[: start + len(HEADLINE_START)] + "\n" + block + "\n" + text[end:]
+    if new != text:
+        tmp = readme.with_name(f".{readme.name}.tmp")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
+    return True
+
+
+# -- the page ------------------------------------------------------------------------------------
+def render(results: Path, readme: Path, plots: Path) -> tuple[str, str]:
+    """Write the plots; return the README text and the headline block."""
     import matplotlib
 
     matplotlib.use("Agg")
     plots.mkdir(parents=True, exist_ok=True)
     for old in plots.glob("*.png"):
         old.unlink()
-    summaries, skipped = load(results)
-    out = [INTRO]
+    summaries, gpu, skipped = load(results)
+    block = headline_block(summaries, gpu, results)
+    out = [INTRO, "## Headline figures", "", block, ""]
     known = list(SUITE_TITLES)
     suites = sorted({s for d in summaries.values() for s in d["suites"]},
                     key=lambda s: (known.index(s) if s in known else len(known), s))  # fmt: skip
     for suite in suites:
         out += [f"## {SUITE_TITLES.get(suite, suite)}", ""]
+        if suite == "distributed":
+            out += ["Model, estimates for large pools and multi-node commands: [distributed.md](distributed.md).", ""]
         for stem, data in summaries.items():
             if suite in data["suites"]:
                 out += render_suite(suite, stem, data["suites"][suite], data["environment"], plots, readme.parent)
     if not summaries:
-        out += ["No results yet: run the suite (see above), then this script.", ""]
-    gpu = [stem for stem, d in summaries.items() if d["environment"]["device"] == "cuda"]
-    out += ["## GPU", ""]
-    if gpu:
-        out += ["GPU results are in the sections above: " + ", ".join(f"`{s}.json`" for s in gpu) + ".", ""]
-    else:
-        out += ["The GPU rows are unmeasured. On a machine with a CUDA GPU run `benchmarks/gpu/check.sh`;",
-                "its result files in `benchmarks/results/` are rendered here by `report.py`.", ""]  # fmt: skip
+        out += ["No suite results yet: run the suite (see above), then this script.", ""]
+    out += render_gpu(gpu, summaries)
     if skipped:
-        out += ["## Other result files", "", "Not rendered (not in the summary format of this suite): "
+        out += ["## Other result files", "", "Not rendered (neither a summary of this suite nor a GPU result): "
                 + ", ".join(f"`{name}`" for name in skipped) + ".", ""]  # fmt: skip
-    return "\n".join(out).rstrip() + "\n"
+    return "\n".join(out).rstrip() + "\n", block
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: render the README and the plots."""
+    """Command line: render the README, the plots and the top-level README's headline block."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of summary JSON files")
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of result JSON files")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="Markdown file to write")
     parser.add_argument("--plots", type=Path, default=HERE / "plots", help="folder for the PNG plots")
+    parser.add_argument("--root-readme", default=str(ROOT / "README.md"),
+                        help="README whose headline block (between the markers) is rewritten; '' for none")
     args = parser.parse_args(argv)
-    args.readme.write_text(render(args.results, args.readme, args.plots))
+    text, block = render(args.results, args.readme, args.plots)
+    args.readme.write_text(text)
     print(f"report: wrote {args.readme.name} and the plots in {args.plots.name}/", file=sys.stderr)
+    if args.root_readme:
+        root_readme = Path(args.root_readme)
+        if write_headline(root_readme, block):
+            print(f"report: updated the headline block of {root_readme.name}", file=sys.stderr)
+        else:
+            print(f"report: {root_readme.name} has no headline markers; left alone", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,60 @@ class GraphSizes:
 
 
 @dataclass(frozen=True)
+class AdapterSizes:
+    """Framework adapters (baal, modAL, scikit-activeml) against each framework's own strategy.
+
+    Inputs: float32 logits [T, N, C] (normal, scaled by 3) in each framework's layout, and the
+    float64 probabilities the scikit-learn style frameworks return. At full size the inputs take
+    about 4 GB and the native peers' temporaries several GB more: allow about 10 GB of memory.
+
+    Attributes:
+        N: pool samples.
+        T: MC-dropout passes of the MC methods (the single-pass methods use the first pass).
+        C: classes.
+        k: query size of modAL and scikit-activeml (baal ranks the whole pool).
+        rounds: timed rounds of the adapters (milliseconds to 0.1 s each).
+        peer_rounds: timed rounds of the native strategies (up to seconds each).
+    """
+
+    N: int
+    T: int
+    C: int
+    k: int
+    rounds: int
+    peer_rounds: int
+
+
+@dataclass(frozen=True)
+class DistributedSizes:
+    """Sharded pool scoring: the top-k merge, the key packing, and scoring on local ranks.
+
+    Attributes:
+        ks: per-rank candidate list lengths k of the merge grid.
+        ranks: numbers of ranks R of the merge grid (simulated in one process).
+        merge_rounds: timed rounds of each merge and packing call.
+        pool: structures in the scored pool (``random_graphs``, tiled); the query is 10%.
+        distinct: distinct random structures tiled to the pool.
+        T: MC-dropout passes of the classifier's head.
+        batch: graphs per scoring batch.
+        scoring_ranks: local rank counts of the scoring comparison (worker processes, gloo).
+        threads_per_rank: torch threads of each rank and of the one-process baseline.
+        rounds: timed rounds of each pool-scoring query.
+    """
+
+    ks: tuple[int, ...]
+    ranks: tuple[int, ...]
+    merge_rounds: int
+    pool: int
+    distinct: int
+    T: int
+    batch: int
+    scoring_ranks: tuple[int, ...]
+    threads_per_rank: int
+    rounds: int
+
+
+@dataclass(frozen=True)
 class Sizes:
     """The sizes of every suite under one preset name."""
 
@@ -92,6 +146,8 @@ class Sizes:
     acquisition: AcquisitionSizes
     egnn: EGNNSizes
     graphs: GraphSizes
+    adapters: AdapterSizes
+    distributed: DistributedSizes
 
     def suite(self, name: str) -> dict[str, Any]:
         """The sizes of suite ``name`` as a JSON-ready dict."""
@@ -116,6 +172,19 @@ PRESETS: dict[str, Sizes] = {
             T=10,
         ),
         graphs=GraphSizes(n=128, ase_n=32, total=2_000, workers=2, cutoff=6.0, rounds=3),
+        adapters=AdapterSizes(N=20_000, T=10, C=230, k=100, rounds=5, peer_rounds=2),
+        distributed=DistributedSizes(
+            ks=(1_000, 10_000),
+            ranks=(2, 8, 64),
+            merge_rounds=5,
+            pool=1_000,
+            distinct=500,
+            T=10,
+            batch=256,
+            scoring_ranks=(1, 2),
+            threads_per_rank=1,
+            rounds=2,
+        ),
     ),
     "full": Sizes(
         preset="full",
@@ -134,10 +203,23 @@ PRESETS: dict[str, Sizes] = {
             T=10,
         ),
         graphs=GraphSizes(n=2_000, ase_n=400, total=100_000, workers=2, cutoff=6.0, rounds=3),
+        adapters=AdapterSizes(N=100_000, T=10, C=230, k=100, rounds=10, peer_rounds=3),
+        distributed=DistributedSizes(
+            ks=(1_000, 10_000, 100_000),
+            ranks=(2, 8, 64),
+            merge_rounds=5,
+            pool=20_000,
+            distinct=500,
+            T=10,
+            batch=256,
+            scoring_ranks=(1, 2),
+            threads_per_rank=1,
+            rounds=3,
+        ),
     ),
 }
 
-SUITES: tuple[str, ...] = ("acquisition", "egnn", "graphs")
+SUITES: tuple[str, ...] = ("acquisition", "egnn", "graphs", "adapters", "distributed")
 
 
 def _parse(text: str, current: Any) -> Any:
