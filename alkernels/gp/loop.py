@@ -1,0 +1,295 @@
+"""``GPActiveLearner``: resumable pool-based regression AL with a GP on fixed features (protocol B).
+
+Files in ``out_dir``:
+
+- ``config.json``: the run's settings (a resume checks them).
+- ``records.jsonl``: one JSON object per step (:data:`RECORD_KEYS`, plus ``fit`` on steps where
+  the hyper-parameters were fitted), flushed every step and fsynced with every checkpoint.
+- ``checkpoint.pt``: the state after a step (labelled set, NumPy RNG, features, the GP with its
+  posterior), written atomically every ``checkpoint_every`` steps and at the end (the final one
+  without the posterior).
+
+A killed run resumes from its last checkpoint: later records are dropped and recomputed, and
+every record then equals the uninterrupted run's except the wall times.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from alkernels.gp.regressor import GPRegressor
+from alkernels.gp.strategies import GPStrategy, get_strategy
+from alkernels.loop.loop import _atomic_save, read_records
+
+#: The keys of every line of ``records.jsonl``.
+RECORD_KEYS = ("step", "labelled_count", "mae", "rmse", "query_seconds", "update_seconds", "queried")
+#: Record keys that are wall times.
+TIMING_KEYS = ("query_seconds", "update_seconds")
+
+#: A feature source: ``(labelled dataset indices, seed) -> float64 [N, d]``.
+FeatureSource = Callable[[np.ndarray, int], np.ndarray]
+
+
+def initial_count(n_train: int, initial: int | float) -> int:
+    """The initial labelled count: an int as given, a float in (0, 1] as a fraction of the pool
+    (rounded half up)."""
+    if isinstance(initial, float):
+        if not 0.0 < initial <= 1.0:
+            raise ValueError(f"initial as a fraction must be in (0, 1], got {initial}")
+        return int(math.floor(n_train * initial + 0.5))
+    return int(initial)
+
+
+class GPActiveLearner:
+    """Label ``queries`` pool structures ``batch`` at a time, choosing by ``strategy``, with a GP
+    on fixed features; score every step on a fixed test set.
+
+    The GP's hyper-parameters are fitted on the initial labelled set (and again every
+    ``refit_every`` queries); in between, each new label is added by an incremental update, and
+    the posterior of the pool and the test set is kept current in place.
+
+    Args:
+        features: float [N, d] features of every structure, or a callable
+            ``(labelled indices, seed) -> [N, d]`` called once the initial set is drawn (e.g. an
+            EGNN trained on that set, :class:`~alkernels.gp.embeddings.Embedding`).
+        y: float [N] targets (finite on ``train`` and ``test``).
+        train: int [n_train] indices of the pool (the initial set is drawn from it).
+        test: int [n_test] indices of the fixed test set (disjoint from ``train``).
+        strategy: ``"gp_variance"``, ``"gp_batch_variance"`` or ``"random"`` (or a
+            :class:`~alkernels.gp.strategies.GPStrategy`).
+        initial: initial labelled count, or fraction of the pool.
+        queries: labels to acquire after the initial set.
+        batch: labels per step (the last step takes the remainder).
+        gp: keyword arguments of :class:`~alkernels.gp.GPRegressor` (its ``seed`` is the run's).
+        refit_every: refit the hyper-parameters every this many queries (0: never).
+        retrain_every: recompute ``features`` (retrain the encoder) with the labelled set every
+            this many queries, then refit (0: never; needs a callable ``features``).
+        seed: seeds the initial set, the random strategy, the GP fit and the features.
+        out_dir: the run's folder.
+        checkpoint_every: steps between checkpoints (the posterior is saved: O(n^2 + n p) bytes).
+        progress: a tqdm bar over the steps.
+        metadata: extra JSON fields for ``config.json`` (dataset, target, embedding).
+    """
+
+    def __init__(self, features: np.ndarray | FeatureSource, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
+                 strategy: str | GPStrategy = "gp_variance", initial: int | float = 0.1, queries: int = 100,
+                 batch: int = 1, gp: dict | None = None, refit_every: int = 0, retrain_every: int = 0,
+                 seed: int = 0, out_dir: str | os.PathLike, checkpoint_every: int = 500, progress: bool = False,
+                 metadata: dict | None = None) -> None:
+        self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+        self.y = np.asarray(y, dtype=np.float64).reshape(-1)
+        self.train = np.asarray(train, dtype=np.int64).reshape(-1)
+        self.test = np.asarray(test, dtype=np.int64).reshape(-1)
+        n = self.y.size
+        for name, idx in (("train", self.train), ("test", self.test)):
+            if idx.size == 0:
+                raise ValueError(f"the {name} set is empty")
+            if idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
+                raise ValueError(f"{name} indices must be distinct and in 0..{n - 1}")
+            bad = idx[~np.isfinite(self.y[idx])]
+            if bad.size:
+                raise ValueError(f"{bad.size} {name} structures have NaN targets (first: {bad[:5].tolist()}); "
+                                 f"drop them before the run")
+        if np.intersect1d(self.train, self.test).size:
+            raise ValueError("train and test indices overlap")
+        self.features_source = features if callable(features) else None
+        self.features = None if callable(features) else np.asarray(features, dtype=np.float64)
+        if self.features is not None and (self.features.ndim != 2 or self.features.shape[0] != n):
+            raise ValueError(f"features must be [{n}, d], got {self.features.shape}")
+        if retrain_every and self.features_source is None:
+            raise ValueError("retrain_every needs features given as a callable (an embedding to retrain)")
+        self.n_train = self.train.size
+        self.n_initial = initial_count(self.n_train, initial)
+        if self.n_initial < 2:
+            raise ValueError(f"the initial labelled set needs at least 2 structures, got {self.n_initial}")
+        if queries < 0 or batch < 1:
+            raise ValueError(f"queries must be >= 0 and batch >= 1, got {queries}, {batch}")
+        if self.n_initial + queries > self.n_train:
+            raise ValueError(f"{queries} queries after an initial {self.n_initial} need "
+                             f"{self.n_initial + queries} structures; the pool has {self.n_train}")
+        if refit_every < 0 or retrain_every < 0 or checkpoint_every < 1:
+            raise ValueError("refit_every and retrain_every must be >= 0, checkpoint_every >= 1")
+        self.queries, self.batch = int(queries), int(batch)
+        steps = math.ceil(self.queries / self.batch)
+        self.sizes = [min(self.batch, self.queries - s * self.batch) for s in range(steps)]
+        self.gp_kwargs = dict(gp or {})
+        GPRegressor(**self.gp_kwargs)  # bad GP settings (e.g. an unknown kernel) fail here
+        self.refit_every, self.retrain_every = int(refit_every), int(retrain_every)
+        self.seed = seed
+        self.out_dir = Path(out_dir)
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.metadata = dict(metadata or {})
+
+    # -- configuration -----------------------------------------------------------------------
+    def config(self) -> dict:
+        """The JSON-serialisable settings of this run (``config.json``)."""
+        gp = {k: (str(v) if isinstance(v, (torch.dtype, torch.device)) else v) for k, v in self.gp_kwargs.items()}
+        return {"task": "regression", "strategy": self.strategy.name, "seed": self.seed,
+                "initial": self.n_initial, "queries": self.queries, "batch": self.batch,
+                "n_train": self.n_train, "n_test": int(self.test.size), "gp": gp,
+                "refit_every": self.refit_every, "retrain_every": self.retrain_every, **self.metadata}
+
+    @property
+    def records_path(self) -> Path:
+        return self.out_dir / "records.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    # -- the GP ----------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.n_initial + self.queries
+
+    def _tracked(self) -> np.ndarray:
+        """The GP's pool: the training pool, then the test set."""
+        return self.features[np.concatenate([self.train, self.test])]
+
+    def _fit_gp(self) -> dict:
+        labelled = np.asarray(self.labelled, dtype=np.int64)
+        self.gp = GPRegressor(**{**self.gp_kwargs, "seed": self.seed})
+        self.gp.fit(self.features[labelled], self.y[labelled], pool=self._tracked(), capacity=self.capacity)
+        return self.gp.describe()
+
+    def _compute_features(self) -> None:
+        feats = np.asarray(self.features_source(np.asarray(self.labelled, dtype=np.int64), self.seed), dtype=np.float64)
+        if feats.ndim != 2 or feats.shape[0] != self.y.size or not np.isfinite(feats).all():
+            raise ValueError(f"the feature source returned {feats.shape} (or non-finite values); "
+                             f"expected finite [{self.y.size}, d]")
+        self.features = feats
+
+    # -- state -----------------------------------------------------------------------------------
+    def _fresh_start(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.labelled = [int(i) for i in self.rng.choice(self.train, self.n_initial, replace=False)]
+        self.next_step = 0
+
+    def _checkpoint(self, final: bool = False) -> None:
+        with open(self.records_path, "a", encoding="utf-8") as f:
+            f.flush()
+            os.fsync(f.fileno())
+        _atomic_save({
+            "next_step": self.next_step, "labelled": self.labelled, "numpy_rng": self.rng.bit_generator.state,
+            "features": torch.from_numpy(self.features) if self.features_source is not None else None,
+            "gp": None if final else self.gp.state_dict(), "finished": final,
+        }, self.checkpoint_path)
+
+    def _restore(self) -> None:
+        state = torch.load(self.checkpoint_path, weights_only=False)
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.labelled = list(state["labelled"])
+        self.next_step = int(state["next_step"])
+        if state["features"] is not None:
+            self.features = state["features"].numpy()
+        if state["gp"] is not None:
+            self.gp = GPRegressor(**{**self.gp_kwargs, "seed": self.seed})
+            self.gp.load_state_dict(state["gp"], self._tracked(), capacity=self.capacity)
+
+    def _prepare(self, resume: bool) -> list[dict]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.out_dir / "config.json"
+        config = self.config()
+        if config_path.exists():
+            if not resume:
+                raise ValueError(f"{self.out_dir} already holds a run; pass resume=True to continue "
+                                 f"it or choose another output directory")
+            old = json.loads(config_path.read_text())
+            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            if changed:
+                raise ValueError(f"cannot resume {self.out_dir}: settings differ in {', '.join(changed)}")
+        restored = resume and self.checkpoint_path.exists()
+        if restored:
+            self._restore()
+        else:
+            self._fresh_start()
+        config_path.write_text(json.dumps(config, indent=1))
+        records = [r for r in read_records(self.records_path) if r["step"] < self.next_step]
+        with open(self.records_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+            f.flush()
+            os.fsync(f.fileno())
+        return records
+
+    # -- the run ---------------------------------------------------------------------------------
+    def _refit_due(self, step: int) -> tuple[bool, bool]:
+        """(retrain the features, refit the GP) before evaluating ``step``."""
+        if step == 0:
+            return self.features_source is not None, True
+        done = sum(self.sizes[:step])
+        before = done - self.sizes[step - 1]
+        retrain = bool(self.retrain_every) and done // self.retrain_every > before // self.retrain_every
+        refit = retrain or (bool(self.refit_every) and done // self.refit_every > before // self.refit_every)
+        return retrain, refit
+
+    def run(self, resume: bool = False) -> list[dict]:
+        """Run (or, with ``resume=True``, continue) the loop; returns every step's record."""
+        from tqdm.auto import tqdm
+
+        records = self._prepare(resume)
+        n_steps = len(self.sizes)
+        if self.next_step > n_steps:
+            return records
+        unlabelled = np.ones(self.y.size, dtype=bool)
+        unlabelled[self.labelled] = False
+        pos_of = np.full(self.y.size, -1, dtype=np.int64)
+        pos_of[self.train] = np.arange(self.n_train)
+        y_test = torch.as_tensor(self.y[self.test])
+        bar = tqdm(total=n_steps + 1, initial=self.next_step, disable=not self.progress,
+                   desc=f"{self.strategy.name} seed {self.seed}")
+        with open(self.records_path, "a", encoding="utf-8") as out:
+            for step in range(self.next_step, n_steps + 1):
+                fit = None
+                t0 = time.perf_counter()
+                retrain, refit = self._refit_due(step)
+                if retrain:
+                    self._compute_features()
+                if refit:
+                    fit = self._fit_gp()
+                fit_seconds = time.perf_counter() - t0
+                pred = self.gp.pool_mean[self.n_train:].to(y_test.dtype).cpu()
+                err = pred - y_test
+                queried: list[int] = []
+                query_seconds = update_seconds = 0.0
+                if step < n_steps:
+                    cand = torch.as_tensor(pos_of[self.train[unlabelled[self.train]]],
+                                           device=self.gp.posterior.x_pool.device)
+                    t0 = time.perf_counter()
+                    pos = self.strategy.query(self.gp, cand, self.sizes[step], self.rng)
+                    query_seconds = time.perf_counter() - t0
+                    chosen = self.train[pos.cpu().numpy()]
+                    t0 = time.perf_counter()
+                    if self.strategy.fantasises:
+                        self.gp.update_targets(self.y[chosen])
+                    else:
+                        self.gp.condition(self.features[chosen], self.y[chosen], pool_index=pos)
+                    update_seconds = time.perf_counter() - t0
+                    queried = [int(i) for i in chosen]
+                    unlabelled[chosen] = False
+                    self.labelled.extend(queried)
+                record = {"step": step, "labelled_count": len(self.labelled) - len(queried),
+                          "mae": float(err.abs().mean()), "rmse": float(err.pow(2).mean().sqrt()),
+                          "query_seconds": query_seconds, "update_seconds": update_seconds, "queried": queried}
+                if fit is not None:
+                    record["fit"] = {**fit, "seconds": fit_seconds}
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                records.append(record)
+                self.next_step = step + 1
+                if step == n_steps:
+                    self._checkpoint(final=True)
+                elif self.next_step % self.checkpoint_every == 0:
+                    self._checkpoint()
+                bar.update(1)
+                bar.set_postfix(mae=f"{record['mae']:.4f}", n=record["labelled_count"])
+        bar.close()
+        return records
