@@ -84,6 +84,17 @@ CORE_USE = textwrap.dedent(
         records = loop.run()
     assert len(records) == 2 and records[-1]["labelled_count"] == 6
 
+    # the GP ops are core: an exact posterior grown incrementally equals the refit
+    from alkernels.ops.gp import ExactPosterior, GPParams, exact_posterior
+    gp_params = GPParams("matern12", torch.tensor([1.5]), 1.0, 0.1)
+    xg = torch.randn(40, 3, dtype=torch.float64)
+    yg = xg[:, 0].sin()
+    post = ExactPosterior(gp_params, xg[20:])
+    post.condition(xg[:10], yg[:10])
+    post.condition(xg[20:25], yg[20:25], pool_index=torch.arange(5))
+    ref_mean, _ = exact_posterior(gp_params, torch.cat([xg[:10], xg[20:25]]), torch.cat([yg[:10], yg[20:25]]), xg[20:])
+    assert torch.allclose(post.pool_mean, ref_mean, atol=1e-10)
+
     # features behind extras fail with the extra's name
     def needs(extra, fn):
         try:
@@ -101,6 +112,8 @@ CORE_USE = textwrap.dedent(
     needs("study", lambda: __import__("alkernels.experiments.spacegroup.report"))
     needs("study", lambda: strategies.get("umap").order_from_features(np.random.rand(10, 3)))
     needs("triton", lambda: acq.score_all(logits, backend="triton"))
+    from alkernels.gp import GPRegressor
+    needs("gp", lambda: GPRegressor(iterations=2).fit(xg[:10], yg[:10]))
 
     leaked = sorted(m for m in HIDDEN if sys.modules.get(m) is not None)
     assert not leaked, leaked

@@ -221,7 +221,8 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
     values = property_column(structset, target)
     skipped: list[tuple[int | str, str]] = list(structset.rejected)
     bad = np.flatnonzero(~np.isfinite(values))
-    skipped += [(structset.ids[i], f"target {target!r} is {structset.table[target].iloc[i]!r}") for i in bad]
+    skipped += [(structset.ids[i], f"target {target!r} is missing or not a number: {structset.table[target].iloc[i]}")
+                for i in bad]
     keep = np.flatnonzero(np.isfinite(values))
     if structures is not None and len(keep) > structures:
         keep = np.sort(np.random.default_rng(0).permutation(keep)[:structures])

@@ -108,6 +108,9 @@ class GPRegressor:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if noise is not None and (not math.isfinite(noise) or noise < 0):
             raise ValueError(f"noise must be None (learned), 0 (noise-free with jitter) or > 0, got {noise}")
+        if method == "sparse" and noise == 0:
+            raise ValueError("the sparse (inducing-point) method needs noise > 0: use noise=None (learned) or a "
+                             "positive variance")
         if not jitter > 0:
             raise ValueError(f"jitter must be > 0, got {jitter}")
         if not 0.0 <= val_fraction < 1.0:
@@ -175,6 +178,10 @@ class GPRegressor:
         fit_idx = np.sort(fit_idx[: self.max_fit_points])
         total = max(capacity or n, n)
         self.method_ = self.choose_method(total, pool_t.shape[0], d)
+        if self.method_ == "sparse" and self.noise == 0:
+            raise ValueError(f"{total} observations over a pool of {pool_t.shape[0]} exceed the exact GP's memory "
+                             f"budget ({self.memory_budget / 2**30:.1f} GiB), and the sparse method needs noise > 0: "
+                             f"raise memory_budget or use a learned or positive noise")
         inducing = None
         if self.method_ == "sparse":
             m = min(self.inducing_points, len(fit_idx))

@@ -355,18 +355,19 @@ class SparsePosterior:
 
 
 def exact_memory_bytes(n: int, p: int, d: int, dtype: torch.dtype = torch.float64) -> int:
-    """Bytes of an :class:`ExactPosterior` holding n observations (capacity n) over p pool
-    points of width d: the factor n^2, V n p, X n d, and six vectors."""
+    """Bytes of an :class:`ExactPosterior` with capacity n over p pool points of width d: the
+    factor n^2, V n p, the inputs n d, the pool features p d, and the vectors y, alpha (n) and
+    the pool mean and variance (p). An update of b points adds O(b (n + p)) temporaries."""
     item = torch.finfo(dtype).bits // 8
-    return item * (n * n + n * p + n * d + 3 * n + 2 * p)
+    return item * (n * n + n * p + n * d + p * d + 2 * n + 2 * p)
 
 
 def exact_max_n(budget_bytes: int, p: int, d: int, dtype: torch.dtype = torch.float64) -> int:
     """The largest n with :func:`exact_memory_bytes` (n, p, d) <= ``budget_bytes``."""
     item = torch.finfo(dtype).bits // 8
-    # n^2 + (p + d + 3) n + 2p - budget/item <= 0
-    c = budget_bytes / item - 2 * p
-    bq = p + d + 3
+    # n^2 + (p + d + 2) n + (d + 2) p - budget/item <= 0
+    c = budget_bytes / item - (d + 2) * p
+    bq = p + d + 2
     n = int((-bq + math.sqrt(bq * bq + 4 * c)) / 2) if c > 0 else 0
     while n > 0 and exact_memory_bytes(n, p, d, dtype) > budget_bytes:
         n -= 1
