@@ -424,3 +424,72 @@ def test_direct_small_loop(benchmark, small, impl):
     benchmark.extra_info.update(impl=impl, role="baseline" if impl == "ours" else "peer", items=small.queries,
                                 unit="queries")
     assert picks == reference, f"{impl} made other selections than ours"
+
+
+# -- memory -----------------------------------------------------------------------------------
+MEMORY_PROBE = r"""
+import sys, json, torch
+from alkernels.ops.gp import ExactPosterior, GPParams, exact_memory_bytes
+n, p, d, dtype, block = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4]), int(sys.argv[5])
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+torch.manual_seed(0)
+x = torch.randn(p, d, dtype=dtype)
+params = GPParams("matern12", torch.tensor([float(d) ** 0.5]), 1.0, 0.1)
+warm = ExactPosterior(params, x[:64], capacity=32)  # BLAS/LAPACK set-up is not the posterior's memory
+warm.condition(x[:16], torch.randn(16, dtype=dtype), pool_index=torch.arange(16))
+warm.condition(x[16:17], torch.randn(1, dtype=dtype), pool_index=torch.tensor([16]))
+warm.predict(x[:64])
+del warm
+base = status("VmRSS")
+reset_peak()
+post = ExactPosterior(params, x, capacity=n)
+post.condition(x[:block], torch.randn(block, dtype=dtype), pool_index=torch.arange(block))
+for s in range(block, n):
+    post.condition(x[s:s + 1], torch.randn(1, dtype=dtype), pool_index=torch.tensor([s]))
+held, peak_updates = status("VmRSS") - base, status("VmHWM") - base
+reset_peak()
+post.predict(x[:4096])
+peak_predict = status("VmHWM") - base
+print(json.dumps({"n": n, "p": p, "d": d, "dtype": sys.argv[4], "initial_block": block,
+                  "formula_bytes": exact_memory_bytes(n, p, d, dtype), "held_bytes": held,
+                  "peak_bytes_updates": peak_updates, "peak_bytes_predict_4096": peak_predict}))
+"""
+
+
+def measure_exact_memory(n: int, p: int, d: int, dtype: str, block: int) -> dict:
+    """Resident memory of an :class:`ExactPosterior` grown to n observations over p pool points
+    (an initial block of ``block``, then single updates, then one 4,096-row predict), measured
+    in a fresh process: RSS held after the updates and peak RSS (VmHWM, reset through
+    /proc/self/clear_refs) during the updates and during the predict, over the RSS before."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n), str(p), str(d), dtype, str(block)],
+                         capture_output=True, text=True, check=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_exact_posterior_memory(sizes):
+    """Allocation check of :func:`alkernels.ops.gp.exact_memory_bytes` at a size that fits,
+    and the largest n for a 24 GiB machine from that formula."""
+    from alkernels.ops.gp import exact_max_n
+
+    n, p = (1500, 3000) if sizes.dataset == "synthetic" else (6000, 12000)
+    rows = [measure_exact_memory(n, p, 128, dtype, n // 10) for dtype in ("float64", "float32")]
+    for r in rows:  # the factor's upper triangle is never touched, so it is not resident
+        assert r["held_bytes"] <= r["formula_bytes"] * 1.05 and r["peak_bytes_updates"] <= r["formula_bytes"] * 1.3, r
+    budget = 24 * 2**30
+    RESULT["memory"] = {"measured": rows, "n_max_24GiB": {
+        dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in (0, 10_000, 100_000)}
+        for dtype in ("float64", "float32")}}

@@ -227,7 +227,7 @@ def test_sparse_posterior_is_gpytorch_sgpr_plus_the_dtc_variance_term():
     with torch.no_grad(), gpytorch.settings.sgpr_diagonal_correction(False), gpytorch.settings.max_cholesky_size(10**6):
         pred = model(T(xq))
         g_mean, g_var = pred.mean, pred.variance
-    p = GPParams("matern52", torch.tensor([1.4], dtype=torch.float64), 0.9, float(lik.noise), 0.3)
+    p = GPParams("matern52", torch.tensor([1.4], dtype=torch.float64), 0.9, float(lik.noise.detach()), 0.3)
     m, v = sparse_posterior(p, z, T(x), T(y), T(xq), jitter=1e-12)
     phi = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance(p, z, z, same=True)),
                                         covariance(p, z, T(xq)), upper=False)
@@ -257,8 +257,8 @@ def test_bad_inputs_are_clear_errors():
 def test_memory_formula_counts_the_buffers():
     n, p, d = 37, 53, 6
     post = ExactPosterior(params(ls=(1.0,)), torch.zeros(p, d, dtype=torch.float64), capacity=n)
-    held = sum(t.numel() for t in (post._x, post._y, post._low, post._alpha, post._v, post.x_pool, post.pool_mean,
-                                   post.pool_var))
+    held = sum(t.numel() for t in (post._x, post._y, post._low, post._alpha, post._v, post.x_pool, *post._pool_scaled,
+                                   post.pool_mean, post.pool_var))
     assert exact_memory_bytes(n, p, d) == 8 * held
     assert exact_memory_bytes(n, p, d, torch.float32) == 4 * held
     budget = 24 * 2**30

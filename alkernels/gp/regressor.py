@@ -95,6 +95,8 @@ class GPRegressor:
         dtype: computation dtype, float64 (default) or float32.
         device: torch device.
         chunk: rows per block when predicting arbitrary points.
+        block: :meth:`fit` conditions on its data in blocks of at most this many points, so its
+            temporaries are O(block * (n + p)) rather than O(n * p).
         seed: seeds the validation hold-out, the fit subset and the inducing-point start.
     """
 
@@ -102,7 +104,7 @@ class GPRegressor:
                  jitter: float = 1e-6, method: str = "auto", inducing_points: int = 512,
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, iterations: int = 200, lr: float = 0.05,
                  val_fraction: float = 0.2, max_fit_points: int = 2000, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu", chunk: int = 4096, seed: int = 0) -> None:
+                 device: str | torch.device = "cpu", chunk: int = 4096, block: int = 1024, seed: int = 0) -> None:
         self.kernel = check_kernel(kernel)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -118,14 +120,14 @@ class GPRegressor:
         if dtype not in (torch.float64, torch.float32):
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
         for name, value in (("inducing_points", inducing_points), ("max_fit_points", max_fit_points),
-                            ("chunk", chunk)):
+                            ("chunk", chunk), ("block", block)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.ard, self.noise, self.jitter, self.method = ard, noise, jitter, method
         self.inducing_points, self.memory_budget = inducing_points, memory_budget
         self.iterations, self.lr, self.val_fraction = iterations, lr, val_fraction
         self.max_fit_points, self.dtype, self.device = max_fit_points, dtype, torch.device(device)
-        self.chunk, self.seed = chunk, seed
+        self.chunk, self.block, self.seed = chunk, block, seed
         self.posterior: ExactPosterior | SparsePosterior | None = None
         self.fit_result = None
 
@@ -193,7 +195,8 @@ class GPRegressor:
         self.params_ = self.fit_result.params
         self.inducing_ = self.fit_result.inducing
         self._start(pool_t - self.center, total)
-        self.posterior.condition(xs, ys)
+        for start in range(0, n, self.block):
+            self.posterior.condition(xs[start:start + self.block], ys[start:start + self.block])
         return self
 
     def _start(self, pool_centred: torch.Tensor, capacity: int) -> None:

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from alkernels.ops.gp.kernels import GPParams, covariance, prior_variance
+from alkernels.ops.gp.kernels import GPParams, covariance, covariance_scaled, prior_variance, scaled
 from alkernels.ops.gp.reference import cholesky, inducing_cholesky, sparse_features
 
 #: Row-panel height of the blocked forward substitution through the stored factor.
@@ -74,6 +74,7 @@ class ExactPosterior:
         params.check_dim(x_pool.shape[1])
         self.params = params
         self.x_pool = x_pool
+        self._pool_scaled = scaled(params, x_pool)  # reused by every update's K(X_b, X_pool)
         self.n = 0
         self._cap = 0
         kw = dict(dtype=x_pool.dtype, device=x_pool.device)
@@ -164,7 +165,8 @@ class ExactPosterior:
         prior = p.mean + a.T @ self._alpha[:n]
         y_use = prior if y_new is None else y_new
         alpha_b = torch.linalg.solve_triangular(l22, (y_use - prior)[:, None], upper=False)[:, 0]
-        w = torch.addmm(covariance(p, x_new, self.x_pool), a.T, self._v[:n], alpha=-1.0)
+        k_np = covariance_scaled(p, *scaled(p, x_new), *self._pool_scaled)
+        w = torch.addmm(k_np, a.T, self._v[:n], alpha=-1.0)
         w = torch.linalg.solve_triangular(l22, w, upper=False)
         self._reserve(n + b)
         self._low[n:n + b, :n] = a.T
@@ -356,17 +358,18 @@ class SparsePosterior:
 
 def exact_memory_bytes(n: int, p: int, d: int, dtype: torch.dtype = torch.float64) -> int:
     """Bytes of an :class:`ExactPosterior` with capacity n over p pool points of width d: the
-    factor n^2, V n p, the inputs n d, the pool features p d, and the vectors y, alpha (n) and
-    the pool mean and variance (p). An update of b points adds O(b (n + p)) temporaries."""
+    factor n^2, V n p, the inputs n d, the pool features and their scaled copy 2 p d, and the
+    vectors y, alpha (n) and the pool's squared norms, mean and variance (p). An update of b
+    points adds O(b (n + p)) temporaries, a predict of c rows about 3 n c."""
     item = torch.finfo(dtype).bits // 8
-    return item * (n * n + n * p + n * d + p * d + 2 * n + 2 * p)
+    return item * (n * n + n * p + n * d + 2 * p * d + 2 * n + 3 * p)
 
 
 def exact_max_n(budget_bytes: int, p: int, d: int, dtype: torch.dtype = torch.float64) -> int:
     """The largest n with :func:`exact_memory_bytes` (n, p, d) <= ``budget_bytes``."""
     item = torch.finfo(dtype).bits // 8
-    # n^2 + (p + d + 2) n + (d + 2) p - budget/item <= 0
-    c = budget_bytes / item - (d + 2) * p
+    # n^2 + (p + d + 2) n + (2 d + 3) p - budget/item <= 0
+    c = budget_bytes / item - (2 * d + 3) * p
     bq = p + d + 2
     n = int((-bq + math.sqrt(bq * bq + 4 * c)) / 2) if c > 0 else 0
     while n > 0 and exact_memory_bytes(n, p, d, dtype) > budget_bytes:

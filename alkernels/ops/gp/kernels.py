@@ -86,8 +86,12 @@ class GPParams:
                    d["noise"], d.get("mean", 0.0))
 
 
-def _scaled(params: GPParams, x: torch.Tensor) -> torch.Tensor:
-    return x / params.lengthscale.to(dtype=x.dtype, device=x.device)
+def scaled(params: GPParams, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x / l, |x / l|^2)``: the inputs of :func:`covariance_scaled`, [n, d] and [n]; worth
+    keeping for a point set that is used again and again (a pool)."""
+    params.check_dim(x.shape[1])
+    a = x / params.lengthscale.to(dtype=x.dtype, device=x.device)
+    return a, (a * a).sum(1)
 
 
 def _shape(kernel: str, sq: torch.Tensor) -> torch.Tensor:
@@ -105,6 +109,19 @@ def _shape(kernel: str, sq: torch.Tensor) -> torch.Tensor:
     return poly.mul_(r.mul_(-math.sqrt(5.0)).exp_())
 
 
+def covariance_scaled(params: GPParams, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
+                      *, same: bool = False) -> torch.Tensor:
+    """:func:`covariance` from the outputs of :func:`scaled` for both point sets."""
+    norms = a_sq[:, None] + b_sq[None, :]
+    sq = torch.addmm(norms, a, b.T, alpha=-2.0)
+    # Below this the matrix-product form cannot tell a distance from zero: such pairs are the
+    # same point (so K(x, X) holds exactly s^2 where x is in X, as the factor does).
+    sq.masked_fill_(sq <= norms.mul_(ROUNDING_FLOOR * torch.finfo(sq.dtype).eps), 0.0)
+    if same:
+        sq.fill_diagonal_(0.0)
+    return _shape(params.kernel, sq).mul_(params.outputscale)
+
+
 def covariance(params: GPParams, x1: torch.Tensor, x2: torch.Tensor, *, same: bool = False) -> torch.Tensor:
     """The prior covariance ``K(x1, x2)``.
 
@@ -119,16 +136,7 @@ def covariance(params: GPParams, x1: torch.Tensor, x2: torch.Tensor, *, same: bo
         ``|a|^2 + |b|^2 - 2 a.b``; values below ``ROUNDING_FLOOR * eps * (|a|^2 + |b|^2)``, the
         rounding floor of that form, count as zero. Center inputs with a large common offset.
     """
-    params.check_dim(x1.shape[1])
-    a, b = _scaled(params, x1), _scaled(params, x2)
-    norms = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :]
-    sq = torch.addmm(norms, a, b.T, alpha=-2.0)
-    # Below this the matrix-product form cannot tell a distance from zero: such pairs are the
-    # same point (so K(x, X) holds exactly s^2 where x is in X, as the factor does).
-    sq.masked_fill_(sq <= norms.mul_(ROUNDING_FLOOR * torch.finfo(sq.dtype).eps), 0.0)
-    if same:
-        sq.fill_diagonal_(0.0)
-    return _shape(params.kernel, sq).mul_(params.outputscale)
+    return covariance_scaled(params, *scaled(params, x1), *scaled(params, x2), same=same)
 
 
 def prior_variance(params: GPParams, x: torch.Tensor) -> torch.Tensor:
