@@ -28,15 +28,15 @@ except ImportError as err:
 
 COMPACT_RUNS = "runs.jsonl"
 #: Record columns packed into ``runs.jsonl`` (``queried`` is kept as one list per step).
-COLUMNS = ("step", "labelled_count", "mae", "rmse", "query_seconds", "update_seconds", "queried")
+COLUMNS = ("step", "labelled_count", "mae", "rmse", "mae_remainder", "query_seconds", "update_seconds", "queried")
 #: Arm order in tables and plots.
 ORDER = ("gp_variance-b1", "gp_batch_variance-b10", "gp_variance-b10", "random-b1")
 
 
 def _columnar(records: list[dict]) -> dict:
-    cols = {k: [r[k] for r in records] for k in COLUMNS}
-    cols["mae"] = [float(f"{v:.7g}") for v in cols["mae"]]
-    cols["rmse"] = [float(f"{v:.7g}") for v in cols["rmse"]]
+    cols = {k: [r.get(k) for r in records] for k in COLUMNS}
+    for k in ("mae", "rmse", "mae_remainder"):
+        cols[k] = [None if v is None else float(f"{v:.7g}") for v in cols[k]]
     for k in ("query_seconds", "update_seconds"):
         cols[k] = [float(f"{v:.3g}") for v in cols[k]]
     cols["fits"] = [{"step": r["step"], **r["fit"]} for r in records if "fit" in r]
@@ -86,9 +86,11 @@ def collect(runs: list[dict]) -> pd.DataFrame:
     for run in runs:
         c, r = run["config"], run["records"]
         labelled = np.asarray(r["labelled_count"])
+        remainder = [np.nan if v is None else v for v in r.get("mae_remainder", [None] * len(labelled))]
         frames.append(pd.DataFrame({
             "arm": arm_name(c), "seed": c["seed"], "labelled": labelled, "queries": labelled - c["initial"],
-            "mae": r["mae"], "rmse": r["rmse"], "query_s": r["query_seconds"], "update_s": r["update_seconds"]}))
+            "mae": r["mae"], "rmse": r["rmse"], "mae_remainder": remainder, "query_s": r["query_seconds"],
+            "update_s": r["update_seconds"]}))
     if not frames:
         raise ValueError("no run records found (neither runs/**/records.jsonl nor runs.jsonl)")
     return pd.concat(frames, ignore_index=True)
@@ -99,10 +101,12 @@ def _std(x: pd.Series) -> float:
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of MAE and RMSE per (arm, labelled count)."""
+    """Mean and std over seeds of the test MAE and RMSE and of the remainder MAE per (arm,
+    labelled count)."""
     g = df.groupby(["arm", "labelled"])
     return pd.DataFrame({"queries": g["queries"].first(), "mae_mean": g["mae"].mean(), "mae_std": g["mae"].agg(_std),
                          "rmse_mean": g["rmse"].mean(), "rmse_std": g["rmse"].agg(_std),
+                         "rem_mean": g["mae_remainder"].mean(), "rem_std": g["mae_remainder"].agg(_std),
                          "seeds": g["seed"].nunique()}).reset_index()
 
 
@@ -116,8 +120,9 @@ def _first_reach(labelled: np.ndarray, mae: np.ndarray, target: float) -> int | 
     return int(labelled[hit[0]]) if hit.size else None
 
 
-def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1") -> dict:
-    """Labels each arm needs to reach ``baseline``'s final MAE.
+def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1", metric: str = "mae") -> dict:
+    """Labels each arm needs to reach ``baseline``'s final MAE (``metric`` ``"mae"``: on the
+    fixed test set; ``"rem"``: on the unlabelled remainder, the last step with any left).
 
     Returns:
         ``{"target_mae", "baseline_queries", "arms": {arm: {"labelled", "queries", "ratio",
@@ -125,16 +130,19 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1") 
         reached (then the ratio is None too). Per seed, the target is the baseline's final MAE
         for the same seed.
     """
+    col, run_col = ("mae_mean", "mae") if metric == "mae" else ("rem_mean", "mae_remainder")
+    summary = summary[np.isfinite(summary[col])]
+    df = df[np.isfinite(df[run_col])]
     if baseline not in set(summary.arm):
         return {}
     base = summary[summary.arm == baseline].sort_values("labelled")
-    target, base_queries = float(base.mae_mean.iloc[-1]), int(base.queries.iloc[-1])
+    target, base_queries = float(base[col].iloc[-1]), int(base.queries.iloc[-1])
     out = {"target_mae": target, "baseline_queries": base_queries, "arms": {}}
     base_runs = df[df.arm == baseline]
     for arm in _order(summary.arm.unique()):
         curve = summary[summary.arm == arm].sort_values("labelled")
         initial = int(curve.labelled.iloc[0] - curve.queries.iloc[0])
-        hit = _first_reach(curve.labelled.to_numpy(), curve.mae_mean.to_numpy(), target)
+        hit = _first_reach(curve.labelled.to_numpy(), curve[col].to_numpy(), target)
         entry = {"labelled": hit, "queries": None if hit is None else hit - initial, "ratio": None, "per_seed": {}}
         if entry["queries"]:
             entry["ratio"] = base_queries / entry["queries"]
@@ -143,7 +151,7 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1") 
             if b.empty:
                 continue
             run = run.sort_values("labelled")
-            h = _first_reach(run.labelled.to_numpy(), run.mae.to_numpy(), float(b.mae.iloc[-1]))
+            h = _first_reach(run.labelled.to_numpy(), run[run_col].to_numpy(), float(b[run_col].iloc[-1]))
             q = None if h is None else h - initial
             entry["per_seed"][int(seed)] = {"labelled": h, "queries": q,
                                             "ratio": int(b.queries.iloc[-1]) / q if q else None}
@@ -173,11 +181,11 @@ def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -
     return "\n".join(lines)
 
 
-def reach_markdown(r: dict, study: tuple[int, float] = (1361, 2.2)) -> str:
+def reach_markdown(r: dict, what: str = "test", study: tuple[int, float] | None = (1361, 2.2)) -> str:
     """The labels-to-match table."""
     if not r:
-        return "No random arm: nothing to compare against."
-    lines = [f"Random's final MAE (mean over seeds, after {r['baseline_queries']} queries): "
+        return "No random arm (or no such records): nothing to compare against."
+    lines = [f"Random's final {what} MAE (mean over seeds, after {r['baseline_queries']} queries): "
              f"**{r['target_mae']:.4f}**.", "",
              "| strategy | labelled when its mean curve first reaches it | queries | ratio to random "
              "| per seed: queries (ratio) |", "|---|---|---|---|---|"]
@@ -187,8 +195,9 @@ def reach_markdown(r: dict, study: tuple[int, float] = (1361, 2.2)) -> str:
         ratio = f"{e['ratio']:.2f}x" if e["ratio"] else "-"
         lines.append(f"| {arm_label(arm)} | {e['labelled'] if e['labelled'] is not None else 'never'} | "
                      f"{e['queries'] if e['queries'] is not None else 'never'} | {ratio} | {per} |")
-    lines += ["", f"The study (Allotey et al. 2021, MP oxides, MEGNet features, test = the shrinking "
-                  f"unlabelled remainder): {study[0]} queries, {study[1]}x fewer."]
+    if study:
+        lines += ["", f"The study (Allotey et al. 2021, MP oxides, MEGNet features, test = the shrinking "
+                      f"unlabelled remainder): {study[0]} queries, {study[1]}x fewer."]
     return "\n".join(lines)
 
 
@@ -203,29 +212,35 @@ def _pyplot():
     return plt
 
 
-def plot_mae(summary: pd.DataFrame, r: dict, path: Path, title: str) -> None:
-    """MAE against the labelled count, mean +- std over seeds, one curve per arm."""
+def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str) -> None:
+    """MAE against the labelled count, mean +- std over seeds, one curve per arm: on the fixed
+    test set, and (when recorded) on the unlabelled remainder."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    panels = [("mae", "test MAE (fixed test split)")]
+    if np.isfinite(summary.rem_mean).any():
+        panels.append(("rem", "MAE on the unlabelled remainder (the study's test set)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 5), squeeze=False)
     colors = {"gp_variance-b1": "tab:blue", "gp_batch_variance-b10": "tab:orange", "gp_variance-b10": "tab:green",
               "random-b1": "tab:gray"}
-    for k, arm in enumerate(_order(summary.arm.unique())):
-        c = summary[summary.arm == arm].sort_values("labelled")
-        color = colors.get(arm, plt.get_cmap("tab10")(k % 10))
-        m, s = c.mae_mean.to_numpy(), c.mae_std.to_numpy()
-        ax.plot(c.labelled, m, "--" if arm.startswith("random") else "-", color=color, lw=1.4,
-                label=f"{arm_label(arm)} ({int(c.seeds.min())} seeds)")
-        ax.fill_between(c.labelled, m - s, m + s, color=color, alpha=0.15)
-        hit = r.get("arms", {}).get(arm, {}).get("labelled") if r else None
-        if hit is not None and not arm.startswith("random"):
-            ax.plot([hit], [r["target_mae"]], "o", color=color, ms=6)
-    if r:
-        ax.axhline(r["target_mae"], color="black", lw=0.8, ls=":", label="random's final MAE")
-    ax.set_xlabel("labelled structures")
-    ax.set_ylabel("test MAE")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax, (metric, ylabel) in zip(axes[0], panels):
+        r = reaches.get(metric, {})
+        for k, arm in enumerate(_order(summary.arm.unique())):
+            c = summary[(summary.arm == arm) & np.isfinite(summary[f"{metric}_mean"])].sort_values("labelled")
+            color = colors.get(arm, plt.get_cmap("tab10")(k % 10))
+            m, s = c[f"{metric}_mean"].to_numpy(), c[f"{metric}_std"].to_numpy()
+            ax.plot(c.labelled, m, "--" if arm.startswith("random") else "-", color=color, lw=1.4,
+                    label=f"{arm_label(arm)} ({int(c.seeds.min())} seeds)")
+            ax.fill_between(c.labelled, m - s, m + s, color=color, alpha=0.15)
+            hit = r.get("arms", {}).get(arm, {}).get("labelled") if r else None
+            if hit is not None and not arm.startswith("random"):
+                ax.plot([hit], [r["target_mae"]], "o", color=color, ms=6)
+        if r:
+            ax.axhline(r["target_mae"], color="black", lw=0.8, ls=":", label="random's final MAE")
+        ax.set_xlabel("labelled structures")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -241,6 +256,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     df = collect(runs)
     summary = summarise(df)
     r = reach(df, summary)
+    r_rem = reach(df, summary, metric="rem")
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     paths = {name: dest / name for name in ("table.md", "mae.png", "summary.json")}
@@ -263,9 +279,15 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                  f"initial set (noise variance {min(noise):.3g}..{max(noise):.3g}; kept iterate "
                  f"{min(f['best_iteration'] for f in fits)}..{max(f['best_iteration'] for f in fits)}).", ""]
     body = ["## MAE (mean +- std over seeds)", "", final_table(summary, df), "",
-            "## Labels needed to reach random's final MAE", "", reach_markdown(r), ""]
+            "## Labels needed to reach random's final MAE", "", "On the fixed test split:", "",
+            reach_markdown(r, "test"), ""]
+    if r_rem:
+        body += ["On the unlabelled remainder of the pool (protocol B's test set, which shrinks as the "
+                 "strategy removes the points it labels; random's final value is taken at the last step "
+                 "that still has a remainder):", "", reach_markdown(r_rem, "remainder", study=None), ""]
     paths["table.md"].write_text("\n".join(head + body))
-    plot_mae(summary, r, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip())
+    plot_mae(summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip())
     paths["summary.json"].write_text(json.dumps(
-        {"experiment": meta, "reach": r, "curves": summary.to_dict(orient="records")}, indent=1))
+        {"experiment": meta, "reach": r, "reach_remainder": r_rem, "curves": summary.to_dict(orient="records")},
+        indent=1))
     return paths
