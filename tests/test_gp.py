@@ -276,3 +276,37 @@ def test_loop_configuration_errors(tmp_path):
         GPActiveLearner(x, y, np.arange(80), np.arange(70, 100), queries=10, out_dir=tmp_path)
     with pytest.raises(ValueError, match="retrain_every needs features given as a callable"):
         GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), queries=10, retrain_every=3, out_dir=tmp_path)
+
+
+# -- embeddings -------------------------------------------------------------------------------
+def test_period_and_group():
+    from alkernels.gp.embeddings import period_and_group
+
+    z = np.array([1, 2, 8, 11, 26, 35, 57, 71, 72, 79, 86, 92])
+    period, group = period_and_group(z)
+    assert period.tolist() == [1, 1, 2, 3, 4, 4, 6, 6, 6, 6, 6, 7]
+    assert group.tolist() == [1, 18, 16, 1, 8, 17, 3, 3, 4, 11, 18, 3]
+
+
+def test_composition_features_and_encoder_files(tmp_path):
+    from alkernels.data import random_graphs
+    from alkernels.gp import composition_features, load_encoder
+    from alkernels.models import EGNN, PropertyRegressor
+
+    graphs = random_graphs(6, atoms=(2, 5), seed=0)
+    feats = composition_features(graphs)
+    assert feats.shape == (6, 111) and np.allclose(feats[:, :99].sum(1), 1.0)
+    torch.manual_seed(0)
+    model = PropertyRegressor(EGNN(), ["e"])
+    ref = model.encoder.state_dict()
+    for name, obj in (("enc.pt", model.encoder.state_dict()), ("model.pt", model.state_dict()),
+                      ("initial.pt", {"model": model.state_dict(), "aux": None})):
+        torch.save(obj, tmp_path / name)
+        loaded = load_encoder(tmp_path / name, backend="torch").state_dict()
+        assert all(torch.equal(loaded[k], ref[k]) for k in ref)
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not an EGNN state_dict"):
+        load_encoder(tmp_path / "bad.pt")
+    (tmp_path / "junk.pt").write_text("not a torch file")
+    with pytest.raises(ValueError, match="cannot read encoder weights"):
+        load_encoder(tmp_path / "junk.pt")

@@ -62,7 +62,7 @@ def period_and_group(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def composition_features(graphs: GraphSet) -> np.ndarray:
-    """A model-free composition and structure descriptor, float64 [B, 113].
+    """A model-free composition and structure descriptor, float64 [B, 111].
 
     Per structure: the atom fractions of Z = 1..99; the mean and standard deviation over its
     atoms of Z, period, group, atomic mass and covalent radius (ASE's tables); the log atom count
