@@ -7,6 +7,7 @@ Subpackages (imported on first access):
     models       the paper's EGNN and its heads
     strategies   the 12 query strategies
     loop         the resumable active-learning loop
+    gp           GP regression for active learning: incremental exact posterior, the loop (``gp`` extra)
     cli          the ``alkernels`` command
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("acquisition", "ops", "data", "models", "strategies", "loop", "cli")
+_SUBMODULES = ("acquisition", "ops", "data", "models", "strategies", "loop", "gp", "cli")
 
 
 def __getattr__(name: str) -> ModuleType:
