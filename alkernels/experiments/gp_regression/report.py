@@ -27,18 +27,23 @@ except ImportError as err:
     raise missing_extra("study", __name__, err) from err
 
 COMPACT_RUNS = "runs.jsonl"
-#: Record columns packed into ``runs.jsonl`` (``queried`` is kept as one list per step).
-COLUMNS = ("step", "labelled_count", "mae", "rmse", "mae_remainder", "query_seconds", "update_seconds", "queried")
+#: Per-step record columns packed into ``runs.jsonl`` (6 significant digits; ``queried`` is one
+#: list per step). Steps and labelled counts follow from the config; the RMSE is kept for the
+#: last step and the wall times as per-run means.
+COLUMNS = ("mae", "mae_remainder", "queried")
 #: Arm order in tables and plots.
 ORDER = ("gp_variance-b1", "gp_batch_variance-b10", "gp_variance-b10", "random-b1")
 
 
 def _columnar(records: list[dict]) -> dict:
-    cols = {k: [r.get(k) for r in records] for k in COLUMNS}
-    for k in ("mae", "rmse", "mae_remainder"):
-        cols[k] = [None if v is None else float(f"{v:.7g}") for v in cols[k]]
+    """One run's records in the compact column form of ``runs.jsonl``."""
+    cols: dict = {k: [r.get(k) for r in records] for k in COLUMNS}
+    for k in ("mae", "mae_remainder"):
+        cols[k] = [None if v is None else float(f"{v:.6g}") for v in cols[k]]
+    cols["rmse_final"] = float(f"{records[-1]['rmse']:.6g}") if records else None
+    steps = records[:-1]  # the last step queries nothing
     for k in ("query_seconds", "update_seconds"):
-        cols[k] = [float(f"{v:.3g}") for v in cols[k]]
+        cols[f"{k}_mean"] = float(f"{np.mean([r[k] for r in steps]):.4g}") if steps else 0.0
     cols["fits"] = [{"step": r["step"], **r["fit"]} for r in records if "fit" in r]
     return cols
 
@@ -52,7 +57,13 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
             for path in sorted(out.glob("runs/**/config.json"))]
     if not runs and (out / COMPACT_RUNS).is_file():
         runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
-    return sorted([r for r in runs if r["records"]["step"]], key=lambda r: r["run"])
+    return sorted([r for r in runs if r["records"]["mae"]], key=lambda r: r["run"])
+
+
+def labelled_counts(config: dict, steps: int) -> np.ndarray:
+    """The labelled count at each of a run's first ``steps`` steps."""
+    k = np.arange(steps)
+    return np.minimum(config["initial"] + k * config["batch"], config["initial"] + config["queries"])
 
 
 def is_regression_grid(out: str | os.PathLike) -> bool:
@@ -81,16 +92,20 @@ def arm_label(arm: str) -> str:
 
 
 def collect(runs: list[dict]) -> pd.DataFrame:
-    """One row per (run, step): arm, seed, labelled, queries, mae, rmse, query_s, update_s."""
+    """One row per (run, step): arm, seed, labelled, queries, mae, rmse (last step only),
+    mae_remainder, and the run's mean seconds per step of querying (query_s) and updating
+    (update_s)."""
     frames = []
     for run in runs:
         c, r = run["config"], run["records"]
-        labelled = np.asarray(r["labelled_count"])
-        remainder = [np.nan if v is None else v for v in r.get("mae_remainder", [None] * len(labelled))]
+        labelled = labelled_counts(c, len(r["mae"]))
+        remainder = [np.nan if v is None else v for v in r["mae_remainder"]]
+        rmse = np.full(len(labelled), np.nan)
+        rmse[-1] = r["rmse_final"]
         frames.append(pd.DataFrame({
             "arm": arm_name(c), "seed": c["seed"], "labelled": labelled, "queries": labelled - c["initial"],
-            "mae": r["mae"], "rmse": r["rmse"], "mae_remainder": remainder, "query_s": r["query_seconds"],
-            "update_s": r["update_seconds"]}))
+            "mae": r["mae"], "rmse": rmse, "mae_remainder": remainder,
+            "query_s": r["query_seconds_mean"], "update_s": r["update_seconds_mean"]}))
     if not frames:
         raise ValueError("no run records found (neither runs/**/records.jsonl nor runs.jsonl)")
     return pd.concat(frames, ignore_index=True)
@@ -107,6 +122,18 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"queries": g["queries"].first(), "mae_mean": g["mae"].mean(), "mae_std": g["mae"].agg(_std),
                          "rmse_mean": g["rmse"].mean(), "rmse_std": g["rmse"].agg(_std),
                          "rem_mean": g["mae_remainder"].mean(), "rem_std": g["mae_remainder"].agg(_std),
+                         "seeds": g["seed"].nunique()}).reset_index()
+
+
+def paired(df: pd.DataFrame, baseline: str = "random-b1") -> pd.DataFrame:
+    """Per (arm, labelled count): mean and std over seeds of the test MAE minus ``baseline``'s
+    test MAE for the same seed and count (every arm of a seed shares its initial set and
+    features, so this removes the seed-to-seed spread)."""
+    base = df[df.arm == baseline][["seed", "labelled", "mae"]].rename(columns={"mae": "base"})
+    both = df.merge(base, on=["seed", "labelled"])
+    both["diff"] = both["mae"] - both["base"]
+    g = both.groupby(["arm", "labelled"])
+    return pd.DataFrame({"diff_mean": g["diff"].mean(), "diff_std": g["diff"].agg(_std),
                          "seeds": g["seed"].nunique()}).reset_index()
 
 
@@ -160,23 +187,28 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1", 
 
 
 def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -> str:
-    """Markdown: MAE (mean +- std) at evenly spaced query counts, the final RMSE, and the mean
-    milliseconds per step of querying and of updating the GP."""
+    """Markdown: MAE (mean +- std) at evenly spaced query counts, the final RMSE, the final MAE
+    minus random's for the same seed, and the mean milliseconds per step of querying and of
+    updating the GP."""
     queries = sorted(summary.queries.unique())
     last = queries[-1]
     marks = sorted({int(round(k * last / (checkpoints - 1))) for k in range(checkpoints)})
+    diffs = paired(df)
     lines = ["| strategy | " + " | ".join(f"MAE @ {q} queries" for q in marks)
-             + " | final RMSE | query ms / step | update ms / step |", "|---" * (len(marks) + 4) + "|"]
+             + " | final RMSE | final MAE - random's (paired) | query ms / step | update ms / step |",
+             "|---" * (len(marks) + 5) + "|"]
     for arm in _order(summary.arm.unique()):
         part = summary[summary.arm == arm].set_index("queries")
         cells = []
         for q in marks:
             near = part.index[np.argmin(np.abs(part.index.to_numpy() - q))]
             cells.append(f"{part.loc[near].mae_mean:.4f} +- {part.loc[near].mae_std:.4f}")
-        runs = df[(df.arm == arm) & (df.queries < df.queries.max())]
+        runs = df[df.arm == arm].groupby("seed")[["query_s", "update_s"]].first()
         fin = part.loc[part.index.max()]
+        d = diffs[diffs.arm == arm].sort_values("labelled")
+        diff = f"{d.diff_mean.iloc[-1]:+.4f} +- {d.diff_std.iloc[-1]:.4f}" if len(d) else "-"
         lines.append(f"| {arm_label(arm)} | " + " | ".join(cells)
-                     + f" | {fin.rmse_mean:.4f} +- {fin.rmse_std:.4f} | {1e3 * runs.query_s.mean():.2f} "
+                     + f" | {fin.rmse_mean:.4f} +- {fin.rmse_std:.4f} | {diff} | {1e3 * runs.query_s.mean():.2f} "
                        f"| {1e3 * runs.update_s.mean():.2f} |")
     return "\n".join(lines)
 
@@ -212,14 +244,19 @@ def _pyplot():
     return plt
 
 
-def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str) -> None:
+def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs: pd.DataFrame | None = None) -> None:
     """MAE against the labelled count, mean +- std over seeds, one curve per arm: on the fixed
-    test set, and (when recorded) on the unlabelled remainder."""
+    test set, (when recorded) on the unlabelled remainder, and (with ``diffs`` from
+    :func:`paired`) the test MAE minus random's for the same seed."""
     plt = _pyplot()
     panels = [("mae", "test MAE (fixed test split)")]
     if np.isfinite(summary.rem_mean).any():
         panels.append(("rem", "MAE on the unlabelled remainder (the study's test set)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 5), squeeze=False)
+    if diffs is not None and len(diffs):
+        panels.append(("diff", "test MAE minus random's, same seed"))
+        summary = summary.merge(diffs[["arm", "labelled", "diff_mean", "diff_std"]], on=["arm", "labelled"],
+                                how="left")
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
     colors = {"gp_variance-b1": "tab:blue", "gp_batch_variance-b10": "tab:orange", "gp_variance-b10": "tab:green",
               "random-b1": "tab:gray"}
     for ax, (metric, ylabel) in zip(axes[0], panels):
@@ -236,6 +273,8 @@ def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str) -> No
                 ax.plot([hit], [r["target_mae"]], "o", color=color, ms=6)
         if r:
             ax.axhline(r["target_mae"], color="black", lw=0.8, ls=":", label="random's final MAE")
+        if metric == "diff":
+            ax.axhline(0.0, color="black", lw=0.8)
         ax.set_xlabel("labelled structures")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -260,7 +299,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     paths = {name: dest / name for name in ("table.md", "mae.png", "summary.json")}
-    (dest / COMPACT_RUNS).write_text("".join(json.dumps(run, sort_keys=True) + "\n" for run in runs))
+    (dest / COMPACT_RUNS).write_text("".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n"
+                                             for run in runs))
     paths[COMPACT_RUNS] = dest / COMPACT_RUNS
     config = runs[0]["config"]
     target = config.get("target", "target")
@@ -286,8 +326,12 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                  "strategy removes the points it labels; random's final value is taken at the last step "
                  "that still has a remainder):", "", reach_markdown(r_rem, "remainder", study=None), ""]
     paths["table.md"].write_text("\n".join(head + body))
-    plot_mae(summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip())
+    plot_mae(summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip(),
+             paired(df))
+    every = summary[(summary.queries % 50 == 0) | (summary.queries == summary.queries.max())]
     paths["summary.json"].write_text(json.dumps(
-        {"experiment": meta, "reach": r, "reach_remainder": r_rem, "curves": summary.to_dict(orient="records")},
+        {"experiment": meta, "reach": r, "reach_remainder": r_rem,
+         "curves_every_50_queries": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                      for k, v in row.items()} for row in every.round(6).to_dict(orient="records")]},
         indent=1))
     return paths
