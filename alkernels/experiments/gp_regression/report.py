@@ -256,7 +256,7 @@ def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs
         panels.append(("diff", "test MAE minus random's, same seed"))
         summary = summary.merge(diffs[["arm", "labelled", "diff_mean", "diff_std"]], on=["arm", "labelled"],
                                 how="left")
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     colors = {"gp_variance-b1": "tab:blue", "gp_batch_variance-b10": "tab:orange", "gp_variance-b10": "tab:green",
               "random-b1": "tab:gray"}
     for ax, (metric, ylabel) in zip(axes[0], panels):
@@ -281,7 +281,7 @@ def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
