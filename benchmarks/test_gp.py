@@ -430,7 +430,8 @@ def test_direct_small_loop(benchmark, small, impl):
 MEMORY_PROBE = r"""
 import sys, json, torch
 from alkernels.ops.gp import ExactPosterior, GPParams, exact_memory_bytes
-n, p, d, dtype, block = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), getattr(torch, sys.argv[4]), int(sys.argv[5])
+n, p, d, block = (int(a) for a in sys.argv[1:4] + sys.argv[5:6])
+dtype = getattr(torch, sys.argv[4])
 
 def status(key):
     for line in open("/proc/self/status"):

@@ -93,9 +93,9 @@ def fit_hyperparameters(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "mate
         likelihood.noise = 0.1
     else:
         likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
-            noise=torch.full((x.shape[0],), float(noise), dtype=dtype), learn_additional_noise=False)
-    model = _GPModel(x, y, likelihood, kernel, ard, inducing).to(dtype)
-    likelihood.to(dtype)
+            noise=torch.full((x.shape[0],), float(noise), dtype=dtype, device=x.device), learn_additional_noise=False)
+    model = _GPModel(x, y, likelihood, kernel, ard, inducing).to(device=x.device, dtype=dtype)
+    likelihood.to(device=x.device, dtype=dtype)
     model.scaled.base_kernel.lengthscale = median_distance(x)  # the median heuristic, per dim for ARD too
     model.scaled.outputscale = 1.0
     model.mean_module.constant.data.fill_(float(y.mean()) if y.numel() else 0.0)

@@ -283,7 +283,8 @@ class GPActiveLearner:
                     self.labelled.extend(queried)
                 record = {"step": step, "labelled_count": len(self.labelled) - len(queried),
                           "mae": float(err.abs().mean()), "rmse": float(err.pow(2).mean().sqrt()),
-                          "mae_remainder": mae_rest, "query_seconds": query_seconds, "update_seconds": update_seconds, "queried": queried}
+                          "mae_remainder": mae_rest, "query_seconds": query_seconds,
+                          "update_seconds": update_seconds, "queried": queried}
                 if fit is not None:
                     record["fit"] = {**fit, "seconds": fit_seconds}
                 out.write(json.dumps(record) + "\n")
