@@ -488,8 +488,10 @@ def test_exact_posterior_memory(sizes):
 
     n, p = (1500, 3000) if sizes.dataset == "synthetic" else (6000, 12000)
     rows = [measure_exact_memory(n, p, 128, dtype, n // 10) for dtype in ("float64", "float32")]
-    for r in rows:  # the factor's upper triangle is never touched, so it is not resident
-        assert r["held_bytes"] <= r["formula_bytes"] * 1.05 and r["peak_bytes_updates"] <= r["formula_bytes"] * 1.3, r
+    slack = 8 * 2**20  # allocator and page granularity, independent of the size
+    for r in rows:
+        assert r["held_bytes"] <= r["formula_bytes"] * 1.05 + slack, r
+        assert r["peak_bytes_updates"] <= r["formula_bytes"] * 1.3 + slack, r
     budget = 24 * 2**30
     RESULT["memory"] = {"measured": rows, "n_max_24GiB": {
         dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in (0, 10_000, 100_000)}
