@@ -8,6 +8,7 @@ Subpackages (imported on first access):
     strategies   the 12 query strategies
     loop         the resumable active-learning loop
     distributed  sharded pool scoring and data-parallel training under torchrun
+    gp           GP regression for active learning: incremental exact posterior, the loop (``gp`` extra)
     cli          the ``alkernels`` command
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import ModuleType
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("acquisition", "ops", "data", "models", "strategies", "loop", "distributed", "cli")
+_SUBMODULES = ("acquisition", "ops", "data", "models", "strategies", "loop", "gp", "distributed", "cli")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -94,6 +94,17 @@ CORE_USE = textwrap.dedent(
         D.destroy_process_group()
     assert torch.equal(got[0], idx)
 
+    # the GP ops are core: an exact posterior grown incrementally equals the refit
+    from alkernels.ops.gp import ExactPosterior, GPParams, exact_posterior
+    gp_params = GPParams("matern12", torch.tensor([1.5]), 1.0, 0.1)
+    xg = torch.randn(40, 3, dtype=torch.float64)
+    yg = xg[:, 0].sin()
+    post = ExactPosterior(gp_params, xg[20:])
+    post.condition(xg[:10], yg[:10])
+    post.condition(xg[20:25], yg[20:25], pool_index=torch.arange(5))
+    ref_mean, _ = exact_posterior(gp_params, torch.cat([xg[:10], xg[20:25]]), torch.cat([yg[:10], yg[20:25]]), xg[20:])
+    assert torch.allclose(post.pool_mean, ref_mean, atol=1e-10)
+
     # features behind extras fail with the extra's name
     def needs(extra, fn):
         try:
@@ -122,6 +133,9 @@ CORE_USE = textwrap.dedent(
     step = TrainStep(paper_classifier(backend="auto"), lr=1e-3)
     assert torch.isfinite(step(batch))
     assert pad_batch(batch, *bucket_for(batch)).num_graphs == batch.num_graphs + 1
+
+    from alkernels.gp import GPRegressor
+    needs("gp", lambda: GPRegressor(iterations=2).fit(xg[:10], yg[:10]))
 
     leaked = sorted(m for m in HIDDEN if sys.modules.get(m) is not None)
     assert not leaked, leaked

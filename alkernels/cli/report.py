@@ -1,4 +1,5 @@
-"""``alkernels report DIR``: regenerate table.md and the plots of a reproduce grid."""
+"""``alkernels report DIR``: regenerate the tables and plots of a study grid (space-group
+classification or GP regression, whichever the folder holds)."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alkernels.experiments.spacegroup.report import write_report
+    from alkernels.experiments.gp_regression.report import is_regression_grid
 
+    if is_regression_grid(args.dir):
+        from alkernels.experiments.gp_regression.report import write_report
+    else:
+        from alkernels.experiments.spacegroup.report import write_report
     for name, path in write_report(args.dir, args.dest).items():
         print(f"{name}: {path}")
     return 0

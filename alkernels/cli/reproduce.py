@@ -1,4 +1,6 @@
-"""``alkernels reproduce``: the paper's Table 1 grid (strategies x seeds x reset variants + standard)."""
+"""``alkernels reproduce``: a study's grid. ``--study spacegroup`` (default): the paper's Table 1
+grid (strategies x seeds x reset variants + standard); ``--study gp-regression``: protocol B's
+regression grid (strategies x seeds with a GP on frozen features)."""
 from __future__ import annotations
 
 import argparse
@@ -7,24 +9,41 @@ import os
 from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, apply_threads, check_device,
                                check_output_dir, cli_words, start_distributed, stop_distributed)
 
+#: Studies and their presets (the first is the default).
+STUDY_PRESETS = {
+    "spacegroup": ("quick", "demo", "paper"),
+    "gp-regression": ("perovskite", "perovskite-composition", "mp20", "mp20-composition"),
+}
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="run the paper's active-learning grid and write the report",
-                       description="Runs every strategy x seed x reset variant and the full-data standard "
-                                   "run, then writes table.md, accuracy.png, loss.png and spacegroups.png. "
-                                   "Re-running the same command resumes an interrupted grid.")
-    p.add_argument("--preset", default="quick", choices=["demo", "quick", "paper"],
-                   help="demo: 2,500 generated perovskites, 5 rounds of 3 epochs (make demo); quick: CPU-sized "
-                        "(300 structures, 1 epoch per round); paper: the full protocol")
-    p.add_argument("--strategies", default="all", help="'all' (the paper's 12) or a comma-separated list")
-    p.add_argument("--seeds", type=int, default=3)
+    p = sub.add_parser("reproduce", help="run a study's grid and write the report",
+                       description="spacegroup: runs every strategy x seed x reset variant and the full-data "
+                                   "standard run, then writes table.md, accuracy.png, loss.png and "
+                                   "spacegroups.png. gp-regression: runs every strategy arm x seed of a preset "
+                                   "and writes table.md and mae.png. Re-running the same command resumes an "
+                                   "interrupted grid.")
+    p.add_argument("--study", default="spacegroup", choices=list(STUDY_PRESETS))
+    p.add_argument("--preset", default=None,
+                   help="spacegroup: quick (default; CPU-sized: 300 structures, 1 epoch per round), demo "
+                        "(2,500 generated perovskites, make demo) or paper (the full protocol); gp-regression: "
+                        + ", ".join(STUDY_PRESETS["gp-regression"]) + " (default perovskite)")
+    p.add_argument("--strategies", default="all",
+                   help="'all' (the preset's) or a comma-separated list; gp-regression arms are STRATEGY[:BATCH]")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per strategy (default 3, gp-regression 5)")
     p.add_argument("--reset", default="both", choices=["both", "keep", "reset"],
-                   help="weight-reset variants to run")
+                   help="spacegroup: weight-reset variants to run")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--restart-round", action="store_true",
                    help="discard a damaged checkpoint of an unfinished run and redo its last round")
-    p.add_argument("--processes", type=int, default=1, help="grid cells run in parallel processes")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per round")
+    p.add_argument("--processes", type=int, default=1, help="spacegroup: grid cells run in parallel processes")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the preset's epochs per round (gp-regression: encoder epochs)")
+    p.add_argument("--queries", type=int, default=None, help="gp-regression: override the preset's queries")
+    p.add_argument("--max-structures", type=int, default=None,
+                   help="gp-regression: a fixed random subset of this many structures")
+    p.add_argument("--data-dir", default="../shared/data",
+                   help="gp-regression: the folder holding the preset's files (default ../shared/data)")
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
     add_data_args(p, default_dataset=None)
     add_distributed_args(p)
@@ -32,17 +51,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    preset = args.preset or STUDY_PRESETS[args.study][0]
+    if preset not in STUDY_PRESETS[args.study]:
+        raise ValueError(f"unknown {args.study} preset {preset!r}; use one of {', '.join(STUDY_PRESETS[args.study])}")
+    if args.study == "gp-regression":
+        return run_gp_regression(args, preset)
     from alkernels.data import load_split
     from alkernels.distributed import is_rank_zero as distributed_rank_zero
     from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
-    preset = preset_with(args.preset, epochs=args.epochs, backend=args.backend)
+    preset = preset_with(preset, epochs=args.epochs, backend=args.backend)
+    seeds = 3 if args.seeds is None else args.seeds
     names = list(PAPER_STRATEGIES) if args.strategies == "all" else \
         [s.strip() for s in args.strategies.split(",") if s.strip()]
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
-    grid(names, args.seeds, variants)  # a bad strategy name or seed count fails before data loading
+    grid(names, seeds, variants)  # a bad strategy name or seed count fails before data loading
     if args.distributed and args.processes != 1:
         raise ValueError("--distributed runs one grid cell at a time on all ranks; drop --processes")
     if args.processes < 1:
@@ -57,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                           split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
                           cache_dir=args.cache_dir, workers=args.workers)
     try:
-        meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
+        meta = reproduce(data, preset, args.out, strategy_names=names, seeds=seeds, variants=variants,
                          processes=args.processes, device=device, distributed=args.distributed, log=say,
                          restart_round=args.restart_round)
     except ValueError as err:
@@ -68,4 +93,29 @@ def run(args: argparse.Namespace) -> int:
         print(console_tables(args.out))
         print("written: " + ", ".join(str(p) for p in paths.values()))
     stop_distributed(args)
+    return 0
+
+
+def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
+    from alkernels.experiments.gp_regression.grid import arms_of, grid, load_data, preset_with, reproduce
+    from alkernels.experiments.gp_regression.report import write_report
+
+    arms = None if args.strategies == "all" else arms_of([s.strip() for s in args.strategies.split(",") if s.strip()])
+    preset = preset_with(preset_name, arms=arms, queries=args.queries, embedding_epochs=args.epochs,
+                         max_structures=args.max_structures)
+    seeds = 5 if args.seeds is None else args.seeds
+    grid(preset, seeds)  # bad arms or seeds fail before data loading
+    if args.distributed:
+        raise ValueError("--distributed applies to the spacegroup study; the GP study runs in one process")
+    check_device(args.device)
+    check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
+    apply_threads(args)
+    data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=args.workers)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} rows without a usable structure or {preset.target!r}")
+    meta = reproduce(data, preset, args.out, seeds=seeds, device=args.device, backend=args.backend or "auto",
+                     progress=True)
+    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in this call")
+    for name, path in write_report(args.out).items():
+        print(f"{name}: {path}")
     return 0

@@ -140,9 +140,14 @@ def apply_threads(args: argparse.Namespace) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the active-learning loop for one strategy",
-                       description="Train, evaluate and query for --rounds rounds; writes records.jsonl "
-                                   "and a checkpoint to --out after every round.")
-    p.add_argument("--strategy", required=True, help="a registered strategy, e.g. margin, bald, random")
+                       description="Classification (default): train, evaluate and query for --rounds rounds; "
+                                   "writes records.jsonl and a checkpoint to --out after every round. "
+                                   "--task regression: a GP on frozen features labels --queries structures "
+                                   "--batch at a time (protocol B); records every step.")
+    p.add_argument("--task", default="classification", choices=["classification", "regression"])
+    p.add_argument("--strategy", required=True,
+                   help="classification: a registered strategy, e.g. margin, bald, random; "
+                        "regression: gp_variance, gp_batch_variance or random")
     add_data_args(p, default_dataset=None)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -168,7 +173,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
     add_backend_arg(p, default="auto", what="EGNN edge-op backend")
     add_distributed_args(p)
+    add_regression_args(p)
     p.set_defaults(func=run)
+
+
+def add_regression_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``--task regression`` (protocol B)."""
+    g = p.add_argument_group("regression (--task regression)")
+    g.add_argument("--target", help="the numeric column to predict, e.g. heat_ref or formation_energy_per_atom")
+    g.add_argument("--queries", type=int, default=100, help="labels to acquire after the initial set")
+    g.add_argument("--batch", type=int, default=1, help="labels per step")
+    g.add_argument("--kernel", default="matern12", help="matern12 (default), matern32, matern52 or rbf")
+    g.add_argument("--ard", action="store_true", help="one lengthscale per feature")
+    g.add_argument("--noise", default="learn",
+                   help="'learn' (default), 0 (noise-free with jitter, as the study) or a fixed variance")
+    g.add_argument("--gp-method", default="auto", choices=["auto", "exact", "sparse"],
+                   help="exact GP, inducing points (SGPR), or auto by memory")
+    g.add_argument("--inducing", type=int, default=512, help="inducing points of the sparse method")
+    g.add_argument("--fit-iterations", type=int, default=200, help="Adam steps of the hyper-parameter fit")
+    g.add_argument("--refit-every", type=int, default=0, help="refit hyper-parameters every R queries (0: never)")
+    g.add_argument("--embedding", default="train-initial",
+                   help="train-initial (default), checkpoint:PATH or composition")
+    g.add_argument("--embedding-epochs", type=int, default=100, help="train-initial: encoder epochs")
+    g.add_argument("--embedding-lr", type=float, default=1e-3, help="train-initial: encoder AdamW learning rate")
+    g.add_argument("--retrain-every", type=int, default=0,
+                   help="retrain the encoder on the labelled set every R queries (0: never)")
+    g.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
 
 
 def results_table(records: list[dict]) -> str:
@@ -182,6 +212,12 @@ def results_table(records: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "regression":
+        return run_regression(args)
+    return run_classification(args)
+
+
+def run_classification(args: argparse.Namespace) -> int:
     from functools import partial
 
     from alkernels import strategies
@@ -239,4 +275,78 @@ def run(args: argparse.Namespace) -> int:
         f"(records in {loop.records_path})")
     say(results_table(records))
     stop_distributed(args)
+    return 0
+
+
+def parse_noise(text: str) -> float | None:
+    """``--noise``: ``learn`` -> None, else a non-negative number."""
+    if text == "learn":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"--noise must be 'learn', 0 or a positive variance, got {text!r}")
+    return value
+
+
+def regression_table(records: list[dict], rows: int = 11) -> str:
+    """A fixed-width table of about ``rows`` evenly spaced steps (always the first and last)."""
+    picks = sorted({round(k * (len(records) - 1) / max(rows - 1, 1)) for k in range(rows)})
+    lines = [f"{'step':>6} {'labelled':>9} {'MAE':>10} {'RMSE':>10} {'query ms':>9} {'update ms':>10}"]
+    for r in (records[i] for i in picks):
+        lines.append(f"{r['step']:>6} {r['labelled_count']:>9} {r['mae']:>10.5f} {r['rmse']:>10.5f} "
+                     f"{1e3 * r['query_seconds']:>9.2f} {1e3 * r['update_seconds']:>10.2f}")
+    return "\n".join(lines)
+
+
+def run_regression(args: argparse.Namespace) -> int:
+    """``alkernels run --task regression``: one GP active-learning run (protocol B)."""
+    from functools import partial
+
+    from alkernels.data import load_regression
+    from alkernels.gp import Embedding, GPActiveLearner, GPRegressor, get_strategy
+
+    if not args.dataset:
+        raise ValueError("--dataset is required (a structure file, or several separated by commas)")
+    if not args.target:
+        raise ValueError("--task regression needs --target COLUMN (the property to predict)")
+    if not 0.0 < args.test_fraction < 1.0:
+        raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.distributed:
+        raise ValueError("--distributed applies to --task classification; a GP run is one process")
+    check_device(args.device)
+    strategy = get_strategy(args.strategy)
+    gp = {"kernel": args.kernel, "ard": args.ard, "noise": parse_noise(args.noise), "method": args.gp_method,
+          "inducing_points": args.inducing, "iterations": args.fit_iterations}
+    GPRegressor(**gp)  # an unknown kernel or bad GP setting fails before the data is read
+    embedding = Embedding(args.embedding, epochs=args.embedding_epochs, lr=args.embedding_lr,
+                          backend=args.backend, device=args.device,
+                          cache_dir=args.cache_dir or default_cache_dir(), progress=True)
+    check_output_dir(args.out, resume=args.resume, restart_round=args.restart_round)
+    apply_threads(args)
+    t0 = time.perf_counter()
+    data = load_regression(args.dataset, args.target, test_fraction=args.test_fraction,
+                           structures=args.max_structures, cutoff=args.cutoff, graph_mode=args.graph_mode,
+                           cache_dir=args.cache_dir, workers=args.workers)
+    print(f"dataset {data.name}: {len(data.train)} pool / {len(data.test)} test structures with a finite "
+          f"{args.target!r} ({time.perf_counter() - t0:.1f} s)")
+    if data.skipped:
+        reasons = "; ".join(f"{row}: {why}" for row, why in data.skipped[:3])
+        print(f"skipped {len(data.skipped)} rows (first: {reasons})")
+    learner = GPActiveLearner(
+        partial(embedding, data.dataset), data.y, data.train, data.test, strategy=strategy,
+        initial=args.initial, queries=args.queries, batch=args.batch, gp=gp, refit_every=args.refit_every,
+        retrain_every=args.retrain_every, seed=args.seed, out_dir=args.out, checkpoint_every=args.checkpoint_every,
+        progress=True, metadata={"dataset": data.name, "target": args.target, "skipped": len(data.skipped),
+                                 "test_fraction": args.test_fraction, **embedding.describe()})
+    t1 = time.perf_counter()
+    try:
+        records = learner.run(resume=args.resume, restart_round=args.restart_round)
+    except ValueError as err:
+        raise cli_words(err) from err
+    print(f"\n{args.strategy}, seed {args.seed}: {len(records)} steps in {time.perf_counter() - t1:.1f} s "
+          f"(records in {learner.records_path})")
+    print(regression_table(records))
     return 0

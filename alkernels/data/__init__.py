@@ -37,6 +37,9 @@ _EXTRA_NAMES = {
     "DatasetSplit": "specs",
     "load_split": "specs",
     "load_structures": "specs",
+    "RegressionData": "specs",
+    "load_regression": "specs",
+    "property_column": "specs",
 }
 
 __all__ = [

@@ -13,6 +13,8 @@ Specs:
     the same with a size given by the caller.
 ``PATH``
     any file or folder :func:`alkernels.data.read_structures` reads.
+``PATH,PATH,...``
+    (regression data, :func:`load_regression`) several files read as one dataset, in order.
 """
 from __future__ import annotations
 
@@ -62,8 +64,10 @@ class DatasetSplit:
 
 def spec_name(spec: str) -> str:
     """How ``spec`` is recorded in results: generator specs as given, paths by file name only
-    (committed results must not carry a machine's paths)."""
-    return spec if _generator(spec) is not None else Path(spec).name
+    (committed results must not carry a machine's paths; a list of paths by their names)."""
+    if _generator(spec) is not None:
+        return spec
+    return ",".join(Path(part).name for part in spec.split(","))
 
 
 def _generated_size(spec: str, default: int | None) -> int:
@@ -138,3 +142,114 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {spec!r}: {len(dataset)} structures are too few to split {tuple(split)}")
     return DatasetSplit(spec_name(spec), train, test, labels[train.indices], labels[test.indices])
+
+
+def property_column(structset: StructureSet, column: str) -> np.ndarray:
+    """The numeric property ``column`` of ``structset.table`` as float64 [n]; missing or
+    non-numeric values become NaN. ValueError naming the available columns when it is absent."""
+    if column not in structset.table.columns:
+        raise ValueError(f"target column {column!r} not found; columns are {sorted(map(str, structset.table.columns))}")
+    import pandas as pd
+
+    return pd.to_numeric(structset.table[column], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def concat_structures(sets: Sequence[StructureSet], names: Sequence[str]) -> StructureSet:
+    """One StructureSet from several, in order; rejected rows are named ``"<name>:<row>"``."""
+    import pandas as pd
+
+    if len(sets) == 1:
+        return sets[0]
+    return StructureSet(
+        atoms=[a for s in sets for a in s.atoms],
+        table=pd.concat([s.table for s in sets], ignore_index=True),
+        ids=[i for s in sets for i in s.ids],
+        labels=None,
+        rejected=[(f"{name}:{row}", why) for s, name in zip(sets, names) for row, why in s.rejected],
+    )
+
+
+@dataclass
+class RegressionData:
+    """A property-regression dataset with a fixed train (pool) / test split.
+
+    Attributes:
+        name: the spec as recorded (file names only).
+        target: the property column.
+        dataset: a GraphDataset of every kept structure with float targets (``y`` [N, 1]), or
+            None when graphs were not requested.
+        structures: the kept structures (their table has every source column).
+        y: float64 [N] targets.
+        train, test: int64 positions into the N structures; the split is random with seed 0
+            and never depends on the run's seed.
+        skipped: ``(row, reason)`` for rows that were dropped (unreadable structures and NaN
+            or non-numeric targets).
+    """
+
+    name: str
+    target: str
+    dataset: GraphDataset | None
+    structures: StructureSet
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    skipped: list[tuple[int | str, str]]
+
+
+def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, structures: int | None = None,
+                    graphs: bool = True, cutoff: float = 4.0, graph_mode: str = "periodic",
+                    cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> RegressionData:
+    """Read one or more structure files with a numeric target column and split them.
+
+    Args:
+        spec: a path, or several separated by commas (read as one dataset, in order).
+        target: the column holding the property (e.g. ``heat_ref``, ``formation_energy_per_atom``).
+        test_fraction: the fixed held-out test fraction (random split, seed 0).
+        structures: keep a fixed random subset (seed 0) of at most this many.
+        graphs: build the neighbour graphs (needed by an EGNN embedding).
+        cutoff, graph_mode, cache_dir, workers: as in :func:`load_split`.
+
+    Rows whose structure is unreadable or whose target is NaN / not a number are skipped and
+    listed in ``skipped``.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    paths = [part for part in spec.split(",") if part]
+    if not paths:
+        raise ValueError("no dataset path given")
+    if spec == "builtin" or spec.startswith("builtin:"):
+        raise ValueError("the built-in generated crystals have no property targets: give a file with a target column")
+    for path in paths:
+        if not Path(path).exists():
+            raise ValueError(f"dataset {path!r} does not exist")
+    for path in paths:  # a missing column fails before the (slow) structure parsing
+        if path.lower().endswith((".csv", ".csv.gz")):
+            import pandas as pd
+
+            columns = list(pd.read_csv(path, nrows=0).columns)
+            if target not in columns:
+                raise ValueError(f"target column {target!r} not found in {Path(path).name}; columns are "
+                                 f"{sorted(c for c in columns if not c.startswith('Unnamed:'))}")
+    sets = [read_structures(path, workers=workers) for path in paths]
+    structset = concat_structures(sets, [Path(p).name for p in paths])
+    values = property_column(structset, target)
+    skipped: list[tuple[int | str, str]] = list(structset.rejected)
+    bad = np.flatnonzero(~np.isfinite(values))
+    skipped += [(structset.ids[i], f"target {target!r} is missing or not a number: {structset.table[target].iloc[i]}")
+                for i in bad]
+    keep = np.flatnonzero(np.isfinite(values))
+    if structures is not None and len(keep) > structures:
+        keep = np.sort(np.random.default_rng(0).permutation(keep)[:structures])
+    if len(keep) < 4:
+        raise ValueError(f"dataset {spec!r} has {len(keep)} structures with a finite {target!r}; need at least 4")
+    structset, values = structset.subset(keep), values[keep]
+    perm = np.random.default_rng(0).permutation(len(keep))
+    n_test = max(1, int(round(test_fraction * len(keep))))
+    test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    dataset = None
+    if graphs:
+        cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+        graphset = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
+        dataset = GraphDataset(graphset, y=values.astype(np.float64))
+    return RegressionData(spec_name(spec), target, dataset, structset, values, train.astype(np.int64),
+                          test.astype(np.int64), skipped)

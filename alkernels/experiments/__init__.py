@@ -5,5 +5,6 @@ Each study is a subpackage that the ``alkernels`` CLI imports (so ``alkernels re
 live in the repository's ``experiments/<study>/`` folder. Studies need the ``data`` and
 ``study`` extras.
 
-    spacegroup   protocol A: AL for 230-class space-group classification (the paper's Table 1)
+    spacegroup     protocol A: AL for 230-class space-group classification (the paper's Table 1)
+    gp_regression  protocol B: regression AL with GP uncertainty on frozen features (the ``gp`` extra)
 """

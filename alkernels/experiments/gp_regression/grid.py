@@ -1,0 +1,188 @@
+"""The regression AL grid of protocol B: strategies x seeds, each a :class:`GPActiveLearner`.
+
+A grid runs every (strategy, batch) of its preset for seeds 0..seeds-1 into
+``out/runs/<strategy>-b<batch>/seed<k>``. The test split is fixed (seed 0) for the whole grid;
+a seed draws the initial set, and with the ``train-initial`` embedding the encoder trained on
+it, so every strategy of one seed starts from the same labelled set and the same features (the
+encoder is trained once per seed and cached under ``out/cache``). Finished runs are skipped and
+interrupted ones resumed, so re-running the same command continues a grid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+from alkernels.data.specs import RegressionData, load_regression
+from alkernels.gp import Embedding, GPActiveLearner, get_strategy
+from alkernels.loop.rundir import RunDirectory, atomic_write_bytes, read_records
+
+#: The name under which ``experiment.json`` records this study (``alkernels report`` dispatches on it).
+STUDY = "gp-regression"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One experiment of the study.
+
+    Attributes:
+        name: preset name.
+        files: the structure files (names inside the data folder), read as one dataset.
+        target: the property column.
+        test_fraction: the fixed held-out test fraction (seed 0).
+        initial: the initial labelled set, a fraction of the pool or a count.
+        queries: labels acquired after it.
+        arms: ``(strategy, batch)`` pairs to run.
+        embedding: ``train-initial``, ``composition`` or ``checkpoint:PATH``.
+        embedding_epochs, embedding_lr: the encoder training of ``train-initial``.
+        cutoff, graph_mode: the EGNN's neighbour graphs.
+        gp: :class:`~alkernels.gp.GPRegressor` keyword arguments.
+        max_structures: a fixed random subset (seed 0) of at most this many structures.
+        checkpoint_every: steps between checkpoints of a run.
+    """
+
+    name: str
+    files: tuple[str, ...]
+    target: str
+    test_fraction: float = 0.2
+    initial: float | int = 0.1
+    queries: int = 3000
+    arms: tuple[tuple[str, int], ...] = (("gp_variance", 1), ("gp_batch_variance", 10), ("random", 1))
+    embedding: str = "train-initial"
+    embedding_epochs: int = 100
+    embedding_lr: float = 1e-3
+    cutoff: float = 5.0
+    graph_mode: str = "periodic"
+    gp: dict = field(default_factory=dict)
+    max_structures: int | None = None
+    checkpoint_every: int = 500
+
+
+_PEROVSKITE = ("perov5_val.csv.gz", "perov5_test.csv.gz")
+PRESETS: dict[str, Preset] = {
+    # The issue's main experiment: both perovskite files (7,572 structures), a fixed 20% test
+    # split, 10% of the pool labelled at the start, 3,000 single queries (batches of 10 for the
+    # greedy arm), plain top-10 variance as the batch baseline.
+    "perovskite": Preset("perovskite", _PEROVSKITE, "heat_ref",
+                         arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10), ("random", 1))),
+    # The same with the model-free composition descriptor instead of a trained encoder.
+    "perovskite-composition": Preset("perovskite-composition", _PEROVSKITE, "heat_ref", embedding="composition",
+                                     arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10),
+                                           ("random", 1))),
+    # Materials Project formation energy per atom on the 1,130-structure sample: 904 pool / 226
+    # test, 90 initial, 600 queries (the pool cannot hold the study's 1,800 + 3,000).
+    "mp20": Preset("mp20", ("mp20_sample.csv.gz",), "formation_energy_per_atom", queries=600),
+    "mp20-composition": Preset("mp20-composition", ("mp20_sample.csv.gz",), "formation_energy_per_atom",
+                               queries=600, embedding="composition"),
+}
+
+
+def preset_with(name: str, **overrides) -> Preset:
+    """The named preset with some fields replaced (``None`` values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    strategy: str
+    batch: int
+    seed: int
+
+    @property
+    def arm(self) -> str:
+        return f"{self.strategy}-b{self.batch}"
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / self.arm / f"seed{self.seed}"
+
+
+def grid(preset: Preset, seeds: int) -> list[Cell]:
+    """Every cell, seed-major (the first cell of a seed trains the shared encoder)."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    for strategy, batch in preset.arms:
+        get_strategy(strategy)
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+    return [Cell(s, b, seed) for seed in range(seeds) for s, b in preset.arms]
+
+
+def load_data(preset: Preset, data_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
+              workers: int | None = None) -> RegressionData:
+    """The preset's dataset from ``data_dir``, split and with graphs."""
+    spec = ",".join(str(Path(data_dir) / f) for f in preset.files)
+    return load_regression(spec, preset.target, test_fraction=preset.test_fraction, structures=preset.max_structures,
+                           cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=cache_dir, workers=workers)
+
+
+def run_cell(cell: Cell, data: RegressionData, preset: Preset, out: Path, *, device: str = "cpu",
+             backend: str = "auto", progress: bool = False) -> dict:
+    """Run (or finish) one cell; returns ``{"cell", "seconds", "steps"}``."""
+    t0 = time.perf_counter()
+    embedding = Embedding(preset.embedding, epochs=preset.embedding_epochs, lr=preset.embedding_lr,
+                          backend=backend, device=device, cache_dir=out / "cache", progress=progress)
+    learner = GPActiveLearner(
+        partial(embedding, data.dataset), data.y, data.train, data.test, strategy=cell.strategy,
+        initial=preset.initial, queries=preset.queries, batch=cell.batch, gp=preset.gp, seed=cell.seed,
+        out_dir=cell.folder(out), checkpoint_every=preset.checkpoint_every, progress=progress,
+        metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()})
+    records = learner.run(resume=True)
+    return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "steps": len(records)}
+
+
+def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
+    steps = -(-preset.queries // cell.batch) + 1
+    return len(read_records(cell.folder(out) / "records.jsonl")) == steps
+
+
+def reproduce(data: RegressionData, preset: Preset, out: str | os.PathLike, *, seeds: int = 5,
+              device: str = "cpu", backend: str = "auto", progress: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Run the grid into ``out`` and write ``out/experiment.json``; returns its content."""
+    out = Path(out)
+    with RunDirectory(out).lock():  # one grid writes a folder at a time
+        return _reproduce(data, preset, out, seeds, device, backend, progress, log)
+
+
+def _reproduce(data: RegressionData, preset: Preset, out: Path, seeds: int, device: str, backend: str,
+               progress: bool, log: Callable[[str], None]) -> dict:
+    cells = grid(preset, seeds)
+    todo = [c for c in cells if not _finished(c, out, preset)]
+    log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished): {len(data.train)} pool / "
+        f"{len(data.test)} test structures of {data.name}, target {data.target}")
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    for k, cell in enumerate(todo, 1):
+        res = run_cell(cell, data, preset, out, device=device, backend=backend, progress=progress)
+        seconds[str(cell.folder(out).relative_to(out))] = res["seconds"]
+        log(f"[{k}/{len(todo)}] {cell.arm}/seed{cell.seed}: {res['seconds']:.1f} s")
+    meta_path = out / "experiment.json"
+    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = {
+        "study": STUDY, "dataset": data.name, "preset": asdict(preset), "seeds": seeds,
+        "n_train": len(data.train), "n_test": len(data.test), "skipped": len(data.skipped),
+        "target_std_test": float(data.y[data.test].std()),
+        "wall_seconds": previous.get("wall_seconds", 0.0) + time.perf_counter() - t0,
+        "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
+    }
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    return meta
+
+
+def arms_of(names: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    """``["gp_variance:1", "random"]`` -> ``(("gp_variance", 1), ("random", 1))``."""
+    arms = []
+    for name in names:
+        strategy, _, batch = name.partition(":")
+        if batch and not batch.isdigit():
+            raise ValueError(f"arm {name!r}: expected STRATEGY or STRATEGY:BATCH")
+        arms.append((strategy, int(batch or 1)))
+    return tuple(arms)
