@@ -36,6 +36,7 @@ _EXTRA_NAMES = {
     "DatasetSplit": "specs",
     "load_split": "specs",
     "load_structures": "specs",
+    "load_property_graphs": "specs",
 }
 
 __all__ = [

@@ -6,4 +6,5 @@ live in the repository's ``experiments/<study>/`` folder. Studies need the ``dat
 ``study`` extras.
 
     spacegroup   protocol A: AL for 230-class space-group classification (the paper's Table 1)
+    transfer     protocol C: pre-training, fine-tuning strategies and multi-property pre-training
 """
