@@ -308,3 +308,37 @@ def test_multi_property_pretraining_on_datasets_sharing_no_property():
     assert set(result.val_mae) == {"a", "c"}
     assert result.data_hash == transfer.content_hash([d1, d2], ["a", "c"])
     assert result.data_hash != transfer.content_hash([d2, d1], ["a", "c"])
+
+
+def test_an_interrupted_fit_resumes_exactly_from_its_state_file(tmp_path, monkeypatch):
+    from alkernels.transfer import train as train_mod
+
+    g = graphs(30)
+    data = PropertyData(g, {"a": composition_property(g)})
+    config = TrainConfig(max_epochs=4, batch_size=8, patience=None)
+    whole = transfer.fit(small_model(seed=1), data, config=config, seed=2)
+
+    state = tmp_path / "fit.state"
+    save, calls = train_mod._atomic_torch_save, []
+
+    def save_then_die(obj, path):
+        save(obj, path)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_atomic_torch_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        transfer.fit(small_model(seed=1), data, config=config, seed=2, state_path=state)
+    monkeypatch.setattr(train_mod, "_atomic_torch_save", save)
+    assert state.is_file()
+    resumed = transfer.fit(small_model(seed=7), data, config=config, seed=2, state_path=state)
+    assert not state.exists()
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    for k, v in whole.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    # a state file from another fit is refused
+    transfer.fit(small_model(seed=1), data, config=TrainConfig(max_epochs=1), seed=2, state_path=state)
+    torch.save({"fingerprint": "other"}, state)
+    with pytest.raises(ValueError, match="belongs to another fit"):
+        transfer.fit(small_model(seed=1), data, config=config, seed=2, state_path=state)

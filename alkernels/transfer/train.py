@@ -10,10 +10,13 @@ and only the heads run per step (the same result, far less work).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -194,7 +197,7 @@ def _graph_step(model: PropertyRegressor, device: torch.device):
 
 def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData], *,
         config: TrainConfig = TrainConfig(), seed: int = 0, device: torch.device | str | None = None,
-        progress: bool = False, desc: str = "fit") -> TrainResult:
+        progress: bool = False, desc: str = "fit", state_path: str | os.PathLike | None = None) -> TrainResult:
     """Train ``model``'s trainable parameters on ``datasets`` (see the module docstring).
 
     Args:
@@ -206,6 +209,10 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
         device: where to train (default: where the model is).
         progress: show a tqdm bar over epochs.
         desc: the bar's label.
+        state_path: if set, the training state (weights, optimiser, best epoch, history, RNG
+            states) is written there atomically after every epoch, and a fit that finds it
+            resumes from it exactly (the file must come from the same model, data, settings and
+            seed, else ValueError); it is removed when the fit ends.
 
     Loss: :meth:`PropertyRegressor.loss` with ``reduction="properties"`` and ``config.error`` on
     normalised targets.
@@ -230,6 +237,11 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
     n_val = min(n - 1, max(1, int(round(config.val_fraction * n))))
     val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     labels = np.concatenate([d.labels(targets) for d in items])
+    data_hash = content_hash(items, targets)
+    fingerprint = hashlib.sha256(json.dumps({
+        "data": data_hash, "config": asdict(config), "seed": seed, "targets": targets,
+        "trainable": [name for name, p in model.named_parameters() if p.requires_grad],
+    }, sort_keys=True).encode()).hexdigest()
     model.set_normalization(*_normalization(labels[train_rows], targets))
     graphs = ConcatDataset([d.dataset(targets) for d in items])
     y_all = torch.from_numpy(labels)
@@ -254,8 +266,24 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
         std = model.target_std.detach().clone()
         best_score, best_state, best_epoch, bad, steps = math.inf, None, 0, 0, 0
         history: list[dict] = []
-        bar = tqdm(total=config.max_epochs, desc=desc, disable=not progress, leave=False, unit="epoch")
-        for epoch in range(1, config.max_epochs + 1):
+        earlier = (0.0, 0.0)
+        stopped = False
+        state_file = Path(state_path) if state_path is not None else None
+        if state_file is not None and state_file.is_file():
+            state = torch.load(state_file, map_location=dev, weights_only=False)
+            if state.get("fingerprint") != fingerprint:
+                raise ValueError(f"training state {state_file} belongs to another fit (other model, data, "
+                                 f"settings or seed); remove it or choose another state_path")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            gen.set_state(state["loader_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            best_score, best_state, best_epoch, bad, steps = (state["best_score"], state["best_state"],
+                                                              state["best_epoch"], state["bad"], state["steps"])
+            history, earlier, stopped = state["history"], tuple(state["seconds"]), state["stopped"]
+        bar = tqdm(total=config.max_epochs, initial=len(history), desc=desc, disable=not progress, leave=False,
+                   unit="epoch")
+        for epoch in range(len(history) + 1, 0 if stopped else config.max_epochs + 1):
             model.train()
             total, count = 0.0, 0
             for batch in loader:
@@ -282,25 +310,45 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
                 bad += 1
             bar.update(1)
             bar.set_postfix(val_mae=f"{score:.4g}", best=best_epoch)
-            if (config.patience is not None and bad >= config.patience) or \
-                    (config.max_steps is not None and steps >= config.max_steps):
+            stopped = (config.patience is not None and bad >= config.patience) or \
+                (config.max_steps is not None and steps >= config.max_steps)
+            if state_file is not None:
+                _atomic_torch_save({
+                    "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_score": best_score,
+                    "best_state": best_state, "best_epoch": best_epoch, "bad": bad, "steps": steps,
+                    "history": history, "stopped": stopped or epoch == config.max_epochs,
+                    "seconds": (earlier[0] + time.perf_counter() - t0, earlier[1] + time.process_time() - c0),
+                }, state_file)
+            if stopped:
                 break
         bar.close()
     if best_state is None:
         raise ValueError("no validation label for any target: the validation split is unusable")
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model=model, data_hash=content_hash(items, targets), best_epoch=best_epoch,
+    if state_file is not None:
+        state_file.unlink(missing_ok=True)
+    return TrainResult(model=model, data_hash=data_hash, best_epoch=best_epoch,
                        epochs=len(history), steps=steps, val_mae=history[best_epoch - 1]["val_mae"],
-                       history=history, seconds=time.perf_counter() - t0,
-                       cpu_seconds=time.process_time() - c0, n_train=len(train_rows),
+                       history=history, seconds=earlier[0] + time.perf_counter() - t0,
+                       cpu_seconds=earlier[1] + time.process_time() - c0, n_train=len(train_rows),
                        n_val=len(val_rows))
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def pretrain(encoder: EGNN, datasets: PropertyData | Sequence[PropertyData], targets: Sequence[str], *,
              config: TrainConfig = TrainConfig(), seed: int = 0, hidden: int = 128, dropout: float = 0.0,
              activation: str = "relu", device: torch.device | str | None = None,
-             progress: bool = True) -> TrainResult:
+             progress: bool = True, state_path: str | os.PathLike | None = None) -> TrainResult:
     """Pre-train ``encoder`` with one head per target: pair-wise PT (one target) or multi-property
     PT (several, possibly from datasets that share no property).
 
@@ -309,7 +357,8 @@ def pretrain(encoder: EGNN, datasets: PropertyData | Sequence[PropertyData], tar
             ``result.model.encoder``); ``EGNN(backend="auto")`` runs on the fused kernels.
         datasets: one or more :class:`PropertyData`; a target may be a column of only some of them.
         targets: the property names, one head each.
-        config, seed, device, progress: as in :func:`fit`.
+        config, seed, device, progress, state_path: as in :func:`fit` (``state_path`` makes an
+            interrupted pre-training resumable).
         hidden, dropout, activation: the heads' layout (see :class:`PropertyRegressor`).
 
     Returns:
@@ -322,7 +371,8 @@ def pretrain(encoder: EGNN, datasets: PropertyData | Sequence[PropertyData], tar
         model = PropertyRegressor(encoder, list(targets), hidden=hidden, dropout=dropout, activation=activation)
     model.to(next(encoder.parameters()).device)
     label = "+".join(targets)
-    return fit(model, items, config=config, seed=seed, device=device, progress=progress, desc=f"pretrain {label}")
+    return fit(model, items, config=config, seed=seed, device=device, progress=progress, desc=f"pretrain {label}",
+               state_path=state_path)
 
 
 def finetune(pretrained: PropertyRegressor | str | os.PathLike | None, data: PropertyData, target: str,

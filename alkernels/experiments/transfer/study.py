@@ -17,7 +17,8 @@ Files in ``out``:
 - ``cells.jsonl``: one JSON record per finished cell (appended, flushed, fsynced); finished cells
   are skipped on a re-run, so an interrupted study resumes where it stopped.
 - ``pretrained/<label>-<key>.ckpt``: the pre-trained checkpoints (not committed; any change of
-  data, columns, architecture or settings gives another key).
+  data, columns, architecture or settings gives another key), and while one trains its
+  per-epoch state ``.<label>-<key>.state``, so an interrupted pre-training resumes exactly.
 """
 from __future__ import annotations
 
@@ -96,9 +97,9 @@ class StudySettings:
     graph_mode: str = "periodic"
     egnn: dict = field(default_factory=lambda: asdict(EGNNConfig()))
     head_hidden: int = 128
-    pt: dict = field(default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=40, patience=8,
+    pt: dict = field(default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=30, patience=6,
                                                                 error="absolute")))
-    ft: dict = field(default_factory=lambda: asdict(TrainConfig(max_epochs=150, max_steps=300, patience=25,
+    ft: dict = field(default_factory=lambda: asdict(TrainConfig(max_epochs=150, max_steps=200, patience=25,
                                                                 error="absolute")))
     init_head: str | None = None
     backend: str = "auto"
@@ -287,7 +288,8 @@ def pretrain_source(settings: StudySettings, data: StudyData, columns: Sequence[
     if not cached:
         encoder = EGNN(EGNNConfig(**settings.egnn), backend=settings.backend)
         result = pretrain(encoder, datasets, list(columns), config=TrainConfig(**settings.pt), seed=settings.seed,
-                          hidden=settings.head_hidden, device=device, progress=progress)
+                          hidden=settings.head_hidden, device=device, progress=progress,
+                          state_path=path.with_name(f".{path.stem}.state"))
         info = {"rows": {d.name: len(d) for d in datasets}, "n_train": result.n_train, "n_val": result.n_val,
                 "epochs": result.epochs, "best_epoch": result.best_epoch, "steps": result.steps,
                 "val_mae": result.val_mae, "seconds": result.seconds, "cpu_seconds": result.cpu_seconds,
@@ -378,7 +380,10 @@ def run_study(settings: StudySettings, out: str | os.PathLike, *, loader: Callab
         "pretraining": previous.get("pretraining", {}), "finetune_seconds": previous.get("finetune_seconds", 0.0),
         "wall_seconds": previous.get("wall_seconds", 0.0),
     }
-    done = {(c["source"], c["strategy"], c["size"], c["repeat"]) for c in read_cells(out)}
+    finished = read_cells(out)
+    if (out / CELLS).exists():  # drop a torn last line left by a kill before appending again
+        _atomic_write_text(out / CELLS, "".join(json.dumps(c) + "\n" for c in finished))
+    done = {(c["source"], c["strategy"], c["size"], c["repeat"]) for c in finished}
     todo = [c for c in settings.cells() if c not in done]
     needed = {c[0] for c in todo} - {SCRATCH_SOURCE}
     # scratch only takes the architecture from its "pre-trained" model
