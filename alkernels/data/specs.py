@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from alkernels.data import _store
 from alkernels.data.dataset import GraphDataset, split as split_dataset
@@ -148,6 +147,8 @@ def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cut
         ``(graphs, properties)``: one graph per accepted structure (rejected rows are left out, in
         file order otherwise) and ``column -> float64 [len(graphs)]`` (NaN where a value is missing).
     """
+    import pandas as pd  # the data extra, like read_structures
+
     if not Path(spec).exists():
         raise ValueError(f"dataset {spec!r} does not exist")
     structset = read_structures(spec, workers=workers)

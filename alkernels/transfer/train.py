@@ -17,12 +17,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 
+from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import collate
 from alkernels.models import EGNN, PropertyRegressor
 from alkernels.transfer.data import PropertyData, content_hash
@@ -171,9 +172,11 @@ def predict(model: PropertyRegressor, data: PropertyData, *, batch_size: int = 2
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.targets)))
 
 
-def mae(model: PropertyRegressor, data: PropertyData, **kwargs) -> dict[str, float]:
-    """Per-target MAE (physical units) of ``model`` on the labelled rows of ``data``."""
-    pred = predict(model, data, **kwargs)
+def mae(model: PropertyRegressor, data: PropertyData, *, batch_size: int = 256,
+        device: torch.device | str | None = None) -> dict[str, float]:
+    """Per-target MAE (physical units) of ``model`` on the labelled rows of ``data`` (NaN for a
+    target without labels there)."""
+    pred = predict(model, data, batch_size=batch_size, device=device)
     y = data.labels(model.targets).astype(np.float64)
     out = {}
     for k, name in enumerate(model.targets):
@@ -182,14 +185,18 @@ def mae(model: PropertyRegressor, data: PropertyData, **kwargs) -> dict[str, flo
     return out
 
 
-def _embedding_step(model: PropertyRegressor):
+#: One training or validation step's forward: batch -> (normalised predictions [B, P], labels [B, P]).
+_Step = Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _embedding_step(model: PropertyRegressor) -> _Step:
     def run(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return model.head(batch[0]), batch[1]
     return run
 
 
-def _graph_step(model: PropertyRegressor, device: torch.device):
-    def run(batch) -> tuple[torch.Tensor, torch.Tensor]:
+def _graph_step(model: PropertyRegressor, device: torch.device) -> _Step:
+    def run(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         batch = batch.to(device)
         return model.head(model.embed(batch)), batch.y
     return run

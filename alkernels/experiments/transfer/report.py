@@ -15,6 +15,14 @@ import numpy as np
 from alkernels._extras import missing_extra
 from alkernels.experiments.transfer.study import EXPERIMENT, SCRATCH_SOURCE, read_cells, source_label
 
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+except ImportError as err:
+    raise missing_extra("study", __name__, err) from err
+
 #: The reference that needs no model: predicting the fine-tuning subsample's median.
 MEDIAN = "median"
 
@@ -62,13 +70,6 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     Returns:
         name -> path of every file written.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise missing_extra("study", "the transfer report", err) from err
     out = Path(out)
     dest = Path(dest) if dest is not None else out
     dest.mkdir(parents=True, exist_ok=True)
