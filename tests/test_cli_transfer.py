@@ -71,6 +71,7 @@ def test_transfer_study_writes_its_report_and_resumes(files, tmp_path, capsys):
         assert (out / name).is_file(), name
     table = (out / "table.md").read_text()
     assert "## Pre-trained on `p1+p2`" in table and table.count("**") >= 2 * 2 * 2
+    assert "MPT `p1+p2` vs the 1 pair-wise sources" in table and "Best strategy per size, `p1`" in table
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["best_strategy"]) == {"p1", "p1+p2"}
     assert {"pretraining", "relative_to_scratch_percent", "mae"} <= set(summary)

@@ -64,6 +64,65 @@ def _table(rows: list[int], columns: list[tuple[str, str, str]], agg: dict, *, b
     return lines
 
 
+def _best_strategies(agg: dict, src: str, trained: list[str], sizes: list[int], has_scratch: bool) -> dict[int, str]:
+    """size -> the strategy (scratch included) with the lowest mean test MAE for source ``src``."""
+    out = {}
+    for n in sizes:
+        options = [(agg[(src, x, n)]["mean"], x) for x in trained if (src, x, n) in agg]
+        if has_scratch and (SCRATCH_SOURCE, "scratch", n) in agg:
+            options.append((agg[(SCRATCH_SOURCE, "scratch", n)]["mean"], "scratch"))
+        if options:
+            out[n] = min(options)[1]
+    return out
+
+
+def _findings(agg: dict, sources: list[list[str]], trained: list[str], sizes: list[int], has_scratch: bool,
+              best: dict[str, dict[int, str]]) -> list[str]:
+    """Plain statements of what the numbers say about the study's three findings (means only;
+    compare with the stds in the tables before calling a difference real)."""
+    out = []
+    scratch = {n: agg[(SCRATCH_SOURCE, "scratch", n)]["mean"] for n in sizes if (SCRATCH_SOURCE, "scratch", n) in agg}
+    for cols in sources:
+        src = source_label(cols)
+        if has_scratch:
+            gains = {}
+            for n in sizes:
+                tuned = [(agg[(src, x, n)]["mean"], x) for x in trained if (src, x, n) in agg]
+                if tuned and n in scratch:
+                    m, x = min(tuned)
+                    gains[n] = (100.0 * (m / scratch[n] - 1.0), x)
+            wins = [n for n, (g, _) in gains.items() if g < 0]
+            detail = ", ".join(f"{n}: {g:+.1f}% ({x})" for n, (g, x) in gains.items())
+            out.append(f"PT-FT vs scratch, `{src}`: the best fine-tuned strategy has a lower mean than scratch at "
+                       f"{len(wins)} of {len(gains)} sizes ({detail}).")
+            per_strategy = []
+            for x in trained:
+                beat = [n for n in sizes if (src, x, n) in agg and n in scratch and agg[(src, x, n)]["mean"] < scratch[n]]
+                per_strategy.append(f"{x}: {', '.join(map(str, beat)) or 'none'}")
+            out.append(f"Sizes where each strategy beats scratch, `{src}`: {'; '.join(per_strategy)}.")
+        winners = ", ".join(f"{n}: {x}" for n, x in best[src].items())
+        out.append(f"Best strategy per size, `{src}`: {winners}.")
+    singles = [source_label(c) for c in sources if len(c) == 1]
+    for cols in (c for c in sources if len(c) > 1):
+        mpt = source_label(cols)
+        if not singles:
+            continue
+        firsts, ranks, total = 0, [], 0
+        for x in trained:
+            for n in sizes:
+                means = {src: agg[(src, x, n)]["mean"] for src in singles + [mpt] if (src, x, n) in agg}
+                if mpt not in means or len(means) < 2:
+                    continue
+                rank = 1 + sum(v < means[mpt] for k, v in means.items() if k != mpt)
+                ranks.append(rank)
+                firsts += rank == 1
+                total += 1
+        if total:
+            out.append(f"MPT `{mpt}` vs the {len(singles)} pair-wise sources: lowest mean in {firsts} of {total} "
+                       f"(strategy, size) cells; mean rank {np.mean(ranks):.1f} of {len(singles) + 1}.")
+    return out
+
+
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write the report of the study in ``out`` (into ``dest``, default ``out``).
 
@@ -122,6 +181,9 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                 relative.setdefault(src, {})[strat] = row
                 lines.append(f"| `{src}` | {strat} | " + " | ".join(f"{row[n]:+.1f}" if n in row else "-" for n in sizes) + " |")
         lines.append("")
+    best = {src: _best_strategies(agg, src, trained, sizes, has_scratch) for src in sources}
+    findings = _findings(agg, s["sources"], trained, sizes, has_scratch, best)
+    lines += ["## The study's findings, checked on these numbers", ""] + [f"- {f}" for f in findings] + [""]
     lines += ["## Pre-training", "", "| source | rows per file | train / val | epochs (best) | validation MAE | seconds |",
               "|---|---|---:|---:|---|---:|"]
     for src in sources:
@@ -143,20 +205,11 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     written = {"table.md": dest / "table.md"}
     written["table.md"].write_text("\n".join(lines) + "\n")
 
-    best = {}
-    for src in sources:
-        per_size = {}
-        for n in sizes:
-            options = [(agg[(src, x, n)]["mean"], x) for x in trained if (src, x, n) in agg]
-            if has_scratch and (SCRATCH_SOURCE, "scratch", n) in agg:
-                options.append((agg[(SCRATCH_SOURCE, "scratch", n)]["mean"], "scratch"))
-            if options:
-                per_size[str(n)] = min(options)[1]
-        best[src] = per_size
     summary = {
         "settings": s, "n_pool": meta["n_pool"], "n_test": meta["n_test"],
         "mae": [{"source": k[0], "strategy": k[1], "size": k[2], **v} for k, v in sorted(agg.items())],
-        "best_strategy": best,
+        "best_strategy": {src: {str(n): x for n, x in b.items()} for src, b in best.items()},
+        "findings": findings,
         "relative_to_scratch_percent": {src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()}
                                         for src, r in relative.items()},
         "pretraining": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in meta["pretraining"].items()},
