@@ -105,6 +105,19 @@ CORE_USE = textwrap.dedent(
     ref_mean, _ = exact_posterior(gp_params, torch.cat([xg[:10], xg[20:25]]), torch.cat([yg[:10], yg[20:25]]), xg[20:])
     assert torch.allclose(post.pool_mean, ref_mean, atol=1e-10)
 
+    # transfer learning: pre-train, save, load, fine-tune with a frozen trunk
+    from alkernels import transfer
+    from alkernels.models import EGNN, EGNNConfig
+    small = EGNNConfig(num_layers=2, node_dim=16, edge_hidden=16, coord_hidden=16, node_hidden=16, proj_dim=16)
+    props = transfer.PropertyData(graphs, {"a": np.arange(12.0), "b": np.arange(12.0) ** 2})
+    pt = transfer.pretrain(EGNN(small), props, ["a"], config=transfer.TrainConfig(max_epochs=1), progress=False)
+    with tempfile.TemporaryDirectory() as out:
+        transfer.save(pt, out + "/pt.ckpt")
+        ft = transfer.finetune(out + "/pt.ckpt", props, "b", "new_head_frozen_trunk",
+                               config=transfer.TrainConfig(max_epochs=1), progress=False)
+        assert transfer.load_encoder(out + "/pt.ckpt").config == small
+    assert ft.model.targets == ["b"] and np.isfinite(transfer.mae(ft.model, props)["b"])
+
     # features behind extras fail with the extra's name
     def needs(extra, fn):
         try:
@@ -120,6 +133,8 @@ CORE_USE = textwrap.dedent(
     needs("data", lambda: data_mod.synthetic_crystals)
     needs("data", lambda: graphs.atoms(0))
     needs("study", lambda: __import__("alkernels.experiments.spacegroup.report"))
+    needs("study", lambda: __import__("alkernels.experiments.transfer.report"))
+    needs("data", lambda: __import__("alkernels.data.specs").data.specs.load_property_graphs)
     needs("study", lambda: strategies.get("umap").order_from_features(np.random.rand(10, 3)))
     needs("triton", lambda: acq.score_all(logits, backend="triton"))
     import alkernels.adapters  # the package imports none of its adapters

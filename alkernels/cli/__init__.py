@@ -5,10 +5,10 @@ import argparse
 import sys
 
 from alkernels.cli import data, demo
-from alkernels.cli import report, reproduce, run
+from alkernels.cli import report, reproduce, run, transfer
 from alkernels.distributed.group import DistributedError
 
-COMMANDS = [demo, data, run, reproduce, report]
+COMMANDS = [demo, data, run, reproduce, report, transfer]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ _EXTRA_NAMES = {
     "RegressionData": "specs",
     "load_regression": "specs",
     "property_column": "specs",
+    "load_property_graphs": "specs",
 }
 
 __all__ = [

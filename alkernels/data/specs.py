@@ -28,6 +28,7 @@ import numpy as np
 from alkernels.data import _store
 from alkernels.data.dataset import GraphDataset, split as split_dataset
 from alkernels.data.graphs import build_graphs
+from alkernels.data.graphset import GraphSet
 from alkernels.data.perovskite import perovskite_crystals
 from alkernels.data.readers import read_structures
 from alkernels.data.structures import StructureSet
@@ -253,3 +254,43 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
         dataset = GraphDataset(graphset, y=values.astype(np.float64))
     return RegressionData(spec_name(spec), target, dataset, structset, values, train.astype(np.int64),
                           test.astype(np.int64), skipped)
+def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cutoff: float,
+                         graph_mode: str = "periodic", max_neighbors: int | None = None,
+                         cache_dir: str | os.PathLike | None = None,
+                         workers: int | None = None) -> tuple[GraphSet, dict[str, np.ndarray]]:
+    """Graphs of a structure file and its numeric property columns, for regression.
+
+    Args:
+        spec: a path :func:`alkernels.data.read_structures` reads (e.g. an MP-20-style CSV).
+        columns: the property columns to return; ValueError names any that the file lacks or
+            that are not numeric. None: every numeric column.
+        cutoff, graph_mode, max_neighbors: graph construction (see :func:`alkernels.data.build_graphs`).
+        cache_dir: graph cache (default :func:`default_cache_dir`).
+        workers: processes for reading and graph building.
+
+    Returns:
+        ``(graphs, properties)``: one graph per accepted structure (rejected rows are left out, in
+        file order otherwise) and ``column -> float64 [len(graphs)]`` (NaN where a value is missing).
+    """
+    import pandas as pd  # the data extra, like read_structures
+
+    if not Path(spec).exists():
+        raise ValueError(f"dataset {spec!r} does not exist")
+    structset = read_structures(spec, workers=workers)
+    if len(structset) == 0:
+        raise ValueError(f"dataset {spec!r} has no usable structure ({len(structset.rejected)} rows rejected)")
+    table = structset.table
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c].dtype)
+               and not pd.api.types.is_bool_dtype(table[c].dtype)]
+    if columns is None:
+        columns = numeric
+    for c in columns:
+        if c not in table.columns:
+            raise ValueError(f"dataset {spec_name(spec)!r} has no column {c!r}; its numeric columns: "
+                             f"{', '.join(map(str, numeric)) or 'none'}")
+        if c not in numeric:
+            raise ValueError(f"column {c!r} of dataset {spec_name(spec)!r} is not numeric (dtype {table[c].dtype})")
+    cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+    graphs = build_graphs(structset, cutoff=cutoff, mode=graph_mode, max_neighbors=max_neighbors,
+                          workers=workers, cache_dir=cache)
+    return graphs, {str(c): table[c].to_numpy(dtype=np.float64) for c in columns}

@@ -7,4 +7,5 @@ live in the repository's ``experiments/<study>/`` folder. Studies need the ``dat
 
     spacegroup     protocol A: AL for 230-class space-group classification (the paper's Table 1)
     gp_regression  protocol B: regression AL with GP uncertainty on frozen features (the ``gp`` extra)
+    transfer       protocol C: pre-training, fine-tuning strategies and multi-property pre-training
 """

@@ -91,6 +91,45 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def write_checksummed(path: Path, state: Any) -> None:
+    """Write ``state`` (anything ``torch.save`` takes) atomically, with a SHA-256 of its bytes that
+    :func:`read_checksummed` verifies."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    atomic_write_bytes(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def read_checksummed(path: Path, map_location: Any = None) -> Any:
+    """Read a file written by :func:`write_checksummed`.
+
+    Raises:
+        DamagedCheckpointError: missing, unreadable, truncated or not matching its checksum.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DamagedCheckpointError(path, f"unreadable: {err.strerror}") from err
+    head, _, rest = data.partition(b"\n")
+    digest, _, payload = rest.partition(b"\n")
+    if head + b"\n" != _MAGIC or len(digest) != 64:
+        raise DamagedCheckpointError(path, "no alkernels checkpoint header: truncated or overwritten")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise DamagedCheckpointError(path, "its bytes do not match the stored checksum")
+    try:
+        return torch.load(io.BytesIO(payload), weights_only=False, map_location=map_location)
+    except Exception as err:  # a payload that passed the checksum but does not load
+        raise DamagedCheckpointError(path, f"cannot be loaded: {type(err).__name__}: {err}") from err
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``path``, flushed and fsynced."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
     """The records of a ``records.jsonl``.
 
@@ -227,10 +266,7 @@ class RunDirectory:
 
     def append_record(self, record: dict) -> None:
         """Append one record line, flushed and fsynced."""
-        with open(self.records_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_record(self.records_path, record)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, state: Any) -> None:
@@ -252,10 +288,7 @@ class RunDirectory:
 
     def save_state(self, name: str, state: Any) -> None:
         """Write a state file that is not rotated (e.g. the initial weights), checksummed."""
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        payload = buffer.getvalue()
-        atomic_write_bytes(self.path / name, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        write_checksummed(self.path / name, state)
 
     def load_state(self, name: str, *, map_location: Any = None) -> Any:
         """Read a file written by :meth:`save_state`, verifying its checksum.
@@ -266,20 +299,7 @@ class RunDirectory:
         return self._read_checkpoint(self.path / name, map_location)
 
     def _read_checkpoint(self, path: Path, map_location: Any) -> Any:
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise DamagedCheckpointError(path, f"unreadable: {err.strerror}") from err
-        head, _, rest = data.partition(b"\n")
-        digest, _, payload = rest.partition(b"\n")
-        if head + b"\n" != _MAGIC or len(digest) != 64:
-            raise DamagedCheckpointError(path, "no alkernels checkpoint header: truncated or overwritten")
-        if hashlib.sha256(payload).hexdigest().encode() != digest:
-            raise DamagedCheckpointError(path, "its bytes do not match the stored checksum")
-        try:
-            return torch.load(io.BytesIO(payload), weights_only=False, map_location=map_location)
-        except Exception as err:  # a payload that passed the checksum but does not load
-            raise DamagedCheckpointError(path, f"cannot be loaded: {type(err).__name__}: {err}") from err
+        return read_checksummed(path, map_location)
 
     def load_checkpoint(self, *, restart_round: bool = False, map_location: Any = None) -> Any | None:
         """The newest intact checkpoint's state, or None when there is none.

@@ -103,10 +103,13 @@ def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str
 
 
 class PropertyRegressor(nn.Module):
-    """EGNN encoder + one small MLP head per scalar property.
+    """EGNN encoder + one small MLP head per scalar property, with per-property normalisation.
 
-    Each head is ``Linear(out_dim, hidden) -> act -> Dropout -> Linear(hidden, 1)``; the output
-    stacks them to [B, P] in the order of ``targets``. :meth:`loss` ignores missing labels (NaN).
+    Each head is ``Linear(out_dim, hidden) -> act -> Dropout -> Linear(hidden, 1)``; the heads
+    predict normalised values ``z = (y - mean) / std`` and are stacked to [B, P] in the order of
+    ``targets``. The normalisation (buffers ``target_mean`` and ``target_std``, float [P],
+    default 0 and 1) is part of the state dict, so it is saved and loaded with the weights.
+    :meth:`forward` returns physical units; :meth:`loss` ignores missing labels (NaN).
 
     Args:
         encoder: the :class:`EGNN`.
@@ -123,36 +126,84 @@ class PropertyRegressor(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        if not targets or len(set(targets)) != len(targets):
+        if not targets or len(set(targets)) != len(targets) or not all(isinstance(t, str) and t for t in targets):
             raise ValueError(f"targets must be a non-empty list of distinct names, got {targets!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.encoder = encoder
         self.targets = list(targets)
-        self.heads = nn.ModuleDict(
-            {
-                name: nn.Sequential(
-                    nn.Linear(encoder.out_dim, hidden), activation_module(activation), nn.Dropout(dropout), nn.Linear(hidden, 1)
-                )
-                for name in self.targets
-            }
-        )
+        self.hidden, self.dropout, self.activation = hidden, dropout, activation
+        self.heads = nn.ModuleDict({name: self.new_head() for name in self.targets})
+        self.register_buffer("target_mean", torch.zeros(len(self.targets)))
+        self.register_buffer("target_std", torch.ones(len(self.targets)))
+
+    def new_head(self) -> nn.Sequential:
+        """A freshly initialised head with this model's layout (not registered)."""
+        return nn.Sequential(
+            nn.Linear(self.encoder.out_dim, self.hidden), activation_module(self.activation),
+            nn.Dropout(self.dropout), nn.Linear(self.hidden, 1),
+        )  # fmt: skip
+
+    def set_normalization(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> None:
+        """Set the per-property ``mean`` and ``std`` (each [P]; every std must be > 0)."""
+        mean_t = torch.as_tensor(mean, dtype=self.target_mean.dtype).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=self.target_std.dtype).reshape(-1)
+        p = len(self.targets)
+        if mean_t.shape != (p,) or std_t.shape != (p,):
+            raise ValueError(f"mean and std need {p} entries (one per target), got {tuple(mean_t.shape)} "
+                             f"and {tuple(std_t.shape)}")
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all() and (std_t > 0).all()):
+            raise ValueError(f"normalisation must be finite with std > 0, got mean {mean_t.tolist()}, "
+                             f"std {std_t.tolist()}")
+        self.target_mean.copy_(mean_t)
+        self.target_std.copy_(std_t)
+
+    def normalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Physical values [B, P] -> normalised ``(y - mean) / std`` (NaN stays NaN)."""
+        return (y - self.target_mean) / self.target_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised values [B, P] -> physical units ``z * std + mean``."""
+        return z * self.target_std + self.target_mean
 
     def embed(self, batch: GraphBatch) -> torch.Tensor:
         """Encoder output, float [B, encoder.out_dim]."""
         return self.encoder(batch)
 
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        """Predictions, float [B, P] with P = len(targets)."""
-        emb = self.embed(batch)
+    def head(self, emb: torch.Tensor) -> torch.Tensor:
+        """Normalised predictions [B, P] from embeddings [B, encoder.out_dim]."""
         return torch.cat([self.heads[name](emb) for name in self.targets], dim=1)
 
-    @staticmethod
-    def loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the labelled entries of ``y`` [B, P] (NaN = missing).
+    def forward(self, batch: GraphBatch) -> torch.Tensor:
+        """Predictions in physical units, float [B, P] with P = len(targets)."""
+        return self.denormalize(self.head(self.embed(batch)))
 
-        Returns a zero (still differentiable) loss when no entry is labelled.
+    @staticmethod
+    def loss(pred: torch.Tensor, y: torch.Tensor, reduction: str = "entries", error: str = "squared") -> torch.Tensor:
+        """Mean error over the labelled entries of ``y`` [B, P] (NaN = missing).
+
+        Args:
+            pred: predictions [B, P]. y: labels [B, P], NaN where a structure lacks a property.
+            reduction: ``"entries"``: the mean over all labelled entries (a property with more
+                labels weighs more); ``"properties"``: the mean over properties of each one's mean
+                over its labelled entries, properties without a label in ``y`` left out (every
+                property weighs the same, as in multi-property pre-training).
+            error: ``"squared"`` (MSE) or ``"absolute"`` (L1, which targets the MAE).
+
+        Returns a zero (still differentiable) loss when no entry is labelled; missing entries get
+        exactly zero gradient.
         """
         if pred.shape != y.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and y {tuple(y.shape)} differ in shape")
+        if error not in ("squared", "absolute"):
+            raise ValueError(f"error must be 'squared' or 'absolute', got {error!r}")
         mask = torch.isfinite(y)
         diff = torch.where(mask, pred - torch.where(mask, y, torch.zeros_like(y)), torch.zeros_like(pred))
-        return (diff * diff).sum() / mask.sum().clamp(min=1)
+        per_entry = diff * diff if error == "squared" else diff.abs()
+        if reduction == "entries":
+            return per_entry.sum() / mask.sum().clamp(min=1)
+        if reduction == "properties":
+            counts = mask.sum(dim=0)
+            per_property = per_entry.sum(dim=0) / counts.clamp(min=1)
+            return per_property.sum() / (counts > 0).sum().clamp(min=1)
+        raise ValueError(f"reduction must be 'entries' or 'properties', got {reduction!r}")
