@@ -35,14 +35,44 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
                    help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """Set torch's intra-op thread count from ``--threads`` (if given)."""
+def apply_threads(args: argparse.Namespace, processes: int = 1) -> int:
+    """Set torch's intra-op thread count from ``--threads`` (if given) and warn on stderr when
+    ``processes`` x the threads each will run exceed the usable cores; returns the threads per
+    process (``--threads``, else an even share of the cores when ``processes > 1``, else torch's)."""
+    import sys
+
+    import torch
+
+    from alkernels._threads import oversubscription_warning, threads_per_worker
+
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
+    threads = threads_per_worker(processes, args.threads) if processes > 1 else torch.get_num_threads()
+    warning = oversubscription_warning(processes, threads)
+    if warning:
+        print(f"alkernels: warning: {warning}", file=sys.stderr)
+    return threads
+
+
+def add_schedule_args(p: argparse.ArgumentParser, *, epochs_default: int | None) -> None:
+    """``--epochs`` and ``--epoch-budget`` (the compute-matched schedule), shared by ``run`` and
+    ``reproduce``."""
+    p.add_argument("--epochs", type=int, default=epochs_default,
+                   help="epochs per round" + (f" (default {epochs_default})" if epochs_default else
+                                              " (default: the preset's)"))
+    p.add_argument("--epoch-budget", type=float, default=None, metavar="E",
+                   help="compute-matched schedule instead of fixed epochs: E full-training-set epochs in total "
+                        "(E x n_train sample-epochs), the same share for every round, whole epochs and at "
+                        "least 1 per round (see alkernels.loop.epochs)")
+
+
+def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--precision`` of the GPU (Triton) matmuls."""
+    p.add_argument("--precision", default=default, choices=["fp32", "tf32", "bf16"],
+                   help="matmul precision of the Triton (GPU) EGNN kernels; the CPU backends compute in "
+                        "float32" + (f" (default {default})" if default else " (default: the preset's)"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=25, help="epochs per round")
+    add_schedule_args(p, epochs_default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--initial", type=count_or_fraction, default=0.1, help="initial labelled count or fraction")
     p.add_argument("--query-size", type=count_or_fraction, default=0.1, help="query count or fraction")
@@ -70,6 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cutoff", type=float, default=4.0, help="graph cutoff in Angstrom")
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
     add_backend_arg(p, default="auto", what="EGNN edge-op backend")
+    add_precision_arg(p, default="fp32")
     p.set_defaults(func=run)
 
 
@@ -107,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
           f"{len(set(data.train_labels.tolist()))} space groups in train "
           f"({time.perf_counter() - t0:.1f} s)")
     loop = ActiveLearningLoop(
-        partial(paper_classifier, args.backend, args.dropout), strategy, data.train, data.test,
+        partial(paper_classifier, args.backend, args.dropout, args.precision), strategy, data.train, data.test,
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
+        epoch_budget=args.epoch_budget,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
         seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=args.device,
         progress=True, metadata={"dataset": data.name})

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alkernels import strategies as strategies_mod
+from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop, read_records
 from alkernels.models import paper_classifier
@@ -43,10 +44,16 @@ class Preset:
         cutoff, graph_mode: neighbour graphs (see ``alkernels.data.build_graphs``).
         rounds, initial, query_size: the AL schedule (fractions of the training split).
         epochs: epochs per round (and of the standard run).
-        lr, batch_size: AdamW learning rate and batch size.
+        epoch_budget: instead of ``epochs``, the compute-matched schedule of
+            :mod:`alkernels.loop.epochs`: ``epoch_budget`` full-training-set epochs in total per
+            run, the same share per round; the standard run then trains ``epoch_budget`` epochs.
+        lr, weight_decay, batch_size: AdamW learning rate, weight decay and batch size.
         dropout: head dropout of the classifier (MC strategies need > 0).
         passes: MC-dropout passes T.
         backend: EGNN edge-op backend.
+        precision: matmul precision of the GPU (Triton) edge kernels, ``fp32``, ``tf32`` or
+            ``bf16`` (float32 accumulation); anything but ``fp32`` also lets torch's own matmuls
+            on a CUDA device use TF32. The CPU backends compute in float32 whatever this says.
         dataset: the dataset spec used when the command gives none.
     """
 
@@ -59,23 +66,36 @@ class Preset:
     initial: float = 0.1
     query_size: float = 0.1
     epochs: int = 25
+    epoch_budget: float | None = None
     lr: float = 1e-4
+    weight_decay: float = 0.0
     batch_size: int = 24
     dropout: float = 0.1
     passes: int = 10
     backend: str = "auto"
+    precision: str = "fp32"
     dataset: str = "builtin"
 
 
 PRESETS: dict[str, Preset] = {
     # The paper's protocol: 10% chunks, 10 rounds, 25 epochs, AdamW 1e-4, batch 24, the toolkit's
     # in-cell graphs; 70/20/10 split within each crystal family (validation part unused).
+    # On a GPU: the auto backend picks the Triton kernels, whose matmuls take TF32 inputs
+    # (float32 accumulation; --precision fp32 or bf16 to change).
     "paper": Preset("paper", structures=None, split=(0.7, 0.2, 0.1), cutoff=20.0, graph_mode="matsciml",
-                    epochs=25, lr=1e-4),
+                    epochs=25, lr=1e-4, precision="tf32"),
     # CPU-sized: same schedule (10% chunks, 10 rounds), 300 structures (240 train / 60 test),
     # periodic graphs with a 4 A cutoff, 1 epoch per round at lr 1e-3 to make up for the epochs.
+    # A smoke test of the whole pipeline (the model does not learn at this size).
     "quick": Preset("quick", structures=300, split=(0.8, 0.2), cutoff=4.0, graph_mode="periodic",
-                    epochs=1, lr=1e-3, backend="torch"),
+                    epochs=1, lr=1e-3),
+    # The CPU study (experiments/spacegroup/README.md): 2,500 generated perovskite-derived cells
+    # (2,000 train / 500 test, 17 space groups, majority class 22.8% of the test split), the paper's
+    # schedule (10% chunks, 10 rounds) with 3 epochs per round at lr 1e-3, fused kernels. Chosen by the
+    # scale search (experiments/spacegroup/scale/): the standard run clears 1.5x the majority rate and
+    # random's curve still rises at 100%, for about 1.2 core-minutes per AL run.
+    "cpu": Preset("cpu", structures=None, split=(0.8, 0.2), cutoff=4.5, graph_mode="periodic",
+                  epochs=3, lr=1e-3, dataset="perovskite:2500"),
     # The first five minutes (make demo): 2,500 generated perovskite-derived cells (2,000 train /
     # 500 test), 10% to 50% labelled in 5 rounds of 3 epochs, fused kernels. The model learns the
     # tilt systems and polar distortions within that budget, so strategies can differ.
@@ -98,7 +118,9 @@ class Cell:
 
 
 def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> list[Cell]:
-    """Every cell: the standard runs first, then strategy x variant x seed."""
+    """Every cell, in the order they run: the standard runs first, then per variant seed by seed
+    (every strategy of seed 0, then of seed 1, ...), so an interrupted grid leaves whole seeds,
+    which the paired statistics can use, rather than whole strategies."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     for v in variants:
@@ -108,7 +130,7 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
         if s not in strategies_mod.available():
             raise ValueError(f"unknown strategy {s!r}; available: {', '.join(strategies_mod.available())}")
     cells = [Cell("random", "standard", s) for s in range(seeds)]
-    cells += [Cell(n, v, s) for v in variants for n in strategy_names for s in range(seeds)]
+    cells += [Cell(n, v, s) for v in variants for s in range(seeds) for n in strategy_names]
     return cells
 
 
@@ -116,18 +138,20 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
              progress: bool = False) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``."""
     t0 = time.perf_counter()
+    if preset.precision != "fp32" and torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 also for the torch matmuls outside the edge op
     folder = cell.folder(out)
     n = len(data.train)
     standard = cell.variant == "standard"
     loop = ActiveLearningLoop(
-        partial(paper_classifier, preset.backend, preset.dropout),
+        partial(paper_classifier, preset.backend, preset.dropout, preset.precision),
         strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
         data.train, data.test,
         initial=n if standard else preset.initial, query_size=preset.query_size,
-        rounds=1 if standard else preset.rounds, epochs=preset.epochs,
+        rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
         reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
-        batch_size=preset.batch_size, lr=preset.lr, device=device, progress=progress,
-        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name})
+        batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
+        progress=progress, metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name})
     records = loop.run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
@@ -135,8 +159,8 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
 _WORKER: dict = {}
 
 
-def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str) -> None:
-    torch.set_num_threads(1)
+def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, threads: int) -> None:
+    torch.set_num_threads(threads)  # torch and the fused C++ kernels share one OpenMP pool
     _WORKER.update(data=data, preset=preset, out=out, device=device)
 
 
@@ -151,7 +175,7 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+              threads: int | None = None, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
 
     Args:
@@ -160,7 +184,11 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         strategy_names: registered strategy names.
         seeds: seeds 0..seeds-1 per strategy and variant.
         variants: any of ``VARIANTS``.
-        processes: cells run in parallel worker processes (one torch thread each) when > 1.
+        processes: cells run in parallel worker processes when > 1 (spawned with
+            ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy).
+        threads: torch / OpenMP threads of each worker process; default: the usable cores
+            divided by ``processes`` (at least 1). With ``processes == 1`` the calling process's
+            setting is left alone unless ``threads`` is given.
         device: torch device of the model.
         log: receives the opening line (runs to do, split sizes); a progress bar follows the runs.
     """
@@ -168,8 +196,9 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
     todo = [c for c in cells if not _finished(c, out, preset)]
+    per_worker = threads_per_worker(processes, threads)
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
-        f"test {len(data.test)}, {processes} process(es)")
+        f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)")
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None)
@@ -182,11 +211,14 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
 
     if processes > 1 and todo:
         ctx = get_context("spawn")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(data, preset, out, device)) as pool:
+                                 initargs=(data, preset, out, device, per_worker)) as pool:
             for fut in as_completed([pool.submit(_run_in_worker, c) for c in todo]):
                 finished(fut.result())
     else:
+        if threads is not None:
+            torch.set_num_threads(threads)
         for cell in todo:
             finished(run_cell(cell, data, preset, out, device=device))
     bar.close()
@@ -195,7 +227,7 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta = {
         "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
-        "seeds": seeds, "variants": list(variants), "processes": processes,
+        "seeds": seeds, "variants": list(variants), "processes": processes, "threads": per_worker,
         "n_train": len(data.train), "n_test": len(data.test),
         "train_spacegroups": data.train_labels.tolist(), "test_spacegroups": data.test_labels.tolist(),
         "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
