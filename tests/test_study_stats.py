@@ -126,24 +126,40 @@ def test_report_supports_claims_that_hold(tmp_path):
     assert "**+10." in table
 
 
-def test_report_refutes_claims_that_do_not_hold(tmp_path):
-    from alkernels.experiments.spacegroup.report import write_report
+def test_claims_that_do_not_hold_are_not_supported():
+    from alkernels.experiments.spacegroup.report import collect
 
-    runs = synthetic_runs({}, reset_gap=-5.0, unc_boost=0.0)
-    summary = json.loads(write_report(_write(tmp_path / "bad", runs))["summary.json"].read_text())
-    assert [v["verdict"] for v in summary["verdicts"]] == ["not supported"] * 4, summary["verdicts"]
+    verdicts = analysis.claim_verdicts(collect(synthetic_runs({}, reset_gap=-5.0, unc_boost=0.0)))
+    assert [v["verdict"] for v in verdicts] == ["not supported"] * 4, verdicts
 
 
-def test_unfinished_runs_and_missing_strategies(tmp_path):
-    from alkernels.experiments.spacegroup.report import write_report
+def test_unfinished_runs_and_missing_strategies():
+    from alkernels.experiments.spacegroup.report import collect
 
     runs = synthetic_runs({}, reset_gap=0.0, unc_boost=0.0)
     keep = [r for r in runs if r["run"].startswith(("runs/keep/random", "runs/keep/margin", "runs/standard"))]
+    assert keep[-1]["run"] == "runs/keep/random/seed4"
     keep[-1] = {**keep[-1], "records": keep[-1]["records"][:4]}  # an interrupted run: left out of the stats
-    df_runs = _write(tmp_path / "part", keep)
-    summary = json.loads(write_report(df_runs)["summary.json"].read_text())
-    verdicts = {v["claim"][:20]: v for v in summary["verdicts"]}
-    assert all(v["verdict"] == "inconclusive" for v in summary["verdicts"][1:])
-    assert "needs center_of_mass/umap" in verdicts["Centre of mass and U"]["evidence"]
-    seeds = {d["n"] for d in summary["paired_to_random"]}
-    assert seeds == {4}
+    df = collect(keep)
+    verdicts = analysis.claim_verdicts(df)
+    assert all(v["verdict"] == "inconclusive" for v in verdicts[1:])
+    assert "needs center_of_mass/umap" in verdicts[1]["evidence"]
+    assert set(analysis.paired_to_random(df).n) == {4}
+    a = analysis.areas(df)
+    assert set(a.seed[a.strategy == "random"]) == {0, 1, 2, 3} and set(a.seed[a.strategy == "margin"]) == set(range(5))
+
+
+def test_work_of_a_run_and_a_grid_by_hand():
+    from alkernels.experiments.spacegroup.cost import Work, grid_work, run_work
+
+    # 100 structures in 10% chunks, 2 epochs, batch 24: sample-epochs 2 x (10 + ... + 100) = 1,100;
+    # steps 2 x (1 + 1 + 2 + 2 + 3 + 3 + 3 + 4 + 4 + 5) = 56; the pool scored before each of the
+    # nine queries holds 90, 80, ..., 10 structures = 450
+    assert run_work(100, 20, epochs=2) == Work(1100, 56, 200, 450)
+    assert run_work(100, 20, epochs=2, queries=False).scored == 0
+    # a budget of 10 full epochs: epochs 10, 5, 3, 3, 2, 2, 1, 1, 1, 1 (see test_epoch_budget)
+    assert run_work(100, 20, epoch_budget=10.0).sample_epochs == 970
+    g = grid_work(100, 20, strategies=["margin", "random"], seeds=2, variants=["keep", "reset"], epochs=2)
+    assert g["al"] == Work(4 * 1100 * 2, 4 * 56 * 2, 4 * 200 * 2, 4 * 450)  # random scores nothing
+    assert g["standard"] == Work(2 * 200, 2 * 10, 2 * 20, 0)
+    assert g["total"] == g["al"] + g["standard"]

@@ -70,11 +70,10 @@ def complete_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[rounds == want]
 
 
-def _by_seed(df: pd.DataFrame, variant: str, strategy: str, percent: int | None = None) -> dict[int, float]:
-    part = df[(df.variant == variant) & (df.strategy == strategy)]
-    if percent is not None:
-        part = part[part.percent == percent]
-    return dict(zip(part.seed.astype(int), part.accuracy.astype(float)))
+def _by_seed(df: pd.DataFrame) -> dict[tuple[str, str, int], dict[int, float]]:
+    """``{(variant, strategy, percent): {seed: accuracy}}``."""
+    return {(v, n, int(p)): dict(zip(g.seed.astype(int), g.accuracy.astype(float)))
+            for (v, n, p), g in df.groupby(["variant", "strategy", "percent"])}
 
 
 def standard_by_seed(df: pd.DataFrame) -> dict[int, float]:
@@ -87,6 +86,7 @@ def paired_to_random(df: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, strategy != random, percent): the mean over seeds of accuracy minus random's
     (same seed, points) with its 95% interval; columns variant, strategy, percent, mean, lo, hi, n."""
     df = complete_runs(df)
+    acc = _by_seed(df)
     rows = []
     for variant in sorted(set(df.variant) - {"standard"}):
         part = df[df.variant == variant]
@@ -94,7 +94,7 @@ def paired_to_random(df: pd.DataFrame) -> pd.DataFrame:
             continue
         for name in order(set(part.strategy) - {"random"}):
             for p in sorted(part[part.strategy == name].percent.unique()):
-                iv = paired_interval(_by_seed(df, variant, name, p), _by_seed(df, variant, "random", p))
+                iv = paired_interval(acc[variant, name, int(p)], acc.get((variant, "random", int(p)), {}))
                 if iv is not None:
                     rows.append({"variant": variant, "strategy": name, "percent": int(p), **iv._asdict()})
     return pd.DataFrame(rows, columns=["variant", "strategy", "percent", "mean", "lo", "hi", "n"])
@@ -296,7 +296,8 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
                     "evidence": "needs the reset variant and the standard run", "numbers": {}})
     else:
         last = int(reset.percent.max())
-        ivs = {n: paired_interval(_by_seed(df, "reset", n, last), std) for n in order(reset.strategy.unique())}
+        acc = _by_seed(reset)
+        ivs = {n: paired_interval(acc.get(("reset", n, last), {}), std) for n in order(reset.strategy.unique())}
         ivs = {n: iv for n, iv in ivs.items() if iv is not None}
         means = np.array([iv.mean for iv in ivs.values()])
         excludes = [iv.n > 1 and (iv.lo > 0 or iv.hi < 0) for iv in ivs.values()]
