@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
-    preset = preset_with(args.preset, epochs=args.epochs, backend=args.backend, precision=args.precision)
+    preset = preset_with(args.preset, epochs=args.epochs, backend=args.backend, precision=args.precision,
+                         label_mode=args.label_mode)
     if args.epoch_budget is not None:
         preset = replace(preset, epoch_budget=args.epoch_budget)
     elif args.epochs is not None:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args, args.processes)
     data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures, split=preset.split,
                      cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=args.cache_dir,
-                     workers=args.workers)
+                     workers=args.workers, label_mode=preset.label_mode)
     meta = reproduce(data, preset, args.out, strategy_names=names, seeds=args.seeds, variants=variants,
                      processes=args.processes, threads=args.threads, device=args.device)
     print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")

@@ -28,6 +28,9 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
                    help="perovskite:N or builtin:N (N generated crystals) or a structure file/folder"
                         + (f" (default {default_dataset})" if default_dataset else " (default: the preset's)"))
     p.add_argument("--label", help="for files: 'spacegroup' (spglib) or a column of space-group numbers")
+    p.add_argument("--label-mode", default=None, choices=["spacegroup", "crystal_system", "bravais"],
+                   help="classes to predict: the 230 space groups (the paper's task), or, coarser, the 7 crystal "
+                        "systems or 14 Bravais lattices of those space groups (default: spacegroup, or the preset's)")
     p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -133,17 +136,20 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = load_split(args.dataset, label=args.label, structures=args.max_structures,
                      split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
-                     graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers)
+                     graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers,
+                     label_mode=args.label_mode or "spacegroup")
     print(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
           f"{len(set(data.train_labels.tolist()))} space groups in train "
           f"({time.perf_counter() - t0:.1f} s)")
     loop = ActiveLearningLoop(
-        partial(paper_classifier, args.backend, args.dropout, args.precision), strategy, data.train, data.test,
+        partial(paper_classifier, args.backend, args.dropout, args.precision, num_classes=data.num_classes),
+        strategy, data.train, data.test,
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
         epoch_budget=args.epoch_budget,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
         seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=args.device,
-        progress=True, metadata={"dataset": data.name})
+        progress=True, metadata={"dataset": data.name,
+                                 **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
     t1 = time.perf_counter()
     records = loop.run(resume=args.resume)
     print(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "

@@ -55,6 +55,8 @@ class Preset:
             ``bf16`` (float32 accumulation); anything but ``fp32`` also lets torch's own matmuls
             on a CUDA device use TF32. The CPU backends compute in float32 whatever this says.
         dataset: the dataset spec used when the command gives none.
+        label_mode: the classes (``alkernels.data.LABEL_MODES``); runs record it in their config
+            when it is not the paper's ``"spacegroup"``.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Preset:
     backend: str = "auto"
     precision: str = "fp32"
     dataset: str = "builtin"
+    label_mode: str = "spacegroup"
 
 
 PRESETS: dict[str, Preset] = {
@@ -144,14 +147,15 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
     n = len(data.train)
     standard = cell.variant == "standard"
     loop = ActiveLearningLoop(
-        partial(paper_classifier, preset.backend, preset.dropout, preset.precision),
+        partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
         strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
         data.train, data.test,
         initial=n if standard else preset.initial, query_size=preset.query_size,
         rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
         reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
         batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
-        progress=progress, metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name})
+        progress=progress, metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name,
+                                     **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
     records = loop.run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 

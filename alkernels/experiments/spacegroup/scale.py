@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from alkernels.data.dataset import collate
 from alkernels.data.specs import DatasetSplit
+from alkernels.data.symmetry import LABEL_MODES, class_labels
 from alkernels.models import paper_classifier
 
 #: Learning-rate schedules of a trial: constant, or cosine decay to zero over the trial's epochs.
@@ -71,9 +72,10 @@ class Trial:
 
 
 def majority_rate(data: DatasetSplit) -> float:
-    """The test accuracy of always predicting the training split's most frequent label."""
-    values, counts = np.unique(data.train_labels, return_counts=True)
-    return float(np.mean(data.test_labels == values[np.argmax(counts)]))
+    """The test accuracy of always predicting the training split's most frequent class."""
+    train = class_labels(data.train_labels, data.label_mode)
+    values, counts = np.unique(train, return_counts=True)
+    return float(np.mean(class_labels(data.test_labels, data.label_mode) == values[np.argmax(counts)]))
 
 
 @torch.no_grad()
@@ -88,7 +90,7 @@ def _evaluate(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
     return correct / n, loss / n
 
 
-def run_trial(data: DatasetSplit, trial: Trial, *, num_classes: int = 230) -> dict:
+def run_trial(data: DatasetSplit, trial: Trial) -> dict:
     """Train on ``trial.fraction`` of ``data.train`` and evaluate on ``data.test`` after each epoch.
 
     Returns:
@@ -99,9 +101,7 @@ def run_trial(data: DatasetSplit, trial: Trial, *, num_classes: int = 230) -> di
     """
     t0, c0 = time.perf_counter(), time.process_time()
     torch.manual_seed(trial.seed)
-    model = paper_classifier(trial.backend, trial.dropout)
-    if num_classes != model.out.out_features:
-        raise ValueError(f"the paper's classifier has {model.out.out_features} logits, not {num_classes}")
+    model = paper_classifier(trial.backend, trial.dropout, num_classes=data.num_classes)
     n = len(data.train)
     k = max(1, int(math.floor(trial.fraction * n + 0.5)))
     subset = np.sort(np.random.default_rng(trial.seed).choice(n, k, replace=False))
@@ -144,7 +144,8 @@ def scale_table(rows: Sequence[dict]) -> str:
         acc, maj = 100 * r["accuracy"], 100 * r["majority"]
         cpu = f"{r['cpu_seconds']:.0f}" if "cpu_seconds" in r else ""
         lines.append(
-            f"| {d['dataset']} | {d['n_train']}/{r['n_test']} | {d['graph_mode']} | {d['cutoff']:g} "
+            f"| {d['dataset']}{'' if d.get('label_mode', 'spacegroup') == 'spacegroup' else ', ' + d['label_mode']} "
+            f"| {d['n_train']}/{r['n_test']} | {d['graph_mode']} | {d['cutoff']:g} "
             f"| {t['fraction']:.0%} ({r['n_labelled']}) | {t['lr']:g}, {t['schedule']} | {t['weight_decay']:g} "
             f"| {t['dropout']:g} | {t['epochs']} | {acc:.1f} ({100 * r['best_accuracy']:.1f}) | {maj:.1f} "
             f"| {acc / maj:.2f} | {r.get('threads', '')} | {r['seconds']:.0f} | {cpu} |")
@@ -162,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--table", help="print the table of this results file and exit")
     p.add_argument("--dataset", help="a dataset spec (perovskite:N, builtin:N or a path)")
     p.add_argument("--label", help="for files: 'spacegroup' or a column of space-group numbers")
+    p.add_argument("--label-mode", default="spacegroup", choices=list(LABEL_MODES))
     p.add_argument("--structures", type=int, default=None, help="a fixed random subset of this many")
     p.add_argument("--split", default="0.8,0.2", help="train,test fractions (crystal-family stratified, seed 0)")
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
@@ -191,11 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     split = tuple(_floats(args.split))
     data = load_split(args.dataset, label=args.label, structures=args.structures, split=split,
-                      cutoff=args.cutoff, graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=1)
+                      cutoff=args.cutoff, graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=1,
+                      label_mode=args.label_mode)
     print(f"{data.name}: {len(data.train)} train / {len(data.test)} test, majority {majority_rate(data):.3f} "
           f"({time.perf_counter() - t0:.0f} s to load)", flush=True)
     info = {"dataset": data.name, "structures": args.structures, "split": split, "n_train": len(data.train),
-            "graph_mode": args.graph_mode, "cutoff": args.cutoff}
+            "graph_mode": args.graph_mode, "cutoff": args.cutoff, "label_mode": args.label_mode}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for fraction in _floats(args.fractions):
