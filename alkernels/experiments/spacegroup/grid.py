@@ -137,26 +137,30 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
     return cells
 
 
+def cell_loop(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
+              progress: bool = False) -> ActiveLearningLoop:
+    """The :class:`ActiveLearningLoop` of one cell (not yet run), writing to ``cell.folder(out)``."""
+    n = len(data.train)
+    standard = cell.variant == "standard"
+    return ActiveLearningLoop(
+        partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
+        strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
+        data.train, data.test,
+        initial=n if standard else preset.initial, query_size=preset.query_size,
+        rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
+        reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=cell.folder(out),
+        batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
+        progress=progress, metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name,
+                                     **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
+
+
 def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
              progress: bool = False) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``."""
     t0 = time.perf_counter()
     if preset.precision != "fp32" and torch.device(device).type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 also for the torch matmuls outside the edge op
-    folder = cell.folder(out)
-    n = len(data.train)
-    standard = cell.variant == "standard"
-    loop = ActiveLearningLoop(
-        partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
-        strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
-        data.train, data.test,
-        initial=n if standard else preset.initial, query_size=preset.query_size,
-        rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
-        reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
-        batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
-        progress=progress, metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name,
-                                     **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
-    records = loop.run(resume=True)
+    records = cell_loop(cell, data, preset, out, device=device, progress=progress).run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
 
@@ -172,15 +176,35 @@ def _run_in_worker(cell: Cell) -> dict:
     return run_cell(cell, _WORKER["data"], _WORKER["preset"], _WORKER["out"], device=_WORKER["device"])
 
 
-def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
+def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], data: DatasetSplit) -> bool:
+    """Whether the cell's run is complete in ``out/runs/`` or, with the same settings, among the
+    runs packed into ``out/runs.jsonl`` (a committed grid, continued without its ``runs/``)."""
     want = 1 if cell.variant == "standard" else preset.rounds
-    return len(read_records(cell.folder(out) / "records.jsonl")) == want
+    if len(read_records(cell.folder(out) / "records.jsonl")) == want:
+        return True
+    run = packed.get(str(cell.folder(out).relative_to(out)))
+    return (run is not None and len(run["records"]) == want
+            and run["config"] == json.loads(json.dumps(cell_loop(cell, data, preset, out).config())))
+
+
+def _packed_runs(out: Path) -> dict[str, dict]:
+    """The runs packed into ``out/runs.jsonl`` by run folder (empty when there is none)."""
+    path = out / "runs.jsonl"
+    if not path.is_file():
+        return {}
+    runs = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["run"]: r for r in runs}
 
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
               threads: int | None = None, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
+
+    A cell counts as done when its folder under ``out/runs/`` holds every round, or when
+    ``out/runs.jsonl`` (the compact records a report writes, and what gets committed) holds the
+    finished run with the same settings; so a committed grid is continued by pointing ``out`` at a
+    folder holding its ``runs.jsonl`` and ``experiment.json``.
 
     Args:
         data: the split from :func:`alkernels.data.load_split`.
@@ -199,7 +223,8 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
-    todo = [c for c in cells if not _finished(c, out, preset)]
+    packed = _packed_runs(out)
+    todo = [c for c in cells if not _finished(c, out, preset, packed, data)]
     per_worker = threads_per_worker(processes, threads)
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
         f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)")

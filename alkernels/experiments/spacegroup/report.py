@@ -32,20 +32,26 @@ COMPACT_RUNS = "runs.jsonl"
 
 
 def read_runs(out: str | os.PathLike) -> list[dict]:
-    """Every run of the grid in ``out``: from ``runs/**`` when present, else from ``runs.jsonl``.
+    """Every run of the grid in ``out``: those packed into ``runs.jsonl`` and those under
+    ``runs/**`` (a committed grid continued); a run in both is taken from ``runs/`` unless the
+    packed copy has more rounds.
 
     Returns:
         ``{"run", "config", "records"}`` per run, sorted by ``run``.
     """
     out = Path(out)
-    runs = [
-        {"run": str(path.parent.relative_to(out)), "config": json.loads(path.read_text()),
-         "records": read_records(path.parent / "records.jsonl")}
-        for path in sorted(out.glob("runs/**/config.json"))
-    ]
-    if not runs and (out / COMPACT_RUNS).is_file():
-        runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
-    return sorted(runs, key=lambda r: r["run"])
+    runs: dict[str, dict] = {}
+    if (out / COMPACT_RUNS).is_file():
+        for line in (out / COMPACT_RUNS).read_text().splitlines():
+            if line.strip():
+                run = json.loads(line)
+                runs[run["run"]] = run
+    for path in sorted(out.glob("runs/**/config.json")):
+        name = str(path.parent.relative_to(out))
+        records = read_records(path.parent / "records.jsonl")
+        if name not in runs or len(records) >= len(runs[name]["records"]):
+            runs[name] = {"run": name, "config": json.loads(path.read_text()), "records": records}
+    return [runs[k] for k in sorted(runs)]
 
 
 def write_compact(runs: list[dict], path: Path) -> Path:
