@@ -8,7 +8,8 @@ the paired t-interval of :mod:`.stats`. The claim rules below are fixed in code,
 grid is run, and the report prints the numbers each verdict rests on.
 
 Rules (``NEGLIGIBLE`` = 1 accuracy point; "area" = :func:`.stats.curve_area` over 10-100%;
-"CI" = the 95% paired t-interval over seeds):
+"CI" = the 95% paired t-interval over seeds; an interval over fewer than two seeds decides
+nothing):
 
 1. *Uncertainty strategies reach the full-data accuracy with about 40% less data* (weights kept).
    ``A`` = the median, over the eight uncertainty strategies, of the first labelled % whose
@@ -200,6 +201,11 @@ def _verdict(supported: bool, refuted: bool) -> str:
     return "supported" if supported and not refuted else "not supported" if refuted else "inconclusive"
 
 
+def _ok(iv: Interval | None) -> bool:
+    """An interval that can decide a verdict: at least two seeds."""
+    return iv is not None and iv.n >= 2
+
+
 def claim_verdicts(df: pd.DataFrame) -> list[dict]:
     """The four claims of the paper, judged by the rules in the module docstring.
 
@@ -237,13 +243,13 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
             out.append({"claim": claim, "variant": "keep", "verdict": "inconclusive",
                         "evidence": "no seed has both random and every uncertainty strategy", "numbers": {}})
         else:
-            verdict = _verdict(A <= 70 and A < R and D.lo > 0, A > 80 or D.hi < NEGLIGIBLE)
+            verdict = _verdict(A <= 70 and A < R and _ok(D) and D.lo > 0, A > 80 or (_ok(D) and D.hi < NEGLIGIBLE))
             when = lambda x: "never" if x > 100 else f"{x:g}%"  # noqa: E731
             out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
                 f"standard run {std_mean:.1f}%; the uncertainty strategies first reach it at {when(A)} labelled "
                 f"(median over {len(unc)}; each: " + ", ".join(f"{n} {when(f)}" for n, f in zip(unc, firsts))
                 + f"), random at {when(R)}; uncertainty minus random over {'/'.join(map(str, MID_FRACTIONS))}% "
-                f"labelled: {D.format()} points (95% CI, {D.n} seeds)"),
+                f"labelled: {D.format()} points (95% CI over {D.n} seeds)"),
                 "numbers": {"standard": std_mean, "median_first_percent": A, "random_first_percent": R,
                             "first_percent": dict(zip(unc, firsts)), "mid_difference": D._asdict()}})
 
@@ -259,8 +265,8 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         ivs = {n: paired_interval(_area_by_seed(a, "keep", [n]), unc_area) for n in subs}
         rnd = _area_by_seed(a, "keep", ["random"])
         vs_random = {n: paired_interval(_area_by_seed(a, "keep", [n]), rnd) for n in subs} if rnd else {}
-        slower = [iv is not None and iv.hi < 0 for iv in ivs.values()]
-        not_slower = [iv is not None and iv.lo > -NEGLIGIBLE for iv in ivs.values()]
+        slower = [_ok(iv) and iv.hi < 0 for iv in ivs.values()]
+        not_slower = [_ok(iv) and iv.lo > -NEGLIGIBLE for iv in ivs.values()]
         verdict = _verdict(len(subs) == 2 and all(slower), any(not_slower))
         out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
             "learning-curve area minus the uncertainty strategies' mean area: "
@@ -282,7 +288,7 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         iv = paired_interval(_area_by_seed(a, "keep", ["learning_loss"]), _area_by_seed(a, "keep", others))
         rnd = _area_by_seed(a, "keep", ["random"])
         vr = paired_interval(_area_by_seed(a, "keep", ["learning_loss"]), rnd) if rnd else None
-        verdict = _verdict(iv is not None and iv.hi < 0, iv is not None and iv.lo > -NEGLIGIBLE)
+        verdict = _verdict(_ok(iv) and iv.hi < 0, _ok(iv) and iv.lo > -NEGLIGIBLE)
         out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
             f"learning-curve area minus the mean of the other {len(others)} strategies: {iv.format()} points"
             + (f"; minus random's: {vr.format()} points" if vr is not None else "") + " (95% CI over seeds)"),
@@ -300,9 +306,10 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         ivs = {n: paired_interval(acc.get(("reset", n, last), {}), std) for n in order(reset.strategy.unique())}
         ivs = {n: iv for n, iv in ivs.items() if iv is not None}
         means = np.array([iv.mean for iv in ivs.values()])
-        excludes = [iv.n > 1 and (iv.lo > 0 or iv.hi < 0) for iv in ivs.values()]
-        far = [iv.n > 1 and (iv.lo > NEGLIGIBLE or iv.hi < -NEGLIGIBLE) for iv in ivs.values()]
-        verdict = _verdict(not any(excludes) and bool(np.all(np.abs(means) <= CONVERGED)), any(far))
+        excludes = [_ok(iv) and (iv.lo > 0 or iv.hi < 0) for iv in ivs.values()]
+        far = [_ok(iv) and (iv.lo > NEGLIGIBLE or iv.hi < -NEGLIGIBLE) for iv in ivs.values()]
+        verdict = _verdict(all(_ok(iv) for iv in ivs.values()) and not any(excludes)
+                           and bool(np.all(np.abs(means) <= CONVERGED)), any(far))
         worst = max(ivs, key=lambda n: abs(ivs[n].mean))
         out.append({"claim": claim, "variant": "reset", "verdict": verdict, "evidence": (
             f"last round ({last}% labelled) minus the standard run, same seed: means from {means.min():+.1f} to "
