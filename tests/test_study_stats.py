@@ -163,3 +163,12 @@ def test_work_of_a_run_and_a_grid_by_hand():
     assert g["al"] == Work(4 * 1100 * 2, 4 * 56 * 2, 4 * 200 * 2, 4 * 450)  # random scores nothing
     assert g["standard"] == Work(2 * 200, 2 * 10, 2 * 20, 0)
     assert g["total"] == g["al"] + g["standard"]
+
+
+def test_one_seed_decides_nothing():
+    from alkernels.experiments.spacegroup.report import collect
+
+    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=-5.0,
+                          unc_boost=10.0)
+    verdicts = analysis.claim_verdicts(collect([r for r in runs if r["config"]["seed"] == 0]))
+    assert [v["verdict"] for v in verdicts] == ["inconclusive"] * 4, verdicts
