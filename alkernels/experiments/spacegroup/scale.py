@@ -135,11 +135,18 @@ def run_trial(data: DatasetSplit, trial: Trial) -> dict:
 
 
 def scale_table(rows: Sequence[dict]) -> str:
-    """Markdown table of trial results (one line per trial, in file order)."""
+    """Markdown table of trial results, one line per trial, grouped by dataset and settings and
+    ordered by labelled fraction within a group."""
     head = ("| dataset | structures (train/test) | graphs | cutoff A | labelled | lr, schedule | wd | dropout "
-            "| epochs | test acc % (best) | majority % | acc / majority | threads | wall s | CPU s |")
+            "| epochs | test acc % (best) | majority % | acc / majority | acc - majority | threads | wall s | CPU s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
+
+    def key(r: dict) -> tuple:
+        t, d = r["trial"], r["data"]
+        return (d["dataset"], d.get("label_mode", "spacegroup"), d["graph_mode"], d["cutoff"], -t["lr"],
+                t["schedule"], t["weight_decay"], t["dropout"], t["epochs"], t["fraction"])
+
+    for r in sorted(rows, key=key):
         t, d = r["trial"], r["data"]
         acc, maj = 100 * r["accuracy"], 100 * r["majority"]
         cpu = f"{r['cpu_seconds']:.0f}" if "cpu_seconds" in r else ""
@@ -148,7 +155,7 @@ def scale_table(rows: Sequence[dict]) -> str:
             f"| {d['n_train']}/{r['n_test']} | {d['graph_mode']} | {d['cutoff']:g} "
             f"| {t['fraction']:.0%} ({r['n_labelled']}) | {t['lr']:g}, {t['schedule']} | {t['weight_decay']:g} "
             f"| {t['dropout']:g} | {t['epochs']} | {acc:.1f} ({100 * r['best_accuracy']:.1f}) | {maj:.1f} "
-            f"| {acc / maj:.2f} | {r.get('threads', '')} | {r['seconds']:.0f} | {cpu} |")
+            f"| {acc / maj:.2f} | {acc - maj:+.1f} | {r.get('threads', '')} | {r['seconds']:.0f} | {cpu} |")
     return "\n".join(lines)
 
 
