@@ -199,7 +199,11 @@ def _packed_runs(out: Path) -> dict[str, dict]:
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
               threads: int | None = None, device: str = "cpu", log: Callable[[str], None] = print) -> dict:
-    """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
+    """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
+
+    ``experiment.json`` (settings, split labels, accumulated wall time, seconds per finished cell)
+    is written before the first cell and after every finished one, so an interrupted grid still
+    has it.
 
     A cell counts as done when its folder under ``out/runs/`` holds every round, or when
     ``out/runs.jsonl`` (the compact records a report writes, and what gets committed) holds the
@@ -218,7 +222,8 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
             divided by ``processes`` (at least 1). With ``processes == 1`` the calling process's
             setting is left alone unless ``threads`` is given.
         device: torch device of the model.
-        log: receives the opening line (runs to do, split sizes); a progress bar follows the runs.
+        log: receives the opening line (runs to do, split sizes) and, without a terminal for the
+            progress bar, a line per finished run.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,14 +234,34 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
         f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)")
     t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
+    meta_path = out / "experiment.json"
+    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = {
+        "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
+        "seeds": seeds, "variants": list(variants), "processes": processes, "threads": per_worker,
+        "n_train": len(data.train), "n_test": len(data.test),
+        "train_spacegroups": data.train_labels.tolist(), "test_spacegroups": data.test_labels.tolist(),
+        "wall_seconds": previous.get("wall_seconds", 0.0), "cell_seconds": previous.get("cell_seconds", {}),
+    }
+
+    def save_meta() -> None:
+        meta["wall_seconds"] = previous.get("wall_seconds", 0.0) + time.perf_counter() - t0
+        tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+
+    save_meta()
     bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None)
 
     def finished(res: dict) -> None:
         cell = Cell(**res["cell"])
-        seconds[str(cell.folder(out).relative_to(out))] = res["seconds"]
+        meta["cell_seconds"][str(cell.folder(out).relative_to(out))] = res["seconds"]
+        save_meta()
         bar.update(1)
         bar.set_postfix_str(f"{cell.variant}/{cell.strategy}/seed{cell.seed} {res['seconds']:.0f} s")
+        if bar.disable:  # no terminal: a line per run instead of the bar
+            log(f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
+                f"({bar.n}/{len(todo)})")
 
     if processes > 1 and todo:
         ctx = get_context("spawn")
@@ -251,18 +276,7 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         for cell in todo:
             finished(run_cell(cell, data, preset, out, device=device))
     bar.close()
-    wall = time.perf_counter() - t0
-    meta_path = out / "experiment.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta = {
-        "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
-        "seeds": seeds, "variants": list(variants), "processes": processes, "threads": per_worker,
-        "n_train": len(data.train), "n_test": len(data.test),
-        "train_spacegroups": data.train_labels.tolist(), "test_spacegroups": data.test_labels.tolist(),
-        "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
-        "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
-    }
-    meta_path.write_text(json.dumps(meta))
+    save_meta()
     return meta
 
 
