@@ -279,6 +279,14 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                  f"{p['graph_mode']} graphs with a {p['cutoff']:g} A cutoff, T = {p['passes']} MC passes, "
                  f"seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min with "
                  f"{meta['processes']} process(es).", ""]
+        planned = meta["seeds"] * (1 + len(meta["strategies"]) * len(meta["variants"]))
+        done = analysis.complete_runs(df).groupby(["variant", "strategy", "seed"]).ngroups
+        if done < planned:
+            per = analysis.complete_runs(df).groupby("variant").apply(
+                lambda g: g.groupby(["strategy", "seed"]).ngroups, include_groups=False)
+            head += [f"**Unfinished grid: {done} of {planned} runs complete** ("
+                     + ", ".join(f"{v} {int(per[v])}" for v in ("standard", "keep", "reset") if v in per)
+                     + "); the tables use the finished rounds, the statistics only complete runs.", ""]
     head += ["Mean +- std over seeds; **bold**: at or above the standard (full-data) run's mean.", ""]
     body = []
     for variant in ("keep", "reset"):
