@@ -118,6 +118,21 @@ CORE_USE = textwrap.dedent(
         assert transfer.load_encoder(out + "/pt.ckpt").config == small
     assert ft.model.targets == ["b"] and np.isfinite(transfer.mae(ft.model, props)["b"])
 
+    # the compute-matched schedule, label modes, thread planning, seed statistics and work counts
+    with tempfile.TemporaryDirectory() as out:
+        loop = ActiveLearningLoop(lambda: paper_classifier(backend="auto"), "random", data[np.arange(9)],
+                                  data[np.arange(9, 12)], initial=3, query_size=3, rounds=3, epoch_budget=3.0,
+                                  seed=0, out_dir=out, batch_size=4)
+        assert loop.epochs_per_round == [3, 2, 1] and len(loop.run()) == 3
+    from alkernels.data import class_labels
+    assert class_labels([225], "bravais").tolist() == [13]
+    from alkernels._threads import oversubscription_warning
+    assert oversubscription_warning(4, 4, cores=2) is not None
+    from alkernels.experiments.spacegroup.stats import paired_interval
+    assert paired_interval({0: 2.0, 1: 4.0}, {0: 1.0, 1: 1.0}).mean == 2.0
+    from alkernels.experiments.spacegroup.cost import run_work
+    assert run_work(100, 10, epochs=1).sample_epochs == 550
+
     # features behind extras fail with the extra's name
     def needs(extra, fn):
         try:

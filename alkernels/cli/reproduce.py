@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
-from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, apply_threads, check_device,
-                               check_output_dir, cli_words, start_distributed, stop_distributed)
+from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, add_precision_arg,
+                               add_schedule_args, apply_threads, check_device, check_output_dir, cli_words,
+                               start_distributed, stop_distributed)
 
 #: Studies and their presets (the first is the default).
 STUDY_PRESETS = {
-    "spacegroup": ("quick", "demo", "paper"),
+    "spacegroup": ("quick", "demo", "cpu", "paper"),
     "gp-regression": ("perovskite", "perovskite-composition", "mp20", "mp20-composition"),
 }
 
@@ -25,8 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "interrupted grid.")
     p.add_argument("--study", default="spacegroup", choices=list(STUDY_PRESETS))
     p.add_argument("--preset", default=None,
-                   help="spacegroup: quick (default; CPU-sized: 300 structures, 1 epoch per round), demo "
-                        "(2,500 generated perovskites, make demo) or paper (the full protocol); gp-regression: "
+                   help="spacegroup: quick (default; a smoke test: 300 structures, 1 epoch per round), demo "
+                        "(2,500 generated perovskites, make demo), cpu (the CPU study, see "
+                        "experiments/spacegroup/README.md) or paper (the full protocol, a GPU); gp-regression: "
                         + ", ".join(STUDY_PRESETS["gp-regression"]) + " (default perovskite)")
     p.add_argument("--strategies", default="all",
                    help="'all' (the preset's) or a comma-separated list; gp-regression arms are STRATEGY[:BATCH]")
@@ -36,15 +39,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--restart-round", action="store_true",
                    help="discard a damaged checkpoint of an unfinished run and redo its last round")
-    p.add_argument("--processes", type=int, default=1, help="spacegroup: grid cells run in parallel processes")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="override the preset's epochs per round (gp-regression: encoder epochs)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="spacegroup: grid cells run in parallel processes, each with cores / processes threads "
+                        "unless --threads says otherwise")
+    add_schedule_args(p, epochs_default=None)
     p.add_argument("--queries", type=int, default=None, help="gp-regression: override the preset's queries")
     p.add_argument("--max-structures", type=int, default=None,
                    help="gp-regression: a fixed random subset of this many structures")
     p.add_argument("--data-dir", default="../shared/data",
                    help="gp-regression: the folder holding the preset's files (default ../shared/data)")
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
+    add_precision_arg(p, default=None)
     add_data_args(p, default_dataset=None)
     add_distributed_args(p)
     p.set_defaults(func=run)
@@ -62,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
-    preset = preset_with(preset, epochs=args.epochs, backend=args.backend)
+    preset = preset_with(preset, epochs=args.epochs, backend=args.backend, precision=args.precision,
+                         label_mode=args.label_mode)
+    if args.epoch_budget is not None:
+        preset = replace(preset, epoch_budget=args.epoch_budget)
+    elif args.epochs is not None:
+        preset = replace(preset, epoch_budget=None)  # fixed epochs asked for: drop the preset's budget
     seeds = 3 if args.seeds is None else args.seeds
     names = list(PAPER_STRATEGIES) if args.strategies == "all" else \
         [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -75,15 +85,16 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
         check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
-    apply_threads(args)
+    apply_threads(args, args.processes)
     device, say, data_first = start_distributed(args)
     with data_first:
         data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures,
                           split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
-                          cache_dir=args.cache_dir, workers=args.workers)
+                          cache_dir=args.cache_dir, workers=args.workers, label_mode=preset.label_mode)
     try:
         meta = reproduce(data, preset, args.out, strategy_names=names, seeds=seeds, variants=variants,
-                         processes=args.processes, device=device, distributed=args.distributed, log=say,
+                         processes=args.processes, threads=args.threads, device=device,
+                         distributed=args.distributed, log=say,
                          restart_round=args.restart_round)
     except ValueError as err:
         raise cli_words(err) from err
@@ -105,6 +116,8 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
                          max_structures=args.max_structures)
     seeds = 5 if args.seeds is None else args.seeds
     grid(preset, seeds)  # bad arms or seeds fail before data loading
+    if args.epoch_budget is not None:
+        raise ValueError("--epoch-budget applies to the spacegroup study")
     if args.distributed:
         raise ValueError("--distributed applies to the spacegroup study; the GP study runs in one process")
     check_device(args.device)

@@ -31,6 +31,9 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
                    help="perovskite:N or builtin:N (N generated crystals) or a structure file/folder"
                         + (f" (default {default_dataset})" if default_dataset else " (default: the preset's)"))
     p.add_argument("--label", help="for files: 'spacegroup' (spglib) or a column of space-group numbers")
+    p.add_argument("--label-mode", default=None, choices=["spacegroup", "crystal_system", "bravais"],
+                   help="classes to predict: the 230 space groups (the paper's task), or, coarser, the 7 crystal "
+                        "systems or 14 Bravais lattices of those space groups (default: spacegroup, or the preset's)")
     p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
     p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -128,14 +131,44 @@ def cli_words(err: ValueError) -> ValueError:
     return err
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """Set torch's intra-op thread count from ``--threads`` (if given)."""
+def apply_threads(args: argparse.Namespace, processes: int = 1) -> int:
+    """Set torch's intra-op thread count from ``--threads`` (if given) and warn on stderr when
+    ``processes`` x the threads each will run exceed the usable cores; returns the threads per
+    process (``--threads``, else an even share of the cores when ``processes > 1``, else torch's)."""
+    import sys
+
+    import torch
+
+    from alkernels._threads import oversubscription_warning, threads_per_worker
+
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
         torch.set_num_threads(args.threads)
+    threads = threads_per_worker(processes, args.threads) if processes > 1 else torch.get_num_threads()
+    warning = oversubscription_warning(processes, threads)
+    if warning:
+        print(f"alkernels: warning: {warning}", file=sys.stderr)
+    return threads
+
+
+def add_schedule_args(p: argparse.ArgumentParser, *, epochs_default: int | None) -> None:
+    """``--epochs`` and ``--epoch-budget`` (the compute-matched schedule), shared by ``run`` and
+    ``reproduce``."""
+    p.add_argument("--epochs", type=int, default=epochs_default,
+                   help="epochs per round" + (f" (default {epochs_default})" if epochs_default else
+                                              " (default: the preset's)"))
+    p.add_argument("--epoch-budget", type=float, default=None, metavar="E",
+                   help="compute-matched schedule instead of fixed epochs: E full-training-set epochs in total "
+                        "(E x n_train sample-epochs), the same share for every round, whole epochs and at "
+                        "least 1 per round (see alkernels.loop.epochs)")
+
+
+def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--precision`` of the GPU (Triton) matmuls."""
+    p.add_argument("--precision", default=default, choices=["fp32", "tf32", "bf16"],
+                   help="matmul precision of the Triton (GPU) EGNN kernels; the CPU backends compute in "
+                        "float32" + (f" (default {default})" if default else " (default: the preset's)"))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -154,7 +187,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart-round", action="store_true",
                    help="with --resume: discard a damaged checkpoint and redo the last round from the previous one")
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=25, help="epochs per round")
+    add_schedule_args(p, epochs_default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--initial", type=count_or_fraction, default=0.1, help="initial labelled count or fraction")
     p.add_argument("--query-size", type=count_or_fraction, default=0.1, help="query count or fraction")
@@ -174,6 +207,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_backend_arg(p, default="auto", what="EGNN edge-op backend")
     add_distributed_args(p)
     add_regression_args(p)
+    add_precision_arg(p, default="fp32")
     p.set_defaults(func=run)
 
 
@@ -254,18 +288,22 @@ def run_classification(args: argparse.Namespace) -> int:
     with data_first:
         data = load_split(args.dataset, label=args.label, structures=args.max_structures,
                          split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
-                         graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers)
+                         graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers,
+                         label_mode=args.label_mode or "spacegroup")
     say(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
         f"{len(set(data.train_labels.tolist()))} space groups in train "
         f"({time.perf_counter() - t0:.1f} s)")
     loop = ActiveLearningLoop(
-        partial(paper_classifier, args.backend, args.dropout), strategy, data.train, data.test,
+        partial(paper_classifier, args.backend, args.dropout, args.precision, num_classes=data.num_classes),
+        strategy, data.train, data.test,
         initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
+        epoch_budget=args.epoch_budget,
         reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
         seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=device,
         progress=True, distributed=args.distributed,
         metadata={"dataset": data.name, "label": args.label, "max_structures": args.max_structures,
-                  "test_fraction": args.test_fraction, "cutoff": args.cutoff, "graph_mode": args.graph_mode})
+                  "test_fraction": args.test_fraction, "cutoff": args.cutoff, "graph_mode": args.graph_mode,
+                  **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
     t1 = time.perf_counter()
     try:
         records = loop.run(resume=args.resume, restart_round=args.restart_round)

@@ -23,7 +23,18 @@ from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, GraphItem, collate, split
 from alkernels.data.graphset import Graph, GraphSet
 from alkernels.data.random import random_graphs
-from alkernels.data.symmetry import CRYSTAL_FAMILIES, DEFAULT_SYMPREC, crystal_family, spacegroup_number
+from alkernels.data.symmetry import (
+    BRAVAIS_LATTICES,
+    CRYSTAL_FAMILIES,
+    CRYSTAL_SYSTEMS,
+    DEFAULT_SYMPREC,
+    LABEL_MODES,
+    bravais_lattice,
+    class_labels,
+    crystal_family,
+    crystal_system,
+    spacegroup_number,
+)
 
 #: Names that need the ``data`` extra, and the submodule that defines each.
 _EXTRA_NAMES = {
@@ -44,7 +55,10 @@ _EXTRA_NAMES = {
 }
 
 __all__ = [
+    "BRAVAIS_LATTICES",
     "CRYSTAL_FAMILIES",
+    "CRYSTAL_SYSTEMS",
+    "LABEL_MODES",
     "DEFAULT_SYMPREC",
     "Graph",
     "GraphBatch",
@@ -52,7 +66,10 @@ __all__ = [
     "GraphItem",
     "GraphSet",
     "collate",
+    "bravais_lattice",
+    "class_labels",
     "crystal_family",
+    "crystal_system",
     "default_cache_dir",
     "random_graphs",
     "spacegroup_number",

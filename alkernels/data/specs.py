@@ -32,6 +32,7 @@ from alkernels.data.graphset import GraphSet
 from alkernels.data.perovskite import perovskite_crystals
 from alkernels.data.readers import read_structures
 from alkernels.data.structures import StructureSet
+from alkernels.data.symmetry import LABEL_MODES, class_labels
 from alkernels.data.synthetic import synthetic_crystals
 
 #: Size of plain ``builtin`` when the caller sets none: about the paper's 154,519 MP structures.
@@ -52,8 +53,10 @@ class DatasetSplit:
 
     Attributes:
         name: the spec it came from, as recorded (a path is reduced to its file name).
-        train, test: ``GraphDataset`` views with class labels (space-group number - 1).
+        train, test: ``GraphDataset`` views with class labels (for the default label mode,
+            space-group number - 1).
         train_labels, test_labels: int64 space-group numbers (1..230) of the two parts.
+        label_mode: what the classes are (``alkernels.data.LABEL_MODES``).
     """
 
     name: str
@@ -61,6 +64,12 @@ class DatasetSplit:
     test: GraphDataset
     train_labels: np.ndarray
     test_labels: np.ndarray
+    label_mode: str = "spacegroup"
+
+    @property
+    def num_classes(self) -> int:
+        """Logits the classifier needs: 230 space groups, 7 crystal systems or 14 lattices."""
+        return LABEL_MODES[self.label_mode]
 
 
 def spec_name(spec: str) -> str:
@@ -104,7 +113,8 @@ def load_structures(spec: str, *, label: str | None = None, size: int | None = N
 
 def load_split(spec: str, *, label: str | None = None, structures: int | None = None,
                split: Sequence[float] = (0.8, 0.2), cutoff: float = 4.0, graph_mode: str = "periodic",
-               cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> DatasetSplit:
+               cache_dir: str | os.PathLike | None = None, workers: int | None = None,
+               label_mode: str = "spacegroup") -> DatasetSplit:
     """Read or generate a space-group dataset, build its graphs and split it into train and test.
 
     Args:
@@ -118,7 +128,12 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
         cutoff, graph_mode: graph construction (see :func:`alkernels.data.build_graphs`).
         cache_dir: cache for generated structures and graphs (default :func:`default_cache_dir`).
         workers: processes for generation and graph building.
+        label_mode: the classes to predict: ``"spacegroup"`` (230, the paper's task),
+            ``"crystal_system"`` (7) or ``"bravais"`` (14 lattices), all from the space-group
+            numbers (see :func:`alkernels.data.class_labels`). The split is the same in every mode.
     """
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label mode must be one of {', '.join(LABEL_MODES)}, got {label_mode!r}")
     if _generator(spec) is None and label is None and Path(spec).exists():
         raise ValueError(f"dataset {spec!r} has no labels: pass --label spacegroup or a column name")
     structset = load_structures(spec, label=label, size=structures, cache_dir=cache_dir, workers=workers)
@@ -133,7 +148,7 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
                          f"got {labels.min()}..{labels.max()}")
     cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
     graphs = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
-    dataset = GraphDataset(graphs, y=labels - 1)
+    dataset = GraphDataset(graphs, y=class_labels(labels, label_mode))
     keep = np.arange(len(dataset))
     if structures is not None and len(dataset) > structures:
         keep = np.sort(np.random.default_rng(0).permutation(len(dataset))[:structures])
@@ -142,7 +157,7 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
     train, test = parts[0], parts[-1]
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"dataset {spec!r}: {len(dataset)} structures are too few to split {tuple(split)}")
-    return DatasetSplit(spec_name(spec), train, test, labels[train.indices], labels[test.indices])
+    return DatasetSplit(spec_name(spec), train, test, labels[train.indices], labels[test.indices], label_mode)
 
 
 def property_column(structset: StructureSet, column: str) -> np.ndarray:
@@ -254,6 +269,8 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
         dataset = GraphDataset(graphset, y=values.astype(np.float64))
     return RegressionData(spec_name(spec), target, dataset, structset, values, train.astype(np.int64),
                           test.astype(np.int64), skipped)
+
+
 def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cutoff: float,
                          graph_mode: str = "periodic", max_neighbors: int | None = None,
                          cache_dir: str | os.PathLike | None = None,

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.dataset import collate
+from alkernels.loop.epochs import epoch_schedule
 from alkernels.loop.rundir import RunDirectory, fingerprint
 from alkernels.loop.rundir import read_records as _read_records
 from alkernels.strategies import Pool, Strategy
@@ -142,7 +143,10 @@ class ActiveLearningLoop:
         initial: initial labelled set, a count or a fraction of ``len(train)``; drawn at random.
         query_size: structures per query, a count or a fraction of ``len(train)``.
         rounds: model updates (rounds); the paper's protocol is 10 with 10% chunks.
-        epochs: epochs per round.
+        epochs: epochs per round (the paper's fixed schedule).
+        epoch_budget: instead of ``epochs``, a compute-matched schedule: ``epoch_budget x
+            len(train)`` sample-epochs in total, the same share for every round (see
+            :mod:`alkernels.loop.epochs`); ``config.json`` then records ``epochs_per_round``.
         reset_weights: reload the ORIGINAL initial weights at the start of every round.
         reset_optimizer: re-create the optimiser at the start of every round; defaults to
             ``reset_weights`` (the paper's framework kept the optimiser on reset).
@@ -169,6 +173,7 @@ class ActiveLearningLoop:
     def __init__(self, model_factory: Callable[[], nn.Module], strategy: Strategy | str,
                  train: Dataset, test: Dataset, *, initial: int | float = 0.1,
                  query_size: int | float = 0.1, rounds: int = 10, epochs: int = 25,
+                 epoch_budget: float | None = None,
                  reset_weights: bool = False, reset_optimizer: bool | None = None, seed: int = 0,
                  out_dir: str | os.PathLike, batch_size: int = 24, eval_batch_size: int = 256,
                  lr: float = 1e-4, weight_decay: float = 0.0, device: str | torch.device = "cpu",
@@ -180,12 +185,13 @@ class ActiveLearningLoop:
         self.n_train = len(train)
         if len(test) < 1:
             raise ValueError("the test set is empty")
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
         self.schedule = labelled_schedule(self.n_train, initial, query_size, rounds)
-        self.rounds, self.epochs, self.seed = rounds, epochs, seed
+        self.epoch_budget = None if epoch_budget is None else float(epoch_budget)
+        self.epochs_per_round = epoch_schedule(self.schedule, self.n_train, epoch_budget=self.epoch_budget,
+                                               epochs=epochs if epoch_budget is None else None)
+        self.rounds, self.epochs, self.seed = rounds, None if epoch_budget is not None else epochs, seed
         self.reset_weights = reset_weights
         self.reset_optimizer = reset_weights if reset_optimizer is None else reset_optimizer
         self.out_dir = Path(out_dir)
@@ -219,6 +225,8 @@ class ActiveLearningLoop:
         return {
             "strategy": self.strategy.name, "seed": self.seed, "rounds": self.rounds,
             "epochs": self.epochs, "schedule": self.schedule, "n_train": self.n_train,
+            **({"epoch_budget": self.epoch_budget, "epochs_per_round": self.epochs_per_round}
+               if self.epoch_budget is not None else {}),
             "n_test": len(self.test_set), "reset_weights": self.reset_weights,
             "reset_optimizer": self.reset_optimizer, "batch_size": self.batch_size,
             "lr": self.lr, "weight_decay": self.weight_decay,
@@ -363,12 +371,13 @@ class ActiveLearningLoop:
         self.model.train()
         if self.aux is not None:
             self.aux.train()
-        bar = tqdm(total=self.epochs * len(loader), disable=not self.progress, leave=False,
+        epochs = self.epochs_per_round[round_]
+        bar = tqdm(total=epochs * len(loader), disable=not self.progress, leave=False,
                    desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled)")
-        for epoch in range(self.epochs):
+        for epoch in range(epochs):
             for batch in loader:
                 batch = batch.to(self.device)
-                loss = self.strategy.training_loss(self.model, batch, epoch=epoch, epochs=self.epochs)
+                loss = self.strategy.training_loss(self.model, batch, epoch=epoch, epochs=epochs)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

@@ -91,15 +91,18 @@ class SpaceGroupClassifier(nn.Module):
                 m.train(mode)
 
 
-def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str = "fp32") -> SpaceGroupClassifier:
+def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str = "fp32",
+                     num_classes: int = 230) -> SpaceGroupClassifier:
     """The paper's classifier: the default :class:`EGNN` and the toolkit head, 230 logits.
 
     Args:
         backend: edge-op backend (see :mod:`alkernels.ops.dispatch`).
         dropout: head dropout (MC-dropout strategies need > 0).
         precision: Triton matmul precision (see :class:`EGNN`).
+        num_classes: logits; 230 for space groups, fewer for a coarser label mode.
     """
-    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout)
+    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout,
+                                num_classes=num_classes)
 
 
 class PropertyRegressor(nn.Module):

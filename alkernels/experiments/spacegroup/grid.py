@@ -22,8 +22,10 @@ from tqdm.auto import tqdm
 
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
+from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
-from alkernels.loop.loop import ActiveLearningLoop, read_records
+from alkernels.loop.loop import ActiveLearningLoop
+from alkernels.loop.rundir import atomic_write_bytes, read_records
 from alkernels.models import paper_classifier
 
 #: Weight-reset variants: "keep" carries weights over between rounds (the paper's Table 1),
@@ -44,11 +46,19 @@ class Preset:
         cutoff, graph_mode: neighbour graphs (see ``alkernels.data.build_graphs``).
         rounds, initial, query_size: the AL schedule (fractions of the training split).
         epochs: epochs per round (and of the standard run).
-        lr, batch_size: AdamW learning rate and batch size.
+        epoch_budget: instead of ``epochs``, the compute-matched schedule of
+            :mod:`alkernels.loop.epochs`: ``epoch_budget`` full-training-set epochs in total per
+            run, the same share per round; the standard run then trains ``epoch_budget`` epochs.
+        lr, weight_decay, batch_size: AdamW learning rate, weight decay and batch size.
         dropout: head dropout of the classifier (MC strategies need > 0).
         passes: MC-dropout passes T.
         backend: EGNN edge-op backend.
+        precision: matmul precision of the GPU (Triton) edge kernels, ``fp32``, ``tf32`` or
+            ``bf16`` (float32 accumulation); anything but ``fp32`` also lets torch's own matmuls
+            on a CUDA device use TF32. The CPU backends compute in float32 whatever this says.
         dataset: the dataset spec used when the command gives none.
+        label_mode: the classes (``alkernels.data.LABEL_MODES``); runs record it in their config
+            when it is not the paper's ``"spacegroup"``.
     """
 
     name: str
@@ -60,23 +70,37 @@ class Preset:
     initial: float = 0.1
     query_size: float = 0.1
     epochs: int = 25
+    epoch_budget: float | None = None
     lr: float = 1e-4
+    weight_decay: float = 0.0
     batch_size: int = 24
     dropout: float = 0.1
     passes: int = 10
     backend: str = "auto"
+    precision: str = "fp32"
     dataset: str = "builtin"
+    label_mode: str = "spacegroup"
 
 
 PRESETS: dict[str, Preset] = {
     # The paper's protocol: 10% chunks, 10 rounds, 25 epochs, AdamW 1e-4, batch 24, the toolkit's
     # in-cell graphs; 70/20/10 split within each crystal family (validation part unused).
+    # On a GPU: the auto backend picks the Triton kernels, whose matmuls take TF32 inputs
+    # (float32 accumulation; --precision fp32 or bf16 to change).
     "paper": Preset("paper", structures=None, split=(0.7, 0.2, 0.1), cutoff=20.0, graph_mode="matsciml",
-                    epochs=25, lr=1e-4),
+                    epochs=25, lr=1e-4, precision="tf32"),
     # CPU-sized: same schedule (10% chunks, 10 rounds), 300 structures (240 train / 60 test),
     # periodic graphs with a 4 A cutoff, 1 epoch per round at lr 1e-3 to make up for the epochs.
+    # A smoke test of the whole pipeline (the model does not learn at this size).
     "quick": Preset("quick", structures=300, split=(0.8, 0.2), cutoff=4.0, graph_mode="periodic",
-                    epochs=1, lr=1e-3, backend="torch"),
+                    epochs=1, lr=1e-3),
+    # The CPU study (experiments/spacegroup/README.md): 2,500 generated perovskite-derived cells
+    # (2,000 train / 500 test, 17 space groups, majority class 22.8% of the test split), the paper's
+    # schedule (10% chunks, 10 rounds) with 3 epochs per round at lr 1e-3, fused kernels. Chosen by the
+    # scale search (experiments/spacegroup/scale/): the standard run clears 1.5x the majority rate and
+    # random's curve still rises at 100%, for about 1.2 core-minutes per AL run.
+    "cpu": Preset("cpu", structures=None, split=(0.8, 0.2), cutoff=4.5, graph_mode="periodic",
+                  epochs=3, lr=1e-3, dataset="perovskite:2500"),
     # The first five minutes (make demo): 2,500 generated perovskite-derived cells (2,000 train /
     # 500 test), 10% to 50% labelled in 5 rounds of 8 epochs, fused kernels. The model learns the
     # tilt systems and polar distortions within that budget, so strategies can differ.
@@ -99,7 +123,9 @@ class Cell:
 
 
 def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> list[Cell]:
-    """Every cell: the standard runs first, then strategy x variant x seed."""
+    """Every cell, in the order they run: the standard runs first, then per variant seed by seed
+    (every strategy of seed 0, then of seed 1, ...), so an interrupted grid leaves whole seeds,
+    which the paired statistics can use, rather than whole strategies."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     for v in variants:
@@ -109,8 +135,26 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
         if s not in strategies_mod.available():
             raise ValueError(f"unknown strategy {s!r}; available: {', '.join(strategies_mod.available())}")
     cells = [Cell("random", "standard", s) for s in range(seeds)]
-    cells += [Cell(n, v, s) for v in variants for n in strategy_names for s in range(seeds)]
+    cells += [Cell(n, v, s) for v in variants for s in range(seeds) for n in strategy_names]
     return cells
+
+
+def cell_loop(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
+              progress: bool = False, distributed: bool = False) -> ActiveLearningLoop:
+    """The :class:`ActiveLearningLoop` of one cell (not yet run), writing to ``cell.folder(out)``."""
+    n = len(data.train)
+    standard = cell.variant == "standard"
+    return ActiveLearningLoop(
+        partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
+        strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
+        data.train, data.test,
+        initial=n if standard else preset.initial, query_size=preset.query_size,
+        rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
+        reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=cell.folder(out),
+        batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
+        progress=progress, distributed=distributed,
+        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name,
+                  **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
 
 
 def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
@@ -119,18 +163,9 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
     ``distributed=True`` every rank of the torchrun job calls it for the same cell;
     ``restart_round`` discards a damaged checkpoint of the cell (see ``ActiveLearningLoop.run``)."""
     t0 = time.perf_counter()
-    folder = cell.folder(out)
-    n = len(data.train)
-    standard = cell.variant == "standard"
-    loop = ActiveLearningLoop(
-        partial(paper_classifier, preset.backend, preset.dropout),
-        strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
-        data.train, data.test,
-        initial=n if standard else preset.initial, query_size=preset.query_size,
-        rounds=1 if standard else preset.rounds, epochs=preset.epochs,
-        reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=folder,
-        batch_size=preset.batch_size, lr=preset.lr, device=device, progress=progress,
-        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name}, distributed=distributed)
+    if preset.precision != "fp32" and torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 also for the torch matmuls outside the edge op
+    loop = cell_loop(cell, data, preset, out, device=device, progress=progress, distributed=distributed)
     records = loop.run(resume=True, restart_round=restart_round)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
@@ -138,8 +173,9 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
 _WORKER: dict = {}
 
 
-def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, restart_round: bool) -> None:
-    torch.set_num_threads(1)
+def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, threads: int,
+                 restart_round: bool) -> None:
+    torch.set_num_threads(threads)  # torch and the fused C++ kernels share one OpenMP pool
     _WORKER.update(data=data, preset=preset, out=out, device=device, restart_round=restart_round)
 
 
@@ -148,26 +184,61 @@ def _run_in_worker(cell: Cell) -> dict:
                     restart_round=_WORKER["restart_round"])
 
 
-def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
+def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], data: DatasetSplit) -> bool:
+    """Whether the cell's run is complete in ``out/runs/`` or, with the same settings, among the
+    runs packed into ``out/runs.jsonl`` (a committed grid, continued without its ``runs/``).
+
+    A packed run matches when every setting it records equals this cell's (runs packed by an
+    earlier alkernels record fewer identity keys; the keys they have must all match)."""
     want = 1 if cell.variant == "standard" else preset.rounds
-    return len(read_records(cell.folder(out) / "records.jsonl")) == want
+    if len(read_records(cell.folder(out) / "records.jsonl")) == want:
+        return True
+    run = packed.get(str(cell.folder(out).relative_to(out)))
+    if run is None or len(run["records"]) != want:
+        return False
+    config = json.loads(json.dumps(cell_loop(cell, data, preset, out).config()))
+    return all(config.get(k) == v for k, v in run["config"].items())
+
+
+def _packed_runs(out: Path) -> dict[str, dict]:
+    """The runs packed into ``out/runs.jsonl`` by run folder (empty when there is none)."""
+    path = out / "runs.jsonl"
+    if not path.is_file():
+        return {}
+    runs = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {r["run"]: r for r in runs}
 
 
 def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
               seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              device: str = "cpu", log: Callable[[str], None] = print, distributed: bool = False,
-              restart_round: bool = False) -> dict:
-    """Run the grid into ``out`` and write ``out/experiment.json``; returns its content.
+              threads: int | None = None, device: str = "cpu", log: Callable[[str], None] = print,
+              distributed: bool = False, restart_round: bool = False) -> dict:
+    """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
+
+    ``experiment.json`` (settings, split labels, accumulated wall time, seconds per finished cell)
+    is written before the first cell and after every finished one, so an interrupted grid still
+    has it.
+
+    A cell counts as done when its folder under ``out/runs/`` holds every round, or when
+    ``out/runs.jsonl`` (the compact records a report writes, and what gets committed) holds the
+    finished run with the same settings; so a committed grid is continued by pointing ``out`` at a
+    folder holding its ``runs.jsonl`` and ``experiment.json``.
 
     Args:
         data: the split from :func:`alkernels.data.load_split`.
-        preset: sizes and settings.
+        preset: the schedule and model settings.
+        out: the grid's folder.
         strategy_names: registered strategy names.
         seeds: seeds 0..seeds-1 per strategy and variant.
         variants: any of ``VARIANTS``.
-        processes: cells run in parallel worker processes (one torch thread each) when > 1.
+        processes: cells run in parallel worker processes when > 1 (spawned with
+            ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy).
+        threads: torch / OpenMP threads of each worker process; default: the usable cores
+            divided by ``processes`` (at least 1). With ``processes == 1`` the calling process's
+            setting is left alone unless ``threads`` is given.
         device: torch device of the model.
-        log: receives the opening line (runs to do, split sizes); a progress bar follows the runs.
+        log: receives the opening line (runs to do, split sizes) and, without a terminal for the
+            progress bar, a line per finished run.
         distributed: every rank of a torchrun job calls this; the cells run one after the other,
             each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
             cells are left and alone writes ``out``; ``processes`` must be 1.
@@ -180,47 +251,61 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     if writes:
         out.mkdir(parents=True, exist_ok=True)
     cells = grid(strategy_names, seeds, variants)
+    packed = _packed_runs(out) if writes else {}
 
     def unfinished() -> list[Cell]:
-        return [c for c in cells if not _finished(c, out, preset)]
+        return [c for c in cells if not _finished(c, out, preset, packed, data)]
 
     todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
+    per_worker = threads_per_worker(processes, threads)
     log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
-        f"test {len(data.test)}, {processes} process(es)")
+        f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)")
     t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
-    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None if writes else True)
-
-    def finished(res: dict) -> None:
-        cell = Cell(**res["cell"])
-        seconds[str(cell.folder(out).relative_to(out))] = res["seconds"]
-        bar.update(1)
-        bar.set_postfix_str(f"{cell.variant}/{cell.strategy}/seed{cell.seed} {res['seconds']:.0f} s")
-
-    if processes > 1 and todo:
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(data, preset, out, device, restart_round)) as pool:
-            for fut in as_completed([pool.submit(_run_in_worker, c) for c in todo]):
-                finished(fut.result())
-    else:
-        for cell in todo:
-            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed,
-                              restart_round=restart_round))
-    bar.close()
-    wall = time.perf_counter() - t0
     meta_path = out / "experiment.json"
     previous = json.loads(meta_path.read_text()) if writes and meta_path.exists() else {}
     meta = {
         "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
-        "seeds": seeds, "variants": list(variants), "processes": processes,
+        "seeds": seeds, "variants": list(variants), "processes": processes, "threads": per_worker,
         "n_train": len(data.train), "n_test": len(data.test),
         "train_spacegroups": data.train_labels.tolist(), "test_spacegroups": data.test_labels.tolist(),
-        "wall_seconds": previous.get("wall_seconds", 0.0) + wall,
-        "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
+        "wall_seconds": previous.get("wall_seconds", 0.0), "cell_seconds": previous.get("cell_seconds", {}),
     }
-    if writes:
-        meta_path.write_text(json.dumps(meta))
+
+    def save_meta() -> None:
+        if writes:
+            meta["wall_seconds"] = previous.get("wall_seconds", 0.0) + time.perf_counter() - t0
+            atomic_write_bytes(meta_path, json.dumps(meta).encode())
+
+    save_meta()
+    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None if writes else True)
+    done: list[Cell] = []
+
+    def finished(res: dict) -> None:
+        cell = Cell(**res["cell"])
+        meta["cell_seconds"][str(cell.folder(out).relative_to(out))] = res["seconds"]
+        save_meta()
+        bar.update(1)
+        bar.set_postfix_str(f"{cell.variant}/{cell.strategy}/seed{cell.seed} {res['seconds']:.0f} s")
+        done.append(cell)
+        if bar.disable and writes:  # no terminal: a line per run instead of the bar
+            log(f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
+                f"({len(done)}/{len(todo)})")
+
+    if processes > 1 and todo:
+        ctx = get_context("spawn")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(data, preset, out, device, per_worker, restart_round)) as pool:
+            for fut in as_completed([pool.submit(_run_in_worker, c) for c in todo]):
+                finished(fut.result())
+    else:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        for cell in todo:
+            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed,
+                              restart_round=restart_round))
+    bar.close()
+    save_meta()
     return meta
 
 

@@ -1,5 +1,6 @@
 """Tables and plots from a grid's records: ``table.md``, ``accuracy.png``, ``loss.png``,
-``spacegroups.png``, ``summary.json`` and the compact ``runs.jsonl`` (the ``study`` extra).
+``differences.png``, ``spacegroups.png``, ``summary.json`` and the compact ``runs.jsonl`` (the
+``study`` extra). The seed-level statistics and the claim verdicts are in :mod:`.analysis`.
 
 Everything is recomputed from the runs (each run's ``config.json`` and ``records.jsonl`` under
 ``runs/``, or, for committed results, the same content packed one run per line into
@@ -22,12 +23,8 @@ try:
     import pandas as pd
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
-from alkernels.strategies import MC_PASS, PAPER_STRATEGIES, SINGLE_PASS
-
-#: The eight uncertainty strategies, as grouped for the paper's claims.
-UNCERTAINTY = SINGLE_PASS + MC_PASS
-#: Labelled fractions (in %) where the paper's claim "uncertainty beats random" is checked.
-MID_FRACTIONS = (40, 50, 60)
+from alkernels.experiments.spacegroup import analysis
+from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY, order as _order
 
 
 #: One line per run: ``{"run": <folder relative to the grid>, "config": {...}, "records": [...]}``.
@@ -35,20 +32,26 @@ COMPACT_RUNS = "runs.jsonl"
 
 
 def read_runs(out: str | os.PathLike) -> list[dict]:
-    """Every run of the grid in ``out``: from ``runs/**`` when present, else from ``runs.jsonl``.
+    """Every run of the grid in ``out``: those packed into ``runs.jsonl`` and those under
+    ``runs/**`` (a committed grid continued); a run in both is taken from ``runs/`` unless the
+    packed copy has more rounds.
 
     Returns:
         ``{"run", "config", "records"}`` per run, sorted by ``run``.
     """
     out = Path(out)
-    runs = [
-        {"run": str(path.parent.relative_to(out)), "config": json.loads(path.read_text()),
-         "records": read_records(path.parent / "records.jsonl")}
-        for path in sorted(out.glob("runs/**/config.json"))
-    ]
-    if not runs and (out / COMPACT_RUNS).is_file():
-        runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
-    return sorted(runs, key=lambda r: r["run"])
+    runs: dict[str, dict] = {}
+    if (out / COMPACT_RUNS).is_file():
+        for line in (out / COMPACT_RUNS).read_text().splitlines():
+            if line.strip():
+                run = json.loads(line)
+                runs[run["run"]] = run
+    for path in sorted(out.glob("runs/**/config.json")):
+        name = str(path.parent.relative_to(out))
+        records = read_records(path.parent / "records.jsonl")
+        if name not in runs or len(records) >= len(runs[name]["records"]):
+            runs[name] = {"run": name, "config": json.loads(path.read_text()), "records": records}
+    return [runs[k] for k in sorted(runs)]
 
 
 def write_compact(runs: list[dict], path: Path) -> Path:
@@ -58,9 +61,9 @@ def write_compact(runs: list[dict], path: Path) -> Path:
 
 
 def collect(runs: list[dict]) -> pd.DataFrame:
-    """One row per (run, round): variant, strategy, seed, percent, accuracy, loss, times.
+    """One row per (run, round): variant, strategy, seed, percent, count, accuracy, loss, times.
 
-    ``percent`` is the labelled fraction in whole percent.
+    ``percent`` is the labelled fraction in whole percent, ``count`` the labelled structures.
     """
     rows = []
     for run in runs:
@@ -69,7 +72,8 @@ def collect(runs: list[dict]) -> pd.DataFrame:
             rows.append({
                 "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
                 "strategy": config["strategy"], "seed": config["seed"], "round": r["round"],
-                "percent": int(round(100 * r["labelled_fraction"])), "accuracy": 100 * r["accuracy"],
+                "percent": int(round(100 * r["labelled_fraction"])), "count": r["labelled_count"],
+                "accuracy": 100 * r["accuracy"],
                 "loss": r["loss"], "train_seconds": r["train_seconds"], "query_seconds": r["query_seconds"],
             })
     if not rows:
@@ -90,11 +94,6 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         "train_seconds": g["train_seconds"].mean(), "query_seconds": g["query_seconds"].mean(),
         "seeds": g["seed"].nunique(),
     }).reset_index()
-
-
-def _order(names) -> list[str]:
-    known = [s for s in PAPER_STRATEGIES if s in set(names)]
-    return known + sorted(set(names) - set(known))
 
 
 def _standard(summary: pd.DataFrame) -> tuple[float, float, float, float] | None:
@@ -186,36 +185,6 @@ def claims(summary: pd.DataFrame) -> dict:
     return out
 
 
-def claims_markdown(c: dict) -> str:
-    """A short, number-only account of :func:`claims` for ``table.md``."""
-    lines = []
-    for variant in [v for v in c if v != "standard"]:
-        res = c[variant]
-        lines.append(f"### Weights {'kept' if variant == 'keep' else 'reset'} between rounds")
-        gains = res["mid_gain"]
-        if gains:
-            above = [n for n, g in gains.items() if g > 0]
-            lines.append(f"- Uncertainty minus random, mean over {'/'.join(map(str, MID_FRACTIONS))}% "
-                         f"labelled: {len(above)} of {len(gains)} strategies above random; "
-                         + ", ".join(f"{n} {g:+.1f}" for n, g in gains.items()) + " points.")
-        area = res["area"]
-        if "random" in area:
-            lines.append("- Mean accuracy over the 10-90% rounds (learning-curve area): "
-                         + ", ".join(f"{n} {area[n]:.1f}" for n in _order(area)) + ".")
-        first = res["first_at_standard"]
-        if first:
-            lines.append("- First labelled % at or above the standard mean: "
-                         + ", ".join(f"{n} {first[n] if first[n] is not None else 'never'}"
-                                     for n in _order(first)) + ".")
-            final = res["final_minus_standard"]
-            gaps = np.array(list(final.values()))
-            lines.append(f"- Last round minus standard: mean {gaps.mean():+.1f}, range "
-                         f"{gaps.min():+.1f} to {gaps.max():+.1f} points "
-                         f"(standard {c['standard']['acc_mean']:.1f} +- {c['standard']['acc_std']:.1f}).")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def _pyplot():
     """matplotlib's pyplot on the non-interactive Agg backend."""
     try:
@@ -295,18 +264,34 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     c = claims(summary)
+    df = collect(runs)
+    paired = analysis.paired_to_random(df)
+    area = analysis.areas(df)
+    verdicts = analysis.claim_verdicts(df)
+    std = _standard(summary)
+    reach = analysis.labels_to_reach(df, std[0]) if std is not None else {}
     paths = {name: dest / name for name in ("table.md", "accuracy.png", "loss.png", "summary.json")}
     paths[COMPACT_RUNS] = write_compact(runs, dest / COMPACT_RUNS)
 
     head = ["# Active learning for space-group classification: test accuracy (%)", ""]
     if meta:
         p = meta["preset"]
+        epochs = (f"{p['epochs']} epoch(s) per round" if p.get("epoch_budget") is None else
+                  f"an epoch budget of {p['epoch_budget']:g} full-training-set epochs per run")
         head += [f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} train / "
                  f"{meta['n_test']} test structures, {p['rounds']} rounds of {p['query_size']:.0%} "
-                 f"chunks, {p['epochs']} epoch(s) per round, AdamW lr {p['lr']:g}, batch {p['batch_size']}, "
+                 f"chunks, {epochs}, AdamW lr {p['lr']:g}, batch {p['batch_size']}, "
                  f"{p['graph_mode']} graphs with a {p['cutoff']:g} A cutoff, T = {p['passes']} MC passes, "
                  f"seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min with "
                  f"{meta['processes']} process(es).", ""]
+        planned = meta["seeds"] * (1 + len(meta["strategies"]) * len(meta["variants"]))
+        done = analysis.complete_runs(df).groupby(["variant", "strategy", "seed"]).ngroups
+        if done < planned:
+            per = analysis.complete_runs(df).groupby("variant").apply(
+                lambda g: g.groupby(["strategy", "seed"]).ngroups, include_groups=False)
+            head += [f"**Unfinished grid: {done} of {planned} runs complete** ("
+                     + ", ".join(f"{v} {int(per[v])}" for v in ("standard", "keep", "reset") if v in per)
+                     + "); the tables use the finished rounds, the statistics only complete runs.", ""]
     head += ["Mean +- std over seeds; **bold**: at or above the standard (full-data) run's mean.", ""]
     body = []
     for variant in ("keep", "reset"):
@@ -314,17 +299,46 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             body += [f"## Weights {'kept' if variant == 'keep' else 'reset to the initial ones'} "
                      "between rounds", "", accuracy_table(summary, variant), "",
                      "Seconds per round (mean over rounds and seeds):", "", timing_table(summary, variant), ""]
-    body += ["## Checks against the paper's claims", "", claims_markdown(c)]
+    body += ["## Paired difference to random", "",
+             "Test accuracy minus random's with the same seed (same initial weights, initial labelled set "
+             "and batch order), in points: mean over seeds [95% t-interval, t(0.975, seeds - 1) x sd / "
+             "sqrt(seeds)]; **bold** where the interval excludes 0. Intervals are per cell, not adjusted "
+             "for the number of cells. Plot: `differences.png`.", ""]
+    for variant in ("keep", "reset"):
+        if variant in set(paired.variant):
+            body += [f"### Weights {'kept' if variant == 'keep' else 'reset'}", "",
+                     analysis.difference_table(paired, variant), ""]
+    body += ["## Area under the learning curve", "",
+             "Trapezoid-rule mean test accuracy over the labelled fractions (10-100%), per seed; "
+             "mean [95% t-interval] over seeds, and the paired difference to random.", ""]
+    for variant in ("keep", "reset"):
+        if variant in set(area.variant):
+            body += [f"### Weights {'kept' if variant == 'keep' else 'reset'}", "",
+                     analysis.area_table(area, variant), ""]
+    if reach:
+        body += ["## Labels needed to reach the standard run", "",
+                 f"The first round whose mean accuracy over seeds is at or above the standard (full-data) "
+                 f"run's mean, {std[0]:.1f}%: labelled structures (labelled %).", "",
+                 analysis.reach_table(reach, std[0]), ""]
+    body += ["## The paper's claims", "",
+             "Verdicts by the rules in `alkernels/experiments/spacegroup/analysis.py` (fixed before the "
+             "grid ran): supported / not supported / inconclusive at this scale.", "",
+             analysis.verdicts_markdown(verdicts), ""]
     paths["table.md"].write_text("\n".join(head + body))
     test_labels = np.asarray(meta.get("test_spacegroups", []), dtype=np.int64)
     majority = 100 * np.bincount(test_labels).max() / len(test_labels) if len(test_labels) else None
     _plot_metric(summary, "acc", "test accuracy (%)", paths["accuracy.png"], majority)
     _plot_metric(summary, "loss", "test cross-entropy", paths["loss.png"])
+    if not paired.empty:
+        paths["differences.png"] = dest / "differences.png"
+        analysis.plot_differences(paired, paths["differences.png"], _pyplot())
     if meta:
         paths["spacegroups.png"] = dest / "spacegroups.png"
         plot_spacegroups(np.asarray(meta["train_spacegroups"]), np.asarray(meta["test_spacegroups"]),
                          paths["spacegroups.png"], title=f"space groups of {meta['dataset']}")
     records = {k: v for k, v in meta.items() if k not in ("train_spacegroups", "test_spacegroups")}
     paths["summary.json"].write_text(json.dumps(
-        {"experiment": records, "claims": c, "curves": summary.to_dict(orient="records")}, indent=1))
+        {"experiment": records, "claims": c, "verdicts": verdicts, "labels_to_reach_standard": reach,
+         "paired_to_random": paired.to_dict(orient="records"), "areas": area.to_dict(orient="records"),
+         "curves": summary.to_dict(orient="records")}, indent=1))
     return paths

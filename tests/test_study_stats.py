@@ -1,0 +1,174 @@
+"""Seed statistics of the space-group study against hand computations, and the report's new
+sections (paired differences, areas, labels to reach the standard run, claim verdicts) on
+synthetic grids whose verdicts are known."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from alkernels.experiments.spacegroup import analysis
+from alkernels.experiments.spacegroup.stats import curve_area, first_reaching, mean_interval, paired_interval, t975
+from alkernels.strategies import PAPER_STRATEGIES
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_t_quantiles():
+    assert t975(1) == pytest.approx(12.7062047, abs=1e-6)
+    assert t975(4) == pytest.approx(2.7764451, abs=1e-6)
+    assert t975(30) == pytest.approx(2.0422725, abs=1e-6)
+    assert t975(40) == pytest.approx(2.0210754, abs=1e-5)  # Cornish-Fisher beyond the table
+    assert t975(1000) == pytest.approx(1.9623391, abs=1e-6)
+    with pytest.raises(ValueError):
+        t975(0)
+    scipy = pytest.importorskip("scipy.stats")
+    for df in (2, 5, 17, 31, 75, 500):
+        assert t975(df) == pytest.approx(scipy.t.ppf(0.975, df), abs=2e-5)
+
+
+def test_paired_interval_by_hand():
+    # differences 2, 1, 4: mean 7/3; sample variance ((-1/3)^2 + (-4/3)^2 + (5/3)^2) / 2 = 7/3;
+    # half width t(0.975, 2) * sqrt(7/3) / sqrt(3) = 4.30265273 * 0.88191710 = 3.794583
+    iv = paired_interval({0: 50.0, 1: 52.0, 2: 55.0, 7: 1.0}, {0: 48.0, 1: 51.0, 2: 51.0, 5: 0.0})
+    assert iv.n == 3
+    assert iv.mean == pytest.approx(7 / 3)
+    assert iv.half_width == pytest.approx(4.30265273 * math.sqrt(7 / 3) / math.sqrt(3))
+    assert (iv.lo, iv.hi) == pytest.approx((7 / 3 - 3.794583, 7 / 3 + 3.794583), abs=1e-6)
+    assert iv.format() == "+2.3 [-1.5, +6.1]"
+    assert paired_interval({0: 1.0}, {1: 1.0}) is None
+    one = mean_interval([3.0])
+    assert (one.lo, one.hi, one.n) == (3.0, 3.0, 1) and one.format() == "+3.0 (1 seed)"
+
+
+def test_curve_area_and_first_reaching():
+    # trapezoids (10 + 20) / 2 * 10 + (20 + 40) / 2 * 10 = 450 over a width of 20
+    assert curve_area([10, 20, 30], [10, 20, 40]) == pytest.approx(22.5)
+    assert curve_area([30, 10, 20], [40, 10, 20]) == pytest.approx(22.5)  # order does not matter
+    assert curve_area([10], [7.0]) == 7.0
+    assert first_reaching([100, 200, 300], [40.0, 55.0, 60.0], 55.0) == 200
+    assert first_reaching([100, 200], [40.0, 50.0], 55.0) is None
+
+
+SEED_SHIFT = [0.0, 1.0, -1.0, 2.0, -2.0]  # shared by every strategy of a seed: pairing removes it
+PERCENTS = list(range(10, 101, 10))
+
+
+def _jitter(seed: int, k: int) -> float:
+    return 0.1 * ((seed * 7 + k * 3) % 5 - 2)
+
+
+def synthetic_runs(effects: dict[str, float], reset_gap: float, unc_boost: float) -> list[dict]:
+    """A grid of 5 seeds: random rises from 30% to 60% (the standard run); other strategies add
+    ``effects[name]`` points from 20% on; the uncertainty strategies add ``unc_boost`` more from 20%;
+    the reset variant ends at the standard run plus ``reset_gap``."""
+    runs = []
+    for seed, shift in enumerate(SEED_SHIFT):
+        runs.append({"run": f"runs/standard/seed{seed}", "config": {
+            "strategy": "random", "seed": seed, "reset_weights": False, "variant": "standard"},
+            "records": [{"round": 0, "labelled_fraction": 1.0, "labelled_count": 1000,
+                         "accuracy": (60.0 + shift) / 100, "loss": 1.0, "train_seconds": 1.0,
+                         "query_seconds": 0.0, "queried": []}]})
+        for variant in ("keep", "reset"):
+            for k, name in enumerate(PAPER_STRATEGIES):
+                records = []
+                for r, p in enumerate(PERCENTS):
+                    acc = 30.0 + 30.0 * (p - 10) / 90 + shift
+                    if p > 10:
+                        acc += effects.get(name, 0.0) + _jitter(seed, k)
+                        if name in analysis.UNCERTAINTY:
+                            acc += unc_boost
+                    if variant == "reset" and p == 100:
+                        acc = 60.0 + shift + reset_gap + _jitter(seed, k)
+                    records.append({"round": r, "labelled_fraction": p / 100, "labelled_count": 10 * p,
+                                    "accuracy": acc / 100, "loss": 1.0, "train_seconds": 1.0,
+                                    "query_seconds": 0.1, "queried": []})
+                runs.append({"run": f"runs/{variant}/{name}/seed{seed}", "config": {
+                    "strategy": name, "seed": seed, "reset_weights": variant == "reset", "variant": variant},
+                    "records": records})
+    return runs
+
+
+def _write(tmp_path, runs):
+    from alkernels.experiments.spacegroup.report import COMPACT_RUNS, write_compact
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_compact(runs, tmp_path / COMPACT_RUNS)
+    return tmp_path
+
+
+def test_report_supports_claims_that_hold(tmp_path):
+    from alkernels.experiments.spacegroup.report import write_report
+
+    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=0.0,
+                          unc_boost=10.0)
+    out = _write(tmp_path / "good", runs)
+    paths = write_report(out)
+    table = paths["table.md"].read_text()
+    for section in ("## Paired difference to random", "## Area under the learning curve",
+                    "## Labels needed to reach the standard run", "## The paper's claims"):
+        assert section in table
+    assert paths["differences.png"].stat().st_size > 0
+    summary = json.loads(paths["summary.json"].read_text())
+    verdicts = [v["verdict"] for v in summary["verdicts"]]
+    assert verdicts == ["supported"] * 4, summary["verdicts"]
+    # uncertainty runs are 10 points above random from 20% on: 30 + (p - 10) / 3 + 10 = 60 at 70%
+    reach = summary["labels_to_reach_standard"]["keep"]
+    assert reach["margin"] == {"count": 700, "percent": 70, "seeds": 5, "of": 5}
+    assert reach["random"]["percent"] == 100
+    assert reach["learning_loss"]["count"] is None and "not reached" in table
+    # paired differences: the seed shift cancels, leaving the effect plus a small jitter
+    margin40 = [d for d in summary["paired_to_random"]
+                if d["variant"] == "keep" and d["strategy"] == "margin" and d["percent"] == 40][0]
+    assert margin40["mean"] == pytest.approx(10.0, abs=0.25) and margin40["n"] == 5
+    assert margin40["lo"] > 9 and margin40["hi"] < 11
+    assert "**+10." in table
+
+
+def test_claims_that_do_not_hold_are_not_supported():
+    from alkernels.experiments.spacegroup.report import collect
+
+    verdicts = analysis.claim_verdicts(collect(synthetic_runs({}, reset_gap=-5.0, unc_boost=0.0)))
+    assert [v["verdict"] for v in verdicts] == ["not supported"] * 4, verdicts
+
+
+def test_unfinished_runs_and_missing_strategies():
+    from alkernels.experiments.spacegroup.report import collect
+
+    runs = synthetic_runs({}, reset_gap=0.0, unc_boost=0.0)
+    keep = [r for r in runs if r["run"].startswith(("runs/keep/random", "runs/keep/margin", "runs/standard"))]
+    assert keep[-1]["run"] == "runs/keep/random/seed4"
+    keep[-1] = {**keep[-1], "records": keep[-1]["records"][:4]}  # an interrupted run: left out of the stats
+    df = collect(keep)
+    verdicts = analysis.claim_verdicts(df)
+    assert all(v["verdict"] == "inconclusive" for v in verdicts[1:])
+    assert "needs center_of_mass/umap" in verdicts[1]["evidence"]
+    assert set(analysis.paired_to_random(df).n) == {4}
+    a = analysis.areas(df)
+    assert set(a.seed[a.strategy == "random"]) == {0, 1, 2, 3} and set(a.seed[a.strategy == "margin"]) == set(range(5))
+
+
+def test_work_of_a_run_and_a_grid_by_hand():
+    from alkernels.experiments.spacegroup.cost import Work, grid_work, run_work
+
+    # 100 structures in 10% chunks, 2 epochs, batch 24: sample-epochs 2 x (10 + ... + 100) = 1,100;
+    # steps 2 x (1 + 1 + 2 + 2 + 3 + 3 + 3 + 4 + 4 + 5) = 56; the pool scored before each of the
+    # nine queries holds 90, 80, ..., 10 structures = 450
+    assert run_work(100, 20, epochs=2) == Work(1100, 56, 200, 450)
+    assert run_work(100, 20, epochs=2, queries=False).scored == 0
+    # a budget of 10 full epochs: epochs 10, 5, 3, 3, 2, 2, 1, 1, 1, 1 (see test_epoch_budget)
+    assert run_work(100, 20, epoch_budget=10.0).sample_epochs == 970
+    g = grid_work(100, 20, strategies=["margin", "random"], seeds=2, variants=["keep", "reset"], epochs=2)
+    assert g["al"] == Work(4 * 1100 * 2, 4 * 56 * 2, 4 * 200 * 2, 4 * 450)  # random scores nothing
+    assert g["standard"] == Work(2 * 200, 2 * 10, 2 * 20, 0)
+    assert g["total"] == g["al"] + g["standard"]
+
+
+def test_one_seed_decides_nothing():
+    from alkernels.experiments.spacegroup.report import collect
+
+    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=-5.0,
+                          unc_boost=10.0)
+    verdicts = analysis.claim_verdicts(collect([r for r in runs if r["config"]["seed"] == 0]))
+    assert [v["verdict"] for v in verdicts] == ["inconclusive"] * 4, verdicts
