@@ -155,6 +155,10 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
              + ", ".join(f"{k} {v}" for k, v in meta["dropped_from_pretraining"].items()) + ").", "",
              f"Test MAE of `{target}`, mean ± std over the subsamples. **Bold**: the lowest mean of the row among "
              f"the models; `{MEDIAN}` predicts the subsample's median (no model) for reference.", ""]
+    expected = len(s["sizes"]) * s["repeats"] * (len(sources) * len(trained) + int(has_scratch))
+    if len(cells) < expected:
+        lines += [f"**Partial study: {len(cells)} of {expected} cells finished.** Each mean covers the repeats "
+                  "finished so far; re-running the study's command continues it.", ""]
     for src in sources:
         lines += [f"## Pre-trained on `{src}`", ""]
         cols = ([("scratch", SCRATCH_SOURCE, "scratch")] if has_scratch else []) + [(x, src, x) for x in trained]

@@ -382,13 +382,19 @@ def _run_study(settings: StudySettings, out: Path, loader: Callable[[str], Prope
     atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
     log(f"{len(settings.cells())} cells, {len(settings.cells()) - len(todo)} already finished")
     t1 = time.perf_counter()
+    meta["load_seconds"] = load_seconds
+    finetune0, wall0 = meta["finetune_seconds"], meta["wall_seconds"]
+
+    def save_times() -> None:  # after every cell, so an interrupted study keeps its times
+        meta["finetune_seconds"] = finetune0 + time.perf_counter() - t1
+        meta["wall_seconds"] = wall0 + time.perf_counter() - t0
+        atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
+
     with tqdm(todo, desc="cells", disable=not progress, unit="cell") as bar:
         for cell in bar:
             bar.set_postfix_str(f"{cell[0]} {cell[1]} n={cell[2]} r={cell[3]}")
             record = run_cell(settings, data, models[cell[0]], cell, device=device)
             append_record(out / CELLS, record)
-    meta["finetune_seconds"] += time.perf_counter() - t1
-    meta["wall_seconds"] += time.perf_counter() - t0
-    meta["load_seconds"] = load_seconds
-    atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
+            save_times()
+    save_times()
     return meta
