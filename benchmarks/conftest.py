@@ -22,6 +22,8 @@ Options (see ``pytest benchmarks/ --help``, group "alkernels benchmarks"):
 
 pytest-benchmark's own options work as usual (``--benchmark-json``, ``--benchmark-autosave``,
 ``--benchmark-compare``, ...). The summary is written when at least one benchmark was timed.
+It covers the suites of :data:`benchmarks.settings.SUITES`; the GP loop (``test_gp.py``) has its
+own sizes and writes its own result file (``gp_<dataset>_cpu_<threads>t.json``).
 """
 from __future__ import annotations
 
@@ -111,10 +113,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     sizes = config.stash[_SIZES]
     device = torch.device(config.getoption("--bench-device"))
-    env = summary.environment(sizes.preset, device, config.stash[_LOAD])
     by_suite: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        by_suite.setdefault(record["group"].split("/", 1)[0], []).append(record)
+        suite = record["group"].split("/", 1)[0]
+        if suite in settings.SUITES:  # the GP loop writes its own file (test_gp.py)
+            by_suite.setdefault(suite, []).append(record)
+    if not by_suite:
+        return
+    env = summary.environment(sizes.preset, device, config.stash[_LOAD])
     suites = {name: summary.suite_summary(recs, sizes.suite(name)) for name, recs in by_suite.items()}
     out = config.getoption("--bench-out")
     if out is not None:

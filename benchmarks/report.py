@@ -7,9 +7,11 @@ in ``benchmarks/results/``, and the headline block of the top-level ``README.md`
 Inputs: the summaries of the pytest-benchmark suites (format :data:`benchmarks.summary.FORMAT`,
 one section per suite), and the GPU files of ``benchmarks/gpu/`` (``gpu_aot*.json`` from
 ``python -m alkernels.ops.aot``, ``gpu_acquisition.json``, ``gpu_edge_op.json`` and
-``gpu_train_step.json`` from ``benchmarks/gpu/check.sh``; schema in ``benchmarks/gpu/README.md``).
-Dry-run files (``*_dryrun.json`` or ``"dry_run": true``) are ignored; other JSON files (older
-formats, the torchrun script's output) are listed as not rendered.
+``gpu_train_step.json`` from ``benchmarks/gpu/check.sh``; schema in ``benchmarks/gpu/README.md``),
+and the GP active-learning loop files (``gp_<dataset>_cpu_<threads>t.json`` of
+``benchmarks/test_gp.py``, format :data:`GP_FORMAT`; :func:`render_gp_result` is also the table
+that benchmark prints). Dry-run files (``*_dryrun.json`` or ``"dry_run": true``) are ignored;
+other JSON files (older formats, the torchrun script's output) are listed as not rendered.
 
 The headline block (a few ratios, each with the file it comes from) is written into the
 benchmarks README and, between the lines ``<!-- headline:start -->`` and
@@ -46,6 +48,15 @@ _ROLE_ORDER = {"baseline": 0, "ours": 1, "peer": 2, "reference": 3}
 #: The GPU measurement files of ``benchmarks/gpu/bench.py``, by benchmark name.
 GPU_MEASUREMENTS: tuple[str, ...] = ("acquisition", "edge_op", "train_step")
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+#: ``format`` of the GP loop result files written by ``benchmarks/test_gp.py``.
+GP_FORMAT = "alkernels-gp-bench/1"
+#: The implementations of the GP loop benchmark, in table order, with their descriptions.
+GP_IMPLEMENTATIONS: dict[str, str] = {
+    "ours": "ours: incremental update (`alkernels.ops.gp.ExactPosterior`)",
+    "gpytorch_refit": "(a) `gpytorch_refit`: gpytorch exact GP refit per query",
+    "numpy_refit": "(b) `numpy_refit`: the study's NumPy/SciPy Cholesky refit per query",
+    "gpytorch_fantasy": "(c) `gpytorch_fantasy`: gpytorch `get_fantasy_model` per query",
+}
 UNMEASURED = "GPU rows: unmeasured. Run `bash benchmarks/gpu/check.sh` on a CUDA machine."
 
 INTRO = """\
@@ -75,6 +86,10 @@ times drift on shared machines (see `docs/performance.md`, "How to measure"). Fi
   The scaling model and the estimates for large pools and many GPUs are in
   [distributed.md](distributed.md).
 
+The GP active-learning loop of study B (`benchmarks/test_gp.py`) writes its own result file,
+`gp_<dataset>_cpu_<threads>t.json`: the whole query loop of ours against three per-query
+refits, in seconds, with identical selections required (section "GP active-learning loop").
+
 Times are medians in ms. A ratio column `peer/ours` is the peer's time per item divided by ours
 (above 1: ours is faster); for a variant of ours (more worker processes or ranks) the same
 ratio below 1 means the variant is faster. Throughput is items per second of our
@@ -92,6 +107,8 @@ OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/ --bench-size full --ben
 # one suite at full size: the adapters (about 10 GB of memory), the distributed suite on one thread
 OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/test_adapters.py --bench-size full --bench-threads 2
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/test_distributed.py --bench-size full --bench-threads 1
+# the GP active-learning loop on one thread (--threads N): quick (synthetic), or full (perovskites, ../shared/data)
+.venv/bin/python benchmarks/bench_gp.py --size full
 # regenerate this page, the plots and the headline block of the top-level README
 .venv/bin/python benchmarks/report.py
 # compare against an earlier run: save one, then compare (runs are kept under .benchmarks/)
@@ -344,10 +361,12 @@ def _is_dry_run(path: Path, data: Any) -> bool:
     return path.stem.endswith("_dryrun") or (isinstance(data, dict) and data.get("dry_run") is True)
 
 
-def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[str]]:
-    """Summaries by file stem, GPU files (``gpu_*.json`` with ``rows``) by stem, and the names of
-    the other JSON files; dry runs are left out."""
-    summaries, gpu, skipped = {}, {}, []
+def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]],
+                                list[str]]:  # fmt: skip
+    """Summaries by file stem, GPU files (``gpu_*.json`` with ``rows``) by stem, GP loop files
+    (``gp_*.json`` of :data:`GP_FORMAT`) by stem, and the names of the other JSON files; dry runs
+    are left out."""
+    summaries, gpu, gp, skipped = {}, {}, {}, []
     for path in sorted(results.glob("*.json")):
         try:
             data = json.loads(path.read_text())
@@ -359,11 +378,150 @@ def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, 
             summaries[path.stem] = data
         elif isinstance(data, dict) and path.stem.startswith("gpu_") and isinstance(data.get("rows"), list):
             gpu[path.stem] = data
+        elif isinstance(data, dict) and path.stem.startswith("gp_") and data.get("format") == GP_FORMAT:
+            gp[path.stem] = data
         else:
             skipped.append(path.name)
-            print(f"report: skipping {path.name}: not an {FORMAT} summary or GPU result (older format?)",
-                  file=sys.stderr)  # fmt: skip
-    return summaries, gpu, skipped
+            print(f"report: skipping {path.name}: not an {FORMAT} summary, GPU result or {GP_FORMAT} file "
+                  "(older format?)", file=sys.stderr)  # fmt: skip
+    return summaries, gpu, gp, skipped
+
+
+# -- GP active-learning loop ---------------------------------------------------------------------
+def _seconds(value: float) -> str:
+    """Seconds with about three significant digits."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 \
+        else f"{value:.3f}"
+
+
+def _gp_impls(names: Iterable[str]) -> list[str]:
+    """``names`` in table order: ours, then the peers of :data:`GP_IMPLEMENTATIONS`, then others."""
+    order = list(GP_IMPLEMENTATIONS)
+    return sorted(names, key=lambda name: (order.index(name) if name in order else len(order), name))
+
+
+def _yes(flag: bool | None) -> str:
+    return "–" if flag is None else "yes" if flag else "**no**"
+
+
+def render_gp_result(result: dict[str, Any]) -> list[str]:
+    """The tables of one GP loop result (the ``RESULT`` of ``benchmarks/test_gp.py``): the whole
+    loop of ours against each peer with the per-query times at the sampled steps, then the direct
+    whole-loop comparison at the smaller size. Markdown lines, ending with a blank line."""
+    ours = result["ours"]
+    steps = [int(s) for s in result["sizes"]["sample_steps"]]
+    out = [(f"Whole loop, {ours['workload']}: {ours['queries']:,} queries from n = {ours['initial']:,} labelled, "
+            f"{ours['tracked']:,} tracked points (pool + test), d = {ours['dim']}."), ""]  # fmt: skip
+    header = ["implementation", "loop s", "ours faster by",
+              *(f"ms/query at n = {ours['initial'] + s:,}" for s in steps), "same picks"]  # fmt: skip
+    rows: list[list[Any]] = [[GP_IMPLEMENTATIONS["ours"], _seconds(ours["loop_seconds"]), "–",
+                              *(_ms(ours["step_seconds"][str(s)]) for s in steps), "–"]]  # fmt: skip
+    for name in _gp_impls(result.get("peers", {})):
+        e = result["peers"][name]
+        loop = e.get("loop_seconds_integrated")
+        rows.append([GP_IMPLEMENTATIONS.get(name, name), "–" if loop is None else f"{_seconds(loop)} (integrated)",
+                     _ratio(e["ratio_to_ours"]) if "ratio_to_ours" in e else "–",
+                     *(_ms(e["step_seconds"][str(s)]) if str(s) in e["step_seconds"] else "–" for s in steps),
+                     _yes(e.get("same_picks"))])  # fmt: skip
+    out += _table(header, rows)
+    out += [("Ours: the measured whole loop; its ms/query is the median of up to 11 steps around the sampled "
+             "step. Peers: one timed query at each sampled step, from ours's labelled set there; their loop "
+             f"time is the linear interpolation of those times summed over all {ours['queries']:,} steps "
+             "(slightly high for a convex curve). \"ours faster by\" = peer loop s / ours loop s."), ""]  # fmt: skip
+    small = result.get("small") or {}
+    if "ours" in small:
+        base = small["ours"]
+        out += [(f"Direct whole loop, every implementation run through all {base['queries']:,} queries from "
+                 f"n = {base['initial']:,} labelled, {base['tracked']:,} tracked points:"), ""]  # fmt: skip
+        rows = [[GP_IMPLEMENTATIONS.get(name, name), _seconds(small[name]["loop_seconds"]),
+                 "–" if name == "ours" else _ratio(small[name]["loop_seconds"] / base["loop_seconds"]),
+                 "–" if name == "ours" else _yes(small[name].get("same_picks"))]
+                for name in _gp_impls(small)]  # fmt: skip
+        out += _table(["implementation", "loop s", "ours faster by", "same picks"], rows)
+    return out
+
+
+def render_gp_memory(memory: dict[str, Any]) -> list[str]:
+    """The measured resident memory of ``ExactPosterior`` against ``exact_memory_bytes``, and the
+    largest n for 24 GiB that the formula gives."""
+    mib = 2.0**20
+    rows = [[r["dtype"], f"{r['n']:,}", f"{r['p']:,}", r["d"], f"{r['formula_bytes'] / mib:,.1f}",
+             f"{r['held_bytes'] / mib:,.1f} ({100 * (r['held_bytes'] / r['formula_bytes'] - 1):+.1f}%)",
+             f"{r['peak_bytes_updates'] / mib:,.1f}", f"{r['peak_bytes_predict_4096'] / mib:,.1f}"]
+            for r in memory.get("measured", [])]  # fmt: skip
+    out: list[str] = []
+    if rows:
+        out += [("Memory of the exact posterior (fresh process, BLAS warmed up; RSS over the RSS before, after "
+                 "an initial block then single updates to n, and the peak during one 4,096-row predict), MiB:"),
+                ""]  # fmt: skip
+        out += _table(["dtype", "n", "p", "d", "formula", "held after the updates", "peak during the updates",
+                       "peak during the predict"], rows)  # fmt: skip
+    limits = memory.get("n_max_24GiB") or {}
+    if limits:
+        dtypes = sorted(limits)
+        pools = sorted({int(p) for d in dtypes for p in limits[d]})
+        out += ["Largest n in 24 GiB from the formula (`exact_max_n`, d = 128), by tracked points p:", ""]
+        out += _table(["p", *dtypes], [[f"{p:,}", *(f"{limits[d][str(p)]:,}" if str(p) in limits[d] else "–"
+                                                    for d in dtypes)] for p in pools])  # fmt: skip
+    return out
+
+
+def plot_gp_steps(result: dict[str, Any], title: str, path: Path) -> bool:
+    """Seconds per query against the labelled count n at the sampled steps, log-log, one line
+    per implementation; False when fewer than two steps were sampled."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    initial = result["ours"]["initial"]
+    series = {"ours": result["ours"]["step_seconds"]}
+    series.update({name: e["step_seconds"] for name, e in result.get("peers", {}).items()})
+    points = {name: sorted((initial + int(s), t) for s, t in series[name].items()) for name in _gp_impls(series)}
+    points = {name: pts for name, pts in points.items() if len(pts) >= 2}
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, pts) in enumerate(points.items()):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", label=name, color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted({x for pts in points.values() for x, _ in pts}))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("labelled structures n")
+    ax.set_ylabel("seconds per query")
+    ax.set_title(title, fontsize=10)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _savefig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def render_gp(gp: dict[str, dict[str, Any]], plots: Path, readme_dir: Path) -> list[str]:
+    """The GP section: per result file its environment, sizes, tables, memory and the per-query
+    plot."""
+    out = ["## GP active-learning loop", "",
+           ("Protocol B's loop (`benchmarks/test_gp.py`, [docs/gp.md](../docs/gp.md)) at fixed hyper-parameters, "
+            "float64, one process: each query takes the unlabelled pool structure with the largest posterior "
+            "variance, labels it, and updates the posterior of the pool and the fixed test set. Ours updates "
+            "incrementally; the peers are (a) gpytorch's exact GP given the labelled set at every query, (b) the "
+            "study's NumPy refit and (c) gpytorch's `get_fantasy_model` chained one label at a time. Every "
+            "implementation must pick the same structures as ours at every timed step."), ""]  # fmt: skip
+    if not gp:
+        return out + ["No GP results yet: `python benchmarks/bench_gp.py` (quick) or `--size full`.", ""]
+    for stem in sorted(gp, key=_natural):
+        result = gp[stem]
+        env = result["environment"]
+        out += [f"### `{stem}.json`", "", environment_line(env), "", sizes_line(result["sizes"]), ""]
+        out += render_gp_result(result)
+        if result.get("memory"):
+            out += render_gp_memory(result["memory"])
+        image = plots / f"{stem}_per_query.png"
+        where = f"{env['device_name']}, {_threads(env)}"
+        if plot_gp_steps(result, f"GP AL loop, {result['ours']['workload']}: seconds per query ({where})", image):
+            out += [f"![{image.stem}]({Path(os.path.relpath(image, readme_dir)).as_posix()})", ""]
+    return out
 
 
 # -- GPU -----------------------------------------------------------------------------------------
@@ -629,7 +787,7 @@ def _largest_batches(data: dict[str, Any], impl: str, key: str) -> list[tuple[st
     return [(table, b, v) for table, (b, v) in sorted(best.items())]
 
 
-def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]],
+def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]],
                   results: Path) -> list[list[str]]:  # fmt: skip
     """(figure, value, source) of the headline figures that the result files hold."""
     rows: list[list[str]] = []
@@ -657,8 +815,26 @@ def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str,
     target = _member_value(summaries, "adapters/baal/BALD", "ours", "notes")
     suffix = f" (target {target[0]['target']})" if target and "target" in target[0] else ""
     member("baal BALD `get_ranks`, time: baal / alkernels adapter", "adapters/baal/BALD", "native", suffix=suffix)
+    rows += _gp_headlines(gp, results)
     rows += _gpu_headlines(gpu, results)
     return rows
+
+
+def _gp_headlines(gp: dict[str, dict[str, Any]], results: Path) -> list[list[str]]:
+    """The GP loop figure, from the file of the largest loop (queries, then tracked points, then
+    threads, then name) that timed the ``numpy_refit`` peer at two or more steps."""
+    found = [(stem, d) for stem, d in gp.items() if "ratio_to_ours" in d.get("peers", {}).get("numpy_refit", {})]
+    if not found:
+        return []
+    stem, doc = max(found, key=lambda item: (item[1]["ours"]["queries"], item[1]["ours"]["tracked"],
+                                             int(item[1]["environment"].get("threads") or 0), item[0]))  # fmt: skip
+    ours, peer = doc["ours"], doc["peers"]["numpy_refit"]
+    value = (f"{_ratio(peer['ratio_to_ours'])} ({ours['workload']}, {ours['queries']:,} queries from "
+             f"n = {ours['initial']:,}; refit integrated over {len(peer['step_seconds'])} sampled steps"
+             + ("" if peer.get("same_picks") else "; **selections differ**") + ")")  # fmt: skip
+    figure = ("GP AL loop: incremental update vs the study's per-query refit (`numpy_refit`), whole loop time: "
+              "refit / ours")
+    return [[figure, value, _source(results, stem, doc["environment"])]]
 
 
 def _gpu_headlines(gpu: dict[str, dict[str, Any]], results: Path) -> list[list[str]]:
@@ -691,9 +867,10 @@ def _gpu_headlines(gpu: dict[str, dict[str, Any]], results: Path) -> list[list[s
     return rows
 
 
-def headline_block(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], results: Path) -> str:
+def headline_block(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]],
+                   results: Path) -> str:  # fmt: skip
     """The headline block (Markdown, no trailing newline): the same text in both READMEs."""
-    rows = headline_rows(summaries, gpu, results)
+    rows = headline_rows(summaries, gpu, gp, results)
     intro = ("**Headline figures**, generated by `benchmarks/report.py` from the result files named; each "
              "ratio is measured within one run, the peer's time or memory divided by ours (above 1: ours is "
              "better). Details: `benchmarks/README.md`.")  # fmt: skip
@@ -729,8 +906,8 @@ def render(results: Path, readme: Path, plots: Path) -> tuple[str, str]:
     plots.mkdir(parents=True, exist_ok=True)
     for old in plots.glob("*.png"):
         old.unlink()
-    summaries, gpu, skipped = load(results)
-    block = headline_block(summaries, gpu, results)
+    summaries, gpu, gp, skipped = load(results)
+    block = headline_block(summaries, gpu, gp, results)
     out = [INTRO, "## Headline figures", "", block, ""]
     known = list(SUITE_TITLES)
     suites = sorted({s for d in summaries.values() for s in d["suites"]},
@@ -744,9 +921,11 @@ def render(results: Path, readme: Path, plots: Path) -> tuple[str, str]:
                 out += render_suite(suite, stem, data["suites"][suite], data["environment"], plots, readme.parent)
     if not summaries:
         out += ["No suite results yet: run the suite (see above), then this script.", ""]
+    out += render_gp(gp, plots, readme.parent)
     out += render_gpu(gpu, summaries)
     if skipped:
-        out += ["## Other result files", "", "Not rendered (neither a summary of this suite nor a GPU result): "
+        out += ["## Other result files", "",
+                "Not rendered (neither a summary of this suite, a GP loop result nor a GPU result): "
                 + ", ".join(f"`{name}`" for name in skipped) + ".", ""]  # fmt: skip
     return "\n".join(out).rstrip() + "\n", block
 

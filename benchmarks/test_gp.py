@@ -18,7 +18,9 @@ subsample of steps (``sample_steps``: its labelled set is ``ours``'s at that ste
 peer's model holds the labels before the step and adds the last one) and the loop total is the
 trapezoid integral of those per-step times over all steps (slightly high for a convex curve).
 ``test_direct_small_loop`` runs every implementation through a whole, smaller loop for a direct
-comparison. Results: ``benchmarks/results/gp_cpu_<threads>t.json`` and a markdown table.
+comparison. Results: ``benchmarks/results/gp_<dataset>_cpu_<threads>t.json`` (format
+:data:`benchmarks.report.GP_FORMAT`, rendered into ``benchmarks/README.md`` by
+``benchmarks/report.py``) and the same tables printed (:func:`benchmarks.report.render_gp_result`).
 
 Sizes: ``quick`` (default; synthetic 32-d features) or ``full`` (the perovskite set: both
 perov5 files, the model-free composition descriptor of :func:`alkernels.gp.composition_features`,
@@ -29,10 +31,8 @@ a fixed 20% test split, 10% of the pool labelled at the start, 3,000 queries). C
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,9 +43,12 @@ import torch
 
 gpytorch = pytest.importorskip("gpytorch")
 scipy_linalg = pytest.importorskip("scipy.linalg")
+import scipy  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
 from alkernels.ops.gp import ExactPosterior, GPParams  # noqa: E402
+from benchmarks.report import GP_FORMAT, render_gp_result  # noqa: E402
+from benchmarks.summary import environment  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -276,16 +279,19 @@ def small(sizes, workload) -> Workload:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def write_summary(sizes):
+def write_summary(pytestconfig, sizes):
     RESULT.clear()
-    RESULT.update(sizes=asdict(sizes), ours={}, peers={}, small={})
+    RESULT.update(format=GP_FORMAT, sizes=asdict(sizes), ours={}, peers={}, small={})
+    load_start = os.getloadavg()[0]
     yield
     if not RESULT["ours"]:
         return
-    _finish(sizes)
+    _finish(sizes, _size(pytestconfig), load_start)
 
 
-def _finish(sizes: GPBenchSizes) -> None:
+def _finish(sizes: GPBenchSizes, preset: str, load_start: float) -> None:
+    """Integrate the peers' sampled steps, record the environment (that of the other suites,
+    plus gpytorch and scipy), write the result file and print its tables."""
     ours = RESULT["ours"]
     q = ours["queries"]
     for peer, entry in RESULT["peers"].items():
@@ -295,41 +301,13 @@ def _finish(sizes: GPBenchSizes) -> None:
             grid = np.arange(q)
             entry["loop_seconds_integrated"] = float(np.interp(grid, steps, ts).sum())
             entry["ratio_to_ours"] = entry["loop_seconds_integrated"] / ours["loop_seconds"]
-    env = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-           "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu": platform.processor() or platform.machine(),
-           "torch": torch.__version__, "gpytorch": gpytorch.__version__, "numpy": np.__version__,
-           "load_average": os.getloadavg()[0]}
+    env = environment(preset, torch.device("cpu"), load_start)
+    env["versions"].update(gpytorch=gpytorch.__version__, scipy=scipy.__version__)
     RESULT["environment"] = env
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"gp_{sizes.dataset}_cpu_{env['threads']}t.json"
     path.write_text(json.dumps(RESULT, indent=1, sort_keys=True) + "\n")
-    print("\n" + table() + f"\n\nwritten: {path}")
-
-
-def table() -> str:
-    """The markdown summary of :data:`RESULT`."""
-    ours = RESULT["ours"]
-    lines = [f"GP AL loop, {ours['workload']}: {ours['queries']} queries from n = {ours['initial']} over "
-             f"{ours['tracked']} tracked points", "",
-             "| implementation | loop s | ours faster by | per-step s at n = " + ", ".join(
-                 str(ours["initial"] + s) for s in RESULT["sizes"]["sample_steps"]) + " | same picks |",
-             "|---|---|---|---|---|",
-             f"| ours (incremental) | {ours['loop_seconds']:.2f} | 1 | "
-             + ", ".join(f"{ours['step_seconds'][str(s)]:.4f}" for s in RESULT["sizes"]["sample_steps"]) + " | - |"]
-    for peer, e in RESULT["peers"].items():
-        per = ", ".join(f"{e['step_seconds'][str(s)]:.3f}" if str(s) in e["step_seconds"] else "-"
-                        for s in RESULT["sizes"]["sample_steps"])
-        lines.append(f"| {peer} | {e.get('loop_seconds_integrated', float('nan')):.1f} (integrated) | "
-                     f"{e.get('ratio_to_ours', float('nan')):.1f}x | {per} | {e['same_picks']} |")
-    if RESULT["small"]:
-        s = RESULT["small"]
-        base = s["ours"]["loop_seconds"]
-        lines += ["", f"Direct whole-loop comparison, {s['ours']['queries']} queries from n = {s['ours']['initial']} "
-                      f"over {s['ours']['tracked']} tracked points:", "",
-                  "| implementation | loop s | ours faster by | same picks |", "|---|---|---|---|"]
-        for impl, e in s.items():
-            lines.append(f"| {impl} | {e['loop_seconds']:.2f} | {e['loop_seconds'] / base:.1f}x | {e['same_picks']} |")
-    return "\n".join(lines)
+    print("\n" + "\n".join(render_gp_result(RESULT)) + f"\nwritten: {path}")
 
 
 # -- the tests --------------------------------------------------------------------------------
