@@ -145,7 +145,10 @@ def test_gp_headline_needs_the_refit_ratio(report: Any, tmp_path: Path) -> None:
     """Without two timed steps of numpy_refit there is no ratio: no GP headline, and the section
     still renders."""
     doc = _gp_result(report, "synthetic", "quick", 1, queries=300, initial=120, numpy_ratio=37.5)
-    del doc["peers"]["numpy_refit"]["ratio_to_ours"], doc["peers"]["numpy_refit"]["loop_seconds_integrated"]
+    rows = report.headline_rows({}, {}, {"gp_synthetic_cpu_1t": doc}, tmp_path)
+    assert [r[0].split("`")[1] for r in rows] == ["gpytorch_refit", "numpy_refit"]
+    for peer in ("numpy_refit", "gpytorch_refit"):
+        del doc["peers"][peer]["ratio_to_ours"], doc["peers"][peer]["loop_seconds_integrated"]
     assert report.headline_rows({}, {}, {"gp_synthetic_cpu_1t": doc}, tmp_path) == []
     lines = report.render_gp_result(doc)
     numpy_row = next(line for line in lines if line.startswith("| (b)"))
