@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ, ALKERNELS_GP_BENCH_SIZE=args.size, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, "-m", "pytest", "benchmarks/test_gp.py", "-s", "-q", "-p", "no:cacheprovider",
-           "--benchmark-columns=median,rounds", *extra]
+           f"--bench-size={args.size}", "--benchmark-columns=median,rounds", *extra]
     os.chdir(ROOT)
     os.execve(sys.executable, cmd, env)
 
