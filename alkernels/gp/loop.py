@@ -151,11 +151,11 @@ class GPActiveLearner:
 
     @property
     def records_path(self) -> Path:
-        return self.out_dir / "records.jsonl"
+        return self.run_dir.records_path
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / "checkpoint.pt"
+        return self.run_dir.checkpoint_path
 
     # -- the GP ----------------------------------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels.experiments.plots import pyplot
 from alkernels.loop.loop import read_records
 
 try:
@@ -233,22 +234,12 @@ def reach_markdown(r: dict, what: str = "test", study: tuple[int, float] | None 
     return "\n".join(lines)
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise missing_extra("study", "plots", err) from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs: pd.DataFrame | None = None) -> None:
     """MAE against the labelled count, mean +- std over seeds, one curve per arm: on the fixed
     test set, (when recorded) on the unlabelled remainder, and (with ``diffs`` from
     :func:`paired`) the test MAE minus random's for the same seed."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [("mae", "test MAE (fixed test split)")]
     if np.isfinite(summary.rem_mean).any():
         panels.append(("rem", "MAE on the unlabelled remainder (the study's test set)"))

@@ -23,6 +23,7 @@ try:
     import pandas as pd
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
+from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup import analysis
 from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY, order as _order
 
@@ -185,23 +186,12 @@ def claims(summary: pd.DataFrame) -> dict:
     return out
 
 
-def _pyplot():
-    """matplotlib's pyplot on the non-interactive Agg backend."""
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise missing_extra("study", "plots", err) from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path,
                  majority: float | None = None) -> None:
     """Curves of ``metric`` per strategy and variant; ``majority``: the test accuracy (%) of
     always predicting the most frequent class, drawn as a dotted line."""
-    plt = _pyplot()
+    plt = pyplot()
     variants = [v for v in ("keep", "reset") if v in set(summary.variant)]
     fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5),
                              squeeze=False, sharey=True)
@@ -233,7 +223,7 @@ def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path,
 
 def plot_spacegroups(train: np.ndarray, test: np.ndarray, path: Path, title: str = "") -> None:
     """Bar plot of the space-group distributions (fraction of structures) of train and test."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(12, 4))
     bins = np.arange(1, 232)
     for labels, name, shift in ((train, "train", -0.2), (test, "test", 0.2)):
@@ -331,7 +321,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     _plot_metric(summary, "loss", "test cross-entropy", paths["loss.png"])
     if not paired.empty:
         paths["differences.png"] = dest / "differences.png"
-        analysis.plot_differences(paired, paths["differences.png"], _pyplot())
+        analysis.plot_differences(paired, paths["differences.png"], pyplot())
     if meta:
         paths["spacegroups.png"] = dest / "spacegroups.png"
         plot_spacegroups(np.asarray(meta["train_spacegroups"]), np.asarray(meta["test_spacegroups"]),
