@@ -80,24 +80,35 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data``: a temporary sibling, fsync, rename, fsync of the folder."""
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling of ``path`` (fsynced) and return its path; the
+    leading dot and ``.tmp`` suffix let :meth:`RunDirectory.lock` remove it after a kill."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data``: a temporary sibling, fsync, rename, fsync of the folder."""
+    os.replace(_write_temp(path, data), path)
     _fsync_dir(path.parent)
+
+
+def _checksummed_bytes(state: Any) -> bytes:
+    """The file content :func:`read_checksummed` reads: header, SHA-256 of the payload, payload."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    return _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
 
 
 def write_checksummed(path: Path, state: Any) -> None:
     """Write ``state`` (anything ``torch.save`` takes) atomically, with a SHA-256 of its bytes that
     :func:`read_checksummed` verifies."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
-    atomic_write_bytes(path, _MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    atomic_write_bytes(path, _checksummed_bytes(state))
 
 
 def read_checksummed(path: Path, map_location: Any = None) -> Any:
@@ -272,15 +283,7 @@ class RunDirectory:
     def save_checkpoint(self, state: Any) -> None:
         """Write ``state`` (anything ``torch.save`` takes) with its checksum; the previous
         checkpoint becomes ``<name>.prev`` once the new one is complete."""
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        payload = buffer.getvalue()
-        digest = hashlib.sha256(payload).hexdigest().encode()
-        tmp = self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(_MAGIC + digest + b"\n" + payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+        tmp = _write_temp(self.checkpoint_path, _checksummed_bytes(state))
         if self.checkpoint_path.exists():
             os.replace(self.checkpoint_path, self.previous_path)
         os.replace(tmp, self.checkpoint_path)

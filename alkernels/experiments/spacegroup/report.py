@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -239,6 +240,16 @@ def plot_spacegroups(train: np.ndarray, test: np.ndarray, path: Path, title: str
     plt.close(fig)
 
 
+def _variant_sections(frame: pd.DataFrame, table: Callable[[pd.DataFrame, str], str]) -> list[str]:
+    """One ``### Weights kept|reset`` section per variant present in ``frame`` (a DataFrame with a
+    ``variant`` column), holding ``table(frame, variant)``."""
+    out: list[str] = []
+    for variant in ("keep", "reset"):
+        if variant in set(frame.variant):
+            out += [f"### Weights {'kept' if variant == 'keep' else 'reset'}", "", table(frame, variant), ""]
+    return out
+
+
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``accuracy.png``, ``loss.png``, ``spacegroups.png`` (if the grid's
     ``experiment.json`` exists), ``summary.json`` and ``runs.jsonl`` for the grid in ``out`` into
@@ -294,17 +305,11 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
              "and batch order), in points: mean over seeds [95% t-interval, t(0.975, seeds - 1) x sd / "
              "sqrt(seeds)]; **bold** where the interval excludes 0. Intervals are per cell, not adjusted "
              "for the number of cells. Plot: `differences.png`.", ""]
-    for variant in ("keep", "reset"):
-        if variant in set(paired.variant):
-            body += [f"### Weights {'kept' if variant == 'keep' else 'reset'}", "",
-                     analysis.difference_table(paired, variant), ""]
+    body += _variant_sections(paired, analysis.difference_table)
     body += ["## Area under the learning curve", "",
              "Trapezoid-rule mean test accuracy over the labelled fractions (10-100%), per seed; "
              "mean [95% t-interval] over seeds, and the paired difference to random.", ""]
-    for variant in ("keep", "reset"):
-        if variant in set(area.variant):
-            body += [f"### Weights {'kept' if variant == 'keep' else 'reset'}", "",
-                     analysis.area_table(area, variant), ""]
+    body += _variant_sections(area, analysis.area_table)
     if reach:
         body += ["## Labels needed to reach the standard run", "",
                  f"The first round whose mean accuracy over seeds is at or above the standard (full-data) "
