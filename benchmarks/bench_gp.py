@@ -1,37 +1,19 @@
-"""Entry point of the GP benchmark (``benchmarks/test_gp.py``): sets the size and the thread
-count before pytest (and OpenMP) start, then runs it.
+"""GP benchmark: the protocol-B query loop of our incremental exact posterior against per-query
+refits (gpytorch exact GP, the study's NumPy refit, gpytorch's fantasy model), and the memory of
+the exact posterior. A thin entry point: runs ``pytest benchmarks/test_gp.py`` with these options
+(sizes: :class:`benchmarks.settings.GPSizes`; see docs/gp.md for what is measured).
 
-    .venv/bin/python benchmarks/bench_gp.py                    # quick, synthetic, 1 thread
-    .venv/bin/python benchmarks/bench_gp.py --size full        # the perovskite run (needs ../shared/data)
-    .venv/bin/python benchmarks/bench_gp.py --size full --threads 2 -- -k "not small"
+    python benchmarks/bench_gp.py --threads 1                     # full: the perovskite loop (../shared/data)
+    python benchmarks/bench_gp.py --size quick --threads 1        # synthetic 32-d features
+    python benchmarks/bench_gp.py --threads 1 --queries 500 -- -k "not small"
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=("quick", "full"), default="quick")
-    parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (default 1)")
-    args = parser.parse_args(argv)
-    env = dict(os.environ, ALKERNELS_GP_BENCH_SIZE=args.size, OMP_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads))
-    cmd = [sys.executable, "-m", "pytest", "benchmarks/test_gp.py", "-s", "-q", "-p", "no:cacheprovider",
-           f"--bench-size={args.size}", "--benchmark-columns=median,rounds", *extra]
-    os.chdir(ROOT)
-    os.execve(sys.executable, cmd, env)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.entry import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main("gp", __doc__)

@@ -107,8 +107,8 @@ OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/ --bench-size full --ben
 # one suite at full size: the adapters (about 10 GB of memory), the distributed suite on one thread
 OMP_NUM_THREADS=2 .venv/bin/python -m pytest benchmarks/test_adapters.py --bench-size full --bench-threads 2
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/test_distributed.py --bench-size full --bench-threads 1
-# the GP active-learning loop on one thread (--threads N): quick (synthetic), or full (perovskites, ../shared/data)
-.venv/bin/python benchmarks/bench_gp.py --size full
+# the GP active-learning loop on one thread: full (perovskites, ../shared/data), or --size quick (synthetic)
+.venv/bin/python benchmarks/bench_gp.py --threads 1
 # regenerate this page, the plots and the headline block of the top-level README
 .venv/bin/python benchmarks/report.py
 # compare against an earlier run: save one, then compare (runs are kept under .benchmarks/)
@@ -169,15 +169,17 @@ def _impls(groups: list[dict[str, Any]]) -> list[str]:
 
 
 def environment_line(env: dict[str, Any]) -> str:
-    """One line: device, threads, backend, versions, commit, date, preset, load."""
+    """One line: device, threads, backend (when the suite uses a fused op), versions, commit,
+    date, preset, load."""
     versions = ", ".join(f"{name} {v}" for name, v in sorted(env["versions"].items()) if v)
     omp = env.get("omp_num_threads") or "unset"
     commit = (env.get("commit") or "unknown")[:10]
     load = env.get("load_average") or []
     load_text = f"; load average {load[0]} at start, {load[1]} at end" if len(load) == 2 else ""
+    backend = f", fused backend `{env['fused_backend']}`" if env.get("fused_backend") else ""
     return (
         f"**{env['device_name']}** ({env['device']}, {env['cpu_count']} CPUs), {_threads(env)} "
-        f"(OMP_NUM_THREADS={omp}), fused backend `{env['fused_backend']}`; Python {env['python']}, {versions}; "
+        f"(OMP_NUM_THREADS={omp}){backend}; Python {env['python']}, {versions}; "
         f"commit `{commit}`; {env['date']}; `--bench-size {env['preset']}`{load_text}."
     )
 
@@ -509,7 +511,7 @@ def render_gp(gp: dict[str, dict[str, Any]], plots: Path, readme_dir: Path) -> l
             "study's NumPy refit and (c) gpytorch's `get_fantasy_model` chained one label at a time. Every "
             "implementation must pick the same structures as ours at every timed step."), ""]  # fmt: skip
     if not gp:
-        return out + ["No GP results yet: `python benchmarks/bench_gp.py` (quick) or `--size full`.", ""]
+        return out + ["No GP results yet: `python benchmarks/bench_gp.py --threads 1` (full) or `--size quick`.", ""]
     for stem in sorted(gp, key=_natural):
         result = gp[stem]
         env = result["environment"]

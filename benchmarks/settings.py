@@ -139,6 +139,38 @@ class DistributedSizes:
 
 
 @dataclass(frozen=True)
+class GPSizes:
+    """The GP query loop (``benchmarks/test_gp.py``): ours against per-query refits.
+
+    Attributes:
+        dataset: ``"synthetic"`` (normal features) or ``"perovskite"`` (both perov5 files and
+            their composition descriptor, a fixed 20% test split; needs ``../shared/data``).
+        pool, test, dim: synthetic sizes (the perovskite set fixes its own; 0 there).
+        initial: labelled at the start, a fraction of the pool.
+        queries: single-structure queries of the whole loop.
+        sample_steps: steps at which the refit and fantasy peers are timed.
+        small_pool, small_test, small_initial, small_queries: the direct whole-loop comparison.
+        step_rounds: timed repetitions of a sampled peer step.
+        memory_n, memory_p: observations and tracked points of the memory probe (d = 128).
+    """
+
+    dataset: str
+    pool: int
+    test: int
+    dim: int
+    initial: float
+    queries: int
+    sample_steps: tuple[int, ...]
+    small_pool: int
+    small_test: int
+    small_initial: int
+    small_queries: int
+    step_rounds: int
+    memory_n: int
+    memory_p: int
+
+
+@dataclass(frozen=True)
 class Sizes:
     """The sizes of every suite under one preset name."""
 
@@ -148,6 +180,7 @@ class Sizes:
     graphs: GraphSizes
     adapters: AdapterSizes
     distributed: DistributedSizes
+    gp: GPSizes
 
     def suite(self, name: str) -> dict[str, Any]:
         """The sizes of suite ``name`` as a JSON-ready dict."""
@@ -185,6 +218,9 @@ PRESETS: dict[str, Sizes] = {
             threads_per_rank=1,
             rounds=2,
         ),
+        gp=GPSizes(dataset="synthetic", pool=1200, test=300, dim=32, initial=0.1, queries=300,
+                   sample_steps=(1, 150, 299), small_pool=300, small_test=100, small_initial=30,
+                   small_queries=60, step_rounds=1, memory_n=1500, memory_p=3000),
     ),
     "full": Sizes(
         preset="full",
@@ -216,10 +252,15 @@ PRESETS: dict[str, Sizes] = {
             threads_per_rank=1,
             rounds=3,
         ),
+        gp=GPSizes(dataset="perovskite", pool=0, test=0, dim=0, initial=0.1, queries=3000,
+                   sample_steps=(1, 500, 1000, 1500, 2000, 2500, 2999), small_pool=1500, small_test=300,
+                   small_initial=150, small_queries=500, step_rounds=1, memory_n=6000, memory_p=12000),
     ),
 }
 
-SUITES: tuple[str, ...] = ("acquisition", "egnn", "graphs", "adapters", "distributed")
+SUITES: tuple[str, ...] = ("acquisition", "egnn", "graphs", "adapters", "distributed", "gp")
+"""Every suite with sizes here; ``gp`` writes its own result file (``benchmarks/test_gp.py``),
+the others the summary of ``benchmarks/conftest.py``."""
 
 
 def _parse(text: str, current: Any) -> Any:

@@ -22,11 +22,11 @@ comparison. Results: ``benchmarks/results/gp_<dataset>_cpu_<threads>t.json`` (fo
 :data:`benchmarks.report.GP_FORMAT`, rendered into ``benchmarks/README.md`` by
 ``benchmarks/report.py``) and the same tables printed (:func:`benchmarks.report.render_gp_result`).
 
-Sizes: ``quick`` (default; synthetic 32-d features) or ``full`` (the perovskite set: both
-perov5 files, the model-free composition descriptor of :func:`alkernels.gp.composition_features`,
-a fixed 20% test split, 10% of the pool labelled at the start, 3,000 queries). Choose with
-``--bench-size`` when the suite's conftest defines it, else ``ALKERNELS_GP_BENCH_SIZE``;
-``benchmarks/bench_gp.py`` sets both and the thread count.
+Sizes: :class:`benchmarks.settings.GPSizes`, ``quick`` (synthetic 32-d features) or ``full``
+(the perovskite set: both perov5 files, the model-free composition descriptor of
+:func:`alkernels.gp.composition_features`, a fixed 20% test split, 10% of the pool labelled at
+the start, 3,000 queries), chosen and overridden like every suite's (``--bench-size``,
+``--bench-set gp.queries=500``); ``benchmarks/bench_gp.py`` also sets the thread count.
 """
 from __future__ import annotations
 
@@ -48,49 +48,12 @@ from scipy.spatial.distance import cdist  # noqa: E402
 
 from alkernels.ops.gp import ExactPosterior, GPParams  # noqa: E402
 from benchmarks.report import GP_FORMAT, render_gp_result  # noqa: E402
+from benchmarks.settings import GPSizes, Sizes  # noqa: E402
 from benchmarks.summary import environment  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PEERS = ("gpytorch_refit", "numpy_refit", "gpytorch_fantasy")
-
-
-@dataclass(frozen=True)
-class GPBenchSizes:
-    """Sizes of one preset.
-
-    Attributes:
-        dataset: ``"synthetic"`` or ``"perovskite"``.
-        pool, test, dim: synthetic sizes (the perovskite set fixes its own).
-        initial: labelled at the start, a fraction of the pool.
-        queries: single-structure queries.
-        sample_steps: steps at which the refit and fantasy peers are timed.
-        small_pool, small_test, small_initial, small_queries: the direct whole-loop comparison.
-        step_rounds: timed repetitions of a sampled peer step.
-    """
-
-    dataset: str
-    pool: int
-    test: int
-    dim: int
-    initial: float
-    queries: int
-    sample_steps: tuple[int, ...]
-    small_pool: int
-    small_test: int
-    small_initial: int
-    small_queries: int
-    step_rounds: int
-
-
-PRESETS = {
-    "quick": GPBenchSizes("synthetic", pool=1200, test=300, dim=32, initial=0.1, queries=300,
-                          sample_steps=(1, 150, 299), small_pool=300, small_test=100, small_initial=30,
-                          small_queries=60, step_rounds=1),
-    "full": GPBenchSizes("perovskite", pool=0, test=0, dim=0, initial=0.1, queries=3000,
-                         sample_steps=(1, 500, 1000, 1500, 2000, 2500, 2999), small_pool=1500, small_test=300,
-                         small_initial=150, small_queries=500, step_rounds=1),
-}
 
 
 # -- the workload -----------------------------------------------------------------------------
@@ -246,50 +209,44 @@ def gpytorch_fantasy_step(w: Workload, model: _Exact, new: int, labelled: list[i
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-def _size(config: pytest.Config) -> str:
-    name = config.getoption("--bench-size", None) or os.environ.get("ALKERNELS_GP_BENCH_SIZE", "quick")
-    if name not in PRESETS:
-        raise pytest.UsageError(f"unknown GP benchmark size {name!r}; use one of {', '.join(PRESETS)}")
-    return name
-
-
 RESULT: dict = {}
 
 
 @pytest.fixture(scope="module")
-def sizes(pytestconfig) -> GPBenchSizes:
-    return PRESETS[_size(pytestconfig)]
+def gp(sizes: Sizes) -> GPSizes:
+    """The GP sizes of this run's preset (``--bench-size``, ``--bench-set gp.FIELD=VALUE``)."""
+    return sizes.gp
 
 
 @pytest.fixture(scope="module")
-def workload(sizes) -> Workload:
-    if sizes.dataset == "perovskite":
+def workload(gp) -> Workload:
+    if gp.dataset == "perovskite":
         x, y, n_pool = _perovskite()
     else:
-        x, y = _synthetic(sizes.pool, sizes.test, sizes.dim)
-        n_pool = sizes.pool
-    return make_workload(sizes.dataset, x, y, n_pool, sizes.initial, sizes.queries)
+        x, y = _synthetic(gp.pool, gp.test, gp.dim)
+        n_pool = gp.pool
+    return make_workload(gp.dataset, x, y, n_pool, gp.initial, gp.queries)
 
 
 @pytest.fixture(scope="module")
-def small(sizes, workload) -> Workload:
-    keep = np.r_[0:sizes.small_pool, workload.n_pool:workload.n_pool + sizes.small_test]
+def small(gp, workload) -> Workload:
+    keep = np.r_[0:gp.small_pool, workload.n_pool:workload.n_pool + gp.small_test]
     return make_workload(f"{workload.name}-small", workload.x[keep].numpy(), workload.y[keep].numpy(),
-                         sizes.small_pool, sizes.small_initial, sizes.small_queries)
+                         gp.small_pool, gp.small_initial, gp.small_queries)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def write_summary(pytestconfig, sizes):
+def write_summary(sizes: Sizes, gp: GPSizes):
     RESULT.clear()
-    RESULT.update(format=GP_FORMAT, sizes=asdict(sizes), ours={}, peers={}, small={})
+    RESULT.update(format=GP_FORMAT, sizes=asdict(gp), ours={}, peers={}, small={})
     load_start = os.getloadavg()[0]
     yield
     if not RESULT["ours"]:
         return
-    _finish(sizes, _size(pytestconfig), load_start)
+    _finish(gp, sizes.preset, load_start)
 
 
-def _finish(sizes: GPBenchSizes, preset: str, load_start: float) -> None:
+def _finish(gp: GPSizes, preset: str, load_start: float) -> None:
     """Integrate the peers' sampled steps, record the environment (that of the other suites,
     plus gpytorch and scipy), write the result file and print its tables."""
     ours = RESULT["ours"]
@@ -302,16 +259,17 @@ def _finish(sizes: GPBenchSizes, preset: str, load_start: float) -> None:
             entry["loop_seconds_integrated"] = float(np.interp(grid, steps, ts).sum())
             entry["ratio_to_ours"] = entry["loop_seconds_integrated"] / ours["loop_seconds"]
     env = environment(preset, torch.device("cpu"), load_start)
+    del env["fused_backend"]  # the GP loop runs no fused op (docs/gp.md: BLAS does the work)
     env["versions"].update(gpytorch=gpytorch.__version__, scipy=scipy.__version__)
     RESULT["environment"] = env
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"gp_{sizes.dataset}_cpu_{env['threads']}t.json"
+    path = RESULTS / f"gp_{gp.dataset}_cpu_{env['threads']}t.json"
     path.write_text(json.dumps(RESULT, indent=1, sort_keys=True) + "\n")
     print("\n" + "\n".join(render_gp_result(RESULT)) + f"\nwritten: {path}")
 
 
 # -- the tests --------------------------------------------------------------------------------
-def test_ours_whole_loop(benchmark, workload, sizes):
+def test_ours_whole_loop(benchmark, workload, gp):
     """Our incremental loop over every query (one timed round)."""
     benchmark.group = "gp/loop"
     out = benchmark.pedantic(run_ours, args=(workload,), rounds=1, iterations=1, warmup_rounds=0)
@@ -321,14 +279,14 @@ def test_ours_whole_loop(benchmark, workload, sizes):
         "workload": workload.name, "queries": workload.queries, "initial": len(workload.initial),
         "tracked": int(workload.x.shape[0]), "dim": int(workload.x.shape[1]),
         "params": workload.params.to_dict(), "loop_seconds": float(sum(times)), "picks": picks,
-        "step_seconds": {str(s): float(np.median(times[max(0, s - 5):s + 6])) for s in sizes.sample_steps},
+        "step_seconds": {str(s): float(np.median(times[max(0, s - 5):s + 6])) for s in gp.sample_steps},
         "step_seconds_every_100": [float(np.median(times[s:s + 100])) for s in range(0, len(times), 100)],
     }
     benchmark.extra_info.update(impl="ours", role="baseline", items=workload.queries, unit="queries")
 
 
 @pytest.mark.parametrize("peer", PEERS)
-def test_peer_sampled_steps(benchmark, workload, sizes, peer):
+def test_peer_sampled_steps(benchmark, workload, gp, peer):
     """One peer at the sampled steps, from ``ours``'s labelled set there; same pick required."""
     if not RESULT["ours"]:
         pytest.skip("needs test_ours_whole_loop first")
@@ -336,7 +294,7 @@ def test_peer_sampled_steps(benchmark, workload, sizes, peer):
     entry = RESULT["peers"].setdefault(peer, {"step_seconds": {}, "same_picks": True})
     benchmark.group = f"gp/step/{peer}"
     seconds = []
-    for s in sizes.sample_steps:
+    for s in gp.sample_steps:
         labelled = workload.initial + picks[:s]
         if peer == "gpytorch_refit":
             model = _gpytorch_model(workload, labelled)
@@ -352,7 +310,7 @@ def test_peer_sampled_steps(benchmark, workload, sizes, peer):
             def step():
                 return gpytorch_fantasy_step(workload, model, labelled[-1], labelled)[1]
         times = []
-        for _ in range(sizes.step_rounds):
+        for _ in range(gp.step_rounds):
             t0 = time.perf_counter()
             pick = step()
             times.append(time.perf_counter() - t0)
@@ -406,8 +364,9 @@ def test_direct_small_loop(benchmark, small, impl):
 
 # -- memory -----------------------------------------------------------------------------------
 MEMORY_PROBE = r"""
-import sys, json, torch
+import ctypes, sys, json, torch
 from alkernels.ops.gp import ExactPosterior, GPParams, exact_memory_bytes
+trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc keeps freed temporaries resident until trimmed
 n, p, d, block = (int(a) for a in sys.argv[1:4] + sys.argv[5:6])
 dtype = getattr(torch, sys.argv[4])
 
@@ -428,13 +387,16 @@ warm.condition(x[:16], torch.randn(16, dtype=dtype), pool_index=torch.arange(16)
 warm.condition(x[16:17], torch.randn(1, dtype=dtype), pool_index=torch.tensor([16]))
 warm.predict(x[:64])
 del warm
+trim(0)
 base = status("VmRSS")
 reset_peak()
 post = ExactPosterior(params, x, capacity=n)
 post.condition(x[:block], torch.randn(block, dtype=dtype), pool_index=torch.arange(block))
 for s in range(block, n):
     post.condition(x[s:s + 1], torch.randn(1, dtype=dtype), pool_index=torch.tensor([s]))
-held, peak_updates = status("VmRSS") - base, status("VmHWM") - base
+peak_updates = status("VmHWM") - base
+trim(0)
+held = status("VmRSS") - base
 reset_peak()
 post.predict(x[:4096])
 peak_predict = status("VmHWM") - base
@@ -448,7 +410,9 @@ def measure_exact_memory(n: int, p: int, d: int, dtype: str, block: int) -> dict
     """Resident memory of an :class:`ExactPosterior` grown to n observations over p pool points
     (an initial block of ``block``, then single updates, then one 4,096-row predict), measured
     in a fresh process: RSS held after the updates and peak RSS (VmHWM, reset through
-    /proc/self/clear_refs) during the updates and during the predict, over the RSS before."""
+    /proc/self/clear_refs) during the updates and during the predict, over the RSS before.
+    Before the two RSS readings glibc's ``malloc_trim`` returns freed heap: its dynamic mmap
+    threshold otherwise keeps up to 32 MiB of freed temporaries resident, counted as held."""
     import subprocess
     import sys
 
@@ -459,18 +423,19 @@ def measure_exact_memory(n: int, p: int, d: int, dtype: str, block: int) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_exact_posterior_memory(sizes):
+def test_exact_posterior_memory(gp):
     """Allocation check of :func:`alkernels.ops.gp.exact_memory_bytes` at a size that fits,
     and the largest n for a 24 GiB machine from that formula."""
     from alkernels.ops.gp import exact_max_n
 
-    n, p = (1500, 3000) if sizes.dataset == "synthetic" else (6000, 12000)
+    n, p = gp.memory_n, gp.memory_p
     rows = [measure_exact_memory(n, p, 128, dtype, n // 10) for dtype in ("float64", "float32")]
     slack = 8 * 2**20  # allocator and page granularity, independent of the size
     for r in rows:
         assert r["held_bytes"] <= r["formula_bytes"] * 1.05 + slack, r
         assert r["peak_bytes_updates"] <= r["formula_bytes"] * 1.3 + slack, r
     budget = 24 * 2**30
+    pools = (0, 7_572, 10_000, 100_000, 1_000_000)  # 7,572: the whole perovskite set
     RESULT["memory"] = {"measured": rows, "n_max_24GiB": {
-        dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in (0, 10_000, 100_000)}
+        dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in pools}
         for dtype in ("float64", "float32")}}

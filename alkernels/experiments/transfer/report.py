@@ -76,11 +76,34 @@ def _best_strategies(agg: dict, src: str, trained: list[str], sizes: list[int], 
     return out
 
 
+def _against_median(agg: dict, sources: list[str], trained: list[str], sizes: list[int], has_scratch: bool) -> list[str]:
+    """The first finding: at which sizes the best model (any source and strategy, scratch
+    included) has a lower mean test MAE than predicting the median; with none, the comparisons
+    between models say nothing about transfer."""
+    models = [(src, x) for src in sources for x in trained] + ([(SCRATCH_SOURCE, "scratch")] if has_scratch else [])
+    rows = []
+    for n in sizes:
+        median = agg.get((SCRATCH_SOURCE, MEDIAN, n))
+        means = [(agg[(s, x, n)]["mean"], s, x) for s, x in models if (s, x, n) in agg]
+        if median is not None and means:
+            best, src, x = min(means)
+            rows.append((n, 100.0 * (best / median["mean"] - 1.0), src, x))
+    if not rows:
+        return []
+    beat = [n for n, gain, _, _ in rows if gain < 0]
+    detail = ", ".join(f"{n}: {gain:+.1f}% (`{src}` {x})" for n, gain, src, x in rows)
+    text = (f"Against the median baseline (no model): the best model's mean test MAE is lower at {len(beat)} of "
+            f"{len(rows)} sizes ({detail}).")
+    if not beat:
+        text += " No model beats predicting the median, so the comparisons below say nothing about transfer."
+    return [text]
+
+
 def _findings(agg: dict, sources: list[list[str]], trained: list[str], sizes: list[int], has_scratch: bool,
               best: dict[str, dict[int, str]]) -> list[str]:
     """Plain statements of what the numbers say about the study's three findings (means only;
     compare with the stds in the tables before calling a difference real)."""
-    out = []
+    out = _against_median(agg, [source_label(c) for c in sources], trained, sizes, has_scratch)
     scratch = {n: agg[(SCRATCH_SOURCE, "scratch", n)]["mean"] for n in sizes if (SCRATCH_SOURCE, "scratch", n) in agg}
     for cols in sources:
         src = source_label(cols)
