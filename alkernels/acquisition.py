@@ -70,6 +70,9 @@ class NonFiniteLogitsError(ValueError):
             "pass nonfinite='exclude' to skip such samples"
         )
 
+    def __reduce__(self) -> tuple:  # crosses process boundaries (workers, ranks) intact
+        return type(self), (self.position,)
+
 
 def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
     """Validate ``logits`` and view them as [T, N, C]."""

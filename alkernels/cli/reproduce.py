@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return run_gp_regression(args, preset)
     from alkernels.data import load_split
     from alkernels.distributed import is_rank_zero as distributed_rank_zero
-    from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
+    from alkernels.experiments.spacegroup.grid import VARIANTS, CellsFailedError, grid, preset_with, reproduce
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
@@ -91,19 +91,27 @@ def run(args: argparse.Namespace) -> int:
         data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures,
                           split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
                           cache_dir=args.cache_dir, workers=args.workers, label_mode=preset.label_mode)
+    failed: CellsFailedError | None = None
     try:
         meta = reproduce(data, preset, args.out, strategy_names=names, seeds=seeds, variants=variants,
                          processes=args.processes, threads=args.threads, device=device,
                          distributed=args.distributed, log=say,
                          restart_round=args.restart_round)
+        say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
     except ValueError as err:
-        raise cli_words(err) from err
-    say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
+        raise cli_words(err, resumes=True) from err
+    except CellsFailedError as err:  # report what finished, then fail naming the rest
+        failed = err
     if not args.distributed or distributed_rank_zero():
         paths = write_report(args.out)
         print(console_tables(args.out))
         print("written: " + ", ".join(str(p) for p in paths.values()))
     stop_distributed(args)
+    if failed is not None:
+        why = "; ".join(f"{name}: {cli_words(e, resumes=True) if isinstance(e, ValueError) else e}"
+                        for name, e in failed.failures.items())
+        raise ValueError(f"{len(failed.failures)} run(s) failed, the others finished and are reported: {why}; "
+                         "fix or remove those run folders and rerun to finish the grid") from failed
     return 0
 
 

@@ -119,14 +119,16 @@ def check_output_dir(path: str, *, resume: bool, restart_round: bool = False) ->
                          "--out")
 
 
-def cli_words(err: ValueError) -> ValueError:
-    """A library error about a run folder, re-worded with the CLI's flags."""
+def cli_words(err: ValueError, *, resumes: bool = False) -> ValueError:
+    """A library error about a run folder, re-worded with the CLI's flags; ``resumes``: the
+    command always resumes (``reproduce``), so it has no ``--resume`` flag to name."""
     from alkernels.loop.rundir import DamagedCheckpointError, RunExistsError
 
     if isinstance(err, RunExistsError):
         return ValueError(str(err).replace("resume it (resume=True)", "add --resume to continue it"))
     if isinstance(err, DamagedCheckpointError):
-        return ValueError(f"{err}; rerun with --resume --restart-round to discard it and redo the last round "
+        flags = "--restart-round" if resumes else "--resume --restart-round"
+        return ValueError(f"{err}; rerun with {flags} to discard it and redo the last round "
                           "from the previous checkpoint")
     return err
 

@@ -52,6 +52,13 @@ class DistributedError(RuntimeError):
         super().__init__(message)
         self.rank, self.phase, self.unresponsive = rank, phase, unresponsive
 
+    def __reduce__(self) -> tuple:  # crosses process boundaries intact
+        return _rebuild_distributed_error, (str(self), self.rank, self.phase, self.unresponsive)
+
+
+def _rebuild_distributed_error(message: str, rank: int, phase: str, unresponsive: tuple[int, ...]) -> DistributedError:
+    return DistributedError(message, rank=rank, phase=phase, unresponsive=unresponsive)
+
 
 def _timeout_seconds(timeout: float | None) -> float:
     if timeout is None:

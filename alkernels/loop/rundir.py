@@ -52,8 +52,11 @@ class DamagedCheckpointError(ValueError):
     """A checkpoint whose bytes do not match their checksum, or that cannot be read."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        self.path = path
+        self.path, self.reason = path, reason
         super().__init__(f"checkpoint {path} is damaged ({reason})")
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (grid workers) intact
+        return type(self), (self.path, self.reason)
 
 
 class RunExistsError(ValueError):
@@ -89,6 +92,15 @@ def _write_temp(path: Path, data: bytes) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     return tmp
+
+
+def settings_changes(old: dict, new: dict, *, recorded_only: bool = False) -> list[str]:
+    """``key: old -> new`` for every setting that differs between two run identities (JSON
+    values); with ``recorded_only``, only the keys ``old`` records count (an identity written by
+    an earlier alkernels may record fewer)."""
+    keys = set(old) if recorded_only else set(old) | set(new)
+    return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in sorted(keys)
+            if old.get(k) != new.get(k)]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -248,16 +260,22 @@ class RunDirectory:
         if not resume:
             raise RunExistsError(f"{self.path} already holds a run; resume it (resume=True) or choose "
                                  "another output folder")
-        try:
-            old = json.loads(self.config_path.read_text())
-        except ValueError as err:
-            raise DamagedRunError(f"{self.config_path} is unreadable ({err})") from err
-        changed = [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
-                   for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k)]
+        changed = settings_changes(self.read_config(), config)
         if changed:
             raise SettingsChangedError(f"cannot resume {self.path}: its settings differ ("
                                        + "; ".join(changed) + "); use the original settings or another "
                                        "output folder")
+
+    def read_config(self) -> dict:
+        """The stored identity (``config.json``).
+
+        Raises:
+            DamagedRunError: ``config.json`` is unreadable.
+        """
+        try:
+            return json.loads(self.config_path.read_text())
+        except ValueError as err:
+            raise DamagedRunError(f"{self.config_path} is unreadable ({err})") from err
 
     def write_config(self, config: dict) -> None:
         """Store the run's identity (atomically)."""

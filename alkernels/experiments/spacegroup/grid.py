@@ -25,7 +25,8 @@ from alkernels import strategies as strategies_mod
 from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop
-from alkernels.loop.rundir import atomic_write_bytes, read_records
+from alkernels.loop.rundir import (RunDirectory, SettingsChangedError, atomic_write_bytes, read_records,
+                                   settings_changes)
 from alkernels.models import paper_classifier
 
 #: Weight-reset variants: "keep" carries weights over between rounds (the paper's Table 1),
@@ -170,6 +171,20 @@ def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, devic
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
 
 
+class CellsFailedError(RuntimeError):
+    """Some cells of a grid raised while the others ran to the end; the finished ones are in
+    the grid's folder and ``experiment.json``. ``failures`` maps each failed cell's run folder
+    (relative to the grid) to its exception."""
+
+    def __init__(self, failures: dict[str, BaseException], attempted: int) -> None:
+        self.failures, self.attempted = failures, attempted
+        lines = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in failures.items())
+        super().__init__(f"{len(failures)} of the {attempted} runs left failed, the others finished: {lines}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.failures, self.attempted)
+
+
 _WORKER: dict = {}
 
 
@@ -188,16 +203,33 @@ def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], da
     """Whether the cell's run is complete in ``out/runs/`` or, with the same settings, among the
     runs packed into ``out/runs.jsonl`` (a committed grid, continued without its ``runs/``).
 
-    A packed run matches when every setting it records equals this cell's (runs packed by an
-    earlier alkernels record fewer identity keys; the keys they have must all match)."""
+    A finished run (folder or packed) matches when every setting it records equals this cell's
+    (runs made by an earlier alkernels record fewer identity keys; the keys they have must all
+    match); an unfinished run folder must match exactly, as resuming it requires.
+
+    Raises:
+        SettingsChangedError: the cell's run folder holds a run with other settings.
+    """
     want = 1 if cell.variant == "standard" else preset.rounds
-    if len(read_records(cell.folder(out) / "records.jsonl")) == want:
+    folder = cell.folder(out)
+    run_dir = RunDirectory(folder)
+
+    def config() -> dict:
+        return json.loads(json.dumps(cell_loop(cell, data, preset, out).config()))
+
+    if run_dir.has_run():
+        if len(read_records(run_dir.records_path)) < want:
+            run_dir.check_identity(config(), resume=True)
+            return False
+        changed = settings_changes(run_dir.read_config(), config(), recorded_only=True)
+        if changed:
+            raise SettingsChangedError(f"{folder} holds a finished run with other settings ({'; '.join(changed)}); "
+                                       "use the original settings or another output folder")
         return True
-    run = packed.get(str(cell.folder(out).relative_to(out)))
+    run = packed.get(str(folder.relative_to(out)))
     if run is None or len(run["records"]) != want:
         return False
-    config = json.loads(json.dumps(cell_loop(cell, data, preset, out).config()))
-    return all(config.get(k) == v for k, v in run["config"].items())
+    return not settings_changes(run["config"], config(), recorded_only=True)
 
 
 def _packed_runs(out: Path) -> dict[str, dict]:
@@ -221,8 +253,9 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
 
     A cell counts as done when its folder under ``out/runs/`` holds every round, or when
     ``out/runs.jsonl`` (the compact records a report writes, and what gets committed) holds the
-    finished run with the same settings; so a committed grid is continued by pointing ``out`` at a
-    folder holding its ``runs.jsonl`` and ``experiment.json``.
+    finished run; in both cases with the same settings. So a committed grid is continued by
+    pointing ``out`` at a folder holding its ``runs.jsonl`` and ``experiment.json``, and a run
+    folder made with other settings stops the grid before any work, naming it.
 
     Args:
         data: the split from :func:`alkernels.data.load_split`.
@@ -243,6 +276,11 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
             each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
             cells are left and alone writes ``out``; ``processes`` must be 1.
         restart_round: discard damaged checkpoints of unfinished cells and redo their last round.
+
+    Raises:
+        CellsFailedError: after every other cell has run, when some raised (a run folder made
+            with other settings, a damaged checkpoint, ...); each failure is also logged as it
+            happens. In a distributed grid the first failure stops every rank instead.
     """
     if distributed and processes != 1:
         raise ValueError("a distributed grid runs one cell at a time on all ranks; use processes=1")
@@ -254,7 +292,19 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     packed = _packed_runs(out) if writes else {}
 
     def unfinished() -> list[Cell]:
-        return [c for c in cells if not _finished(c, out, preset, packed, data)]
+        """The cells left to run; refuses, before any work, run folders with other settings."""
+        todo, clashes = [], []
+        for c in cells:
+            try:
+                if not _finished(c, out, preset, packed, data):
+                    todo.append(c)
+            except SettingsChangedError as err:
+                clashes.append((c, err))
+        if clashes:
+            names = ", ".join(str(c.folder(out).relative_to(out)) for c, _ in clashes)
+            raise SettingsChangedError(f"{len(clashes)} run folder(s) of {out} hold other settings ({names}); "
+                                       f"the first: {clashes[0][1]}")
+        return todo
 
     todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
     per_worker = threads_per_worker(processes, threads)
@@ -291,21 +341,43 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
             log(f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
                 f"({len(done)}/{len(todo)})")
 
+    failures: dict[str, BaseException] = {}
+
+    def failed(cell: Cell, err: Exception) -> None:
+        name = str(cell.folder(out).relative_to(out))
+        failures[name] = err
+        log(f"failed {name}: {type(err).__name__}: {err}")
+
     if processes > 1 and todo:
         ctx = get_context("spawn")
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
                                  initargs=(data, preset, out, device, per_worker, restart_round)) as pool:
-            for fut in as_completed([pool.submit(_run_in_worker, c) for c in todo]):
-                finished(fut.result())
+            futures = {pool.submit(_run_in_worker, c): c for c in todo}
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except Exception as err:  # the other cells go on, and are recorded
+                    failed(futures[fut], err)
+                    continue
+                finished(res)
     else:
         if threads is not None:
             torch.set_num_threads(threads)
         for cell in todo:
-            finished(run_cell(cell, data, preset, out, device=device, distributed=distributed,
-                              restart_round=restart_round))
+            try:
+                res = run_cell(cell, data, preset, out, device=device, distributed=distributed,
+                               restart_round=restart_round)
+            except Exception as err:
+                if distributed:  # the ranks run each cell together: all stop (DistributedError says where)
+                    raise
+                failed(cell, err)
+                continue
+            finished(res)
     bar.close()
     save_meta()
+    if failures:
+        raise CellsFailedError(failures, len(todo))
     return meta
 
 
