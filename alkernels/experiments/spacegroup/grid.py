@@ -278,8 +278,9 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         restart_round: discard damaged checkpoints of unfinished cells and redo their last round.
 
     Raises:
-        CellsFailedError: after every other cell has run, when some raised (a run folder made
-            with other settings, a damaged checkpoint, ...); each failure is also logged as it
+        SettingsChangedError: before any work, naming every run folder made with other settings.
+        CellsFailedError: after every other cell has run, when some raised (a damaged
+            checkpoint, a worker process that died, ...); each failure is also logged as it
             happens. In a distributed grid the first failure stops every rank instead.
     """
     if distributed and processes != 1:
