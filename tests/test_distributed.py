@@ -167,6 +167,11 @@ def test_one_rank_equals_the_single_process_run_bit_for_bit(tmp_path, monkeypatc
             assert without_timings(one.run()) == without_timings(single.run())
             for (name, a), (_, b) in zip(single.model.state_dict().items(), one.model.state_dict().items()):
                 assert torch.equal(a, b), name
+        # the compute-matched schedule: each round trains its own number of epochs on every path
+        single = make_loop(tmp_path, "margin", "s-budget", epochs=None, epoch_budget=3)
+        one = make_loop(tmp_path, "margin", "d-budget", epochs=None, epoch_budget=3, distributed=True)
+        assert without_timings(one.run()) == without_timings(single.run())
+        assert len(set(one.epochs_per_round)) > 1
         config = json.loads((tmp_path / "d-margin" / "config.json").read_text())
         assert config["world_size"] == 1
         with pytest.raises(ValueError, match="settings differ .*world_size: 1 -> null"):

@@ -363,15 +363,15 @@ class ActiveLearningLoop:
     def _train(self, round_: int) -> None:
         from tqdm.auto import tqdm
 
+        epochs = self.epochs_per_round[round_]
         if self.distributed:
-            self._train_distributed(round_)
+            self._train_distributed(round_, epochs)
             return
         loader = DataLoader(Subset(self.train_set, self.labelled), batch_size=self.batch_size,
                             shuffle=True, generator=self.loader_gen, collate_fn=self.collate_fn)
         self.model.train()
         if self.aux is not None:
             self.aux.train()
-        epochs = self.epochs_per_round[round_]
         bar = tqdm(total=epochs * len(loader), disable=not self.progress, leave=False,
                    desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled)")
         for epoch in range(epochs):
@@ -385,7 +385,7 @@ class ActiveLearningLoop:
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
         bar.close()
 
-    def _train_distributed(self, round_: int) -> None:
+    def _train_distributed(self, round_: int, epochs: int) -> None:
         """DDP epochs: each global batch of the single-process run, split over the ranks."""
         from tqdm.auto import tqdm
 
@@ -393,14 +393,14 @@ class ActiveLearningLoop:
         batches = dist_mod.ShardedBatches(len(labelled), self.batch_size, generator=self.loader_gen,
                                           rank=self.rank, world_size=self.world_size)
         self._ddp.train()
-        bar = tqdm(total=self.epochs * len(batches), disable=not self.progress or self.rank != 0, leave=False,
+        bar = tqdm(total=epochs * len(batches), disable=not self.progress or self.rank != 0, leave=False,
                    desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled, "
                         f"{self.world_size} ranks)")
-        for epoch in range(self.epochs):
+        for epoch in range(epochs):
             for positions, global_size in batches:
                 batch = self.collate_fn([labelled[i] for i in positions]).to(self.device) if positions else None
                 scale = dist_mod.loss_scale(len(positions), global_size, self.world_size)
-                loss = self._ddp(batch, scale, epoch=epoch, epochs=self.epochs)
+                loss = self._ddp(batch, scale, epoch=epoch, epochs=epochs)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
