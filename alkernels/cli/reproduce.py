@@ -4,12 +4,11 @@ regression grid (strategies x seeds with a GP on frozen features)."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
 
 from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, add_precision_arg,
-                               add_schedule_args, apply_threads, check_device, check_output_dir, cli_words,
-                               start_distributed, stop_distributed)
+                               add_schedule_args, apply_threads, check_device, check_output_dir, checks_output,
+                               cli_words, start_distributed, stop_distributed)
 
 #: Studies and their presets (the first is the default).
 STUDY_PRESETS = {
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.processes < 1:
         raise ValueError(f"--processes must be >= 1, got {args.processes}")
     check_device(args.device)
-    if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
+    if checks_output(args):
         check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
     apply_threads(args, args.processes)
     device, say, data_first = start_distributed(args)

@@ -51,6 +51,19 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
                         "(default $ALKERNELS_DIST_TIMEOUT or 1800)")
 
 
+def checks_output(args: argparse.Namespace) -> bool:
+    """Whether this process checks ``--out`` before the job starts: always without
+    ``--distributed``; with it only rank 0, read from the process group when the caller already
+    joined one (ranks spawned in-process) and from torchrun's ``RANK`` otherwise."""
+    if not args.distributed:
+        return True
+    from alkernels import distributed
+
+    if distributed.is_initialized():
+        return distributed.is_rank_zero()
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def start_distributed(args: argparse.Namespace) -> tuple[str, Callable[..., None], AbstractContextManager]:
     """Join the torchrun job when ``--distributed`` is given.
 
@@ -283,7 +296,7 @@ def run_classification(args: argparse.Namespace) -> int:
     apply_threads(args)
     strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir(),
                                nonfinite=args.nonfinite)
-    if not args.distributed or int(os.environ.get("RANK", "0")) == 0:
+    if checks_output(args):
         check_output_dir(args.out, resume=args.resume, restart_round=args.restart_round)
     device, say, data_first = start_distributed(args)
     t0 = time.perf_counter()
