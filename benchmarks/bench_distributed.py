@@ -45,13 +45,25 @@ from alkernels import distributed as D
 from alkernels.data import GraphDataset, random_graphs
 from alkernels.models import paper_classifier
 from alkernels.ops import topk_merge
-from alkernels.strategies import Pool
+from alkernels import strategies
+from alkernels.strategies import Pool, Strategy
 
 
 def pool_dataset(n: int, distinct: int) -> GraphDataset:
     """``n`` graphs: ``distinct`` random cells of 4-20 atoms (matsciml edges), tiled."""
     graphs = random_graphs(distinct, atoms=(4, 20), seed=0)
     return GraphDataset(graphs, y=np.zeros(distinct, dtype=np.int64), indices=np.resize(np.arange(distinct), n))
+
+
+def scoring_workload(pool_n: int, distinct: int, batch: int, passes: int) -> tuple[torch.nn.Module, Pool, Strategy, Pool]:
+    """What the pool-scoring comparison times, the same in one process and on every rank: the
+    paper's classifier (seed 0, eval mode), a pool of ``pool_n`` graphs (:func:`pool_dataset`) in
+    batches of ``batch``, BALD with ``passes`` MC passes, and a one-batch pool to warm it up."""
+    torch.manual_seed(0)
+    model = paper_classifier("auto", 0.1).eval()
+    pool = Pool(pool_dataset(pool_n, distinct), np.arange(pool_n), batch)
+    warm = Pool(pool.dataset, np.arange(min(pool_n, batch)), batch)
+    return model, pool, strategies.get("bald", passes=passes), warm
 
 
 @torch.no_grad()

@@ -138,19 +138,14 @@ def _worker(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
-    from alkernels import distributed, strategies
-    from alkernels.models import paper_classifier
-    from benchmarks.bench_distributed import pool_dataset
+    from alkernels import distributed
+    from benchmarks.bench_distributed import scoring_workload
 
     torch.set_num_threads(args.threads)
     distributed.init_process_group(device="cpu", init_method=f"file://{args.store}", rank=args.rank,
                                    world_size=args.world)  # fmt: skip
-    torch.manual_seed(0)
-    model = paper_classifier("auto", 0.1).eval()
-    pool = strategies.Pool(pool_dataset(args.pool, args.distinct), np.arange(args.pool), args.batch)
-    bald = strategies.get("bald", passes=args.T)
+    model, pool, bald, warm = scoring_workload(args.pool, args.distinct, args.batch, args.T)
     rng = np.random.default_rng(0)
-    warm = strategies.Pool(pool.dataset, np.arange(min(args.pool, args.batch)), args.batch)
     bald.query_distributed(model, warm, max(1, len(warm) // 10), rng=rng)
     print(PREFIX + "ready", flush=True)
     for line in sys.stdin:

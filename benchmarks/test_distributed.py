@@ -32,9 +32,8 @@ import numpy as np
 import pytest
 import torch
 
-from alkernels import acquisition, strategies
+from alkernels import acquisition
 from alkernels.distributed import shard_range
-from alkernels.models import paper_classifier
 from alkernels.ops.topk_merge import (
     merge_topk_keys,
     merge_topk_torch,
@@ -42,7 +41,7 @@ from alkernels.ops.topk_merge import (
     unpack_keys,
 )
 from benchmarks import settings
-from benchmarks.bench_distributed import pool_dataset
+from benchmarks.bench_distributed import scoring_workload
 from benchmarks.harness import timed
 from benchmarks.local_ranks import LocalRanks
 
@@ -128,12 +127,8 @@ def test_scoring_one_process(benchmark: Any, dsizes: settings.DistributedSizes) 
     before = torch.get_num_threads()
     torch.set_num_threads(d.threads_per_rank)
     try:
-        torch.manual_seed(0)
-        model = paper_classifier("auto", 0.1).eval()
-        pool = strategies.Pool(pool_dataset(d.pool, d.distinct), np.arange(d.pool), d.batch)
-        bald = strategies.get("bald", passes=d.T)
+        model, pool, bald, warm = scoring_workload(d.pool, d.distinct, d.batch, d.T)
         rng = np.random.default_rng(0)
-        warm = strategies.Pool(pool.dataset, np.arange(min(d.pool, d.batch)), d.batch)
         bald.query(model, warm, max(1, len(warm) // 10), rng=rng)
         chosen = timed(benchmark, lambda: bald.query(model, pool, d.pool // 10, rng=rng),
                        group=f"distributed/pool scoring/N={d.pool}", impl="1 process", role="baseline",
