@@ -33,6 +33,18 @@ def cli(*args) -> int:
     return main([str(a) for a in args])
 
 
+def assert_packed_report_rebuilds(out, tmp_path, table: str) -> None:
+    """The compact form of a grid (``runs.jsonl`` + ``experiment.json``, what gets committed)
+    alone rebuilds the same ``table.md``, and holds no machine paths."""
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    for name in ("runs.jsonl", "experiment.json"):
+        (packed / name).write_bytes((out / name).read_bytes())
+    assert str(tmp_path) not in (packed / "runs.jsonl").read_text() + (packed / "experiment.json").read_text()
+    assert cli("report", packed) == 0
+    assert (packed / "table.md").read_text() == table
+
+
 def run_args(crystal_dir, out, *extra):
     return ["run", "--dataset", crystal_dir, "--label", "spacegroup", "--out", out, "--rounds", 3,
             "--epochs", 1, "--initial", 3, "--query-size", 3, "--backend", "torch",
@@ -111,14 +123,7 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
     (out / "table.md").unlink()
     assert cli("report", out) == 0
     assert (out / "table.md").read_text() == table
-    # the compact form alone (what gets committed) rebuilds the same report, with no machine paths
-    packed = tmp_path / "packed"
-    packed.mkdir()
-    for name in ("runs.jsonl", "experiment.json"):
-        (packed / name).write_bytes((out / name).read_bytes())
-    assert str(tmp_path) not in (packed / "runs.jsonl").read_text() + (packed / "experiment.json").read_text()
-    assert cli("report", packed) == 0
-    assert (packed / "table.md").read_text() == table
+    assert_packed_report_rebuilds(out, tmp_path, table)
     capsys.readouterr()
     # a second reproduce finds every run finished and only rewrites the report
     assert cli("reproduce", "--preset", "quick", "--dataset", crystal_dir, "--label", "spacegroup",

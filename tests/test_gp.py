@@ -15,16 +15,9 @@ from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS  # noqa: E402
 from alkernels.loop import read_records  # noqa: E402
 from alkernels.ops.gp import exact_posterior  # noqa: E402
 from test_gp_ops import np_gp  # noqa: E402
+from test_strategies import one_thread  # noqa: E402, F401  (autouse fixture)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def data(n=300, d=4, seed=0):

@@ -14,14 +14,10 @@ from ase.build import bulk
 
 pytest.importorskip("gpytorch")
 
-from alkernels.cli import main  # noqa: E402
 from alkernels.loop import read_records  # noqa: E402
+from test_cli_run import CRYSTALS, assert_packed_report_rebuilds, cli  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-
-CRYSTALS = [("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43), ("NaCl", "rocksalt", 5.64),
-            ("GaAs", "zincblende", 5.65), ("Mg", "hcp", 3.21), ("CsCl", "cesiumchloride", 4.12),
-            ("CaF2", "fluorite", 5.46)]
 
 
 def write_csv(path, target="formation_energy_per_atom", nan_rows=(5,)):
@@ -44,10 +40,6 @@ def write_csv(path, target="formation_energy_per_atom", nan_rows=(5,)):
 @pytest.fixture(scope="module")
 def csv(tmp_path_factory):
     return write_csv(tmp_path_factory.mktemp("data") / "tiny.csv.gz")
-
-
-def cli(*args) -> int:
-    return main([str(a) for a in args])
 
 
 def run_args(csv, out, *extra):
@@ -141,13 +133,7 @@ def test_reproduce_then_report_a_regression_grid(csv, tmp_path, capsys):
     (out / "table.md").unlink()
     assert cli("report", out) == 0
     assert (out / "table.md").read_text() == table
-    packed = tmp_path / "packed"
-    packed.mkdir()
-    for name in ("runs.jsonl", "experiment.json"):
-        (packed / name).write_bytes((out / name).read_bytes())
-    assert str(tmp_path) not in (packed / "runs.jsonl").read_text() + (packed / "experiment.json").read_text()
-    assert cli("report", packed) == 0
-    assert (packed / "table.md").read_text() == table
+    assert_packed_report_rebuilds(out, tmp_path, table)
     capsys.readouterr()
     assert cli(*args) == 0  # everything finished: only the report is rewritten
     assert "6 runs (6 already finished)" in capsys.readouterr().out
