@@ -263,6 +263,18 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             ax.set_visible(False)
         return fig, axes.flat
 
+    def finish(ax, title: str) -> None:
+        ax.set(xscale="log", xlabel="fine-tuning structures (train + val)", ylabel=f"test MAE of {target}",
+               title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        written[name] = dest / name
+        fig.savefig(written[name], dpi=110)
+        plt.close(fig)
+
     fig, axes = grid(len(sources))
     for ax, src in zip(axes, sources):
         if has_scratch:
@@ -270,14 +282,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         for strat in trained:
             curve(ax, src, strat, strat)
         curve(ax, SCRATCH_SOURCE, MEDIAN, MEDIAN, color="grey", ls="--")
-        ax.set(xscale="log", xlabel="fine-tuning structures (train + val)", ylabel=f"test MAE of {target}",
-               title=f"pre-trained on {src}" if len(src) < 40 else "pre-trained on\n" + src.replace("+", " + "))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    written["mae_vs_size.png"] = dest / "mae_vs_size.png"
-    fig.savefig(written["mae_vs_size.png"], dpi=110)
-    plt.close(fig)
+        finish(ax, f"pre-trained on {src}" if len(src) < 40 else "pre-trained on\n" + src.replace("+", " + "))
+    save(fig, "mae_vs_size.png")
     if len(sources) > 1 and trained:
         fig, axes = grid(len(trained))
         for ax, strat in zip(axes, trained):
@@ -285,12 +291,6 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                 curve(ax, SCRATCH_SOURCE, "scratch", "scratch", color="black", lw=2)
             for src in sources:
                 curve(ax, src, strat, src if len(src) < 30 else "MPT: " + src)
-            ax.set(xscale="log", xlabel="fine-tuning structures (train + val)", ylabel=f"test MAE of {target}",
-                   title=f"fine-tuned with {strat}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        written["sources_vs_size.png"] = dest / "sources_vs_size.png"
-        fig.savefig(written["sources_vs_size.png"], dpi=110)
-        plt.close(fig)
+            finish(ax, f"fine-tuned with {strat}")
+        save(fig, "sources_vs_size.png")
     return written
