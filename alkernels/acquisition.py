@@ -25,6 +25,12 @@ A query takes the k LARGEST scores. Deliberate differences from the paper's fram
 Non-finite logits raise ``ValueError`` naming the first bad sample, unless ``nonfinite="exclude"``
 is passed: then those samples get NaN scores and are never selected.
 
+Logits that require grad are accepted on every backend: they are read, and the scores carry no
+gradient. :func:`score_all`, :func:`score`, :func:`select` and :func:`topk` compile with
+``torch.compile(fullgraph=True)`` and no graph break (the kernels, the non-finite check, the
+exclusion and the top-k run as registered operators, ``alkernels::score_all`` and
+``alkernels::topk``); :class:`StreamingSelector` keeps its running top-k in Python.
+
 Backends: ``"torch"`` (reference), ``"cpu"`` (fused C++ kernel), ``"triton"`` (fused GPU kernel),
 ``"auto"`` (triton for CUDA tensors, cpu when the extension is built, else torch).
 """
@@ -50,28 +56,15 @@ __all__ = [
 ]
 
 STRATEGIES: tuple[str, ...] = _ops.SCORE_ORDER
+NonFiniteLogitsError = _ops.NonFiniteLogitsError
 
 Backend = Literal["auto", "torch", "cpu", "triton"]
 NonFinite = Literal["raise", "exclude"]
 Exclude = torch.Tensor | Sequence[int] | None
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-class NonFiniteLogitsError(ValueError):
-    """Logits with NaN or inf. ``position`` is the pool position of the first such sample (in a
-    :class:`StreamingSelector`, counted from the start of the pool), so callers can name the
-    dataset item behind it."""
-
-    def __init__(self, position: int) -> None:
-        self.position = position
-        super().__init__(
-            f"non-finite logits (NaN or inf) for pool sample {position}; "
-            "pass nonfinite='exclude' to skip such samples"
-        )
-
-    def __reduce__(self) -> tuple:  # crosses process boundaries (workers, ranks) intact
-        return type(self), (self.position,)
+#: Largest pool position a selector can hold (int64 indices).
+_MAX_POSITION = torch.iinfo(torch.int64).max
 
 
 def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
@@ -105,12 +98,7 @@ def _score_matrix(
     logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0
 ) -> torch.Tensor:
     """float32 [8, N] scores of validated [T, N, C] logits; handles non-finite samples."""
-    if nonfinite not in ("raise", "exclude"):
-        raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
-    scores, first_bad = _ops.score_all(logits, backend)
-    if first_bad >= 0 and nonfinite == "raise":
-        raise NonFiniteLogitsError(first_bad + offset)
-    return scores
+    return _ops.score_all(logits, backend, nonfinite, offset)
 
 
 def score(
@@ -145,21 +133,31 @@ def score_all(
 def _exclude_indices(exclude: Exclude) -> torch.Tensor | None:
     """Validate ``exclude`` (a bool mask over the pool or a list/tensor of global pool indices)
     and return the excluded global indices as a sorted int64 tensor on the CPU (or None)."""
-    if exclude is None:
+    ex = _exclude_tensor(exclude)
+    if ex is None:
         return None
-    ex = torch.as_tensor(exclude).cpu()
     if ex.dtype == torch.bool:
-        if ex.ndim != 1:
-            raise ValueError(f"exclude mask must be 1-D, got shape {tuple(ex.shape)}")
-        return torch.nonzero(ex).flatten()
-    if ex.numel() == 0 and ex.dtype != torch.bool:  # an empty list arrives as float32
-        return torch.empty(0, dtype=torch.long)
-    if ex.dtype.is_floating_point or ex.dtype.is_complex:
-        raise ValueError(f"exclude must be a bool mask or integer indices, got dtype {ex.dtype}")
-    ex = ex.flatten().long()
+        return torch.nonzero(ex.cpu()).flatten()
+    ex = ex.cpu()
     if ex.numel() and int(ex.min()) < 0:
         raise ValueError(f"exclude has a negative index {int(ex.min())}")
     return torch.sort(ex).values
+
+
+def _exclude_tensor(exclude: Exclude) -> torch.Tensor | None:
+    """``exclude`` as a 1-D bool mask or int64 index tensor (values are checked by the top-k op)."""
+    if exclude is None:
+        return None
+    ex = exclude if isinstance(exclude, torch.Tensor) else torch.as_tensor(exclude)
+    if ex.dtype == torch.bool:
+        if ex.ndim != 1:
+            raise ValueError(f"exclude mask must be 1-D, got shape {tuple(ex.shape)}")
+        return ex
+    if ex.numel() == 0:  # an empty list arrives as float32
+        return torch.empty(0, dtype=torch.long)
+    if ex.dtype.is_floating_point or ex.dtype.is_complex:
+        raise ValueError(f"exclude must be a bool mask or integer indices, got dtype {ex.dtype}")
+    return ex.flatten().long()
 
 
 def _chunk_mask(
@@ -192,9 +190,7 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     _check_k(k)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {tuple(scores.shape)}")
-    idx, val, valid = _ops.topk(scores.float(), k, None)
-    if valid < k:
-        raise ValueError(f"k = {k} is larger than the pool ({valid} selectable samples)")
+    idx, val, _ = _ops.topk(scores.float(), k, strict=True)
     return idx, val
 
 
@@ -223,10 +219,7 @@ def select(
     row = _check_strategy(strategy)
     tnc = _as_tnc(logits)
     scores = _score_matrix(tnc, backend, nonfinite)[row]
-    mask = _chunk_mask(_exclude_indices(exclude), tnc.shape[1], scores.device)
-    idx, val, valid = _ops.topk(scores, k, mask)
-    if valid < k:
-        raise ValueError(f"k = {k} is larger than the pool after exclusion ({valid} samples)")
+    idx, val, _ = _ops.topk(scores, k, _exclude_tensor(exclude), strict=True)
     return idx, val
 
 
@@ -258,7 +251,7 @@ class StreamingSelector:
         self.k = _check_k(k)
         self._excluded = _exclude_indices(exclude)
         self._backend = normalize_backend(backend)
-        self._nonfinite = nonfinite
+        self._nonfinite = _ops.check_nonfinite(nonfinite)
         self._spans: list[tuple[int, int]] = []
         self._layout: tuple[int, int, int] | None = None  # (ndim, T, C) of the first chunk
         self._next = 0
@@ -285,6 +278,8 @@ class StreamingSelector:
         off = self._next if offset is None else int(offset)
         if off < 0:
             raise ValueError(f"offset must be non-negative, got {off}")
+        if off + n > _MAX_POSITION:
+            raise ValueError(f"chunk rows [{off}, {off + n}) pass the largest pool position {_MAX_POSITION}")
         for a, b in self._spans:
             if off < b and a < off + n:
                 raise ValueError(f"chunk rows [{off}, {off + n}) overlap rows [{a}, {b}) already seen")
@@ -293,7 +288,7 @@ class StreamingSelector:
         idx, val, valid = _ops.topk(scores, self.k, mask)
         self._spans.append((off, off + n))
         self._next = off + n
-        self._selectable += valid
+        self._selectable += int(valid)
         self._idx, self._val = self._merge(
             torch.cat([self._idx, idx.cpu() + off]), torch.cat([self._val, val.cpu()])
         )

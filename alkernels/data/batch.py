@@ -1,6 +1,7 @@
 """The batched-graph container that models consume (built by ``alkernels.data.collate``)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -39,23 +40,32 @@ class GraphBatch:
 
     @property
     def num_graphs(self) -> int:
-        """B, the number of graphs."""
-        return int(self.ptr.numel() - 1)
+        """B, the number of graphs (a symbolic int while ``torch.compile`` or ``export`` traces)."""
+        return self.ptr.shape[0] - 1
 
     @property
     def num_nodes(self) -> int:
-        """n, the number of atoms."""
-        return int(self.z.numel())
+        """n, the number of atoms (symbolic while tracing)."""
+        return self.z.shape[0]
 
     @property
     def num_edges(self) -> int:
-        """E, the number of directed edges."""
-        return int(self.edge_src.numel())
+        """E, the number of directed edges (symbolic while tracing)."""
+        return self.edge_src.shape[0]
 
-    def to(self, device: torch.device | str) -> "GraphBatch":
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "GraphBatch":
+        return replace(self, **{f.name: (None if (t := getattr(self, f.name)) is None else fn(t)) for f in fields(self)})
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "GraphBatch":
         """A copy with every tensor moved to ``device``."""
-        moved = {
-            f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)
-            for f in fields(self)
-        }
-        return replace(self, **moved)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "GraphBatch":
+        """A copy in pinned (page-locked) host memory, for fast asynchronous copies to a GPU;
+        ``torch.utils.data.DataLoader(pin_memory=True)`` calls it on every batch."""
+        return self._map(lambda t: t.pin_memory())
+
+
+# A pytree node: torch.export, torch.compile and torch.utils._pytree flatten a batch into its
+# tensors (y may be None), so exported programs take a GraphBatch as their input.
+torch.export.register_dataclass(GraphBatch, serialized_type_name="alkernels.data.batch.GraphBatch")

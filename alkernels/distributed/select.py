@@ -185,7 +185,8 @@ def topk_distributed(local_scores: torch.Tensor, k: int, *, offset: int, exclude
     else:
         scores = local_scores.float()
         mask = _chunk_mask(_exclude_indices(exclude), scores.numel(), scores.device, offset=offset)
-        idx, val, selectable = local_topk(scores, k, mask)
+        idx, val, count = local_topk(scores, k, mask)
+        selectable = int(count)
         idx = idx.cpu() + offset
         val = val.cpu()
     return _merge_across_ranks(idx, val, selectable, k, error, group)

@@ -14,6 +14,7 @@ from torch import nn
 
 from alkernels.data.batch import GraphBatch
 from alkernels.ops.activations import activation_module, check_activation
+from alkernels.ops.checks import check_atomic_numbers
 from alkernels.ops.dispatch import normalize_backend
 from alkernels.ops.message_passing import PRECISIONS, EdgeGraph, EdgeWeights, build_edge_graph, egnn_edge_op
 
@@ -122,9 +123,11 @@ class EGNNLayer(nn.Module):
 
 
 def edge_shift_vectors(batch: GraphBatch, dtype: torch.dtype) -> torch.Tensor:
-    """[E, 3] Cartesian shift of each edge, ``edge_shift @ cell[batch[src]]`` (fixed per batch)."""
-    cell = batch.cell.to(dtype)[batch.batch[batch.edge_src]]
-    return torch.einsum("ek,ekl->el", batch.edge_shift.to(dtype), cell)
+    """[E, 3] Cartesian shift of each edge, ``edge_shift @ cell[batch[src]]`` (fixed per batch), in
+    ``dtype``. An elementwise product and sum, not a matmul, so that autocast never rounds the
+    shifts to a lower precision (CPU and CUDA autocast cast ``einsum`` and ``matmul``)."""
+    cell = batch.cell.to(dtype)[batch.batch[batch.edge_src]]  # [E, 3, 3]
+    return (batch.edge_shift.to(dtype)[:, :, None] * cell).sum(dim=1)
 
 
 def sum_pool(values: torch.Tensor, batch_index: torch.Tensor, num_graphs: int) -> torch.Tensor:
@@ -159,9 +162,11 @@ class EGNN(nn.Module):
 
     Attributes:
         validate_inputs: check atomic numbers and edge indices on every forward (default True).
-            Those checks read values back from the device; a training step that validated its
-            batches when it built them (:class:`alkernels.loop.step.TrainStep`) turns them off so
-            that nothing waits for the GPU inside the step.
+            Those checks read values back from the device; they run as registered operators
+            (:mod:`alkernels.ops.checks`, ``alkernels::edge_csr``), so ``torch.compile`` keeps
+            them without a graph break. A training step that validated its batches when it built
+            them (:class:`alkernels.loop.step.TrainStep`) turns them off so that nothing waits for
+            the GPU inside the step.
     """
 
     validate_inputs: bool = True
@@ -201,9 +206,7 @@ class EGNN(nn.Module):
             [B, proj_dim] after the node projection (equal to ``emb``), for learning-loss heads.
         """
         check_batch(batch)
-        z = batch.z
-        if self.validate_inputs and z.numel() and (int(z.min()) < 0 or int(z.max()) >= self.config.num_species):
-            raise ValueError(f"atomic numbers must lie in [0, {self.config.num_species})")
+        z = check_atomic_numbers(batch.z, self.config.num_species) if self.validate_inputs else batch.z
         dtype = self.input.weight.dtype
         graph = build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes, validate=self.validate_inputs)
         shift = edge_shift_vectors(batch, dtype)

@@ -10,7 +10,9 @@ Backends (the same words in every op, model, strategy and CLI flag):
     the fused Triton kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
 ``"auto"``
     ``"triton"`` for CUDA tensors, ``"cpu"`` for CPU tensors when the extension is built,
-    else ``"torch"``; and ``"torch"`` whenever the op's fused kernels do not cover the call.
+    else ``"torch"``; and ``"torch"`` whenever the op's fused kernels do not cover the call
+    (each op says why not for a call: widths, dtype, device, activation; the fallback is logged
+    at debug level on the ``alkernels`` logger, once per reason).
 
 ``"reference"`` is accepted as an alias of ``"torch"`` (the name the EGNN op used before).
 
@@ -21,8 +23,10 @@ and ``"baseline"`` (the portable x86-64 build). Tests run every build the CPU su
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
@@ -39,6 +43,12 @@ ISAS: tuple[str, ...] = ("best", "avx512", "avx2", "baseline")
 HAS_TRITON: bool = importlib.util.find_spec("triton") is not None
 
 _state: dict[str, ModuleType | None] = {}
+_logged_fallbacks: set[tuple[str, str]] = set()
+_log = logging.getLogger("alkernels")
+
+#: Why a fused backend cannot run a call: a function of the backend name returning the reason,
+#: or None when it can.
+WhyUnsupported = Callable[[str], "str | None"]
 
 
 def ext() -> ModuleType | None:
@@ -88,18 +98,43 @@ def normalize_backend(backend: str) -> str:
     return name
 
 
+def _fallback(op: str, reason: str) -> str:
+    """``"torch"``, logging the reason at debug level once per (op, reason)."""
+    if not torch.compiler.is_compiling() and (op, reason) not in _logged_fallbacks:
+        _logged_fallbacks.add((op, reason))
+        _log.debug("%s: backend 'auto' uses 'torch' (%s)", op, reason)
+    return "torch"
+
+
+def _unavailable(name: str, dev: torch.device) -> str | None:
+    """Why the fused backend ``name`` cannot run on ``dev`` at all, or None."""
+    if name == "cpu":
+        if dev.type != "cpu":
+            return f"backend 'cpu' needs CPU tensors, got device {dev}"
+        if ext() is None:
+            return "backend 'cpu' needs the compiled extension alkernels._C, which is not built"
+    elif name == "triton" and HAS_TRITON and not triton_usable(dev):
+        return "backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)"
+    return None
+
+
 def resolve_backend(
-    backend: str, device: torch.device | torch.Tensor, *, op: str, unsupported: str | None = None
+    backend: str,
+    device: torch.device | torch.Tensor,
+    *,
+    op: str,
+    unsupported: str | WhyUnsupported | None = None,
 ) -> str:
     """The concrete backend (``"torch"``, ``"cpu"`` or ``"triton"``) that runs ``op`` on ``device``.
 
     Args:
         backend: a name of ``BACKENDS`` (or an alias).
         device: the device of the op's inputs (or one of its tensors).
-        op: the op's name, for error messages.
-        unsupported: why the fused kernels cannot run this call (e.g. an activation they do not
-            implement), or None. ``"auto"`` then picks ``"torch"`` and an explicit fused backend
-            raises.
+        op: the op's name, for error messages and the fallback log.
+        unsupported: why the fused kernels cannot run this call: a reason that holds for every
+            fused backend, or a function of the fused backend's name (``"cpu"``, ``"triton"``)
+            returning its reason or None. ``"auto"`` then picks ``"torch"`` (logging the reason
+            at debug level once) and an explicit fused backend raises with it.
 
     Raises:
         ValueError: an unknown backend, or a fused backend that cannot run here (the message says
@@ -108,23 +143,21 @@ def resolve_backend(
     """
     name = normalize_backend(backend)
     dev = device.device if isinstance(device, torch.Tensor) else torch.device(device)
+    why: WhyUnsupported = (lambda _: unsupported) if not callable(unsupported) else unsupported  # type: ignore[assignment]
     if name == "auto":
-        if unsupported is not None:
-            return "torch"
         if dev.type == "cuda" and triton_usable(dev):
-            return "triton"
-        if dev.type == "cpu" and ext() is not None:
-            return "cpu"
-        return "torch"
-    if name != "torch" and unsupported is not None:
-        raise ValueError(f"{op}: backend {name!r} cannot run this call ({unsupported}); use 'torch'")
-    if name == "cpu":
-        if dev.type != "cpu":
-            raise ValueError(f"{op}: backend 'cpu' needs CPU tensors, got device {dev}")
-        if ext() is None:
-            raise ValueError(f"{op}: backend 'cpu' needs the compiled extension alkernels._C, which is not built")
-    elif name == "triton" and not HAS_TRITON:
+            candidate = "triton"
+        elif dev.type == "cpu" and ext() is not None:
+            candidate = "cpu"
+        else:
+            return "torch"
+        reason = why(candidate)
+        return candidate if reason is None else _fallback(op, reason)
+    if name == "torch":
+        return name
+    if name == "triton" and not HAS_TRITON:
         raise missing_extra("triton", f"{op} on backend 'triton'")
-    elif name == "triton" and not triton_usable(dev):
-        raise ValueError(f"{op}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    reason = _unavailable(name, dev) or why(name)
+    if reason is not None:
+        raise ValueError(f"{op}: backend {name!r} cannot run this call ({reason}); use 'torch' or 'auto'")
     return name

@@ -8,71 +8,70 @@ reports the first sample with a non-finite logit (those samples score NaN):
 - ``cpu``: the fused C++ kernel (one read of the logits, OpenMP over samples);
 - ``triton_kernels``: the fused Triton kernel.
 
-Scores carry no gradient, so this family has no ``autograd.Function``. The public API with
+Both run as registered operators (``alkernels::score_all``, ``alkernels::topk``; see
+:mod:`alkernels.ops.acquisition.op`), so ``torch.compile`` and ``torch.export`` trace through them.
+Scores carry no gradient, so this family has no autograd formula. The public API with
 validation, exclusion and streaming is ``alkernels.acquisition``.
 """
 from __future__ import annotations
 
 import torch
 
-from alkernels.ops.acquisition.reference import score_all_torch, topk_torch
-from alkernels.ops.dispatch import ext, resolve_backend
-
-SCORE_ORDER: tuple[str, ...] = (
-    "entropy",
-    "least_confidence",
-    "margin",
-    "predictive_entropy",
-    "expected_entropy",
-    "bald",
-    "expected_least_confidence",
-    "expected_margin",
+from alkernels.ops.acquisition.op import (
+    NONFINITE_MODES,
+    SCORE_ORDER,
+    NonFiniteLogitsError,
+    check_nonfinite,
+    score_all_op,
+    topk_op,
 )
+from alkernels.ops.dispatch import resolve_backend
 
 #: Most classes the Triton kernel takes; backend "auto" uses torch on CUDA above it.
 TRITON_MAX_C = 8192
 
-__all__ = ["SCORE_ORDER", "TRITON_MAX_C", "score_all", "topk"]
+__all__ = [
+    "NONFINITE_MODES", "SCORE_ORDER", "TRITON_MAX_C", "NonFiniteLogitsError", "check_nonfinite", "score_all",
+    "scoring_backend", "topk",
+]  # fmt: skip
 
 
-def score_all(logits: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, int]:
+def scoring_backend(backend: str, logits: torch.Tensor) -> str:
+    """The concrete backend that scores ``logits`` [T, N, C] for ``backend`` (see
+    :func:`alkernels.ops.dispatch.resolve_backend`)."""
+
+    def why(name: str) -> str | None:
+        if name == "triton" and logits.device.type == "cuda" and logits.shape[-1] > TRITON_MAX_C:
+            return f"the Triton kernel takes C <= {TRITON_MAX_C} classes, got C = {logits.shape[-1]}"
+        return None
+
+    return resolve_backend(backend, logits, op="acquisition scoring", unsupported=why)
+
+
+def score_all(logits: torch.Tensor, backend: str = "auto", nonfinite: str = "raise", offset: int = 0) -> torch.Tensor:
     """All eight scores of ``logits`` [T, N, C] (float32/float16/bfloat16) on ``backend``.
 
-    Returns:
-        (float32 [8, N] on the logits' device, index of the first sample with a non-finite
-        logit or -1).
-    """
-    too_wide = logits.shape[-1] > TRITON_MAX_C and logits.device.type == "cuda"
-    why = f"the Triton kernel takes C <= {TRITON_MAX_C} classes, got C = {logits.shape[-1]}" if too_wide else None
-    chosen = resolve_backend(backend, logits, op="acquisition scoring", unsupported=why)
-    if logits.shape[1] == 0:  # an empty chunk or shard: nothing to launch a kernel for
-        return torch.empty(len(SCORE_ORDER), 0, dtype=torch.float32, device=logits.device), -1
-    if chosen == "cpu":
-        from alkernels.ops.acquisition.cpu import score_all_cpu
-
-        return score_all_cpu(logits)
-    if chosen == "triton":
-        from alkernels.ops.acquisition.triton_kernels import score_all_triton
-
-        return score_all_triton(logits)
-    return score_all_torch(logits)
-
-
-def topk(scores: torch.Tensor, k: int, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The ``k`` largest of ``scores`` [N] over entries that are neither NaN nor ``exclude``d.
+    Logits that require grad are read, not differentiated (the scores carry no gradient).
 
     Args:
-        scores: float [N] on any device.
-        k: how many to return at most.
-        exclude: bool [N] on the scores' device, or None.
+        nonfinite: ``"raise"`` (:class:`NonFiniteLogitsError` naming pool position ``offset`` +
+            the first bad row) or ``"exclude"`` (such samples score NaN).
 
     Returns:
-        (int64 [k'], float32 [k'], number of selectable entries), k' = min(k, selectable);
-        descending, ties to the lower index, on every device (the C++ kernel on float32 CPU
-        scores when the extension is built).
+        float32 [8, N] on the logits' device, rows in :data:`SCORE_ORDER`.
     """
-    if scores.device.type == "cpu" and scores.dtype == torch.float32 and ext() is not None:
-        from alkernels.ops.acquisition.cpu import topk_cpu
+    check_nonfinite(nonfinite)
+    return score_all_op(logits.detach(), scoring_backend(backend, logits), nonfinite, offset)
 
-        return topk_cpu(scores, k, exclude)
-    return topk_torch(scores, k, exclude)
+
+def topk(
+    scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None, *, offset: int = 0, strict: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` largest of ``scores`` [N] over entries that are neither NaN nor ``exclude``d
+    (see :func:`alkernels.ops.acquisition.op.topk_op`).
+
+    Returns:
+        (int64 [k'], float32 [k'], int64 [] number of selectable entries), k' = min(k,
+        selectable); descending, ties to the lower index, on every device.
+    """
+    return topk_op(scores.detach(), k, exclude, offset, strict)

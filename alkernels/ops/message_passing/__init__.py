@@ -15,7 +15,8 @@ live in this package:
 * ``reference`` (backend ``"torch"``): plain PyTorch with autograd; stores O(E * H) activations.
 * ``cpu`` (backend ``"cpu"``): C++/OpenMP kernels of ``alkernels._C`` (float32 and float64).
 * ``triton_kernels`` (backend ``"triton"``): Triton kernels (CUDA, or the CPU interpreter).
-* ``function``: the ``autograd.Function`` of both fused backends.
+* ``op``: the registered operators ``alkernels::egnn_edge`` and ``alkernels::egnn_edge_backward``
+  of both fused backends, with their fake implementations and autograd (double backward included).
 
 The fused backends split the first edge Linear ``W1 [h_j, h_i, r^2] + b1 = A_j + B_i + w r^2``
 with per-NODE products ``A = h W1a^T`` and ``B = h W1b^T + b1``; reduce per receiver segment (CSR
@@ -33,39 +34,89 @@ import torch
 
 from alkernels.ops.activations import check_activation
 from alkernels.ops.dispatch import resolve_backend
-from alkernels.ops.message_passing.function import FusedEdgeFunction
 from alkernels.ops.message_passing.graph import (
     PRECISIONS,
+    EdgeGrads,
     EdgeGraph,
     EdgeWeights,
     build_edge_graph,
     check_inputs,
     split_first_layer,
 )
+from alkernels.ops.message_passing.op import egnn_edge_fused, egnn_edge_fused_backward
 from alkernels.ops.message_passing.reference import egnn_edge_reference
 
 __all__ = [
     "PRECISIONS",
+    "EdgeGrads",
     "EdgeGraph",
     "EdgeWeights",
     "build_edge_graph",
+    "edge_op_backend",
+    "egnn_edge_fused",
+    "egnn_edge_fused_backward",
     "egnn_edge_op",
     "egnn_edge_reference",
-    "edge_op_backend",
     "split_first_layer",
+    "why_unsupported",
 ]
 
 
-def edge_op_backend(backend: str, device: torch.device | torch.Tensor, activation: str = "relu") -> str:
+def _is_pow2_16(v: int) -> bool:
+    return v >= 16 and v & (v - 1) == 0
+
+
+def why_unsupported(
+    backend: str,
+    *,
+    activation: str = "relu",
+    dtype: torch.dtype = torch.float32,
+    widths: tuple[int, int, int] = (32, 128, 64),
+    shift_grad: bool = False,
+) -> str | None:
+    """Why the fused ``backend`` (``"cpu"`` or ``"triton"``) cannot run an edge-op call, or None.
+
+    Args:
+        activation: the MLPs' activation (the kernels implement ReLU only).
+        dtype: the floating dtype of the inputs.
+        widths: node width F, edge width H and coordinate width C.
+        shift_grad: whether a gradient w.r.t. the shift vectors (the cell) is needed.
+    """
+    if activation != "relu":
+        return f"the fused kernels implement ReLU MLPs only, not {activation}"
+    if shift_grad:
+        return "the fused kernels give no gradient for the shift vectors (the cell)"
+    if backend == "cpu" and any(d % 16 for d in widths):
+        return f"backend 'cpu' needs node, edge and coordinate widths that are multiples of 16, got {widths}"
+    if backend == "triton":
+        if dtype != torch.float32:
+            return f"backend 'triton' supports float32 inputs only, got {dtype}"
+        if not all(_is_pow2_16(d) for d in widths):
+            return f"backend 'triton' needs widths that are powers of two >= 16, got {widths}"
+    return None
+
+
+def edge_op_backend(
+    backend: str,
+    device: torch.device | torch.Tensor,
+    activation: str = "relu",
+    *,
+    dtype: torch.dtype = torch.float32,
+    widths: tuple[int, int, int] = (32, 128, 64),
+    shift_grad: bool = False,
+) -> str:
     """The concrete backend :func:`egnn_edge_op` runs for ``backend`` on ``device``.
 
-    The fused kernels implement the paper's ReLU MLPs only, so another activation resolves
-    ``"auto"`` to ``"torch"`` and makes a fused backend raise (see
+    ``"auto"`` falls back to ``"torch"`` when the fused kernels cannot run the call (see
+    :func:`why_unsupported`), and an explicit fused backend raises with the reason (see
     :func:`alkernels.ops.dispatch.resolve_backend`).
     """
     check_activation(activation)
-    why = None if activation == "relu" else f"the fused kernels implement ReLU MLPs only, not {activation}"
-    return resolve_backend(backend, device, op="egnn_edge_op", unsupported=why)
+    return resolve_backend(
+        backend, device, op="egnn_edge_op",
+        unsupported=lambda name: why_unsupported(name, activation=activation, dtype=dtype, widths=widths,
+                                                 shift_grad=shift_grad),
+    )  # fmt: skip
 
 
 def egnn_edge_op(
@@ -83,6 +134,12 @@ def egnn_edge_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One EGNN layer's edge work: ``(m [n, H], dx [n, 3])`` (see the package docstring).
 
+    The fused backends run the registered operator ``alkernels::egnn_edge`` (C++ or Triton
+    kernels; differentiable twice, see :mod:`alkernels.ops.message_passing.op`); ``"torch"`` runs
+    :func:`egnn_edge_reference`. Under ``torch.autocast`` the node features, positions and shifts
+    are cast to the weights' dtype first: the op decides its own precision (``precision`` on
+    Triton, the input dtype elsewhere).
+
     Args:
         h: [n, F] node features, float32 or float64.
         x: [n, 3] positions, same dtype. shift: [E, 3] per-edge shift vectors ``edge_shift @ cell``
@@ -97,21 +154,23 @@ def egnn_edge_op(
             fp32 accumulation. Ignored by the other backends, which compute in the input dtype.
 
     Raises:
-        ValueError: bad shapes, dtypes, devices, backend or precision.
+        ValueError: bad shapes, dtypes, devices, backend or precision; an explicit fused backend
+            that cannot run the call (the message says why).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if torch.is_autocast_enabled(h.device.type):
+        dtype = weights.w1.dtype
+        h, x, shift = h.to(dtype), x.to(dtype), shift.to(dtype)
     check_inputs(h, x, shift, graph, weights)
-    chosen = edge_op_backend(backend, h, activation)
+    widths = (h.shape[1], weights.w2.shape[0], weights.wx1.shape[0])
+    chosen = edge_op_backend(backend, h, activation, dtype=h.dtype, widths=widths,
+                             shift_grad=shift.requires_grad and torch.is_grad_enabled())  # fmt: skip
     if chosen == "torch":
         return egnn_edge_reference(
             h, x, shift, graph, weights, eps=eps, detach_norm=detach_norm, activation=activation
         )
-    if chosen == "cpu" and any(d % 16 for d in (h.shape[1], weights.w2.shape[0], weights.wx1.shape[0])):
-        raise ValueError("backend 'cpu' needs node, edge and coordinate widths that are multiples of 16")
-    if chosen == "triton" and h.dtype != torch.float32:
-        raise ValueError("backend 'triton' supports float32 inputs only")
-    return FusedEdgeFunction.apply(
-        chosen, precision, float(eps), detach_norm, graph, h.contiguous(), x.contiguous(), shift.contiguous(),
-        *weights,
+    return egnn_edge_fused(
+        h, x, shift, graph.src, graph.dst, graph.rowptr, graph.src_perm, graph.src_ptr, *weights,
+        float(eps), bool(detach_norm), chosen, precision,
     )  # fmt: skip

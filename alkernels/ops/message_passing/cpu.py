@@ -8,7 +8,14 @@ import numpy as np
 import torch
 
 from alkernels.ops.dispatch import ext
-from alkernels.ops.message_passing.graph import EdgeGraph, EdgeWeights, split_first_layer
+from alkernels.ops.message_passing.graph import (
+    EdgeGrads,
+    EdgeGraph,
+    EdgeWeights,
+    KernelGrads,
+    assemble_grads,
+    split_first_layer,
+)
 
 
 def _module():
@@ -58,13 +65,9 @@ def cpu_backward(
     gm: torch.Tensor,
     gdx: torch.Tensor,
     isa: str = "best",
-) -> tuple[torch.Tensor, ...]:
-    """The C++ backward from the upstream gradients gm [n, H] and gdx [n, 3].
-
-    Returns 14 tensors in the input dtype: gB [n, H] (receiver sums of the gradient of the first
-    edge layer's pre-activation), gh [n, F] (the sender part of the gradient of h), gx [n, 3],
-    gW1a [H, F], gw [H], gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C].
-    """
+) -> EdgeGrads:
+    """The C++ backward from the upstream gradients gm [n, H] and gdx [n, 3]: the gradients of h,
+    x and the eleven weights, in the input dtype (the kernel's :class:`KernelGrads`, assembled)."""
     arrays, weights = _operands(h, x, shift, graph, w)
     f = h.shape[1]
     extra = [
@@ -72,6 +75,6 @@ def cpu_backward(
         w.w1[:, :f].detach().contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
     ]  # fmt: skip
     out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
-    return tuple(torch.from_numpy(o) for o in out)
+    return assemble_grads(KernelGrads(*(torch.from_numpy(o) for o in out)), h.detach(), w)
 
 

@@ -1,11 +1,16 @@
 """The types the EGNN edge op shares across its backends: the edge index in its two CSR layouts,
-the layer weights, input checks, and the per-node split of the first edge Linear."""
+the layer weights and their gradients, input checks, and the per-node split of the first edge
+Linear. The CSR layouts are built by the registered operator ``alkernels::edge_csr``, which also
+checks the index values, so a compiled model validates its batches without a graph break."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
+
+from alkernels.ops.registry import qualname
 
 #: Matmul input precisions of the Triton kernels (all accumulate in float32).
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
@@ -33,6 +38,60 @@ class EdgeWeights(NamedTuple):
     wx3: torch.Tensor
 
 
+class EdgeGrads(NamedTuple):
+    """Gradients of the edge op's differentiable inputs, each shaped and typed as its input: ``h``
+    [n, F], ``x`` [n, 3] and the eleven :class:`EdgeWeights` (the shift vectors are constants)."""
+
+    h: torch.Tensor
+    x: torch.Tensor
+    w1: torch.Tensor
+    b1: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    wx1: torch.Tensor
+    bx1: torch.Tensor
+    wx2: torch.Tensor
+    bx2: torch.Tensor
+    wx3: torch.Tensor
+
+
+class KernelGrads(NamedTuple):
+    """What the fused backward kernels (C++ and Triton) return, before :func:`assemble_grads`:
+    the gradient of the first edge Linear stays split per node as in the forward.
+
+    ``b`` [n, H]: receiver sums of the gradient of the first layer's pre-activation (the gradient
+    of ``B = h W1b^T + b1``); ``h_send`` [n, F]: the sender part of the gradient of h (through
+    ``A``); ``x`` [n, 3]; ``w1a`` [H, F] (sender block of w1); ``wr`` [H] (its r^2 column); then
+    ``w2`` .. ``bx2`` as the weights and ``wx3`` [C]."""
+
+    b: torch.Tensor
+    h_send: torch.Tensor
+    x: torch.Tensor
+    w1a: torch.Tensor
+    wr: torch.Tensor
+    w2: torch.Tensor
+    b2: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    wx1: torch.Tensor
+    bx1: torch.Tensor
+    wx2: torch.Tensor
+    bx2: torch.Tensor
+    wx3: torch.Tensor
+
+
+def assemble_grads(g: KernelGrads, h: torch.Tensor, w: EdgeWeights) -> EdgeGrads:
+    """The gradients of h, x and every weight from the kernels' per-node split (a few node-level
+    GEMMs: ``gh = gh_send + gB W1b``, ``gW1 = [gW1a, gB^T h, gw]``, ``gb1 = sum gB``)."""
+    f = h.shape[1]
+    g_h = torch.addmm(g.h_send, g.b, w.w1[:, f : 2 * f])
+    g_w1 = torch.cat([g.w1a, g.b.t() @ h, g.wr[:, None]], dim=1)
+    return EdgeGrads(g_h, g.x, g_w1, g.b.sum(0), g.w2, g.b2, g.w3, g.b3, g.wx1, g.bx1, g.wx2, g.bx2,
+                     g.wx3.reshape(1, -1))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class EdgeGraph:
     """Edge index of a batch in the two CSR layouts the fused kernels need.
@@ -53,22 +112,57 @@ class EdgeGraph:
 
     @property
     def num_nodes(self) -> int:
-        """n, the number of nodes."""
-        return int(self.rowptr.numel() - 1)
+        """n, the number of nodes (a symbolic int while tracing)."""
+        return self.rowptr.shape[0] - 1
 
     @property
     def num_edges(self) -> int:
-        """E, the number of edges."""
-        return int(self.src.numel())
+        """E, the number of edges (a symbolic int while tracing)."""
+        return self.src.shape[0]
+
+
+def check_edge_values(src: Tensor, dst: Tensor, num_nodes: int) -> None:
+    """Raise ValueError unless every index of ``src`` and ``dst`` (int64 [E]) lies in
+    ``[0, num_nodes)`` and ``dst`` is non-decreasing. Reads values back from the device."""
+    if src.numel() == 0:
+        return
+    lo = int(torch.minimum(src.min(), dst.min()))
+    hi = int(torch.maximum(src.max(), dst.max()))
+    if lo < 0 or hi >= num_nodes:
+        raise ValueError(f"edge indices must lie in [0, {num_nodes}), got [{lo}, {hi}]")
+    if bool((dst[1:] < dst[:-1]).any()):
+        raise ValueError("edge_dst must be sorted (non-decreasing): edges are CSR by receiver")
+
+
+@torch.library.custom_op(qualname("edge_csr"), mutates_args=())
+def edge_csr(src: Tensor, dst: Tensor, num_nodes: int, validate: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rowptr [n + 1], src_perm [E], src_ptr [n + 1])``, int64, of the edges ``src``, ``dst``
+    (int64 [E], sorted by ``dst``); with ``validate`` the values are checked first
+    (:func:`check_edge_values`). Registered as ``alkernels::edge_csr``.
+
+    The layouts come from ``searchsorted`` and a stable sort, whose output sizes depend on the
+    input shapes only, so without ``validate`` nothing waits for a GPU."""
+    if validate:
+        check_edge_values(src, dst, num_nodes)
+    nodes = torch.arange(num_nodes + 1, dtype=torch.int64, device=src.device)
+    rowptr = torch.searchsorted(dst.contiguous(), nodes)
+    sorted_src, src_perm = torch.sort(src, stable=True)
+    return rowptr, src_perm, torch.searchsorted(sorted_src, nodes)
+
+
+@edge_csr.register_fake
+def _edge_csr_fake(src: Tensor, dst: Tensor, num_nodes: int, validate: bool) -> tuple[Tensor, Tensor, Tensor]:
+    return src.new_empty(num_nodes + 1), src.new_empty(src.shape[0]), src.new_empty(num_nodes + 1)
 
 
 def build_edge_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, *, validate: bool = True) -> EdgeGraph:
-    """Validate an edge list sorted by receiver and build both CSR layouts.
+    """Validate an edge list sorted by receiver and build both CSR layouts (``alkernels::edge_csr``).
 
     The layouts are built with ``searchsorted`` and a stable sort, whose output sizes depend on
     the input shapes only, so on a GPU nothing waits for the device. The value checks (index
     range, sorted receivers) do read values back; ``validate=False`` skips them, for batches that
-    were checked when they were built (a captured training step).
+    were checked when they were built (a captured training step). Inside ``torch.compile`` the
+    checks run in the registered op, so they cause no graph break.
 
     Args:
         src: int64 [E] senders in ``[0, num_nodes)``.
@@ -86,17 +180,7 @@ def build_edge_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, *, va
         raise ValueError(f"edge_src has {src.numel()} edges but edge_dst has {dst.numel()}")
     if src.device != dst.device:
         raise ValueError("edge_src and edge_dst are on different devices")
-    if validate and src.numel() > 0:
-        lo = torch.minimum(src.min(), dst.min())
-        hi = torch.maximum(src.max(), dst.max())
-        if int(lo) < 0 or int(hi) >= num_nodes:
-            raise ValueError(f"edge indices must lie in [0, {num_nodes}), got [{int(lo)}, {int(hi)}]")
-        if bool((dst[1:] < dst[:-1]).any()):
-            raise ValueError("edge_dst must be sorted (non-decreasing): edges are CSR by receiver")
-    nodes = torch.arange(num_nodes + 1, dtype=torch.int64, device=src.device)
-    rowptr = torch.searchsorted(dst.contiguous(), nodes)
-    sorted_src, src_perm = torch.sort(src, stable=True)
-    src_ptr = torch.searchsorted(sorted_src, nodes)
+    rowptr, src_perm, src_ptr = edge_csr(src, dst, num_nodes, validate)
     return EdgeGraph(src.contiguous(), dst.contiguous(), rowptr, src_perm, src_ptr)
 
 

@@ -29,7 +29,9 @@ def egnn_edge_reference(
         activation: ``"relu"`` (paper) or ``"silu"``.
 
     Returns:
-        ``m [n, H]`` and ``dx [n, 3]``.
+        ``m [n, H]`` in the dtype of h and ``dx [n, 3]`` in the dtype of x. Under
+        ``torch.autocast`` the MLPs run in the autocast dtype and their outputs are cast back
+        before the receiver sums (``index_add_`` takes one dtype).
     """
     act = activation_fn(activation)
     src, dst = graph.src, graph.dst
@@ -46,8 +48,8 @@ def egnn_edge_reference(
     p = act(torch.nn.functional.linear(p, w.wx2, w.bx2))
     gate = torch.tanh(torch.nn.functional.linear(p, w.wx3))
     n = h.shape[0]
-    m = h.new_zeros(n, m_e.shape[1]).index_add_(0, dst, m_e)
-    dx = x.new_zeros(n, 3).index_add_(0, dst, u * gate)
+    m = h.new_zeros(n, m_e.shape[1]).index_add(0, dst, m_e.to(h.dtype))
+    dx = x.new_zeros(n, 3).index_add(0, dst, (u * gate).to(x.dtype))
     return m, dx
 
 

@@ -49,7 +49,15 @@ import triton
 import triton.language as tl
 
 from alkernels.ops.arch import KernelConfig, arch_of, check_device
-from alkernels.ops.message_passing.graph import PRECISIONS, EdgeGraph, EdgeWeights, split_first_layer
+from alkernels.ops.message_passing.graph import (
+    PRECISIONS,
+    EdgeGrads,
+    EdgeGraph,
+    EdgeWeights,
+    KernelGrads,
+    assemble_grads,
+    split_first_layer,
+)
 
 #: Receivers per block, edges per chunk, and the largest matmul tile width.
 BLOCK_N = 16
@@ -472,13 +480,10 @@ def triton_edge_backward(
     gm: torch.Tensor,
     gdx: torch.Tensor,
     precision: str,
-) -> tuple[torch.Tensor, ...]:
-    """Fused backward on Triton from the upstream gradients gm [n, H] and gdx [n, 3].
-
-    Returns the 14 tensors of the C++ kernel: gB [n, H] (receiver sums of the first-layer
-    pre-activation gradient), gh [n, F] (sender part), gx [n, 3], gW1a [H, F], gw [H], gW2, gb2,
-    gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3 [C]. Allocates per-edge buffers of (6 H + 4 C + 12)
-    floats per edge for the duration of the call."""
+) -> EdgeGrads:
+    """Fused backward on Triton from the upstream gradients gm [n, H] and gdx [n, 3]: the
+    gradients of h, x and the eleven weights (the kernels' :class:`KernelGrads`, assembled).
+    Allocates per-edge buffers of (6 H + 4 C + 12) floats per edge for the duration of the call."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
     _check_widths(f, hidden, coord)
     meta = _constexprs(precision, h.device, hidden, coord)
@@ -513,15 +518,16 @@ def triton_edge_backward(
     if n > 0:
         _sender_sum_kernel[(n,)](ghe.contiguous(), gde, graph.src_perm, graph.src_ptr, gh, gx, F=f,
                                  BLOCK_E=SENDER_BLOCK, num_warps=SENDER_WARPS, num_stages=1)  # fmt: skip
-    return (
-        gb, gh, gx,
-        _weight_grad(g_z1, h[graph.src], precision), (g_z1 * r2[:, None]).sum(0),
-        _weight_grad(g_z2, z1, precision), g_z2.sum(0),
-        _weight_grad(g_m, z2, precision), g_m.sum(0),
-        _weight_grad(g_p1, m, precision), g_p1.sum(0),
-        _weight_grad(g_p2, p1, precision), g_p2.sum(0),
-        (gs[:, None] * p2).sum(0),
+    raw = KernelGrads(
+        b=gb, h_send=gh, x=gx,
+        w1a=_weight_grad(g_z1, h[graph.src], precision), wr=(g_z1 * r2[:, None]).sum(0),
+        w2=_weight_grad(g_z2, z1, precision), b2=g_z2.sum(0),
+        w3=_weight_grad(g_m, z2, precision), b3=g_m.sum(0),
+        wx1=_weight_grad(g_p1, m, precision), bx1=g_p1.sum(0),
+        wx2=_weight_grad(g_p2, p1, precision), bx2=g_p2.sum(0),
+        wx3=(gs[:, None] * p2).sum(0),
     )  # fmt: skip
+    return assemble_grads(raw, h, w)
 
 
 #: Node, edge and coordinate widths the AOT check compiles: the paper's model (docs/model.md).

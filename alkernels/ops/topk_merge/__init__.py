@@ -9,19 +9,24 @@ to the lower global index), so a sharded query equals the single-process one bit
   the implementation; the keys are also what crosses the network.
 
 The op is a few torch calls on at most ``ranks x k`` candidates, on whatever device the gathered
-candidates live on, so it has no C++ or Triton kernel and no ``backend=`` argument.
+candidates live on, so it has no C++ or Triton kernel and no ``backend=`` argument. It is the
+registered operator ``alkernels::merge_topk`` (fake implementation included), so compiled and
+exported code traces through it.
 """
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from alkernels.ops.topk_merge.packed import MAX_INDEX, merge_topk_keys, pack_keys, unpack_keys
 from alkernels.ops.topk_merge.reference import merge_topk_torch
+from alkernels.ops.registry import qualname
 
 __all__ = ["MAX_INDEX", "merge_topk", "merge_topk_keys", "merge_topk_torch", "pack_keys", "unpack_keys"]
 
 
-def merge_topk(indices: torch.Tensor, values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+@torch.library.custom_op(qualname("merge_topk"), mutates_args=())
+def merge_topk(indices: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` best candidates, score descending, ties to the lower index.
 
     Args:
@@ -44,5 +49,12 @@ def merge_topk(indices: torch.Tensor, values: torch.Tensor, k: int) -> tuple[tor
     if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) > MAX_INDEX):
         if int(indices.min()) < 0:
             raise ValueError(f"top-k merge candidates have a negative index {int(indices.min())}")
-        return merge_topk_torch(indices, values.float(), k)
+        idx, val = merge_topk_torch(indices, values.float(), k)
+        return idx.clone(), val.clone()
     return unpack_keys(merge_topk_keys(pack_keys(indices, values), k))
+
+
+@merge_topk.register_fake
+def _merge_topk_fake(indices: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    size = torch.sym_min(k, indices.shape[0])
+    return indices.new_empty(size), values.new_empty(size, dtype=torch.float32)

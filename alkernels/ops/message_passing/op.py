@@ -1,0 +1,166 @@
+"""The fused edge op as registered PyTorch operators, shared by the C++ and Triton backends.
+
+* ``alkernels::egnn_edge`` (:func:`egnn_edge_fused`): forward, ``(m [n, H], dx [n, 3])``. It
+  saves only its inputs; its backward is
+* ``alkernels::egnn_edge_backward`` (:func:`egnn_edge_fused_backward`): the fused first-order
+  backward, which recomputes the edge activations inside the kernels instead of storing E x H
+  tensors. It is itself differentiable (double backward, e.g. training on forces
+  ``F = -dE/dx``): its vector-Jacobian product is taken through the torch reference of the op,
+  an exact, differentiable path that stores the reference's O(E x H) activations while it runs.
+  No fused double-backward kernel exists yet; first-order values stay those of the kernels.
+
+Both take the edge index as its five tensors (:class:`EdgeGraph`) and the weights as eleven
+tensors (:class:`EdgeWeights`), plus ``eps``, ``detach_norm``, the concrete ``backend``
+(``"cpu"`` or ``"triton"``) and the Triton ``precision``. Fake implementations give the output
+shapes, so FakeTensor, ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through them.
+The kernels run with autocast off: the op decides its own precision (the inputs arrive in the
+weights' dtype, see :func:`alkernels.ops.message_passing.egnn_edge_op`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from alkernels.ops.message_passing.graph import EdgeGrads, EdgeGraph, EdgeWeights
+from alkernels.ops.message_passing.reference import egnn_edge_reference
+from alkernels.ops.registry import qualname, register_vmap_by_loop
+
+#: Positions of the tensor arguments of ``alkernels::egnn_edge``: h, x, shift, the five graph
+#: tensors, then the eleven weights.
+_GRAPH = slice(3, 8)
+_WEIGHTS = slice(8, 19)
+
+
+@contextmanager
+def _autocast_off(device: torch.device) -> Iterator[None]:
+    with torch.autocast(device.type, enabled=False):
+        yield
+
+
+def _graph(src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor) -> EdgeGraph:
+    return EdgeGraph(src, dst, rowptr, src_perm, src_ptr)
+
+
+@torch.library.custom_op(qualname("egnn_edge"), mutates_args=())
+def egnn_edge_fused(
+    h: Tensor, x: Tensor, shift: Tensor,
+    src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor,
+    w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
+    wx1: Tensor, bx1: Tensor, wx2: Tensor, bx2: Tensor, wx3: Tensor,
+    eps: float, detach_norm: bool, backend: str, precision: str,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The fused forward on ``backend`` (``"cpu"`` or ``"triton"``): ``(m [n, H], dx [n, 3])`` in
+    the dtype of h. Shapes as in :func:`alkernels.ops.message_passing.egnn_edge_op`; all inputs
+    already checked. ``detach_norm`` only matters to the backward."""
+    graph = _graph(src, dst, rowptr, src_perm, src_ptr)
+    w = EdgeWeights(w1, b1, w2, b2, w3, b3, wx1, bx1, wx2, bx2, wx3)
+    with _autocast_off(h.device):
+        if backend == "cpu":
+            from alkernels.ops.message_passing.cpu import cpu_forward
+
+            return cpu_forward(h, x, shift, graph, w, eps)
+        if backend == "triton":
+            from alkernels.ops.message_passing.triton_kernels import triton_edge_forward
+
+            return triton_edge_forward(h, x, shift, graph, w, eps, precision)
+    raise ValueError(f"alkernels::egnn_edge runs the fused backends 'cpu' and 'triton', got {backend!r}")
+
+
+@egnn_edge_fused.register_fake
+def _egnn_edge_fake(h: Tensor, x: Tensor, shift: Tensor, src: Tensor, *rest: object) -> tuple[Tensor, Tensor]:
+    w2 = rest[6]
+    assert isinstance(w2, Tensor)
+    return h.new_empty(h.shape[0], w2.shape[0]), h.new_empty(h.shape[0], 3)
+
+
+@torch.library.custom_op(qualname("egnn_edge_backward"), mutates_args=())
+def egnn_edge_fused_backward(
+    gm: Tensor, gdx: Tensor,
+    h: Tensor, x: Tensor, shift: Tensor,
+    src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor,
+    w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
+    wx1: Tensor, bx1: Tensor, wx2: Tensor, bx2: Tensor, wx3: Tensor,
+    eps: float, detach_norm: bool, backend: str, precision: str,
+) -> list[Tensor]:  # fmt: skip
+    """The fused backward from the upstream gradients ``gm`` [n, H] and ``gdx`` [n, 3]: the 13
+    tensors of :class:`EdgeGrads` (gradients of h, x and the eleven weights)."""
+    graph = _graph(src, dst, rowptr, src_perm, src_ptr)
+    w = EdgeWeights(w1, b1, w2, b2, w3, b3, wx1, bx1, wx2, bx2, wx3)
+    gm, gdx = gm.contiguous(), gdx.contiguous()
+    with _autocast_off(h.device):
+        if backend == "cpu":
+            from alkernels.ops.message_passing.cpu import cpu_backward
+
+            grads = cpu_backward(h, x, shift, graph, w, eps, detach_norm, gm, gdx)
+        elif backend == "triton":
+            from alkernels.ops.message_passing.triton_kernels import triton_edge_backward
+
+            grads = triton_edge_backward(h, x, shift, graph, w, eps, detach_norm, gm, gdx, precision)
+        else:
+            raise ValueError(f"alkernels::egnn_edge_backward runs 'cpu' and 'triton', got {backend!r}")
+    return list(grads)
+
+
+@egnn_edge_fused_backward.register_fake
+def _egnn_edge_backward_fake(gm: Tensor, gdx: Tensor, h: Tensor, x: Tensor, *rest: object) -> list[Tensor]:
+    weights = rest[6:17]
+    return [torch.empty_like(t) for t in (h, x, *weights)]  # type: ignore[arg-type]
+
+
+# ---- autograd ------------------------------------------------------------------------------
+
+
+def _setup_forward(ctx: object, inputs: tuple, output: object) -> None:
+    ctx.save_for_backward(*inputs[:19])  # type: ignore[attr-defined]
+    ctx.eps, ctx.detach_norm, ctx.backend, ctx.precision = inputs[19:]  # type: ignore[attr-defined]
+
+
+def _backward(ctx: object, gm: Tensor, gdx: Tensor) -> tuple:
+    saved = ctx.saved_tensors  # type: ignore[attr-defined]
+    if ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
+        raise RuntimeError("the fused edge op has no gradient for the shift vectors (the cell); "
+                           "egnn_edge_op routes such calls to backend 'torch'")  # fmt: skip
+    grads = EdgeGrads(*egnn_edge_fused_backward(
+        gm, gdx, *saved, ctx.eps, ctx.detach_norm, ctx.backend, ctx.precision,  # type: ignore[attr-defined]
+    ))  # fmt: skip
+    return (grads.h, grads.x, None, None, None, None, None, None, *grads[2:], None, None, None, None)
+
+
+torch.library.register_autograd(qualname("egnn_edge"), _backward, setup_context=_setup_forward)
+
+
+def _setup_backward(ctx: object, inputs: tuple, output: object) -> None:
+    ctx.save_for_backward(*inputs[:21])  # type: ignore[attr-defined]
+    ctx.eps, ctx.detach_norm = inputs[21], inputs[22]  # type: ignore[attr-defined]
+
+
+def _double_backward(ctx: object, cotangents: list[Tensor]) -> tuple:
+    """Vector-Jacobian product of the first-order backward, through the torch reference.
+
+    The first-order backward is ``g(gm, gdx, h, x, W) = J(h, x, W)^T (gm, gdx)``; its VJP with the
+    13 cotangents (one list, as the op returns one) is ``torch.func.vjp`` of the reference's own
+    VJP. ``torch.func`` composes with autograd, so when the caller asked for ``create_graph`` the
+    result is itself differentiable (third and higher orders stay exact)."""
+    gm, gdx, h, x, shift, *rest = ctx.saved_tensors  # type: ignore[attr-defined]
+    graph = _graph(*rest[:5])
+    eps, detach_norm = ctx.eps, ctx.detach_norm  # type: ignore[attr-defined]
+
+    def first_order(gm_: Tensor, gdx_: Tensor, h_: Tensor, x_: Tensor, *w_: Tensor) -> tuple[Tensor, ...]:
+        def forward(hh: Tensor, xx: Tensor, *ww: Tensor) -> tuple[Tensor, Tensor]:
+            return egnn_edge_reference(hh, xx, shift, graph, EdgeWeights(*ww), eps=eps, detach_norm=detach_norm)
+
+        _, vjp = torch.func.vjp(forward, h_, x_, *w_)
+        return vjp((gm_, gdx_))
+
+    with _autocast_off(h.device):
+        _, vjp2 = torch.func.vjp(first_order, gm, gdx, h, x, *rest[5:])
+        grads = vjp2(tuple(cotangents))
+    return (*grads[:4], None, None, None, None, None, None, *grads[4:], None, None, None, None)
+
+
+torch.library.register_autograd(qualname("egnn_edge_backward"), _double_backward, setup_context=_setup_backward)
+register_vmap_by_loop(egnn_edge_fused, 2)
+register_vmap_by_loop(egnn_edge_fused_backward, 13)
