@@ -52,6 +52,9 @@ _EXTRA_NAMES = {
     "load_regression": "specs",
     "property_column": "specs",
     "load_property_graphs": "specs",
+    "EMT_METALS": "emt",
+    "ForceData": "emt",
+    "emt_structures": "emt",
 }
 
 __all__ = [

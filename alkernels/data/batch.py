@@ -26,6 +26,7 @@ class GraphBatch:
         batch: int64 [n], graph index of each node.
         ptr: int64 [B + 1], node offsets of the graphs.
         y: labels or targets, [B] int64 (classes) or [B, P] float32 (properties), or None.
+        forces: per-atom force labels, float32 [n, 3] in eV/Angstrom, or None.
     """
 
     z: torch.Tensor
@@ -37,6 +38,7 @@ class GraphBatch:
     batch: torch.Tensor
     ptr: torch.Tensor
     y: torch.Tensor | None = None
+    forces: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:

@@ -14,10 +14,12 @@ from alkernels.data.symmetry import DEFAULT_SYMPREC, crystal_family, spacegroup_
 
 
 class GraphItem(NamedTuple):
-    """One dataset item: a :class:`Graph` (local indices) and its target (None, a class or a row)."""
+    """One dataset item: a :class:`Graph` (local indices), its target (None, a class or a row) and
+    its per-atom forces (float32 [n, 3], or None)."""
 
     graph: Graph
     y: np.ndarray | None
+    forces: np.ndarray | None = None
 
 
 class GraphDataset(Dataset):
@@ -28,6 +30,9 @@ class GraphDataset(Dataset):
         y: targets for every structure of ``graphs``: integer [B] class labels (stored as given,
             int64) or float [B] / [B, P] properties (float32, [B] becomes [B, 1]); or None.
         indices: positions into ``graphs`` that this dataset exposes (default: all, in order).
+        forces: per-atom force labels for every structure of ``graphs``: a sequence of float
+            [n_i, 3] arrays (eV/Angstrom), or None. :func:`collate` stacks them into
+            ``GraphBatch.forces``.
 
     ``dataset[i]`` is a :class:`GraphItem`; ``dataset[list_or_array]`` is a GraphDataset view of
     those items (like ``torch.utils.data.Subset``); ``.indices`` maps items back to ``graphs``.
@@ -38,9 +43,11 @@ class GraphDataset(Dataset):
         graphs: GraphSet,
         y: np.ndarray | torch.Tensor | Sequence | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
+        forces: Sequence[np.ndarray | torch.Tensor] | None = None,
     ) -> None:
         self.graphs = graphs
         self.y = _as_targets(y, len(graphs))
+        self.forces = _as_forces(forces, graphs)
         idx = np.arange(len(graphs)) if indices is None else np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1:
             raise ValueError(f"indices must be 1-D, got shape {idx.shape}")
@@ -54,14 +61,15 @@ class GraphDataset(Dataset):
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "GraphItem | GraphDataset":
         if isinstance(index, (int, np.integer)):
             k = int(self.indices[index])
-            return GraphItem(self.graphs[k], None if self.y is None else self.y[k])
+            return GraphItem(self.graphs[k], None if self.y is None else self.y[k],
+                             None if self.forces is None else self.forces[k])  # fmt: skip
         return self.subset(np.arange(len(self))[index] if isinstance(index, slice) else index)
 
     def subset(self, positions: Sequence[int] | np.ndarray) -> "GraphDataset":
         """The items at ``positions`` of this dataset, as a view sharing graphs and targets."""
         pos = np.asarray(positions, dtype=np.int64)
         view = GraphDataset.__new__(GraphDataset)
-        view.graphs, view.y, view.indices = self.graphs, self.y, self.indices[pos]
+        view.graphs, view.y, view.forces, view.indices = self.graphs, self.y, self.forces, self.indices[pos]
         return view
 
     def fingerprint(self) -> str:
@@ -71,6 +79,9 @@ class GraphDataset(Dataset):
         h.update(np.ascontiguousarray(self.indices).tobytes())
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y[self.indices]).tobytes())
+        if self.forces is not None:
+            for k in self.indices:
+                h.update(self.forces[k].tobytes())
         return h.hexdigest()[:24]
 
     def spacegroups(self, symprec: float = DEFAULT_SYMPREC) -> np.ndarray:
@@ -93,11 +104,27 @@ def _as_targets(y: np.ndarray | torch.Tensor | Sequence | None, n: int) -> np.nd
     raise ValueError(f"y must be integer class labels or float properties, got dtype {arr.dtype}")
 
 
+def _as_forces(forces: Sequence[np.ndarray | torch.Tensor] | None, graphs: GraphSet) -> list[np.ndarray] | None:
+    if forces is None:
+        return None
+    if len(forces) != len(graphs):
+        raise ValueError(f"forces must hold one [n, 3] array per structure ({len(graphs)}), got {len(forces)}")
+    out = []
+    for k, f in enumerate(forces):
+        arr = f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+        n = len(graphs[k].z)
+        if arr.shape != (n, 3) or not np.issubdtype(arr.dtype, np.floating):
+            raise ValueError(f"forces of structure {k} must be a float [{n}, 3] array, got {arr.dtype} {arr.shape}")
+        out.append(np.ascontiguousarray(arr, dtype=np.float32))
+    return out
+
+
 def collate(items: Sequence[GraphItem]) -> GraphBatch:
     """Stack items into one :class:`GraphBatch` (edges stay sorted by receiver).
 
     Node indices are offset per graph; ``edge_shift`` is the sender's integer image shift as
-    float32; ``y`` is int64 [B] for class labels, float32 [B, P] for properties, or None.
+    float32; ``y`` is int64 [B] for class labels, float32 [B, P] for properties, or None;
+    ``forces`` is float32 [n, 3] when the items carry forces, else None.
     """
     if not items:
         raise ValueError("collate: empty batch")
@@ -109,6 +136,9 @@ def collate(items: Sequence[GraphItem]) -> GraphBatch:
     ys = [item.y for item in items]
     if any(y is None for y in ys) and not all(y is None for y in ys):
         raise ValueError("collate: some items have targets and some do not")
+    forces = [item.forces for item in items]
+    if any(f is None for f in forces) and not all(f is None for f in forces):
+        raise ValueError("collate: some items have forces and some do not")
     return GraphBatch(
         z=torch.from_numpy(np.concatenate([g.z for g in graphs]).astype(np.int64)),
         pos=torch.from_numpy(np.concatenate([g.pos for g in graphs]).astype(np.float32)),
@@ -119,6 +149,7 @@ def collate(items: Sequence[GraphItem]) -> GraphBatch:
         batch=torch.from_numpy(np.repeat(np.arange(len(graphs), dtype=np.int64), sizes)),
         ptr=torch.from_numpy(ptr),
         y=None if ys[0] is None else torch.from_numpy(np.stack(ys)),
+        forces=None if forces[0] is None else torch.from_numpy(np.concatenate(forces)),
     )
 
 

@@ -82,6 +82,8 @@ def pad_batch(batch: GraphBatch, nodes: int, edges: int, graphs: int) -> GraphBa
         batch=torch.cat([batch.batch, torch.full((pad_n,), b, dtype=torch.int64, device=dev)]),
         ptr=torch.cat([batch.ptr, ptr_tail]),
         y=y,
+        forces=None if batch.forces is None else torch.cat(
+            [batch.forces, torch.full((pad_n, 3), float("nan"), dtype=batch.forces.dtype, device=dev)]),
     )
 
 
@@ -172,8 +174,9 @@ class TrainStep:
             self._captured[key] = (graph, static, loss)
         graph, static, loss = self._captured[key]
         padded = self._padded(batch, key)
-        for name in ("z", "pos", "cell", "edge_src", "edge_dst", "edge_shift", "batch", "ptr", "y"):
-            getattr(static, name).copy_(getattr(padded, name), non_blocking=True)
+        for name in ("z", "pos", "cell", "edge_src", "edge_dst", "edge_shift", "batch", "ptr", "y", "forces"):
+            if getattr(padded, name) is not None:
+                getattr(static, name).copy_(getattr(padded, name), non_blocking=True)
         graph.replay()
         return loss.clone()  # the captured loss buffer is overwritten by the next replay
 

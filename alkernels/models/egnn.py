@@ -194,6 +194,31 @@ class EGNN(nn.Module):
         """The configuration, backend and precision (JSON-serialisable; part of a run's identity)."""
         return {**asdict(self.config), "backend": self.backend, "precision": self.precision}
 
+    def _encode(self, batch: GraphBatch, taps: list[torch.Tensor] | None) -> torch.Tensor:
+        """Node projections [n, proj_dim]; appends the pooled node states of each layer to
+        ``taps`` when given."""
+        check_batch(batch)
+        z = check_atomic_numbers(batch.z, self.config.num_species) if self.validate_inputs else batch.z
+        dtype = self.input.weight.dtype
+        graph = build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes, validate=self.validate_inputs)
+        shift = edge_shift_vectors(batch, dtype)
+        # .to(dtype): under autocast the Linear returns bfloat16; the node state stays float32
+        h = self.input(self.embedding(z)).to(dtype)
+        x = batch.pos.to(dtype)
+        for k, layer in enumerate(self.layers):
+            h, x = layer(h, x, shift, graph, self.backend, self.precision)
+            if k < len(self.layers) - 1:
+                h = self.act(h)
+            if taps is not None:
+                taps.append(sum_pool(h, batch.batch, batch.num_graphs))
+        return self.projection(h)
+
+    def node_features(self, batch: GraphBatch) -> torch.Tensor:
+        """Per-atom embeddings [n, proj_dim] (the node projection before the sum readout), in the
+        parameters' dtype; differentiable w.r.t. ``batch.pos`` (forces, see
+        :class:`alkernels.models.EnergyForceModel`)."""
+        return self._encode(batch, None)
+
     def forward(
         self, batch: GraphBatch, return_taps: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -205,24 +230,9 @@ class EGNN(nn.Module):
             after each layer (after its between-layer activation) and the sum-pooled
             [B, proj_dim] after the node projection (equal to ``emb``), for learning-loss heads.
         """
-        check_batch(batch)
-        z = check_atomic_numbers(batch.z, self.config.num_species) if self.validate_inputs else batch.z
-        dtype = self.input.weight.dtype
-        graph = build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes, validate=self.validate_inputs)
-        shift = edge_shift_vectors(batch, dtype)
-        # .to(dtype): under autocast the Linear returns bfloat16; the node state stays float32
-        h = self.input(self.embedding(z)).to(dtype)
-        x = batch.pos.to(dtype)
-        b = batch.num_graphs
-        taps: list[torch.Tensor] = []
-        for k, layer in enumerate(self.layers):
-            h, x = layer(h, x, shift, graph, self.backend, self.precision)
-            if k < len(self.layers) - 1:
-                h = self.act(h)
-            if return_taps:
-                taps.append(sum_pool(h, batch.batch, b))
-        emb = sum_pool(self.projection(h), batch.batch, b)
-        if return_taps:
+        taps: list[torch.Tensor] | None = [] if return_taps else None
+        emb = sum_pool(self._encode(batch, taps), batch.batch, batch.num_graphs)
+        if taps is not None:
             taps.append(emb)
             return emb, taps
         return emb

@@ -89,8 +89,8 @@ def why_unsupported(
     if backend == "cpu" and any(d % 16 for d in widths):
         return f"backend 'cpu' needs node, edge and coordinate widths that are multiples of 16, got {widths}"
     if backend == "triton":
-        if dtype != torch.float32:
-            return f"backend 'triton' supports float32 inputs only, got {dtype}"
+        if dtype not in (torch.float32, torch.float64):
+            return f"backend 'triton' takes float32 or float64 inputs, got {dtype}"
         if not all(_is_pow2_16(d) for d in widths):
             return f"backend 'triton' needs widths that are powers of two >= 16, got {widths}"
     return None

@@ -66,24 +66,30 @@ CHUNK = 32
 #: Warps per program of the forward, backward and sender-reduction kernels.
 FWD_WARPS = 8
 ACT_WARPS = 8
-#: Backward warps per precision as (from arch, below arch, warps): ptxas spills a few bytes in
-#: bf16 with 8 warps on sm_90 and with 4 on sm_80 (see ``python -m alkernels.ops.aot``).
+#: Backward warps per precision (``"fp64"``: float64 inputs) as (from arch, below arch, warps):
+#: ptxas spills a few bytes in bf16 with 8 warps on sm_90 and with 4 on sm_80, and in float64
+#: with 8 warps on sm_80 (see ``python -m alkernels.ops.aot``).
 BWD_WARPS: dict[str, list[tuple[int, int | None, int]]] = {
-    "fp32": [(0, None, 8)], "tf32": [(0, None, 8)], "bf16": [(0, 90, 8), (90, None, 4)],
+    "fp32": [(0, None, 8)], "tf32": [(0, None, 8)], "bf16": [(0, 90, 8), (90, None, 4)], "fp64": [(0, None, 4)],
 }
 
 
-def bwd_warps(precision: str, device: torch.device) -> int:
-    """Warps of the backward kernel for ``precision`` on ``device`` (from :data:`BWD_WARPS`)."""
+def bwd_warps(precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> int:
+    """Warps of the backward kernel for ``precision`` and ``dtype`` on ``device`` (from
+    :data:`BWD_WARPS`)."""
     arch = arch_of(device) if device.type == "cuda" else 0
-    return next(w for lo, below, w in BWD_WARPS[precision] if lo <= arch and (below is None or arch < below))
+    key = "fp64" if dtype == torch.float64 else precision
+    return next(w for lo, below, w in BWD_WARPS[key] if lo <= arch and (below is None or arch < below))
 SENDER_WARPS = 4
 SENDER_BLOCK = 32
 
 
-def matmul_modes(precision: str, device: torch.device) -> tuple[str, str]:
+def matmul_modes(precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[str, str]:
     """``(PREC, EXACT)`` constexprs of the kernels for ``precision`` on ``device``: the matmul
-    input precision, and the one used for the fp32-accurate one-hot receiver sums."""
+    input precision, and the one used for the fp32-accurate one-hot receiver sums. float64
+    inputs always multiply in IEEE float64."""
+    if dtype == torch.float64:
+        return "ieee", "ieee"
     if device.type != "cuda":  # the interpreter: plain fp32 matmuls, bf16 rounded explicitly
         return {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16_emulated"}[precision], "ieee"
     if arch_of(device) >= 80:
@@ -129,7 +135,7 @@ def _linear_relu(in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out
     """out = relu(in @ W^T + b) for the [BLOCK_E, IN] rows at ``in_base``, W [OUT, IN] row-major,
     one [BLOCK_E, K] output tile at a time; ends with a barrier (out is read by other threads)."""
     for j in range(OUT // K):
-        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        acc = tl.zeros((valid.shape[0], K), dtype=out_base.dtype.element_ty)
         for k in range(IN // K):
             w = _tile(w_ptr + j * K * IN + k * K, K, K, 1, IN)  # [kk, jj] = W[j K + jj, k K + kk]
             acc += _mm(_load_cols(in_base, IN, k * K, valid, K), w, PREC)
@@ -144,7 +150,7 @@ def _linear_relu_bwd(gout_base, OUT: tl.constexpr, w_ptr, IN: tl.constexpr, in_b
     """gin = (gout @ W [+ extra_ptr[rows]]) where in > 0, the gradient through ``relu(in)`` feeding
     a Linear with weight W [OUT, IN]; one [BLOCK_E, K] tile at a time; ends with a barrier."""
     for k in range(IN // K):
-        acc = tl.zeros((valid.shape[0], K), dtype=tl.float32)
+        acc = tl.zeros((valid.shape[0], K), dtype=gin_base.dtype.element_ty)
         for j in range(OUT // K):
             w = _tile(w_ptr + j * K * IN + k * K, K, K, IN, 1)  # [jj, kk] = W[j K + jj, k K + kk]
             acc += _mm(_load_cols(gout_base, OUT, j * K, valid, K), w, PREC)
@@ -193,7 +199,7 @@ def _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_pt
     _linear_relu(z2_s, H, w3_ptr, b3_ptr, H, m_s, valid, K, PREC)
     _linear_relu(m_s, H, wx1_ptr, bx1_ptr, C, p1_s, valid, K, PREC)
     _linear_relu(p1_s, C, wx2_ptr, bx2_ptr, C, p2_s, valid, K, PREC)
-    s = tl.zeros((valid.shape[0],), dtype=tl.float32)
+    s = tl.zeros((valid.shape[0],), dtype=p2_s.dtype.element_ty)
     for j in range(C // K):
         s += tl.sum(_load_cols(p2_s, C, j * K, valid, K) * tl.load(wx3_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
     return _tanh(s)
@@ -207,9 +213,9 @@ def _block_edges(rowptr_ptr, blk, n, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _onehot(dst, valid, i0, BLOCK_N: tl.constexpr):
-    """[BLOCK_N, BLOCK_E] float: which of the block's receivers each edge belongs to."""
-    return (((dst - i0)[None, :] == tl.arange(0, BLOCK_N)[:, None]) & valid[None, :]).to(tl.float32)
+def _onehot(dst, valid, i0, BLOCK_N: tl.constexpr, DT: tl.constexpr):
+    """[BLOCK_N, BLOCK_E] of dtype DT: which of the block's receivers each edge belongs to."""
+    return (((dst - i0)[None, :] == tl.arange(0, BLOCK_N)[:, None]) & valid[None, :]).to(DT)
 
 
 @triton.jit
@@ -241,6 +247,7 @@ def _edge_fwd_kernel(
     K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
 ):
     """m [n, H] (zero on entry) += receiver sums of phi_e; dx [n, 3] = sums of u tanh(phi_x)."""
+    DT: tl.constexpr = m_ptr.dtype.element_ty
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
@@ -253,15 +260,15 @@ def _edge_fwd_kernel(
     p2_s = p1_s + BLOCK_E * C
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc_x = tl.zeros((BLOCK_N,), dtype=DT)
+        acc_y = tl.zeros((BLOCK_N,), dtype=DT)
+        acc_z = tl.zeros((BLOCK_N,), dtype=DT)
         for e in range(e_start, e_end, BLOCK_E):
             offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
             gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
                                 wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
                                 H, C, K, PREC)  # fmt: skip
-            onehot = _onehot(dst, valid, i0, BLOCK_N)
+            onehot = _onehot(dst, valid, i0, BLOCK_N, DT)
             _reduce_rows(m_ptr, i0 + rows, n, onehot, m_s, valid, H, K, EXACT)
             scale = gate / (r + eps)
             acc_x += tl.sum(onehot * (dx * scale)[None, :], axis=1)
@@ -314,15 +321,16 @@ def _edge_bwd_kernel(
     g_p2, g_p1 [E, C] and g_m, g_z2, g_z1 [E, H] of the layers' pre-activations; gB [n, H] (zero on
     entry) += receiver sums of g_z1; gx [n, 3] = receiver part of the position gradient;
     gde [E, 4] = per-edge d-gradient (sender part)."""
+    DT: tl.constexpr = gb_ptr.dtype.element_ty
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     num_blocks = tl.cdiv(n, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
     for blk in range(pid, num_blocks, nprog):
         i0, e_start, e_end = _block_edges(rowptr_ptr, blk, n, BLOCK_N)
-        acc_x = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        acc_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        acc_z = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        acc_x = tl.zeros((BLOCK_N,), dtype=DT)
+        acc_y = tl.zeros((BLOCK_N,), dtype=DT)
+        acc_z = tl.zeros((BLOCK_N,), dtype=DT)
         for e in range(e_start, e_end, BLOCK_E):
             offs = e + tl.arange(0, BLOCK_E)
             valid = offs < e_end
@@ -342,10 +350,10 @@ def _edge_bwd_kernel(
             _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_ptr + e * H, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
             _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_ptr + e * H, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
             _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_ptr + e * H, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
-            onehot = _onehot(dst, valid, i0, BLOCK_N)
+            onehot = _onehot(dst, valid, i0, BLOCK_N, DT)
             _reduce_rows(gb_ptr, i0 + rows, n, onehot, gz1_ptr + e * H, valid, H, K, EXACT)
             # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
-            g_r2 = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            g_r2 = tl.zeros((BLOCK_E,), dtype=DT)
             for j in range(H // K):
                 g_r2 += tl.sum(_load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
             r2 = tl.load(aux_ptr + offs * 8, mask=valid, other=0.0)
@@ -387,8 +395,8 @@ def _sender_sum_kernel(
     end = tl.load(sptr_ptr + j + 1)
     offs_f = tl.arange(0, F)
     offs_4 = tl.arange(0, 4)
-    acc_h = tl.zeros((F,), dtype=tl.float32)
-    acc_x = tl.zeros((4,), dtype=tl.float32)
+    acc_h = tl.zeros((F,), dtype=gh_ptr.dtype.element_ty)
+    acc_x = tl.zeros((4,), dtype=gh_ptr.dtype.element_ty)
     for p in range(start, end, BLOCK_E):
         offs = p + tl.arange(0, BLOCK_E)
         valid = offs < end
@@ -414,20 +422,29 @@ def _num_edge_programs(e: int, device: torch.device) -> int:
     return min(chunks, 4)
 
 
-def _check_widths(f: int, h: int, c: int) -> None:
+#: Input dtypes of the kernels: float32 (every precision), float64 (IEEE only; exact gradient
+#: checks, and users who train in double precision).
+DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+
+
+def _check_call(f: int, h: int, c: int, dtype: torch.dtype, precision: str) -> None:
     for name, v in (("node width F", f), ("edge width H", h), ("coordinate width C", c)):
         if v < 16 or v & (v - 1):
             raise ValueError(f"backend 'triton' needs powers of two >= 16; {name} is {v}")
+    if dtype not in DTYPES:
+        raise ValueError(f"backend 'triton' takes float32 or float64 inputs, got {dtype}")
+    if dtype == torch.float64 and precision != "fp32":
+        raise ValueError(f"precision={precision!r} needs float32 inputs; float64 runs with precision='fp32'")
 
 
 def _features(precision: str) -> tuple[str, ...]:
     return (precision,) if precision in ("tf32", "bf16") else ()
 
 
-def _constexprs(precision: str, device: torch.device, h: int, c: int) -> dict:
+def _constexprs(precision: str, device: torch.device, h: int, c: int, dtype: torch.dtype) -> dict:
     """Block sizes and precision modes shared by forward and backward."""
     check_device(_features(precision), device, f"egnn_edge_op precision={precision!r} on backend 'triton'")
-    prec, exact = matmul_modes(precision, device)
+    prec, exact = matmul_modes(precision, device, dtype)
     return {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
 
 
@@ -441,21 +458,23 @@ def _common(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGr
 def triton_edge_forward(
     h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused forward on Triton: (m [n, H], dx [n, 3]) in float32 (inputs float32, see
-    :func:`alkernels.ops.message_passing.egnn_edge_op` for the shapes).
+    """Fused forward on Triton: (m [n, H], dx [n, 3]) in the inputs' dtype (float32, or float64
+    with ``precision="fp32"``; see :func:`alkernels.ops.message_passing.egnn_edge_op` for the
+    shapes).
 
     Raises:
-        ValueError: widths that are not powers of two >= 16, or tf32/bf16 below sm_80.
+        ValueError: widths that are not powers of two >= 16, another dtype, or tf32/bf16 below
+            sm_80 or with float64.
     """
     n, hidden, coord = h.shape[0], w.w2.shape[0], w.wx1.shape[0]
-    _check_widths(h.shape[1], hidden, coord)
-    meta = _constexprs(precision, h.device, hidden, coord)
-    m = torch.zeros(n, hidden, device=h.device, dtype=torch.float32)
-    dx = torch.empty(n, 3, device=h.device, dtype=torch.float32)
+    _check_call(h.shape[1], hidden, coord, h.dtype, precision)
+    meta = _constexprs(precision, h.device, hidden, coord, h.dtype)
+    m = torch.zeros(n, hidden, device=h.device, dtype=h.dtype)
+    dx = torch.empty(n, 3, device=h.device, dtype=h.dtype)
     if n == 0:
         return m, dx
     progs = _num_programs(n, h.device)
-    scratch = torch.empty(progs * BLOCK_E * (3 * hidden + 2 * coord), device=h.device, dtype=torch.float32)
+    scratch = torch.empty(progs * BLOCK_E * (3 * hidden + 2 * coord), device=h.device, dtype=h.dtype)
     _edge_fwd_kernel[(progs,)](
         *_common(h, x, shift, graph, w), m, dx, scratch, n, eps, **meta, num_warps=FWD_WARPS, num_stages=1
     )
@@ -463,7 +482,7 @@ def triton_edge_forward(
 
 
 def _weight_grad(g: torch.Tensor, x: torch.Tensor, precision: str) -> torch.Tensor:
-    """g^T @ x over all edges (float32 out; bfloat16 inputs in bf16 mode)."""
+    """g^T @ x over all edges (in the inputs' dtype; bfloat16 inputs and float32 out in bf16 mode)."""
     if precision == "bf16":
         return (g.t().to(torch.bfloat16) @ x.to(torch.bfloat16)).float()
     return g.t() @ x
@@ -485,16 +504,16 @@ def triton_edge_backward(
     gradients of h, x and the eleven weights (the kernels' :class:`KernelGrads`, assembled).
     Allocates per-edge buffers of (6 H + 4 C + 12) floats per edge for the duration of the call."""
     n, f, hidden, coord = h.shape[0], h.shape[1], w.w2.shape[0], w.wx1.shape[0]
-    _check_widths(f, hidden, coord)
-    meta = _constexprs(precision, h.device, hidden, coord)
-    dev, e = h.device, graph.num_edges
-    gb = torch.zeros(n, hidden, device=dev, dtype=torch.float32)
-    gx = torch.zeros(n, 3, device=dev, dtype=torch.float32)
-    gh = torch.zeros(n, f, device=dev, dtype=torch.float32)
-    hbuf = torch.empty(6, e, hidden, device=dev, dtype=torch.float32)  # z1 z2 m g_z1 g_z2 g_m
-    cbuf = torch.empty(4, e, coord, device=dev, dtype=torch.float32)  # p1 p2 g_p1 g_p2
-    aux = torch.zeros(e, 8, device=dev, dtype=torch.float32)  # r^2, gs, d, gate (rows of 32 B)
-    gde = torch.zeros(e, 4, device=dev, dtype=torch.float32)
+    _check_call(f, hidden, coord, h.dtype, precision)
+    meta = _constexprs(precision, h.device, hidden, coord, h.dtype)
+    dev, e, dt = h.device, graph.num_edges, h.dtype
+    gb = torch.zeros(n, hidden, device=dev, dtype=dt)
+    gx = torch.zeros(n, 3, device=dev, dtype=dt)
+    gh = torch.zeros(n, f, device=dev, dtype=dt)
+    hbuf = torch.empty(6, e, hidden, device=dev, dtype=dt)  # z1 z2 m g_z1 g_z2 g_m
+    cbuf = torch.empty(4, e, coord, device=dev, dtype=dt)  # p1 p2 g_p1 g_p2
+    aux = torch.zeros(e, 8, device=dev, dtype=dt)  # r^2, gs, d, gate (rows of 32 B in float32)
+    gde = torch.zeros(e, 4, device=dev, dtype=dt)
     if n > 0:
         common = _common(h, x, shift, graph, w)
         gdx = gdx.contiguous()
@@ -508,7 +527,7 @@ def triton_edge_backward(
         _edge_bwd_kernel[(_num_programs(n, dev),)](
             wr, graph.dst, graph.rowptr, w2, w3, wx1, wx2, wx3, gm.contiguous(), gdx, gb, gx, gde, aux,
             *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta,
-            num_warps=bwd_warps(precision, dev), num_stages=1,
+            num_warps=bwd_warps(precision, dev, dt), num_stages=1,
         )  # fmt: skip
     z1, z2, m, g_z1, g_z2, g_m = hbuf
     p1, p2, g_p1, g_p2 = cbuf
@@ -540,15 +559,19 @@ _GPU_MODES = {
     "tf32": [("TF32", "tf32", "tf32x3", 80, None)],
     "bf16": [("BF16", "bf16", "tf32x3", 80, None)],
 }
+#: The (dtype name, precision) pairs the launchers accept, with the GPU modes of each.
+_DTYPE_MODES = [("fp32", p, modes) for p, modes in _GPU_MODES.items()] + [
+    ("fp64", "fp32", [("IEEE", "ieee", "ieee", 0, None)])
+]
 
 
-def _signature(fn, constexprs: dict) -> dict[str, str]:
+def _signature(fn, constexprs: dict, dtype: str) -> dict[str, str]:
     sig = {}
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
-            sig[name] = "*i64" if name in _INT_PTRS else "*fp32"
+            sig[name] = "*i64" if name in _INT_PTRS else f"*{dtype}"
         else:
             sig[name] = "fp32" if name == "eps" else "i32"
     return sig
@@ -563,28 +586,29 @@ def _aligned(fn) -> tuple[str, ...]:
 
 def aot_configs() -> list[KernelConfig]:
     """Every configuration the launchers choose on a GPU for the paper's widths: forward and
-    backward (with and without ``detach_norm``) in each precision and its GPU mode, and the sender
-    reduction. The widths are model hyper-parameters; the block sizes are the launchers'."""
+    backward (with and without ``detach_norm``) in each precision and its GPU mode, in float32
+    and (IEEE only) float64, and the sender reduction. The widths are model hyper-parameters;
+    the block sizes are the launchers'."""
     f, h, c = PAPER_WIDTHS["F"], PAPER_WIDTHS["H"], PAPER_WIDTHS["C"]
     configs = []
-    for precision in PRECISIONS:
-        for mode, prec, exact, lo, below in _GPU_MODES[precision]:
+    for dtype, precision, modes in _DTYPE_MODES:
+        for mode, prec, exact, lo, below in modes:
             meta = {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
             common = dict(family="message_passing", features=_features(precision), tensor_cores=prec != "ieee",
                           from_arch=lo, below_arch=below)  # fmt: skip
-            label = f"{precision} ({mode}) H={h} C={c}"
+            label = f"{precision} ({mode}) H={h} C={c}" if dtype == "fp32" else f"{dtype} ({mode}) H={h} C={c}"
             configs.append(KernelConfig(
                 kernel="_edge_fwd_kernel", label=label, fn=_edge_fwd_kernel,
-                signature=_signature(_edge_fwd_kernel, meta), constexprs=meta, num_warps=FWD_WARPS,
+                signature=_signature(_edge_fwd_kernel, meta, dtype), constexprs=meta, num_warps=FWD_WARPS,
                 aligned=_aligned(_edge_fwd_kernel), **common,
             ))  # fmt: skip
             act = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
             configs.append(KernelConfig(
                 kernel="_edge_act_kernel", label=label, fn=_edge_act_kernel,
-                signature=_signature(_edge_act_kernel, act), constexprs=act, num_warps=ACT_WARPS,
+                signature=_signature(_edge_act_kernel, act, dtype), constexprs=act, num_warps=ACT_WARPS,
                 aligned=_aligned(_edge_act_kernel), **common,
             ))  # fmt: skip
-            for lo_w, below_w, warps in BWD_WARPS[precision]:
+            for lo_w, below_w, warps in BWD_WARPS[precision if dtype == "fp32" else dtype]:
                 lo_b = max(lo, lo_w)
                 below_b = min(x for x in (below, below_w, 10**6) if x is not None)
                 if lo_b >= below_b:
@@ -593,14 +617,15 @@ def aot_configs() -> list[KernelConfig]:
                     bwd = {"DETACH": detach, **meta}
                     configs.append(KernelConfig(
                         kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
-                        signature=_signature(_edge_bwd_kernel, bwd), constexprs=bwd, num_warps=warps,
+                        signature=_signature(_edge_bwd_kernel, bwd, dtype), constexprs=bwd, num_warps=warps,
                         aligned=_aligned(_edge_bwd_kernel), **{**common, "from_arch": lo_b,
                         "below_arch": None if below_b == 10**6 else below_b},
                     ))  # fmt: skip
     snd = {"F": f, "BLOCK_E": SENDER_BLOCK}
-    configs.append(KernelConfig(
-        family="message_passing", kernel="_sender_sum_kernel", label=f"F={f}", fn=_sender_sum_kernel,
-        signature=_signature(_sender_sum_kernel, snd), constexprs=snd, num_warps=SENDER_WARPS,
-        aligned=_aligned(_sender_sum_kernel),
-    ))  # fmt: skip
+    for dtype in ("fp32", "fp64"):
+        configs.append(KernelConfig(
+            family="message_passing", kernel="_sender_sum_kernel", label=f"{dtype} F={f}", fn=_sender_sum_kernel,
+            signature=_signature(_sender_sum_kernel, snd, dtype), constexprs=snd, num_warps=SENDER_WARPS,
+            aligned=_aligned(_sender_sum_kernel),
+        ))  # fmt: skip
     return configs
