@@ -7,8 +7,11 @@ optional: if it fails to compile, the package still installs and falls back to t
 """
 from glob import glob
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
+
+# Compile the C++ files in parallel: ALKERNELS_BUILD_JOBS threads, all CPUs by default.
+ParallelCompile("ALKERNELS_BUILD_JOBS", default=0).install()
 
 ext = Pybind11Extension(
     "alkernels._C",

@@ -22,6 +22,11 @@ def test_check_sh_dry_run(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh"), "--dry-run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=580)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "| setuptools" in proc.stdout and "| pybind11" in proc.stdout  # the versions come first
+    assert proc.stdout.index("== versions") < proc.stdout.index("== install") < proc.stdout.index("== benchmarks")
+    assert proc.stdout.index("== benchmarks") < proc.stdout.index("== Triton tests")  # the payload first
+    assert proc.stdout.count(", limit ") >= 4 and "install status: ok" in proc.stdout
+    assert len(list(tmp_path.iterdir())) <= 8 and (tmp_path / "check.log").exists()
     for name in ("acquisition", "edge_op", "train_step"):
         doc = json.loads((tmp_path / f"gpu_{name}_dryrun.json").read_text())
         assert doc["benchmark"] == f"gpu_{name}" and doc["dry_run"] is True
@@ -31,3 +36,10 @@ def test_check_sh_dry_run(tmp_path: Path) -> None:
     train = json.loads((tmp_path / "gpu_train_step_dryrun.json").read_text())
     assert all(r["grid_projection"]["runs"] == 72 for r in train["rows"])
     assert (tmp_path / "gpu_tests.log").exists()
+
+
+def test_check_sh_refuses_to_write_into_the_tree_unless_asked() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "set OUT" in proc.stderr

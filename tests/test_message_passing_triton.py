@@ -52,10 +52,14 @@ def test_bf16_forward_within_documented_bound():
     assert (m - m_ref).abs().max() > 0  # the bf16 path really rounds
 
 
-def test_triton_rejects_float64_and_odd_widths():
-    h, x, shift, graph, w = on_device(op_inputs([3], "periodic", 3.0, torch.float64))
-    with pytest.raises(ValueError, match="float32"):
-        egnn_edge_op(h, x, shift, graph, w, backend="triton")
+def test_triton_float64_matches_reference_and_odd_widths_raise():
+    """float64 inputs run the kernels in IEEE float64 (exact gradient checks); widths that are not
+    powers of two >= 16, and tf32/bf16 with float64, raise."""
+    args = on_device(op_inputs([3, 2], "periodic", 3.0, torch.float64))
+    assert_close_all(run("triton", *args), run("torch", *args), 1e-10)
+    h, x, shift, graph, w = args
+    with pytest.raises(ValueError, match="needs float32 inputs"):
+        egnn_edge_op(h, x, shift, graph, w, backend="triton", precision="bf16")
     narrow = EGNNConfig(node_dim=24)
     h, x, shift, graph, w = on_device(op_inputs([3], "periodic", 3.0, torch.float32, config=narrow))
     with pytest.raises(ValueError, match="powers of two"):

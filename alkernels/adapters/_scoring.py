@@ -32,7 +32,8 @@ _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def as_tnc(values: np.ndarray | torch.Tensor, n: int | None, source: str) -> torch.Tensor:
-    """``values`` ([N, C] or [T, N, C], NumPy or torch) as a [T, N, C] tensor, zero-copy.
+    """``values`` ([N, C] or [T, N, C], NumPy or torch) as a [T, N, C] tensor, zero-copy
+    (detached: a tensor that requires grad is read, and no gradient flows back).
 
     Args:
         values: a model's output for the pool.
@@ -43,7 +44,7 @@ def as_tnc(values: np.ndarray | torch.Tensor, n: int | None, source: str) -> tor
         ValueError: wrong number of dims, N different from ``n`` (with a hint when the array
             looks like baal's [N, C, T] layout), fewer than 2 classes, or a non-numeric dtype.
     """
-    tensor = torch.as_tensor(values)
+    tensor = torch.as_tensor(values).detach()  # values are read; scores carry no gradient
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise ValueError(f"{source} returned dtype {tensor.dtype}; expected floating point values")
     if tensor.ndim == 2:

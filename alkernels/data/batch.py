@@ -69,5 +69,8 @@ class GraphBatch:
 
 
 # A pytree node: torch.export, torch.compile and torch.utils._pytree flatten a batch into its
-# tensors (y may be None), so exported programs take a GraphBatch as their input.
+# tensors (y and forces may be None), so exported programs take a GraphBatch as their input. An
+# exported program saves its example inputs, and torch.export.load reads them with
+# weights_only=True: a batch holds tensors only, so it is allowed there.
 torch.export.register_dataclass(GraphBatch, serialized_type_name="alkernels.data.batch.GraphBatch")
+torch.serialization.add_safe_globals([GraphBatch])

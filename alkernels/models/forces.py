@@ -33,9 +33,13 @@ class EnergyForceModel(nn.Module):
 
     ``forward`` builds the graph of the forces only when gradients are enabled, so that a loss on
     them can be back-propagated (training); under ``torch.no_grad()`` it still returns forces,
-    without a graph. ``torch.compile(model, fullgraph=True)`` traces the force gradient when
-    ``torch._dynamo.config.trace_autograd_ops`` is True (PyTorch's switch for tracing
-    ``torch.autograd.grad``; without it the gradient call is a graph break).
+    without a graph.
+
+    ``torch.compile(model, fullgraph=True)`` compiles energies and forces with no graph break
+    when ``torch._dynamo.config.trace_autograd_ops`` is True (PyTorch's switch for tracing
+    ``torch.autograd.grad``) and the batch's positions already require grad
+    (``batch.pos.requires_grad_()``: a compiled region cannot return outputs of a tensor it made
+    require grad itself).
     """
 
     def __init__(self, encoder: EGNN, hidden: int = 128, activation: str = "relu") -> None:

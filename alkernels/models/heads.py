@@ -72,10 +72,13 @@ class SpaceGroupClassifier(nn.Module):
         """Logits, float [B, num_classes]."""
         return self.head(self.embed(batch))
 
+    @torch.no_grad()
     def mc_logits(self, batch: GraphBatch, T: int) -> torch.Tensor:
-        """MC-dropout logits [T, B, num_classes]: the encoder runs once (it has no dropout), the
-        head T times with only its dropout active (normalisation layers stay in eval mode, so the
-        passes never update BatchNorm statistics); every module's mode is restored after."""
+        """MC-dropout logits [T, B, num_classes] for scoring: the encoder runs once (it has no
+        dropout), the head T times with only its dropout active (normalisation layers stay in eval
+        mode, so the passes never update BatchNorm statistics); every module's mode is restored
+        after. Runs under ``torch.no_grad()``: the logits carry no autograd graph, whatever the
+        caller's grad mode (train through :meth:`forward` instead)."""
         if T < 1:
             raise ValueError(f"T must be positive, got {T}")
         modes = [(m, m.training) for m in self.modules()]

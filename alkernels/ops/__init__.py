@@ -8,12 +8,20 @@ Families:
     acquisition      all eight uncertainty scores in one pass over [T, N, C] logits; top-k
     message_passing  the fused EGNN edge op (forward and backward)
     topk_merge       exact merge of per-rank top-k candidates (sharded selection)
+    gp               Gaussian-process posteriors (torch only, no registered op)
+
+Every fused op is a registered PyTorch operator in the ``alkernels`` namespace
+(:mod:`alkernels.ops.registry`); importing this package registers all of them, which is what
+``torch.export.load`` of a program that uses them needs.
 """
 from __future__ import annotations
+
+from alkernels.ops import checks, topk_merge
 
 from alkernels.ops.acquisition import SCORE_ORDER, score_all, topk
 from alkernels.ops.activations import ACTIVATIONS
 from alkernels.ops.dispatch import BACKENDS, ISAS, has_ext, normalize_backend, resolve_backend
+from alkernels.ops.registry import OPERATORS
 from alkernels.ops.message_passing import (
     PRECISIONS,
     EdgeGraph,
@@ -26,6 +34,7 @@ from alkernels.ops.message_passing import (
 
 __all__ = [
     "ACTIVATIONS",
+    "OPERATORS",
     "BACKENDS",
     "ISAS",
     "PRECISIONS",
@@ -33,6 +42,7 @@ __all__ = [
     "EdgeGraph",
     "EdgeWeights",
     "build_edge_graph",
+    "checks",
     "edge_op_backend",
     "egnn_edge_op",
     "egnn_edge_reference",
@@ -41,4 +51,5 @@ __all__ = [
     "resolve_backend",
     "score_all",
     "topk",
+    "topk_merge",
 ]
