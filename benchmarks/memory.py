@@ -14,8 +14,13 @@ run from the repository root and prints the MiB on its last line. Probes:
     ``{"impl": "ours" | "eager", "strategy", "T", "N", "C", "k", "device"}``: ``select`` or the
     eager peer on the logits of :func:`benchmarks.workloads.make_logits`.
 ``egnn``
-    ``{"impl": "fused" | "torch" | "pyg", "mode", "batch", "distinct", "device"}``: one
-    forward+backward of the encoder with the initial weights (the peak does not depend on them).
+    ``{"impl": "fused" | "torch" | "pyg" | "torch+compile" | "fused+compile", "mode", "batch",
+    "distinct", "device"}``: one forward+backward of the encoder with the initial weights (the
+    peak does not depend on them); a compiled encoder runs once untimed first, so that the
+    compilation is not counted.
+``forces``
+    ``{"impl": one of FORCE_IMPLS, "structures", "repeat", "device"}``: one force-training step
+    (:func:`benchmarks.workloads.force_step`), compiled ones after one untimed step.
 """
 from __future__ import annotations
 
@@ -91,14 +96,31 @@ def _egnn_call(p: dict[str, Any], device: torch.device) -> Callable[[], object]:
 
     batch = first_batch(timing_graphs(p["mode"], p["distinct"]), p["batch"], device)
     model = make_encoder(p["impl"], device)
+    if p["impl"].endswith("+compile"):
+        forward_backward(model, batch)
     return lambda: forward_backward(model, batch)
+
+
+def _forces_call(p: dict[str, Any], device: torch.device) -> Callable[[], object]:
+    from benchmarks.workloads import force_batch, force_compile_config, force_step, make_force_model
+
+    batch = force_batch(p["structures"], p["repeat"], device)
+    model = make_force_model(p["impl"], device)
+
+    def run() -> None:
+        with force_compile_config():
+            force_step(model, batch)
+
+    if p["impl"].endswith("+compile"):
+        run()
+    return run
 
 
 def main(argv: list[str]) -> None:
     """Child entry: ``PROBE JSON`` -> prints the peak extra MiB."""
     probe, params = argv[0], json.loads(argv[1])
     device = torch.device(params["device"])
-    calls = {"acquisition": _acquisition_call, "egnn": _egnn_call}
+    calls = {"acquisition": _acquisition_call, "egnn": _egnn_call, "forces": _forces_call}
     print(_measure(calls[probe](params, device), device))
 
 

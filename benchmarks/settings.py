@@ -50,6 +50,8 @@ class EGNNSizes:
         pool_n: structures in the timed pool-scoring pass (full only).
         pool_batch: batch size of the pool-scoring pass.
         T: MC-dropout passes of the pool-scoring pass.
+        force_structures: EMT-labelled fcc cells in the force-training step's batch.
+        force_repeat: each cell is the cubic fcc cell repeated this many times per axis.
     """
 
     batches: tuple[int, ...]
@@ -61,6 +63,8 @@ class EGNNSizes:
     pool_n: int
     pool_batch: int
     T: int
+    force_structures: int
+    force_repeat: int
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,8 @@ PRESETS: dict[str, Sizes] = {
             pool_n=100_000,
             pool_batch=256,
             T=10,
+            force_structures=8,
+            force_repeat=2,
         ),
         graphs=GraphSizes(n=128, ase_n=32, total=2_000, workers=2, cutoff=6.0, rounds=3),
         adapters=AdapterSizes(N=20_000, T=10, C=230, k=100, rounds=5, peer_rounds=2),
@@ -237,6 +243,8 @@ PRESETS: dict[str, Sizes] = {
             pool_n=100_000,
             pool_batch=256,
             T=10,
+            force_structures=16,
+            force_repeat=3,
         ),
         graphs=GraphSizes(n=2_000, ase_n=400, total=100_000, workers=2, cutoff=6.0, rounds=3),
         adapters=AdapterSizes(N=100_000, T=10, C=230, k=100, rounds=10, peer_rounds=3),

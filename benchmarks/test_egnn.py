@@ -12,6 +12,15 @@ scaling plot.
 
 Group ``egnn/tasks/...`` (full size only): one training epoch (AdamW, batch 24) and one
 pool-scoring pass (MC dropout, streaming BALD top-k) on synthetic crystals in matsciml mode.
+
+Group ``egnn/forces/B=<structures>``: one force-training step of
+:class:`alkernels.models.EnergyForceModel` (energies, forces ``-dE/dx`` with create_graph, the
+energy+force loss and its backward: the edge op differentiated twice) on EMT-labelled fcc cells,
+fused against the torch backend, both eager and under ``torch.compile``; peak extra memory.
+
+``+compile`` members are the same model under ``torch.compile(fullgraph=True)`` (inductor): the
+compiled torch backend is the strongest peer a user has without alkernels. Their first call
+(the compilation) is an untimed warm-up.
 """
 from __future__ import annotations
 
@@ -28,6 +37,11 @@ from benchmarks.harness import timed
 from benchmarks.memory import peak_extra_mib
 from benchmarks.workloads import (
     EGNN_IMPLS,
+    FORCE_IMPLS,
+    force_batch,
+    force_compile_config,
+    force_step,
+    make_force_model,
     first_batch,
     forward_backward,
     graph_source,
@@ -112,6 +126,8 @@ def test_forward_backward(benchmark: Any, sizes: settings.Sizes, device: torch.d
     """One forward+backward of ``impl`` on a batch of ``batch`` graphs of ``mode``."""
     if impl == "pyg":
         pytest.importorskip("torch_geometric")
+    if impl.endswith("+compile"):
+        torch._dynamo.reset()  # each case compiles afresh, in its own cache
     data = first_batch(egnn_graphs(mode), batch, device)
     state = trained_state(mode) if weights == "trained" else None
     model = make_encoder(impl, device, state)
@@ -155,3 +171,24 @@ def test_pool_scoring(benchmark: Any, sizes: settings.Sizes, device: torch.devic
           impl="fused", role="baseline", items=e.pool_n, unit="structures", rounds=1, warmup=0, device=device,
           mode=TASK_MODE, batch=e.pool_batch, T=e.T, k=k,
           notes={"structures": e.pool_n, "batch": e.pool_batch, "T": e.T})  # fmt: skip
+
+
+@needs_data
+@pytest.mark.parametrize("impl", FORCE_IMPLS)
+def test_force_step(benchmark: Any, sizes: settings.Sizes, device: torch.device, impl: str) -> None:
+    """One force-training step (forward, forces with create_graph, loss, double backward)."""
+    e = sizes.egnn
+    torch._dynamo.reset()
+    data = force_batch(e.force_structures, e.force_repeat, device)
+    model = make_force_model(impl, device)
+
+    def step() -> None:
+        with force_compile_config():
+            force_step(model, data)
+
+    timed(benchmark, step, group=f"egnn/forces/B={e.force_structures}", impl=impl,
+          role="baseline" if impl == "fused" else "peer", items=e.force_structures, unit="graphs",
+          rounds=e.rounds, warmup=1, device=device, batch=e.force_structures, nodes=data.num_nodes,
+          edges=data.num_edges, graphs="EMT fcc cells", notes={"edges": data.num_edges, "atoms": data.num_nodes})  # fmt: skip
+    params = {"impl": impl, "structures": e.force_structures, "repeat": e.force_repeat, "device": device.type}
+    benchmark.extra_info["peak_extra_mib"] = peak_extra_mib("forces", params)

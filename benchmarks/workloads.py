@@ -32,8 +32,12 @@ from alkernels.models import EGNN, SpaceGroupClassifier
 #: Neighbour cutoff in Angstrom per graph mode (the paper's settings).
 CUTOFFS: dict[str, float] = {"periodic": 6.0, "matsciml": 20.0}
 #: EGNN implementations: ours (backend "auto": C++ on CPU, Triton on CUDA), the plain-PyTorch
-#: reference backend, and the torch_geometric peer.
-EGNN_IMPLS: tuple[str, ...] = ("fused", "torch", "pyg")
+#: reference backend, the torch_geometric peer, and ours and the reference under torch.compile
+#: (inductor, fullgraph: the strongest thing a user can get without alkernels is the compiled
+#: reference).
+EGNN_IMPLS: tuple[str, ...] = ("fused", "torch", "pyg", "torch+compile", "fused+compile")
+#: Implementations of the force-training step (energies and forces, forward and double backward).
+FORCE_IMPLS: tuple[str, ...] = ("fused", "torch", "torch+compile", "fused+compile")
 
 
 def has_extra(name: str) -> bool:
@@ -96,6 +100,8 @@ def make_encoder(impl: str, device: torch.device, state: dict[str, torch.Tensor]
     or the encoder weights ``state``."""
     if impl not in EGNN_IMPLS:
         raise ValueError(f"unknown EGNN implementation {impl!r}; expected one of {EGNN_IMPLS}")
+    if impl.endswith("+compile"):
+        return torch.compile(make_encoder(impl.removesuffix("+compile"), device, state), fullgraph=True)
     torch.manual_seed(0)
     encoder = EGNN(backend="auto" if impl == "fused" else "torch")
     if state is not None:
@@ -175,3 +181,45 @@ def score_pool(
         for batch in loader:
             selector.update(model.mc_logits(batch.to(device), T))
     return selector.result()
+
+
+def force_batch(structures: int, repeat: int, device: torch.device) -> GraphBatch:
+    """A batch of ``structures`` EMT-labelled fcc cells (:func:`alkernels.data.emt_structures`,
+    4 repeat^3 atoms each, seed 0) in periodic mode with a 5 A cutoff, energies in ``y`` and
+    forces in ``forces``; the ``data`` extra."""
+    from alkernels.data import build_graphs, emt_structures
+
+    data = emt_structures(structures, seed=0, repeat=repeat)
+    graphs = build_graphs(data.structures, cutoff=5.0, mode="periodic", workers=1)
+    dataset = GraphDataset(graphs, y=data.energy, forces=data.forces)
+    return collate([dataset[i] for i in range(structures)]).to(device)
+
+
+def make_force_model(impl: str, device: torch.device) -> torch.nn.Module:
+    """The paper's encoder as :class:`alkernels.models.EnergyForceModel` for ``impl`` (one of
+    :data:`FORCE_IMPLS`), seed 0; compiled ones trace the force gradient
+    (``trace_autograd_ops``), so call them inside :func:`force_compile_config`."""
+    from alkernels.models import EnergyForceModel
+
+    if impl not in FORCE_IMPLS:
+        raise ValueError(f"unknown force implementation {impl!r}; expected one of {FORCE_IMPLS}")
+    torch.manual_seed(0)
+    base = impl.removesuffix("+compile")
+    model = EnergyForceModel(EGNN(backend="auto" if base == "fused" else "torch")).to(device)
+    return torch.compile(model, fullgraph=True) if impl.endswith("+compile") else model
+
+
+def force_compile_config():  # noqa: ANN201 (a config patch context)
+    """The dynamo setting under which a compiled force model traces ``torch.autograd.grad``."""
+    return torch._dynamo.config.patch(trace_autograd_ops=True)
+
+
+def force_step(model: torch.nn.Module, batch: GraphBatch) -> None:
+    """One force-training step without the optimiser: energies and forces (``-dE/dx`` with
+    create_graph), the energy+force loss, and its backward (the double backward of the edge op)."""
+    from alkernels.models import EnergyForceModel
+
+    model.zero_grad(set_to_none=True)
+    batch.pos.requires_grad_(True)  # a compiled model cannot return outputs of a leaf it creates
+    energy, forces = model(batch)
+    EnergyForceModel.loss(energy, forces, batch).backward()

@@ -145,6 +145,51 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
   return py::make_tuple(gB, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3);
 }
 
+template <typename T>
+py::tuple double_backward_t(const py::array& A, const py::array& B, const py::array& w,
+                            const py::array& x, const py::array& shift, const py::array& src,
+                            const py::array& dst, const py::array& rowptr, const py::list& wl,
+                            double eps, const py::array& gm, const py::array& gdx,
+                            const py::array& h, const py::array& W1a, const py::array& src_perm,
+                            const py::array& src_ptr, bool detach_norm, const py::array& dA,
+                            const py::array& dB, const py::array& vh, const py::array& vx,
+                            alk::Isa isa) {
+  auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
+  require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
+  const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
+  require(F % 16 == 0, "the node width F must be a multiple of 16");
+  a.F = F;
+  alk::mp::EdgeGrads<T> g{};
+  g.gm = data_of<T>(gm, "grad_m", {n, H});
+  g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
+  g.h = data_of<T>(h, "h", {n, F});
+  g.W1a = data_of<T>(W1a, "W1a", {H, F});
+  g.src_perm = index_of(src_perm, "src_perm", a.E);
+  g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
+  g.detach_norm = detach_norm;
+  alk::mp::EdgeTangents<T> v{};
+  v.dA = data_of<T>(dA, "dA", {n, H});
+  v.dB = data_of<T>(dB, "dB", {n, H});
+  v.vh = data_of<T>(vh, "v_h", {n, F});
+  v.vx = data_of<T>(vx, "v_x", {n, 3});
+  std::vector<py::array_t<T>> out;
+  const std::vector<std::vector<py::ssize_t>> shapes = {
+      {n, H}, {n, 3}, {n, H}, {n, H}, {n, F}, {n, 3}, {H, F}, {H}, {H, H}, {H},
+      {H, H}, {H}, {C, H}, {C}, {C, C}, {C}, {C}};
+  for (const auto& shape : shapes) out.push_back(empty<T>(shape));
+  T* p[17];
+  for (int k = 0; k < 17; ++k) p[k] = out[k].mutable_data();
+  const alk::mp::DoubleGrads<T> o{p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8],
+                                  p[9], p[10], p[11], p[12], p[13], p[14], p[15], p[16]};
+  {
+    py::gil_scoped_release release;
+    alk::mp::edge_double_backward<T>(a, g, v, o, isa);
+  }
+  py::tuple result(17);
+  for (int k = 0; k < 17; ++k) result[k] = out[k];
+  return result;
+}
+
 bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().is(d); }
 
 }  // namespace
@@ -189,4 +234,33 @@ void bind_message_passing(py::module_& m) {
       py::arg("dst"), py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("grad_m"),
       py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
       py::arg("detach_norm"), py::arg("isa") = "best");
+  m.def(
+      "egnn_edge_double_backward",
+      [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
+         const py::array& shift, const py::array& src, const py::array& dst,
+         const py::array& rowptr, const py::list& weights, double eps, const py::array& gm,
+         const py::array& gdx, const py::array& h, const py::array& W1a,
+         const py::array& src_perm, const py::array& src_ptr, bool detach_norm,
+         const py::array& dA, const py::array& dB, const py::array& vh, const py::array& vx,
+         const std::string& isa) {
+        const alk::Isa k = alk::parse_isa(isa);
+        if (is_dtype(A, py::dtype::of<float>()))
+          return double_backward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm,
+                                           gdx, h, W1a, src_perm, src_ptr, detach_norm, dA, dB,
+                                           vh, vx, k);
+        if (is_dtype(A, py::dtype::of<double>()))
+          return double_backward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm,
+                                            gdx, h, W1a, src_perm, src_ptr, detach_norm, dA, dB,
+                                            vh, vx, k);
+        throw py::value_error("egnn_edge_double_backward supports float32 and float64 only");
+      },
+      "Fused EGNN edge double backward: the VJP of egnn_edge_backward for the cotangents "
+      "(v_h, v_x) on its outputs gh and gx. dA, dB = v_h W1a^T, v_h W1b^T. Returns (dm, ddx, bp, "
+      "bt, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3). isa as for "
+      "egnn_edge_forward.",
+      py::arg("A"), py::arg("B"), py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"),
+      py::arg("dst"), py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("grad_m"),
+      py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
+      py::arg("detach_norm"), py::arg("dA"), py::arg("dB"), py::arg("v_h"), py::arg("v_x"),
+      py::arg("isa") = "best");
 }

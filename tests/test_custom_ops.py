@@ -55,6 +55,7 @@ def test_every_operator_is_registered_in_one_namespace() -> None:
 
     assert set(OPERATORS) == {
         "alkernels::edge_csr", "alkernels::egnn_edge", "alkernels::egnn_edge_backward",
+        "alkernels::egnn_edge_double_backward",
         "alkernels::check_atomic_numbers", "alkernels::score_all", "alkernels::topk", "alkernels::merge_topk",
     }  # fmt: skip
     for name in OPERATORS:
@@ -73,6 +74,64 @@ def test_opcheck_egnn_edge_backward(backend: str) -> None:
     gm = torch.randn(n, 16, dtype=torch.float64, device=dev, requires_grad=True)
     gdx = torch.randn(n, 3, dtype=torch.float64, device=dev, requires_grad=True)
     torch.library.opcheck(torch.ops.alkernels.egnn_edge_backward.default, (gm, gdx, *args))
+
+
+@pytest.mark.skipif(not HAS_EXT, reason="alkernels._C not built")
+def test_opcheck_egnn_edge_double_backward() -> None:
+    args = edge_args("cpu")
+    n = args[0].shape[0]
+    gen = torch.Generator().manual_seed(5)
+    gm, gdx = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (16, 3))
+    v_h, v_x = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (16, 3))
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args[:19]]
+    torch.library.opcheck(torch.ops.alkernels.egnn_edge_double_backward.default,
+                          (gm, gdx, *detached, v_h, v_x, 0.1, False, "cpu"))  # fmt: skip
+
+
+def reference_double_backward(h, x, shift, graph, w, detach_norm, gm, gdx, v_h, v_x) -> list[torch.Tensor]:
+    """The VJP of the reference's backward for cotangents (v_h, v_x) on its h and x gradients."""
+    gm, gdx = gm.clone().requires_grad_(), gdx.clone().requires_grad_()
+    m, dx = egnn_edge_op(h, x, shift, graph, w, backend="torch", detach_norm=detach_norm)
+    first = torch.autograd.grad((m, dx), [h, x, *w], (gm, gdx), create_graph=True)
+    cot = [v_h, v_x, *(torch.zeros_like(t) for t in w)]
+    out = torch.autograd.grad(first, [gm, gdx, h, x, *w], cot, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(out, [gm, gdx, h, x, *w])]
+
+
+@pytest.mark.skipif(not HAS_EXT, reason="alkernels._C not built")
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("detach_norm", [False, True])
+def test_fused_double_backward_matches_the_reference(isa: str, detach_norm: bool) -> None:
+    """The C++ double-backward kernels (every build this CPU runs, two OpenMP threads: >= 2,048
+    edges) against autograd through the reference, float64, both graph modes."""
+    from alkernels.ops.message_passing.cpu import cpu_double_backward
+
+    if not ext().isa_supported(isa):
+        pytest.skip(f"this CPU lacks {isa}")
+    for sizes, mode, cutoff in (([9, 7, 8, 6], "periodic", 6.0), ([5, 3], "matsciml", 6.0)):
+        h, x, shift, graph, w = op_inputs(sizes, mode, cutoff, torch.float64)
+        gen = torch.Generator().manual_seed(3)
+        n = h.shape[0]
+        gm, gdx, v_h, v_x = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (128, 3, 32, 3))
+        d_gm, d_gdx, grads = cpu_double_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, v_h, v_x, isa)
+        want = reference_double_backward(h, x, shift, graph, w, detach_norm, gm, gdx, v_h, v_x)
+        for k, (a, b) in enumerate(zip([d_gm, d_gdx, *grads], want)):
+            assert (a - b).abs().max() <= 1e-11 * max(b.abs().max().item(), 1e-30), (mode, k)
+
+
+@pytest.mark.skipif(not HAS_EXT, reason="alkernels._C not built")
+def test_cotangents_on_weight_gradients_take_the_exact_reference_path() -> None:
+    """A gradient penalty on the weight gradients (not force training) needs the VJP with
+    cotangents on them, which the fused kernel does not take: it must still be exact."""
+
+    def penalty_grads(backend: str) -> list[torch.Tensor]:
+        h, x, shift, graph, w = op_inputs([4, 2], "periodic", 3.5, torch.float64)
+        m, dx = egnn_edge_op(h, x, shift, graph, w, backend=backend)
+        grads = torch.autograd.grad(m.square().sum() + dx.square().sum(), [x, *w], create_graph=True)
+        return list(torch.autograd.grad(sum(g.square().sum() for g in grads), [h, *w]))
+
+    for a, b in zip(penalty_grads("cpu"), penalty_grads("torch")):
+        assert (a - b).norm() <= 1e-9 * b.norm()
 
 
 def test_opcheck_graph_and_check_ops() -> None:

@@ -78,9 +78,33 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa) {
   }
 }
 
+template <typename T>
+void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const EdgeTangents<T>& v,
+                          const DoubleGrads<T>& o, Isa isa) {
+  const int nt = threads_for(a.E);
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * double_backward_scratch(a.F, a.H, a.C) +
+                           packed_weights_size(a.F, a.H, a.C));
+  std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
+  std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
+  T* s = scratch.data();
+  T* eb = edge_buf.data();
+  int32_t* l = lists.data();
+  switch (pick_isa(a, a.F, isa)) {
+    case Isa::kAvx512: avx512::double_backward(a, g, v, o, eb, s, l, nt); break;
+    case Isa::kAvx2: avx2::double_backward(a, g, v, o, eb, s, l, nt); break;
+    default: baseline::double_backward(a, g, v, o, eb, s, l, nt);
+  }
+}
+
 template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, Isa);
 template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, Isa);
 template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, Isa);
 template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, Isa);
+template void edge_double_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&,
+                                          const EdgeTangents<float>&, const DoubleGrads<float>&,
+                                          Isa);
+template void edge_double_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&,
+                                           const EdgeTangents<double>&, const DoubleGrads<double>&,
+                                           Isa);
 
 }  // namespace alk::mp

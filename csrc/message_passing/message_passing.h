@@ -47,6 +47,23 @@ struct EdgeGrads {
   T *gB, *gh, *gx, *gW1a, *gw, *gW2, *gb2, *gW3, *gb3, *gWx1, *gbx1, *gWx2, *gbx2, *gwx3;
 };
 
+// Double backward (the VJP of the backward, for force training): the tangent of the inputs along
+// which the forward is differentiated, v = (v_h, v_x). dA = v_h W1a^T and dB = v_h W1b^T [n, H]
+// (the first layer's split, without bias), vh [n, F], vx [n, 3].
+template <typename T>
+struct EdgeTangents {
+  const T *dA, *dB, *vh, *vx;
+};
+
+// Outputs of the double backward (overwritten): dm [n, H] and ddx [n, 3], the forward's tangent
+// J v (the gradients w.r.t. the upstream gm and gdx); bp, bt [n, H], the receiver sums of the
+// primal and the tangent adjoints of the first layer's pre-activation; gh [n, F] (the sender part
+// of the gradient of h, through A); gx [n, 3]; and the weight gradients as in EdgeGrads.
+template <typename T>
+struct DoubleGrads {
+  T *dm, *ddx, *bp, *bt, *gh, *gx, *gW1a, *gw, *gW2, *gb2, *gW3, *gb3, *gWx1, *gbx1, *gWx2, *gbx2, *gwx3;
+};
+
 // Elements of per-thread scratch the kernels need; the weight gradients sit at its start.
 inline int64_t forward_scratch(int64_t F, int64_t H, int64_t C) {
   (void)F;
@@ -57,6 +74,9 @@ inline int64_t weight_grad_size(int64_t F, int64_t H, int64_t C) {
 }
 inline int64_t backward_scratch(int64_t F, int64_t H, int64_t C) {
   return weight_grad_size(F, H, C) + kTile * (5 * H + 4 * C + 2 * F + 13);
+}
+inline int64_t double_backward_scratch(int64_t F, int64_t H, int64_t C) {
+  return weight_grad_size(F, H, C) + kTile * (10 * H + 8 * C + 3 * F + 32);
 }
 // Elements of the scratch shared by all threads after the per-thread parts: the weights of the
 // tile GEMMs repacked (both passes size it for the backward's nine).
@@ -81,6 +101,14 @@ void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa = Isa::kBest);
 template <typename T>
 void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa = Isa::kBest);
 
+// The VJP of edge_backward for the cotangent v = (v_h, v_x) on its outputs gh and gx (zero
+// cotangents on the weight gradients, the case of force training): reads g's inputs (gm, gdx, h,
+// W1a, src_perm, src_ptr, detach_norm) and fills every output of o. Recomputes the edge
+// activations and their tangents tile by tile (reverse over forward); no E x H tensor is stored.
+template <typename T>
+void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const EdgeTangents<T>& v,
+                          const DoubleGrads<T>& o, Isa isa = Isa::kBest);
+
 // The same kernels compiled for one instruction set; edge_forward/edge_backward pick at run time.
 // scratch: nthreads * {forward,backward}_scratch + packed_weights_size elements, 64-byte aligned;
 // lists: nthreads * list_scratch; edge_buf: [E, F + 3].
@@ -92,6 +120,12 @@ void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa = Isa::k
                 int);                                                                       \
   void backward(const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*,       \
                 int32_t*, int);                                                             \
+  void double_backward(const EdgeArgs<float>&, const EdgeGrads<float>&,                    \
+                       const EdgeTangents<float>&, const DoubleGrads<float>&, float*, float*, \
+                       int32_t*, int);                                                      \
+  void double_backward(const EdgeArgs<double>&, const EdgeGrads<double>&,                  \
+                       const EdgeTangents<double>&, const DoubleGrads<double>&, double*,    \
+                       double*, int32_t*, int);                                             \
   }
 ALK_MP_DECLARE(avx512)
 ALK_MP_DECLARE(avx2)

@@ -78,3 +78,46 @@ def cpu_backward(
     return assemble_grads(KernelGrads(*(torch.from_numpy(o) for o in out)), h.detach(), w)
 
 
+
+
+def cpu_double_backward(
+    h: torch.Tensor,
+    x: torch.Tensor,
+    shift: torch.Tensor,
+    graph: EdgeGraph,
+    w: EdgeWeights,
+    eps: float,
+    detach_norm: bool,
+    gm: torch.Tensor,
+    gdx: torch.Tensor,
+    v_h: torch.Tensor,
+    v_x: torch.Tensor,
+    isa: str = "best",
+) -> tuple[torch.Tensor, torch.Tensor, EdgeGrads]:
+    """The C++ double backward: the VJP of :func:`cpu_backward` for the cotangents ``v_h`` [n, F]
+    and ``v_x`` [n, 3] on its gradients of h and x (zero cotangents on the weight gradients, the
+    case of force training).
+
+    Returns:
+        ``(grad_gm [n, H], grad_gdx [n, 3], grads)``: the gradients w.r.t. the upstream gradients
+        (the forward's tangent ``J v``) and :class:`EdgeGrads` w.r.t. h, x and the weights, in
+        the input dtype.
+    """
+    arrays, weights = _operands(h, x, shift, graph, w)
+    f = h.shape[1]
+    w1a, w1b = w.w1[:, :f].detach(), w.w1[:, f : 2 * f].detach()
+    v_h, v_x = v_h.detach().contiguous(), v_x.detach().contiguous()
+    d_a, d_b = (v_h @ w1a.t()).contiguous(), (v_h @ w1b.t()).contiguous()
+    extra = [
+        gm.detach().contiguous().numpy(), gdx.detach().contiguous().numpy(), h.detach().contiguous().numpy(),
+        w1a.contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
+    ]  # fmt: skip
+    tangents = [d_a.numpy(), d_b.numpy(), v_h.numpy(), v_x.numpy()]
+    out = [torch.from_numpy(o) for o in _module().egnn_edge_double_backward(
+        *arrays, weights, eps, *extra, detach_norm, *tangents, isa)]  # fmt: skip
+    dm, ddx, bp, bt, gh_send, gx, gw1a, gwr, *rest = out
+    hd = h.detach()
+    g_h = torch.addmm(gh_send, bp, w1b)
+    g_w1 = torch.cat([gw1a, bp.t() @ hd + bt.t() @ v_h, gwr[:, None]], dim=1)
+    grads = EdgeGrads(g_h, gx, g_w1, bp.sum(0), *rest[:-1], rest[-1].reshape(1, -1))
+    return dm, ddx, grads
