@@ -28,7 +28,7 @@ test: $(STAMP)
 # The quick CPU benchmark suite (pytest-benchmark, under 5 minutes on 2 cores), then the report:
 # benchmarks/README.md and its plots, generated from benchmarks/results/*.json.
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks/ --bench-size quick -q
+	$(BIN)/python -m pytest benchmarks/ --bench-size quick -q   # summaries: benchmarks/results/local/
 	$(BIN)/python benchmarks/report.py
 
 clean:

@@ -4,7 +4,7 @@ with N. A thin entry point: runs ``pytest benchmarks/test_acquisition.py`` with 
 (see benchmarks/README.md and benchmarks/test_acquisition.py for what is measured).
 
     python benchmarks/bench_acquisition.py --threads 2                     # full size, CPU
-    python benchmarks/bench_acquisition.py --threads 1 --out benchmarks/results/acquisition_cpu_1t.json
+    python benchmarks/bench_acquisition.py --threads 1 --commit   # benchmarks/results/acquisition_cpu_1t_full.json
     python benchmarks/bench_acquisition.py --size quick --N 50000 -- -k "not baal"
 """
 from __future__ import annotations

@@ -16,7 +16,10 @@ Options (see ``pytest benchmarks/ --help``, group "alkernels benchmarks"):
     where inputs and models live (default cpu).
 ``--bench-out PATH``
     the summary JSON of every suite that ran (default: one file per suite,
-    ``benchmarks/results/<suite>_<device>_<threads>t.json``).
+    ``benchmarks/results/local/<suite>_<device>_<threads>t_<size>.json``, a folder git ignores).
+``--bench-commit``
+    write the per-suite files into ``benchmarks/results/`` instead, the committed results that
+    ``report.py`` renders (the size stays in the name, so a quick run never replaces a full one).
 ``--bench-set SUITE.FIELD=VALUE``
     override one size (repeatable), e.g. ``--bench-set acquisition.N=50000``.
 
@@ -56,7 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch/OpenMP threads (also set OMP_NUM_THREADS=N before starting pytest)")
     group.addoption("--bench-device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
     group.addoption("--bench-out", type=Path, default=None, metavar="PATH",
-                    help="summary JSON path (default benchmarks/results/<suite>_<device>_<threads>t.json)")
+                    help="summary JSON path (default benchmarks/results/local/<suite>_<device>_<threads>t_<size>.json)")
+    group.addoption("--bench-commit", action="store_true",
+                    help="write the summaries into benchmarks/results/ (committed, rendered by report.py)")
     group.addoption("--bench-set", action="append", default=[], metavar="SUITE.FIELD=VALUE",
                     help="override one size of the preset (repeatable)")  # fmt: skip
 
@@ -126,10 +131,17 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if out is not None:
         targets = {out: suites}
     else:
-        targets = {RESULTS / f"{name}_{device.type}_{env['threads']}t.json": {name: s} for name, s in suites.items()}
+        folder = RESULTS if config.getoption("--bench-commit") else RESULTS / "local"
+        targets = {folder / result_name(name, device.type, env["threads"], sizes.preset): {name: s}
+                   for name, s in suites.items()}  # fmt: skip
     for path, content in targets.items():
         summary.write(path, {"format": summary.FORMAT, "environment": env, "suites": content})
         config.stash[_WRITTEN].append(path)
+
+
+def result_name(suite: str, device: str, threads: int, preset: str) -> str:
+    """The file name of a suite's summary: ``<suite>_<device>_<threads>t_<size>.json``."""
+    return f"{suite}_{device}_{threads}t_{preset}.json"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -37,7 +37,9 @@ def main(suite: str, description: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=("quick", "full"), default="full", help="size preset (default full)")
     parser.add_argument("--threads", type=int, help="torch/OpenMP threads (sets OMP_NUM_THREADS)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
-    parser.add_argument("--out", type=Path, help="summary JSON (default: benchmarks/results/, named by suite)")
+    parser.add_argument("--out", type=Path, help="summary JSON (default: benchmarks/results/local/, named by suite and size)")
+    parser.add_argument("--commit", action="store_true",
+                        help="write into benchmarks/results/ (the committed results report.py renders)")
     parser.add_argument("--json", type=Path, help="also write pytest-benchmark's full JSON here")
     parser.add_argument("--cache-dir", type=Path, help="cache of generated structures and graphs ($ALKERNELS_CACHE)")
     sizes = parser.add_argument_group("sizes (default: the --size preset)")
@@ -60,6 +62,8 @@ def main(suite: str, description: str, argv: list[str] | None = None) -> None:
         cmd += ["--bench-threads", str(args.threads)]
     if args.out is not None:
         cmd += ["--bench-out", str(args.out.resolve())]
+    if args.commit:
+        cmd += ["--bench-commit"]
     if args.json is not None:
         cmd += ["--benchmark-json", str(args.json.resolve())]
     for name, _ in fields:

@@ -750,9 +750,10 @@ def _source(results: Path, stem: str, env: dict[str, Any] | None = None) -> str:
 def _preferred(summaries: dict[str, dict[str, Any]], suite: str,
                has: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:  # fmt: skip
     """(stem, environment, suite data) of the summary a headline figure comes from: among those
-    whose ``suite`` satisfies ``has``, full size before quick, CPU before CUDA, most threads,
+    whose ``suite`` satisfies ``has``, never a quick-size run, CPU before CUDA, most threads,
     then by name."""
-    found = [(stem, d) for stem, d in summaries.items() if suite in d["suites"] and has(d["suites"][suite])]
+    found = [(stem, d) for stem, d in summaries.items() if suite in d["suites"] and has(d["suites"][suite])
+             and d["environment"].get("preset") != "quick"]  # fmt: skip
     if not found:
         return None
     stem, d = min(found, key=lambda item: (item[1]["environment"].get("preset") != "full",

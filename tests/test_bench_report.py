@@ -154,3 +154,24 @@ def test_gp_headline_needs_the_refit_ratio(report: Any, tmp_path: Path) -> None:
     numpy_row = next(line for line in lines if line.startswith("| (b)"))
     assert "| – | – | 10.0 | 20.0 | 30.0 | yes |" in numpy_row
     assert report.render_gp({}, tmp_path, tmp_path)[-2].startswith("No GP results yet")
+
+
+def test_headline_never_comes_from_a_quick_run(report: Any) -> None:
+    """A quick run names its file by size and lands in an ignored folder; should one be
+    committed anyway, the headline ignores it and takes the full one."""
+    group = {"table": "score + top-k", "row": "bald", "members": {"eager": {"speedup": 9.0}}}
+    quick = {"environment": _environment("quick", 2), "suites": {"acquisition": {"groups": {"acquisition/score + top-k/bald": group}}}}
+    assert report._preferred({"acquisition_cpu_2t_quick": quick}, "acquisition", lambda data: True) is None
+    full = {"environment": _environment("full", 1), "suites": quick["suites"]}
+    picked = report._preferred({"acquisition_cpu_2t_quick": quick, "acquisition_cpu_1t_full": full}, "acquisition",
+                               lambda data: True)  # fmt: skip
+    assert picked is not None and picked[0] == "acquisition_cpu_1t_full"
+
+
+def test_benchmark_summaries_default_to_an_ignored_folder_named_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import conftest
+
+    assert conftest.result_name("egnn", "cpu", 2, "quick") == "egnn_cpu_2t_quick.json"
+    assert conftest.result_name("egnn", "cpu", 2, "full") != conftest.result_name("egnn", "cpu", 2, "quick")
+    assert "benchmarks/results/local/" in (ROOT / ".gitignore").read_text().splitlines()

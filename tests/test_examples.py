@@ -102,3 +102,11 @@ def test_mc_logits_keeps_non_dropout_layers_in_eval_mode() -> None:
     assert not model.training and not model[1].training  # everything back in eval mode
     single = example.mc_logits(model, x, passes=1)
     assert torch.equal(single[0], model(x))  # one pass is the deterministic forward
+
+
+def test_forces_example_trains_and_the_force_error_falls() -> None:
+    pytest.importorskip("ase")
+    example = load("forces")
+    records = example.main(["--structures", "80", "--epochs", "4", "--layers", "2"])
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
+    assert min(r["force_mae"] for r in records[1:]) < 0.9 * records[0]["force_mae"]
