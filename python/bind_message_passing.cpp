@@ -1,6 +1,6 @@
 // pybind11 bindings of the fused EGNN edge kernels (csrc/message_passing). Arrays cross as
-// C-contiguous NumPy arrays (zero-copy views of CPU tensors); shapes and dtypes are checked here
-// so that bad input raises ValueError instead of reaching the kernels.
+// C-contiguous NumPy arrays (zero-copy views of CPU tensors); shapes, dtypes and every index
+// value are checked here so that bad input raises ValueError instead of reaching the kernels.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -44,6 +44,42 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape);
 }
 
+// The index arrays in O(n + E), so that no kernel reads or writes out of bounds: rowptr runs from
+// 0 to E without decreasing, every edge of receiver i's segment has dst == i, every src lies in
+// [0, n). ValueError names the first violation.
+void check_receivers(const int64_t* rowptr, const int64_t* src, const int64_t* dst, int64_t n,
+                     int64_t E) {
+  require(rowptr[0] == 0 && rowptr[n] == E, "rowptr must start at 0 and end at E = " + std::to_string(E));
+  for (int64_t i = 0; i < n; ++i) {
+    require(rowptr[i] <= rowptr[i + 1], "rowptr must be non-decreasing (at node " + std::to_string(i) + ")");
+    for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e)
+      require(dst[e] == i, "edge " + std::to_string(e) + " has receiver " + std::to_string(dst[e]) +
+                               " but lies in node " + std::to_string(i) + "'s rowptr segment");
+  }
+  for (int64_t e = 0; e < E; ++e)
+    require(src[e] >= 0 && src[e] < n, "edge " + std::to_string(e) + " has sender " +
+                                           std::to_string(src[e]) + " outside [0, " + std::to_string(n) + ")");
+}
+
+// The CSR over senders in O(n + E): src_ptr runs from 0 to E without decreasing, src_perm is a
+// permutation of the edges, and the edges of sender j's segment have src == j.
+void check_senders(const int64_t* src_ptr, const int64_t* src_perm, const int64_t* src, int64_t n,
+                   int64_t E) {
+  require(src_ptr[0] == 0 && src_ptr[n] == E, "src_ptr must start at 0 and end at E = " + std::to_string(E));
+  std::vector<char> seen(static_cast<size_t>(E), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    require(src_ptr[j] <= src_ptr[j + 1], "src_ptr must be non-decreasing (at node " + std::to_string(j) + ")");
+    for (int64_t p = src_ptr[j]; p < src_ptr[j + 1]; ++p) {
+      const int64_t e = src_perm[p];
+      require(e >= 0 && e < E && !seen[e], "src_perm must be a permutation of the edges (position " +
+                                               std::to_string(p) + ")");
+      seen[e] = 1;
+      require(src[e] == j, "src_perm puts edge " + std::to_string(e) + " (sender " + std::to_string(src[e]) +
+                               ") in node " + std::to_string(j) + "'s segment");
+    }
+  }
+}
+
 // Fills the EdgeArgs from the Python arguments, checking every shape.
 template <typename T>
 alk::mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::array& w,
@@ -77,7 +113,7 @@ alk::mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::ar
   a.bx2 = data_of<T>(wl[7], "bx2", {C});
   a.wx3 = data_of<T>(wl[8], "wx3", {C});
   a.eps = static_cast<T>(eps);
-  require(a.rowptr[0] == 0 && a.rowptr[n] == E, "rowptr must start at 0 and end at E");
+  check_receivers(a.rowptr, a.src, a.dst, n, E);
   return a;
 }
 
@@ -117,6 +153,7 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
   g.W1a = data_of<T>(W1a, "W1a", {H, F});
   g.src_perm = index_of(src_perm, "src_perm", a.E);
   g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
+  check_senders(g.src_ptr, g.src_perm, a.src, n, a.E);
   g.detach_norm = detach_norm;
   auto gB = empty<T>({n, H});
   auto gh = empty<T>({n, F});
@@ -166,6 +203,7 @@ py::tuple double_backward_t(const py::array& A, const py::array& B, const py::ar
   g.W1a = data_of<T>(W1a, "W1a", {H, F});
   g.src_perm = index_of(src_perm, "src_perm", a.E);
   g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
+  check_senders(g.src_ptr, g.src_perm, a.src, n, a.E);
   g.detach_norm = detach_norm;
   alk::mp::EdgeTangents<T> v{};
   v.dA = data_of<T>(dA, "dA", {n, H});

@@ -62,7 +62,7 @@ DRIVER = textwrap.dedent(
         original = rundir.atomic_write_bytes
         def rewrite(path, payload):
             if path.name == "records.jsonl":
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.alk-tmp")
                 tmp.write_bytes(payload)
                 die()
             return original(path, payload)
@@ -120,7 +120,7 @@ def test_kill_then_resume_loses_nothing_finished(tmp_path: Path, reference, faul
     done = drive(out, resume=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert without_timings(read_records(out / "records.jsonl")) == reference  # the round is redone exactly
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.alk-tmp"))
 
 
 def test_kill_during_the_records_rewrite_keeps_the_file_whole(tmp_path: Path, reference) -> None:
@@ -132,7 +132,7 @@ def test_kill_during_the_records_rewrite_keeps_the_file_whole(tmp_path: Path, re
     done = drive(out, resume=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert without_timings(read_records(out / "records.jsonl")) == reference
-    assert not list(out.glob(".*.tmp"))                                     # the stale temp file is gone
+    assert not list(out.glob(".*.alk-tmp"))                                     # the stale temp file is gone
 
 
 def test_damaged_checkpoint_is_refused_by_name_then_restarted(tmp_path: Path, reference) -> None:

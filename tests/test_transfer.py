@@ -339,7 +339,7 @@ def test_an_interrupted_fit_resumes_exactly_from_its_state_file(tmp_path, monkey
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     # a state file from another fit is refused
     transfer.fit(small_model(seed=1), data, config=TrainConfig(max_epochs=1), seed=2, state_path=state)
-    train_mod.write_checksummed(state, {"fingerprint": "other"})
+    train_mod.write_checksummed(state, {**dict.fromkeys(train_mod.STATE_KEYS), "fingerprint": "other"})
     with pytest.raises(ValueError, match="belongs to another fit"):
         transfer.fit(small_model(seed=1), data, config=config, seed=2, state_path=state)
     # a damaged state file is named, never used

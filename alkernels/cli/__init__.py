@@ -26,8 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValueError as err:
-        print(f"alkernels: error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
+    except ImportError as err:  # a missing extra: the message names `pip install 'alkernels[...]'`
+        return _error(str(err))
+    except OSError as err:  # a full disk, a missing or unreadable file: name the path, no traceback
+        where = f" ({err.filename})" if err.filename else ""
+        return _error(f"{err.strerror or err}{where}")
     except DistributedError as err:  # a rank died or hangs: say where, exit non-zero for torchrun
         print(f"alkernels: error: {err}", file=sys.stderr)
         return 1
+
+
+def _error(message: str) -> int:
+    """Print ``message`` as one ``alkernels: error:`` line and return exit code 2."""
+    text = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip()) or "failed"
+    print(f"alkernels: error: {text}", file=sys.stderr)
+    return 2

@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     graphs.add_argument("--cutoff", type=float, default=6.0, help="neighbour cutoff in Angstrom")
     graphs.add_argument("--mode", choices=("periodic", "matsciml"), default="periodic")
     graphs.add_argument("--max-neighbors", type=int, default=None)
+    graphs.add_argument("--max-edges", type=int, default=2_000_000,
+                        help="reject structures whose graph would exceed this many edges (default 2,000,000)")
     graphs.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     graphs.add_argument("--cache-dir", type=Path, required=True, help="where the graph cache goes")
     graphs.set_defaults(func=run_build_graphs)
@@ -97,10 +99,10 @@ def run_build_graphs(args: argparse.Namespace) -> int:
     from alkernels.data import build_graphs, read_structures
 
     t0 = time.perf_counter()
-    structures = read_structures(args.source)
+    structures = read_structures(args.source).drop_dense(args.cutoff, args.mode, args.max_edges)
     t1 = time.perf_counter()
     graphs = build_graphs(structures, cutoff=args.cutoff, mode=args.mode, max_neighbors=args.max_neighbors,
-                          workers=args.workers, cache_dir=args.cache_dir)
+                          max_edges=args.max_edges, workers=args.workers, cache_dir=args.cache_dir)
     t2 = time.perf_counter()
     print(f"read {len(structures)} structures ({len(structures.rejected)} rejected) in {t1 - t0:.1f} s")
     for row, reason in structures.rejected[:10]:

@@ -1,7 +1,9 @@
 """Content hashing, an atomic on-disk array store (raw arrays + JSON header) and a chunked process pool."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -48,19 +50,43 @@ class DamagedStoreError(ValueError):
 _VERIFIED: set[tuple[str, int]] = set()
 
 
+#: The file a builder holds an exclusive lock on for as long as its temporary folder is live.
+_BUILDING = ".building"
+#: A temporary build folder without that lock file (an older alkernels, or a builder between
+#: creating its folder and locking) is left alone until it is this old (seconds).
+_UNLOCKED_GRACE = 24 * 3600
+
+
 def _remove_dead_builds(path: Path) -> None:
-    """Delete the temporary folders of builds of ``path`` whose process no longer runs (killed
-    before its rename); a live builder's folder is left alone."""
+    """Delete the temporary folders of builds of ``path`` that no live builder holds.
+
+    A builder keeps an exclusive ``flock`` on ``<tmp>/.building`` while it writes; the OS drops
+    it when the builder exits or dies. Taking that lock decides liveness, which holds across PID
+    namespaces (containers), and on shared filesystems whose locks the nodes share (NFSv4, Lustre
+    with flock), where process ids mean nothing; a folder without the file is removed only once
+    it is a day old."""
     for tmp in path.parent.glob(f".{path.name}.*"):
-        pid = tmp.name[len(path.name) + 2:].partition(".")[0]
-        if not pid.isdigit():
+        if not tmp.is_dir():
+            continue
+        lock = tmp / _BUILDING
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            try:
+                if time.time() - tmp.stat().st_mtime > _UNLOCKED_GRACE:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+            continue
+        except OSError:
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:  # a live process of another user
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live builder holds it
+            os.close(fd)
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)
 
 
 class ArrayWriter:
@@ -77,10 +103,13 @@ class ArrayWriter:
         self._parts: dict[str, list[np.ndarray]] = {}
         self._hashes: dict[str, "hashlib._Hash"] = {}
         self._tmp: Path | None = None
+        self._lock_fd: int | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_dead_builds(path)
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
+            self._lock_fd = os.open(self._tmp / _BUILDING, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
 
     def append(self, name: str, array: np.ndarray) -> None:
         """Append ``array`` along axis 0 to the array ``name`` (same dtype and trailing shape)."""
@@ -127,15 +156,23 @@ class ArrayWriter:
             handle.flush()
             os.fsync(handle.fileno())
         try:
-            os.replace(self._tmp, self.path)
+            os.replace(self._tmp, self.path)  # still locked: no one removes it meanwhile
+            (self.path / _BUILDING).unlink(missing_ok=True)
         except OSError:  # another process finished the same key first: keep theirs
             shutil.rmtree(self._tmp, ignore_errors=True)
+        self._release()
         return load_store(self.path)
 
     def abort(self) -> None:
         """Discard a partial on-disk store."""
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def load_store(path: Path, *, verify: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -291,3 +328,37 @@ def generated(
 def default_cache_dir() -> Path:
     """``$ALKERNELS_CACHE`` or ``~/.cache/alkernels``: generated structures, graphs, orders."""
     return Path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))
+
+
+def save_cached_array(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` (``.npy``) atomically with a SHA-256 of its bytes beside it
+    (``<path>.sha256``), for :func:`load_cached_array`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.ascontiguousarray(array)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array, allow_pickle=False)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    os.replace(tmp, path)
+    sidecar = path.with_name(path.name + ".sha256")
+    tmp_digest = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+    tmp_digest.write_text(digest + "\n")
+    os.replace(tmp_digest, sidecar)
+
+
+def load_cached_array(path: Path) -> np.ndarray | None:
+    """The array :func:`save_cached_array` wrote to ``path``, or None when there is none, or when
+    it is damaged (missing or mismatching checksum, unreadable): then both files are removed, so
+    that the caller rebuilds the entry."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not path.exists():
+        return None
+    try:
+        data = path.read_bytes()
+        if sidecar.read_text().strip() != hashlib.sha256(data).hexdigest():
+            raise ValueError("checksum mismatch")
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError) as err:
+        warnings.warn(f"cache entry {path} is damaged ({err}); rebuilding it", RuntimeWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+        return None

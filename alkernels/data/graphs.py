@@ -27,16 +27,21 @@ from alkernels.data._store import (
     structure_digest,
 )
 from alkernels.data.structures import (
+    MAX_EDGES,
     MIN_DISTANCE,
     StructureError,
     StructureSet,
+    check_graph_size,
     check_numbers_and_cell,
     check_overlaps,
+    check_positions,
     check_structure,
 )
 from alkernels.data.graphset import GraphSet
 
 MODES = ("periodic", "matsciml")
+#: Longest neighbour cutoff accepted, in Angstrom (the paper's matsciml graphs use 20).
+MAX_CUTOFF = 50.0
 #: Bumped whenever the stored layout or the edge definition changes (invalidates old caches).
 FORMAT_VERSION = 1
 _CHUNK = 512
@@ -51,6 +56,7 @@ def build_graphs(
     cutoff: float,
     mode: str = "periodic",
     max_neighbors: int | None = None,
+    max_edges: int = MAX_EDGES,
     workers: int | None = None,
     cache_dir: str | PathLike | None = None,
 ) -> GraphSet:
@@ -64,14 +70,20 @@ def build_graphs(
             atom's own images); ``"matsciml"``: pairs i != j of the cell whose minimum-image
             distance is in (0, cutoff), both directions, no images, zero shifts, raw in-cell vectors.
         max_neighbors: periodic mode only: keep the nearest ``max_neighbors`` senders per receiver.
+        max_edges: a structure whose estimated edges (its density over the cutoff sphere,
+            :func:`alkernels.data.structures.estimated_edges`) exceed this is invalid, before any
+            neighbour list is computed (default :data:`~alkernels.data.structures.MAX_EDGES`).
+            Reading with ``read_structures(..., cutoff=...)`` rejects such rows instead.
         workers: worker processes (None: ``os.cpu_count()``; 1: in-process).
         cache_dir: if set, the graphs are stored under ``cache_dir/graphs-<key>`` (raw arrays plus a
             JSON header, memory-mapped on load) and reused by later calls with identical inputs.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be > 0 Angstrom, got {cutoff}")
+    if not 0 < cutoff <= MAX_CUTOFF:
+        raise ValueError(f"cutoff must lie in (0, {MAX_CUTOFF:g}] Angstrom, got {cutoff}")
+    if max_edges < 1:
+        raise ValueError(f"max_edges must be >= 1, got {max_edges}")
     if max_neighbors is not None:
         if mode == "matsciml":
             raise ValueError("max_neighbors is not part of the matsciml mode (it has no cap)")
@@ -102,7 +114,8 @@ def build_graphs(
         node_ptr = np.concatenate([[0], np.cumsum(sizes)])
         writer.append("node_ptr", node_ptr)
         edge_counts: list[np.ndarray] = []
-        work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors)
+        work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors,
+                                 max_edges=max_edges)
         n_workers = resolve_workers(workers)
         chunks = chunked(list(enumerate(raw)), n_workers, _CHUNK)
         first = 0
@@ -137,7 +150,7 @@ def _graphset(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path |
 
 
 def _chunk_edges(
-    chunk: Sequence[tuple[int, _Raw]], *, cutoff: float, mode: str, max_neighbors: int | None
+    chunk: Sequence[tuple[int, _Raw]], *, cutoff: float, mode: str, max_neighbors: int | None, max_edges: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Edges of a chunk of (index, structure) with local indices: (src, dst, shift, vec, counts)."""
     nl = NeighborList(cutoff=cutoff, full_list=True, n_threads=1)
@@ -145,6 +158,8 @@ def _chunk_edges(
     for index, (numbers, positions, cell) in chunk:
         try:
             check_numbers_and_cell(numbers, cell)
+            check_positions(positions, len(numbers))
+            check_graph_size(numbers, cell, cutoff, mode, max_edges)
             i, j, shift, vec, dist = nl.compute(positions, cell, True, quantities="ijSDd")
             if cutoff >= MIN_DISTANCE:
                 check_overlaps(i, j, dist)

@@ -34,6 +34,12 @@ ID_COLUMNS = ("material_id", "id", "mbid")
 _DIR_SUFFIXES = (".cif", ".vasp", ".poscar", ".extxyz", ".xyz")
 _DIR_NAMES = ("POSCAR", "CONTCAR")
 
+#: Longest CIF text accepted (characters): a CIF of thousands of atoms is far below it.
+MAX_CIF_CHARS = 5_000_000
+#: Most atom sites accepted in a CIF's ``_atom_site`` loop: ASE expands the sites by the
+#: symmetry operations at a cost that grows with the square of the atoms (about 60 s at 4,096).
+MAX_CIF_SITES = 1_000
+
 #: Inputs with fewer rows are read in-process (a worker pool costs more than it saves).
 _PARALLEL_MIN_ROWS = 256
 _CHUNK = 256
@@ -87,8 +93,12 @@ def read_structures(
             inputs of fewer than 256 rows are always read in-process.
 
     Every accepted structure becomes a fresh periodic ``ase.Atoms`` (pbc on all axes, no info).
-    Rows are rejected for: an unparsable file or CIF, an empty structure, Z outside 1..99, a zero
-    or near-singular cell, atoms closer than 0.5 A, an unusable label.
+    Rows are rejected for: an unparsable file or CIF, a CIF longer than :data:`MAX_CIF_CHARS` or
+    with more than :data:`MAX_CIF_SITES` atom sites, an empty structure, Z outside 1..99, a
+    non-finite, zero, near-singular or over-long (:data:`~alkernels.data.structures.MAX_CELL_LENGTH`)
+    cell, non-finite positions, atoms closer than 0.5 A, an unusable label. Nothing in a row can
+    crash the reader: each bad row is one entry of ``rejected`` with its reason. (Structures too
+    dense for a graph's cutoff are rejected by :meth:`StructureSet.drop_dense`.)
     """
     rows = list(_rows(source, cif_column))
     payloads = [_run_deferred(row[3]) for row in rows]
@@ -151,10 +161,45 @@ def _accept_chunk(payloads: Sequence[str | ase.Atoms | _Unreadable], *, symprec:
     return [_accept(payload, symprec) for payload in payloads]
 
 
+def cif_problem(text: str) -> str | None:
+    """Why CIF ``text`` is refused before parsing (too long, too many atom sites), or None."""
+    if len(text) > MAX_CIF_CHARS:
+        return f"CIF text of {len(text):,} characters (at most {MAX_CIF_CHARS:,})"
+    sites = _atom_site_rows(text)
+    if sites > MAX_CIF_SITES:
+        return f"CIF with {sites:,} atom sites (at most {MAX_CIF_SITES:,}: expanding them costs quadratic time)"
+    return None
+
+
+def _atom_site_rows(text: str) -> int:
+    """Data rows of the CIF loops that hold ``_atom_site_`` columns (a bound on the sites)."""
+    rows, in_header, in_sites = 0, False, False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower() == "loop_":
+            in_header, in_sites = True, False
+        elif line.startswith("_"):
+            if in_header:
+                in_sites = in_sites or line.lower().startswith("_atom_site_")
+            else:
+                in_sites = False
+        elif line.lower().startswith("data_"):
+            in_header = in_sites = False
+        else:
+            in_header = False
+            rows += in_sites
+    return rows
+
+
 def _accept(payload: str | ase.Atoms | _Unreadable, symprec: float | None) -> _Accepted | str:
     if isinstance(payload, _Unreadable):
         return payload.reason
     if isinstance(payload, str):
+        problem = cif_problem(payload)
+        if problem is not None:
+            return problem
         try:
             if not payload.strip():
                 raise ValueError("empty CIF text")
@@ -230,6 +275,12 @@ def _ase_file_rows(path: Path, prefix: str) -> Iterator[_Row]:
     """One row per frame of a file ASE reads; an unreadable file is one rejected row."""
     key: int | str = prefix or 0
     fmt = "vasp" if path.name.startswith(_DIR_NAMES) or path.suffix.lower() in (".vasp", ".poscar") else None
+    if path.suffix.lower() == ".cif":  # bounded before ASE parses it (see cif_problem)
+        problem = (f"CIF file of {path.stat().st_size:,} bytes (at most {MAX_CIF_CHARS:,})"
+                   if path.stat().st_size > MAX_CIF_CHARS else cif_problem(path.read_text(errors="replace")))
+        if problem is not None:
+            yield key, str(key), {}, _Unreadable(problem)
+            return
     try:
         frames = ase.io.read(path, index=":", format=fmt)
     except Exception as err:  # reported as the rejection reason of this file's row

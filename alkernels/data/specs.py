@@ -137,6 +137,7 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
     if _generator(spec) is None and label is None and Path(spec).exists():
         raise ValueError(f"dataset {spec!r} has no labels: pass --label spacegroup or a column name")
     structset = load_structures(spec, label=label, size=structures, cache_dir=cache_dir, workers=workers)
+    structset = structset.drop_dense(cutoff, graph_mode)  # over the edge cap: rejected rows
     if structset.labels is None or len(structset) == 0:
         reasons = "; ".join(f"row {row}: {why}" for row, why in structset.rejected[:3])
         raise ValueError(f"dataset {spec!r} has no labelled structures"
@@ -248,6 +249,8 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
                                  f"{sorted(c for c in columns if not c.startswith('Unnamed:'))}")
     sets = [read_structures(path, workers=workers) for path in paths]
     structset = concat_structures(sets, [Path(p).name for p in paths])
+    if graphs:
+        structset = structset.drop_dense(cutoff, graph_mode)  # over the edge cap: rejected rows
     values = property_column(structset, target)
     skipped: list[tuple[int | str, str]] = list(structset.rejected)
     bad = np.flatnonzero(~np.isfinite(values))
@@ -293,7 +296,7 @@ def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cut
 
     if not Path(spec).exists():
         raise ValueError(f"dataset {spec!r} does not exist")
-    structset = read_structures(spec, workers=workers)
+    structset = read_structures(spec, workers=workers).drop_dense(cutoff, graph_mode)
     if len(structset) == 0:
         raise ValueError(f"dataset {spec!r} has no usable structure ({len(structset.rejected)} rows rejected)")
     table = structset.table

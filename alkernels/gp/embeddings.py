@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from alkernels.data.dataset import GraphDataset, collate
+from alkernels.data._store import load_cached_array, save_cached_array
 from alkernels.data.graphset import GraphSet
 from alkernels.models import EGNN, PropertyRegressor
 
@@ -222,15 +223,14 @@ class Embedding:
             return standardise(encoder_features(load_encoder(self.path, self.backend), dataset, device=self.device))
         key = self._key(dataset, labelled, seed)
         cached = self.cache_dir / f"embedding-{key}.npy" if self.cache_dir is not None else None
-        if cached is not None and cached.exists():
-            return np.load(cached)
+        features = load_cached_array(cached) if cached is not None else None  # damaged: rebuilt
+        if features is not None:
+            return features
         model = train_encoder(dataset, labelled, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                               seed=seed, backend=self.backend, device=self.device, progress=self.progress)
         feats = standardise(encoder_features(model.encoder, dataset, device=self.device))
         if cached is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             torch.save(model.encoder.state_dict(), self.cache_dir / f"encoder-{key}.pt")
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npy")
-            np.save(tmp, feats)
-            os.replace(tmp, cached)
+            save_cached_array(cached, feats)
         return feats

@@ -27,7 +27,10 @@ import torch
 
 from alkernels.gp.regressor import GPRegressor
 from alkernels.gp.strategies import GPStrategy, get_strategy
-from alkernels.loop.rundir import RunDirectory, fingerprint
+from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
+
+#: The top-level keys of the GP loop's checkpoint.
+CHECKPOINT_KEYS: tuple[str, ...] = ("next_step", "labelled", "numpy_rng", "features", "gp", "finished")
 
 #: The keys of every line of ``records.jsonl``: ``mae`` and ``rmse`` are on the fixed test set;
 #: ``mae_remainder`` is on the still-unlabelled pool (protocol B's shrinking test set).
@@ -208,9 +211,13 @@ class GPActiveLearner:
     def _prepare(self, resume: bool, restart_round: bool) -> list[dict]:
         config = self.config()
         self.run_dir.check_identity(config, resume=resume)
-        state = self.run_dir.load_checkpoint(restart_round=restart_round) if resume else None
+        state = self.run_dir.load_checkpoint(restart_round=restart_round, keys=CHECKPOINT_KEYS) if resume else None
         if state is not None:
-            self._restore(state)
+            try:
+                self._restore(state)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                raise DamagedCheckpointError(self.run_dir.checkpoint_path,
+                                             f"its contents do not fit this run: {type(err).__name__}: {err}") from err
         else:
             self._fresh_start()
         self.run_dir.write_config(config)

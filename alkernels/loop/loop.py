@@ -43,9 +43,13 @@ from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels.data.dataset import collate
 from alkernels.loop.epochs import epoch_schedule
-from alkernels.loop.rundir import RunDirectory, fingerprint
+from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
 from alkernels.loop.rundir import read_records as _read_records
 from alkernels.strategies import Pool, Strategy
+
+#: The top-level keys of the loop's checkpoint (``rank_rngs`` too in a distributed run).
+CHECKPOINT_KEYS: tuple[str, ...] = ("next_round", "labelled", "weights", "optimizer", "torch_rng", "cuda_rng",
+                                    "loader_rng", "numpy_rng", "python_rng")
 
 #: The keys of every line of ``records.jsonl``.
 RECORD_KEYS = ("round", "labelled_fraction", "labelled_count", "accuracy", "loss", "train_seconds",
@@ -335,9 +339,10 @@ class ActiveLearningLoop:
         if resume:
             # Distributed: CPU tensors, pickled to the other ranks, which load them onto their device.
             where = "cpu" if self.distributed else self.device
-            state = self.run_dir.load_checkpoint(restart_round=restart_round, map_location=where)
+            state = self.run_dir.load_checkpoint(restart_round=restart_round, map_location=where,
+                                                 keys=CHECKPOINT_KEYS)
             if state is not None:
-                initial = self.run_dir.load_state("initial.pt", map_location=where)
+                initial = self.run_dir.load_state("initial.pt", map_location=where, keys=("model", "aux"))
         self.run_dir.write_config(config)
         done = int(state["next_round"]) if state is not None else 0
         return state, initial, self.run_dir.records(upto=done)
@@ -351,7 +356,11 @@ class ActiveLearningLoop:
                 state, initial, records = dist_mod.on_rank_zero(self._read_run, resume, restart_round,
                                                                 what=f"reading {self.out_dir}")
         if state is not None:
-            self._restore(state, initial)
+            try:
+                self._restore(state, initial)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                raise DamagedCheckpointError(self.run_dir.checkpoint_path,
+                                             f"its contents do not fit this run: {type(err).__name__}: {err}") from err
         else:
             self._fresh_start()
         if self.distributed:

@@ -3,23 +3,34 @@ verified before use, and a run identity that a resume must match.
 
 Guarantees (every long run of the library writes through this module):
 
+- **Only its own folders.** A folder is written only when it is new, empty, or already an
+  alkernels folder (its ``.alkernels`` marker, or the files of a run made before the marker
+  existed); any other non-empty folder raises :class:`ForeignFolderError` before anything is
+  written, so a mistyped ``--out`` never touches a user's files. Temporary files are removed only
+  under this module's own names (``.<name>.<pid>.alk-tmp``).
 - **One writer.** :meth:`RunDirectory.lock` takes an exclusive OS lock (``flock``) on
   ``<dir>/.lock``, released on exit and by the OS when a process dies; a second process gets
-  :class:`RunInUseError` naming the holder's PID.
+  :class:`RunInUseError` naming the holder's PID. The lock file is opened without following a
+  symlink and is never truncated unless it is the library's own (empty or a PID).
 - **Records.** ``records.jsonl`` is append-only: one JSON line per finished step, flushed and
   fsynced. The only damage a crash can cause is a torn last line, which a resume truncates; a
   damaged line anywhere else raises :class:`DamagedRunError` naming the file and line, and is
   never silently dropped. Records newer than the checkpoint are removed by an atomic rewrite
   (temporary file, fsync, rename).
 - **Checkpoints** are written to a temporary file, fsynced and renamed; the file holds a SHA-256
-  of its payload, verified on load. The previous checkpoint is kept (``<name>.prev``) until the
+  of its payload, verified on load. They are loaded with ``torch.load(weights_only=True)`` (no
+  code runs, whoever wrote the file: the checksum only detects damage, anyone can recompute it)
+  and their top-level keys are checked, so a file of the wrong shape is a
+  :class:`DamagedCheckpointError` naming it. The previous checkpoint is kept (``<name>.prev``) until the
   new one is complete. A damaged checkpoint raises :class:`DamagedCheckpointError` naming the
   file; :meth:`RunDirectory.load_checkpoint` with ``restart_round=True`` moves it aside and
   returns the previous one, so the last step is redone. Stale temporary files from a kill are
   removed when the folder is opened.
 - **Identity.** ``config.json`` holds every setting that changes a run's results (and content
   hashes of its data); :meth:`RunDirectory.check_identity` refuses a resume with different
-  settings and lists each difference as ``old -> new``.
+  settings and lists each difference as ``old -> new``. A folder whose run never finished a
+  step (settings written, no record, no checkpoint) holds no run: it is started again, with the
+  same or corrected settings, and the restart is logged.
 """
 from __future__ import annotations
 
@@ -28,8 +39,12 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
+import re
+import stat
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,6 +53,11 @@ import torch
 
 _MAGIC = b"ALKCKPT1\n"
 _LOCK = ".lock"
+#: The file that marks a folder as one alkernels writes (run, grid or study folder).
+MARKER = ".alkernels"
+_TMP_SUFFIX = ".alk-tmp"
+_TMP_NAME = re.compile(r"^\..+\.\d+\.alk-tmp$")
+_log = logging.getLogger("alkernels")
 
 
 class RunInUseError(ValueError):
@@ -57,6 +77,10 @@ class DamagedCheckpointError(ValueError):
 
     def __reduce__(self) -> tuple:  # crosses process boundaries (grid workers) intact
         return type(self), (self.path, self.reason)
+
+
+class ForeignFolderError(ValueError):
+    """A non-empty folder that alkernels did not create: it is never written into."""
 
 
 class RunExistsError(ValueError):
@@ -84,9 +108,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling of ``path`` (fsynced) and return its path; the
-    leading dot and ``.tmp`` suffix let :meth:`RunDirectory.lock` remove it after a kill."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``data`` to a temporary sibling of ``path`` (fsynced) and return its path; its name
+    (``.<name>.<pid>.alk-tmp``) lets :meth:`RunDirectory.lock` remove it after a kill, and no
+    file of anyone else's."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -123,11 +148,16 @@ def write_checksummed(path: Path, state: Any) -> None:
     atomic_write_bytes(path, _checksummed_bytes(state))
 
 
-def read_checksummed(path: Path, map_location: Any = None) -> Any:
-    """Read a file written by :func:`write_checksummed`.
+def read_checksummed(path: Path, map_location: Any = None, *, keys: Iterable[str] | None = None) -> Any:
+    """Read a file written by :func:`write_checksummed`, with ``torch.load(weights_only=True)``:
+    tensors, numbers, strings and containers only, so no code in the file runs.
+
+    Args:
+        keys: when given, the state must be a dict holding at least these keys.
 
     Raises:
-        DamagedCheckpointError: missing, unreadable, truncated or not matching its checksum.
+        DamagedCheckpointError: missing, unreadable, truncated, not matching its checksum, holding
+            anything but plain data, or of the wrong structure.
     """
     try:
         data = path.read_bytes()
@@ -140,9 +170,58 @@ def read_checksummed(path: Path, map_location: Any = None) -> Any:
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise DamagedCheckpointError(path, "its bytes do not match the stored checksum")
     try:
-        return torch.load(io.BytesIO(payload), weights_only=False, map_location=map_location)
-    except Exception as err:  # a payload that passed the checksum but does not load
-        raise DamagedCheckpointError(path, f"cannot be loaded: {type(err).__name__}: {err}") from err
+        state = torch.load(io.BytesIO(payload), weights_only=True, map_location=map_location)
+    except Exception as err:  # a payload that passed the checksum but does not load as plain data
+        reason = str(err).split("\n")[0][:300]
+        raise DamagedCheckpointError(path, f"cannot be loaded as plain data: {type(err).__name__}: {reason}") from err
+    if keys is not None:
+        missing = sorted(set(keys) - set(state)) if isinstance(state, dict) else None
+        if missing is None or missing:
+            what = f"missing keys {missing}" if missing else f"a {type(state).__name__}, not a dict"
+            raise DamagedCheckpointError(path, f"not a state of this kind ({what})")
+    return state
+
+
+def is_alkernels_folder(path: Path) -> bool:
+    """Whether ``path`` (an existing folder) is one alkernels writes: it has the ``.alkernels``
+    marker, or the files of a run, grid or study made before the marker existed (a ``config.json``
+    with a run's ``strategy`` and ``seed``, an ``experiment.json`` of a grid or study, or a grid's
+    compact ``runs.jsonl``)."""
+    if (path / MARKER).is_file():
+        return True
+    for name, keys in (("config.json", ({"strategy", "seed"},)),
+                       ("experiment.json", ({"preset", "seeds"}, {"pretraining", "settings"})),
+                       ("runs.jsonl", ({"config", "records"},))):  # fmt: skip
+        try:
+            with open(path / name, encoding="utf-8") as handle:
+                doc = json.loads(handle.readline() if name.endswith(".jsonl") else handle.read())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and any(k <= set(doc) for k in keys):
+            return True
+    return False
+
+
+def claim_folder(path: Path) -> None:
+    """Create ``path`` or check that it may be written, and mark it as an alkernels folder.
+
+    Raises:
+        ForeignFolderError: ``path`` is a non-empty folder that alkernels did not create.
+        ValueError: ``path`` is a file, or cannot be created.
+    """
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not is_alkernels_folder(path):
+        raise ForeignFolderError(f"{path} is not empty and is not an alkernels folder (no {MARKER} marker): "
+                                 "alkernels never writes into a folder it did not create; choose a new or "
+                                 "empty output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        marker = path / MARKER
+        if not marker.is_file():
+            marker.write_text("alkernels output folder\n")
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {path}: {err.strerror}") from err
 
 
 def append_record(path: Path, record: dict) -> None:
@@ -199,7 +278,7 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike, checkpoint: str = "checkpoint.pt") -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output {self.path} exists and is not a directory")
         self.checkpoint_path = self.path / checkpoint
@@ -211,41 +290,72 @@ class RunDirectory:
     # -- one writer ----------------------------------------------------------------------------
     @contextmanager
     def lock(self) -> Iterator["RunDirectory"]:
-        """Hold the folder's exclusive lock meanwhile (and remove stale temporary files)."""
+        """Hold the folder's exclusive lock meanwhile (and remove this library's stale temporary
+        files).
+
+        Raises:
+            ForeignFolderError: the folder is not empty and not an alkernels folder.
+            RunInUseError: another process holds the lock.
+            ValueError: the folder cannot be written, or ``.lock`` is a symlink or not the
+                library's lock file.
+        """
+        claim_folder(self.path)
+        path = self.path / _LOCK
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path / _LOCK, "a+", encoding="utf-8")
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise ValueError(f"{path} is a symlink; alkernels does not follow it: remove it") from err
             raise ValueError(f"cannot write to the output folder {self.path}: {err.strerror}") from err
+        handle = os.fdopen(fd, "r+", encoding="utf-8")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{path} is not a regular file: remove it")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read(64).strip() or "unknown"
             handle.close()
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 raise RunInUseError(f"{self.path} is in use by another run (process {holder}); two runs "
                                     "must not write one folder: wait for it or choose another output "
                                     "folder") from err
             raise
+        except BaseException:
+            handle.close()
+            raise
+        content = handle.read(65)
+        if content.strip() and not content.strip().isdigit():
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            handle.close()
+            raise ValueError(f"{path} is not an alkernels lock file (it holds other content): remove it")
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_handle = handle
         try:
-            for stale in self.path.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+            for stale in self.path.glob(f".*{_TMP_SUFFIX}"):
+                if _TMP_NAME.match(stale.name):
+                    stale.unlink(missing_ok=True)
             yield self
         finally:
             self._lock_handle = None
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
             handle.close()
 
     # -- identity ------------------------------------------------------------------------------
     def has_run(self) -> bool:
-        """Whether the folder already holds a run (its ``config.json``)."""
-        return self.config_path.exists()
+        """Whether the folder holds a run: its ``config.json`` and at least one finished step (a
+        record or a checkpoint). A run that failed before its first step holds none: it may be
+        started again, with the same or other settings."""
+        if not self.config_path.exists():
+            return False
+        started = any(p.exists() for p in (self.checkpoint_path, self.previous_path)) or (
+            self.records_path.exists() and self.records_path.stat().st_size > 0)
+        if not started:
+            _log.info("%s: settings but no finished step (a run that failed before its first round): "
+                      "starting it again", self.path)
+        return started
 
     def check_identity(self, config: dict, *, resume: bool) -> None:
         """Refuse to start over an existing run without ``resume``, or to resume with other settings.
@@ -311,18 +421,17 @@ class RunDirectory:
         """Write a state file that is not rotated (e.g. the initial weights), checksummed."""
         write_checksummed(self.path / name, state)
 
-    def load_state(self, name: str, *, map_location: Any = None) -> Any:
-        """Read a file written by :meth:`save_state`, verifying its checksum.
+    def load_state(self, name: str, *, map_location: Any = None, keys: Iterable[str] | None = None) -> Any:
+        """Read a file written by :meth:`save_state`, verifying its checksum (and, with ``keys``,
+        that it is a dict holding them).
 
         Raises:
-            DamagedCheckpointError: missing, unreadable or damaged.
+            DamagedCheckpointError: missing, unreadable, damaged or of the wrong structure.
         """
-        return self._read_checkpoint(self.path / name, map_location)
+        return read_checksummed(self.path / name, map_location, keys=keys)
 
-    def _read_checkpoint(self, path: Path, map_location: Any) -> Any:
-        return read_checksummed(path, map_location)
-
-    def load_checkpoint(self, *, restart_round: bool = False, map_location: Any = None) -> Any | None:
+    def load_checkpoint(self, *, restart_round: bool = False, map_location: Any = None,
+                        keys: Iterable[str] | None = None) -> Any | None:  # fmt: skip
         """The newest intact checkpoint's state, or None when there is none.
 
         A missing checkpoint with a ``.prev`` present (a kill between the two renames) falls
@@ -330,21 +439,21 @@ class RunDirectory:
         ``<name>.damaged-<ns>`` and ``.prev`` is returned (the caller redoes the last step).
 
         Raises:
-            DamagedCheckpointError: the checkpoint is damaged (and ``restart_round`` is False, or
-                no intact previous checkpoint exists).
+            DamagedCheckpointError: the checkpoint is damaged or of the wrong structure (``keys``),
+                and ``restart_round`` is False or no intact previous checkpoint exists.
         """
         if not self.checkpoint_path.exists():
             if self.previous_path.exists():
-                return self._read_checkpoint(self.previous_path, map_location)
+                return read_checksummed(self.previous_path, map_location, keys=keys)
             return None
         try:
-            return self._read_checkpoint(self.checkpoint_path, map_location)
+            return read_checksummed(self.checkpoint_path, map_location, keys=keys)
         except DamagedCheckpointError:
             if not restart_round:
                 raise
         if not self.previous_path.exists():
             raise DamagedCheckpointError(self.checkpoint_path, "damaged, and no previous checkpoint to restart "
                                          "from: start the run again in a new folder")
-        state = self._read_checkpoint(self.previous_path, map_location)
+        state = read_checksummed(self.previous_path, map_location, keys=keys)
         os.replace(self.checkpoint_path, self.path / f"{self.checkpoint_path.name}.damaged-{time.time_ns()}")
         return state

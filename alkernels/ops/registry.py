@@ -43,26 +43,20 @@ def _select(arg: Any, dim: int | None, index: int) -> Any:
     return arg.select(dim, index)
 
 
-def register_vmap_by_loop(op: str | Callable, num_outputs: int | None) -> None:
-    """Register a ``torch.func.vmap`` rule for ``op`` that calls it once per batch entry and stacks
-    the outputs along dim 0.
+def register_vmap_by_loop(op: Callable[..., Any], num_outputs: int | None) -> None:
+    """Register a ``torch.func.vmap`` rule for the custom op ``op`` that calls it once per batch
+    entry and stacks the outputs along dim 0.
 
     Args:
-        op: the registered operator (qualified name or ``CustomOpDef``).
+        op: the operator as :func:`torch.library.custom_op` returned it.
         num_outputs: the number of tensors it returns as a tuple or list, or None for one tensor.
     """
 
     def rule(info: Any, in_dims: Sequence[int | None], *args: Any) -> tuple[Any, Any]:
-        results = [torch.ops.alkernels.__getattr__(_short(op))(*(_select(a, d, i) for a, d in zip(args, in_dims)))
-                   for i in range(info.batch_size)]  # fmt: skip
+        results = [op(*(_select(a, d, i) for a, d in zip(args, in_dims))) for i in range(info.batch_size)]
         if num_outputs is None:
             return torch.stack(results), 0
         stacked = tuple(torch.stack([r[k] for r in results]) for k in range(num_outputs))
         return stacked, (0,) * num_outputs
 
     torch.library.register_vmap(op, rule)
-
-
-def _short(op: str | Callable) -> str:
-    name = op if isinstance(op, str) else op._qualname  # type: ignore[attr-defined]
-    return name.split("::", 1)[1]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from alkernels._extras import missing_extra
+from alkernels.data._store import load_cached_array, save_cached_array
 from alkernels.strategies.base import Pool, Strategy
 
 #: Number of atomic-number slots in the UMAP composition descriptor (Z = 1..99).
@@ -74,16 +75,13 @@ class OrderStrategy(Strategy):
             digest.update(json.dumps(self.settings(), sort_keys=True).encode())
             key = digest.hexdigest()[:16]
             path = self.cache_dir / f"{self.name}-order-{feats.shape[0]}-{key}.npy"
-            if path.exists():
-                rank = np.load(path)
+            rank = load_cached_array(path)  # checksummed; a damaged entry is removed and rebuilt
+            if rank is not None and rank.shape == (feats.shape[0],) and rank.dtype == np.int64:
                 self._dataset_id, self._rank = id(pool.dataset), rank
                 return rank
         rank = np.asarray(self.order_from_features(feats), dtype=np.int64)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, rank)
-            os.replace(tmp, path)
+            save_cached_array(path, rank)
         self._dataset_id, self._rank = id(pool.dataset), rank
         return rank
 

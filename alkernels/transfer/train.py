@@ -30,6 +30,10 @@ from alkernels.models import EGNN, PropertyRegressor
 from alkernels.transfer.data import PropertyData, content_hash
 from alkernels.transfer.strategies import Strategy, finetune_model, parse_strategy
 
+#: The top-level keys of a fit's resumable training state.
+STATE_KEYS: tuple[str, ...] = ("fingerprint", "model", "optimizer", "loader_rng", "torch_rng", "best_score",
+                               "best_state", "best_epoch", "bad", "steps", "history", "stopped", "seconds")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -278,7 +282,8 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
         stopped = False
         state_file = Path(state_path) if state_path is not None else None
         if state_file is not None and state_file.is_file():
-            state = read_checksummed(state_file, map_location=dev)  # a damaged file is named, never used
+            # plain data only, and of the right shape: a damaged or planted file is named, never used
+            state = read_checksummed(state_file, map_location=dev, keys=STATE_KEYS)
             if state.get("fingerprint") != fingerprint:
                 raise ValueError(f"training state {state_file} belongs to another fit (other model, data, "
                                  f"settings or seed); remove it or choose another state_path")

@@ -25,7 +25,7 @@ from alkernels import strategies as strategies_mod
 from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop
-from alkernels.loop.rundir import (RunDirectory, SettingsChangedError, atomic_write_bytes, read_records,
+from alkernels.loop.rundir import (RunDirectory, SettingsChangedError, atomic_write_bytes, claim_folder, read_records,
                                    settings_changes)
 from alkernels.models import paper_classifier
 
@@ -288,7 +288,7 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     out = Path(out)
     writes = not distributed or dist_mod.is_rank_zero()
     if writes:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_folder(out)  # a folder alkernels did not create is refused, untouched
     cells = grid(strategy_names, seeds, variants)
     packed = _packed_runs(out) if writes else {}
 

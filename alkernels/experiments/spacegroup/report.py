@@ -19,6 +19,7 @@ import numpy as np
 
 from alkernels._extras import missing_extra
 from alkernels.loop.loop import read_records
+from alkernels.loop.rundir import claim_folder
 
 try:
     import pandas as pd
@@ -259,7 +260,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     ``runs/`` folder still rebuilds the same report."""
     out = Path(out)
     dest = Path(dest) if dest is not None else out
-    dest.mkdir(parents=True, exist_ok=True)
+    claim_folder(dest)  # only a folder alkernels writes; created when new
     runs = read_runs(out)
     summary = summarise(collect(runs))
     meta_path = out / "experiment.json"

@@ -40,6 +40,7 @@ from alkernels.ops.message_passing.graph import (
     EdgeGraph,
     EdgeWeights,
     build_edge_graph,
+    check_edge_graph,
     check_inputs,
     split_first_layer,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "EdgeGraph",
     "EdgeWeights",
     "build_edge_graph",
+    "check_edge_graph",
     "edge_op_backend",
     "egnn_edge_fused",
     "egnn_edge_fused_backward",
@@ -155,7 +157,8 @@ def egnn_edge_op(
 
     Raises:
         ValueError: bad shapes, dtypes, devices, backend or precision; an explicit fused backend
-            that cannot run the call (the message says why).
+            that cannot run the call (the message says why); index values out of range or
+            inconsistent layouts in a graph not made by :func:`build_edge_graph` (on every backend).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -166,6 +169,8 @@ def egnn_edge_op(
     widths = (h.shape[1], weights.w2.shape[0], weights.wx1.shape[0])
     chosen = edge_op_backend(backend, h, activation, dtype=h.dtype, widths=widths,
                              shift_grad=shift.requires_grad and torch.is_grad_enabled())  # fmt: skip
+    if not graph.checked and chosen != "cpu" and not (h.is_cuda and torch.cuda.is_current_stream_capturing()):
+        check_edge_graph(graph)  # the C++ binding checks every call itself
     if chosen == "torch":
         return egnn_edge_reference(
             h, x, shift, graph, weights, eps=eps, detach_norm=detach_norm, activation=activation

@@ -102,6 +102,10 @@ class EdgeGraph:
         rowptr: int64 [n + 1], edges of receiver i are ``rowptr[i]:rowptr[i+1]``.
         src_perm: int64 [E], edge ids ordered by sender (stable), for the sender reduction.
         src_ptr: int64 [n + 1], the edges of sender j are ``src_perm[src_ptr[j]:src_ptr[j+1]]``.
+        checked: True when :func:`build_edge_graph` made it (the layouts are consistent by
+            construction and the indices were checked, or the caller vouched for them with
+            ``validate=False``). A graph built by hand is checked by :func:`egnn_edge_op` on every
+            backend before a kernel reads it (:func:`check_edge_graph`).
     """
 
     src: torch.Tensor
@@ -109,6 +113,7 @@ class EdgeGraph:
     rowptr: torch.Tensor
     src_perm: torch.Tensor
     src_ptr: torch.Tensor
+    checked: bool = False
 
     @property
     def num_nodes(self) -> int:
@@ -119,6 +124,31 @@ class EdgeGraph:
     def num_edges(self) -> int:
         """E, the number of edges (a symbolic int while tracing)."""
         return self.src.shape[0]
+
+
+def check_edge_graph(graph: EdgeGraph) -> None:
+    """Raise ValueError unless the five index tensors of ``graph`` are consistent: ``rowptr`` and
+    ``src_ptr`` run from 0 to E without decreasing, the edges of receiver i's segment have
+    ``dst == i``, every sender lies in ``[0, n)``, ``src_perm`` is a permutation of the edges and
+    sender j's segment holds exactly j's edges. O(n + E), reading values back from the device
+    (the C++ binding runs the same checks on every call)."""
+    n, e = graph.num_nodes, graph.num_edges
+    for name, t, length in (("src", graph.src, e), ("dst", graph.dst, e), ("rowptr", graph.rowptr, n + 1),
+                            ("src_perm", graph.src_perm, e), ("src_ptr", graph.src_ptr, n + 1)):  # fmt: skip
+        if t.dtype != torch.int64 or t.shape != (length,):
+            raise ValueError(f"EdgeGraph.{name} must be int64 [{length}], got {t.dtype} {tuple(t.shape)}")
+    nodes = torch.arange(n, device=graph.src.device)
+    for ptr, name in ((graph.rowptr, "rowptr"), (graph.src_ptr, "src_ptr")):
+        if int(ptr[0]) != 0 or int(ptr[-1]) != e or bool((ptr[1:] < ptr[:-1]).any()):
+            raise ValueError(f"EdgeGraph.{name} must run from 0 to E = {e} without decreasing")
+    if not torch.equal(graph.dst, nodes.repeat_interleave(graph.rowptr.diff(), output_size=e)):
+        raise ValueError("EdgeGraph.dst does not match rowptr: edges must be sorted by receiver")
+    if e and (int(graph.src.min()) < 0 or int(graph.src.max()) >= n):
+        raise ValueError(f"EdgeGraph.src holds senders outside [0, {n}): [{int(graph.src.min())}, {int(graph.src.max())}]")
+    if not torch.equal(torch.sort(graph.src_perm).values, torch.arange(e, device=graph.src.device)):
+        raise ValueError("EdgeGraph.src_perm must be a permutation of the edges")
+    if not torch.equal(graph.src[graph.src_perm], nodes.repeat_interleave(graph.src_ptr.diff(), output_size=e)):
+        raise ValueError("EdgeGraph.src_perm and src_ptr do not group the edges by sender")
 
 
 def check_edge_values(src: Tensor, dst: Tensor, num_nodes: int) -> None:
@@ -181,7 +211,7 @@ def build_edge_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, *, va
     if src.device != dst.device:
         raise ValueError("edge_src and edge_dst are on different devices")
     rowptr, src_perm, src_ptr = edge_csr(src, dst, num_nodes, validate)
-    return EdgeGraph(src.contiguous(), dst.contiguous(), rowptr, src_perm, src_ptr)
+    return EdgeGraph(src.contiguous(), dst.contiguous(), rowptr, src_perm, src_ptr, checked=True)
 
 
 def split_first_layer(
