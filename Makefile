@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml setup.py requirements-dev.txt $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.inc csrc/*.h python/*.cpp)
 
-.PHONY: demo test bench build clean
+.PHONY: demo test bench build clean format
+
+# Format and fix what ruff can (the test target checks both).
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +28,8 @@ demo: $(STAMP)
 		--processes 2 --out runs/demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n 2 -q tests
 
 # The quick CPU benchmark suite (pytest-benchmark, under 5 minutes on 2 cores), then the report:

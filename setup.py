@@ -5,6 +5,7 @@ bindings. No libtorch: buffers cross the boundary as NumPy arrays (zero-copy vie
 tensors), so pip's isolated build needs only setuptools and pybind11. The extension is marked
 optional: if it fails to compile, the package still installs and falls back to the torch backend.
 """
+
 from glob import glob
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext

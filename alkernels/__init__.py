@@ -11,6 +11,7 @@ Subpackages (imported on first access):
     gp           GP regression for active learning: incremental exact posterior, the loop (``gp`` extra)
     cli          the ``alkernels`` command
 """
+
 from __future__ import annotations
 
 import importlib

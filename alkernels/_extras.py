@@ -8,6 +8,7 @@ A module that needs an extra imports its packages inside ``try`` and turns a fai
     except ImportError as err:
         raise missing_extra("data", __name__, err) from err
 """
+
 from __future__ import annotations
 
 #: Extra name -> the import names of its packages (see pyproject.toml).
@@ -28,6 +29,4 @@ def missing_extra(extra: str, feature: str, err: ImportError | None = None) -> I
     if extra not in EXTRAS:
         raise ValueError(f"unknown extra {extra!r}")
     cause = f" ({err})" if err is not None else ""
-    return ImportError(
-        f"{feature} needs the optional '{extra}' dependencies{cause}: pip install 'alkernels[{extra}]'"
-    )
+    return ImportError(f"{feature} needs the optional '{extra}' dependencies{cause}: pip install 'alkernels[{extra}]'")

@@ -7,6 +7,7 @@ steal the cores the working ones need. Measured on a 2-core machine, a 2-thread 
 took 20x longer while a second 2-thread job ran. So each of ``P`` parallel workers gets
 ``cores // P`` threads, and background runs should set ``OMP_WAIT_POLICY=PASSIVE``.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,8 @@ def oversubscription_warning(processes: int, threads: int, cores: int | None = N
     total = processes * threads
     if total <= cores:
         return None
-    return (f"{processes} process(es) x {threads} thread(s) = {total} threads on {cores} usable core(s): "
-            f"OpenMP threads spin while they wait, so oversubscribed training can run many times slower; "
-            f"use --threads {max(1, cores // processes)} (or fewer processes) and OMP_WAIT_POLICY=PASSIVE")
+    return (
+        f"{processes} process(es) x {threads} thread(s) = {total} threads on {cores} usable core(s): "
+        f"OpenMP threads spin while they wait, so oversubscribed training can run many times slower; "
+        f"use --threads {max(1, cores // processes)} (or fewer processes) and OMP_WAIT_POLICY=PASSIVE"
+    )

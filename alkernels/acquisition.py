@@ -34,6 +34,7 @@ exclusion and the top-k run as registered operators, ``alkernels::score_all`` an
 Backends: ``"torch"`` (reference), ``"cpu"`` (fused C++ kernel), ``"triton"`` (fused GPU kernel),
 ``"auto"`` (triton for CUDA tensors, cpu when the extension is built, else torch).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -72,15 +73,11 @@ def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in _DTYPES:
-        raise ValueError(
-            f"unsupported logits dtype {logits.dtype}; expected float32, float16 or bfloat16"
-        )
+        raise ValueError(f"unsupported logits dtype {logits.dtype}; expected float32, float16 or bfloat16")
     if logits.ndim == 2:
         logits = logits.unsqueeze(0)
     elif logits.ndim != 3:
-        raise ValueError(
-            f"logits must be [N, C] or [T, N, C], got {logits.ndim} dims with shape {tuple(logits.shape)}"
-        )
+        raise ValueError(f"logits must be [N, C] or [T, N, C], got {logits.ndim} dims with shape {tuple(logits.shape)}")
     if logits.shape[0] < 1:
         raise ValueError("logits have T = 0 MC passes")
     if logits.shape[2] < 2:
@@ -94,9 +91,7 @@ def _check_strategy(strategy: str) -> int:
     return STRATEGIES.index(strategy)
 
 
-def _score_matrix(
-    logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0
-) -> torch.Tensor:
+def _score_matrix(logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0) -> torch.Tensor:
     """float32 [8, N] scores of validated [T, N, C] logits; handles non-finite samples."""
     return _ops.score_all(logits, backend, nonfinite, offset)
 
@@ -160,9 +155,7 @@ def _exclude_tensor(exclude: Exclude) -> torch.Tensor | None:
     return ex.flatten().long()
 
 
-def _chunk_mask(
-    excluded: torch.Tensor | None, n: int, device: torch.device, offset: int = 0
-) -> torch.Tensor | None:
+def _chunk_mask(excluded: torch.Tensor | None, n: int, device: torch.device, offset: int = 0) -> torch.Tensor | None:
     """bool [n] mask of the sorted global indices ``excluded`` that fall in [offset, offset + n)."""
     if excluded is None:
         return None
@@ -289,9 +282,7 @@ class StreamingSelector:
         self._spans.append((off, off + n))
         self._next = off + n
         self._selectable += int(valid)
-        self._idx, self._val = self._merge(
-            torch.cat([self._idx, idx.cpu() + off]), torch.cat([self._val, val.cpu()])
-        )
+        self._idx, self._val = self._merge(torch.cat([self._idx, idx.cpu() + off]), torch.cat([self._val, val.cpu()]))
 
     def _merge(self, idx: torch.Tensor, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         by_index = torch.argsort(idx)
@@ -309,8 +300,7 @@ class StreamingSelector:
         """(indices int64 [k], scores float32 [k]) over all chunks seen, on the CPU."""
         if self._selectable < self.k:
             raise ValueError(
-                f"k = {self.k} is larger than the pool seen so far after exclusion "
-                f"({self._selectable} samples)"
+                f"k = {self.k} is larger than the pool seen so far after exclusion ({self._selectable} samples)"
             )
         return self._idx.clone(), self._val.clone()
 

@@ -7,6 +7,7 @@ with N. A thin entry point: runs ``pytest benchmarks/test_acquisition.py`` with 
     python benchmarks/bench_acquisition.py --threads 1 --commit   # benchmarks/results/acquisition_cpu_1t_full.json
     python benchmarks/bench_acquisition.py --size quick --N 50000 -- -k "not baal"
 """
+
 from __future__ import annotations
 
 import sys

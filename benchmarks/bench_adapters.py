@@ -6,6 +6,7 @@ benchmarks/test_adapters.py for what is measured; the full size needs about 10 G
     python benchmarks/bench_adapters.py --threads 2                      # full size (N = 100,000)
     python benchmarks/bench_adapters.py --size quick --N 5000 -- -k baal
 """
+
 from __future__ import annotations
 
 import sys

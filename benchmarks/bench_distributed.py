@@ -26,6 +26,7 @@ Examples::
     torchrun --standalone --nproc_per_node 1 benchmarks/bench_distributed.py --threads 2 \
         --out benchmarks/results/distributed_r1t2.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,10 @@ import torch
 import torch.distributed as tdist
 
 from alkernels import distributed as D
+from alkernels import strategies
 from alkernels.data import GraphDataset, random_graphs
 from alkernels.models import paper_classifier
 from alkernels.ops import topk_merge
-from alkernels import strategies
 from alkernels.strategies import Pool, Strategy
 
 
@@ -55,7 +56,9 @@ def pool_dataset(n: int, distinct: int) -> GraphDataset:
     return GraphDataset(graphs, y=np.zeros(distinct, dtype=np.int64), indices=np.resize(np.arange(distinct), n))
 
 
-def scoring_workload(pool_n: int, distinct: int, batch: int, passes: int) -> tuple[torch.nn.Module, Pool, Strategy, Pool]:
+def scoring_workload(
+    pool_n: int, distinct: int, batch: int, passes: int
+) -> tuple[torch.nn.Module, Pool, Strategy, Pool]:
     """What the pool-scoring comparison times, the same in one process and on every rank: the
     paper's classifier (seed 0, eval mode), a pool of ``pool_n`` graphs (:func:`pool_dataset`) in
     batches of ``batch``, BALD with ``passes`` MC passes, and a one-batch pool to warm it up."""
@@ -114,8 +117,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--gather-keys", default="1000,10000,100000,1000000",
-                   help="comma-separated key counts per rank to time one all_gather of ('' to skip)")
+    p.add_argument(
+        "--gather-keys",
+        default="1000,10000,100000,1000000",
+        help="comma-separated key counts per rank to time one all_gather of ('' to skip)",
+    )
     p.add_argument("--out", default=None, help="JSON file (written by rank 0)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,8 +131,9 @@ def main() -> None:
     model = paper_classifier("auto", 0.1).to(device).eval()
     pool = Pool(pool_dataset(args.pool, args.distinct), np.arange(args.pool), args.batch)
     k = args.pool // 10
-    one_query(model, Pool(pool.dataset, np.arange(min(args.pool, 4 * args.batch)), args.batch), 10,
-              args.T, device)  # warm-up
+    one_query(
+        model, Pool(pool.dataset, np.arange(min(args.pool, 4 * args.batch)), args.batch), 10, args.T, device
+    )  # warm-up
     rows = []
     for _ in range(args.repeats):
         mine = one_query(model, pool, k, args.T, device)
@@ -137,28 +144,43 @@ def main() -> None:
         result = {
             "benchmark": "sharded pool scoring (encoder once, head T times, streaming BALD top-10%) and merge",
             "command": "torchrun --nproc_per_node {} benchmarks/bench_distributed.py {}".format(
-                world, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)),
+                world, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)
+            ),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                        "python": platform.python_version(), "torch": torch.__version__,
-                        "backend": tdist.get_backend(), "device": str(device),
-                        "load_average_1min": os.getloadavg()[0]},
-            "ranks": world, "threads_per_rank": args.threads, "pool": args.pool, "k": k, "T": args.T,
-            "batch": args.batch, "repeats": rows,
+            "machine": {
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "backend": tdist.get_backend(),
+                "device": str(device),
+                "load_average_1min": os.getloadavg()[0],
+            },
+            "ranks": world,
+            "threads_per_rank": args.threads,
+            "pool": args.pool,
+            "k": k,
+            "T": args.T,
+            "batch": args.batch,
+            "repeats": rows,
             "query_s_median": statistics.median(query),
             "structures_per_s": args.pool / statistics.median(query),
             "per_rank_score_structures_per_s": statistics.median(
-                r["shard"] / r["score_s"] for rep in rows for r in rep if r["shard"]),
+                r["shard"] / r["score_s"] for rep in rows for r in rep if r["shard"]
+            ),
             "collate_structures_per_s": statistics.median(
-                r["shard"] / r["collate_s"] for rep in rows for r in rep if r["shard"]),
+                r["shard"] / r["collate_s"] for rep in rows for r in rep if r["shard"]
+            ),
             "merge_s_median": statistics.median(min(r["merge_s"] for r in rep) for rep in rows),
             "all_gather_s": {str(n): s for n, s in gathers.items()},
         }
-        print(f"{world} rank(s) x {args.threads} thread(s), pool {args.pool}, k {k}, T {args.T}: "
-              f"query {result['query_s_median']:.2f} s ({result['structures_per_s']:.0f} structures/s); "
-              f"per rank {result['per_rank_score_structures_per_s']:.0f} structures/s scoring, "
-              f"{result['collate_structures_per_s']:.0f} structures/s batching; merge "
-              f"{1e3 * result['merge_s_median']:.1f} ms")
+        print(
+            f"{world} rank(s) x {args.threads} thread(s), pool {args.pool}, k {k}, T {args.T}: "
+            f"query {result['query_s_median']:.2f} s ({result['structures_per_s']:.0f} structures/s); "
+            f"per rank {result['per_rank_score_structures_per_s']:.0f} structures/s scoring, "
+            f"{result['collate_structures_per_s']:.0f} structures/s batching; merge "
+            f"{1e3 * result['merge_s_median']:.1f} ms"
+        )
         for n, s in gathers.items():
             print(f"  all_gather of {n} keys/rank: {1e3 * s:.2f} ms ({8 * n * world / s / 1e9:.2f} GB/s gathered)")
         if args.out:

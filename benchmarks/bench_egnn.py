@@ -8,6 +8,7 @@ benchmarks/test_egnn.py for what is measured).
     python benchmarks/bench_egnn.py --device cuda --batches 24 256 1024
     python benchmarks/bench_egnn.py --size quick -- -k "not pyg"
 """
+
 from __future__ import annotations
 
 import sys

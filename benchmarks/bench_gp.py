@@ -7,6 +7,7 @@ the exact posterior. A thin entry point: runs ``pytest benchmarks/test_gp.py`` w
     python benchmarks/bench_gp.py --size quick --threads 1        # synthetic 32-d features
     python benchmarks/bench_gp.py --threads 1 --queries 500 -- -k "not small"
 """
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@ benchmarks/test_graphs.py for what is measured).
 
     python benchmarks/bench_graphs.py --n 2000 --ase-n 400 --total 100000 --workers 2
 """
+
 from __future__ import annotations
 
 import sys

@@ -28,6 +28,7 @@ pytest-benchmark's own options work as usual (``--benchmark-json``, ``--benchmar
 It covers the suites of :data:`benchmarks.settings.SUITES` but the GP loop (``test_gp.py``),
 which writes its own result file (``gp_<dataset>_cpu_<threads>t.json``).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,17 +54,39 @@ _LOAD = pytest.StashKey[float]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The ``--bench-*`` options of the module doc."""
     group = parser.getgroup("alkernels benchmarks")
-    group.addoption("--bench-size", choices=sorted(settings.PRESETS), default="quick",
-                    help="size preset (default quick; full is the reference size of docs/performance.md)")
-    group.addoption("--bench-threads", type=int, default=None, metavar="N",
-                    help="torch/OpenMP threads (also set OMP_NUM_THREADS=N before starting pytest)")
+    group.addoption(
+        "--bench-size",
+        choices=sorted(settings.PRESETS),
+        default="quick",
+        help="size preset (default quick; full is the reference size of docs/performance.md)",
+    )
+    group.addoption(
+        "--bench-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch/OpenMP threads (also set OMP_NUM_THREADS=N before starting pytest)",
+    )
     group.addoption("--bench-device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
-    group.addoption("--bench-out", type=Path, default=None, metavar="PATH",
-                    help="summary JSON path (default benchmarks/results/local/<suite>_<device>_<threads>t_<size>.json)")
-    group.addoption("--bench-commit", action="store_true",
-                    help="write the summaries into benchmarks/results/ (committed, rendered by report.py)")
-    group.addoption("--bench-set", action="append", default=[], metavar="SUITE.FIELD=VALUE",
-                    help="override one size of the preset (repeatable)")  # fmt: skip
+    group.addoption(
+        "--bench-out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="summary JSON path (default benchmarks/results/local/<suite>_<device>_<threads>t_<size>.json)",
+    )
+    group.addoption(
+        "--bench-commit",
+        action="store_true",
+        help="write the summaries into benchmarks/results/ (committed, rendered by report.py)",
+    )
+    group.addoption(
+        "--bench-set",
+        action="append",
+        default=[],
+        metavar="SUITE.FIELD=VALUE",
+        help="override one size of the preset (repeatable)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,8 +155,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         targets = {out: suites}
     else:
         folder = RESULTS if config.getoption("--bench-commit") else RESULTS / "local"
-        targets = {folder / result_name(name, device.type, env["threads"], sizes.preset): {name: s}
-                   for name, s in suites.items()}  # fmt: skip
+        targets = {
+            folder / result_name(name, device.type, env["threads"], sizes.preset): {name: s}
+            for name, s in suites.items()
+        }
     for path, content in targets.items():
         summary.write(path, {"format": summary.FORMAT, "environment": env, "suites": content})
         config.stash[_WRITTEN].append(path)

@@ -7,6 +7,7 @@ environment before pytest (and so OpenMP) starts, which is why the script replac
 ``python -m pytest`` instead of calling it in-process. Arguments after ``--`` go to pytest
 unchanged (e.g. ``-- -k "not baal" --benchmark-autosave``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,17 @@ def main(suite: str, description: str, argv: list[str] | None = None) -> None:
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("quick", "full"), default="full", help="size preset (default full)")
     parser.add_argument("--threads", type=int, help="torch/OpenMP threads (sets OMP_NUM_THREADS)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
-    parser.add_argument("--out", type=Path, help="summary JSON (default: benchmarks/results/local/, named by suite and size)")
-    parser.add_argument("--commit", action="store_true",
-                        help="write into benchmarks/results/ (the committed results report.py renders)")
+    parser.add_argument(
+        "--out", type=Path, help="summary JSON (default: benchmarks/results/local/, named by suite and size)"
+    )
+    parser.add_argument(
+        "--commit", action="store_true", help="write into benchmarks/results/ (the committed results report.py renders)"
+    )
     parser.add_argument("--json", type=Path, help="also write pytest-benchmark's full JSON here")
     parser.add_argument("--cache-dir", type=Path, help="cache of generated structures and graphs ($ALKERNELS_CACHE)")
     sizes = parser.add_argument_group("sizes (default: the --size preset)")
@@ -47,8 +51,13 @@ def main(suite: str, description: str, argv: list[str] | None = None) -> None:
     for name, default in fields:
         many = isinstance(default, tuple)
         full = ",".join(map(str, default)) if many else default
-        sizes.add_argument(f"--{name.replace('_', '-')}", dest=f"size_{name}", nargs="+" if many else None,
-                           metavar=name.upper(), help=f"full size: {full}")  # fmt: skip
+        sizes.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=f"size_{name}",
+            nargs="+" if many else None,
+            metavar=name.upper(),
+            help=f"full size: {full}",
+        )
     args = parser.parse_args(argv)
 
     env = dict(os.environ)
@@ -56,8 +65,16 @@ def main(suite: str, description: str, argv: list[str] | None = None) -> None:
         env["OMP_NUM_THREADS"] = str(args.threads)
     if args.cache_dir is not None:
         env["ALKERNELS_CACHE"] = str(args.cache_dir)
-    cmd = [sys.executable, "-m", "pytest", f"benchmarks/test_{suite}.py", "--bench-size", args.size,
-           "--bench-device", args.device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        f"benchmarks/test_{suite}.py",
+        "--bench-size",
+        args.size,
+        "--bench-device",
+        args.device,
+    ]
     if args.threads is not None:
         cmd += ["--bench-threads", str(args.threads)]
     if args.out is not None:

@@ -5,6 +5,7 @@ and timed rounds (one call per round, the device synchronised inside the timed c
 set for pytest-benchmark's own table, and the metadata that :mod:`benchmarks.summary` turns into
 ratios stored in ``benchmark.extra_info``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -15,6 +15,7 @@ rank returned the same selection); ``exit`` on stdin ends it. Each worker runs w
 ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` set to the threads per rank; its stderr goes to
 a file whose tail is shown when it fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,26 +45,54 @@ class LocalRanks:
         timeout: seconds any collective may wait (``ALKERNELS_DIST_TIMEOUT`` of the workers).
     """
 
-    def __init__(self, ranks: int, *, pool: int, distinct: int, T: int, batch: int, threads: int,
-                 timeout: float = 300.0) -> None:  # fmt: skip
+    def __init__(
+        self, ranks: int, *, pool: int, distinct: int, T: int, batch: int, threads: int, timeout: float = 300.0
+    ) -> None:
         if ranks < 1:
             raise ValueError(f"ranks must be positive, got {ranks}")
         self.ranks, self.k = ranks, pool // 10
         self._dir = Path(tempfile.mkdtemp(prefix="alk-ranks-"))
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo",
-               "ALKERNELS_DIST_TIMEOUT": str(timeout),
-               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
-        args = ["--world", str(ranks), "--store", str(self._dir / "store"), "--pool", str(pool),
-                "--distinct", str(distinct), "--T", str(T), "--batch", str(batch), "--threads", str(threads)]  # fmt: skip
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "GLOO_SOCKET_IFNAME": "lo",
+            "ALKERNELS_DIST_TIMEOUT": str(timeout),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        }
+        args = [
+            "--world",
+            str(ranks),
+            "--store",
+            str(self._dir / "store"),
+            "--pool",
+            str(pool),
+            "--distinct",
+            str(distinct),
+            "--T",
+            str(T),
+            "--batch",
+            str(batch),
+            "--threads",
+            str(threads),
+        ]
         self._logs: list[IO[str]] = []
         self._procs: list[subprocess.Popen[str]] = []
         try:
             for rank in range(ranks):
                 log = open(self._dir / f"rank{rank}.log", "w")  # noqa: SIM115 (closed in close())
                 self._logs.append(log)
-                self._procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.local_ranks", "--rank", str(rank), *args], cwd=ROOT, env=env,
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1))  # fmt: skip
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "benchmarks.local_ranks", "--rank", str(rank), *args],
+                        cwd=ROOT,
+                        env=env,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        text=True,
+                        bufsize=1,
+                    )
+                )
             for rank in range(ranks):
                 if self._reply(rank) != "ready":
                     raise RuntimeError(self._failure(rank, "did not report ready"))
@@ -77,7 +106,7 @@ class LocalRanks:
         assert stdout is not None
         for line in stdout:
             if line.startswith(PREFIX):
-                return line[len(PREFIX):].strip()
+                return line[len(PREFIX) :].strip()
         raise RuntimeError(self._failure(rank, "ended"))
 
     def _failure(self, rank: int, what: str) -> str:
@@ -142,8 +171,9 @@ def _worker(argv: list[str] | None = None) -> None:
     from benchmarks.bench_distributed import scoring_workload
 
     torch.set_num_threads(args.threads)
-    distributed.init_process_group(device="cpu", init_method=f"file://{args.store}", rank=args.rank,
-                                   world_size=args.world)  # fmt: skip
+    distributed.init_process_group(
+        device="cpu", init_method=f"file://{args.store}", rank=args.rank, world_size=args.world
+    )
     model, pool, bald, warm = scoring_workload(args.pool, args.distinct, args.batch, args.T)
     rng = np.random.default_rng(0)
     bald.query_distributed(model, warm, max(1, len(warm) // 10), rng=rng)

@@ -1,10 +1,11 @@
 """Peak extra memory of one call, measured in a fresh interpreter.
 
 A fresh process keeps freed heap from earlier runs from hiding allocations. On the CPU the probe
-resets the peak resident set to the current one (Linux: write ``5`` to
-``/proc/self/clear_refs``), runs the call once and reports the growth of ``VmHWM`` over the
-resident set before the call; the one-off allocations of a first call are included, and every
-implementation pays them alike. On CUDA it runs the call once as a warm-up and reports
+runs the call once untimed (a compiled model compiles there; every implementation pays its
+one-off allocations there alike), returns the freed heap to the OS (glibc ``malloc_trim``, so
+that the measured call cannot reuse it unseen), resets the peak resident set to the current one
+(Linux: write ``5`` to ``/proc/self/clear_refs``), runs the call again and reports the growth of
+``VmHWM`` over the resident set before it. On CUDA it runs the call once as a warm-up and reports
 ``max_memory_allocated`` of a second call beyond the memory allocated before it.
 
 The parent calls :func:`peak_extra_mib`; the child is ``python -m benchmarks.memory PROBE JSON``
@@ -16,14 +17,15 @@ run from the repository root and prints the MiB on its last line. Probes:
 ``egnn``
     ``{"impl": "fused" | "torch" | "pyg" | "torch+compile" | "fused+compile", "mode", "batch",
     "distinct", "device"}``: one forward+backward of the encoder with the initial weights (the
-    peak does not depend on them); a compiled encoder runs once untimed first, so that the
-    compilation is not counted.
+    peak does not depend on them).
 ``forces``
     ``{"impl": one of FORCE_IMPLS, "structures", "repeat", "device"}``: one force-training step
-    (:func:`benchmarks.workloads.force_step`), compiled ones after one untimed step.
+    (:func:`benchmarks.workloads.force_step`).
 """
+
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
@@ -45,8 +47,11 @@ def peak_extra_mib(probe: str, params: dict[str, Any]) -> float | None:
         return None
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", probe, json.dumps(params, sort_keys=True)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -68,10 +73,20 @@ def _measure(run: Callable[[], object], device: torch.device) -> float:
         run()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    run()
+    _trim()
     before = _status_kib("VmRSS")
     _CLEAR_REFS.write_text("5")
     run()
     return (_status_kib("VmHWM") - before) / 1024
+
+
+def _trim() -> None:
+    """Return glibc's freed heap to the OS (a no-op where there is no glibc)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _acquisition_call(p: dict[str, Any], device: torch.device) -> Callable[[], object]:
@@ -96,8 +111,6 @@ def _egnn_call(p: dict[str, Any], device: torch.device) -> Callable[[], object]:
 
     batch = first_batch(timing_graphs(p["mode"], p["distinct"]), p["batch"], device)
     model = make_encoder(p["impl"], device)
-    if p["impl"].endswith("+compile"):
-        forward_backward(model, batch)
     return lambda: forward_backward(model, batch)
 
 
@@ -111,8 +124,6 @@ def _forces_call(p: dict[str, Any], device: torch.device) -> Callable[[], object
         with force_compile_config():
             force_step(model, batch)
 
-    if p["impl"].endswith("+compile"):
-        run()
     return run
 
 

@@ -9,6 +9,7 @@
 
 baal and ase are imported on first use, so each peer needs only its own package.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

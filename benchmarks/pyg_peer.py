@@ -4,6 +4,7 @@ Embedding, node MLPs, activations and pooling are the wrapped encoder's own modu
 computes the same function with the same weights; only the edge work (gather, edge MLP,
 coordinate gate, scatter-add) goes through torch_geometric.
 """
+
 from __future__ import annotations
 
 import torch

@@ -20,6 +20,7 @@ alone. The output depends only on the result files: sections and rows are sorted
 rounded, and the PNGs carry no timestamp. Every PNG in the plots folder that this run does not
 write is removed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -186,6 +187,7 @@ def environment_line(env: dict[str, Any]) -> str:
 
 def sizes_line(sizes: dict[str, Any]) -> str:
     """The sizes of a suite as ``name=value`` pairs."""
+
     def text(v: Any) -> str:
         return ",".join(map(str, v)) if isinstance(v, list) else str(v)
 
@@ -242,8 +244,11 @@ def render_memory(groups: list[dict[str, Any]]) -> list[str]:
                 rows.append([f"{g['table']}: {g['row']}", impl, f"{m['peak_extra_mib']:.1f}", ratio])
     if not rows:
         return []
-    return ["Peak extra memory (MiB beyond the inputs, fresh process):", "",
-            *_table(["group", "implementation", "MiB", "vs ours"], rows)]  # fmt: skip
+    return [
+        "Peak extra memory (MiB beyond the inputs, fresh process):",
+        "",
+        *_table(["group", "implementation", "MiB", "vs ours"], rows),
+    ]
 
 
 def _savefig(fig: Any, path: Path) -> None:
@@ -260,8 +265,9 @@ def plot_throughput(groups: list[dict[str, Any]], title: str, path: Path) -> boo
     shown = [g for g in groups if sum(m["role"] != "reference" for m in g["members"].values()) >= 2]
     if not shown:
         return False
-    impls = [i for i in _impls(shown)
-             if any(g["members"].get(i, {}).get("role") not in (None, "reference") for g in shown)]  # fmt: skip
+    impls = [
+        i for i in _impls(shown) if any(g["members"].get(i, {}).get("role") not in (None, "reference") for g in shown)
+    ]
     width = 0.8 / len(impls)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(shown) * len(impls) + 2), 4.2))
     for j, impl in enumerate(impls):
@@ -291,8 +297,9 @@ def scaling_series(groups: list[dict[str, Any]], axis: str) -> dict[tuple[str, s
     return {key: sorted(points) for key, points in sorted(series.items()) if len({x for x, _ in points}) >= 2}
 
 
-def plot_scaling(series: dict[tuple[str, str], list[tuple[float, float]]], axis: str, unit: str, title: str,
-                 path: Path) -> None:  # fmt: skip
+def plot_scaling(
+    series: dict[tuple[str, str], list[tuple[float, float]]], axis: str, unit: str, title: str, path: Path
+) -> None:
     """Throughput against the scaling axis, log-log: one colour per implementation, one line
     style per table."""
     import matplotlib.pyplot as plt
@@ -305,8 +312,14 @@ def plot_scaling(series: dict[tuple[str, str], list[tuple[float, float]]], axis:
     for (table, impl), points in series.items():
         xs, ys = zip(*points)
         label = impl if len(tables) == 1 else f"{table}: {impl}"
-        ax.plot(xs, ys, marker="o", label=label, color=f"C{impls.index(impl) % 10}",
-                linestyle=styles[tables.index(table) % len(styles)])  # fmt: skip
+        ax.plot(
+            xs,
+            ys,
+            marker="o",
+            label=label,
+            color=f"C{impls.index(impl) % 10}",
+            linestyle=styles[tables.index(table) % len(styles)],
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ticks = sorted({x for points in series.values() for x, _ in points})
@@ -363,8 +376,9 @@ def _is_dry_run(path: Path, data: Any) -> bool:
     return path.stem.endswith("_dryrun") or (isinstance(data, dict) and data.get("dry_run") is True)
 
 
-def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]],
-                                list[str]]:  # fmt: skip
+def load(
+    results: Path,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[str]]:
     """Summaries by file stem, GPU files (``gpu_*.json`` with ``rows``) by stem, GP loop files
     (``gp_*.json`` of :data:`GP_FORMAT`) by stem, and the names of the other JSON files; dry runs
     are left out."""
@@ -384,16 +398,26 @@ def load(results: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, 
             gp[path.stem] = data
         else:
             skipped.append(path.name)
-            print(f"report: skipping {path.name}: not an {FORMAT} summary, GPU result or {GP_FORMAT} file "
-                  "(older format?)", file=sys.stderr)  # fmt: skip
+            print(
+                f"report: skipping {path.name}: not an {FORMAT} summary, GPU result or {GP_FORMAT} file "
+                "(older format?)",
+                file=sys.stderr,
+            )
     return summaries, gpu, gp, skipped
 
 
 # -- GP active-learning loop ---------------------------------------------------------------------
 def _seconds(value: float) -> str:
     """Seconds with about three significant digits."""
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 \
+    return (
+        f"{value:,.0f}"
+        if value >= 100
+        else f"{value:.1f}"
+        if value >= 10
+        else f"{value:.2f}"
+        if value >= 1
         else f"{value:.3f}"
+    )
 
 
 def _gp_impls(names: Iterable[str]) -> list[str]:
@@ -412,33 +436,70 @@ def render_gp_result(result: dict[str, Any]) -> list[str]:
     whole-loop comparison at the smaller size. Markdown lines, ending with a blank line."""
     ours = result["ours"]
     steps = [int(s) for s in result["sizes"]["sample_steps"]]
-    out = [(f"Whole loop, {ours['workload']}: {ours['queries']:,} queries from n = {ours['initial']:,} labelled, "
-            f"{ours['tracked']:,} tracked points (pool + test), d = {ours['dim']}."), ""]  # fmt: skip
-    header = ["implementation", "loop s", "ours faster by",
-              *(f"ms/query at n = {ours['initial'] + s:,}" for s in steps), "same picks"]  # fmt: skip
-    rows: list[list[Any]] = [[GP_IMPLEMENTATIONS["ours"], _seconds(ours["loop_seconds"]), "–",
-                              *(_ms(ours["step_seconds"][str(s)]) for s in steps), "–"]]  # fmt: skip
+    out = [
+        (
+            f"Whole loop, {ours['workload']}: {ours['queries']:,} queries from n = {ours['initial']:,} labelled, "
+            f"{ours['tracked']:,} tracked points (pool + test), d = {ours['dim']}."
+        ),
+        "",
+    ]
+    header = [
+        "implementation",
+        "loop s",
+        "ours faster by",
+        *(f"ms/query at n = {ours['initial'] + s:,}" for s in steps),
+        "same picks",
+    ]
+    rows: list[list[Any]] = [
+        [
+            GP_IMPLEMENTATIONS["ours"],
+            _seconds(ours["loop_seconds"]),
+            "–",
+            *(_ms(ours["step_seconds"][str(s)]) for s in steps),
+            "–",
+        ]
+    ]
     for name in _gp_impls(result.get("peers", {})):
         e = result["peers"][name]
         loop = e.get("loop_seconds_integrated")
-        rows.append([GP_IMPLEMENTATIONS.get(name, name), "–" if loop is None else f"{_seconds(loop)} (integrated)",
-                     _ratio(e["ratio_to_ours"]) if "ratio_to_ours" in e else "–",
-                     *(_ms(e["step_seconds"][str(s)]) if str(s) in e["step_seconds"] else "–" for s in steps),
-                     _yes(e.get("same_picks"))])  # fmt: skip
+        rows.append(
+            [
+                GP_IMPLEMENTATIONS.get(name, name),
+                "–" if loop is None else f"{_seconds(loop)} (integrated)",
+                _ratio(e["ratio_to_ours"]) if "ratio_to_ours" in e else "–",
+                *(_ms(e["step_seconds"][str(s)]) if str(s) in e["step_seconds"] else "–" for s in steps),
+                _yes(e.get("same_picks")),
+            ]
+        )
     out += _table(header, rows)
-    out += [("Ours: the measured whole loop; its ms/query is the median of up to 11 steps around the sampled "
-             "step. Peers: one timed query at each sampled step, from ours's labelled set there; their loop "
-             f"time is the linear interpolation of those times summed over all {ours['queries']:,} steps "
-             "(slightly high for a convex curve). \"ours faster by\" = peer loop s / ours loop s."), ""]  # fmt: skip
+    out += [
+        (
+            "Ours: the measured whole loop; its ms/query is the median of up to 11 steps around the sampled "
+            "step. Peers: one timed query at each sampled step, from ours's labelled set there; their loop "
+            f"time is the linear interpolation of those times summed over all {ours['queries']:,} steps "
+            '(slightly high for a convex curve). "ours faster by" = peer loop s / ours loop s.'
+        ),
+        "",
+    ]
     small = result.get("small") or {}
     if "ours" in small:
         base = small["ours"]
-        out += [(f"Direct whole loop, every implementation run through all {base['queries']:,} queries from "
-                 f"n = {base['initial']:,} labelled, {base['tracked']:,} tracked points:"), ""]  # fmt: skip
-        rows = [[GP_IMPLEMENTATIONS.get(name, name), _seconds(small[name]["loop_seconds"]),
-                 "–" if name == "ours" else _ratio(small[name]["loop_seconds"] / base["loop_seconds"]),
-                 "–" if name == "ours" else _yes(small[name].get("same_picks"))]
-                for name in _gp_impls(small)]  # fmt: skip
+        out += [
+            (
+                f"Direct whole loop, every implementation run through all {base['queries']:,} queries from "
+                f"n = {base['initial']:,} labelled, {base['tracked']:,} tracked points:"
+            ),
+            "",
+        ]
+        rows = [
+            [
+                GP_IMPLEMENTATIONS.get(name, name),
+                _seconds(small[name]["loop_seconds"]),
+                "–" if name == "ours" else _ratio(small[name]["loop_seconds"] / base["loop_seconds"]),
+                "–" if name == "ours" else _yes(small[name].get("same_picks")),
+            ]
+            for name in _gp_impls(small)
+        ]
         out += _table(["implementation", "loop s", "ours faster by", "same picks"], rows)
     return out
 
@@ -447,24 +508,50 @@ def render_gp_memory(memory: dict[str, Any]) -> list[str]:
     """The measured resident memory of ``ExactPosterior`` against ``exact_memory_bytes``, and the
     largest n for 24 GiB that the formula gives."""
     mib = 2.0**20
-    rows = [[r["dtype"], f"{r['n']:,}", f"{r['p']:,}", r["d"], f"{r['formula_bytes'] / mib:,.1f}",
-             f"{r['held_bytes'] / mib:,.1f} ({100 * (r['held_bytes'] / r['formula_bytes'] - 1):+.1f}%)",
-             f"{r['peak_bytes_updates'] / mib:,.1f}", f"{r['peak_bytes_predict_4096'] / mib:,.1f}"]
-            for r in memory.get("measured", [])]  # fmt: skip
+    rows = [
+        [
+            r["dtype"],
+            f"{r['n']:,}",
+            f"{r['p']:,}",
+            r["d"],
+            f"{r['formula_bytes'] / mib:,.1f}",
+            f"{r['held_bytes'] / mib:,.1f} ({100 * (r['held_bytes'] / r['formula_bytes'] - 1):+.1f}%)",
+            f"{r['peak_bytes_updates'] / mib:,.1f}",
+            f"{r['peak_bytes_predict_4096'] / mib:,.1f}",
+        ]
+        for r in memory.get("measured", [])
+    ]
     out: list[str] = []
     if rows:
-        out += [("Memory of the exact posterior (fresh process, BLAS warmed up; RSS over the RSS before, after "
-                 "an initial block then single updates to n, and the peak during one 4,096-row predict), MiB:"),
-                ""]  # fmt: skip
-        out += _table(["dtype", "n", "p", "d", "formula", "held after the updates", "peak during the updates",
-                       "peak during the predict"], rows)  # fmt: skip
+        out += [
+            (
+                "Memory of the exact posterior (fresh process, BLAS warmed up; RSS over the RSS before, after "
+                "an initial block then single updates to n, and the peak during one 4,096-row predict), MiB:"
+            ),
+            "",
+        ]
+        out += _table(
+            [
+                "dtype",
+                "n",
+                "p",
+                "d",
+                "formula",
+                "held after the updates",
+                "peak during the updates",
+                "peak during the predict",
+            ],
+            rows,
+        )
     limits = memory.get("n_max_24GiB") or {}
     if limits:
         dtypes = sorted(limits)
         pools = sorted({int(p) for d in dtypes for p in limits[d]})
         out += ["Largest n in 24 GiB from the formula (`exact_max_n`, d = 128), by tracked points p:", ""]
-        out += _table(["p", *dtypes], [[f"{p:,}", *(f"{limits[d][str(p)]:,}" if str(p) in limits[d] else "–"
-                                                    for d in dtypes)] for p in pools])  # fmt: skip
+        out += _table(
+            ["p", *dtypes],
+            [[f"{p:,}", *(f"{limits[d][str(p)]:,}" if str(p) in limits[d] else "–" for d in dtypes)] for p in pools],
+        )
     return out
 
 
@@ -503,13 +590,19 @@ def plot_gp_steps(result: dict[str, Any], title: str, path: Path) -> bool:
 def render_gp(gp: dict[str, dict[str, Any]], plots: Path, readme_dir: Path) -> list[str]:
     """The GP section: per result file its environment, sizes, tables, memory and the per-query
     plot."""
-    out = ["## GP active-learning loop", "",
-           ("Protocol B's loop (`benchmarks/test_gp.py`, [docs/gp.md](../docs/gp.md)) at fixed hyper-parameters, "
+    out = [
+        "## GP active-learning loop",
+        "",
+        (
+            "Protocol B's loop (`benchmarks/test_gp.py`, [docs/gp.md](../docs/gp.md)) at fixed hyper-parameters, "
             "float64, one process: each query takes the unlabelled pool structure with the largest posterior "
             "variance, labels it, and updates the posterior of the pool and the fixed test set. Ours updates "
             "incrementally; the peers are (a) gpytorch's exact GP given the labelled set at every query, (b) the "
             "study's NumPy refit and (c) gpytorch's `get_fantasy_model` chained one label at a time. Every "
-            "implementation must pick the same structures as ours at every timed step."), ""]  # fmt: skip
+            "implementation must pick the same structures as ours at every timed step."
+        ),
+        "",
+    ]
     if not gp:
         return out + ["No GP results yet: `python benchmarks/bench_gp.py --threads 1` (full) or `--size quick`.", ""]
     for stem in sorted(gp, key=_natural):
@@ -554,8 +647,9 @@ def aot_table(doc: dict[str, Any]) -> list[str]:
     kernels = list(dict.fromkeys(k for k, _, _ in groups))
     order = list(dict.fromkeys(g for _, g, _ in groups))
     rows = []
-    for (kernel, group, arch), members in sorted(groups.items(), key=lambda kv: (kernels.index(kv[0][0]),
-                                                 order.index(kv[0][1]), kv[0][2])):  # fmt: skip
+    for (kernel, group, arch), members in sorted(
+        groups.items(), key=lambda kv: (kernels.index(kv[0][0]), order.index(kv[0][1]), kv[0][2])
+    ):
         counts: dict[str, int] = {}
         for r in members:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -575,19 +669,31 @@ def aot_table(doc: dict[str, Any]) -> list[str]:
                 "n/a" if hmma is None and wgmma is None else f"{_or_na(hmma)} / {_or_na(wgmma)}",
             ]
         rows.append([f"`{kernel}`", group, f"sm_{arch}", len(members), *cells, status])
-    header = ["kernel", "precision / dtype", "arch", "configs", "max registers", "max stack (B)",
-              "max LDL/STL", "min occupancy (limiter)", "max HMMA / HGMMA", "status"]  # fmt: skip
+    header = [
+        "kernel",
+        "precision / dtype",
+        "arch",
+        "configs",
+        "max registers",
+        "max stack (B)",
+        "max LDL/STL",
+        "min occupancy (limiter)",
+        "max HMMA / HGMMA",
+        "status",
+    ]
     return _table(header, rows)
 
 
 def aot_differences(base: dict[str, Any], other: dict[str, Any]) -> list[list[Any]]:
     """Rows of ``other`` whose stack or local-memory instructions differ from ``base`` (matched by
     kernel, configuration and arch; an unknown count differs from nothing)."""
+
     def key(r: dict[str, Any]) -> tuple[str, str, int]:
         return r["kernel"], r["config"], r["arch"]
 
     def text(r: dict[str, Any]) -> str:
-        return f"{_or_na(r.get('registers'))} regs, stack {_or_na(r.get('stack'))} B, {_or_na(r.get('local_ldst'))} LDL/STL"
+        regs, stack, ldst = (_or_na(r.get(k)) for k in ("registers", "stack", "local_ldst"))
+        return f"{regs} regs, stack {stack} B, {ldst} LDL/STL"
 
     mine = {key(r): r for r in base["rows"]}
     rows = []
@@ -611,21 +717,37 @@ def render_aot(gpu: dict[str, dict[str, Any]]) -> list[str]:
     triton = base.get("versions", {}).get("triton", "?")
     archs = ", ".join(f"sm_{a['arch']} {a['name']}" for a in base.get("arch_limits", []))
     kernels = len({r["kernel"] for r in base["rows"]})
-    out += [(f"`gpu_aot.json`: triton {triton}, {base.get('date', '?')}; {len(base['rows'])} configurations of "
-             f"{kernels} kernels compiled for {archs} (no GPU needed). One row per kernel, precision or dtype and "
-             "arch, worst case over its configurations; every configuration is in the JSON."), ""]  # fmt: skip
+    out += [
+        (
+            f"`gpu_aot.json`: triton {triton}, {base.get('date', '?')}; {len(base['rows'])} configurations of "
+            f"{kernels} kernels compiled for {archs} (no GPU needed). One row per kernel, precision or dtype and "
+            "arch, worst case over its configurations; every configuration is in the JSON."
+        ),
+        "",
+    ]
     out += aot_table(base)
     if any(r.get("sass_error") for r in base["rows"]):
-        out += [("n/a: the SASS of that architecture could not be read by this triton's disassembler "
-                 "(`sass_error` in the JSON), so its local-memory and tensor-core counts are unknown."), ""]  # fmt: skip
+        out += [
+            (
+                "n/a: the SASS of that architecture could not be read by this triton's disassembler "
+                "(`sass_error` in the JSON), so its local-memory and tensor-core counts are unknown."
+            ),
+            "",
+        ]
     out += _problems("gpu_aot", base)
     for stem in sorted(s for s in gpu if s.startswith("gpu_aot_")):
         other = gpu[stem]
         version = other.get("versions", {}).get("triton", "?")
         diff = aot_differences(base, other)
-        out += [f"`{stem}.json` (triton {version}, {other.get('date', '?')}): "
-                + (f"{len(diff)} configuration(s) whose stack or local memory differ from triton {triton}:"
-                   if diff else f"stack and local memory as with triton {triton}."), ""]  # fmt: skip
+        out += [
+            f"`{stem}.json` (triton {version}, {other.get('date', '?')}): "
+            + (
+                f"{len(diff)} configuration(s) whose stack or local memory differ from triton {triton}:"
+                if diff
+                else f"stack and local memory as with triton {triton}."
+            ),
+            "",
+        ]
         if diff:
             out += _table(["kernel", "configuration", "arch", f"triton {triton}", f"triton {version}"], diff)
         out += _problems(stem, other)
@@ -636,8 +758,13 @@ def _problems(stem: str, doc: dict[str, Any]) -> list[str]:
     """The AOT requirement failures an AOT file lists (local memory, occupancy, tensor cores)."""
     problems = doc.get("problems") or {}
     if not problems:
-        return [(f"`{stem}.json`: every configuration meets the AOT requirements (no local memory, "
-                 "minimum occupancy, tensor cores where declared)."), ""]  # fmt: skip
+        return [
+            (
+                f"`{stem}.json`: every configuration meets the AOT requirements (no local memory, "
+                "minimum occupancy, tensor cores where declared)."
+            ),
+            "",
+        ]
     lines = [f"`{stem}.json`: {len(problems)} configuration(s) fail the AOT requirements:", ""]
     lines += [f"- `{name}`: {'; '.join(issues)}" for name, issues in sorted(problems.items())]
     return lines + [""]
@@ -652,8 +779,10 @@ def _gpu_context(doc: dict[str, Any]) -> str:
     if any(f"matmul_{p}_TFLOPs" in ceil for p in ("fp32", "tf32", "bf16")):
         ceilings += f", matmul fp32/tf32/bf16 {rates} TFLOP/s"
     commit = v.get("alkernels_commit") or "unknown"
-    return (f"**{dev.get('name', '?')}** ({dev.get('capability', dev.get('type', '?'))}); {versions}; commit "
-            f"`{commit}`; {doc.get('date', '?')}; measured in the same run: {ceilings}.")  # fmt: skip
+    return (
+        f"**{dev.get('name', '?')}** ({dev.get('capability', dev.get('type', '?'))}); {versions}; commit "
+        f"`{commit}`; {doc.get('date', '?')}; measured in the same run: {ceilings}."
+    )
 
 
 def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
@@ -664,16 +793,26 @@ def _cell(row: dict[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
 
 #: Columns of each GPU measurement table: (header, row key, format).
 GPU_COLUMNS: dict[str, list[tuple[str, str, Callable[[Any], str]]]] = {
-    "acquisition": [("ms", "median_s", _ms), ("GB/s", "GBps", lambda v: f"{v:.1f}"),
-                    ("fraction of copy bandwidth", "fraction_of_copy_bandwidth", lambda v: f"{100 * v:.0f}%"),
-                    ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio)],
-    "edge_op": [("precision", "precision", str), ("ms", "median_s", _ms), ("edges/s", "edges_per_s", _rate),
-                ("TFLOP/s", "TFLOPs", lambda v: f"{v:.2f}"),
-                ("fraction of matmul rate", "fraction_of_matmul_rate", lambda v: f"{100 * v:.0f}%"),
-                ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio)],
-    "train_step": [("ms", "median_s", _ms), ("graphs/s", "graphs_per_s", _rate),
-                   ("speed-up vs torch backend", "speedup_vs_torch_backend", _ratio)],
-}  # fmt: skip
+    "acquisition": [
+        ("ms", "median_s", _ms),
+        ("GB/s", "GBps", lambda v: f"{v:.1f}"),
+        ("fraction of copy bandwidth", "fraction_of_copy_bandwidth", lambda v: f"{100 * v:.0f}%"),
+        ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio),
+    ],
+    "edge_op": [
+        ("precision", "precision", str),
+        ("ms", "median_s", _ms),
+        ("edges/s", "edges_per_s", _rate),
+        ("TFLOP/s", "TFLOPs", lambda v: f"{v:.2f}"),
+        ("fraction of matmul rate", "fraction_of_matmul_rate", lambda v: f"{100 * v:.0f}%"),
+        ("speed-up vs torch eager", "speedup_vs_torch_eager", _ratio),
+    ],
+    "train_step": [
+        ("ms", "median_s", _ms),
+        ("graphs/s", "graphs_per_s", _rate),
+        ("speed-up vs torch backend", "speedup_vs_torch_backend", _ratio),
+    ],
+}
 GPU_TITLES: dict[str, str] = {
     "acquisition": "Acquisition: all eight scores + BALD top-k",
     "edge_op": "EGNN edge op, forward + backward",
@@ -698,19 +837,34 @@ def render_gpu_measurement(name: str, doc: dict[str, Any]) -> list[str]:
         if errors:
             cells.append(r.get("error", ""))
         rows.append(cells)
-    out = [f"#### {GPU_TITLES[name]} (`gpu_{name}.json`)", "", _gpu_context(doc), "",
-           sizes_line(doc.get("sizes", {})), "", *_table(header, rows)]  # fmt: skip
+    out = [
+        f"#### {GPU_TITLES[name]} (`gpu_{name}.json`)",
+        "",
+        _gpu_context(doc),
+        "",
+        sizes_line(doc.get("sizes", {})),
+        "",
+        *_table(header, rows),
+    ]
     targets = doc.get("targets") or {}
     if targets:
         out += ["Targets: " + ", ".join(f"`{k}` {v}" for k, v in sorted(targets.items())) + ".", ""]
     if name == "acquisition" and "selection_overlap_with_reference" in doc:
-        out += [f"Selection overlap with the torch reference: {100 * doc['selection_overlap_with_reference']:.2f}%.", ""]
+        out += [
+            f"Selection overlap with the torch reference: {100 * doc['selection_overlap_with_reference']:.2f}%.",
+            "",
+        ]
     if name == "train_step":
         grid = next((r["grid_projection"] for r in doc["rows"] if r.get("grid_projection")), None)
         if grid:
-            out += [(f"Paper grid: {grid['runs']} runs of {grid['graph_passes_per_run']:,} graph passes each; the "
-                     f"moonshot of {grid['moonshot_gpu_hours']} GPU-hours needs "
-                     f"{grid['graphs_per_s_for_moonshot']:,} graphs/s."), ""]  # fmt: skip
+            out += [
+                (
+                    f"Paper grid: {grid['runs']} runs of {grid['graph_passes_per_run']:,} graph passes each; the "
+                    f"moonshot of {grid['moonshot_gpu_hours']} GPU-hours needs "
+                    f"{grid['graphs_per_s_for_moonshot']:,} graphs/s."
+                ),
+                "",
+            ]
     return out
 
 
@@ -719,8 +873,10 @@ def render_gpu(gpu: dict[str, dict[str, Any]], summaries: dict[str, dict[str, An
     out = ["## GPU", "", "What the GPU files mean and how they are made: [gpu/README.md](gpu/README.md).", ""]
     cuda = [stem for stem, d in summaries.items() if d["environment"]["device"] == "cuda"]
     if cuda:
-        out += ["CUDA runs of the pytest suites are in the sections above: "
-                + ", ".join(f"`{s}.json`" for s in cuda) + ".", ""]  # fmt: skip
+        out += [
+            "CUDA runs of the pytest suites are in the sections above: " + ", ".join(f"`{s}.json`" for s in cuda) + ".",
+            "",
+        ]
     out += render_aot(gpu)
     out += ["### Measurements", ""]
     present = [name for name in GPU_MEASUREMENTS if f"gpu_{name}" in gpu]
@@ -747,22 +903,34 @@ def _source(results: Path, stem: str, env: dict[str, Any] | None = None) -> str:
     return f"`{name}` ({env['device_name']}, {_threads(env)}, {env['preset']})"
 
 
-def _preferred(summaries: dict[str, dict[str, Any]], suite: str,
-               has: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:  # fmt: skip
+def _preferred(
+    summaries: dict[str, dict[str, Any]], suite: str, has: Callable[[dict[str, Any]], bool]
+) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
     """(stem, environment, suite data) of the summary a headline figure comes from: among those
     whose ``suite`` satisfies ``has``, never a quick-size run, CPU before CUDA, most threads,
     then by name."""
-    found = [(stem, d) for stem, d in summaries.items() if suite in d["suites"] and has(d["suites"][suite])
-             and d["environment"].get("preset") != "quick"]  # fmt: skip
+    found = [
+        (stem, d)
+        for stem, d in summaries.items()
+        if suite in d["suites"] and has(d["suites"][suite]) and d["environment"].get("preset") != "quick"
+    ]
     if not found:
         return None
-    stem, d = min(found, key=lambda item: (item[1]["environment"].get("preset") != "full",
-                                           item[1]["environment"]["device"] != "cpu",
-                                           -int(item[1]["environment"].get("threads") or 0), item[0]))  # fmt: skip
+    stem, d = min(
+        found,
+        key=lambda item: (
+            item[1]["environment"].get("preset") != "full",
+            item[1]["environment"]["device"] != "cpu",
+            -int(item[1]["environment"].get("threads") or 0),
+            item[0],
+        ),
+    )
     return stem, d["environment"], d["suites"][suite]
 
 
-def _member_value(summaries: dict[str, dict[str, Any]], group: str, impl: str, key: str) -> tuple[Any, str, dict[str, Any]] | None:  # fmt: skip
+def _member_value(
+    summaries: dict[str, dict[str, Any]], group: str, impl: str, key: str
+) -> tuple[Any, str, dict[str, Any]] | None:
     """(value, stem, environment) of ``members[impl][key]`` of ``group`` in the preferred summary."""
     suite = group.split("/", 1)[0]
 
@@ -790,8 +958,9 @@ def _largest_batches(data: dict[str, Any], impl: str, key: str) -> list[tuple[st
     return [(table, b, v) for table, (b, v) in sorted(best.items())]
 
 
-def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]],
-                  results: Path) -> list[list[str]]:  # fmt: skip
+def headline_rows(
+    summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]], results: Path
+) -> list[list[str]]:
     """(figure, value, source) of the headline figures that the result files hold."""
     rows: list[list[str]] = []
 
@@ -804,16 +973,22 @@ def headline_rows(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str,
     bald = "acquisition/score + top-k/bald"
     member("BALD score + top-k, time: eager PyTorch / ours", bald, "eager")
     member("BALD score + top-k, time: baal (scores only) / ours", bald, "baal")
-    member("all eight scores + top-k (`score_all`), time: eager PyTorch / ours",
-           "acquisition/score + top-k/all 8 strategies", "eager")  # fmt: skip
+    member(
+        "all eight scores + top-k (`score_all`), time: eager PyTorch / ours",
+        "acquisition/score + top-k/all 8 strategies",
+        "eager",
+    )
     member("BALD score + top-k, peak extra memory: eager PyTorch / ours", bald, "eager", "memory_ratio")
-    for figure, key in (("EGNN forward+backward at the largest batch, time: torch backend / fused", "speedup"),
-                        ("EGNN forward+backward at the largest batch, peak extra memory: torch backend / fused",
-                         "memory_ratio")):  # fmt: skip
+    for figure, key in (
+        ("EGNN forward+backward at the largest batch, time: torch backend / fused", "speedup"),
+        ("EGNN forward+backward at the largest batch, peak extra memory: torch backend / fused", "memory_ratio"),
+    ):
         picked = _preferred(summaries, "egnn", lambda data, key=key: bool(_largest_batches(data, "torch", key)))
         if picked:
             stem, env, data = picked
-            value = "; ".join(f"{_ratio(v)} ({t.split(',')[0]}, B={b})" for t, b, v in _largest_batches(data, "torch", key))
+            value = "; ".join(
+                f"{_ratio(v)} ({t.split(',')[0]}, B={b})" for t, b, v in _largest_batches(data, "torch", key)
+            )
             rows.append([figure, value, _source(results, stem, env)])
     target = _member_value(summaries, "adapters/baal/BALD", "ours", "notes")
     suffix = f" (target {target[0]['target']})" if target and "target" in target[0] else ""
@@ -828,17 +1003,29 @@ def _gp_headlines(gp: dict[str, dict[str, Any]], results: Path) -> list[list[str
     each from the file of the largest loop (queries, then tracked points, then threads, then name)
     that timed that peer at two or more steps."""
     rows = []
-    for name, what in (("gpytorch_refit", "gpytorch's exact GP refitted per query"),
-                       ("numpy_refit", "the study's per-query refit")):
+    for name, what in (
+        ("gpytorch_refit", "gpytorch's exact GP refitted per query"),
+        ("numpy_refit", "the study's per-query refit"),
+    ):
         found = [(stem, d) for stem, d in gp.items() if "ratio_to_ours" in d.get("peers", {}).get(name, {})]
         if not found:
             continue
-        stem, doc = max(found, key=lambda item: (item[1]["ours"]["queries"], item[1]["ours"]["tracked"],
-                                                 int(item[1]["environment"].get("threads") or 0), item[0]))  # fmt: skip
+        stem, doc = max(
+            found,
+            key=lambda item: (
+                item[1]["ours"]["queries"],
+                item[1]["ours"]["tracked"],
+                int(item[1]["environment"].get("threads") or 0),
+                item[0],
+            ),
+        )
         ours, peer = doc["ours"], doc["peers"][name]
-        value = (f"{_ratio(peer['ratio_to_ours'])} ({ours['workload']}, {ours['queries']:,} queries from "
-                 f"n = {ours['initial']:,}; refit integrated over {len(peer['step_seconds'])} sampled steps"
-                 + ("" if peer.get("same_picks") else "; **selections differ**") + ")")  # fmt: skip
+        value = (
+            f"{_ratio(peer['ratio_to_ours'])} ({ours['workload']}, {ours['queries']:,} queries from "
+            f"n = {ours['initial']:,}; refit integrated over {len(peer['step_seconds'])} sampled steps"
+            + ("" if peer.get("same_picks") else "; **selections differ**")
+            + ")"
+        )
         figure = f"GP AL loop: incremental update vs {what} (`{name}`), whole loop time: refit / ours"
         rows.append([figure, value, _source(results, stem, doc["environment"])])
     return rows
@@ -856,33 +1043,53 @@ def _gpu_headlines(gpu: dict[str, dict[str, Any]], results: Path) -> list[list[s
     row = best(acq, "triton", "fraction_of_copy_bandwidth") if acq else None
     if acq and row:
         target = (acq.get("targets") or {}).get("fraction_of_copy_bandwidth")
-        rows.append(["GPU acquisition (Triton), fraction of the copy bandwidth",
-                     f"{100 * row['fraction_of_copy_bandwidth']:.0f}%" + (f" (target {100 * target:.0f}%)" if target else ""),
-                     _source(results, "gpu_acquisition")])  # fmt: skip
+        rows.append(
+            [
+                "GPU acquisition (Triton), fraction of the copy bandwidth",
+                f"{100 * row['fraction_of_copy_bandwidth']:.0f}%"
+                + (f" (target {100 * target:.0f}%)" if target else ""),
+                _source(results, "gpu_acquisition"),
+            ]
+        )
     edge = gpu.get("gpu_edge_op")
     row = best(edge, "triton", "speedup_vs_torch_eager") if edge else None
     if row:
-        rows.append([f"GPU EGNN edge op fwd+bwd, time: torch eager / {row['peer']}", _ratio(row["speedup_vs_torch_eager"]),
-                     _source(results, "gpu_edge_op")])  # fmt: skip
+        rows.append(
+            [
+                f"GPU EGNN edge op fwd+bwd, time: torch eager / {row['peer']}",
+                _ratio(row["speedup_vs_torch_eager"]),
+                _source(results, "gpu_edge_op"),
+            ]
+        )
     step = gpu.get("gpu_train_step")
     row = best(step, "fused", "speedup_vs_torch_backend") if step else None
     if row:
         hours = (row.get("grid_projection") or {}).get("gpu_hours")
         extra = f"; paper grid {hours:,.1f} GPU-hours" if hours is not None else ""
-        rows.append([f"GPU training step, time: torch backend / {row['peer']}",
-                     _ratio(row["speedup_vs_torch_backend"]) + extra, _source(results, "gpu_train_step")])  # fmt: skip
+        rows.append(
+            [
+                f"GPU training step, time: torch backend / {row['peer']}",
+                _ratio(row["speedup_vs_torch_backend"]) + extra,
+                _source(results, "gpu_train_step"),
+            ]
+        )
     return rows
 
 
-def headline_block(summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]],
-                   results: Path) -> str:  # fmt: skip
+def headline_block(
+    summaries: dict[str, dict[str, Any]], gpu: dict[str, dict[str, Any]], gp: dict[str, dict[str, Any]], results: Path
+) -> str:
     """The headline block (Markdown, no trailing newline): the same text in both READMEs."""
     rows = headline_rows(summaries, gpu, gp, results)
-    intro = ("**Headline figures**, generated by `benchmarks/report.py` from the result files named; each "
-             "ratio is measured within one run, the peer's time or memory divided by ours (above 1: ours is "
-             "better). Details: `benchmarks/README.md`.")  # fmt: skip
+    intro = (
+        "**Headline figures**, generated by `benchmarks/report.py` from the result files named; each "
+        "ratio is measured within one run, the peer's time or memory divided by ours (above 1: ours is "
+        "better). Details: `benchmarks/README.md`."
+    )
     if not rows:
-        return intro + "\n\nNo result files with these figures yet: run `make bench` (quick CPU suite) or the full suite."
+        return (
+            intro + "\n\nNo result files with these figures yet: run `make bench` (quick CPU suite) or the full suite."
+        )
     return "\n".join([intro, "", *_table(["figure", "ratio", "result file"], rows)]).rstrip("\n")
 
 
@@ -917,8 +1124,10 @@ def render(results: Path, readme: Path, plots: Path) -> tuple[str, str]:
     block = headline_block(summaries, gpu, gp, results)
     out = [INTRO, "## Headline figures", "", block, ""]
     known = list(SUITE_TITLES)
-    suites = sorted({s for d in summaries.values() for s in d["suites"]},
-                    key=lambda s: (known.index(s) if s in known else len(known), s))  # fmt: skip
+    suites = sorted(
+        {s for d in summaries.values() for s in d["suites"]},
+        key=lambda s: (known.index(s) if s in known else len(known), s),
+    )
     for suite in suites:
         out += [f"## {SUITE_TITLES.get(suite, suite)}", ""]
         if suite == "distributed":
@@ -931,9 +1140,14 @@ def render(results: Path, readme: Path, plots: Path) -> tuple[str, str]:
     out += render_gp(gp, plots, readme.parent)
     out += render_gpu(gpu, summaries)
     if skipped:
-        out += ["## Other result files", "",
-                "Not rendered (neither a summary of this suite, a GP loop result nor a GPU result): "
-                + ", ".join(f"`{name}`" for name in skipped) + ".", ""]  # fmt: skip
+        out += [
+            "## Other result files",
+            "",
+            "Not rendered (neither a summary of this suite, a GP loop result nor a GPU result): "
+            + ", ".join(f"`{name}`" for name in skipped)
+            + ".",
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n", block
 
 
@@ -943,8 +1157,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results", help="folder of result JSON files")
     parser.add_argument("--readme", type=Path, default=HERE / "README.md", help="Markdown file to write")
     parser.add_argument("--plots", type=Path, default=HERE / "plots", help="folder for the PNG plots")
-    parser.add_argument("--root-readme", default=str(ROOT / "README.md"),
-                        help="README whose headline block (between the markers) is rewritten; '' for none")
+    parser.add_argument(
+        "--root-readme",
+        default=str(ROOT / "README.md"),
+        help="README whose headline block (between the markers) is rewritten; '' for none",
+    )
     args = parser.parse_args(argv)
     text, block = render(args.results, args.readme, args.plots)
     args.readme.write_text(text)

@@ -6,6 +6,7 @@ from the command line with ``--bench-set SUITE.FIELD=VALUE`` (tuples as comma-se
 integers), e.g. ``--bench-set acquisition.N=50000 --bench-set egnn.batches=24,128``. The sizes
 that ran are written into the summary JSON.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -224,9 +225,22 @@ PRESETS: dict[str, Sizes] = {
             threads_per_rank=1,
             rounds=2,
         ),
-        gp=GPSizes(dataset="synthetic", pool=1200, test=300, dim=32, initial=0.1, queries=300,
-                   sample_steps=(1, 150, 299), small_pool=300, small_test=100, small_initial=30,
-                   small_queries=60, step_rounds=1, memory_n=1500, memory_p=3000),
+        gp=GPSizes(
+            dataset="synthetic",
+            pool=1200,
+            test=300,
+            dim=32,
+            initial=0.1,
+            queries=300,
+            sample_steps=(1, 150, 299),
+            small_pool=300,
+            small_test=100,
+            small_initial=30,
+            small_queries=60,
+            step_rounds=1,
+            memory_n=1500,
+            memory_p=3000,
+        ),
     ),
     "full": Sizes(
         preset="full",
@@ -260,9 +274,22 @@ PRESETS: dict[str, Sizes] = {
             threads_per_rank=1,
             rounds=3,
         ),
-        gp=GPSizes(dataset="perovskite", pool=0, test=0, dim=0, initial=0.1, queries=3000,
-                   sample_steps=(1, 500, 1000, 1500, 2000, 2500, 2999), small_pool=1500, small_test=300,
-                   small_initial=150, small_queries=500, step_rounds=1, memory_n=6000, memory_p=12000),
+        gp=GPSizes(
+            dataset="perovskite",
+            pool=0,
+            test=0,
+            dim=0,
+            initial=0.1,
+            queries=3000,
+            sample_steps=(1, 500, 1000, 1500, 2000, 2500, 2999),
+            small_pool=1500,
+            small_test=300,
+            small_initial=150,
+            small_queries=500,
+            step_rounds=1,
+            memory_n=6000,
+            memory_p=12000,
+        ),
     ),
 }
 

@@ -33,6 +33,7 @@ Keys are sorted and no machine paths are recorded (test ids are relative to the 
 This module imports torch and alkernels only inside :func:`environment`, so that
 ``benchmarks/report.py`` can read :data:`FORMAT` without them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -124,8 +125,10 @@ def environment(preset: str, device: torch.device, load_start: float) -> dict[st
 def _member(record: dict[str, Any]) -> dict[str, Any]:
     """One member's entry from a record (``test``, ``extra_info``, ``stats``)."""
     stats, extra = record["stats"], record["extra_info"]
-    entry: dict[str, Any] = {"test": record["test"], **{f"{k}_s": stats[k] for k in
-                             ("median", "min", "iqr", "q1", "q3", "mean", "stddev")}}  # fmt: skip
+    entry: dict[str, Any] = {
+        "test": record["test"],
+        **{f"{k}_s": stats[k] for k in ("median", "min", "iqr", "q1", "q3", "mean", "stddev")},
+    }
     entry["rounds"] = stats["rounds"]
     entry.update({k: extra[k] for k in _LIFTED if k in extra})
     entry["meta"] = {k: v for k, v in extra.items() if k not in _LIFTED and k != "impl"}
@@ -176,9 +179,17 @@ def record_of(benchmark: Any) -> dict[str, Any] | None:
         "test": benchmark.fullname,
         "group": benchmark.group,
         "extra_info": dict(benchmark.extra_info),
-        "stats": {"median": s.median, "min": s.min, "iqr": s.iqr, "q1": s.q1, "q3": s.q3,
-                  "mean": s.mean, "stddev": s.stddev, "rounds": s.rounds},
-    }  # fmt: skip
+        "stats": {
+            "median": s.median,
+            "min": s.min,
+            "iqr": s.iqr,
+            "q1": s.q1,
+            "q3": s.q3,
+            "mean": s.mean,
+            "stddev": s.stddev,
+            "rounds": s.rounds,
+        },
+    }
 
 
 def write(path: Path, summary: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ At full size (N = 100,000) the inputs take about 4 GB and the native strategies'
 several GB more: the suite needs about 10 GB of memory. The frameworks score in NumPy on the
 CPU, so the suite runs on CPU runs only.
 """
+
 from __future__ import annotations
 
 import sys
@@ -104,16 +105,36 @@ def check_selection(scores: np.ndarray, ours: np.ndarray, theirs: np.ndarray, to
     assert worst <= tol, f"selection differs from the native one beyond ties (score gap {worst:.3g} > {tol:.3g})"
 
 
-def _time(benchmark: Any, sz: settings.AdapterSizes, framework: str, method: str, impl: str,
-          fn: Callable[[], object], **meta: Any) -> object:  # fmt: skip
+def _time(
+    benchmark: Any,
+    sz: settings.AdapterSizes,
+    framework: str,
+    method: str,
+    impl: str,
+    fn: Callable[[], object],
+    **meta: Any,
+) -> object:
     """Time one member of ``adapters/<framework>/<method>``."""
     ours = impl == "ours"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return timed(benchmark, fn, group=f"adapters/{framework}/{method}", impl=impl,
-                     role="baseline" if ours else "peer", items=sz.N, unit="samples",
-                     rounds=sz.rounds if ours else sz.peer_rounds, warmup=1, device=torch.device("cpu"),
-                     framework=framework, method=method, N=sz.N, C=sz.C, **meta)  # fmt: skip
+        return timed(
+            benchmark,
+            fn,
+            group=f"adapters/{framework}/{method}",
+            impl=impl,
+            role="baseline" if ours else "peer",
+            items=sz.N,
+            unit="samples",
+            rounds=sz.rounds if ours else sz.peer_rounds,
+            warmup=1,
+            device=torch.device("cpu"),
+            framework=framework,
+            method=method,
+            N=sz.N,
+            C=sz.C,
+            **meta,
+        )
 
 
 # -- baal --------------------------------------------------------------------------------------
@@ -147,23 +168,44 @@ def test_baal(benchmark: Any, sz: settings.AdapterSizes, nct: np.ndarray, name: 
     notes = {"input": "logits [N, C, T] f32"}
     if name == "BALD" and impl == "ours":
         notes["target"] = "≥ 50× on 2 threads"
-    ranks, scores = _time(benchmark, sz, "baal", name, impl, lambda: heuristic.get_ranks(nct), T=sz.T,
-                          layout="[N, C, T]", call="get_ranks", notes=notes)  # fmt: skip
+    ranks, scores = _time(
+        benchmark,
+        sz,
+        "baal",
+        name,
+        impl,
+        lambda: heuristic.get_ranks(nct),
+        T=sz.T,
+        layout="[N, C, T]",
+        call="get_ranks",
+        notes=notes,
+    )
     assert ranks.shape == scores.shape == (sz.N,)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_baal_generator(benchmark: Any, sz: settings.AdapterSizes, nct: np.ndarray, impl: str) -> None:
     """baal BALD on a generator of [n, C, T] batches laid out [T, n, C] in memory."""
-    chunks = [np.ascontiguousarray(nct[i:i + GENERATOR_BATCH].transpose(2, 0, 1)).transpose(1, 2, 0)
-              for i in range(0, sz.N, GENERATOR_BATCH)]  # fmt: skip
+    chunks = [
+        np.ascontiguousarray(nct[i : i + GENERATOR_BATCH].transpose(2, 0, 1)).transpose(1, 2, 0)
+        for i in range(0, sz.N, GENERATOR_BATCH)
+    ]
     heuristic = _baal_heuristic("BALD", impl)
     if impl == "ours":
         _check_baal("BALD", lambda: (c for c in chunks), sz.k)
-    ranks, _ = _time(benchmark, sz, "baal", f"BALD, generator of {GENERATOR_BATCH}-sample batches", impl,
-                     lambda: heuristic.get_ranks(c for c in chunks), T=sz.T, layout="generator of [n, C, T]",
-                     batch=GENERATOR_BATCH, call="get_ranks",
-                     notes={"input": "generator of logits [n, C, T] f32"})  # fmt: skip
+    ranks, _ = _time(
+        benchmark,
+        sz,
+        "baal",
+        f"BALD, generator of {GENERATOR_BATCH}-sample batches",
+        impl,
+        lambda: heuristic.get_ranks(c for c in chunks),
+        T=sz.T,
+        layout="generator of [n, C, T]",
+        batch=GENERATOR_BATCH,
+        call="get_ranks",
+        notes={"input": "generator of logits [n, C, T] f32"},
+    )
     assert ranks.shape == (sz.N,)
 
 
@@ -209,8 +251,9 @@ MODAL_MC: dict[str, tuple[str, str]] = {
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("method", list(MODAL_SINGLE))
-def test_modal_predict_proba(benchmark: Any, sz: settings.AdapterSizes, proba: np.ndarray, method: str,
-                             impl: str) -> None:  # fmt: skip
+def test_modal_predict_proba(
+    benchmark: Any, sz: settings.AdapterSizes, proba: np.ndarray, method: str, impl: str
+) -> None:
     """A modAL uncertainty strategy on a classifier returning [N, C] float64 probabilities."""
     native_mod, ours_mod = _modal()
     ours_name, measure, largest = MODAL_SINGLE[method]
@@ -220,14 +263,22 @@ def test_modal_predict_proba(benchmark: Any, sz: settings.AdapterSizes, proba: n
         scores = getattr(native_mod, measure)(clf, X) * (1 if largest else -1)
         check_selection(scores, fused(clf, X, sz.k)[0], native(clf, X, sz.k)[0])
     strategy = fused if impl == "ours" else native
-    _time(benchmark, sz, "modAL", method, impl, lambda: strategy(clf, X, sz.k), T=1, k=sz.k,
-          notes={"input": "proba [N, C] f64"})  # fmt: skip
+    _time(
+        benchmark,
+        sz,
+        "modAL",
+        method,
+        impl,
+        lambda: strategy(clf, X, sz.k),
+        T=1,
+        k=sz.k,
+        notes={"input": "proba [N, C] f64"},
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("method", list(MODAL_MC))
-def test_modal_mc(benchmark: Any, sz: settings.AdapterSizes, pool_logits: torch.Tensor, method: str,
-                  impl: str) -> None:  # fmt: skip
+def test_modal_mc(benchmark: Any, sz: settings.AdapterSizes, pool_logits: torch.Tensor, method: str, impl: str) -> None:
     """modAL's MC-dropout scoring after the forward passes, against ours on the logits."""
     _, ours_mod = _modal()
     dropout = _modal_dropout()
@@ -247,8 +298,17 @@ def test_modal_mc(benchmark: Any, sz: settings.AdapterSizes, pool_logits: torch.
     if impl == "ours":
         scores = measure([torch.softmax(pool_logits[t].double(), -1).numpy() for t in range(sz.T)])
         check_selection(scores, ours()[0], native()[0])
-    _time(benchmark, sz, "modAL", method, impl, ours if impl == "ours" else native, T=sz.T, k=sz.k,
-          notes={"input": "logits [T, N, C] f32"})  # fmt: skip
+    _time(
+        benchmark,
+        sz,
+        "modAL",
+        method,
+        impl,
+        ours if impl == "ours" else native,
+        T=sz.T,
+        k=sz.k,
+        notes={"input": "logits [T, N, C] f32"},
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -263,8 +323,17 @@ def test_modal_max_std(benchmark: Any, sz: settings.AdapterSizes, impl: str) -> 
     strategy = ours_mod.max_std_sampling if impl == "ours" else max_std_sampling
     if impl == "ours":
         check_selection(std, strategy(reg, X, sz.k)[0], max_std_sampling(reg, X, sz.k)[0])
-    _time(benchmark, sz, "modAL", "max_std_sampling", impl, lambda: strategy(reg, X, sz.k), T=1, k=sz.k,
-          notes={"input": "std [N] f64"})  # fmt: skip
+    _time(
+        benchmark,
+        sz,
+        "modAL",
+        "max_std_sampling",
+        impl,
+        lambda: strategy(reg, X, sz.k),
+        T=1,
+        k=sz.k,
+        notes={"input": "std [N] f64"},
+    )
 
 
 # -- scikit-activeml ---------------------------------------------------------------------------
@@ -276,8 +345,9 @@ def _skactiveml_pool(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("method", ["least_confident", "margin_sampling", "entropy"])
-def test_skactiveml_uncertainty(benchmark: Any, sz: settings.AdapterSizes, proba: np.ndarray, method: str,
-                                impl: str) -> None:  # fmt: skip
+def test_skactiveml_uncertainty(
+    benchmark: Any, sz: settings.AdapterSizes, proba: np.ndarray, method: str, impl: str
+) -> None:
     """``UncertaintySampling.query`` on a fitted classifier returning [N, C] float64 probabilities."""
     X, y = _skactiveml_pool(sz.N)
     from skactiveml.classifier import SklearnClassifier
@@ -286,7 +356,7 @@ def test_skactiveml_uncertainty(benchmark: Any, sz: settings.AdapterSizes, proba
 
     from alkernels.adapters.skactiveml import FusedUncertaintySampling
 
-    clf = SklearnClassifier(LogisticRegression(), classes=np.arange(sz.C)).fit(X[:sz.C], np.arange(sz.C))
+    clf = SklearnClassifier(LogisticRegression(), classes=np.arange(sz.C)).fit(X[: sz.C], np.arange(sz.C))
     clf.predict_proba = lambda Xc: proba
     native = UncertaintySampling(method=method, random_state=0)
     fused = FusedUncertaintySampling(method=method)
@@ -294,9 +364,17 @@ def test_skactiveml_uncertainty(benchmark: Any, sz: settings.AdapterSizes, proba
         idx, util = fused.query(X, y, clf, fit_clf=False, batch_size=sz.k, return_utilities=True)
         check_selection(util[0], idx, native.query(X, y, clf, fit_clf=False, batch_size=sz.k))
     qs = fused if impl == "ours" else native
-    _time(benchmark, sz, "scikit-activeml", f"UncertaintySampling {method}", impl,
-          lambda: qs.query(X, y, clf, fit_clf=False, batch_size=sz.k), T=1, k=sz.k,
-          notes={"input": "proba [N, C] f64"})  # fmt: skip
+    _time(
+        benchmark,
+        sz,
+        "scikit-activeml",
+        f"UncertaintySampling {method}",
+        impl,
+        lambda: qs.query(X, y, clf, fit_clf=False, batch_size=sz.k),
+        T=1,
+        k=sz.k,
+        notes={"input": "proba [N, C] f64"},
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -308,7 +386,7 @@ def test_skactiveml_bald(benchmark: Any, sz: settings.AdapterSizes, proba_mc: np
 
     from alkernels.adapters.skactiveml import FusedUncertaintySampling
 
-    ensemble = ParzenWindowClassifier(classes=np.arange(sz.C)).fit(X[:sz.C], np.arange(sz.C))
+    ensemble = ParzenWindowClassifier(classes=np.arange(sz.C)).fit(X[: sz.C], np.arange(sz.C))
     ensemble.sample_proba = lambda Xc: proba_mc
     kwargs = {"sample_predictions_method_name": "sample_proba"}
     native = GreedyBALD(random_state=0, **kwargs)
@@ -324,5 +402,14 @@ def test_skactiveml_bald(benchmark: Any, sz: settings.AdapterSizes, proba_mc: np
             return fused.query(X, y, ensemble, fit_clf=False, batch_size=sz.k)
         return native.query(X, y, ensemble, fit_ensemble=False, batch_size=sz.k)
 
-    _time(benchmark, sz, "scikit-activeml", "GreedyBALD", impl, run, T=sz.T, k=sz.k,
-          notes={"input": "proba [T, N, C] f64"})  # fmt: skip
+    _time(
+        benchmark,
+        sz,
+        "scikit-activeml",
+        "GreedyBALD",
+        impl,
+        run,
+        T=sz.T,
+        k=sz.k,
+        notes={"input": "proba [T, N, C] f64"},
+    )

@@ -23,6 +23,7 @@ one thread (``--bench-threads 1``). The ``all_gather`` of the keys over a real t
 scoring on GPUs or several nodes, are measured by ``benchmarks/bench_distributed.py`` under
 torchrun (its own JSON; see ``distributed.md``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,7 +55,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     d = settings.from_config(metafunc.config).distributed
     name = metafunc.definition.name
     if name == "test_merge":
-        cases = [pytest.param(k, r, impl, id=f"k{k}-R{r}-{impl}") for k in d.ks for r in d.ranks for impl in MERGE_IMPLS]
+        cases = [
+            pytest.param(k, r, impl, id=f"k{k}-R{r}-{impl}") for k in d.ks for r in d.ranks for impl in MERGE_IMPLS
+        ]
         metafunc.parametrize("k,ranks,impl", cases)
     elif name == "test_pack":
         metafunc.parametrize("k", d.ks, ids=[f"k{k}" for k in d.ks])
@@ -97,28 +100,59 @@ def test_merge(benchmark: Any, dsizes: settings.DistributedSizes, k: int, ranks:
         def fn() -> object:
             return unpack_keys(merge_topk_keys(keys, k))
     else:
+
         def fn() -> object:
             return merge_topk_torch(idx, val, k)
 
-    timed(benchmark, fn, group=f"distributed/top-k merge, k={k}/R={ranks}", impl=impl,
-          role="baseline" if impl == "packed" else "peer", items=idx.numel(), unit="candidates",
-          rounds=dsizes.merge_rounds, warmup=1, device=torch.device("cpu"), k=k, ranks=ranks,
-          candidates=idx.numel(), scaling="ranks",
-          notes={"keys received per rank (MB)": round(8 * idx.numel() / 1e6, 3)})  # fmt: skip
+    timed(
+        benchmark,
+        fn,
+        group=f"distributed/top-k merge, k={k}/R={ranks}",
+        impl=impl,
+        role="baseline" if impl == "packed" else "peer",
+        items=idx.numel(),
+        unit="candidates",
+        rounds=dsizes.merge_rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        k=k,
+        ranks=ranks,
+        candidates=idx.numel(),
+        scaling="ranks",
+        notes={"keys received per rank (MB)": round(8 * idx.numel() / 1e6, 3)},
+    )
 
 
 def test_pack(benchmark: Any, dsizes: settings.DistributedSizes, k: int) -> None:
     """Packing one rank's ``k`` candidates into the 64-bit keys it sends."""
     idx, val = candidates(k, 1)
-    timed(benchmark, lambda: pack_keys(idx, val), group=f"distributed/key packing/k={k}", impl="pack_keys",
-          role="baseline", items=k, unit="candidates", rounds=dsizes.merge_rounds, warmup=1,
-          device=torch.device("cpu"), k=k)  # fmt: skip
+    timed(
+        benchmark,
+        lambda: pack_keys(idx, val),
+        group=f"distributed/key packing/k={k}",
+        impl="pack_keys",
+        role="baseline",
+        items=k,
+        unit="candidates",
+        rounds=dsizes.merge_rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        k=k,
+    )
 
 
 def _scoring_facts(d: settings.DistributedSizes) -> dict[str, Any]:
     """Sizes of a pool-scoring row, for ``extra_info``."""
-    return {"pool": d.pool, "k": d.pool // 10, "T": d.T, "batch": d.batch, "distinct": d.distinct,
-            "threads_per_rank": d.threads_per_rank, "strategy": "bald", "graphs": "random_graphs"}  # fmt: skip
+    return {
+        "pool": d.pool,
+        "k": d.pool // 10,
+        "T": d.T,
+        "batch": d.batch,
+        "distinct": d.distinct,
+        "threads_per_rank": d.threads_per_rank,
+        "strategy": "bald",
+        "graphs": "random_graphs",
+    }
 
 
 def test_scoring_one_process(benchmark: Any, dsizes: settings.DistributedSizes) -> None:
@@ -130,10 +164,20 @@ def test_scoring_one_process(benchmark: Any, dsizes: settings.DistributedSizes) 
         model, pool, bald, warm = scoring_workload(d.pool, d.distinct, d.batch, d.T)
         rng = np.random.default_rng(0)
         bald.query(model, warm, max(1, len(warm) // 10), rng=rng)
-        chosen = timed(benchmark, lambda: bald.query(model, pool, d.pool // 10, rng=rng),
-                       group=f"distributed/pool scoring/N={d.pool}", impl="1 process", role="baseline",
-                       items=d.pool, unit="structures", rounds=d.rounds, warmup=0, device=torch.device("cpu"),
-                       ranks=1, **_scoring_facts(d))  # fmt: skip
+        chosen = timed(
+            benchmark,
+            lambda: bald.query(model, pool, d.pool // 10, rng=rng),
+            group=f"distributed/pool scoring/N={d.pool}",
+            impl="1 process",
+            role="baseline",
+            items=d.pool,
+            unit="structures",
+            rounds=d.rounds,
+            warmup=0,
+            device=torch.device("cpu"),
+            ranks=1,
+            **_scoring_facts(d),
+        )
     finally:
         torch.set_num_threads(before)
     assert len(np.unique(chosen)) == d.pool // 10
@@ -142,9 +186,21 @@ def test_scoring_one_process(benchmark: Any, dsizes: settings.DistributedSizes) 
 def test_scoring_ranks(benchmark: Any, dsizes: settings.DistributedSizes, ranks: int) -> None:
     """``query_distributed`` (BALD) on ``ranks`` local worker processes, each scoring its shard."""
     d = dsizes
-    with LocalRanks(ranks, pool=d.pool, distinct=d.distinct, T=d.T, batch=d.batch,
-                    threads=d.threads_per_rank) as workers:  # fmt: skip
-        timed(benchmark, workers.query, group=f"distributed/pool scoring/N={d.pool}",
-              impl=f"{ranks} rank" + ("s" if ranks > 1 else ""), role="ours", items=d.pool, unit="structures",
-              rounds=d.rounds, warmup=0, device=torch.device("cpu"), ranks=ranks, transport="gloo, loopback",
-              **_scoring_facts(d))  # fmt: skip
+    with LocalRanks(
+        ranks, pool=d.pool, distinct=d.distinct, T=d.T, batch=d.batch, threads=d.threads_per_rank
+    ) as workers:
+        timed(
+            benchmark,
+            workers.query,
+            group=f"distributed/pool scoring/N={d.pool}",
+            impl=f"{ranks} rank" + ("s" if ranks > 1 else ""),
+            role="ours",
+            items=d.pool,
+            unit="structures",
+            rounds=d.rounds,
+            warmup=0,
+            device=torch.device("cpu"),
+            ranks=ranks,
+            transport="gloo, loopback",
+            **_scoring_facts(d),
+        )

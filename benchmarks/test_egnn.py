@@ -13,6 +13,10 @@ scaling plot.
 Group ``egnn/tasks/...`` (full size only): one training epoch (AdamW, batch 24) and one
 pool-scoring pass (MC dropout, streaming BALD top-k) on synthetic crystals in matsciml mode.
 
+Group ``egnn/index checks/B=<batch>`` (CPU): the O(n + E) index checks that the C++ binding runs on
+every kernel call (``_C.check_edge_index``) against one fused forward of the first layer on the
+same periodic batch: the checks' share of a forward.
+
 Group ``egnn/forces/B=<structures>``: one force-training step of
 :class:`alkernels.models.EnergyForceModel` (energies, forces ``-dE/dx`` with create_graph, the
 energy+force loss and its backward: the edge op differentiated twice) on EMT-labelled fcc cells,
@@ -22,6 +26,7 @@ fused against the torch backend, both eager and under ``torch.compile``; peak ex
 compiled torch backend is the strongest peer a user has without alkernels. Their first call
 (the compilation) is an untimed warm-up.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,15 +43,15 @@ from benchmarks.memory import peak_extra_mib
 from benchmarks.workloads import (
     EGNN_IMPLS,
     FORCE_IMPLS,
+    first_batch,
     force_batch,
     force_compile_config,
     force_step,
-    make_force_model,
-    first_batch,
     forward_backward,
     graph_source,
     has_extra,
     make_encoder,
+    make_force_model,
     query_size,
     relu_density,
     score_pool,
@@ -69,12 +74,16 @@ def _cases(sizes: settings.EGNNSizes) -> list[Any]:
         for weights in WEIGHTS:
             marks = [pytest.mark.full] if weights == "trained" else []
             for batch in sizes.batches:
-                cases += [pytest.param(mode, weights, batch, impl, marks=marks, id=f"{mode}-{weights}-B{batch}-{impl}")
-                          for impl in EGNN_IMPLS]  # fmt: skip
+                cases += [
+                    pytest.param(mode, weights, batch, impl, marks=marks, id=f"{mode}-{weights}-B{batch}-{impl}")
+                    for impl in EGNN_IMPLS
+                ]
     for batch in sizes.scaling_batches:
         if batch not in sizes.batches:
-            cases += [pytest.param("matsciml", "init", batch, impl, id=f"matsciml-init-B{batch}-{impl}")
-                      for impl in ("fused", "torch")]  # fmt: skip
+            cases += [
+                pytest.param("matsciml", "init", batch, impl, id=f"matsciml-init-B{batch}-{impl}")
+                for impl in ("fused", "torch")
+            ]
     return cases
 
 
@@ -118,11 +127,18 @@ def density() -> Callable[..., float | None]:
     return get
 
 
-def test_forward_backward(benchmark: Any, sizes: settings.Sizes, device: torch.device,
-                          egnn_graphs: Callable[[str], GraphSet],
-                          trained_state: Callable[[str], dict[str, torch.Tensor]],
-                          density: Callable[..., float | None], mode: str, weights: str, batch: int,
-                          impl: str) -> None:  # fmt: skip
+def test_forward_backward(
+    benchmark: Any,
+    sizes: settings.Sizes,
+    device: torch.device,
+    egnn_graphs: Callable[[str], GraphSet],
+    trained_state: Callable[[str], dict[str, torch.Tensor]],
+    density: Callable[..., float | None],
+    mode: str,
+    weights: str,
+    batch: int,
+    impl: str,
+) -> None:
     """One forward+backward of ``impl`` on a batch of ``batch`` graphs of ``mode``."""
     if impl == "pyg":
         pytest.importorskip("torch_geometric")
@@ -135,11 +151,27 @@ def test_forward_backward(benchmark: Any, sizes: settings.Sizes, device: torch.d
     notes: dict[str, Any] = {"edges": data.num_edges}
     if relu is not None:
         notes["ReLU density"] = round(relu, 2)
-    timed(benchmark, lambda: forward_backward(model, data), group=f"egnn/{mode}, {WEIGHTS[weights]} weights/B={batch}",
-          impl=impl, role="baseline" if impl == "fused" else "peer", items=batch, unit="graphs",
-          rounds=sizes.egnn.rounds, warmup=1, device=device, mode=mode, weights=weights, batch=batch,
-          nodes=data.num_nodes, edges=data.num_edges, graphs=graph_source(mode), relu_density=relu,
-          scaling="batch", notes=notes)  # fmt: skip
+    timed(
+        benchmark,
+        lambda: forward_backward(model, data),
+        group=f"egnn/{mode}, {WEIGHTS[weights]} weights/B={batch}",
+        impl=impl,
+        role="baseline" if impl == "fused" else "peer",
+        items=batch,
+        unit="graphs",
+        rounds=sizes.egnn.rounds,
+        warmup=1,
+        device=device,
+        mode=mode,
+        weights=weights,
+        batch=batch,
+        nodes=data.num_nodes,
+        edges=data.num_edges,
+        graphs=graph_source(mode),
+        relu_density=relu,
+        scaling="batch",
+        notes=notes,
+    )
     if weights == "init" and batch in sizes.egnn.batches:
         params = {"impl": impl, "mode": mode, "batch": batch, "distinct": sizes.egnn.distinct, "device": device.type}
         benchmark.extra_info["peak_extra_mib"] = peak_extra_mib("egnn", params)
@@ -152,9 +184,21 @@ def test_training_epoch(benchmark: Any, sizes: settings.Sizes, device: torch.dev
     e = sizes.egnn
     graphs, labels = synthetic_graphs(TASK_MODE, e.distinct)
     dataset = tiled(graphs, e.train_n, labels)
-    timed(benchmark, lambda: train_classifier(dataset, device, lr=1e-4), group="egnn/tasks/training epoch",
-          impl="fused", role="baseline", items=e.train_n, unit="structures", rounds=1, warmup=0, device=device,
-          mode=TASK_MODE, batch=24, notes={"structures": e.train_n, "batch": 24})  # fmt: skip
+    timed(
+        benchmark,
+        lambda: train_classifier(dataset, device, lr=1e-4),
+        group="egnn/tasks/training epoch",
+        impl="fused",
+        role="baseline",
+        items=e.train_n,
+        unit="structures",
+        rounds=1,
+        warmup=0,
+        device=device,
+        mode=TASK_MODE,
+        batch=24,
+        notes={"structures": e.train_n, "batch": 24},
+    )
 
 
 @pytest.mark.full
@@ -167,10 +211,23 @@ def test_pool_scoring(benchmark: Any, sizes: settings.Sizes, device: torch.devic
     torch.manual_seed(0)
     model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device).eval()
     k = query_size(e.pool_n, 0.1)
-    timed(benchmark, lambda: score_pool(model, loader, e.T, k, device), group="egnn/tasks/pool scoring",
-          impl="fused", role="baseline", items=e.pool_n, unit="structures", rounds=1, warmup=0, device=device,
-          mode=TASK_MODE, batch=e.pool_batch, T=e.T, k=k,
-          notes={"structures": e.pool_n, "batch": e.pool_batch, "T": e.T})  # fmt: skip
+    timed(
+        benchmark,
+        lambda: score_pool(model, loader, e.T, k, device),
+        group="egnn/tasks/pool scoring",
+        impl="fused",
+        role="baseline",
+        items=e.pool_n,
+        unit="structures",
+        rounds=1,
+        warmup=0,
+        device=device,
+        mode=TASK_MODE,
+        batch=e.pool_batch,
+        T=e.T,
+        k=k,
+        notes={"structures": e.pool_n, "batch": e.pool_batch, "T": e.T},
+    )
 
 
 @needs_data
@@ -186,9 +243,69 @@ def test_force_step(benchmark: Any, sizes: settings.Sizes, device: torch.device,
         with force_compile_config():
             force_step(model, data)
 
-    timed(benchmark, step, group=f"egnn/forces/B={e.force_structures}", impl=impl,
-          role="baseline" if impl == "fused" else "peer", items=e.force_structures, unit="graphs",
-          rounds=e.rounds, warmup=1, device=device, batch=e.force_structures, nodes=data.num_nodes,
-          edges=data.num_edges, graphs="EMT fcc cells", notes={"edges": data.num_edges, "atoms": data.num_nodes})  # fmt: skip
+    timed(
+        benchmark,
+        step,
+        group=f"egnn/forces/B={e.force_structures}",
+        impl=impl,
+        role="baseline" if impl == "fused" else "peer",
+        items=e.force_structures,
+        unit="graphs",
+        rounds=e.rounds,
+        warmup=1,
+        device=device,
+        batch=e.force_structures,
+        nodes=data.num_nodes,
+        edges=data.num_edges,
+        graphs="EMT fcc cells",
+        notes={"edges": data.num_edges, "atoms": data.num_nodes},
+    )
     params = {"impl": impl, "structures": e.force_structures, "repeat": e.force_repeat, "device": device.type}
     benchmark.extra_info["peak_extra_mib"] = peak_extra_mib("forces", params)
+
+
+@needs_data
+@pytest.mark.parametrize("impl", ["edge forward", "index checks"])
+def test_index_check_cost(
+    benchmark: Any, sizes: settings.Sizes, device: torch.device, egnn_graphs: Callable[[str], GraphSet], impl: str
+) -> None:
+    """The binding's index checks alone, and one fused edge forward (baseline), on one batch."""
+    from alkernels.models.egnn import edge_shift_vectors
+    from alkernels.ops.dispatch import ext
+    from alkernels.ops.message_passing import build_edge_graph
+    from alkernels.ops.message_passing.cpu import egnn_edge_cpu
+
+    if device.type != "cpu" or ext() is None:
+        pytest.skip("the C++ binding's checks: CPU with the extension built")
+    batch = max(sizes.egnn.batches)
+    data = first_batch(egnn_graphs("periodic"), batch, device)
+    graph = build_edge_graph(data.edge_src, data.edge_dst, data.num_nodes)
+    arrays = [t.numpy() for t in (graph.src, graph.dst, graph.rowptr, graph.src_perm, graph.src_ptr)]
+    torch.manual_seed(0)
+    layer = EGNN().layers[0]
+    h = torch.randn(data.num_nodes, 32)
+    shift = edge_shift_vectors(data, torch.float32)
+    group = f"egnn/index checks/B={batch}"
+
+    def forward() -> None:
+        with torch.no_grad():
+            egnn_edge_cpu(h, data.pos, shift, graph, layer.edge_weights(), 0.1)
+
+    def check() -> None:
+        ext().check_edge_index(*arrays)
+
+    timed(
+        benchmark,
+        forward if impl == "edge forward" else check,
+        group=group,
+        impl=impl,
+        role="baseline" if impl == "edge forward" else "ours",
+        items=batch,
+        unit="graphs",
+        rounds=max(sizes.egnn.rounds, 10),
+        warmup=1,
+        device=device,
+        batch=batch,
+        edges=data.num_edges,
+        notes={"edges": data.num_edges},
+    )

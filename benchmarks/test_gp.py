@@ -28,6 +28,7 @@ Sizes: :class:`benchmarks.settings.GPSizes`, ``quick`` (synthetic 32-d features)
 the start, 3,000 queries), chosen and overridden like every suite's (``--bench-size``,
 ``--bench-set gp.queries=500``); ``benchmarks/bench_gp.py`` also sets the thread count.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,8 +93,7 @@ def _perovskite() -> tuple[np.ndarray, np.ndarray, int]:
     return feats[order], data.y[order], len(data.train)
 
 
-def make_workload(name: str, x: np.ndarray, y: np.ndarray, n_pool: int, initial: int | float,
-                  queries: int) -> Workload:
+def make_workload(name: str, x: np.ndarray, y: np.ndarray, n_pool: int, initial: int | float, queries: int) -> Workload:
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     xt = xt - xt[:n_pool].mean(0)
     yt = torch.from_numpy(np.asarray(y, dtype=np.float64))
@@ -118,7 +118,7 @@ def run_ours(w: Workload, steps: int | None = None) -> tuple[list[int], list[flo
         t0 = time.perf_counter()
         var = torch.where(free, post.pool_var[: w.n_pool], torch.full((w.n_pool,), -torch.inf, dtype=torch.float64))
         j = int(torch.argmax(var))
-        post.condition(w.x[j:j + 1], w.y[j:j + 1], pool_index=torch.tensor([j]))
+        post.condition(w.x[j : j + 1], w.y[j : j + 1], pool_index=torch.tensor([j]))
         free[j] = False
         times.append(time.perf_counter() - t0)
         picks.append(j)
@@ -156,8 +156,11 @@ def _gpytorch_model(w: Workload, labelled: list[int]) -> _Exact:
 def _exact_settings() -> contextlib.ExitStack:
     """gpytorch exactly: Cholesky at every size, exact predictive variances."""
     stack = contextlib.ExitStack()
-    for setting in (gpytorch.settings.max_cholesky_size(10**9), gpytorch.settings.fast_pred_var(False),
-                    gpytorch.settings.skip_posterior_variances(False)):
+    for setting in (
+        gpytorch.settings.max_cholesky_size(10**9),
+        gpytorch.settings.fast_pred_var(False),
+        gpytorch.settings.skip_posterior_variances(False),
+    ):
         stack.enter_context(setting)
     return stack
 
@@ -203,7 +206,7 @@ def gpytorch_fantasy_model(w: Workload, labelled: list[int]) -> _Exact:
 def gpytorch_fantasy_step(w: Workload, model: _Exact, new: int, labelled: list[int]) -> tuple[_Exact, int]:
     """(c) One step: add the new label with ``get_fantasy_model``, posterior of the tracked set."""
     with _exact_settings():
-        model = model.get_fantasy_model(w.x[new:new + 1], w.y[new:new + 1])
+        model = model.get_fantasy_model(w.x[new : new + 1], w.y[new : new + 1])
     _, var = _posterior(model, w.x)
     return model, _argmax_free(var, w.n_pool, labelled)
 
@@ -230,9 +233,15 @@ def workload(gp) -> Workload:
 
 @pytest.fixture(scope="module")
 def small(gp, workload) -> Workload:
-    keep = np.r_[0:gp.small_pool, workload.n_pool:workload.n_pool + gp.small_test]
-    return make_workload(f"{workload.name}-small", workload.x[keep].numpy(), workload.y[keep].numpy(),
-                         gp.small_pool, gp.small_initial, gp.small_queries)
+    keep = np.r_[0 : gp.small_pool, workload.n_pool : workload.n_pool + gp.small_test]
+    return make_workload(
+        f"{workload.name}-small",
+        workload.x[keep].numpy(),
+        workload.y[keep].numpy(),
+        gp.small_pool,
+        gp.small_initial,
+        gp.small_queries,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -276,11 +285,16 @@ def test_ours_whole_loop(benchmark, workload, gp):
     picks, times = out
     assert len(set(picks)) == workload.queries and not set(picks) & set(workload.initial)
     RESULT["ours"] = {
-        "workload": workload.name, "queries": workload.queries, "initial": len(workload.initial),
-        "tracked": int(workload.x.shape[0]), "dim": int(workload.x.shape[1]),
-        "params": workload.params.to_dict(), "loop_seconds": float(sum(times)), "picks": picks,
-        "step_seconds": {str(s): float(np.median(times[max(0, s - 5):s + 6])) for s in gp.sample_steps},
-        "step_seconds_every_100": [float(np.median(times[s:s + 100])) for s in range(0, len(times), 100)],
+        "workload": workload.name,
+        "queries": workload.queries,
+        "initial": len(workload.initial),
+        "tracked": int(workload.x.shape[0]),
+        "dim": int(workload.x.shape[1]),
+        "params": workload.params.to_dict(),
+        "loop_seconds": float(sum(times)),
+        "picks": picks,
+        "step_seconds": {str(s): float(np.median(times[max(0, s - 5) : s + 6])) for s in gp.sample_steps},
+        "step_seconds_every_100": [float(np.median(times[s : s + 100])) for s in range(0, len(times), 100)],
     }
     benchmark.extra_info.update(impl="ours", role="baseline", items=workload.queries, unit="queries")
 
@@ -302,6 +316,7 @@ def test_peer_sampled_steps(benchmark, workload, gp, peer):
             def step():
                 return gpytorch_refit_step(workload, labelled, model)
         elif peer == "numpy_refit":
+
             def step():
                 return numpy_refit_step(workload, labelled)
         else:
@@ -309,6 +324,7 @@ def test_peer_sampled_steps(benchmark, workload, gp, peer):
 
             def step():
                 return gpytorch_fantasy_step(workload, model, labelled[-1], labelled)[1]
+
         times = []
         for _ in range(gp.step_rounds):
             t0 = time.perf_counter()
@@ -328,9 +344,11 @@ def test_direct_small_loop(benchmark, small, impl):
     """Every implementation through the whole smaller loop; identical pick sequences."""
     benchmark.group = "gp/small-loop"
     if impl == "ours":
+
         def loop():
             return run_ours(small)[0]
     elif impl == "gpytorch_fantasy":
+
         def loop():
             model = gpytorch_fantasy_model(small, small.initial)
             labelled, picks = list(small.initial), []
@@ -351,14 +369,22 @@ def test_direct_small_loop(benchmark, small, impl):
                 picks.append(j)
                 labelled.append(j)
             return picks
+
     t0 = time.perf_counter()
     picks = benchmark.pedantic(loop, rounds=1, iterations=1)
     seconds = time.perf_counter() - t0
     reference = RESULT["small"].get("ours", {}).get("picks", picks)
-    RESULT["small"][impl] = {"loop_seconds": seconds, "queries": small.queries, "initial": len(small.initial),
-                             "tracked": int(small.x.shape[0]), "picks": picks, "same_picks": picks == reference}
-    benchmark.extra_info.update(impl=impl, role="baseline" if impl == "ours" else "peer", items=small.queries,
-                                unit="queries")
+    RESULT["small"][impl] = {
+        "loop_seconds": seconds,
+        "queries": small.queries,
+        "initial": len(small.initial),
+        "tracked": int(small.x.shape[0]),
+        "picks": picks,
+        "same_picks": picks == reference,
+    }
+    benchmark.extra_info.update(
+        impl=impl, role="baseline" if impl == "ours" else "peer", items=small.queries, unit="queries"
+    )
     assert picks == reference, f"{impl} made other selections than ours"
 
 
@@ -417,9 +443,14 @@ def measure_exact_memory(n: int, p: int, d: int, dtype: str, block: int) -> dict
     import sys
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(n), str(p), str(d), dtype, str(block)],
-                         capture_output=True, text=True, check=True, env=env,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(n), str(p), str(d), dtype, str(block)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -436,6 +467,10 @@ def test_exact_posterior_memory(gp):
         assert r["peak_bytes_updates"] <= r["formula_bytes"] * 1.3 + slack, r
     budget = 24 * 2**30
     pools = (0, 7_572, 10_000, 100_000, 1_000_000)  # 7,572: the whole perovskite set
-    RESULT["memory"] = {"measured": rows, "n_max_24GiB": {
-        dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in pools}
-        for dtype in ("float64", "float32")}}
+    RESULT["memory"] = {
+        "measured": rows,
+        "n_max_24GiB": {
+            dtype: {str(pool): exact_max_n(budget, pool, 128, getattr(torch, dtype)) for pool in pools}
+            for dtype in ("float64", "float32")
+        },
+    }

@@ -10,6 +10,7 @@ Runs on the built-in synthetic crystals (about 10-atom cells); needs the ``data`
   validation, neighbour lists, CSR assembly and the write of the memory-mapped cache (one cold
   build), and the reload of that cache.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -48,8 +49,12 @@ def cache_root() -> Iterator[Path]:
 
 def _facts(structures: list[Any], cutoff: float) -> dict[str, Any]:
     """Mode, cutoff and size of a build, for ``extra_info``."""
-    return {"mode": "periodic", "cutoff": cutoff, "structures": len(structures),
-            "mean_atoms": round(float(np.mean([len(a) for a in structures])), 2)}  # fmt: skip
+    return {
+        "mode": "periodic",
+        "cutoff": cutoff,
+        "structures": len(structures),
+        "mean_atoms": round(float(np.mean([len(a) for a in structures])), 2),
+    }
 
 
 def test_one_process_ours(benchmark: Any, sizes: settings.Sizes, structures: list[Any]) -> None:
@@ -58,10 +63,19 @@ def test_one_process_ours(benchmark: Any, sizes: settings.Sizes, structures: lis
 
     g = sizes.graphs
     subset = structures[: g.ase_n]
-    graphs = timed(benchmark, lambda: build_graphs(subset, cutoff=g.cutoff, workers=1),
-                   group=f"graphs/1 process/{len(subset)} structures", impl="alkernels", role="baseline",
-                   items=len(subset), unit="structures", rounds=g.rounds, warmup=1, device=torch.device("cpu"),
-                   **_facts(subset, g.cutoff))  # fmt: skip
+    graphs = timed(
+        benchmark,
+        lambda: build_graphs(subset, cutoff=g.cutoff, workers=1),
+        group=f"graphs/1 process/{len(subset)} structures",
+        impl="alkernels",
+        role="baseline",
+        items=len(subset),
+        unit="structures",
+        rounds=g.rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        **_facts(subset, g.cutoff),
+    )
     benchmark.extra_info["notes"] = {"edges per atom": round(graphs.num_edges / graphs.num_nodes, 1)}
 
 
@@ -71,11 +85,22 @@ def test_one_process_ase(benchmark: Any, sizes: settings.Sizes, structures: list
 
     g = sizes.graphs
     subset = structures[: g.ase_n]
-    arrays = timed(benchmark, lambda: ase_build(subset, g.cutoff), group=f"graphs/1 process/{len(subset)} structures",
-                   impl="ase", role="peer", items=len(subset), unit="structures", rounds=g.rounds, warmup=1,
-                   device=torch.device("cpu"), **_facts(subset, g.cutoff))  # fmt: skip
-    assert np.array_equal(arrays[4], build_graphs(subset, cutoff=g.cutoff, workers=1).edge_ptr), \
+    arrays = timed(
+        benchmark,
+        lambda: ase_build(subset, g.cutoff),
+        group=f"graphs/1 process/{len(subset)} structures",
+        impl="ase",
+        role="peer",
+        items=len(subset),
+        unit="structures",
+        rounds=g.rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        **_facts(subset, g.cutoff),
+    )
+    assert np.array_equal(arrays[4], build_graphs(subset, cutoff=g.cutoff, workers=1).edge_ptr), (
         "ASE and alkernels find different edges"
+    )
 
 
 @pytest.mark.parametrize("workers", ["1", "many"])
@@ -85,11 +110,20 @@ def test_worker_processes(benchmark: Any, sizes: settings.Sizes, structures: lis
 
     g = sizes.graphs
     count = 1 if workers == "1" else g.workers
-    timed(benchmark, lambda: build_graphs(structures, cutoff=g.cutoff, workers=count),
-          group=f"graphs/worker processes/{len(structures)} structures",
-          impl=f"{count} process" + ("es" if count > 1 else ""), role="baseline" if workers == "1" else "ours",
-          items=len(structures), unit="structures", rounds=g.rounds, warmup=1, device=torch.device("cpu"),
-          workers=count, **_facts(structures, g.cutoff))  # fmt: skip
+    timed(
+        benchmark,
+        lambda: build_graphs(structures, cutoff=g.cutoff, workers=count),
+        group=f"graphs/worker processes/{len(structures)} structures",
+        impl=f"{count} process" + ("es" if count > 1 else ""),
+        role="baseline" if workers == "1" else "ours",
+        items=len(structures),
+        unit="structures",
+        rounds=g.rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        workers=count,
+        **_facts(structures, g.cutoff),
+    )
 
 
 def _tiled(structures: list[Any], total: int) -> list[Any]:
@@ -103,10 +137,20 @@ def test_end_to_end_build(benchmark: Any, sizes: settings.Sizes, structures: lis
 
     g = sizes.graphs
     tiled = _tiled(structures, g.total)
-    graphs = timed(benchmark, lambda: build_graphs(tiled, cutoff=g.cutoff, workers=g.workers, cache_dir=cache_root),
-                   group=f"graphs/end to end/{g.total} structures", impl="build + cache write", role="baseline",
-                   items=g.total, unit="structures", rounds=1, warmup=0, device=torch.device("cpu"),
-                   workers=g.workers, **_facts(tiled, g.cutoff))  # fmt: skip
+    graphs = timed(
+        benchmark,
+        lambda: build_graphs(tiled, cutoff=g.cutoff, workers=g.workers, cache_dir=cache_root),
+        group=f"graphs/end to end/{g.total} structures",
+        impl="build + cache write",
+        role="baseline",
+        items=g.total,
+        unit="structures",
+        rounds=1,
+        warmup=0,
+        device=torch.device("cpu"),
+        workers=g.workers,
+        **_facts(tiled, g.cutoff),
+    )
     cache_mib = sum(f.stat().st_size for f in Path(graphs.path).iterdir()) / 2**20
     benchmark.extra_info["notes"] = {"cache MiB": round(cache_mib, 1)}
 
@@ -117,7 +161,17 @@ def test_end_to_end_reload(benchmark: Any, sizes: settings.Sizes, structures: li
 
     g = sizes.graphs
     tiled = _tiled(structures, g.total)
-    timed(benchmark, lambda: build_graphs(tiled, cutoff=g.cutoff, workers=g.workers, cache_dir=cache_root),
-          group=f"graphs/end to end/{g.total} structures", impl="cache reload", role="ours", items=g.total,
-          unit="structures", rounds=g.rounds, warmup=1, device=torch.device("cpu"), workers=g.workers,
-          **_facts(tiled, g.cutoff))  # fmt: skip
+    timed(
+        benchmark,
+        lambda: build_graphs(tiled, cutoff=g.cutoff, workers=g.workers, cache_dir=cache_root),
+        group=f"graphs/end to end/{g.total} structures",
+        impl="cache reload",
+        role="ours",
+        items=g.total,
+        unit="structures",
+        rounds=g.rounds,
+        warmup=1,
+        device=torch.device("cpu"),
+        workers=g.workers,
+        **_facts(tiled, g.cutoff),
+    )

@@ -10,6 +10,7 @@ labels (``synthetic_crystals`` + ``build_graphs``, the ``data`` extra). A set of
 structures is tiled to the batch or task size, and everything generated is cached on disk under
 ``alkernels.data.default_cache_dir()`` (``$ALKERNELS_CACHE``).
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -2,7 +2,8 @@
 
 The labels come from ASE's EMT calculator on generated fcc copper cells (strained and rattled;
 :func:`alkernels.data.emt_structures`), computed locally in a second or two; the graphs keep the
-first neighbour shell (cutoff 3.2 Angstrom). The model is :class:`alkernels.models.EnergyForceModel` on the paper's EGNN with ``backend="auto"``:
+first neighbour shell (cutoff 3.2 Angstrom). The model is
+:class:`alkernels.models.EnergyForceModel` on the paper's EGNN with ``backend="auto"``:
 the fused C++ edge kernels on a CPU. A force loss differentiates the edge op twice; the fused
 op's backward is itself differentiable, so the gradients are the torch backend's.
 
@@ -86,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
             EnergyForceModel.loss(energy, forces, batch, force_weight=args.force_weight).backward()
             optimizer.step()
         e_mae, f_mae = mae(model, test_loader)
-        print(f"epoch {epoch}: energy MAE {1e3 * e_mae:8.2f} meV/atom   force MAE {1e3 * f_mae:8.2f} meV/A"
-              f"   ({time.perf_counter() - start:.1f} s)")  # fmt: skip
+        print(
+            f"epoch {epoch}: energy MAE {1e3 * e_mae:8.2f} meV/atom   force MAE {1e3 * f_mae:8.2f} meV/A"
+            f"   ({time.perf_counter() - start:.1f} s)"
+        )
         records.append({"epoch": epoch, "energy_mae": e_mae, "force_mae": f_mae})
     return records
 

@@ -84,9 +84,7 @@ def query(
     return selector.result()
 
 
-def blobs(
-    n: int, test: int, classes: int, features: int, seed: int
-) -> tuple[TensorDataset, TensorDataset]:
+def blobs(n: int, test: int, classes: int, features: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
     """A pool of ``n`` and a test set of ``test`` samples from Gaussian blobs with overlapping
     classes."""
     g = torch.Generator().manual_seed(seed)
@@ -150,9 +148,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float]]:
             args.seed + round_,
         )
         unlabelled = torch.nonzero(~labelled).flatten()
-        loader = DataLoader(
-            Subset(data, unlabelled.tolist()), batch_size=args.batch_size, shuffle=False
-        )
+        loader = DataLoader(Subset(data, unlabelled.tolist()), batch_size=args.batch_size, shuffle=False)
         start = time.perf_counter()
         positions, scores = query(model, loader, args.strategy, args.k, args.passes)
         seconds = time.perf_counter() - start

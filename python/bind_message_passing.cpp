@@ -46,36 +46,44 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
 
 // The index arrays in O(n + E), so that no kernel reads or writes out of bounds: rowptr runs from
 // 0 to E without decreasing, every edge of receiver i's segment has dst == i, every src lies in
-// [0, n). ValueError names the first violation.
+// [0, n). ValueError names the first violation (the message is built only then: these loops run
+// on every call).
 void check_receivers(const int64_t* rowptr, const int64_t* src, const int64_t* dst, int64_t n,
                      int64_t E) {
-  require(rowptr[0] == 0 && rowptr[n] == E, "rowptr must start at 0 and end at E = " + std::to_string(E));
+  if (rowptr[0] != 0 || rowptr[n] != E)
+    throw py::value_error("rowptr must start at 0 and end at E = " + std::to_string(E));
   for (int64_t i = 0; i < n; ++i) {
-    require(rowptr[i] <= rowptr[i + 1], "rowptr must be non-decreasing (at node " + std::to_string(i) + ")");
+    if (rowptr[i] > rowptr[i + 1])
+      throw py::value_error("rowptr must be non-decreasing (at node " + std::to_string(i) + ")");
     for (int64_t e = rowptr[i]; e < rowptr[i + 1]; ++e)
-      require(dst[e] == i, "edge " + std::to_string(e) + " has receiver " + std::to_string(dst[e]) +
-                               " but lies in node " + std::to_string(i) + "'s rowptr segment");
+      if (dst[e] != i)
+        throw py::value_error("edge " + std::to_string(e) + " has receiver " + std::to_string(dst[e]) +
+                              " but lies in node " + std::to_string(i) + "'s rowptr segment");
   }
   for (int64_t e = 0; e < E; ++e)
-    require(src[e] >= 0 && src[e] < n, "edge " + std::to_string(e) + " has sender " +
-                                           std::to_string(src[e]) + " outside [0, " + std::to_string(n) + ")");
+    if (src[e] < 0 || src[e] >= n)
+      throw py::value_error("edge " + std::to_string(e) + " has sender " + std::to_string(src[e]) +
+                            " outside [0, " + std::to_string(n) + ")");
 }
 
 // The CSR over senders in O(n + E): src_ptr runs from 0 to E without decreasing, src_perm is a
 // permutation of the edges, and the edges of sender j's segment have src == j.
 void check_senders(const int64_t* src_ptr, const int64_t* src_perm, const int64_t* src, int64_t n,
                    int64_t E) {
-  require(src_ptr[0] == 0 && src_ptr[n] == E, "src_ptr must start at 0 and end at E = " + std::to_string(E));
+  if (src_ptr[0] != 0 || src_ptr[n] != E)
+    throw py::value_error("src_ptr must start at 0 and end at E = " + std::to_string(E));
   std::vector<char> seen(static_cast<size_t>(E), 0);
   for (int64_t j = 0; j < n; ++j) {
-    require(src_ptr[j] <= src_ptr[j + 1], "src_ptr must be non-decreasing (at node " + std::to_string(j) + ")");
+    if (src_ptr[j] > src_ptr[j + 1])
+      throw py::value_error("src_ptr must be non-decreasing (at node " + std::to_string(j) + ")");
     for (int64_t p = src_ptr[j]; p < src_ptr[j + 1]; ++p) {
       const int64_t e = src_perm[p];
-      require(e >= 0 && e < E && !seen[e], "src_perm must be a permutation of the edges (position " +
-                                               std::to_string(p) + ")");
+      if (e < 0 || e >= E || seen[e])
+        throw py::value_error("src_perm must be a permutation of the edges (position " + std::to_string(p) + ")");
       seen[e] = 1;
-      require(src[e] == j, "src_perm puts edge " + std::to_string(e) + " (sender " + std::to_string(src[e]) +
-                               ") in node " + std::to_string(j) + "'s segment");
+      if (src[e] != j)
+        throw py::value_error("src_perm puts edge " + std::to_string(e) + " (sender " + std::to_string(src[e]) +
+                              ") in node " + std::to_string(j) + "'s segment");
     }
   }
 }
@@ -301,4 +309,17 @@ void bind_message_passing(py::module_& m) {
       py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
       py::arg("detach_norm"), py::arg("dA"), py::arg("dB"), py::arg("v_h"), py::arg("v_x"),
       py::arg("isa") = "best");
+  m.def(
+      "check_edge_index",
+      [](const py::array& src, const py::array& dst, const py::array& rowptr, const py::array& src_perm,
+         const py::array& src_ptr) {
+        const py::ssize_t E = src.ndim() == 1 ? src.shape(0) : -1;
+        const py::ssize_t n = rowptr.ndim() == 1 ? rowptr.shape(0) - 1 : -1;
+        require(E >= 0 && n >= 0, "src and rowptr must be 1-D");
+        const int64_t* s_ = index_of(src, "src", E);
+        check_receivers(index_of(rowptr, "rowptr", n + 1), s_, index_of(dst, "dst", E), n, E);
+        check_senders(index_of(src_ptr, "src_ptr", n + 1), index_of(src_perm, "src_perm", E), s_, n, E);
+      },
+      "The index checks every kernel call runs (O(n + E)): ValueError naming the first problem.",
+      py::arg("src"), py::arg("dst"), py::arg("rowptr"), py::arg("src_perm"), py::arg("src_ptr"));
 }

@@ -10,6 +10,7 @@ runs each strategy (with the head dropout after the colon, 0 by default) into ``
 ``--kill-rank R --kill-at N`` makes rank R kill itself (SIGKILL, no clean-up, as an out-of-memory
 kill or a lost node would) at its N-th training forward pass, in the middle of a round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,32 @@ def classifier(dropout: float, kill_rank: int | None = None, kill_at: int | None
     return model
 
 
-def build_loop(out: str | os.PathLike, strategy: str, *, distributed: bool, dropout: float = 0.0,
-               kill_rank: int | None = None, kill_at: int | None = None) -> ActiveLearningLoop:
+def build_loop(
+    out: str | os.PathLike,
+    strategy: str,
+    *,
+    distributed: bool,
+    dropout: float = 0.0,
+    kill_rank: int | None = None,
+    kill_at: int | None = None,
+) -> ActiveLearningLoop:
     data = dataset()
-    return ActiveLearningLoop(partial(classifier, dropout, kill_rank, kill_at), strategy,
-                              data[np.arange(N_TRAIN)], data[np.arange(N_TRAIN, N_TRAIN + N_TEST)],
-                              initial=4, query_size=4, rounds=4, epochs=2, seed=0, batch_size=6,
-                              eval_batch_size=8, lr=1e-2, out_dir=out, distributed=distributed)
+    return ActiveLearningLoop(
+        partial(classifier, dropout, kill_rank, kill_at),
+        strategy,
+        data[np.arange(N_TRAIN)],
+        data[np.arange(N_TRAIN, N_TRAIN + N_TEST)],
+        initial=4,
+        query_size=4,
+        rounds=4,
+        epochs=2,
+        seed=0,
+        batch_size=6,
+        eval_batch_size=8,
+        lr=1e-2,
+        out_dir=out,
+        distributed=distributed,
+    )
 
 
 def main() -> None:
@@ -76,8 +96,14 @@ def main() -> None:
     distributed.init_process_group(timeout=args.timeout)
     for spec in args.strategies.split(","):
         name, _, dropout = spec.partition(":")
-        build_loop(Path(args.out) / name, name, distributed=True, dropout=float(dropout or 0.0),
-                   kill_rank=args.kill_rank, kill_at=args.kill_at).run(resume=args.resume)
+        build_loop(
+            Path(args.out) / name,
+            name,
+            distributed=True,
+            dropout=float(dropout or 0.0),
+            kill_rank=args.kill_rank,
+            kill_at=args.kill_at,
+        ).run(resume=args.resume)
     distributed.destroy_process_group()
 
 

@@ -1,4 +1,5 @@
 """Acquisition kernels against an independent float64 implementation of the spec formulas."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,7 @@ import pytest
 import torch
 
 from alkernels import acquisition as acq
-from alkernels.ops.dispatch import has_ext
-from alkernels.ops.dispatch import HAS_TRITON, interpreting
+from alkernels.ops.dispatch import HAS_TRITON, has_ext, interpreting
 
 BACKENDS = ["torch"]
 if has_ext():
@@ -22,6 +22,7 @@ TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def on(backend: str, t: torch.Tensor) -> torch.Tensor:
     """``t`` on the device that ``backend`` runs on."""
     return t.to(TRITON_DEVICE) if backend == "triton" else t
+
 
 HALF_TYPES = (torch.float16, torch.bfloat16)
 

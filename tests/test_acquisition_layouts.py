@@ -37,9 +37,7 @@ def nct(n: int, c: int, t: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
     "shape",
     [(37, 230, 10), (40, 64, 3), (9, 7, 1), (300, 17, 5), (50, 64, 16), (20, 230, 8), (11, 9, 25)],
 )
-def test_nct_view_equals_contiguous_copy(
-    isa: str, dtype: torch.dtype, shape: tuple[int, ...]
-) -> None:
+def test_nct_view_equals_contiguous_copy(isa: str, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
     if not ext().isa_supported(isa):
         pytest.skip(f"this CPU lacks {isa}")
     x = nct(*shape, seed=sum(shape), dtype=dtype)
@@ -55,15 +53,11 @@ def test_nct_view_equals_contiguous_copy(
 def test_other_class_strides(dtype: torch.dtype) -> None:
     x = (torch.randn(3, 50, 460) * 3).to(dtype)[..., ::2]  # [3, 50, 230], classes 2 apart
     assert x.stride(2) == 2
-    torch.testing.assert_close(
-        acq.score_all(x)["bald"], acq.score_all(x.contiguous())["bald"], rtol=0, atol=0
-    )
+    torch.testing.assert_close(acq.score_all(x)["bald"], acq.score_all(x.contiguous())["bald"], rtol=0, atol=0)
     flat = torch.randn(4, 20, 1).to(dtype).expand(4, 20, 230)  # class stride 0: uniform softmax
     assert flat.stride(2) == 0
     scores = acq.score_all(flat)
-    torch.testing.assert_close(
-        scores["entropy"], torch.full((20,), float(torch.log(torch.tensor(230.0))))
-    )
+    torch.testing.assert_close(scores["entropy"], torch.full((20,), float(torch.log(torch.tensor(230.0)))))
     assert torch.equal(scores["bald"], acq.score_all(flat.contiguous())["bald"])
 
 

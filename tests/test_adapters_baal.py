@@ -46,17 +46,13 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis, keepdims=True)
 
 
-def assert_same_ranking(
-    ours: np.ndarray, theirs: np.ndarray, scores: np.ndarray, tol: float
-) -> None:
+def assert_same_ranking(ours: np.ndarray, theirs: np.ndarray, scores: np.ndarray, tol: float) -> None:
     """Identical rankings, except that samples whose (reference) scores agree within ``tol``
     may trade places: float32 sums in another order can swap near-ties."""
     assert sorted(ours.tolist()) == list(range(len(scores)))
     differ = np.flatnonzero(ours != theirs)
     gaps = np.abs(scores[ours[differ]] - scores[theirs[differ]])
-    assert np.all(gaps <= tol), (
-        f"rankings differ beyond near-ties at positions {differ[gaps > tol][:10]}"
-    )
+    assert np.all(gaps <= tol), f"rankings differ beyond near-ties at positions {differ[gaps > tol][:10]}"
 
 
 def both(name: str, **kw) -> tuple[object, object]:
@@ -85,9 +81,7 @@ def inputs(name: str) -> list[tuple[str, object]]:
 def test_scores_and_ranks_match_baal(name: str) -> None:
     for label, predictions in inputs(name):
         ours, theirs = both(name)
-        want = theirs.get_uncertainties(
-            predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions
-        )
+        want = theirs.get_uncertainties(predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions)
         got = ours.get_uncertainties(predictions)
         assert got.shape == want.shape and got.dtype == np.float32, label
         # float16 input, and logits near 1000 (float32 spacing 6e-5: the mean over iterations
@@ -97,18 +91,14 @@ def test_scores_and_ranks_match_baal(name: str) -> None:
         ranks, scores = ours.get_ranks(predictions)
         np.testing.assert_array_equal(scores, got)
         np.testing.assert_array_equal(ours(predictions), ranks)
-        want_ranks = theirs.get_ranks(
-            predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions
-        )[0]
+        want_ranks = theirs.get_ranks(predictions.numpy() if isinstance(predictions, torch.Tensor) else predictions)[0]
         assert_same_ranking(ranks, want_ranks, np.asarray(want, np.float64), tol=4 * tol)
 
 
 @pytest.mark.parametrize("name", ["BALD", "Entropy", "Margin", "Certainty"])
 @pytest.mark.parametrize("reduction", ["mean", "max", "none"])
 def test_extra_axes_and_reductions(name: str, reduction: str) -> None:
-    x = (np.random.default_rng(1).standard_normal((50, 5, 3, 4, 6)) * 2).astype(
-        np.float32
-    )  # [N, C, H, W, T]
+    x = (np.random.default_rng(1).standard_normal((50, 5, 3, 4, 6)) * 2).astype(np.float32)  # [N, C, H, W, T]
     ours, theirs = both(name, reduction=reduction)
     np.testing.assert_allclose(ours.compute_score(x), theirs.compute_score(x), rtol=1e-5, atol=1e-6)
     want = theirs.get_uncertainties(x)
@@ -119,15 +109,11 @@ def test_extra_axes_and_reductions(name: str, reduction: str) -> None:
     else:
         assert_same_ranking(ours(x), theirs(x), np.asarray(want, np.float64), tol=1e-5)
     custom = both(name, reduction=lambda s: s.reshape(len(s), -1).std(1))
-    np.testing.assert_allclose(
-        custom[0].get_uncertainties(x), custom[1].get_uncertainties(x), rtol=1e-4, atol=1e-6
-    )
+    np.testing.assert_allclose(custom[0].get_uncertainties(x), custom[1].get_uncertainties(x), rtol=1e-4, atol=1e-6)
 
 
 def test_variance_regression() -> None:
-    y = np.random.default_rng(2).standard_normal((300, 3, 8)).astype(np.float32) * [
-        [[1.0], [5.0], [0.1]]
-    ]
+    y = np.random.default_rng(2).standard_normal((300, 3, 8)).astype(np.float32) * [[[1.0], [5.0], [0.1]]]
     for reduction in ("mean", "sum", "max"):
         ours, theirs = both("Variance", reduction=reduction)
         want = theirs.get_uncertainties(y)
@@ -169,9 +155,7 @@ def test_variants_match_spec_and_core(name: str) -> None:
     want = spec(x)[name]
     heuristic = getattr(ab, name)()
     for predictions in (x, softmax(x)):
-        np.testing.assert_allclose(
-            heuristic.get_uncertainties(predictions), want, rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(heuristic.get_uncertainties(predictions), want, rtol=1e-5, atol=1e-6)
     descending = heuristic.reversed
     assert descending == (name in ("PredictiveEntropy", "ExpectedEntropy", "BALD"))
     # the ranking is the core selection of the mapped strategy, tie rule included
@@ -183,12 +167,8 @@ def test_baal_single_pass_definitions_differ_from_p_bar_on_mc_logits() -> None:
     """baal's Entropy/Margin average the logits over iterations before the softmax; the drop-ins
     keep that, the Predictive* variants score p_bar; on probabilities they agree."""
     x = pool(seed=4)
-    assert not np.allclose(
-        ab.Entropy().get_uncertainties(x), ab.PredictiveEntropy().get_uncertainties(x), atol=1e-3
-    )
-    assert not np.allclose(
-        ab.Margin().get_uncertainties(x), ab.PredictiveMargin().get_uncertainties(x), atol=1e-3
-    )
+    assert not np.allclose(ab.Entropy().get_uncertainties(x), ab.PredictiveEntropy().get_uncertainties(x), atol=1e-3)
+    assert not np.allclose(ab.Margin().get_uncertainties(x), ab.PredictiveMargin().get_uncertainties(x), atol=1e-3)
     p = softmax(x)
     for drop_in, variant in (
         ("Entropy", "PredictiveEntropy"),
@@ -234,9 +214,7 @@ def batches(x: np.ndarray, size: int):
         yield x[start : start + size]
 
 
-@pytest.mark.parametrize(
-    "name", ["BALD", "Entropy", "Margin", "Certainty", "Variance", "ExpectedEntropy"]
-)
+@pytest.mark.parametrize("name", ["BALD", "Entropy", "Margin", "Certainty", "Variance", "ExpectedEntropy"])
 def test_generator_of_batches(name: str) -> None:
     x = pool(n=250, seed=6)
     ours = getattr(ab, name)()
@@ -279,9 +257,7 @@ def test_nonfinite_predictions() -> None:
 
 def test_layout_errors() -> None:
     x = pool(n=20)
-    with pytest.raises(
-        ValueError, match=r"n_iterations\] or \[n_sample, n_classes\], got shape \(20,\)"
-    ):
+    with pytest.raises(ValueError, match=r"n_iterations\] or \[n_sample, n_classes\], got shape \(20,\)"):
         ab.Entropy()(x[:, 0, 0])
     with pytest.raises(ValueError, match="needs MC predictions"):
         ab.BALD()(x[..., 0])
@@ -347,9 +323,7 @@ def test_get_heuristic() -> None:
 
 
 # ---- baal's own loop, native and fused heuristics side by side ------------------------------
-def blobs(
-    n: int = 360, classes: int = 4, dim: int = 6, seed: int = 0
-) -> torch.utils.data.TensorDataset:
+def blobs(n: int = 360, classes: int = 4, dim: int = 6, seed: int = 0) -> torch.utils.data.TensorDataset:
     """Gaussian blobs with overlapping classes (a small real classification problem)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, dim, generator=g) * 1.5
@@ -358,18 +332,14 @@ def blobs(
     return torch.utils.data.TensorDataset(x, y)
 
 
-def run_loop(
-    heuristic: object, generator: bool, steps: int = 3, max_sample: int = -1
-) -> list[np.ndarray]:
+def run_loop(heuristic: object, generator: bool, steps: int = 3, max_sample: int = -1) -> list[np.ndarray]:
     """baal's ActiveLearningLoop + ModelWrapper on an MC-dropout MLP; the labelled map after
     each step. Seeded so that two runs with equally-ranking heuristics are identical."""
     torch.manual_seed(0)
     np.random.seed(0)
     dataset = ActiveLearningDataset(blobs(), random_state=0)
     dataset.label_randomly(20)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 4)
-    )
+    net = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 4))
     model = MCDropoutModule(net)
     wrapper = ModelWrapper(
         model,
@@ -421,9 +391,7 @@ def test_active_learning_loop_with_max_sample_and_exhausted_pool() -> None:
     # a query larger than what is left labels the rest, as with baal's heuristics
     dataset = ActiveLearningDataset(blobs(n=30), random_state=0)
     dataset.label_randomly(25)
-    loop = ActiveLearningLoop(
-        dataset, lambda pool, **_: pool_logits(len(pool)), heuristic=ab.BALD(), query_size=10
-    )
+    loop = ActiveLearningLoop(dataset, lambda pool, **_: pool_logits(len(pool)), heuristic=ab.BALD(), query_size=10)
     assert loop.step() and dataset.n_unlabelled == 0
     assert not loop.step()
 

@@ -5,6 +5,7 @@ equal the native scores of modAL's picks (modAL's argpartition order among equal
 unspecified; ours goes to the lower index). Scores are float32 on our side, so "equal" allows a
 float32-sized tolerance.
 """
+
 from __future__ import annotations
 
 import functools
@@ -78,10 +79,12 @@ def test_active_learner_loop_matches_native(problem, ours, theirs, measure, larg
     labelled = np.arange(25)
     pool = np.arange(25, len(X))
     strategy = counting(ours)
-    learner = ActiveLearner(LogisticRegression(max_iter=300), query_strategy=strategy,
-                            X_training=X[labelled], y_training=y[labelled])
-    reference = ActiveLearner(LogisticRegression(max_iter=300), query_strategy=theirs,
-                              X_training=X[labelled], y_training=y[labelled])
+    learner = ActiveLearner(
+        LogisticRegression(max_iter=300), query_strategy=strategy, X_training=X[labelled], y_training=y[labelled]
+    )
+    reference = ActiveLearner(
+        LogisticRegression(max_iter=300), query_strategy=theirs, X_training=X[labelled], y_training=y[labelled]
+    )
     for step in range(5):
         idx, rows, metrics = learner.query(X[pool], n_instances=8, return_metrics=True)
         assert strategy.calls == step + 1  # one call per query: the pair is always returned
@@ -102,8 +105,9 @@ class DropoutMLP:
 
     def __init__(self, n_features: int, n_classes: int) -> None:
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3),
-                                       torch.nn.Linear(32, n_classes))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_features, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, n_classes)
+        )
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> DropoutMLP:
         opt = torch.optim.Adam(self.net.parameters(), lr=0.02)
@@ -148,11 +152,13 @@ def modal_dropout(monkeypatch):
 def test_mc_strategies_in_loop_match_modal_dropout_scores(problem, modal_dropout) -> None:
     X, y = problem
     labelled, pool = np.arange(30), np.arange(30, 400)
-    learner = ActiveLearner(DropoutMLP(X.shape[1], 5), query_strategy=modal.bald_sampling,
-                            X_training=X[labelled], y_training=y[labelled])
+    learner = ActiveLearner(
+        DropoutMLP(X.shape[1], 5), query_strategy=modal.bald_sampling, X_training=X[labelled], y_training=y[labelled]
+    )
     for _ in range(3):
         logits = learner.estimator.mc_logits(X[pool])
         probas = list(torch.softmax(logits, -1).numpy().astype(np.float64))  # modAL's list of [N, C]
+
         def mc(X_pool, logits=logits):  # the same MC draw for every strategy
             return logits
 
@@ -273,8 +279,7 @@ def test_max_std_sampling_in_loop_matches_native() -> None:
     X, y = make_regression(n_samples=160, n_features=4, noise=0.1, random_state=0)
     labelled, pool = np.arange(10), np.arange(10, 160)
     gpr = GaussianProcessRegressor(kernel=RBF(3.0), optimizer=None, normalize_y=True)
-    learner = ActiveLearner(gpr, query_strategy=modal.max_std_sampling,
-                            X_training=X[labelled], y_training=y[labelled])
+    learner = ActiveLearner(gpr, query_strategy=modal.max_std_sampling, X_training=X[labelled], y_training=y[labelled])
     for _ in range(3):
         idx, rows, stds = learner.query(X[pool], n_instances=4, return_metrics=True)
         ref_idx, _ = native_max_std(learner, X[pool], n_instances=4)

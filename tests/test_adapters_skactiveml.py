@@ -5,6 +5,7 @@ Selections must be identical, or identical up to ties (scikit-activeml breaks ex
 random, we go to the lower index): the native utilities of our picks, sorted, equal those of the
 native picks. Utilities must match the native ones (float32 tolerance) with the same NaN pattern.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -58,8 +59,7 @@ def assert_utilities_match(ours: np.ndarray, idx: np.ndarray, native_row0: np.nd
 
 @pytest.fixture(scope="module")
 def problem():
-    X, y_true = make_classification(n_samples=500, n_features=10, n_informative=6, n_classes=4,
-                                    random_state=0)
+    X, y_true = make_classification(n_samples=500, n_features=10, n_informative=6, n_classes=4, random_state=0)
     return X, y_true
 
 
@@ -85,12 +85,15 @@ def test_bald_matches_greedy_bald_for_every_ensemble_form(problem) -> None:
     X, y_true = problem
     y = np.full(len(X), MISSING_LABEL)
     y[:40] = y_true[:40]
-    bagging = SklearnClassifier(BaggingClassifier(LogisticRegression(max_iter=300), n_estimators=5, random_state=0),
-                                classes=CLASSES)
+    bagging = SklearnClassifier(
+        BaggingClassifier(LogisticRegression(max_iter=300), n_estimators=5, random_state=0), classes=CLASSES
+    )
     members = [SklearnClassifier(LogisticRegression(C=c, max_iter=300), classes=CLASSES) for c in (0.05, 0.3, 1, 5)]
     parzen = ParzenWindowClassifier(classes=CLASSES, class_prior=1.0)
-    sampled = {"sample_predictions_method_name": "sample_proba",
-               "sample_predictions_dict": {"n_samples": 8, "random_state": 0}}
+    sampled = {
+        "sample_predictions_method_name": "sample_proba",
+        "sample_predictions_dict": {"n_samples": 8, "random_state": 0},
+    }
     for ensemble, kwargs in ((bagging, {}), (members, {}), (parzen, sampled)):
         ours = FusedUncertaintySampling(method="bald", **kwargs)
         native = GreedyBALD(random_state=0, **kwargs)
@@ -170,8 +173,12 @@ def test_ties_and_random_state() -> None:
     tied = np.flatnonzero(which & np.isnan(y))
     idx = FusedUncertaintySampling(method="margin_sampling").query(X, y, clf, fit_clf=False, batch_size=5)
     np.testing.assert_array_equal(idx, tied[:5])
-    draws = [FusedUncertaintySampling(method="margin_sampling", tie_break="random", random_state=s)
-             .query(X, y, clf, fit_clf=False, batch_size=5) for s in (0, 0, 1)]
+    draws = [
+        FusedUncertaintySampling(method="margin_sampling", tie_break="random", random_state=s).query(
+            X, y, clf, fit_clf=False, batch_size=5
+        )
+        for s in (0, 0, 1)
+    ]
     np.testing.assert_array_equal(draws[0], draws[1])  # seeded
     assert set(draws[0]) <= set(tied) and set(draws[2]) <= set(tied)
     assert set(draws[0]) != set(draws[2])
@@ -211,8 +218,10 @@ def test_error_paths(problem) -> None:
     bad[7, 1] = np.nan
     clf.predict_proba = lambda Xc: bad
     first_unlabelled = int(np.flatnonzero(np.isnan(y))[7])
-    with pytest.raises(ValueError, match=f"clf.predict_proba returned a NaN or negative probability for pool sample "
-                                         f"{first_unlabelled}$"):
+    with pytest.raises(
+        ValueError,
+        match=f"clf.predict_proba returned a NaN or negative probability for pool sample {first_unlabelled}$",
+    ):
         FusedUncertaintySampling(method="entropy").query(X, y, clf, fit_clf=False)
     unnormalised = np.full((n_unlabelled, 4), 0.3)
     clf.predict_proba = lambda Xc: unnormalised
@@ -220,8 +229,9 @@ def test_error_paths(problem) -> None:
         FusedUncertaintySampling().query(X, y, clf, fit_clf=False)
     parzen = ParzenWindowClassifier(classes=CLASSES, class_prior=1.0).fit(X, y)
     parzen.sample_proba = lambda Xc, n_samples: np.full((len(Xc), 4, n_samples), 0.25)  # [N, C, T]
-    qs = FusedUncertaintySampling(method="bald", sample_predictions_method_name="sample_proba",
-                                  sample_predictions_dict={"n_samples": 5})
+    qs = FusedUncertaintySampling(
+        method="bald", sample_predictions_method_name="sample_proba", sample_predictions_dict={"n_samples": 5}
+    )
     with pytest.raises(ValueError, match=r"baal's \[N, C, T\] layout"):
         qs.query(X, y, parzen, fit_clf=False)
 

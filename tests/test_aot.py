@@ -4,6 +4,7 @@ The compile runs in a subprocess without ``TRITON_INTERPRET`` (the interpreter r
 kernels by Python functions) and uses the cubin cache of ``alkernels.ops.aot``, so a re-run after
 an unrelated change takes seconds; a cold run compiles about 100 kernels in two processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,11 @@ def test_every_launcher_choice_is_listed() -> None:
     bwd = [c for c in mp_tk.aot_configs() if c.kernel == "_edge_bwd_kernel"]
     for arch in (70, 80, 90):  # exactly one backward configuration per (precision mode, detach) and arch
         chosen = [(c.label, c.num_warps) for c in bwd if c.chosen_on(arch) and not (c.features and arch < 80)]
-        fwd = [c for c in mp_tk.aot_configs() if c.kernel == "_edge_fwd_kernel" and c.chosen_on(arch) and not (c.features and arch < 80)]
+        fwd = [
+            c
+            for c in mp_tk.aot_configs()
+            if c.kernel == "_edge_fwd_kernel" and c.chosen_on(arch) and not (c.features and arch < 80)
+        ]
         assert len({label for label, _ in chosen}) == len(chosen) == 2 * len(fwd)
 
 
@@ -75,8 +80,12 @@ def test_aot_sm80_sm90_compiles_without_spills(tmp_path: Path) -> None:
     out = tmp_path / "aot.json"
     proc = subprocess.run(
         [sys.executable, "-m", "alkernels.ops.aot", "--arch", "80", "90", "--check", "--jobs", "2", "--json", str(out)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=580,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     doc = json.loads(out.read_text())
     rows = doc["rows"]

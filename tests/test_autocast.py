@@ -1,23 +1,17 @@
 """Every model runs under torch.autocast on every backend: the periodic shifts stay exact float32,
 the fused op decides its own precision, and the torch reference casts where autocast would mix
 dtypes. CPU bfloat16 autocast here; CUDA autocast goes through the same code."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from test_egnn_fixtures import random_batch
-from test_message_passing import op_inputs
 
 from alkernels.models import EGNN, EGNNConfig, SpaceGroupClassifier
 from alkernels.models.egnn import edge_shift_vectors
-from alkernels.ops.dispatch import ext, triton_usable
+from alkernels.ops.dispatch import ext
 from alkernels.ops.message_passing import egnn_edge_op
-
-BACKENDS = [
-    "torch",
-    pytest.param("cpu", marks=pytest.mark.skipif(ext() is None, reason="alkernels._C not built")),
-    pytest.param("triton", marks=pytest.mark.skipif(not triton_usable(torch.zeros(0)), reason="needs TRITON_INTERPRET=1")),
-]
+from helpers import BACKENDS, op_inputs, random_batch
 
 
 def autocast():

@@ -1,6 +1,7 @@
 """``benchmarks/report.py`` on synthetic GP loop result files: the "GP active-learning loop"
 section of the benchmarks README, its numbers, the plot, and the GP headline row in both READMEs
 (no benchmark is run)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,15 +28,28 @@ def report() -> Any:
 
 
 def _environment(preset: str, threads: int) -> dict[str, Any]:
-    return {"date": "2026-01-02T03:04:05+00:00", "preset": preset, "device": "cpu", "device_name": "Test CPU",
-            "cpu": "Test CPU", "cpu_count": 2, "threads": threads, "omp_num_threads": str(threads),
-            "extension": True, "fused_backend": "cpu", "commit": "0123456789abcdef", "platform": "Linux",
-            "python": "3.11.0", "versions": {"torch": "2.13.0", "gpytorch": "1.15.2", "scipy": "1.16.0"},
-            "load_average": [0.5, 0.75]}  # fmt: skip
+    return {
+        "date": "2026-01-02T03:04:05+00:00",
+        "preset": preset,
+        "device": "cpu",
+        "device_name": "Test CPU",
+        "cpu": "Test CPU",
+        "cpu_count": 2,
+        "threads": threads,
+        "omp_num_threads": str(threads),
+        "extension": True,
+        "fused_backend": "cpu",
+        "commit": "0123456789abcdef",
+        "platform": "Linux",
+        "python": "3.11.0",
+        "versions": {"torch": "2.13.0", "gpytorch": "1.15.2", "scipy": "1.16.0"},
+        "load_average": [0.5, 0.75],
+    }
 
 
-def _gp_result(report: Any, dataset: str, preset: str, threads: int, queries: int, initial: int,
-               numpy_ratio: float) -> dict[str, Any]:  # fmt: skip
+def _gp_result(
+    report: Any, dataset: str, preset: str, threads: int, queries: int, initial: int, numpy_ratio: float
+) -> dict[str, Any]:
     """A GP loop result of ``benchmarks/test_gp.py``'s format: ours's loop 2 s; numpy_refit's
     loop 2 s x ``numpy_ratio``; gpytorch_refit 50x; gpytorch_fantasy timed at one step only."""
     steps = [1, queries // 2, queries - 1]
@@ -43,26 +57,52 @@ def _gp_result(report: Any, dataset: str, preset: str, threads: int, queries: in
         "format": report.GP_FORMAT,
         "environment": _environment(preset, threads),
         "sizes": {"dataset": dataset, "queries": queries, "sample_steps": steps, "step_rounds": 1},
-        "ours": {"workload": dataset, "queries": queries, "initial": initial, "tracked": 1500, "dim": 32,
-                 "loop_seconds": 2.0, "picks": list(range(queries)),
-                 "step_seconds": {str(s): 0.0004 + 1e-7 * s for s in steps}},
+        "ours": {
+            "workload": dataset,
+            "queries": queries,
+            "initial": initial,
+            "tracked": 1500,
+            "dim": 32,
+            "loop_seconds": 2.0,
+            "picks": list(range(queries)),
+            "step_seconds": {str(s): 0.0004 + 1e-7 * s for s in steps},
+        },
         "peers": {
-            "numpy_refit": {"step_seconds": {str(s): 0.010 * (i + 1) for i, s in enumerate(steps)},
-                            "loop_seconds_integrated": 2.0 * numpy_ratio, "ratio_to_ours": numpy_ratio,
-                            "same_picks": True},
-            "gpytorch_refit": {"step_seconds": {str(s): 0.1 for s in steps}, "loop_seconds_integrated": 100.0,
-                               "ratio_to_ours": 50.0, "same_picks": True},
+            "numpy_refit": {
+                "step_seconds": {str(s): 0.010 * (i + 1) for i, s in enumerate(steps)},
+                "loop_seconds_integrated": 2.0 * numpy_ratio,
+                "ratio_to_ours": numpy_ratio,
+                "same_picks": True,
+            },
+            "gpytorch_refit": {
+                "step_seconds": {str(s): 0.1 for s in steps},
+                "loop_seconds_integrated": 100.0,
+                "ratio_to_ours": 50.0,
+                "same_picks": True,
+            },
             "gpytorch_fantasy": {"step_seconds": {str(steps[0]): 0.2}, "same_picks": False},
         },
         "small": {
             "ours": {"loop_seconds": 0.05, "queries": 60, "initial": 30, "tracked": 400, "same_picks": True},
             "numpy_refit": {"loop_seconds": 0.15, "queries": 60, "initial": 30, "tracked": 400, "same_picks": True},
         },
-        "memory": {"measured": [{"dtype": "float64", "n": 1500, "p": 3000, "d": 128, "initial_block": 150,
-                                 "formula_bytes": 64 * 2**20, "held_bytes": 66 * 2**20,
-                                 "peak_bytes_updates": 66 * 2**20, "peak_bytes_predict_4096": 150 * 2**20}],
-                   "n_max_24GiB": {"float64": {"0": 56690, "10000": 51893}, "float32": {"0": 80199, "10000": 75343}}},
-    }  # fmt: skip
+        "memory": {
+            "measured": [
+                {
+                    "dtype": "float64",
+                    "n": 1500,
+                    "p": 3000,
+                    "d": 128,
+                    "initial_block": 150,
+                    "formula_bytes": 64 * 2**20,
+                    "held_bytes": 66 * 2**20,
+                    "peak_bytes_updates": 66 * 2**20,
+                    "peak_bytes_predict_4096": 150 * 2**20,
+                }
+            ],
+            "n_max_24GiB": {"float64": {"0": 56690, "10000": 51893}, "float32": {"0": 80199, "10000": 75343}},
+        },
+    }
 
 
 def _section(text: str, title: str) -> str:
@@ -96,31 +136,46 @@ def test_gp_section_and_headline(tmp_path: Path, report: Any) -> None:
     root_readme.write_text(f"# Top\n\n{report.HEADLINE_START}\nold\n{report.HEADLINE_END}\n\nrest\n")
     readme, plots = tmp_path / "README.md", tmp_path / "plots"
 
-    report.main(["--results", str(results), "--readme", str(readme), "--plots", str(plots),
-                 "--root-readme", str(root_readme)])  # fmt: skip
+    report.main(
+        ["--results", str(results), "--readme", str(readme), "--plots", str(plots), "--root-readme", str(root_readme)]
+    )
     text = readme.read_text()
 
     gp = _section(text, "GP active-learning loop")
     assert gp.index("### `gp_perovskite_cpu_1t.json`") < gp.index("### `gp_synthetic_cpu_1t.json`")
     assert "gp_synthetic_cpu_2t.json" not in gp
     assert "gp_synthetic_cpu_2t.json" in _section(text, "Other result files")
-    perov = gp[gp.index("### `gp_perovskite_cpu_1t.json`"):gp.index("### `gp_synthetic_cpu_1t.json`")]
+    perov = gp[gp.index("### `gp_perovskite_cpu_1t.json`") : gp.index("### `gp_synthetic_cpu_1t.json`")]
     assert "**Test CPU** (cpu, 2 CPUs), 1 thread (OMP_NUM_THREADS=1)" in perov
     assert "gpytorch 1.15.2" in perov and "2026-01-02T03:04:05+00:00" in perov
     assert "load average 0.5 at start, 0.75 at end" in perov and "`--bench-size full`" in perov
     assert "3,000 queries from n = 606 labelled, 1,500 tracked points" in perov
     header = _row(perov, "implementation")
-    assert header == ["implementation", "loop s", "ours faster by", "ms/query at n = 607",
-                      "ms/query at n = 2,106", "ms/query at n = 3,605", "same picks"]  # fmt: skip
+    assert header == [
+        "implementation",
+        "loop s",
+        "ours faster by",
+        "ms/query at n = 607",
+        "ms/query at n = 2,106",
+        "ms/query at n = 3,605",
+        "same picks",
+    ]
     assert _row(perov, "ours:") == [report.GP_IMPLEMENTATIONS["ours"], "2.00", "–", "0.40", "0.55", "0.70", "–"]
-    assert _row(perov, "(b)") == [report.GP_IMPLEMENTATIONS["numpy_refit"], "825 (integrated)", "412×",
-                                  "10.0", "20.0", "30.0", "yes"]  # fmt: skip
+    assert _row(perov, "(b)") == [
+        report.GP_IMPLEMENTATIONS["numpy_refit"],
+        "825 (integrated)",
+        "412×",
+        "10.0",
+        "20.0",
+        "30.0",
+        "yes",
+    ]
     assert _row(perov, "(a)")[1:3] == ["100 (integrated)", "50.0×"]
     fantasy = [report.GP_IMPLEMENTATIONS["gpytorch_fantasy"], "–", "–", "200", "–", "–", "**no**"]
     assert _row(perov, "(c)") == fantasy
     # table order: ours, (a), (b), (c)
     assert perov.index("| ours:") < perov.index("| (a)") < perov.index("| (b)") < perov.index("| (c)")
-    small = perov[perov.index("Direct whole loop"):]
+    small = perov[perov.index("Direct whole loop") :]
     assert _row(small, "(b)") == [report.GP_IMPLEMENTATIONS["numpy_refit"], "0.150", "3.00×", "yes"]
     assert _row(small, "ours:")[1:] == ["0.050", "–", "–"]
     assert _row(perov, "float64") == ["float64", "1,500", "3,000", "128", "64.0", "66.0 (+3.1%)", "66.0", "150.0"]
@@ -160,11 +215,15 @@ def test_headline_never_comes_from_a_quick_run(report: Any) -> None:
     """A quick run names its file by size and lands in an ignored folder; should one be
     committed anyway, the headline ignores it and takes the full one."""
     group = {"table": "score + top-k", "row": "bald", "members": {"eager": {"speedup": 9.0}}}
-    quick = {"environment": _environment("quick", 2), "suites": {"acquisition": {"groups": {"acquisition/score + top-k/bald": group}}}}
+    quick = {
+        "environment": _environment("quick", 2),
+        "suites": {"acquisition": {"groups": {"acquisition/score + top-k/bald": group}}},
+    }
     assert report._preferred({"acquisition_cpu_2t_quick": quick}, "acquisition", lambda data: True) is None
     full = {"environment": _environment("full", 1), "suites": quick["suites"]}
-    picked = report._preferred({"acquisition_cpu_2t_quick": quick, "acquisition_cpu_1t_full": full}, "acquisition",
-                               lambda data: True)  # fmt: skip
+    picked = report._preferred(
+        {"acquisition_cpu_2t_quick": quick, "acquisition_cpu_1t_full": full}, "acquisition", lambda data: True
+    )
     assert picked is not None and picked[0] == "acquisition_cpu_1t_full"
 
 

@@ -1,5 +1,6 @@
 """Cache entries (graphs, generated structures) are checked on load: a damaged entry is reported
 by name, moved aside and rebuilt, never used; concurrent builders of one entry never corrupt it."""
+
 from __future__ import annotations
 
 import multiprocessing

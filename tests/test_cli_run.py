@@ -1,54 +1,42 @@
 """Smoke runs of ``alkernels run``, ``reproduce`` and ``report`` at tiny sizes, and their errors."""
+
 from __future__ import annotations
 
 import json
 
-import ase.io
 import pytest
-from ase.build import bulk
-from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
-from alkernels.cli import main
 from alkernels.loop import RECORD_KEYS, read_records
+from helpers import assert_packed_report_rebuilds, cli
 
-#: (formula, crystal structure, lattice constant a in Angstrom) of simple crystals.
-CRYSTALS = [("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43), ("NaCl", "rocksalt", 5.64),
-            ("GaAs", "zincblende", 5.65), ("Mg", "hcp", 3.21), ("CsCl", "cesiumchloride", 4.12),
-            ("CaF2", "fluorite", 5.46)]
-
-
-@pytest.fixture(scope="module")
-def crystal_dir(tmp_path_factory):
-    """A folder of 24 CIFs: the crystals above at three lattice constants each."""
-    folder = tmp_path_factory.mktemp("cifs")
-    k = 0
-    for scale in (0.97, 1.0, 1.03):
-        for formula, kind, a in CRYSTALS:
-            ase.io.write(folder / f"{k:02d}-{formula}.cif", bulk(formula, kind, a=a * scale))
-            k += 1
-    return folder
-
-
-def cli(*args) -> int:
-    return main([str(a) for a in args])
-
-
-def assert_packed_report_rebuilds(out, tmp_path, table: str) -> None:
-    """The compact form of a grid (``runs.jsonl`` + ``experiment.json``, what gets committed)
-    alone rebuilds the same ``table.md``, and holds no machine paths."""
-    packed = tmp_path / "packed"
-    packed.mkdir()
-    for name in ("runs.jsonl", "experiment.json"):
-        (packed / name).write_bytes((out / name).read_bytes())
-    assert str(tmp_path) not in (packed / "runs.jsonl").read_text() + (packed / "experiment.json").read_text()
-    assert cli("report", packed) == 0
-    assert (packed / "table.md").read_text() == table
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
 
 
 def run_args(crystal_dir, out, *extra):
-    return ["run", "--dataset", crystal_dir, "--label", "spacegroup", "--out", out, "--rounds", 3,
-            "--epochs", 1, "--initial", 3, "--query-size", 3, "--backend", "torch",
-            "--cache-dir", out.parent / "cache", "--workers", 1, *extra]
+    return [
+        "run",
+        "--dataset",
+        crystal_dir,
+        "--label",
+        "spacegroup",
+        "--out",
+        out,
+        "--rounds",
+        3,
+        "--epochs",
+        1,
+        "--initial",
+        3,
+        "--query-size",
+        3,
+        "--backend",
+        "torch",
+        "--cache-dir",
+        out.parent / "cache",
+        "--workers",
+        1,
+        *extra,
+    ]
 
 
 def test_run_writes_records_and_prints_a_table(crystal_dir, tmp_path, capsys):
@@ -69,19 +57,42 @@ def test_run_writes_records_and_prints_a_table(crystal_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("spec", ["builtin:10", "perovskite:12"])
 def test_run_on_the_generators(tmp_path, spec):
-    args = ["run", "--strategy", "random", "--dataset", spec, "--out", tmp_path / "b", "--rounds", 2,
-            "--epochs", 1, "--initial", 2, "--query-size", 2, "--backend", "torch",
-            "--cache-dir", tmp_path / "cache", "--workers", 1]
+    args = [
+        "run",
+        "--strategy",
+        "random",
+        "--dataset",
+        spec,
+        "--out",
+        tmp_path / "b",
+        "--rounds",
+        2,
+        "--epochs",
+        1,
+        "--initial",
+        2,
+        "--query-size",
+        2,
+        "--backend",
+        "torch",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--workers",
+        1,
+    ]
     assert cli(*args) == 0
     assert len(read_records(tmp_path / "b" / "records.jsonl")) == 2
     assert json.loads((tmp_path / "b" / "config.json").read_text())["dataset"] == spec
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--strategy", "nope"], "unknown strategy 'nope'"),
-    (["--strategy", "margin", "--query-size", 10], "the training set has 19"),
-    (["--strategy", "margin", "--query-size", 0.6], "more than the pool holds"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--strategy", "margin", "--query-size", 10], "the training set has 19"),
+        (["--strategy", "margin", "--query-size", 0.6], "more than the pool holds"),
+    ],
+)
 def test_run_bad_configuration_is_a_clear_error(crystal_dir, tmp_path, capsys, extra, message):
     assert cli(*run_args(crystal_dir, tmp_path / "x", *extra)) == 2
     assert message in capsys.readouterr().err
@@ -93,16 +104,49 @@ def test_run_dataset_without_labels_is_a_clear_error(crystal_dir, tmp_path, caps
     args.remove("spacegroup")
     assert cli(*args) == 2
     assert "has no labels: pass --label spacegroup" in capsys.readouterr().err
-    assert cli("run", "--strategy", "margin", "--dataset", tmp_path / "missing.csv", "--label", "spacegroup",
-               "--out", tmp_path / "y") == 2
+    assert (
+        cli(
+            "run",
+            "--strategy",
+            "margin",
+            "--dataset",
+            tmp_path / "missing.csv",
+            "--label",
+            "spacegroup",
+            "--out",
+            tmp_path / "y",
+        )
+        == 2
+    )
     assert "neither perovskite:N, builtin:N nor an existing path" in capsys.readouterr().err
 
 
 def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
     out = tmp_path / "grid"
-    assert cli("reproduce", "--preset", "quick", "--dataset", crystal_dir, "--label", "spacegroup",
-               "--strategies", "random,margin", "--seeds", 1, "--reset", "both", "--out", out,
-               "--cache-dir", tmp_path / "cache", "--workers", 1) == 0
+    assert (
+        cli(
+            "reproduce",
+            "--preset",
+            "quick",
+            "--dataset",
+            crystal_dir,
+            "--label",
+            "spacegroup",
+            "--strategies",
+            "random,margin",
+            "--seeds",
+            1,
+            "--reset",
+            "both",
+            "--out",
+            out,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--workers",
+            1,
+        )
+        == 0
+    )
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["n_train"] + meta["n_test"] == 24 and meta["seeds"] == 1
     assert len(list(out.glob("runs/*/*/seed*/records.jsonl"))) == 4
@@ -126,9 +170,28 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
     assert_packed_report_rebuilds(out, tmp_path, table)
     capsys.readouterr()
     # a second reproduce finds every run finished and only rewrites the report
-    assert cli("reproduce", "--preset", "quick", "--dataset", crystal_dir, "--label", "spacegroup",
-               "--strategies", "random,margin", "--seeds", 1, "--out", out,
-               "--cache-dir", tmp_path / "cache", "--workers", 1) == 0
+    assert (
+        cli(
+            "reproduce",
+            "--preset",
+            "quick",
+            "--dataset",
+            crystal_dir,
+            "--label",
+            "spacegroup",
+            "--strategies",
+            "random,margin",
+            "--seeds",
+            1,
+            "--out",
+            out,
+            "--cache-dir",
+            tmp_path / "cache",
+            "--workers",
+            1,
+        )
+        == 0
+    )
     assert "5 runs (5 already finished)" in capsys.readouterr().out
 
 

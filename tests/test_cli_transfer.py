@@ -1,4 +1,5 @@
 """``alkernels transfer`` at tiny sizes: outputs, resuming, and clear errors for bad settings."""
+
 from __future__ import annotations
 
 import io
@@ -6,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
 ase_io = pytest.importorskip("ase.io")
 pd = pytest.importorskip("pandas")
@@ -14,17 +14,15 @@ from ase.build import bulk  # noqa: E402
 
 from alkernels.cli import main  # noqa: E402
 from alkernels.experiments.transfer.study import CELL_KEYS, read_cells  # noqa: E402
+from helpers import CRYSTALS  # noqa: E402
 
-pytestmark = pytest.mark.timeout(240)
-
-CRYSTALS = [("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43), ("NaCl", "rocksalt", 5.64),
-            ("GaAs", "zincblende", 5.65), ("Mg", "hcp", 3.21), ("CsCl", "cesiumchloride", 4.12)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(240)]
 
 
 def _csv(path, scales, columns):
     rows = []
     for scale in scales:
-        for formula, kind, a in CRYSTALS:
+        for formula, kind, a in CRYSTALS[:7]:
             atoms = bulk(formula, kind, a=a * scale)
             buf = io.BytesIO()
             ase_io.write(buf, atoms, format="cif")
@@ -39,19 +37,53 @@ def _csv(path, scales, columns):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("transfer-data")
-    pt = _csv(folder / "pt.csv", np.linspace(0.94, 1.06, 5),
-              {"p1": lambda f: f["volume"], "p2": lambda f: np.where(np.arange(len(f)) % 2, f["n"], np.nan)})
-    ft = _csv(folder / "ft.csv", np.linspace(0.95, 1.05, 4),
-              {"q": lambda f: 0.1 * f["volume"] ** 1.5, "empty": lambda f: np.full(len(f), np.nan)})
+    pt = _csv(
+        folder / "pt.csv",
+        np.linspace(0.94, 1.06, 5),
+        {"p1": lambda f: f["volume"], "p2": lambda f: np.where(np.arange(len(f)) % 2, f["n"], np.nan)},
+    )
+    ft = _csv(
+        folder / "ft.csv",
+        np.linspace(0.95, 1.05, 4),
+        {"q": lambda f: 0.1 * f["volume"] ** 1.5, "empty": lambda f: np.full(len(f), np.nan)},
+    )
     return {"pt": pt, "ft": ft, "folder": folder}
 
 
 def args(files, out, *extra):
-    base = ["transfer", "--pretrain", "p1", "--pretrain", "p1,p2", "--pretrain-data", files["pt"],
-            "--finetune", "q", "--finetune-data", files["ft"], "--sizes", "4,8", "--repeats", "2",
-            "--strategies", "scratch,all,head,new_head_frozen_trunk,new_head_frozen_embedding,last_k_layers=1",
-            "--init-head", "p1", "--test-size", "6", "--pt-epochs", "2", "--ft-epochs", "2", "--workers", "1",
-            "--cache-dir", files["folder"] / "cache", "--out", out]
+    base = [
+        "transfer",
+        "--pretrain",
+        "p1",
+        "--pretrain",
+        "p1,p2",
+        "--pretrain-data",
+        files["pt"],
+        "--finetune",
+        "q",
+        "--finetune-data",
+        files["ft"],
+        "--sizes",
+        "4,8",
+        "--repeats",
+        "2",
+        "--strategies",
+        "scratch,all,head,new_head_frozen_trunk,new_head_frozen_embedding,last_k_layers=1",
+        "--init-head",
+        "p1",
+        "--test-size",
+        "6",
+        "--pt-epochs",
+        "2",
+        "--ft-epochs",
+        "2",
+        "--workers",
+        "1",
+        "--cache-dir",
+        files["folder"] / "cache",
+        "--out",
+        out,
+    ]
     return [str(a) for a in base + list(extra)]
 
 
@@ -96,15 +128,18 @@ def test_transfer_study_writes_its_report_and_resumes(files, tmp_path, capsys):
     assert results((out / "table.md").read_text()) == results(table)
 
 
-@pytest.mark.parametrize("change, message", [
-    (["--pretrain", "nope"], "pre-training column 'nope' is in none of the pre-training files"),
-    (["--finetune", "nope"], "fine-tuning column 'nope' is not in ft.csv"),
-    (["--finetune", "empty"], "has no labels in column 'empty'"),
-    (["--sizes", "4,40"], "size 40 is larger than the fine-tuning pool"),
-    (["--strategies", "scratch,freeze_everything"], "unknown fine-tuning strategy 'freeze_everything'"),
-    (["--strategies", "all", "--init-head", "p2x"], "source 'p1+p2' has 2 heads"),
-    (["--sizes", "1,4"], "sizes must be integers >= 2"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--pretrain", "nope"], "pre-training column 'nope' is in none of the pre-training files"),
+        (["--finetune", "nope"], "fine-tuning column 'nope' is not in ft.csv"),
+        (["--finetune", "empty"], "has no labels in column 'empty'"),
+        (["--sizes", "4,40"], "size 40 is larger than the fine-tuning pool"),
+        (["--strategies", "scratch,freeze_everything"], "unknown fine-tuning strategy 'freeze_everything'"),
+        (["--strategies", "all", "--init-head", "p2x"], "source 'p1+p2' has 2 heads"),
+        (["--sizes", "1,4"], "sizes must be integers >= 2"),
+    ],
+)
 def test_bad_settings_get_a_clear_error(files, tmp_path, capsys, change, message):
     argv = args(files, tmp_path / "bad")
     flag = change[0]

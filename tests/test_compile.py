@@ -1,6 +1,7 @@
 """torch.compile(fullgraph=True) and torch.export through the registered ops: no graph breaks,
 results equal to eager mode, the same clear errors on bad input, and an exported classifier
 that round-trips through save and load."""
+
 from __future__ import annotations
 
 import io
@@ -8,10 +9,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-from test_egnn_fixtures import random_batch
 
 from alkernels import acquisition as acq
-from alkernels.models import EGNN, EGNNConfig, EnergyForceModel, PropertyRegressor, SpaceGroupClassifier
+from alkernels.models import (
+    EGNN,
+    EGNNConfig,
+    EnergyForceModel,
+    PropertyRegressor,
+    SpaceGroupClassifier,
+)
+from helpers import random_batch
 
 pytestmark = pytest.mark.timeout(300)
 CONFIG = EGNNConfig(num_layers=2)

@@ -5,6 +5,7 @@ dependency closure of the core requirements, then imports and uses the core modu
 that each extra-backed feature fails with an ImportError naming its extra. This stands in for a
 venv with only ``pip install alkernels`` (CI builds no second venv).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -175,8 +176,7 @@ CORE_USE = textwrap.dedent(
 
 
 def test_core_works_without_extras() -> None:
-    out = subprocess.run([sys.executable, "-c", HIDE_EXTRAS + CORE_USE], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", HIDE_EXTRAS + CORE_USE], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.strip().endswith("core ok")
 

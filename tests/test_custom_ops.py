@@ -1,33 +1,31 @@
 """Every fused op is a registered PyTorch operator: opcheck (schema, fake tensors, autograd
 registration, AOT dispatch), exact first, second and third derivatives on every backend, force
 training equal to the torch backend, torch.func, meta tensors and the auto-backend fallbacks."""
+
 from __future__ import annotations
 
 import logging
 
 import pytest
 import torch
-from test_egnn_fixtures import random_batch
-from test_message_passing import op_inputs
 
 from alkernels import acquisition as acq
 from alkernels.models import EGNN, EGNNConfig, SpaceGroupClassifier
-from alkernels.ops.dispatch import ext, triton_usable
+from alkernels.ops.dispatch import ext
 from alkernels.ops.message_passing import EdgeWeights, egnn_edge_op
 from alkernels.ops.registry import OPERATORS
+from helpers import (
+    BACKENDS,
+    FUSED,
+    HAS_EXT,
+    device_of,
+    needs_triton,
+    op_inputs,
+    random_batch,
+)
 
 NARROW = EGNNConfig(node_dim=16, edge_hidden=16, coord_hidden=16)
-HAS_EXT = ext() is not None
 CUDA = torch.cuda.is_available()
-TRITON = triton_usable(torch.zeros(0)) or CUDA
-FUSED = [pytest.param("cpu", marks=pytest.mark.skipif(not HAS_EXT, reason="alkernels._C not built")),
-         pytest.param("triton", marks=pytest.mark.skipif(not TRITON, reason="needs TRITON_INTERPRET=1"))]
-BACKENDS = ["torch", *FUSED]
-
-
-def device_of(backend: str) -> str:
-    """Where a backend's tests run: Triton on CUDA when there is a GPU, else everything on the CPU."""
-    return "cuda" if backend == "triton" and CUDA else "cpu"
 
 
 def on(device: str, h, x, shift, graph, w):
@@ -54,10 +52,15 @@ def test_every_operator_is_registered_in_one_namespace() -> None:
     import alkernels.ops  # noqa: F401  (registers every family)
 
     assert set(OPERATORS) == {
-        "alkernels::edge_csr", "alkernels::egnn_edge", "alkernels::egnn_edge_backward",
+        "alkernels::edge_csr",
+        "alkernels::egnn_edge",
+        "alkernels::egnn_edge_backward",
         "alkernels::egnn_edge_double_backward",
-        "alkernels::check_atomic_numbers", "alkernels::score_all", "alkernels::topk", "alkernels::merge_topk",
-    }  # fmt: skip
+        "alkernels::check_atomic_numbers",
+        "alkernels::score_all",
+        "alkernels::topk",
+        "alkernels::merge_topk",
+    }
     for name in OPERATORS:
         assert hasattr(torch.ops.alkernels, name.split("::")[1]), name
 
@@ -84,8 +87,9 @@ def test_opcheck_egnn_edge_double_backward() -> None:
     gm, gdx = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (16, 3))
     v_h, v_x = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (16, 3))
     detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args[:19]]
-    torch.library.opcheck(torch.ops.alkernels.egnn_edge_double_backward.default,
-                          (gm, gdx, *detached, v_h, v_x, 0.1, False, "cpu"))  # fmt: skip
+    torch.library.opcheck(
+        torch.ops.alkernels.egnn_edge_double_backward.default, (gm, gdx, *detached, v_h, v_x, 0.1, False, "cpu")
+    )
 
 
 def reference_double_backward(h, x, shift, graph, w, detach_norm, gm, gdx, v_h, v_x) -> list[torch.Tensor]:
@@ -104,7 +108,7 @@ def reference_double_backward(h, x, shift, graph, w, detach_norm, gm, gdx, v_h, 
 def test_fused_double_backward_matches_the_reference(isa: str, detach_norm: bool) -> None:
     """The C++ double-backward kernels (every build this CPU runs, two OpenMP threads: >= 2,048
     edges) against autograd through the reference, float64, both graph modes."""
-    from alkernels.ops.message_passing.cpu import cpu_double_backward
+    from alkernels.ops.message_passing.cpu import egnn_edge_double_backward_cpu
 
     if not ext().isa_supported(isa):
         pytest.skip(f"this CPU lacks {isa}")
@@ -113,7 +117,9 @@ def test_fused_double_backward_matches_the_reference(isa: str, detach_norm: bool
         gen = torch.Generator().manual_seed(3)
         n = h.shape[0]
         gm, gdx, v_h, v_x = (torch.randn(n, d, generator=gen, dtype=torch.float64) for d in (128, 3, 32, 3))
-        d_gm, d_gdx, grads = cpu_double_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, v_h, v_x, isa)
+        d_gm, d_gdx, grads = egnn_edge_double_backward_cpu(
+            h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, v_h, v_x, isa
+        )
         want = reference_double_backward(h, x, shift, graph, w, detach_norm, gm, gdx, v_h, v_x)
         for k, (a, b) in enumerate(zip([d_gm, d_gdx, *grads], want)):
             assert (a - b).abs().max() <= 1e-11 * max(b.abs().max().item(), 1e-30), (mode, k)
@@ -148,8 +154,11 @@ def test_opcheck_score_all(backend: str, dtype: torch.dtype) -> None:
     # a non-finite sample scores NaN, which opcheck's eager-vs-AOT comparison counts as a
     # difference: the other checks only
     logits[1, 5, 2] = float("nan")
-    torch.library.opcheck(torch.ops.alkernels.score_all.default, (logits, backend, "exclude", 0),
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.alkernels.score_all.default,
+        (logits, backend, "exclude", 0),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
 
 
 def test_opcheck_topk_and_merge() -> None:
@@ -232,7 +241,9 @@ def test_meta_and_fake_tensors_propagate_shapes() -> None:
     with FakeTensorMode(allow_non_fake_inputs=True):
         out = model(batch)
     assert out.shape == (2, 230)
-    meta = torch.ops.alkernels.egnn_edge(*(t.to("meta") if isinstance(t, torch.Tensor) else t for t in edge_args("cpu")))
+    meta = torch.ops.alkernels.egnn_edge(
+        *(t.to("meta") if isinstance(t, torch.Tensor) else t for t in edge_args("cpu"))
+    )
     assert [tuple(t.shape) for t in meta] == [(5, 16), (5, 3)] and meta[0].device.type == "meta"
 
 
@@ -262,7 +273,7 @@ def test_auto_falls_back_to_torch_with_a_logged_reason(caplog: pytest.LogCapture
         egnn_edge_op(h, x, cell_shift, graph, w, backend="cpu")
 
 
-@pytest.mark.skipif(not TRITON, reason="needs TRITON_INTERPRET=1")
+@needs_triton
 def test_auto_fallback_reasons_of_the_triton_backend() -> None:
     from alkernels.ops.message_passing import why_unsupported
 

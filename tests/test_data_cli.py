@@ -1,4 +1,5 @@
 """The ``alkernels data`` command: synth writes readable files, build-graphs caches graphs."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,17 @@ def test_synth_then_build_graphs(tmp_path: Path, capsys) -> None:
     assert structures.ids == table["id"].tolist()
 
     cache = tmp_path / "graphs"
-    args = ["data", "build-graphs", str(out / "synthetic.extxyz"), "--cutoff", "5", "--cache-dir", str(cache),
-            "--workers", "1"]
+    args = [
+        "data",
+        "build-graphs",
+        str(out / "synthetic.extxyz"),
+        "--cutoff",
+        "5",
+        "--cache-dir",
+        str(cache),
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     (entry,) = cache.iterdir()
     assert (entry / "header.json").is_file()

@@ -1,4 +1,5 @@
 """GraphDataset, collate to the GraphBatch contract, DataLoader use and splits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,14 @@ import torch
 from ase import Atoms
 from torch.utils.data import DataLoader, Subset
 
-from alkernels.data import GraphBatch, GraphDataset, build_graphs, collate, crystal_family, split
+from alkernels.data import (
+    GraphBatch,
+    GraphDataset,
+    build_graphs,
+    collate,
+    crystal_family,
+    split,
+)
 
 
 def _crystals() -> list[Atoms]:
@@ -45,9 +53,11 @@ def test_collate_matches_the_graph_batch_contract(graphs) -> None:
     assert torch.equal(batch.batch, torch.repeat_interleave(torch.arange(3), torch.tensor(sizes)))
     same_graph = batch.batch[batch.edge_src] == batch.batch[batch.edge_dst]
     assert bool(same_graph.all())
-    disp = batch.pos[batch.edge_src] + torch.einsum(
-        "ek,ekj->ej", batch.edge_shift, batch.cell[batch.batch[batch.edge_src]]
-    ) - batch.pos[batch.edge_dst]
+    disp = (
+        batch.pos[batch.edge_src]
+        + torch.einsum("ek,ekj->ej", batch.edge_shift, batch.cell[batch.batch[batch.edge_src]])
+        - batch.pos[batch.edge_dst]
+    )
     expected = np.concatenate([graphs[k].edge_vec for k in (3, 0, 7)])
     np.testing.assert_allclose(disp.numpy(), expected, atol=1e-4)
     assert float(disp.norm(dim=1).max()) < 4.0

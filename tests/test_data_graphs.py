@@ -1,4 +1,5 @@
 """Graph construction: periodic mode against ASE, matsciml mode on hand-made cells, the cache."""
+
 from __future__ import annotations
 
 import json

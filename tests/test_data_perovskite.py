@@ -1,4 +1,5 @@
 """The generated perovskite dataset: textbook tilt groups, determinism, labels, the cache, bad input."""
+
 from __future__ import annotations
 
 import re
@@ -20,10 +21,17 @@ from alkernels.data.structures import check_structure, make_atoms
 
 #: One valid angle set (degrees about x, y, z) per tilt system: equal letters equal, distinct apart.
 ANGLES = {
-    "a0a0a0": (0.0, 0.0, 0.0), "a0a0c+": (0.0, 0.0, 10.0), "a0a0c-": (0.0, 0.0, 10.0),
-    "a0b-b-": (0.0, 8.0, 8.0), "a-a-a-": (9.0, 9.0, 9.0), "a+b-b-": (7.0, 12.0, 12.0),
-    "a+a+a+": (10.0, 10.0, 10.0), "a0b+b+": (0.0, 9.0, 9.0), "a-b-b-": (6.0, 11.0, 11.0),
-    "a0b-c-": (0.0, 6.0, 12.0), "a0b+c-": (0.0, 8.0, 12.0),
+    "a0a0a0": (0.0, 0.0, 0.0),
+    "a0a0c+": (0.0, 0.0, 10.0),
+    "a0a0c-": (0.0, 0.0, 10.0),
+    "a0b-b-": (0.0, 8.0, 8.0),
+    "a-a-a-": (9.0, 9.0, 9.0),
+    "a+b-b-": (7.0, 12.0, 12.0),
+    "a+a+a+": (10.0, 10.0, 10.0),
+    "a0b+b+": (0.0, 9.0, 9.0),
+    "a-b-b-": (6.0, 11.0, 11.0),
+    "a0b-c-": (0.0, 6.0, 12.0),
+    "a0b+c-": (0.0, 8.0, 12.0),
 }
 
 

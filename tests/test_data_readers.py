@@ -1,4 +1,5 @@
 """Readers: the real CSV files, every other source type, and bad-row handling."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ def _shared(name: str) -> Path:
 
 
 def _rocksalt(a: float = 5.64) -> Atoms:
-    return Atoms("NaCl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]],
-                 cell=0.5 * a * (np.ones((3, 3)) - np.eye(3)), pbc=True)
+    return Atoms(
+        "NaCl", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=0.5 * a * (np.ones((3, 3)) - np.eye(3)), pbc=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +70,15 @@ def test_perovskites_parse_with_properties(name: str) -> None:
     assert structures.labels is None
 
 
-def _cif(lengths: tuple[float, float, float], angles: tuple[float, float, float],
-         sites: list[tuple[str, float, float, float]]) -> str:
+def _cif(
+    lengths: tuple[float, float, float],
+    angles: tuple[float, float, float],
+    sites: list[tuple[str, float, float, float]],
+) -> str:
     """A minimal P1 CIF text."""
     head = "".join(f"_cell_length_{ax} {v}\n" for ax, v in zip("abc", lengths))
     head += "".join(f"_cell_angle_{ax} {v}\n" for ax, v in zip(("alpha", "beta", "gamma"), angles))
-    loop = "loop_\n_atom_site_label\n_atom_site_type_symbol\n" + "".join(
-        f"_atom_site_fract_{ax}\n" for ax in "xyz")
+    loop = "loop_\n_atom_site_label\n_atom_site_type_symbol\n" + "".join(f"_atom_site_fract_{ax}\n" for ax in "xyz")
     body = "".join(f"{el}{k} {el} {x} {y} {z}\n" for k, (el, x, y, z) in enumerate(sites))
     return f"data_test\n{head}{loop}{body}"
 
@@ -89,8 +93,9 @@ def _csv_with_bad_rows(tmp_path: Path) -> tuple[Path, dict[int, str]]:
         "data_broken\n_cell_length_a 5\nthis is { not a cif\n",
         _cif((6.0, 6.0, 6.0), (90, 90, 90), sites),
     ]
-    frame = pd.DataFrame({"material_id": [f"x-{k}" for k in range(len(texts))],
-                          "energy": range(len(texts)), "cif": texts})
+    frame = pd.DataFrame(
+        {"material_id": [f"x-{k}" for k in range(len(texts))], "energy": range(len(texts)), "cif": texts}
+    )
     csv = tmp_path / "rows.csv.gz"
     frame.to_csv(csv, index=False)
     reasons = {1: "zero cell", 2: "near-singular", 3: "overlapping", 4: "unparsable"}
@@ -173,8 +178,11 @@ def test_pymatgen_objects_and_matbench_json(tmp_path: Path) -> None:
     structure = AseAtomsAdaptor.get_structure(_rocksalt())
     from_objects = read_structures([structure, _rocksalt(6.0)])
     assert len(from_objects) == 2 and sorted(from_objects[0].get_chemical_symbols()) == ["Cl", "Na"]
-    doc = {"index": ["mb-1", "mb-2"], "columns": ["structure", "e_form"],
-           "data": [[structure.as_dict(), -1.0], [structure.as_dict(), -2.0]]}
+    doc = {
+        "index": ["mb-1", "mb-2"],
+        "columns": ["structure", "e_form"],
+        "data": [[structure.as_dict(), -1.0], [structure.as_dict(), -2.0]],
+    }
     path = tmp_path / "matbench.json"
     path.write_text(json.dumps(doc))
     structures = read_structures(path, label="spacegroup")

@@ -1,4 +1,5 @@
 """The built-in synthetic dataset: determinism, spglib labels, the shipped prior, the cache."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alkernels.data import derive_spacegroup_prior, spacegroup_number, synthetic_crystals
+from alkernels.data import (
+    derive_spacegroup_prior,
+    spacegroup_number,
+    synthetic_crystals,
+)
 from alkernels.data.synthetic import ATOMS_RANGE, PRIOR_PATH, load_spacegroup_prior
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -12,6 +12,7 @@ labelled set) and the accuracies are equal; the test losses agree to 1e-5 relati
 sums each batch's gradient in two halves. One rank against one process: every record is equal
 bit for bit.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,11 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from test_loop import make_loop, without_timings
 
 from alkernels import acquisition as acq
 from alkernels import distributed as D
 from alkernels.loop import TIMING_KEYS, read_records
+from helpers import CRYSTALS, make_loop, without_timings
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
@@ -48,15 +49,15 @@ def _entry(rank: int, world: int, store: str, timeout: float, fn, args) -> None:
 def spawn(tmp_path: Path, fn, *args, world: int = 2, timeout: float = 20.0) -> None:
     """Run ``fn(rank, world, *args)`` on ``world`` spawned ranks; re-raises a rank's exception."""
     os.environ.update(ENV)
-    mp.start_processes(_entry, args=(world, str(tmp_path / "store"), timeout, fn, args), nprocs=world,
-                       start_method="spawn")
+    mp.start_processes(
+        _entry, args=(world, str(tmp_path / "store"), timeout, fn, args), nprocs=world, start_method="spawn"
+    )
 
 
 def torchrun(*args, nproc: int = 2, timeout: float = 120.0) -> tuple[subprocess.CompletedProcess, float]:
     """``torchrun --standalone --nproc_per_node nproc *args``; returns (result, seconds)."""
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           *map(str, args)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     return out, time.perf_counter() - t0
@@ -75,7 +76,8 @@ def _check_selection(rank: int, world: int) -> None:
         t, c = (1, 3) if trial % 2 else (4, 5)
         # few distinct values: exact ties everywhere, also across shard boundaries
         logits = (torch.randint(-2, 3, (t, n, c), generator=g) / 2).to(
-            [torch.float32, torch.float16, torch.bfloat16][trial % 3])
+            [torch.float32, torch.float16, torch.bfloat16][trial % 3]
+        )
         mask = torch.rand(n, generator=g) < 0.25
         exclude = [None, mask, torch.nonzero(mask).flatten().tolist()][trial % 3]
         selectable = n - (int(mask.sum()) if exclude is not None else 0)
@@ -87,19 +89,21 @@ def _check_selection(rank: int, world: int) -> None:
         lo, hi = D.shard_range(n, rank, world) if trial % 2 else ((0, cut) if rank == 0 else (cut, n))
         ref = acq.select(logits, strategy, k, exclude=exclude)
         _same(D.select_distributed(logits[:, lo:hi], strategy, k, offset=lo, exclude=exclude), ref)
-        chunks = [logits[:, a:min(a + 3, hi)] for a in range(lo, hi, 3)]
+        chunks = [logits[:, a : min(a + 3, hi)] for a in range(lo, hi, 3)]
         _same(D.select_distributed(chunks, strategy, k, offset=lo, exclude=exclude), ref)
         # a streaming selector fed round-robin chunks: ranks' rows interleave
         sel = D.DistributedStreamingSelector(strategy, k, exclude=exclude)
         for j, a in enumerate(range(0, n, 4)):
             if j % world == rank:
-                sel.update(logits[:, a:a + 4], a)
+                sel.update(logits[:, a : a + 4], a)
         _same(sel.result(), ref)
         scores = acq.score(logits, strategy).clone()
         if exclude is not None:
             scores[mask] = float("nan")
-        _same(D.topk_distributed(acq.score(logits[:, lo:hi], strategy), k, offset=lo, exclude=exclude),
-              acq.topk(scores, k))
+        _same(
+            D.topk_distributed(acq.score(logits[:, lo:hi], strategy), k, offset=lo, exclude=exclude),
+            acq.topk(scores, k),
+        )
     # all ties: the lowest global indices win, across the boundary
     flat = torch.zeros(2, 10, 3)
     lo, hi = D.shard_range(10, rank, world)
@@ -109,11 +113,13 @@ def _check_selection(rank: int, world: int) -> None:
         D.select_distributed(flat[:, lo:hi], "bald", 11, offset=lo)
     bad = torch.randn(2, 10, 3, generator=g)
     bad[1, 8, 0] = float("inf")  # in rank 1's shard
-    mine = bad[:, 5 * rank:5 * rank + 5]
+    mine = bad[:, 5 * rank : 5 * rank + 5]
     with pytest.raises(ValueError, match=r"non-finite logits .* pool sample 8; .* \(rank 1\)"):
         D.select_distributed(mine, "bald", 2, offset=5 * rank)
-    _same(D.select_distributed(mine, "margin", 9, offset=5 * rank, nonfinite="exclude"),
-          acq.select(bad, "margin", 9, nonfinite="exclude"))
+    _same(
+        D.select_distributed(mine, "margin", 9, offset=5 * rank, nonfinite="exclude"),
+        acq.select(bad, "margin", 9, nonfinite="exclude"),
+    )
     with pytest.raises(ValueError, match="shards overlap"):
         D.select_distributed(torch.zeros(2, 5, 3), "bald", 3, offset=0)
 
@@ -129,8 +135,9 @@ def _hang_in_query(rank: int, world: int, out: str) -> None:
     try:
         D.select_distributed(torch.zeros(2, 4, 3), "bald", 2, offset=4 * rank)
     except D.DistributedError as err:
-        Path(out).write_text(json.dumps({"message": str(err), "unresponsive": list(err.unresponsive),
-                                         "phase": err.phase}))
+        Path(out).write_text(
+            json.dumps({"message": str(err), "unresponsive": list(err.unresponsive), "phase": err.phase})
+        )
     os._exit(0)
 
 
@@ -138,8 +145,13 @@ def _hang_in_query(rank: int, world: int, out: str) -> None:
 def test_a_hanging_rank_is_named_within_the_timeout(tmp_path):
     os.environ.update(ENV)
     out = tmp_path / "error.json"
-    ctx = mp.start_processes(_entry, args=(2, str(tmp_path / "store"), 3.0, _hang_in_query, (str(out),)),
-                             nprocs=2, start_method="spawn", join=False)
+    ctx = mp.start_processes(
+        _entry,
+        args=(2, str(tmp_path / "store"), 3.0, _hang_in_query, (str(out),)),
+        nprocs=2,
+        start_method="spawn",
+        join=False,
+    )
     try:
         t0 = time.perf_counter()
         ctx.processes[0].join(60)
@@ -217,8 +229,9 @@ def test_two_ranks_label_the_same_structures_as_one_process(two_rank_runs, tmp_p
 @pytest.mark.timeout(240)
 def test_a_dying_rank_fails_the_run_and_resume_finishes_it(two_rank_runs, tmp_path):
     # rank 1 SIGKILLs itself at its 8th training step: in the middle of round 3's training
-    res, seconds = torchrun(WORKER, "--out", tmp_path, "--strategies", "bald:0.1", "--kill-rank", 1,
-                            "--kill-at", 8, "--timeout", 30)
+    res, seconds = torchrun(
+        WORKER, "--out", tmp_path, "--strategies", "bald:0.1", "--kill-rank", 1, "--kill-at", 8, "--timeout", 30
+    )
     output = res.stdout + res.stderr
     assert res.returncode != 0 and seconds < 90, output[-3000:]
     assert "rank 0 of 2 failed during training, round 3" in output, output[-3000:]
@@ -240,11 +253,9 @@ def cif_dir(tmp_path_factory):
     from ase.build import bulk
 
     folder = tmp_path_factory.mktemp("cifs")
-    crystals = [("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87), ("Si", "diamond", 5.43), ("NaCl", "rocksalt", 5.64),
-                ("GaAs", "zincblende", 5.65), ("Mg", "hcp", 3.21), ("CsCl", "cesiumchloride", 4.12),
-                ("CaF2", "fluorite", 5.46)]
-    for k, (formula, kind, a) in enumerate((c for s in (0.97, 1.0, 1.03) for c in
-                                            [(f, kd, a * s) for f, kd, a in crystals])):
+    for k, (formula, kind, a) in enumerate(
+        (c for s in (0.97, 1.0, 1.03) for c in [(f, kd, a * s) for f, kd, a in CRYSTALS])
+    ):
         ase_io.write(folder / f"{k:02d}-{formula}.cif", bulk(formula, kind, a=a))
     return folder
 
@@ -252,10 +263,40 @@ def cif_dir(tmp_path_factory):
 @pytest.mark.timeout(180)
 def test_cli_run_under_torchrun(cif_dir, tmp_path):
     out = tmp_path / "run"
-    res, _ = torchrun("-m", "alkernels", "run", "--distributed", "--dist-timeout", 60, "--strategy", "margin",
-                      "--dataset", cif_dir, "--label", "spacegroup", "--out", out, "--rounds", 3, "--epochs", 1,
-                      "--initial", 3, "--query-size", 3, "--backend", "torch", "--dropout", 0,
-                      "--cache-dir", cif_dir.parent / "cache", "--workers", 1, "--threads", 1)
+    res, _ = torchrun(
+        "-m",
+        "alkernels",
+        "run",
+        "--distributed",
+        "--dist-timeout",
+        60,
+        "--strategy",
+        "margin",
+        "--dataset",
+        cif_dir,
+        "--label",
+        "spacegroup",
+        "--out",
+        out,
+        "--rounds",
+        3,
+        "--epochs",
+        1,
+        "--initial",
+        3,
+        "--query-size",
+        3,
+        "--backend",
+        "torch",
+        "--dropout",
+        0,
+        "--cache-dir",
+        cif_dir.parent / "cache",
+        "--workers",
+        1,
+        "--threads",
+        1,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     records = read_records(out / "records.jsonl")
     assert [r["labelled_count"] for r in records] == [3, 6, 9]
@@ -270,9 +311,32 @@ def _reproduce(rank: int, world: int, cif_dir: str, out: str) -> None:
     from alkernels.experiments.spacegroup import grid
 
     grid.PRESETS["quick"] = replace(grid.PRESETS["quick"], rounds=3, initial=0.2, query_size=0.2)
-    code = main(["reproduce", "--distributed", "--preset", "quick", "--strategies", "margin",
-                 "--seeds", "1", "--reset", "keep", "--epochs", "1", "--dataset", cif_dir, "--label", "spacegroup",
-                 "--out", out, "--cache-dir", str(Path(cif_dir).parent / "cache"), "--workers", "1"])
+    code = main(
+        [
+            "reproduce",
+            "--distributed",
+            "--preset",
+            "quick",
+            "--strategies",
+            "margin",
+            "--seeds",
+            "1",
+            "--reset",
+            "keep",
+            "--epochs",
+            "1",
+            "--dataset",
+            cif_dir,
+            "--label",
+            "spacegroup",
+            "--out",
+            out,
+            "--cache-dir",
+            str(Path(cif_dir).parent / "cache"),
+            "--workers",
+            "1",
+        ]
+    )
     assert code == 0
 
 

@@ -1,4 +1,5 @@
 """The EGNN encoder and its heads: layout, backends, invariances, taps, MC dropout, training."""
+
 from __future__ import annotations
 
 import math
@@ -6,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_egnn_fixtures import build_batch, random_batch, random_structures
 
-from alkernels.ops.dispatch import ext
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor, SpaceGroupClassifier
+from alkernels.ops.dispatch import ext
+from helpers import build_batch, random_batch, random_structures
 
 MP20 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp20_sample.csv.gz"
 CPU_BACKENDS = ["torch"] + (["cpu"] if ext() is not None else [])

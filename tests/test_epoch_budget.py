@@ -1,5 +1,6 @@
 """The compute-matched schedule (``epoch_budget``): the split, the loop's steps, config and resume,
 and the CLI flag; and the oversubscription warning."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,14 +8,13 @@ import json
 
 import pytest
 import torch
-from test_loop import make_loop
-from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
 from alkernels import _threads
 from alkernels.loop.epochs import epoch_schedule, sample_epochs
 from alkernels.strategies import RandomStrategy
+from helpers import make_loop
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(60)]
 
 
 def test_fixed_epochs_schedule():
@@ -38,13 +38,16 @@ def test_budget_split_by_hand():
     assert tight == [6, 3, 2, 1, 1, 1, 1, 1, 1, 1] and sample_epochs(counts, tight) == 6700
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "exactly one of"),
-    ({"epochs": 2, "epoch_budget": 3.0}, "exactly one of"),
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"epoch_budget": 5.0}, "below 5.5"),
-    ({"epoch_budget": float("nan")}, "below 5.5"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one of"),
+        ({"epochs": 2, "epoch_budget": 3.0}, "exactly one of"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epoch_budget": 5.0}, "below 5.5"),
+        ({"epoch_budget": float("nan")}, "below 5.5"),
+    ],
+)
 def test_bad_schedules_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         epoch_schedule([100 * r for r in range(1, 11)], 1000, **kwargs)
@@ -88,17 +91,41 @@ def test_fixed_schedule_config_is_unchanged(tmp_path):
 def test_run_cli_epoch_budget(tmp_path):
     import ase.io
     from ase.build import bulk
-    from test_cli_run import CRYSTALS
 
     from alkernels.cli import main
+    from helpers import CRYSTALS
 
     folder = tmp_path / "cifs"
     folder.mkdir()
     for k, (formula, kind, a) in enumerate(CRYSTALS * 2):
         ase.io.write(folder / f"{k:02d}.cif", bulk(formula, kind, a=a * (1 + 0.02 * (k // len(CRYSTALS)))))
-    args = ["run", "--strategy", "random", "--dataset", folder, "--label", "spacegroup", "--out", tmp_path / "r",
-            "--rounds", 3, "--epoch-budget", 2, "--initial", 4, "--query-size", 4, "--backend", "torch",
-            "--cache-dir", tmp_path / "cache", "--workers", 1, "--test-fraction", 0.25]
+    args = [
+        "run",
+        "--strategy",
+        "random",
+        "--dataset",
+        folder,
+        "--label",
+        "spacegroup",
+        "--out",
+        tmp_path / "r",
+        "--rounds",
+        3,
+        "--epoch-budget",
+        2,
+        "--initial",
+        4,
+        "--query-size",
+        4,
+        "--backend",
+        "torch",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--workers",
+        1,
+        "--test-fraction",
+        0.25,
+    ]
     assert main([str(a) for a in args]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     n = config["n_train"]
@@ -119,7 +146,7 @@ def test_threads_per_worker_and_the_warning(monkeypatch, capsys):
     assert "2 process(es) x 3 thread(s) = 6 threads on 4 usable core(s)" in text and "--threads 2" in text
     assert _threads.oversubscription_warning(1, 2, cores=1) is not None
 
-    from alkernels.cli.run import apply_threads
+    from alkernels.cli._common import apply_threads
 
     before = torch.get_num_threads()
     try:

@@ -26,9 +26,7 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def test_pytorch_streaming_runs_as_a_script(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
+def test_pytorch_streaming_runs_as_a_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     argv = [
         "pytorch_streaming.py",
         "--pool",
@@ -40,9 +38,7 @@ def test_pytorch_streaming_runs_as_a_script(
         "--rounds",
         "2",
     ]
-    monkeypatch.setattr(
-        sys, "argv", argv + ["--passes", "4", "--batch-size", "64", "--epochs", "2"]
-    )
+    monkeypatch.setattr(sys, "argv", argv + ["--passes", "4", "--batch-size", "64", "--epochs", "2"])
     runpy.run_path(str(EXAMPLES / "pytorch_streaming.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "round 1:" in out and "50 labelled" in out

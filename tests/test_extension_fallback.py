@@ -1,4 +1,5 @@
 """Without the compiled extension the package still imports, warns once, and uses torch."""
+
 from __future__ import annotations
 
 import subprocess

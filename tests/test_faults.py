@@ -4,6 +4,7 @@ After each fault: (a) nothing that was finished is lost, (b) nothing damaged is 
 message names the file. Runs happen in subprocesses (the driver below) so that a kill is a real
 kill; the uninterrupted reference is the same driver without a fault.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,9 @@ DRIVER = textwrap.dedent(
 )
 
 
-def drive(out: Path, *, resume: bool = False, fault: str = "none", count: int = 0, restart: bool = False,
-          wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+def drive(
+    out: Path, *, resume: bool = False, fault: str = "none", count: int = 0, restart: bool = False, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
     args = [sys.executable, "-c", DRIVER, str(out), "1" if resume else "0", fault, str(count), "1" if restart else "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if not wait:
@@ -109,14 +111,17 @@ def killed(done: subprocess.CompletedProcess) -> bool:
     return done.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("fault, count, rounds_kept", [
-    ("train_step", 4, 1),        # inside round 2's training (steps 3-6)
-    ("after_record", 2, 2),      # round 2's record is durable, its checkpoint is not written
-])
+@pytest.mark.parametrize(
+    "fault, count, rounds_kept",
+    [
+        ("train_step", 4, 1),  # inside round 2's training (steps 3-6)
+        ("after_record", 2, 2),  # round 2's record is durable, its checkpoint is not written
+    ],
+)
 def test_kill_then_resume_loses_nothing_finished(tmp_path: Path, reference, fault, count, rounds_kept) -> None:
     out = tmp_path / "run"
     assert killed(drive(out, fault=fault, count=count))
-    assert len(read_records(out / "records.jsonl")) == rounds_kept       # (a) finished rounds are there
+    assert len(read_records(out / "records.jsonl")) == rounds_kept  # (a) finished rounds are there
     done = drive(out, resume=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert without_timings(read_records(out / "records.jsonl")) == reference  # the round is redone exactly
@@ -125,14 +130,14 @@ def test_kill_then_resume_loses_nothing_finished(tmp_path: Path, reference, faul
 
 def test_kill_during_the_records_rewrite_keeps_the_file_whole(tmp_path: Path, reference) -> None:
     out = tmp_path / "run"
-    assert killed(drive(out, fault="after_record", count=2))               # a record newer than the checkpoint
+    assert killed(drive(out, fault="after_record", count=2))  # a record newer than the checkpoint
     before = (out / "records.jsonl").read_bytes()
-    assert killed(drive(out, resume=True, fault="records_rewrite"))        # killed while dropping it
-    assert (out / "records.jsonl").read_bytes() == before                   # old content, whole
+    assert killed(drive(out, resume=True, fault="records_rewrite"))  # killed while dropping it
+    assert (out / "records.jsonl").read_bytes() == before  # old content, whole
     done = drive(out, resume=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert without_timings(read_records(out / "records.jsonl")) == reference
-    assert not list(out.glob(".*.alk-tmp"))                                     # the stale temp file is gone
+    assert not list(out.glob(".*.alk-tmp"))  # the stale temp file is gone
 
 
 def test_damaged_checkpoint_is_refused_by_name_then_restarted(tmp_path: Path, reference) -> None:
@@ -140,12 +145,12 @@ def test_damaged_checkpoint_is_refused_by_name_then_restarted(tmp_path: Path, re
     assert killed(drive(out, fault="after_record", count=3))
     ckpt = out / "checkpoint.pt"
     data = bytearray(ckpt.read_bytes())
-    data[len(data) // 2] ^= 0x10                                            # one flipped bit
+    data[len(data) // 2] ^= 0x10  # one flipped bit
     ckpt.write_bytes(bytes(data))
     done = drive(out, resume=True)
     assert done.returncode != 0
     assert f"checkpoint {ckpt} is damaged (its bytes do not match the stored checksum)" in done.stderr  # (b), (c)
-    done = drive(out, resume=True, restart=True)                            # redo from the previous checkpoint
+    done = drive(out, resume=True, restart=True)  # redo from the previous checkpoint
     assert done.returncode == 0, done.stderr[-2000:]
     assert without_timings(read_records(out / "records.jsonl")) == reference
     assert list(out.glob("checkpoint.pt.damaged-*"))
@@ -170,21 +175,21 @@ def test_damaged_record_line_is_named_not_dropped(tmp_path: Path) -> None:
         read_records(path)
     done = drive(out, resume=True)
     assert done.returncode != 0 and f"{path}, line 2: damaged record" in done.stderr
-    assert path.read_text().count("\n") == 3                                # nothing after it was dropped
+    assert path.read_text().count("\n") == 3  # nothing after it was dropped
 
 
 def test_two_writers_into_one_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = drive(out, fault="hold", wait=False)
     try:
-        assert first.stdout.readline().strip() == "holding"                 # inside round 1, lock held
+        assert first.stdout.readline().strip() == "holding"  # inside round 1, lock held
         second = drive(out)
         assert second.returncode != 0
         assert f"{out} is in use by another run (process {first.pid})" in second.stderr
     finally:
         first.kill()
         first.wait()
-    done = drive(out, resume=True)                                          # the lock died with its holder
+    done = drive(out, resume=True)  # the lock died with its holder
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -197,14 +202,43 @@ def test_cli_refuses_a_second_writer_before_any_work(tmp_path: Path) -> None:
         assert holder.stdout.readline().strip() == "holding"
         err_file = tmp_path / "err.txt"
         with open(err_file, "w") as err:
-            code = subprocess.run([sys.executable, "-m", "alkernels", "run", "--strategy", "margin", "--dataset",
-                                   "perovskite:20", "--out", str(out), "--resume"], stderr=err, timeout=120).returncode
+            code = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "alkernels",
+                    "run",
+                    "--strategy",
+                    "margin",
+                    "--dataset",
+                    "perovskite:20",
+                    "--out",
+                    str(out),
+                    "--resume",
+                ],
+                stderr=err,
+                timeout=120,
+            ).returncode
         assert code == 2 and f"is in use by another run (process {holder.pid})" in err_file.read_text()
     finally:
         holder.kill()
         holder.wait()
-    assert main(["run", "--strategy", "margin", "--dataset", "perovskite:20", "--out", str(tmp_path / "f"),
-                 "--device", "cuda:7"]) == 2  # validated before any data is generated
+    assert (
+        main(
+            [
+                "run",
+                "--strategy",
+                "margin",
+                "--dataset",
+                "perovskite:20",
+                "--out",
+                str(tmp_path / "f"),
+                "--device",
+                "cuda:7",
+            ]
+        )
+        == 2
+    )  # validated before any data is generated
 
 
 CACHE_DRIVER = textwrap.dedent(
@@ -230,20 +264,23 @@ CACHE_DRIVER = textwrap.dedent(
 
 
 def test_kill_during_a_cache_build_leaves_nothing_that_is_used(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-c", CACHE_DRIVER, str(tmp_path)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", CACHE_DRIVER, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert killed(done)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("graphs-")]   # no entry published
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".graphs-")]       # the dead build's temp folder
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("graphs-")]  # no entry published
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".graphs-")]  # the dead build's temp folder
     from ase import Atoms
 
-    atoms = [Atoms(numbers=[11, 17], scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=4 * np.eye(3), pbc=True)
-             for _ in range(40)]
+    atoms = [
+        Atoms(numbers=[11, 17], scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=4 * np.eye(3), pbc=True)
+        for _ in range(40)
+    ]
     graphs = build_graphs(atoms, cutoff=5.0, workers=1, cache_dir=tmp_path)
     assert graphs.num_edges > 0
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".graphs-")]   # removed as dead
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".graphs-")]  # removed as dead
     _store._VERIFIED.clear()
-    _store.load_store(graphs.path)                                                # intact, checksums included
+    _store.load_store(graphs.path)  # intact, checksums included
 
 
 def test_records_file_with_a_torn_last_line_is_repaired(tmp_path: Path) -> None:
@@ -253,4 +290,3 @@ def test_records_file_with_a_torn_last_line_is_repaired(tmp_path: Path) -> None:
 
     assert read(path, repair=True) == [{"round": 0}]
     assert path.read_text() == json.dumps({"round": 0}) + "\n"
-

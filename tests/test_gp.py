@@ -1,5 +1,6 @@
 """``alkernels.gp``: the GPRegressor (gpytorch fit + incremental posterior), the strategies and
 the resumable GPActiveLearner."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,9 @@ from alkernels.gp import GPActiveLearner, GPRegressor, get_strategy, top_k  # no
 from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS  # noqa: E402
 from alkernels.loop import read_records  # noqa: E402
 from alkernels.ops.gp import exact_posterior  # noqa: E402
-from test_gp_ops import np_gp  # noqa: E402
-from test_strategies import one_thread  # noqa: E402, F401  (autouse fixture)
+from helpers import np_gp
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(120)]
 
 
 def data(n=300, d=4, seed=0):
@@ -82,7 +82,7 @@ def test_condition_equals_refitting_the_posterior():
     x, y = data()
     gp = small_gp().fit(x[:40], y[:40], pool=x[40:])
     for j in range(40, 60):
-        gp.condition(x[j:j + 1], y[j:j + 1], pool_index=torch.tensor([j - 40]))
+        gp.condition(x[j : j + 1], y[j : j + 1], pool_index=torch.tensor([j - 40]))
     gp.condition(x[60:65], y[60:65])
     xs = torch.from_numpy(x[:65]) - gp.center
     ys = (torch.from_numpy(y[:65]) - gp.y_mean) / gp.y_std
@@ -175,8 +175,16 @@ def test_unknown_strategy():
 # -- the loop ---------------------------------------------------------------------------------
 def learner(out, strategy="gp_variance", **kw):
     x, y = data(n=240)
-    args = dict(strategy=strategy, initial=20, queries=30, batch=1, gp={"iterations": 10}, seed=3,
-                out_dir=out, checkpoint_every=4)
+    args = dict(
+        strategy=strategy,
+        initial=20,
+        queries=30,
+        batch=1,
+        gp={"iterations": 10},
+        seed=3,
+        out_dir=out,
+        checkpoint_every=4,
+    )
     args.update(kw)
     return GPActiveLearner(x, y, np.arange(200), np.arange(200, 240), **args)
 
@@ -230,15 +238,30 @@ def test_loop_records_determinism_and_resume(tmp_path, strategy, batch):
 def test_run_folder_guarantees(tmp_path):
     """The GP run writes through RunDirectory: one writer, checksummed checkpoints with a fallback
     to the previous one, and no resume on other data."""
-    from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, RunInUseError
+    from alkernels.loop.rundir import (
+        DamagedCheckpointError,
+        RunDirectory,
+        RunInUseError,
+    )
 
     out = tmp_path / "r"
     full = learner(out).run()
     with RunDirectory(out).lock(), pytest.raises(RunInUseError, match="in use by another run"):
         learner(out).run(resume=True)
     x, y = data(n=240)
-    other = GPActiveLearner(x, y + 1.0, np.arange(200), np.arange(200, 240), strategy="gp_variance", initial=20,
-                            queries=30, gp={"iterations": 10}, seed=3, out_dir=out, checkpoint_every=4)
+    other = GPActiveLearner(
+        x,
+        y + 1.0,
+        np.arange(200),
+        np.arange(200, 240),
+        strategy="gp_variance",
+        initial=20,
+        queries=30,
+        gp={"iterations": 10},
+        seed=3,
+        out_dir=out,
+        checkpoint_every=4,
+    )
     with pytest.raises(ValueError, match="settings differ \\(data: "):
         other.run(resume=True)
     ckpt = out / "checkpoint.pt"
@@ -267,8 +290,20 @@ def test_refit_and_feature_callable(tmp_path):
         seen.append((len(labelled), seed))
         return x * 1.0
 
-    run = GPActiveLearner(features, y, np.arange(200), np.arange(200, 240), initial=0.1, queries=12, batch=2,
-                          gp={"iterations": 5}, refit_every=5, retrain_every=8, seed=1, out_dir=tmp_path / "r")
+    run = GPActiveLearner(
+        features,
+        y,
+        np.arange(200),
+        np.arange(200, 240),
+        initial=0.1,
+        queries=12,
+        batch=2,
+        gp={"iterations": 5},
+        refit_every=5,
+        retrain_every=8,
+        seed=1,
+        out_dir=tmp_path / "r",
+    )
     records = run.run()
     fits = [r["step"] for r in records if "fit" in r]
     # queries done before each step: 0, 2, 4, 6, 8, 10, 12 -> refits when crossing 5 and 10,
@@ -315,8 +350,11 @@ def test_composition_features_and_encoder_files(tmp_path):
     torch.manual_seed(0)
     model = PropertyRegressor(EGNN(), ["e"])
     ref = model.encoder.state_dict()
-    for name, obj in (("enc.pt", model.encoder.state_dict()), ("model.pt", model.state_dict()),
-                      ("initial.pt", {"model": model.state_dict(), "aux": None})):
+    for name, obj in (
+        ("enc.pt", model.encoder.state_dict()),
+        ("model.pt", model.state_dict()),
+        ("initial.pt", {"model": model.state_dict(), "aux": None}),
+    ):
         torch.save(obj, tmp_path / name)
         loaded = load_encoder(tmp_path / name, backend="torch").state_dict()
         assert all(torch.equal(loaded[k], ref[k]) for k in ref)

@@ -1,5 +1,6 @@
 """``alkernels run --task regression``, ``reproduce --study gp-regression`` and ``report`` on a
 tiny generated CSV, and every bad configuration."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,7 +16,7 @@ from ase.build import bulk
 pytest.importorskip("gpytorch")
 
 from alkernels.loop import read_records  # noqa: E402
-from test_cli_run import CRYSTALS, assert_packed_report_rebuilds, cli  # noqa: E402
+from helpers import CRYSTALS, assert_packed_report_rebuilds, cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,9 +44,34 @@ def csv(tmp_path_factory):
 
 
 def run_args(csv, out, *extra):
-    return ["run", "--task", "regression", "--target", "formation_energy_per_atom", "--dataset", csv,
-            "--out", out, "--initial", 6, "--queries", 6, "--batch", 2, "--fit-iterations", 5,
-            "--embedding", "composition", "--cache-dir", out.parent / "cache", "--workers", 1, "--threads", 1, *extra]
+    return [
+        "run",
+        "--task",
+        "regression",
+        "--target",
+        "formation_energy_per_atom",
+        "--dataset",
+        csv,
+        "--out",
+        out,
+        "--initial",
+        6,
+        "--queries",
+        6,
+        "--batch",
+        2,
+        "--fit-iterations",
+        5,
+        "--embedding",
+        "composition",
+        "--cache-dir",
+        out.parent / "cache",
+        "--workers",
+        1,
+        "--threads",
+        1,
+        *extra,
+    ]
 
 
 def test_regression_run_smoke(csv, tmp_path, capsys):
@@ -79,21 +105,24 @@ def test_regression_run_with_a_trained_encoder_then_its_checkpoint(csv, tmp_path
     assert config["embedding"] == "checkpoint" and config["checkpoint"] == encoders[0].name
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--strategy", "gp_variance", "--target", "nope"], "target column 'nope' not found"),
-    (["--strategy", "gp_variance", "--queries", 30], "the pool has 31"),
-    (["--strategy", "gp_variance", "--kernel", "cubic"], "unknown kernel 'cubic'"),
-    (["--strategy", "margin"], "unknown regression strategy 'margin'"),
-    (["--strategy", "gp_variance", "--noise", "loud"], "--noise must be 'learn', 0 or a positive variance"),
-    (["--strategy", "gp_variance", "--embedding", "megnet"], "unknown embedding 'megnet'"),
-    (["--strategy", "gp_variance", "--embedding", "checkpoint:/nonexistent.pt"], "does not exist"),
-    (["--strategy", "gp_variance", "--gp-method", "sparse", "--noise", "0"], "needs noise > 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--strategy", "gp_variance", "--target", "nope"], "target column 'nope' not found"),
+        (["--strategy", "gp_variance", "--queries", 30], "the pool has 31"),
+        (["--strategy", "gp_variance", "--kernel", "cubic"], "unknown kernel 'cubic'"),
+        (["--strategy", "margin"], "unknown regression strategy 'margin'"),
+        (["--strategy", "gp_variance", "--noise", "loud"], "--noise must be 'learn', 0 or a positive variance"),
+        (["--strategy", "gp_variance", "--embedding", "megnet"], "unknown embedding 'megnet'"),
+        (["--strategy", "gp_variance", "--embedding", "checkpoint:/nonexistent.pt"], "does not exist"),
+        (["--strategy", "gp_variance", "--gp-method", "sparse", "--noise", "0"], "needs noise > 0"),
+    ],
+)
 def test_regression_bad_configuration_is_a_clear_error(csv, tmp_path, capsys, extra, message):
     args = run_args(csv, tmp_path / "x", *extra)
     if "--target" in extra:
         k = args.index("--target")
-        del args[k:k + 2]
+        del args[k : k + 2]
         args += ["--target", extra[extra.index("--target") + 1]]
     assert cli(*args) == 2
     assert message in capsys.readouterr().err
@@ -102,7 +131,7 @@ def test_regression_bad_configuration_is_a_clear_error(csv, tmp_path, capsys, ex
 def test_regression_needs_a_target_and_a_file(csv, tmp_path, capsys):
     args = run_args(csv, tmp_path / "x", "--strategy", "gp_variance")
     k = args.index("--target")
-    del args[k:k + 2]
+    del args[k : k + 2]
     assert cli(*args) == 2
     assert "needs --target COLUMN" in capsys.readouterr().err
     args = run_args(tmp_path / "missing.csv", tmp_path / "y", "--strategy", "gp_variance")
@@ -115,9 +144,29 @@ def test_reproduce_then_report_a_regression_grid(csv, tmp_path, capsys):
     data_dir.mkdir()
     (data_dir / "mp20_sample.csv.gz").write_bytes(csv.read_bytes())
     out = tmp_path / "grid"
-    args = ["reproduce", "--study", "gp-regression", "--preset", "mp20-composition", "--queries", 6, "--seeds", 2,
-            "--strategies", "gp_variance,gp_batch_variance:3,random", "--data-dir", data_dir, "--out", out,
-            "--cache-dir", tmp_path / "cache", "--workers", 1, "--threads", 1]
+    args = [
+        "reproduce",
+        "--study",
+        "gp-regression",
+        "--preset",
+        "mp20-composition",
+        "--queries",
+        6,
+        "--seeds",
+        2,
+        "--strategies",
+        "gp_variance,gp_batch_variance:3,random",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--workers",
+        1,
+        "--threads",
+        1,
+    ]
     assert cli(*args) == 0
     meta = json.loads((out / "experiment.json").read_text())
     assert meta["study"] == "gp-regression" and meta["n_train"] == 31 and meta["skipped"] == 1

@@ -1,5 +1,6 @@
 """The GP ops (``alkernels.ops.gp``): kernels, the refit reference and the incremental posteriors,
 checked against a closed-form GP written here in NumPy and against each other."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,33 +18,9 @@ from alkernels.ops.gp import (
     exact_posterior,
     sparse_posterior,
 )
+from helpers import np_gp
 
 pytestmark = pytest.mark.timeout(120)
-
-
-# -- an independent closed-form GP (NumPy, direct pairwise differences) -------------------------
-def np_kernel(kernel: str, a: np.ndarray, b: np.ndarray, ls: np.ndarray, s2: float) -> np.ndarray:
-    diff = (a[:, None, :] - b[None, :, :]) / ls
-    r = np.sqrt((diff**2).sum(-1))
-    if kernel == "matern12":
-        g = np.exp(-r)
-    elif kernel == "matern32":
-        g = (1 + np.sqrt(3) * r) * np.exp(-np.sqrt(3) * r)
-    elif kernel == "matern52":
-        g = (1 + np.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-np.sqrt(5) * r)
-    else:
-        g = np.exp(-0.5 * r**2)
-    return s2 * g
-
-
-def np_gp(kernel, x, y, xq, ls, s2, noise, mean):
-    """Posterior mean and latent variance by a Cholesky solve, straight from the textbook."""
-    k = np_kernel(kernel, x, x, ls, s2) + noise * np.eye(len(x))
-    low = np.linalg.cholesky(k)
-    ks = np_kernel(kernel, x, xq, ls, s2)
-    alpha = np.linalg.solve(low.T, np.linalg.solve(low, y - mean))
-    v = np.linalg.solve(low, ks)
-    return mean + ks.T @ alpha, s2 - (v**2).sum(0)
 
 
 def problem(n=60, q=25, d=4, seed=0):
@@ -131,8 +108,11 @@ def test_incremental_equals_refit_over_100_single_steps(kernel):
         labelled.append(pick)
         free[pick] = False
     assert post.n == 130
-    np.testing.assert_allclose(post.factor.numpy(), np.linalg.cholesky(
-        covariance(p, pool[labelled], pool[labelled], same=True).numpy() + 0.02 * np.eye(130)), atol=1e-10)
+    np.testing.assert_allclose(
+        post.factor.numpy(),
+        np.linalg.cholesky(covariance(p, pool[labelled], pool[labelled], same=True).numpy() + 0.02 * np.eye(130)),
+        atol=1e-10,
+    )
 
 
 def test_incremental_blocks_and_non_pool_points_equal_refit():
@@ -159,7 +139,7 @@ def test_fantasies_then_update_targets_equal_conditioning_on_the_labels():
     picks = torch.tensor([5, 9, 30])
     before = a.pool_mean.clone()
     for j in picks:  # fantasised one at a time: the means stay, the variances shrink
-        a.condition(T(xq)[j:j + 1], None, pool_index=j.reshape(1))
+        a.condition(T(xq)[j : j + 1], None, pool_index=j.reshape(1))
     assert torch.equal(a.pool_mean, before)
     a.update_targets(T(yq)[picks])
     b.condition(T(xq)[picks], T(yq)[picks], pool_index=picks)
@@ -196,7 +176,7 @@ def test_sparse_incremental_equals_sparse_refit():
     post = SparsePosterior(p, z, T(xq))
     post.condition(T(x[:30]), T(y[:30]))
     for j in range(30, 70):
-        post.condition(T(x[j:j + 1]), T(y[j:j + 1]))
+        post.condition(T(x[j : j + 1]), T(y[j : j + 1]))
     post.condition(T(xq[:4]), None)
     post.update_targets(T(yq[:4]))
     xt, yt = np.concatenate([x, xq[:4]]), np.concatenate([y, yq[:4]])
@@ -229,8 +209,9 @@ def test_sparse_posterior_is_gpytorch_sgpr_plus_the_dtc_variance_term():
         g_mean, g_var = pred.mean, pred.variance
     p = GPParams("matern52", torch.tensor([1.4], dtype=torch.float64), 0.9, float(lik.noise.detach()), 0.3)
     m, v = sparse_posterior(p, z, T(x), T(y), T(xq), jitter=1e-12)
-    phi = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance(p, z, z, same=True)),
-                                        covariance(p, z, T(xq)), upper=False)
+    phi = torch.linalg.solve_triangular(
+        torch.linalg.cholesky(covariance(p, z, z, same=True)), covariance(p, z, T(xq)), upper=False
+    )
     np.testing.assert_allclose(m.numpy(), g_mean.numpy(), atol=1e-6)
     np.testing.assert_allclose((v - (0.9 - (phi * phi).sum(0))).numpy(), g_var.numpy(), atol=1e-6)
 
@@ -257,8 +238,20 @@ def test_bad_inputs_are_clear_errors():
 def test_memory_formula_counts_the_buffers():
     n, p, d = 37, 53, 6
     post = ExactPosterior(params(ls=(1.0,)), torch.zeros(p, d, dtype=torch.float64), capacity=n)
-    held = sum(t.numel() for t in (post._x, post._y, post._low, post._alpha, post._v, post.x_pool, *post._pool_scaled,
-                                   post.pool_mean, post.pool_var))
+    held = sum(
+        t.numel()
+        for t in (
+            post._x,
+            post._y,
+            post._low,
+            post._alpha,
+            post._v,
+            post.x_pool,
+            *post._pool_scaled,
+            post.pool_mean,
+            post.pool_var,
+        )
+    )
     assert exact_memory_bytes(n, p, d) == 8 * held
     assert exact_memory_bytes(n, p, d, torch.float32) == 4 * held
     budget = 24 * 2**30

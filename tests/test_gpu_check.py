@@ -1,5 +1,6 @@
 """The one-call GPU device check runs end to end as a dry run (CPU, Triton interpreter, toy sizes),
 so that the script is known to work before GPU minutes are spent on it."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(600)
 def test_check_sh_dry_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh"), "--dry-run"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=580)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh"), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "| setuptools" in proc.stdout and "| pybind11" in proc.stdout  # the versions come first
     assert proc.stdout.index("== versions") < proc.stdout.index("== install") < proc.stdout.index("== benchmarks")
@@ -40,6 +47,12 @@ def test_check_sh_dry_run(tmp_path: Path) -> None:
 
 def test_check_sh_refuses_to_write_into_the_tree_unless_asked() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu" / "check.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "set OUT" in proc.stderr

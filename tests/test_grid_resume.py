@@ -1,20 +1,42 @@
 """A committed grid (runs.jsonl + experiment.json, no runs/ folder) is continued by reproduce:
 finished runs with the same settings are kept, the rest run, and the report merges both."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from test_cli_run import cli, crystal_dir  # noqa: F401  (fixture)
-from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
-pytestmark = pytest.mark.timeout(300)
+from helpers import cli
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(300)]
 
 
 def grid_args(crystal_dir, out, tmp_path, strategies, *extra):
-    return ["reproduce", "--preset", "quick", "--dataset", crystal_dir, "--label", "spacegroup",
-            "--strategies", strategies, "--seeds", 1, "--reset", "keep", "--out", out,
-            "--cache-dir", tmp_path / "cache", "--workers", 1, "--backend", "torch", *extra]
+    return [
+        "reproduce",
+        "--preset",
+        "quick",
+        "--dataset",
+        crystal_dir,
+        "--label",
+        "spacegroup",
+        "--strategies",
+        strategies,
+        "--seeds",
+        1,
+        "--reset",
+        "keep",
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        "--workers",
+        1,
+        "--backend",
+        "torch",
+        *extra,
+    ]
 
 
 def test_a_packed_grid_is_continued(crystal_dir, tmp_path, capsys):  # noqa: F811
@@ -85,9 +107,12 @@ def test_errors_cross_process_boundaries_intact():
     from alkernels.experiments.spacegroup.grid import CellsFailedError
     from alkernels.loop.rundir import DamagedCheckpointError
 
-    errors = [DamagedCheckpointError(Path("run/checkpoint.pt"), "bad checksum"), NonFiniteLogitsError(7),
-              DistributedError("rank 1 died", rank=0, phase="training, round 3", unresponsive=(1,)),
-              CellsFailedError({"runs/keep/margin/seed0": ValueError("x")}, 3)]
+    errors = [
+        DamagedCheckpointError(Path("run/checkpoint.pt"), "bad checksum"),
+        NonFiniteLogitsError(7),
+        DistributedError("rank 1 died", rank=0, phase="training, round 3", unresponsive=(1,)),
+        CellsFailedError({"runs/keep/margin/seed0": ValueError("x")}, 3),
+    ]
     for err in errors:
         back = pickle.loads(pickle.dumps(err))
         assert type(back) is type(err) and str(back) == str(err)

@@ -2,17 +2,18 @@
 8-10 and 12): chunk layouts, empty pools, exactly-zero BALD, stale order caches, diverged
 loss-prediction modules, non-finite logits named by dataset index, and MC passes that must not
 touch BatchNorm statistics."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from test_strategies import RNG, LookupModel, TapModel, make_pool, toy_collate, umap_items
 
 from alkernels import acquisition as acq
 from alkernels import strategies
 from alkernels.ops.dispatch import HAS_TRITON, has_ext, interpreting
 from alkernels.strategies import Pool
+from helpers import RNG, LookupModel, TapModel, make_pool, toy_collate, umap_items
 
 BACKENDS = ["torch"] + (["cpu"] if has_ext() else []) + (["triton"] if HAS_TRITON and interpreting() else [])
 
@@ -22,16 +23,16 @@ def test_streaming_selector_rejects_chunks_of_another_layout(backend: str) -> No
     sel = acq.StreamingSelector("bald", 3, backend=backend)
     sel.update(torch.randn(4, 5, 7))
     with pytest.raises(ValueError, match=r"first chunk's layout \[T, n, C\] with T = 4, C = 7"):
-        sel.update(torch.randn(4, 5, 8))          # another number of classes
+        sel.update(torch.randn(4, 5, 8))  # another number of classes
     with pytest.raises(ValueError, match="T = 4"):
-        sel.update(torch.randn(3, 5, 7))          # another number of passes
+        sel.update(torch.randn(3, 5, 7))  # another number of passes
     with pytest.raises(ValueError, match="does not match"):
-        sel.update(torch.randn(5, 7))             # a 2-D chunk after 3-D ones
+        sel.update(torch.randn(5, 7))  # a 2-D chunk after 3-D ones
     two_d = acq.StreamingSelector("margin", 2, backend=backend)
     two_d.update(torch.randn(5, 7))
     with pytest.raises(ValueError, match=r"\[n, C\] with C = 7"):
-        two_d.update(torch.randn(1, 5, 7))        # [1, n, C] is the same data but another layout
-    sel.update(torch.randn(4, 2, 7))              # the right layout still works after the errors
+        two_d.update(torch.randn(1, 5, 7))  # [1, n, C] is the same data but another layout
+    sel.update(torch.randn(4, 2, 7))  # the right layout still works after the errors
     assert sel.result()[0].shape == (3,)
 
 
@@ -46,7 +47,7 @@ def test_empty_pool_and_empty_chunks(backend: str) -> None:
         acq.select(empty, "bald", 1, backend=backend)
     sel = acq.StreamingSelector("entropy", 2, backend=backend)
     sel.update(torch.randn(3, 4, 5))
-    sel.update(empty)                              # an empty chunk changes nothing
+    sel.update(empty)  # an empty chunk changes nothing
     sel.update(torch.randn(3, 0, 5), offset=100)
     ref, _ = acq.select(torch.randn(3, 4, 5), "entropy", 2, backend="torch")
     assert sel.result()[0].shape == ref.shape
@@ -60,9 +61,9 @@ def test_identical_passes_give_exactly_zero_bald_on_every_backend(backend: str) 
     one = torch.randn(1, len(scales), 230, generator=g) * scales[None, :, None]
     logits = one.expand(10, -1, -1).contiguous()
     bald = acq.score(logits, "bald", backend=backend)
-    assert torch.all(bald == 0.0)                  # clamped at 0, no +-1e-6 rounding noise
+    assert torch.all(bald == 0.0)  # clamped at 0, no +-1e-6 rounding noise
     idx, _ = acq.select(logits, "bald", 20, backend=backend)
-    assert idx.tolist() == list(range(20))         # all tied at 0: the lowest indices, on every backend
+    assert idx.tolist() == list(range(20))  # all tied at 0: the lowest indices, on every backend
     # real disagreement between passes is untouched
     mixed = logits.clone()
     mixed[:, 7] = torch.randn(10, 230, generator=g) * 3
@@ -74,7 +75,9 @@ def test_umap_order_cache_is_keyed_by_its_settings(tmp_path, monkeypatch) -> Non
 
     class Settled:  # stands in for UMAP: the embedding depends on the settings, as UMAP's does
         def __init__(self, n_neighbors, random_state, **kwargs):
-            self.scale = np.array([1.0, 1.0]) if random_state else np.array([1.0, 0.01] if n_neighbors < 6 else [0.01, 1.0])
+            self.scale = (
+                np.array([1.0, 1.0]) if random_state else np.array([1.0, 0.01] if n_neighbors < 6 else [0.01, 1.0])
+            )
 
         def fit_transform(self, x):
             return x[:, [10, 100]] * self.scale  # Na fraction, standardised log volume per atom
@@ -84,10 +87,10 @@ def test_umap_order_cache_is_keyed_by_its_settings(tmp_path, monkeypatch) -> Non
     pool = Pool(items, np.arange(len(items)), batch_size=16, collate_fn=toy_collate)
     settings = [dict(n_neighbors=5), dict(n_neighbors=7), dict(n_neighbors=5, random_state=1)]
     cached = [strategies.get("umap", cache_dir=tmp_path, **kw).query(None, pool, 30, rng=RNG) for kw in settings]
-    assert len(list(tmp_path.glob("umap-order-30-*.npy"))) == 3   # one entry per setting, none reused
+    assert len(list(tmp_path.glob("umap-order-30-*.npy"))) == 3  # one entry per setting, none reused
     for kw, got in zip(settings, cached):
         again = strategies.get("umap", cache_dir=tmp_path, **kw)
-        again.order_from_features = None                            # must come from its own cache entry
+        again.order_from_features = None  # must come from its own cache entry
         assert again.query(None, pool, 30, rng=RNG).tolist() == got.tolist()
         assert strategies.get("umap", **kw).query(None, pool, 30, rng=RNG).tolist() == got.tolist()
     assert cached[0].tolist() != cached[1].tolist()
@@ -128,8 +131,8 @@ def test_mc_passes_leave_batchnorm_statistics_alone() -> None:
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in norms]
     mc = model.mc_logits(batch, 5)
-    assert mc.shape == (5, 6, 230) and not torch.allclose(mc[0], mc[1])   # dropout is active
+    assert mc.shape == (5, 6, 230) and not torch.allclose(mc[0], mc[1])  # dropout is active
     for m, (mean, var, count) in zip(norms, before):
         assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
         assert int(m.num_batches_tracked) == count
-    assert all(m.training for m in model.modules())                      # modes restored
+    assert all(m.training for m in model.modules())  # modes restored

@@ -3,6 +3,7 @@
 Uses the tiny stand-ins of ``test_strategies`` (a two-layer classifier with taps and dropout on
 toy structures whose label is set by their composition), so a full run takes well under a second.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,37 +11,26 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_strategies import Item, TapModel, one_thread, toy_collate  # noqa: F401  (autouse fixture)
 
 from alkernels import strategies
+from alkernels.loop import (
+    RECORD_KEYS,
+    ActiveLearningLoop,
+    labelled_schedule,
+    read_records,
+)
 from alkernels.loop.rundir import RunDirectory
-from alkernels.loop import RECORD_KEYS, TIMING_KEYS, ActiveLearningLoop, labelled_schedule, read_records
+from helpers import (
+    TEST,
+    TRAIN,
+    TapModel,
+    make_loop,
+    toy_collate,
+    toy_set,
+    without_timings,
+)
 
-
-def toy_set(n: int, seed: int, labelled: bool = True) -> list[Item]:
-    """n structures of 2-4 atoms; class c has its atoms drawn from Z in {10c+1 .. 10c+5}."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        c = int(rng.integers(0, 3))
-        z = torch.tensor(rng.integers(10 * c + 1, 10 * c + 6, size=int(rng.integers(2, 5))))
-        out.append(Item(z, torch.zeros(len(z), 3), torch.eye(3), c if labelled else None))
-    return out
-
-
-TRAIN, TEST = toy_set(40, 0), toy_set(20, 1)
-
-
-def make_loop(tmp_path, strategy="margin", name="run", **kw) -> ActiveLearningLoop:
-    args = dict(initial=0.1, query_size=0.1, rounds=4, epochs=2, seed=0, batch_size=6,
-                eval_batch_size=8, lr=3e-2, collate_fn=toy_collate)
-    args.update(kw)
-    strat = strategies.get(strategy, tap_dims=(8, 8), hidden=4) if strategy == "learning_loss" else strategy
-    return ActiveLearningLoop(TapModel, strat, TRAIN, TEST, out_dir=tmp_path / name, **args)
-
-
-def without_timings(records):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
 
 
 def test_schedule_counts_and_fractions():
@@ -119,9 +109,22 @@ def test_weight_reset_reloads_the_original_initial_state(tmp_path):
         calls.append(1)
         return TapModel()
 
-    loop = Watch(factory, "random", TRAIN, TEST, initial=4, query_size=4, rounds=3, epochs=1,
-                 reset_weights=True, seed=3, batch_size=6, lr=3e-2, collate_fn=toy_collate,
-                 out_dir=tmp_path / "w")
+    loop = Watch(
+        factory,
+        "random",
+        TRAIN,
+        TEST,
+        initial=4,
+        query_size=4,
+        rounds=3,
+        epochs=1,
+        reset_weights=True,
+        seed=3,
+        batch_size=6,
+        lr=3e-2,
+        collate_fn=toy_collate,
+        out_dir=tmp_path / "w",
+    )
     loop.run()
     assert len(calls) == 1 and len(starts) == 3
     initial = RunDirectory(tmp_path / "w").load_state("initial.pt")["model"]
@@ -181,9 +184,23 @@ def test_crash_during_training_then_resume(tmp_path):
                 raise Crash("killed while training")
             return super().forward(batch)
 
-    loop = ActiveLearningLoop(Dying, "expected_margin", TRAIN, TEST, initial=0.1, query_size=0.1,
-                              rounds=4, epochs=2, seed=0, batch_size=6, eval_batch_size=8, lr=3e-2,
-                              reset_weights=True, collate_fn=toy_collate, out_dir=tmp_path / "r")
+    loop = ActiveLearningLoop(
+        Dying,
+        "expected_margin",
+        TRAIN,
+        TEST,
+        initial=0.1,
+        query_size=0.1,
+        rounds=4,
+        epochs=2,
+        seed=0,
+        batch_size=6,
+        eval_batch_size=8,
+        lr=3e-2,
+        reset_weights=True,
+        collate_fn=toy_collate,
+        out_dir=tmp_path / "r",
+    )
     with pytest.raises(Crash):
         loop.run()
     assert [r["round"] for r in read_records(tmp_path / "r" / "records.jsonl")] == [0]
@@ -224,8 +241,9 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="the training set has 40"):
         make_loop(tmp_path, initial=10, query_size=50, rounds=2)
     with pytest.raises(ValueError, match="the training set has no labels"):
-        ActiveLearningLoop(TapModel, "margin", toy_set(10, 0, labelled=False), TEST,
-                           collate_fn=toy_collate, out_dir=tmp_path / "x")
+        ActiveLearningLoop(
+            TapModel, "margin", toy_set(10, 0, labelled=False), TEST, collate_fn=toy_collate, out_dir=tmp_path / "x"
+        )
     make_loop(tmp_path, rounds=2).run()
     with pytest.raises(ValueError, match=r"already holds a run; resume it \(resume=True\)"):
         make_loop(tmp_path, rounds=2).run()

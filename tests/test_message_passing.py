@@ -1,22 +1,20 @@
 """The fused EGNN edge op against the reference backend: values, gradients, errors, determinism."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from test_egnn_fixtures import random_batch
 
-from alkernels.models import EGNNConfig, EGNNLayer
-from alkernels.models.egnn import edge_shift_vectors
+from alkernels.models import EGNNConfig
 from alkernels.ops.dispatch import ext
 from alkernels.ops.message_passing import (
     EdgeWeights,
     build_edge_graph,
     edge_op_backend,
     egnn_edge_op,
-    egnn_edge_reference,
+    egnn_edge_torch,
 )
-
-needs_ext = pytest.mark.skipif(ext() is None, reason="alkernels._C not built")
+from helpers import assert_close_all, needs_ext, op_inputs, run
 
 # (sizes, mode, cutoff): both modes; a zero-edge one-atom cell, isolated atoms, a batch of one.
 CASES = [
@@ -26,40 +24,6 @@ CASES = [
     ([6], "periodic", 3.0),
     ([1], "matsciml", 6.0),  # a single one-atom cell: E = 0
 ]
-
-
-def op_inputs(sizes, mode, cutoff, dtype, seed=0, config=EGNNConfig()):
-    """Inputs of one layer with the model's init, the coordinate gate scaled up to matter."""
-    torch.manual_seed(seed)
-    batch = random_batch(sizes, mode=mode, cutoff=cutoff, seed=seed)
-    layer = EGNNLayer(config).to(dtype)
-    with torch.no_grad():
-        layer.coord_mlp[-1].weight.mul_(500.0)
-    weights = EdgeWeights(*(w.detach().clone().requires_grad_() for w in layer.edge_weights()))
-    n = batch.num_nodes
-    h = torch.randn(n, config.node_dim, dtype=dtype, requires_grad=True)
-    x = batch.pos.to(dtype).requires_grad_()
-    graph = build_edge_graph(batch.edge_src, batch.edge_dst, n)
-    return h, x, edge_shift_vectors(batch, dtype), graph, weights
-
-
-def run(backend, h, x, shift, graph, weights, detach_norm=False):
-    """Outputs and the gradients of a fixed random projection of them w.r.t. h, x and weights."""
-    m, dx = egnn_edge_op(h, x, shift, graph, weights, backend=backend, detach_norm=detach_norm)
-    gen = torch.Generator().manual_seed(1)
-    pm = torch.randn(m.shape, generator=gen, dtype=m.dtype).to(m.device)
-    px = torch.randn(dx.shape, generator=gen, dtype=dx.dtype).to(dx.device)
-    loss = (m * pm).sum() + 100.0 * (dx * px).sum()
-    grads = torch.autograd.grad(loss, [h, x, *weights], allow_unused=True)
-    return [m, dx, *(torch.zeros_like(t) if g is None else g for g, t in zip(grads, [h, x, *weights]))]
-
-
-def assert_close_all(got, want, rel):
-    names = ["m", "dx", "h", "x", *EdgeWeights._fields]
-    for name, a, b in zip(names, got, want):
-        scale = b.abs().max().item() if b.numel() else 0.0
-        err = (a - b).abs().max().item() if b.numel() else 0.0
-        assert err <= rel * max(scale, 1e-30), f"{name}: max error {err:.3e} vs scale {scale:.3e}"
 
 
 @needs_ext
@@ -89,14 +53,14 @@ def test_cpu_matches_reference_float64_several_threads():
 def cpu_variant_outputs(isa, h, x, shift, graph, w, detach_norm=False):
     """Forward outputs and all backward gradients of one compiled variant of the C++ kernels,
     for the same fixed random upstream gradients as ``run``."""
-    from alkernels.ops.message_passing.cpu import cpu_backward, cpu_forward
+    from alkernels.ops.message_passing.cpu import egnn_edge_backward_cpu, egnn_edge_cpu
 
     with torch.no_grad():
-        m, dx = cpu_forward(h, x, shift, graph, w, 0.1, isa)
+        m, dx = egnn_edge_cpu(h, x, shift, graph, w, 0.1, isa)
         gen = torch.Generator().manual_seed(1)
         gm = torch.randn(m.shape, generator=gen, dtype=m.dtype)
         gdx = 100.0 * torch.randn(dx.shape, generator=gen, dtype=dx.dtype)
-        return [m, dx, *cpu_backward(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, isa)]
+        return [m, dx, *egnn_edge_backward_cpu(h, x, shift, graph, w, 0.1, detach_norm, gm, gdx, isa)]
 
 
 @needs_ext
@@ -164,7 +128,7 @@ def test_cpu_is_deterministic():
 def test_reference_sums_over_receivers():
     """A two-atom hand check: m_i is the edge MLP of the single incoming edge, dx_i = u tanh(.)."""
     h, x, shift, graph, w = op_inputs([2], "matsciml", 10.0, torch.float64)
-    m, dx = egnn_edge_reference(h, x, shift, graph, w)
+    m, dx = egnn_edge_torch(h, x, shift, graph, w)
     d = x[1] - x[0]
     for i, j, dij in ((0, 1, d), (1, 0, -d)):
         z = torch.cat([h[j], h[i], (dij * dij).sum()[None]])
@@ -197,12 +161,24 @@ def test_bad_inputs_raise_value_error():
         egnn_edge_op(h, x, shift, graph, w, backend="cpu", activation="silu")
     if ext() is not None:
         with pytest.raises(ValueError, match="float32 and float64"):
-            ext().egnn_edge_forward(*(t.detach().half().numpy() for t in (h, h, h[0], x, shift)),
-                                    graph.src.numpy(), graph.dst.numpy(), graph.rowptr.numpy(), [], 0.1)
+            ext().egnn_edge_forward(
+                *(t.detach().half().numpy() for t in (h, h, h[0], x, shift)),
+                graph.src.numpy(),
+                graph.dst.numpy(),
+                graph.rowptr.numpy(),
+                [],
+                0.1,
+            )
         with pytest.raises(ValueError, match="isa must be"):
-            ext().egnn_edge_forward(*(t.detach().numpy() for t in (h, h, h[0], x, shift)),
-                                    graph.src.numpy(), graph.dst.numpy(), graph.rowptr.numpy(), [], 0.1,
-                                    "sse9")
+            ext().egnn_edge_forward(
+                *(t.detach().numpy() for t in (h, h, h[0], x, shift)),
+                graph.src.numpy(),
+                graph.dst.numpy(),
+                graph.rowptr.numpy(),
+                [],
+                0.1,
+                "sse9",
+            )
 
 
 def test_auto_backend_choice():

@@ -1,14 +1,14 @@
 """Triton kernels of the fused edge op, run by the CPU interpreter (TRITON_INTERPRET=1) or a GPU."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from test_egnn_fixtures import random_batch
-from test_message_passing import assert_close_all, op_inputs, run
 
 from alkernels.models import EGNN, EGNNConfig
 from alkernels.ops.dispatch import triton_usable
 from alkernels.ops.message_passing import egnn_edge_op
+from helpers import assert_close_all, op_inputs, random_batch, run
 
 pytestmark = pytest.mark.skipif(
     not triton_usable(torch.zeros(0)) and not torch.cuda.is_available(),
@@ -93,7 +93,9 @@ def test_triton_other_widths_match_reference():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the paper's batch size runs on a GPU only")
-@pytest.mark.parametrize("precision,fwd_rel,grad_rel", [("fp32", 1e-4, 1e-4), ("tf32", 2e-2, None), ("bf16", 5e-2, None)])
+@pytest.mark.parametrize(
+    "precision,fwd_rel,grad_rel", [("fp32", 1e-4, 1e-4), ("tf32", 2e-2, None), ("bf16", 5e-2, None)]
+)
 def test_paper_size_batch_on_gpu(precision, fwd_rel, grad_rel):
     """One layer on 256 random MP-20-sized crystals (matsciml mode, cutoff 20 A, about 40k edges)
     against the torch reference on the same GPU (fp32 matmuls); gradients checked in fp32 mode,
@@ -111,12 +113,20 @@ def test_paper_size_batch_on_gpu(precision, fwd_rel, grad_rel):
     weights = EdgeWeights(*(w.detach().clone().requires_grad_() for w in layer.edge_weights()))
     h = torch.randn(batch.num_nodes, 32, device="cuda", requires_grad=True)
     x = batch.pos.float().clone().requires_grad_()
-    args = (h, x, edge_shift_vectors(batch, torch.float32), build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes), weights)
+    args = (
+        h,
+        x,
+        edge_shift_vectors(batch, torch.float32),
+        build_edge_graph(batch.edge_src, batch.edge_dst, batch.num_nodes),
+        weights,
+    )
 
     def outputs(backend, prec):
         m, dx = egnn_edge_op(*args, backend=backend, precision=prec)
         gen = torch.Generator(device="cuda").manual_seed(1)
-        loss = (m * torch.randn(m.shape, device="cuda", generator=gen)).sum() + (dx * torch.randn(dx.shape, device="cuda", generator=gen)).sum()
+        loss = (m * torch.randn(m.shape, device="cuda", generator=gen)).sum() + (
+            dx * torch.randn(dx.shape, device="cuda", generator=gen)
+        ).sum()
         return [m, dx, *torch.autograd.grad(loss, [h, x, *weights], allow_unused=True)]
 
     got, want = outputs("triton", precision), outputs("torch", "fp32")

@@ -1,6 +1,7 @@
 """Safe with files from others: no code runs on load, user files are never destroyed, a planted
 lock cannot clobber anything, kernels never read out of bounds, bad structures are rejected rows,
 and shared caches survive builders in other PID namespaces."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_message_passing import op_inputs
 
 from alkernels import acquisition as acq
 from alkernels.loop.rundir import (
@@ -22,14 +22,9 @@ from alkernels.loop.rundir import (
     read_checksummed,
     write_checksummed,
 )
-from alkernels.ops.dispatch import ext, triton_usable
+from alkernels.ops.dispatch import ext
 from alkernels.ops.message_passing import EdgeGraph, build_edge_graph, egnn_edge_op
-
-BACKENDS = [
-    "torch",
-    pytest.param("cpu", marks=pytest.mark.skipif(ext() is None, reason="alkernels._C not built")),
-    pytest.param("triton", marks=pytest.mark.skipif(not triton_usable(torch.zeros(0)), reason="needs TRITON_INTERPRET=1")),
-]
+from helpers import BACKENDS, op_inputs
 
 
 class Payload:
@@ -89,8 +84,14 @@ def test_the_transfer_training_state_loads_plain_data_only(tmp_path: Path) -> No
 
 
 def user_folder(root: Path) -> dict[str, bytes]:
-    files = {"records.jsonl": b'{"mine": 1}\n', "checkpoint.pt": b"my weights", ".notes.tmp": b"draft",
-             ".x.123.tmp": b"other", "table.md": b"| my | table |\n", "summary.json": b"{}"}  # fmt: skip
+    files = {
+        "records.jsonl": b'{"mine": 1}\n',
+        "checkpoint.pt": b"my weights",
+        ".notes.tmp": b"draft",
+        ".x.123.tmp": b"other",
+        "table.md": b"| my | table |\n",
+        "summary.json": b"{}",
+    }
     root.mkdir()
     for name, data in files.items():
         (root / name).write_bytes(data)
@@ -103,7 +104,7 @@ def test_a_folder_that_is_not_a_run_survives_byte_for_byte(tmp_path: Path) -> No
     with pytest.raises(ForeignFolderError, match="not an alkernels folder"):
         with RunDirectory(folder).lock():
             pass
-    from alkernels.cli.run import check_output_dir
+    from alkernels.cli._common import check_output_dir
 
     with pytest.raises(ForeignFolderError):
         check_output_dir(str(folder), resume=True)
@@ -117,8 +118,25 @@ def test_a_folder_that_is_not_a_run_survives_byte_for_byte(tmp_path: Path) -> No
 def test_the_cli_refuses_a_foreign_out_folder_before_any_work(tmp_path: Path) -> None:
     folder = tmp_path / "mine"
     files = user_folder(folder)
-    proc = subprocess.run([sys.executable, "-m", "alkernels", "run", "--strategy", "random", "--dataset", "builtin:40", "--rounds", "1",
-                           "--out", str(folder)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alkernels",
+            "run",
+            "--strategy",
+            "random",
+            "--dataset",
+            "builtin:40",
+            "--rounds",
+            "1",
+            "--out",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "not an alkernels folder" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
@@ -213,16 +231,16 @@ def test_bad_indices_reach_the_binding_directly_and_raise() -> None:
     """The C++ binding checks every index array itself (a caller that skips Python's checks)."""
     if ext() is None:
         pytest.skip("alkernels._C not built")
-    from alkernels.ops.message_passing.cpu import cpu_backward, cpu_forward
+    from alkernels.ops.message_passing.cpu import egnn_edge_backward_cpu, egnn_edge_cpu
 
     h, x, shift, graph, w = op_inputs([4, 3], "periodic", 3.5, torch.float32)
     gm, gdx = torch.zeros(h.shape[0], 128), torch.zeros(h.shape[0], 3)
     for what, bad in bad_graphs(graph).items():
         with torch.no_grad(), pytest.raises(ValueError):
             if what.startswith(("src_perm", "bad src_ptr")):
-                cpu_backward(h, x, shift, bad, w, 0.1, False, gm, gdx)
+                egnn_edge_backward_cpu(h, x, shift, bad, w, 0.1, False, gm, gdx)
             else:
-                cpu_forward(h, x, shift, bad, w, 0.1)
+                egnn_edge_cpu(h, x, shift, bad, w, 0.1)
 
 
 def test_build_edge_graph_without_validation_still_builds_consistent_layouts() -> None:
@@ -309,8 +327,11 @@ def test_cif_size_and_site_bounds_reject_before_parsing(tmp_path: Path) -> None:
     from alkernels.data import read_structures
     from alkernels.data.readers import MAX_CIF_SITES
 
-    many = cif(50, 50, 50).rstrip("\n").rsplit("\n", 2)[0] + "\n" + "".join(
-        f"Na{k} Na {k / 3000:.5f} 0.1 0.2\n" for k in range(MAX_CIF_SITES + 5))
+    many = (
+        cif(50, 50, 50).rstrip("\n").rsplit("\n", 2)[0]
+        + "\n"
+        + "".join(f"Na{k} Na {k / 3000:.5f} 0.1 0.2\n" for k in range(MAX_CIF_SITES + 5))
+    )
     (tmp_path / "big.cif").write_text(many)
     (tmp_path / "ok.cif").write_text(cif(5.6, 5.6, 5.6))
     s = read_structures(tmp_path)
@@ -337,8 +358,12 @@ def test_a_live_build_in_another_pid_namespace_is_not_removed(tmp_path: Path) ->
         w.abort()
     """)
     try:
-        proc = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c", script],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            ["unshare", "-p", "-f", "--mount-proc", sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     except OSError:
         pytest.skip("unshare cannot start")
     first = proc.stdout.readline() if proc.stdout else ""

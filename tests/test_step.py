@@ -1,5 +1,6 @@
 """The GPU-path training step: padding to buckets leaves the real graphs' results unchanged, the
 sync-free CSR build equals the checked one, and TrainStep on the CPU is the plain AdamW step."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,8 +91,7 @@ def test_gpu_step_trains(graphs: bool) -> None:
     graphs) lowers the loss on a fixed batch like the plain step does."""
     batch = small_batch(24, seed=2)
     torch.manual_seed(0)
-    step = TrainStep(paper_classifier(backend="triton", precision="bf16", dropout=0.0).cuda(), lr=1e-3,
-                     graphs=graphs)  # fmt: skip
+    step = TrainStep(paper_classifier(backend="triton", precision="bf16", dropout=0.0).cuda(), lr=1e-3, graphs=graphs)
     losses = [float(step(batch)) for _ in range(30)]
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0], losses
 

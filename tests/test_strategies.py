@@ -4,9 +4,8 @@ The model and dataset stand-ins here are tiny and defined in the tests: items ar
 ``GraphBatch``-compatible structures, and a lookup model returns fixed logits per item so the
 expected selection can be worked out by hand.
 """
-from __future__ import annotations
 
-from dataclasses import dataclass
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -14,79 +13,19 @@ import torch
 from torch import nn
 
 from alkernels import acquisition, strategies
-from alkernels.data.batch import GraphBatch
 from alkernels.strategies import Pool
+from helpers import (
+    RNG,
+    Item,
+    LookupModel,
+    TapModel,
+    confident,
+    make_pool,
+    toy_collate,
+    umap_items,
+)
 
-
-@dataclass
-class Item:
-    """One toy structure: atoms ``z`` int64 [n] at ``pos`` float32 [n, 3] in ``cell`` [3, 3]."""
-
-    z: torch.Tensor
-    pos: torch.Tensor
-    cell: torch.Tensor
-    y: int | None
-
-
-def toy_collate(items: list[Item]) -> GraphBatch:
-    """Concatenate toy items into a GraphBatch without edges."""
-    counts = [int(it.z.numel()) for it in items]
-    ptr = torch.tensor([0] + counts).cumsum(0)
-    ys = [it.y for it in items]
-    return GraphBatch(
-        z=torch.cat([it.z for it in items]), pos=torch.cat([it.pos for it in items]),
-        cell=torch.stack([it.cell for it in items]), edge_src=torch.zeros(0, dtype=torch.long),
-        edge_dst=torch.zeros(0, dtype=torch.long), edge_shift=torch.zeros(0, 3),
-        batch=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts)), ptr=ptr,
-        y=None if any(y is None for y in ys) else torch.tensor(ys, dtype=torch.long))
-
-
-def tagged_items(n: int) -> list[Item]:
-    """n one-atom items; item i sits at x = i so a lookup model can recognise it."""
-    return [Item(torch.tensor([1 + i % 90]), torch.tensor([[float(i), 0.0, 0.0]]), torch.eye(3) * 10, 0)
-            for i in range(n)]
-
-
-class LookupModel(nn.Module):
-    """Returns ``table[:, i]`` for item i: fixed logits [T, N, C]; forward gives pass 0."""
-
-    def __init__(self, table: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("table", table)
-        self.passes_seen: list[int] = []
-
-    def _ids(self, batch: GraphBatch) -> torch.Tensor:
-        return batch.pos[batch.ptr[:-1], 0].round().long()
-
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        return self.table[0, self._ids(batch)]
-
-    def mc_logits(self, batch: GraphBatch, passes: int) -> torch.Tensor:
-        self.passes_seen.append(passes)
-        return self.table[:passes, self._ids(batch)]
-
-
-def confident(c: int, classes: int = 4, strength: float = 8.0) -> torch.Tensor:
-    out = torch.zeros(classes)
-    out[c] = strength
-    return out
-
-
-def make_pool(n: int, indices=None, batch_size: int = 2) -> Pool:
-    return Pool(tagged_items(n), np.arange(n) if indices is None else np.asarray(indices),
-                batch_size=batch_size, collate_fn=toy_collate)
-
-
-RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest, and steadiest on a busy machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread
 
 
 @pytest.mark.parametrize("name", ["entropy", "least_confidence", "margin"])
@@ -167,8 +106,7 @@ def com_items() -> list[Item]:
     """Two-atom structures whose mass-weighted centres lie at known x positions."""
     # H (1.008) at x=0 and O (15.999) at x=d: mass centre = 15.999 d / 17.007.
     ds = [1.0, 5.0, 2.0, 9.0, 3.0]
-    return [Item(torch.tensor([1, 8]), torch.tensor([[0.0, 0, 0], [d, 0, 0]]), torch.eye(3) * 10, 0)
-            for d in ds]
+    return [Item(torch.tensor([1, 8]), torch.tensor([[0.0, 0, 0], [d, 0, 0]]), torch.eye(3) * 10, 0) for d in ds]
 
 
 def test_center_of_mass_furthest_first_and_restricted_to_pool():
@@ -184,25 +122,17 @@ def test_center_of_mass_furthest_first_and_restricted_to_pool():
 def test_center_of_mass_by_z_differs_from_by_mass():
     # With Z weights (1 and 8) the centre of H at 0 and O at d is 8 d / 9; and a Li-H pair
     # weighs differently by Z (3:1) than by mass (6.94:1.008).
-    items = [Item(torch.tensor([3, 1]), torch.tensor([[0.0, 0, 0], [4.0, 0, 0]]), torch.eye(3), 0),
-             Item(torch.tensor([1, 1]), torch.tensor([[0.0, 0, 0], [2.0, 0, 0]]), torch.eye(3), 0),
-             Item(torch.tensor([1, 1]), torch.tensor([[0.0, 0, 0], [1.9, 0, 0]]), torch.eye(3), 0)]
+    items = [
+        Item(torch.tensor([3, 1]), torch.tensor([[0.0, 0, 0], [4.0, 0, 0]]), torch.eye(3), 0),
+        Item(torch.tensor([1, 1]), torch.tensor([[0.0, 0, 0], [2.0, 0, 0]]), torch.eye(3), 0),
+        Item(torch.tensor([1, 1]), torch.tensor([[0.0, 0, 0], [1.9, 0, 0]]), torch.eye(3), 0),
+    ]
     pool = Pool(items, np.arange(3), collate_fn=toy_collate)
     by_mass = strategies.get("center_of_mass").features(pool)[:, 0]
     by_z = strategies.get("center_of_mass", weights="z").features(pool)[:, 0]
     assert by_mass[0] == pytest.approx(4 * 1.008 / (6.94 + 1.008), rel=1e-3)
     assert by_z[0] == pytest.approx(1.0)
     assert by_mass[1] == by_z[1] == pytest.approx(1.0)
-
-
-def umap_items(n: int = 30) -> list[Item]:
-    """Na-Cl structures of varied composition and volume."""
-    rng = np.random.default_rng(0)
-    out = []
-    for _ in range(n):
-        z = torch.tensor([11] * int(rng.integers(1, 8)) + [17] * int(rng.integers(1, 8)))
-        out.append(Item(z, torch.zeros(len(z), 3), torch.eye(3) * float(rng.uniform(3, 6)), 0))
-    return out
 
 
 def test_umap_sorts_the_embedding_furthest_from_its_centre(monkeypatch):
@@ -241,8 +171,10 @@ def test_umap_is_deterministic_and_cached(tmp_path):
     fresh = strategies.get("umap").query(None, pool, 30, rng=RNG)
     assert fresh.tolist() == got.tolist()
     sub = Pool(items, np.arange(0, 30, 3), batch_size=16, collate_fn=toy_collate)
-    assert strategies.get("umap", cache_dir=tmp_path).query(None, sub, 4, rng=RNG).tolist() == \
-        [i for i in got.tolist() if i % 3 == 0][:4]
+    assert (
+        strategies.get("umap", cache_dir=tmp_path).query(None, sub, 4, rng=RNG).tolist()
+        == [i for i in got.tolist() if i % 3 == 0][:4]
+    )
 
 
 def test_ranking_loss_by_hand():
@@ -254,47 +186,13 @@ def test_ranking_loss_by_hand():
     assert strategies.ranking_loss(pred[:1], target[:1]).item() == 0.0
 
 
-class TapModel(nn.Module):
-    """A tiny classifier with the EGNN's ``encoder(batch, return_taps=True)`` / ``head`` layout."""
-
-    class Encoder(nn.Module):
-        def __init__(self, width: int = 8) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(100, width)
-            self.layer = nn.Linear(width, width)
-
-        def forward(self, batch: GraphBatch, return_taps: bool = False):
-            h = self.embed(batch.z)
-            pooled0 = torch.zeros(batch.num_graphs, h.shape[1]).index_add(0, batch.batch, h)
-            h = torch.relu(self.layer(h))
-            emb = torch.zeros(batch.num_graphs, h.shape[1]).index_add(0, batch.batch, h)
-            return (emb, [pooled0, emb]) if return_taps else emb
-
-    def __init__(self, classes: int = 3, dropout: float = 0.3) -> None:
-        super().__init__()
-        self.encoder = self.Encoder()
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(8, classes))
-
-    def forward(self, batch: GraphBatch) -> torch.Tensor:
-        return self.head(self.encoder(batch))
-
-    def mc_logits(self, batch: GraphBatch, passes: int) -> torch.Tensor:
-        emb = self.encoder(batch)
-        was = self.head.training
-        self.head.train()
-        out = torch.stack([self.head(emb) for _ in range(passes)])
-        self.head.train(was)
-        return out
-
-
 def test_learning_loss_stop_gradient_after_sixty_percent():
     torch.manual_seed(0)
     model = TapModel()
     model.head[0].p = 0.0
     strat = strategies.get("learning_loss", tap_dims=(8, 8), hidden=4)
     strat.setup(model)
-    batch = toy_collate([Item(torch.tensor([i + 1, 3]), torch.zeros(2, 3), torch.eye(3), i % 3)
-                         for i in range(6)])
+    batch = toy_collate([Item(torch.tensor([i + 1, 3]), torch.zeros(2, 3), torch.eye(3), i % 3) for i in range(6)])
 
     def encoder_grad(epoch):
         model.zero_grad()
@@ -307,8 +205,8 @@ def test_learning_loss_stop_gradient_after_sixty_percent():
         nn.functional.cross_entropy(model(batch), batch.y).backward()
         return model.encoder.layer.weight.grad.clone()
 
-    early, early_module = encoder_grad(5)   # epoch 5 of 10: still before 60%
-    late, late_module = encoder_grad(6)     # epoch 6 >= 0.6 * 10: taps detached
+    early, early_module = encoder_grad(5)  # epoch 5 of 10: still before 60%
+    late, late_module = encoder_grad(6)  # epoch 6 >= 0.6 * 10: taps detached
     ce = ce_only_grad()
     assert torch.allclose(late, ce) and not torch.allclose(early, ce)
     assert late_module.abs().sum() > 0 and torch.allclose(early_module, late_module)

@@ -1,6 +1,7 @@
 """Seed statistics of the space-group study against hand computations, and the report's new
 sections (paired differences, areas, labels to reach the standard run, claim verdicts) on
 synthetic grids whose verdicts are known."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,13 @@ import math
 import pytest
 
 from alkernels.experiments.spacegroup import analysis
-from alkernels.experiments.spacegroup.stats import curve_area, first_reaching, mean_interval, paired_interval, t975
+from alkernels.experiments.spacegroup.stats import (
+    curve_area,
+    first_reaching,
+    mean_interval,
+    paired_interval,
+    t975,
+)
 from alkernels.strategies import PAPER_STRATEGIES
 
 pytestmark = pytest.mark.timeout(60)
@@ -65,11 +72,24 @@ def synthetic_runs(effects: dict[str, float], reset_gap: float, unc_boost: float
     the reset variant ends at the standard run plus ``reset_gap``."""
     runs = []
     for seed, shift in enumerate(SEED_SHIFT):
-        runs.append({"run": f"runs/standard/seed{seed}", "config": {
-            "strategy": "random", "seed": seed, "reset_weights": False, "variant": "standard"},
-            "records": [{"round": 0, "labelled_fraction": 1.0, "labelled_count": 1000,
-                         "accuracy": (60.0 + shift) / 100, "loss": 1.0, "train_seconds": 1.0,
-                         "query_seconds": 0.0, "queried": []}]})
+        runs.append(
+            {
+                "run": f"runs/standard/seed{seed}",
+                "config": {"strategy": "random", "seed": seed, "reset_weights": False, "variant": "standard"},
+                "records": [
+                    {
+                        "round": 0,
+                        "labelled_fraction": 1.0,
+                        "labelled_count": 1000,
+                        "accuracy": (60.0 + shift) / 100,
+                        "loss": 1.0,
+                        "train_seconds": 1.0,
+                        "query_seconds": 0.0,
+                        "queried": [],
+                    }
+                ],
+            }
+        )
         for variant in ("keep", "reset"):
             for k, name in enumerate(PAPER_STRATEGIES):
                 records = []
@@ -81,12 +101,30 @@ def synthetic_runs(effects: dict[str, float], reset_gap: float, unc_boost: float
                             acc += unc_boost
                     if variant == "reset" and p == 100:
                         acc = 60.0 + shift + reset_gap + _jitter(seed, k)
-                    records.append({"round": r, "labelled_fraction": p / 100, "labelled_count": 10 * p,
-                                    "accuracy": acc / 100, "loss": 1.0, "train_seconds": 1.0,
-                                    "query_seconds": 0.1, "queried": []})
-                runs.append({"run": f"runs/{variant}/{name}/seed{seed}", "config": {
-                    "strategy": name, "seed": seed, "reset_weights": variant == "reset", "variant": variant},
-                    "records": records})
+                    records.append(
+                        {
+                            "round": r,
+                            "labelled_fraction": p / 100,
+                            "labelled_count": 10 * p,
+                            "accuracy": acc / 100,
+                            "loss": 1.0,
+                            "train_seconds": 1.0,
+                            "query_seconds": 0.1,
+                            "queried": [],
+                        }
+                    )
+                runs.append(
+                    {
+                        "run": f"runs/{variant}/{name}/seed{seed}",
+                        "config": {
+                            "strategy": name,
+                            "seed": seed,
+                            "reset_weights": variant == "reset",
+                            "variant": variant,
+                        },
+                        "records": records,
+                    }
+                )
     return runs
 
 
@@ -101,13 +139,16 @@ def _write(tmp_path, runs):
 def test_report_supports_claims_that_hold(tmp_path):
     from alkernels.experiments.spacegroup.report import write_report
 
-    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=0.0,
-                          unc_boost=10.0)
+    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=0.0, unc_boost=10.0)
     out = _write(tmp_path / "good", runs)
     paths = write_report(out)
     table = paths["table.md"].read_text()
-    for section in ("## Paired difference to random", "## Area under the learning curve",
-                    "## Labels needed to reach the standard run", "## The paper's claims"):
+    for section in (
+        "## Paired difference to random",
+        "## Area under the learning curve",
+        "## Labels needed to reach the standard run",
+        "## The paper's claims",
+    ):
         assert section in table
     assert paths["differences.png"].stat().st_size > 0
     summary = json.loads(paths["summary.json"].read_text())
@@ -119,8 +160,11 @@ def test_report_supports_claims_that_hold(tmp_path):
     assert reach["random"]["percent"] == 100
     assert reach["learning_loss"]["count"] is None and "not reached" in table
     # paired differences: the seed shift cancels, leaving the effect plus a small jitter
-    margin40 = [d for d in summary["paired_to_random"]
-                if d["variant"] == "keep" and d["strategy"] == "margin" and d["percent"] == 40][0]
+    margin40 = [
+        d
+        for d in summary["paired_to_random"]
+        if d["variant"] == "keep" and d["strategy"] == "margin" and d["percent"] == 40
+    ][0]
     assert margin40["mean"] == pytest.approx(10.0, abs=0.25) and margin40["n"] == 5
     assert margin40["lo"] > 9 and margin40["hi"] < 11
     assert "**+10." in table
@@ -168,7 +212,6 @@ def test_work_of_a_run_and_a_grid_by_hand():
 def test_one_seed_decides_nothing():
     from alkernels.experiments.spacegroup.report import collect
 
-    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=-5.0,
-                          unc_boost=10.0)
+    runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=-5.0, unc_boost=10.0)
     verdicts = analysis.claim_verdicts(collect([r for r in runs if r["config"]["seed"] == 0]))
     assert [v["verdict"] for v in verdicts] == ["inconclusive"] * 4, verdicts

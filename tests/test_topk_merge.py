@@ -2,6 +2,7 @@
 
 Single-process and fast; the multi-process selection that uses them is in ``test_distributed``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -9,10 +10,18 @@ import torch
 
 from alkernels import acquisition
 from alkernels.distributed import shard_range
-from alkernels.ops.topk_merge import MAX_INDEX, merge_topk, merge_topk_keys, merge_topk_torch, pack_keys, unpack_keys
+from alkernels.ops.topk_merge import (
+    MAX_INDEX,
+    merge_topk,
+    merge_topk_keys,
+    merge_topk_torch,
+    pack_keys,
+    unpack_keys,
+)
 
-SPECIAL = torch.tensor([0.0, -0.0, 1.0, -1.0, float("inf"), float("-inf"), 1e-45, -1e-45, 3.4e38, -3.4e38,
-                        1.0000001, 0.99999994])
+SPECIAL = torch.tensor(
+    [0.0, -0.0, 1.0, -1.0, float("inf"), float("-inf"), 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0000001, 0.99999994]
+)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -96,5 +105,4 @@ def test_empty_chunks_and_empty_exclusion_lists():
     logits = torch.randn(3, 10, 4)
     scores = acquisition.score_all(logits[:, 4:4])
     assert all(s.shape == (0,) for s in scores.values())
-    assert torch.equal(acquisition.select(logits, "bald", 3, exclude=[])[0],
-                       acquisition.select(logits, "bald", 3)[0])
+    assert torch.equal(acquisition.select(logits, "bald", 3, exclude=[])[0], acquisition.select(logits, "bald", 3)[0])

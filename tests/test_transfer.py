@@ -1,5 +1,6 @@
 """alkernels.transfer: freezing strategies, the masked loss, normalisation, checkpoints and a
 constructed task where pre-training must help. Core only: graphs come from ``random_graphs``."""
+
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,6 @@ import functools
 import numpy as np
 import pytest
 import torch
-from test_strategies import one_thread  # noqa: F401  (autouse fixture)
 
 from alkernels import transfer
 from alkernels.data import collate, random_graphs
@@ -16,7 +16,7 @@ from alkernels.loop import ActiveLearningLoop
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor, SpaceGroupClassifier
 from alkernels.transfer import CheckpointError, PropertyData, TrainConfig
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(120)]
 
 #: A small encoder (the fused CPU kernels need widths that are multiples of 16).
 SMALL = EGNNConfig(num_layers=3, node_dim=16, edge_hidden=16, coord_hidden=16, node_hidden=16, proj_dim=16)
@@ -44,16 +44,19 @@ def pretrained(targets=("a",)) -> PropertyRegressor:
     g = graphs(40)
     a = composition_property(g)
     data = PropertyData(g, {"a": a, "c": -a})
-    return transfer.pretrain(EGNN(SMALL), data, list(targets), config=TrainConfig(max_epochs=1, batch_size=8),
-                             hidden=16, progress=False).model
+    return transfer.pretrain(
+        EGNN(SMALL), data, list(targets), config=TrainConfig(max_epochs=1, batch_size=8), hidden=16, progress=False
+    ).model
 
 
 # -- strategies -------------------------------------------------------------------------------
 
 #: Parameters that no loss can reach: the last layer's coordinate MLP (its x output is discarded);
 #: they get zero gradients, so only AdamW's weight decay moves them when they are trainable.
-DEAD = {f"encoder.layers.{SMALL.num_layers - 1}.coord_mlp.{k}" for k in ("0.weight", "0.bias", "2.weight", "2.bias",
-                                                                          "4.weight")}
+DEAD = {
+    f"encoder.layers.{SMALL.num_layers - 1}.coord_mlp.{k}"
+    for k in ("0.weight", "0.bias", "2.weight", "2.bias", "4.weight")
+}
 ENCODER_PREFIX = "encoder."
 EXPECTED_FROZEN = {
     "scratch": lambda name: False,
@@ -62,8 +65,10 @@ EXPECTED_FROZEN = {
     "new_head_frozen_trunk": lambda name: name.startswith("encoder."),
     "new_head_frozen_embedding": lambda name: name == "encoder.embedding.weight",
     # 3 layers, the last one trains: embedding, input Linear, layers 0 and 1 are frozen
-    "last_k_layers=1": lambda name: name == "encoder.embedding.weight" or name.startswith(
-        ("encoder.input.", "encoder.layers.0.", "encoder.layers.1.")),
+    "last_k_layers=1": lambda name: (
+        name == "encoder.embedding.weight"
+        or name.startswith(("encoder.input.", "encoder.layers.0.", "encoder.layers.1."))
+    ),
     "last_k_layers=3": lambda name: name == "encoder.embedding.weight" or name.startswith("encoder.input."),
 }
 
@@ -109,8 +114,12 @@ def test_strategy_spelling_and_errors():
     assert transfer.parse_strategy("last_k_layers") == transfer.Strategy("last_k_layers", transfer.DEFAULT_LAST_K)
     assert str(transfer.parse_strategy("last_k_layers=4")) == "last_k_layers=4"
     assert str(transfer.parse_strategy("last_k_layers", default_k=1)) == "last_k_layers=1"
-    for bad, match in [("freeze_all", "unknown fine-tuning strategy"), ("last_k_layers=x", "positive integer"),
-                       ("last_k_layers=0", "K >= 1"), ("head=2", "takes no")]:
+    for bad, match in [
+        ("freeze_all", "unknown fine-tuning strategy"),
+        ("last_k_layers=x", "positive integer"),
+        ("last_k_layers=0", "K >= 1"),
+        ("head=2", "takes no"),
+    ]:
         with pytest.raises(ValueError, match=match):
             transfer.parse_strategy(bad)
     with pytest.raises(ValueError, match="only 3 layers"):
@@ -134,6 +143,7 @@ def test_multi_head_models_need_a_named_head_for_all_and_head():
 
 
 # -- loss and normalisation ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("reduction", ["entries", "properties"])
 @pytest.mark.parametrize("error", ["squared", "absolute"])
@@ -191,11 +201,18 @@ def test_normalisation_round_trips_and_is_fitted_on_the_training_part():
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
+
 def test_checkpoint_round_trip(tmp_path):
     g = graphs(40)
     a = composition_property(g)
-    result = transfer.pretrain(EGNN(SMALL), PropertyData(g, {"a": a, "c": -a}), ["a", "c"],
-                               config=TrainConfig(max_epochs=1), hidden=16, progress=False)
+    result = transfer.pretrain(
+        EGNN(SMALL),
+        PropertyData(g, {"a": a, "c": -a}),
+        ["a", "c"],
+        config=TrainConfig(max_epochs=1),
+        hidden=16,
+        progress=False,
+    )
     path = transfer.save(result, tmp_path / "pt.ckpt", metadata={"note": "x"})
     payload = transfer.read_checkpoint(path)
     assert payload["format_version"] == transfer.FORMAT_VERSION and payload["targets"] == ["a", "c"]
@@ -257,8 +274,19 @@ def test_active_learning_loop_starts_from_a_pretrained_encoder(tmp_path):
 
     g = graphs(12)
     data = GraphDataset(g, y=np.arange(12) % 3)
-    loop = ActiveLearningLoop(factory, "margin", data[np.arange(9)], data[np.arange(9, 12)], initial=3,
-                              query_size=3, rounds=2, epochs=1, seed=0, out_dir=tmp_path / "al", batch_size=4)
+    loop = ActiveLearningLoop(
+        factory,
+        "margin",
+        data[np.arange(9)],
+        data[np.arange(9, 12)],
+        initial=3,
+        query_size=3,
+        rounds=2,
+        epochs=1,
+        seed=0,
+        out_dir=tmp_path / "al",
+        batch_size=4,
+    )
     assert len(loop.run()) == 2
     frozen = transfer.classifier_from_checkpoint(path, hidden=16, num_classes=3, freeze_encoder=True)
     assert not any(p.requires_grad for p in frozen.encoder.parameters())
@@ -266,12 +294,18 @@ def test_active_learning_loop_starts_from_a_pretrained_encoder(tmp_path):
 
 # -- transfer on a constructed task ----------------------------------------------------------------
 
+
 def test_pretraining_beats_scratch_when_the_target_is_a_function_of_the_pretraining_target():
     g_pt, g_ft, g_test = graphs(300, seed=10), graphs(30, seed=11), graphs(100, seed=12)
     a_pt = composition_property(g_pt)
-    pt = transfer.pretrain(EGNN(SMALL), PropertyData(g_pt, {"a": a_pt}), ["a"],
-                           config=TrainConfig(max_epochs=30, batch_size=16, lr=3e-3, patience=None),
-                           hidden=16, progress=False)
+    pt = transfer.pretrain(
+        EGNN(SMALL),
+        PropertyData(g_pt, {"a": a_pt}),
+        ["a"],
+        config=TrainConfig(max_epochs=30, batch_size=16, lr=3e-3, patience=None),
+        hidden=16,
+        progress=False,
+    )
     b = lambda g: 0.5 * composition_property(g) ** 2 - composition_property(g)  # noqa: E731
     ft_data, test = PropertyData(g_ft, {"b": b(g_ft)}), PropertyData(g_test, {"b": b(g_test)})
     config = TrainConfig(max_epochs=60, lr=3e-3, batch_size=16, patience=None)
@@ -302,8 +336,9 @@ def test_multi_property_pretraining_on_datasets_sharing_no_property():
     g1, g2 = graphs(30, seed=1), graphs(20, seed=2)
     d1 = PropertyData(g1, {"a": composition_property(g1)}, name="one")
     d2 = PropertyData(g2, {"c": -composition_property(g2)}, name="two")
-    result = transfer.pretrain(EGNN(SMALL), [d1, d2], ["a", "c"], config=TrainConfig(max_epochs=2), hidden=16,
-                               progress=False)
+    result = transfer.pretrain(
+        EGNN(SMALL), [d1, d2], ["a", "c"], config=TrainConfig(max_epochs=2), hidden=16, progress=False
+    )
     assert result.model.targets == ["a", "c"] and result.n_train + result.n_val == 50
     assert set(result.val_mae) == {"a", "c"}
     assert result.data_hash == transfer.content_hash([d1, d2], ["a", "c"])

@@ -1,10 +1,11 @@
 """The transfer report's findings start from the model-free reference: predicting the median."""
+
 from __future__ import annotations
 
 import pytest
 
 pytest.importorskip("matplotlib")
-from alkernels.experiments.transfer.report import aggregate, _findings  # noqa: E402
+from alkernels.experiments.transfer.report import _findings, aggregate  # noqa: E402
 
 
 def _cells(scratch: float, tuned: float, median: float) -> list[dict]:
@@ -12,10 +13,26 @@ def _cells(scratch: float, tuned: float, median: float) -> list[dict]:
     out = []
     for size in (10, 100):
         for repeat, wobble in enumerate((-0.01, 0.01)):
-            out.append({"source": "none", "strategy": "scratch", "size": size, "repeat": repeat,
-                        "test_mae": scratch * size / 10 + wobble, "median_mae": median * size / 10})
-            out.append({"source": "src", "strategy": "all", "size": size, "repeat": repeat,
-                        "test_mae": tuned * size / 10 + wobble, "median_mae": median * size / 10})
+            out.append(
+                {
+                    "source": "none",
+                    "strategy": "scratch",
+                    "size": size,
+                    "repeat": repeat,
+                    "test_mae": scratch * size / 10 + wobble,
+                    "median_mae": median * size / 10,
+                }
+            )
+            out.append(
+                {
+                    "source": "src",
+                    "strategy": "all",
+                    "size": size,
+                    "repeat": repeat,
+                    "test_mae": tuned * size / 10 + wobble,
+                    "median_mae": median * size / 10,
+                }
+            )
     return out
 
 

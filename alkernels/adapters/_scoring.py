@@ -16,6 +16,7 @@ nothing to fuse in one max.
 Bad input raises ``ValueError`` naming the producer (``source``) and the first bad pool sample:
 NaN, infinite or negative probabilities, non-finite logits.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,9 +51,7 @@ def as_tnc(values: np.ndarray | torch.Tensor, n: int | None, source: str) -> tor
     if tensor.ndim == 2:
         tensor = tensor.unsqueeze(0)
     elif tensor.ndim != 3:
-        raise ValueError(
-            f"{source} must return [N, C] or [T, N, C] values, got shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"{source} must return [N, C] or [T, N, C] values, got shape {tuple(tensor.shape)}")
     t, rows, c = tensor.shape
     if n is not None and rows != n:
         hint = ""
@@ -134,8 +133,7 @@ def proba_scores(
     bad = ~torch.isfinite(out)
     if bool(bad.any()):
         raise ValueError(
-            f"{source} returned an infinite probability for pool sample "
-            f"{_name(_first_bad_sample(bad), pool_index)}"
+            f"{source} returned an infinite probability for pool sample {_name(_first_bad_sample(bad), pool_index)}"
         )
     return out
 
@@ -170,9 +168,7 @@ def logit_scores(
             out[a : a + rows] = acq.score(chunk, strategy, backend=backend, nonfinite="exclude")
     bad = torch.isnan(out)
     if bool(bad.any()):
-        raise ValueError(
-            f"{source} returned a NaN or infinite logit for pool sample {_first_bad_sample(bad)}"
-        )
+        raise ValueError(f"{source} returned a NaN or infinite logit for pool sample {_first_bad_sample(bad)}")
     return out
 
 

@@ -84,6 +84,7 @@ import torch
 
 from alkernels import acquisition as acq
 from alkernels._extras import missing_extra
+from alkernels.ops.acquisition import check_nonfinite
 from alkernels.ops.dispatch import normalize_backend
 
 try:
@@ -141,9 +142,7 @@ def _as_tensor(predictions: Any, owner: str) -> torch.Tensor:
             try:
                 x = torch.from_numpy(predictions)
             except TypeError as err:
-                raise ValueError(
-                    f"{owner}: unsupported predictions dtype {predictions.dtype}"
-                ) from err
+                raise ValueError(f"{owner}: unsupported predictions dtype {predictions.dtype}") from err
     else:
         raise TypeError(
             f"{owner} expects a NumPy array or torch tensor {_LAYOUT}, or a generator of them; "
@@ -191,17 +190,10 @@ def _as_tnc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(-1, 0, *range(2, x.ndim - 1), 1).reshape(x.shape[-1], -1, x.shape[1])
 
 
-def _check_nonfinite(nonfinite: str) -> str:
-    if nonfinite not in ("raise", "exclude"):
-        raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
-    return nonfinite
-
-
 def _check_reduction(reduction: Reduction) -> Reduction:
     if not (callable(reduction) or reduction in available_reductions):
         raise ValueError(
-            f"reduction must be one of {', '.join(map(repr, available_reductions))} or a callable, "
-            f"got {reduction!r}"
+            f"reduction must be one of {', '.join(map(repr, available_reductions))} or a callable, got {reduction!r}"
         )
     return reduction
 
@@ -220,10 +212,8 @@ class _Heuristic(AbstractHeuristic):
         *,
         nonfinite: NonFinite = "raise",
     ) -> None:
-        super().__init__(
-            shuffle_prop=shuffle_prop, reverse=self._reverse, reduction=_check_reduction(reduction)
-        )
-        self.nonfinite = _check_nonfinite(nonfinite)
+        super().__init__(shuffle_prop=shuffle_prop, reverse=self._reverse, reduction=_check_reduction(reduction))
+        self.nonfinite = check_nonfinite(nonfinite)
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -252,8 +242,7 @@ class _Heuristic(AbstractHeuristic):
         if bad.any():
             fill = 0.0 if self.reversed else 10000.0
             warnings.warn(
-                f"{type(self).__name__}: {int(bad.sum())} non-finite score(s) set to {fill}, "
-                "as baal does",
+                f"{type(self).__name__}: {int(bad.sum())} non-finite score(s) set to {fill}, as baal does",
                 UserWarning,
                 stacklevel=3,
             )
@@ -272,9 +261,7 @@ class _Heuristic(AbstractHeuristic):
         """Reduced scores, float32 ``[n_sample]`` for the default reductions."""
         return self._reduce(self._checked_scores(predictions)[0])
 
-    def get_uncertainties_generator(
-        self, predictions: Any, target_predictions: Any = None
-    ) -> np.ndarray:
+    def get_uncertainties_generator(self, predictions: Any, target_predictions: Any = None) -> np.ndarray:
         """Scores of a stream of batches, concatenated; each batch is scored when it arrives and
         dropped, so memory is one batch plus the pool's scores."""
         parts, offset = [], 0
@@ -286,9 +273,7 @@ class _Heuristic(AbstractHeuristic):
             raise ValueError(f"{type(self).__name__}: the generator yielded no predictions to rank")
         return np.concatenate(parts)
 
-    def get_ranks(
-        self, predictions: Any, target_predictions: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def get_ranks(self, predictions: Any, target_predictions: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(pool indices, most informative first; the scores of :meth:`get_uncertainties`).
 
         Accepts an array, a tensor, or any iterator of batches (baal accepts generators only).
@@ -368,17 +353,14 @@ class _Fused(_Heuristic):
         if x.ndim < 3:
             if self._needs_iterations:
                 raise ValueError(
-                    f"{name} needs MC predictions [n_sample, n_classes, ..., n_iterations], "
-                    f"got shape {tuple(x.shape)}"
+                    f"{name} needs MC predictions [n_sample, n_classes, ..., n_iterations], got shape {tuple(x.shape)}"
                 )
             x = x.unsqueeze(-1)
         elif self._average_inputs:
             x = x.mean(-1, dtype=torch.float32).unsqueeze(-1)
         spatial = x.shape[2:-1]
         if _are_probabilities(x):
-            parts = [
-                self._kernel(torch.log(rows.float().clamp_min(_TINY))) for _, rows in _row_chunks(x)
-            ]
+            parts = [self._kernel(torch.log(rows.float().clamp_min(_TINY))) for _, rows in _row_chunks(x)]
             scores = torch.cat(parts) if parts else torch.empty(0)
         else:
             scores = self._kernel(x)
@@ -486,8 +468,7 @@ class Variance(_Heuristic):
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim < 3:
             raise ValueError(
-                f"Variance needs MC predictions [n_sample, n_targets, ..., n_iterations], got "
-                f"shape {tuple(x.shape)}"
+                f"Variance needs MC predictions [n_sample, n_targets, ..., n_iterations], got shape {tuple(x.shape)}"
             )
         parts = []
         for _, rows in _row_chunks(x):
@@ -583,13 +564,9 @@ def get_heuristic(
     ``kwargs`` go to the class (``backend=``, ``nonfinite=``).
     """
     if name in _BAAL_ONLY:
-        return _baal_get_heuristic(
-            name, shuffle_prop=shuffle_prop, reduction=reduction or "none", **kwargs
-        )
+        return _baal_get_heuristic(name, shuffle_prop=shuffle_prop, reduction=reduction or "none", **kwargs)
     if name not in _BY_NAME:
-        raise ValueError(
-            f"unknown heuristic {name!r}; expected one of {', '.join((*_BY_NAME, *_BAAL_ONLY))}"
-        )
+        raise ValueError(f"unknown heuristic {name!r}; expected one of {', '.join((*_BY_NAME, *_BAAL_ONLY))}")
     if reduction is not None:
         kwargs["reduction"] = reduction
     return _BY_NAME[name](shuffle_prop=shuffle_prop, **kwargs)

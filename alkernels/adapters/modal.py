@@ -64,6 +64,7 @@ Unchanged from modAL: an unfitted classifier (``NotFittedError``) or one that ha
 class scores every sample alike (``uncertainty`` 1 or 0, ``margin`` 0, ``entropy`` 0), and
 extra keyword arguments go to ``predict_proba`` (or ``predict`` for ``max_std_sampling``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -208,8 +209,20 @@ def uncertainty_sampling(
         (int64 [n_instances] pool indices most informative first, float32 [n_instances]
         uncertainties ``1 - max_c p_bar``).
     """
-    return _query("least_confidence", 1.0, (1.0, 0.0), classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, predict_proba_kwargs, "uncertainty_sampling")
+    return _query(
+        "least_confidence",
+        1.0,
+        (1.0, 0.0),
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        predict_proba_kwargs,
+        "uncertainty_sampling",
+    )
 
 
 def margin_sampling(
@@ -231,8 +244,20 @@ def margin_sampling(
         (int64 [n_instances] indices, smallest margin first; float32 [n_instances] margins
         ``p_bar(1) - p_bar(2)``, as modAL returns them).
     """
-    return _query("margin", -1.0, (0.0, 0.0), classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, predict_proba_kwargs, "margin_sampling")
+    return _query(
+        "margin",
+        -1.0,
+        (0.0, 0.0),
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        predict_proba_kwargs,
+        "margin_sampling",
+    )
 
 
 def entropy_sampling(
@@ -253,8 +278,20 @@ def entropy_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] entropies).
     """
-    return _query("entropy", 1.0, (0.0, 0.0), classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, predict_proba_kwargs, "entropy_sampling")
+    return _query(
+        "entropy",
+        1.0,
+        (0.0, 0.0),
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        predict_proba_kwargs,
+        "entropy_sampling",
+    )
 
 
 def predictive_entropy_sampling(
@@ -275,8 +312,20 @@ def predictive_entropy_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] predictive entropies).
     """
-    return _query("predictive_entropy", 1.0, (0.0, 0.0), classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, predict_proba_kwargs, "predictive_entropy_sampling")
+    return _query(
+        "predictive_entropy",
+        1.0,
+        (0.0, 0.0),
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        predict_proba_kwargs,
+        "predictive_entropy_sampling",
+    )
 
 
 def bald_sampling(
@@ -296,8 +345,20 @@ def bald_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] BALD scores in nats).
     """
-    return _query("bald", 1.0, None, classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, {}, "bald_sampling")
+    return _query(
+        "bald",
+        1.0,
+        None,
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        {},
+        "bald_sampling",
+    )
 
 
 def expected_entropy_sampling(
@@ -317,8 +378,20 @@ def expected_entropy_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] expected entropies in nats).
     """
-    return _query("expected_entropy", 1.0, None, classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, {}, "expected_entropy_sampling")
+    return _query(
+        "expected_entropy",
+        1.0,
+        None,
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        {},
+        "expected_entropy_sampling",
+    )
 
 
 def expected_uncertainty_sampling(
@@ -338,8 +411,20 @@ def expected_uncertainty_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] expected uncertainties).
     """
-    return _query("expected_least_confidence", 1.0, None, classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, {}, "expected_uncertainty_sampling")
+    return _query(
+        "expected_least_confidence",
+        1.0,
+        None,
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        {},
+        "expected_uncertainty_sampling",
+    )
 
 
 def expected_margin_sampling(
@@ -359,8 +444,20 @@ def expected_margin_sampling(
     Returns:
         (int64 [n_instances] indices, float32 [n_instances] expected margins).
     """
-    return _query("expected_margin", -1.0, None, classifier, X_pool, n_instances, random_tie_break,
-                  mc, mc_output, backend, {}, "expected_margin_sampling")
+    return _query(
+        "expected_margin",
+        -1.0,
+        None,
+        classifier,
+        X_pool,
+        n_instances,
+        random_tie_break,
+        mc,
+        mc_output,
+        backend,
+        {},
+        "expected_margin_sampling",
+    )
 
 
 def max_std_sampling(
@@ -419,9 +516,7 @@ def max_std_sampling(
     values = values.reshape(n)
     bad = ~(np.isfinite(values) & (values >= 0))
     if bad.any():
-        raise ValueError(
-            f"{source} returned a NaN, infinite or negative value for pool sample {int(np.argmax(bad))}"
-        )
+        raise ValueError(f"{source} returned a NaN, infinite or negative value for pool sample {int(np.argmax(bad))}")
     std = np.sqrt(values) if variance is not None else values
     if random_tie_break:
         order = np.random.permutation(n)[::-1]

@@ -43,6 +43,7 @@ Differences from ``UncertaintySampling`` and ``GreedyBALD``, all deliberate:
 - Bad probabilities raise ``ValueError`` naming the first bad sample (NaN, infinite or negative);
   rows must sum to one (scikit-activeml's check, atol 1e-3) for the single-model methods.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -179,12 +180,11 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
         utility_weight = check_array(utility_weight, ensure_2d=False)
         if len(utility_weight) != n_total:
             which = "n_samples" if mapping is not None else "n_candidates"
-            raise ValueError(
-                f"'utility_weight' must have length '{which}' but {len(utility_weight)} != {n_total}."
-            )
+            raise ValueError(f"'utility_weight' must have length '{which}' but {len(utility_weight)} != {n_total}.")
         if len(X_cand) == 0:
-            raise ValueError("There are no candidate samples: every sample in 'y' is labelled or "
-                             "'candidates' is empty.")
+            raise ValueError(
+                "There are no candidate samples: every sample in 'y' is labelled or 'candidates' is empty."
+            )
 
         probas = self._predict(X, y, clf, fit_clf, sample_weight, X_cand)
         strategy = METHODS[self.method]
@@ -257,8 +257,6 @@ class FusedUncertaintySampling(SingleAnnotatorPoolQueryStrategy):
             clf = clone(clf).fit(X, y) if sample_weight is None else clone(clf).fit(X, y, sample_weight)
         probas = np.asarray(clf.predict_proba(X_cand))
         if probas.ndim != 2:
-            raise ValueError(
-                f"'probas' should be of shape (n_samples, n_classes), but shape {probas.shape} was given."
-            )
+            raise ValueError(f"'probas' should be of shape (n_samples, n_classes), but shape {probas.shape} was given.")
         as_tnc(probas, len(X_cand), "clf.predict_proba")
         return probas

@@ -1,11 +1,11 @@
 """The ``alkernels`` command line. Each submodule adds one sub-command via ``add_parser``."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-from alkernels.cli import data, demo
-from alkernels.cli import report, reproduce, run, transfer
+from alkernels.cli import data, demo, report, reproduce, run, transfer
 from alkernels.distributed.group import DistributedError
 
 COMMANDS = [demo, data, run, reproduce, report, transfer]

@@ -1,4 +1,5 @@
 """``alkernels data``: generate the built-in datasets and build (cached) crystal graphs."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,14 +13,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data_sub = p.add_subparsers(dest="data_command", required=True)
 
     synth = data_sub.add_parser(
-        "synth", help="generate a built-in dataset (perovskite-derived cells or random crystals), spglib-labelled",
+        "synth",
+        help="generate a built-in dataset (perovskite-derived cells or random crystals), spglib-labelled",
         description="Writes DIR/synthetic.extxyz (--generator builtin) or DIR/perovskite.extxyz (info: id and "
-                    "every table column, e.g. spacegroup_number) and the same name .csv (one row per "
-                    "structure). The output is checked before generating.",
+        "every table column, e.g. spacegroup_number) and the same name .csv (one row per "
+        "structure). The output is checked before generating.",
     )
-    synth.add_argument("--generator", choices=("builtin", "perovskite"), default="builtin",
-                       help="builtin: random symmetric crystals from pyxtal (dataset spec builtin:N); perovskite: "
-                            "tilted/polar ABX3 cells (perovskite:N, the embedded default)")
+    synth.add_argument(
+        "--generator",
+        choices=("builtin", "perovskite"),
+        default="builtin",
+        help="builtin: random symmetric crystals from pyxtal (dataset spec builtin:N); perovskite: "
+        "tilted/polar ABX3 cells (perovskite:N, the embedded default)",
+    )
     synth.add_argument("--n", type=int, required=True, help="number of structures")
     synth.add_argument("--out", type=Path, required=True, help="output directory")
     synth.add_argument("--seed", type=int, default=0)
@@ -28,15 +34,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=run_synth)
 
     graphs = data_sub.add_parser(
-        "build-graphs", help="build and cache crystal graphs from any source read_structures reads",
+        "build-graphs",
+        help="build and cache crystal graphs from any source read_structures reads",
     )
-    graphs.add_argument("source", help="CSV(.gz) with a cif column, CIF/POSCAR/extxyz file or folder, "
-                                       "ASE db, matbench JSON")
+    graphs.add_argument(
+        "source", help="CSV(.gz) with a cif column, CIF/POSCAR/extxyz file or folder, ASE db, matbench JSON"
+    )
     graphs.add_argument("--cutoff", type=float, default=6.0, help="neighbour cutoff in Angstrom")
     graphs.add_argument("--mode", choices=("periodic", "matsciml"), default="periodic")
     graphs.add_argument("--max-neighbors", type=int, default=None)
-    graphs.add_argument("--max-edges", type=int, default=2_000_000,
-                        help="reject structures whose graph would exceed this many edges (default 2,000,000)")
+    graphs.add_argument(
+        "--max-edges",
+        type=int,
+        default=2_000_000,
+        help="reject structures whose graph would exceed this many edges (default 2,000,000)",
+    )
     graphs.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     graphs.add_argument("--cache-dir", type=Path, required=True, help="where the graph cache goes")
     graphs.set_defaults(func=run_build_graphs)
@@ -90,8 +102,10 @@ def run_synth(args: argparse.Namespace) -> int:
     structures.table.assign(id=structures.ids).to_csv(tmp[1], index=False)
     for t, name in zip(tmp, names):
         os.replace(t, args.out / name)
-    print(f"{len(structures)} structures ({structures.table['n_atoms'].mean():.1f} atoms on average, "
-          f"{len(set(structures.labels.tolist()))} space groups) in {elapsed:.1f} s -> {args.out}")
+    print(
+        f"{len(structures)} structures ({structures.table['n_atoms'].mean():.1f} atoms on average, "
+        f"{len(set(structures.labels.tolist()))} space groups) in {elapsed:.1f} s -> {args.out}"
+    )
     return 0
 
 
@@ -101,14 +115,23 @@ def run_build_graphs(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     structures = read_structures(args.source).drop_dense(args.cutoff, args.mode, args.max_edges)
     t1 = time.perf_counter()
-    graphs = build_graphs(structures, cutoff=args.cutoff, mode=args.mode, max_neighbors=args.max_neighbors,
-                          max_edges=args.max_edges, workers=args.workers, cache_dir=args.cache_dir)
+    graphs = build_graphs(
+        structures,
+        cutoff=args.cutoff,
+        mode=args.mode,
+        max_neighbors=args.max_neighbors,
+        max_edges=args.max_edges,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+    )
     t2 = time.perf_counter()
     print(f"read {len(structures)} structures ({len(structures.rejected)} rejected) in {t1 - t0:.1f} s")
     for row, reason in structures.rejected[:10]:
         print(f"  rejected {row}: {reason}")
     if len(structures.rejected) > 10:
         print(f"  ... and {len(structures.rejected) - 10} more")
-    print(f"{graphs.num_edges} edges ({graphs.num_edges / max(graphs.num_nodes, 1):.1f} per atom, "
-          f"{args.mode}, cutoff {args.cutoff} A) in {t2 - t1:.1f} s -> {graphs.path}")
+    print(
+        f"{graphs.num_edges} edges ({graphs.num_edges / max(graphs.num_nodes, 1):.1f} per atom, "
+        f"{args.mode}, cutoff {args.cutoff} A) in {t2 - t1:.1f} s -> {graphs.path}"
+    )
     return 0

@@ -1,4 +1,5 @@
 """``alkernels demo``: score a synthetic 100k pool with every strategy and print a table."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import time
 
 import torch
 
-from alkernels.cli.run import add_backend_arg
+from alkernels.cli._common import add_backend_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,13 +29,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     scores = acquisition.score_all(logits, backend=args.backend)
     t1 = time.perf_counter()
-    print(f"pool T={args.passes} N={args.pool} C={args.classes}: all 8 strategies in one pass, "
-          f"{(t1 - t0) * 1e3:.1f} ms (backend={args.backend})")
+    print(
+        f"pool T={args.passes} N={args.pool} C={args.classes}: all 8 strategies in one pass, "
+        f"{(t1 - t0) * 1e3:.1f} ms (backend={args.backend})"
+    )
     print(f"{'strategy':<28}{'mean score':>12}{'top-k min':>12}{'top-1 index':>13}{'select ms':>11}")
     for name in acquisition.STRATEGIES:
         t0 = time.perf_counter()
         idx, val = acquisition.topk(scores[name], args.k)
         dt = (time.perf_counter() - t0) * 1e3
-        print(f"{name:<28}{scores[name].mean().item():>12.4f}{val[-1].item():>12.4f}"
-              f"{int(idx[0]):>13}{dt:>11.2f}")
+        print(f"{name:<28}{scores[name].mean().item():>12.4f}{val[-1].item():>12.4f}{int(idx[0]):>13}{dt:>11.2f}")
     return 0

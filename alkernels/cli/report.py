@@ -1,5 +1,6 @@
 """``alkernels report DIR``: regenerate the tables and plots of a study grid (space-group
 classification or GP regression, whichever the folder holds)."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,14 +1,26 @@
 """``alkernels reproduce``: a study's grid. ``--study spacegroup`` (default): the paper's Table 1
 grid (strategies x seeds x reset variants + standard); ``--study gp-regression``: protocol B's
 regression grid (strategies x seeds with a GP on frozen features)."""
+
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
 
-from alkernels.cli.run import (add_backend_arg, add_data_args, add_distributed_args, add_precision_arg,
-                               add_schedule_args, apply_threads, check_device, check_output_dir, checks_output,
-                               cli_words, start_distributed, stop_distributed)
+from alkernels.cli._common import (
+    add_backend_arg,
+    add_data_args,
+    add_distributed_args,
+    add_precision_arg,
+    add_schedule_args,
+    apply_threads,
+    check_device,
+    check_output_dir,
+    checks_output,
+    cli_words,
+    start_distributed,
+    stop_distributed,
+)
 
 #: Studies and their presets (the first is the default).
 STUDY_PRESETS = {
@@ -18,35 +30,57 @@ STUDY_PRESETS = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="run a study's grid and write the report",
-                       description="spacegroup: runs every strategy x seed x reset variant and the full-data "
-                                   "standard run, then writes table.md, accuracy.png, loss.png and "
-                                   "spacegroups.png. gp-regression: runs every strategy arm x seed of a preset "
-                                   "and writes table.md and mae.png. Re-running the same command resumes an "
-                                   "interrupted grid.")
+    p = sub.add_parser(
+        "reproduce",
+        help="run a study's grid and write the report",
+        description="spacegroup: runs every strategy x seed x reset variant and the full-data "
+        "standard run, then writes table.md, accuracy.png, loss.png and "
+        "spacegroups.png. gp-regression: runs every strategy arm x seed of a preset "
+        "and writes table.md and mae.png. Re-running the same command resumes an "
+        "interrupted grid.",
+    )
     p.add_argument("--study", default="spacegroup", choices=list(STUDY_PRESETS))
-    p.add_argument("--preset", default=None,
-                   help="spacegroup: quick (default; a smoke test: 300 structures, 1 epoch per round), demo "
-                        "(2,500 generated perovskites, make demo), cpu (the CPU study, see "
-                        "experiments/spacegroup/README.md) or paper (the full protocol, a GPU); gp-regression: "
-                        + ", ".join(STUDY_PRESETS["gp-regression"]) + " (default perovskite)")
-    p.add_argument("--strategies", default="all",
-                   help="'all' (the preset's) or a comma-separated list; gp-regression arms are STRATEGY[:BATCH]")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="spacegroup: quick (default; a smoke test: 300 structures, 1 epoch per round), demo "
+        "(2,500 generated perovskites, make demo), cpu (the CPU study, see "
+        "experiments/spacegroup/README.md) or paper (the full protocol, a GPU); gp-regression: "
+        + ", ".join(STUDY_PRESETS["gp-regression"])
+        + " (default perovskite)",
+    )
+    p.add_argument(
+        "--strategies",
+        default="all",
+        help="'all' (the preset's) or a comma-separated list; gp-regression arms are STRATEGY[:BATCH]",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per strategy (default 3, gp-regression 5)")
-    p.add_argument("--reset", default="both", choices=["both", "keep", "reset"],
-                   help="spacegroup: weight-reset variants to run")
+    p.add_argument(
+        "--reset", default="both", choices=["both", "keep", "reset"], help="spacegroup: weight-reset variants to run"
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--restart-round", action="store_true",
-                   help="discard a damaged checkpoint of an unfinished run and redo its last round")
-    p.add_argument("--processes", type=int, default=1,
-                   help="spacegroup: grid cells run in parallel processes, each with cores / processes threads "
-                        "unless --threads says otherwise")
+    p.add_argument(
+        "--restart-round",
+        action="store_true",
+        help="discard a damaged checkpoint of an unfinished run and redo its last round",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="spacegroup: grid cells run in parallel processes, each with cores / processes threads "
+        "unless --threads says otherwise",
+    )
     add_schedule_args(p, epochs_default=None)
     p.add_argument("--queries", type=int, default=None, help="gp-regression: override the preset's queries")
-    p.add_argument("--max-structures", type=int, default=None,
-                   help="gp-regression: a fixed random subset of this many structures")
-    p.add_argument("--data-dir", default="../shared/data",
-                   help="gp-regression: the folder holding the preset's files (default ../shared/data)")
+    p.add_argument(
+        "--max-structures", type=int, default=None, help="gp-regression: a fixed random subset of this many structures"
+    )
+    p.add_argument(
+        "--data-dir",
+        default="../shared/data",
+        help="gp-regression: the folder holding the preset's files (default ../shared/data)",
+    )
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
     add_precision_arg(p, default=None)
     add_data_args(p, default_dataset=None)
@@ -66,15 +100,19 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
-    preset = preset_with(preset, epochs=args.epochs, backend=args.backend, precision=args.precision,
-                         label_mode=args.label_mode)
+    preset = preset_with(
+        preset, epochs=args.epochs, backend=args.backend, precision=args.precision, label_mode=args.label_mode
+    )
     if args.epoch_budget is not None:
         preset = replace(preset, epoch_budget=args.epoch_budget)
     elif args.epochs is not None:
         preset = replace(preset, epoch_budget=None)  # fixed epochs asked for: drop the preset's budget
     seeds = 3 if args.seeds is None else args.seeds
-    names = list(PAPER_STRATEGIES) if args.strategies == "all" else \
-        [s.strip() for s in args.strategies.split(",") if s.strip()]
+    names = (
+        list(PAPER_STRATEGIES)
+        if args.strategies == "all"
+        else [s.strip() for s in args.strategies.split(",") if s.strip()]
+    )
     variants = list(VARIANTS) if args.reset == "both" else [args.reset]
     grid(names, seeds, variants)  # a bad strategy name or seed count fails before data loading
     if args.distributed and args.processes != 1:
@@ -87,15 +125,33 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args, args.processes)
     device, say, data_first = start_distributed(args)
     with data_first:
-        data = load_split(args.dataset or preset.dataset, label=args.label, structures=preset.structures,
-                          split=preset.split, cutoff=preset.cutoff, graph_mode=preset.graph_mode,
-                          cache_dir=args.cache_dir, workers=args.workers, label_mode=preset.label_mode)
+        data = load_split(
+            args.dataset or preset.dataset,
+            label=args.label,
+            structures=preset.structures,
+            split=preset.split,
+            cutoff=preset.cutoff,
+            graph_mode=preset.graph_mode,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            label_mode=preset.label_mode,
+        )
     failed: CellsFailedError | None = None
     try:
-        meta = reproduce(data, preset, args.out, strategy_names=names, seeds=seeds, variants=variants,
-                         processes=args.processes, threads=args.threads, device=device,
-                         distributed=args.distributed, log=say,
-                         restart_round=args.restart_round)
+        meta = reproduce(
+            data,
+            preset,
+            args.out,
+            strategy_names=names,
+            seeds=seeds,
+            variants=variants,
+            processes=args.processes,
+            threads=args.threads,
+            device=device,
+            distributed=args.distributed,
+            log=say,
+            restart_round=args.restart_round,
+        )
         say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
     except ValueError as err:
         raise cli_words(err, resumes=True) from err
@@ -107,10 +163,14 @@ def run(args: argparse.Namespace) -> int:
         print("written: " + ", ".join(str(p) for p in paths.values()))
     stop_distributed(args)
     if failed is not None:
-        why = "; ".join(f"{name}: {cli_words(e, resumes=True) if isinstance(e, ValueError) else e}"
-                        for name, e in failed.failures.items())
-        raise ValueError(f"{len(failed.failures)} run(s) failed, the others finished and are reported: {why}; "
-                         "fix or remove those run folders and rerun to finish the grid") from failed
+        why = "; ".join(
+            f"{name}: {cli_words(e, resumes=True) if isinstance(e, ValueError) else e}"
+            for name, e in failed.failures.items()
+        )
+        raise ValueError(
+            f"{len(failed.failures)} run(s) failed, the others finished and are reported: {why}; "
+            "fix or remove those run folders and rerun to finish the grid"
+        ) from failed
     return 0
 
 
@@ -119,8 +179,9 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     from alkernels.experiments.gp_regression.report import write_report
 
     arms = None if args.strategies == "all" else arms_of([s.strip() for s in args.strategies.split(",") if s.strip()])
-    preset = preset_with(preset_name, arms=arms, queries=args.queries, embedding_epochs=args.epochs,
-                         max_structures=args.max_structures)
+    preset = preset_with(
+        preset_name, arms=arms, queries=args.queries, embedding_epochs=args.epochs, max_structures=args.max_structures
+    )
     seeds = 5 if args.seeds is None else args.seeds
     grid(preset, seeds)  # bad arms or seeds fail before data loading
     if args.epoch_budget is not None:
@@ -133,8 +194,9 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=args.workers)
     if data.skipped:
         print(f"skipped {len(data.skipped)} rows without a usable structure or {preset.target!r}")
-    meta = reproduce(data, preset, args.out, seeds=seeds, device=args.device, backend=args.backend or "auto",
-                     progress=True)
+    meta = reproduce(
+        data, preset, args.out, seeds=seeds, device=args.device, backend=args.backend or "auto", progress=True
+    )
     print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in this call")
     for name, path in write_report(args.out).items():
         print(f"{name}: {path}")

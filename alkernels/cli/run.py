@@ -1,220 +1,74 @@
 """``alkernels run``: one active-learning run of one strategy, resumable, with a results table."""
+
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
+from alkernels.cli._common import (
+    add_backend_arg,
+    add_data_args,
+    add_distributed_args,
+    add_precision_arg,
+    add_schedule_args,
+    apply_threads,
+    check_device,
+    check_output_dir,
+    checks_output,
+    cli_words,
+    count_or_fraction,
+    start_distributed,
+    stop_distributed,
+)
 from alkernels.data._store import default_cache_dir
-from alkernels.ops.dispatch import BACKENDS, normalize_backend
-
-
-def count_or_fraction(text: str) -> int | float:
-    """``"0.1"`` -> 0.1 (a fraction), ``"24"`` -> 24 (a count)."""
-    try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from err
-
-
-def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None, what: str) -> None:
-    """``--backend`` in the library's one vocabulary (``reference`` is accepted as ``torch``)."""
-    p.add_argument("--backend", default=default, type=normalize_backend, choices=BACKENDS,
-                   help=f"{what}: {', '.join(BACKENDS)} ('reference' is an alias of 'torch')")
-
-
-def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) -> None:
-    """Dataset and graph options shared by ``run`` and ``reproduce``."""
-    p.add_argument("--dataset", default=default_dataset,
-                   help="perovskite:N or builtin:N (N generated crystals) or a structure file/folder"
-                        + (f" (default {default_dataset})" if default_dataset else " (default: the preset's)"))
-    p.add_argument("--label", help="for files: 'spacegroup' (spglib) or a column of space-group numbers")
-    p.add_argument("--label-mode", default=None, choices=["spacegroup", "crystal_system", "bravais"],
-                   help="classes to predict: the 230 space groups (the paper's task), or, coarser, the 7 crystal "
-                        "systems or 14 Bravais lattices of those space groups (default: spacegroup, or the preset's)")
-    p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
-    p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
-
-
-def add_distributed_args(p: argparse.ArgumentParser) -> None:
-    """``--distributed`` and ``--dist-timeout`` (for runs launched by torchrun)."""
-    p.add_argument("--distributed", action="store_true",
-                   help="one process per rank under torchrun: torchrun --nproc_per_node N -m alkernels ... "
-                        "--distributed (gloo on CPU, nccl with --device cuda)")
-    p.add_argument("--dist-timeout", type=float, default=None,
-                   help="seconds a rank waits for the others before the run fails "
-                        "(default $ALKERNELS_DIST_TIMEOUT or 1800)")
-
-
-def checks_output(args: argparse.Namespace) -> bool:
-    """Whether this process checks ``--out`` before the job starts: always without
-    ``--distributed``; with it only rank 0, read from the process group when the caller already
-    joined one (ranks spawned in-process) and from torchrun's ``RANK`` otherwise."""
-    if not args.distributed:
-        return True
-    from alkernels import distributed
-
-    if distributed.is_initialized():
-        return distributed.is_rank_zero()
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def start_distributed(args: argparse.Namespace) -> tuple[str, Callable[..., None], AbstractContextManager]:
-    """Join the torchrun job when ``--distributed`` is given.
-
-    Returns:
-        (this rank's device, a print that only rank 0 executes, a context in which each node's
-        local rank 0 prepares data before the other ranks read it).
-    """
-    if not args.distributed:
-        if args.dist_timeout is not None:
-            raise ValueError("--dist-timeout only applies with --distributed")
-        return args.device, print, nullcontext()
-    import torch.distributed
-
-    from alkernels import distributed
-
-    device = distributed.init_process_group(device=args.device, timeout=args.dist_timeout)
-    say = print if distributed.is_rank_zero() else (lambda *a, **k: None)
-    say(f"distributed: {distributed.world_size()} ranks, backend {torch.distributed.get_backend()}")
-    return str(device), say, distributed.rank_zero_first()
-
-
-def stop_distributed(args: argparse.Namespace) -> None:
-    """Leave the torchrun job after a successful ``--distributed`` command."""
-    if args.distributed:
-        from alkernels import distributed
-
-        distributed.destroy_process_group()
-
-
-def check_device(name: str) -> str:
-    """``name`` if torch can use it here: a clear error for an unknown device or a missing GPU."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: alkernels runs on cpu or cuda, not {device.type}")
-    return name
-
-
-def check_output_dir(path: str, *, resume: bool, restart_round: bool = False) -> None:
-    """Fail before any work when ``--out`` cannot take a run: a file, a path under a file, a folder
-    that cannot be written, one that another run is writing, or one that holds a run without
-    ``--resume``."""
-    from pathlib import Path
-
-    from alkernels.loop.rundir import RunDirectory
-
-    if restart_round and not resume:
-        raise ValueError("--restart-round only applies with --resume")
-    out = Path(path)
-    for parent in (out, *out.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"--out {out}: {parent} is a file, not a folder")
-            break
-    run_dir = RunDirectory(out)
-    with run_dir.lock():  # creates the folder, checks it is writable and not in use
-        pass
-    if run_dir.has_run() and not resume:
-        raise ValueError(f"--out {out} already holds a run: add --resume to continue it, or choose another "
-                         "--out")
-
-
-def cli_words(err: ValueError, *, resumes: bool = False) -> ValueError:
-    """A library error about a run folder, re-worded with the CLI's flags; ``resumes``: the
-    command always resumes (``reproduce``), so it has no ``--resume`` flag to name."""
-    from alkernels.loop.rundir import DamagedCheckpointError, RunExistsError
-
-    if isinstance(err, RunExistsError):
-        return ValueError(str(err).replace("resume it (resume=True)", "add --resume to continue it"))
-    if isinstance(err, DamagedCheckpointError):
-        flags = "--restart-round" if resumes else "--resume --restart-round"
-        return ValueError(f"{err}; rerun with {flags} to discard it and redo the last round "
-                          "from the previous checkpoint")
-    return err
-
-
-def apply_threads(args: argparse.Namespace, processes: int = 1) -> int:
-    """Set torch's intra-op thread count from ``--threads`` (if given) and warn on stderr when
-    ``processes`` x the threads each will run exceed the usable cores; returns the threads per
-    process (``--threads``, else an even share of the cores when ``processes > 1``, else torch's)."""
-    import sys
-
-    import torch
-
-    from alkernels._threads import oversubscription_warning, threads_per_worker
-
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    threads = threads_per_worker(processes, args.threads) if processes > 1 else torch.get_num_threads()
-    warning = oversubscription_warning(processes, threads)
-    if warning:
-        print(f"alkernels: warning: {warning}", file=sys.stderr)
-    return threads
-
-
-def add_schedule_args(p: argparse.ArgumentParser, *, epochs_default: int | None) -> None:
-    """``--epochs`` and ``--epoch-budget`` (the compute-matched schedule), shared by ``run`` and
-    ``reproduce``."""
-    p.add_argument("--epochs", type=int, default=epochs_default,
-                   help="epochs per round" + (f" (default {epochs_default})" if epochs_default else
-                                              " (default: the preset's)"))
-    p.add_argument("--epoch-budget", type=float, default=None, metavar="E",
-                   help="compute-matched schedule instead of fixed epochs: E full-training-set epochs in total "
-                        "(E x n_train sample-epochs), the same share for every round, whole epochs and at "
-                        "least 1 per round (see alkernels.loop.epochs)")
-
-
-def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None) -> None:
-    """``--precision`` of the GPU (Triton) matmuls."""
-    p.add_argument("--precision", default=default, choices=["fp32", "tf32", "bf16"],
-                   help="matmul precision of the Triton (GPU) EGNN kernels; the CPU backends compute in "
-                        "float32" + (f" (default {default})" if default else " (default: the preset's)"))
+from alkernels.ops.acquisition import NONFINITE_MODES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the active-learning loop for one strategy",
-                       description="Classification (default): train, evaluate and query for --rounds rounds; "
-                                   "writes records.jsonl and a checkpoint to --out after every round. "
-                                   "--task regression: a GP on frozen features labels --queries structures "
-                                   "--batch at a time (protocol B); records every step.")
+    p = sub.add_parser(
+        "run",
+        help="run the active-learning loop for one strategy",
+        description="Classification (default): train, evaluate and query for --rounds rounds; "
+        "writes records.jsonl and a checkpoint to --out after every round. "
+        "--task regression: a GP on frozen features labels --queries structures "
+        "--batch at a time (protocol B); records every step.",
+    )
     p.add_argument("--task", default="classification", choices=["classification", "regression"])
-    p.add_argument("--strategy", required=True,
-                   help="classification: a registered strategy, e.g. margin, bald, random; "
-                        "regression: gp_variance, gp_batch_variance or random")
+    p.add_argument(
+        "--strategy",
+        required=True,
+        help="classification: a registered strategy, e.g. margin, bald, random; "
+        "regression: gp_variance, gp_batch_variance or random",
+    )
     add_data_args(p, default_dataset=None)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--restart-round", action="store_true",
-                   help="with --resume: discard a damaged checkpoint and redo the last round from the previous one")
+    p.add_argument(
+        "--restart-round",
+        action="store_true",
+        help="with --resume: discard a damaged checkpoint and redo the last round from the previous one",
+    )
     p.add_argument("--rounds", type=int, default=10)
     add_schedule_args(p, epochs_default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--initial", type=count_or_fraction, default=0.1, help="initial labelled count or fraction")
     p.add_argument("--query-size", type=count_or_fraction, default=0.1, help="query count or fraction")
     p.add_argument("--reset-weights", action="store_true", help="reload the initial weights every round")
-    p.add_argument("--keep-optimizer", action="store_true",
-                   help="with --reset-weights: keep the optimiser state (the paper's framework did)")
+    p.add_argument(
+        "--keep-optimizer",
+        action="store_true",
+        help="with --reset-weights: keep the optimiser state (the paper's framework did)",
+    )
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=24)
     p.add_argument("--dropout", type=float, default=0.1, help="head dropout (MC strategies need > 0)")
     p.add_argument("--passes", type=int, default=10, help="MC-dropout passes T")
-    p.add_argument("--nonfinite", default="raise", choices=["raise", "exclude"],
-                   help="structures whose logits are NaN/inf: stop with an error (raise) or never query them")
+    p.add_argument(
+        "--nonfinite",
+        default="raise",
+        choices=NONFINITE_MODES,
+        help="structures whose logits are NaN/inf: stop with an error (raise) or never query them",
+    )
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out test fraction")
     p.add_argument("--max-structures", type=int, default=None, help="for files: a random subset of this size")
     p.add_argument("--cutoff", type=float, default=4.0, help="graph cutoff in Angstrom")
@@ -234,19 +88,31 @@ def add_regression_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=1, help="labels per step")
     g.add_argument("--kernel", default="matern12", help="matern12 (default), matern32, matern52 or rbf")
     g.add_argument("--ard", action="store_true", help="one lengthscale per feature")
-    g.add_argument("--noise", default="learn",
-                   help="'learn' (default), 0 (noise-free with jitter, as the study) or a fixed variance")
-    g.add_argument("--gp-method", default="auto", choices=["auto", "exact", "sparse"],
-                   help="exact GP, inducing points (SGPR), or auto by memory")
+    g.add_argument(
+        "--noise",
+        default="learn",
+        help="'learn' (default), 0 (noise-free with jitter, as the study) or a fixed variance",
+    )
+    g.add_argument(
+        "--gp-method",
+        default="auto",
+        choices=["auto", "exact", "sparse"],
+        help="exact GP, inducing points (SGPR), or auto by memory",
+    )
     g.add_argument("--inducing", type=int, default=512, help="inducing points of the sparse method")
     g.add_argument("--fit-iterations", type=int, default=200, help="Adam steps of the hyper-parameter fit")
     g.add_argument("--refit-every", type=int, default=0, help="refit hyper-parameters every R queries (0: never)")
-    g.add_argument("--embedding", default="train-initial",
-                   help="train-initial (default), checkpoint:PATH or composition")
+    g.add_argument(
+        "--embedding", default="train-initial", help="train-initial (default), checkpoint:PATH or composition"
+    )
     g.add_argument("--embedding-epochs", type=int, default=100, help="train-initial: encoder epochs")
     g.add_argument("--embedding-lr", type=float, default=1e-3, help="train-initial: encoder AdamW learning rate")
-    g.add_argument("--retrain-every", type=int, default=0,
-                   help="retrain the encoder on the labelled set every R queries (0: never)")
+    g.add_argument(
+        "--retrain-every",
+        type=int,
+        default=0,
+        help="retrain the encoder on the labelled set every R queries (0: never)",
+    )
     g.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
 
 
@@ -254,9 +120,11 @@ def results_table(records: list[dict]) -> str:
     """A fixed-width table of the records (one line per round)."""
     lines = [f"{'round':>5} {'labelled':>9} {'count':>6} {'accuracy':>9} {'loss':>8} {'train s':>8} {'query s':>8}"]
     for r in records:
-        lines.append(f"{r['round'] + 1:>5} {100 * r['labelled_fraction']:>8.1f}% {r['labelled_count']:>6} "
-                     f"{100 * r['accuracy']:>8.2f}% {r['loss']:>8.4f} {r['train_seconds']:>8.2f} "
-                     f"{r['query_seconds']:>8.2f}")
+        lines.append(
+            f"{r['round'] + 1:>5} {100 * r['labelled_fraction']:>8.1f}% {r['labelled_count']:>6} "
+            f"{100 * r['accuracy']:>8.2f}% {r['loss']:>8.4f} {r['train_seconds']:>8.2f} "
+            f"{r['query_seconds']:>8.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -281,51 +149,85 @@ def run_classification(args: argparse.Namespace) -> int:
     if args.keep_optimizer and not args.reset_weights:
         raise ValueError("--keep-optimizer only applies with --reset-weights")
     if args.max_structures is not None and args.max_structures < 2:
-        raise ValueError(f"--max-structures must be at least 2 (a train and a test structure), got {args.max_structures}")
+        raise ValueError(
+            f"--max-structures must be at least 2 (a train and a test structure), got {args.max_structures}"
+        )
     if not 0.0 <= args.dropout < 1.0:
         raise ValueError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.passes < 1:
         raise ValueError(f"--passes must be >= 1, got {args.passes}")
     if args.strategy in strategies.MC_PASS and args.dropout == 0.0:
-        raise ValueError(f"--strategy {args.strategy} scores MC-dropout passes, which are identical with "
-                         "--dropout 0 (the scores would rank rounding noise); use --dropout > 0 or a "
-                         "single-pass strategy")
+        raise ValueError(
+            f"--strategy {args.strategy} scores MC-dropout passes, which are identical with "
+            "--dropout 0 (the scores would rank rounding noise); use --dropout > 0 or a "
+            "single-pass strategy"
+        )
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     check_device(args.device)
     apply_threads(args)
-    strategy = strategies.make(args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir(),
-                               nonfinite=args.nonfinite)
+    strategy = strategies.make(
+        args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir(), nonfinite=args.nonfinite
+    )
     if checks_output(args):
         check_output_dir(args.out, resume=args.resume, restart_round=args.restart_round)
     device, say, data_first = start_distributed(args)
     t0 = time.perf_counter()
     with data_first:
-        data = load_split(args.dataset, label=args.label, structures=args.max_structures,
-                         split=(1.0 - args.test_fraction, args.test_fraction), cutoff=args.cutoff,
-                         graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=args.workers,
-                         label_mode=args.label_mode or "spacegroup")
-    say(f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
+        data = load_split(
+            args.dataset,
+            label=args.label,
+            structures=args.max_structures,
+            split=(1.0 - args.test_fraction, args.test_fraction),
+            cutoff=args.cutoff,
+            graph_mode=args.graph_mode,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+            label_mode=args.label_mode or "spacegroup",
+        )
+    say(
+        f"dataset {args.dataset}: {len(data.train)} train / {len(data.test)} test structures, "
         f"{len(set(data.train_labels.tolist()))} space groups in train "
-        f"({time.perf_counter() - t0:.1f} s)")
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     loop = ActiveLearningLoop(
         partial(paper_classifier, args.backend, args.dropout, args.precision, num_classes=data.num_classes),
-        strategy, data.train, data.test,
-        initial=args.initial, query_size=args.query_size, rounds=args.rounds, epochs=args.epochs,
+        strategy,
+        data.train,
+        data.test,
+        initial=args.initial,
+        query_size=args.query_size,
+        rounds=args.rounds,
+        epochs=args.epochs,
         epoch_budget=args.epoch_budget,
-        reset_weights=args.reset_weights, reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
-        seed=args.seed, out_dir=args.out, batch_size=args.batch_size, lr=args.lr, device=device,
-        progress=True, distributed=args.distributed,
-        metadata={"dataset": data.name, "label": args.label, "max_structures": args.max_structures,
-                  "test_fraction": args.test_fraction, "cutoff": args.cutoff, "graph_mode": args.graph_mode,
-                  **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
+        reset_weights=args.reset_weights,
+        reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
+        seed=args.seed,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=device,
+        progress=True,
+        distributed=args.distributed,
+        metadata={
+            "dataset": data.name,
+            "label": args.label,
+            "max_structures": args.max_structures,
+            "test_fraction": args.test_fraction,
+            "cutoff": args.cutoff,
+            "graph_mode": args.graph_mode,
+            **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {}),
+        },
+    )
     t1 = time.perf_counter()
     try:
         records = loop.run(resume=args.resume, restart_round=args.restart_round)
     except ValueError as err:
         raise cli_words(err) from err
-    say(f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "
-        f"(records in {loop.records_path})")
+    say(
+        f"\n{args.strategy}, seed {args.seed}: {len(records)} rounds in {time.perf_counter() - t1:.1f} s "
+        f"(records in {loop.records_path})"
+    )
     say(results_table(records))
     stop_distributed(args)
     return 0
@@ -349,8 +251,10 @@ def regression_table(records: list[dict], rows: int = 11) -> str:
     picks = sorted({round(k * (len(records) - 1) / max(rows - 1, 1)) for k in range(rows)})
     lines = [f"{'step':>6} {'labelled':>9} {'MAE':>10} {'RMSE':>10} {'query ms':>9} {'update ms':>10}"]
     for r in (records[i] for i in picks):
-        lines.append(f"{r['step']:>6} {r['labelled_count']:>9} {r['mae']:>10.5f} {r['rmse']:>10.5f} "
-                     f"{1e3 * r['query_seconds']:>9.2f} {1e3 * r['update_seconds']:>10.2f}")
+        lines.append(
+            f"{r['step']:>6} {r['labelled_count']:>9} {r['mae']:>10.5f} {r['rmse']:>10.5f} "
+            f"{1e3 * r['query_seconds']:>9.2f} {1e3 * r['update_seconds']:>10.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -371,35 +275,76 @@ def run_regression(args: argparse.Namespace) -> int:
         raise ValueError("--distributed applies to --task classification; a GP run is one process")
     check_device(args.device)
     strategy = get_strategy(args.strategy)
-    gp = {"kernel": args.kernel, "ard": args.ard, "noise": parse_noise(args.noise), "method": args.gp_method,
-          "inducing_points": args.inducing, "iterations": args.fit_iterations}
+    gp = {
+        "kernel": args.kernel,
+        "ard": args.ard,
+        "noise": parse_noise(args.noise),
+        "method": args.gp_method,
+        "inducing_points": args.inducing,
+        "iterations": args.fit_iterations,
+    }
     GPRegressor(**gp)  # an unknown kernel or bad GP setting fails before the data is read
-    embedding = Embedding(args.embedding, epochs=args.embedding_epochs, lr=args.embedding_lr,
-                          backend=args.backend, device=args.device,
-                          cache_dir=args.cache_dir or default_cache_dir(), progress=True)
+    embedding = Embedding(
+        args.embedding,
+        epochs=args.embedding_epochs,
+        lr=args.embedding_lr,
+        backend=args.backend,
+        device=args.device,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        progress=True,
+    )
     check_output_dir(args.out, resume=args.resume, restart_round=args.restart_round)
     apply_threads(args)
     t0 = time.perf_counter()
-    data = load_regression(args.dataset, args.target, test_fraction=args.test_fraction,
-                           structures=args.max_structures, cutoff=args.cutoff, graph_mode=args.graph_mode,
-                           cache_dir=args.cache_dir, workers=args.workers)
-    print(f"dataset {data.name}: {len(data.train)} pool / {len(data.test)} test structures with a finite "
-          f"{args.target!r} ({time.perf_counter() - t0:.1f} s)")
+    data = load_regression(
+        args.dataset,
+        args.target,
+        test_fraction=args.test_fraction,
+        structures=args.max_structures,
+        cutoff=args.cutoff,
+        graph_mode=args.graph_mode,
+        cache_dir=args.cache_dir,
+        workers=args.workers,
+    )
+    print(
+        f"dataset {data.name}: {len(data.train)} pool / {len(data.test)} test structures with a finite "
+        f"{args.target!r} ({time.perf_counter() - t0:.1f} s)"
+    )
     if data.skipped:
         reasons = "; ".join(f"{row}: {why}" for row, why in data.skipped[:3])
         print(f"skipped {len(data.skipped)} rows (first: {reasons})")
     learner = GPActiveLearner(
-        partial(embedding, data.dataset), data.y, data.train, data.test, strategy=strategy,
-        initial=args.initial, queries=args.queries, batch=args.batch, gp=gp, refit_every=args.refit_every,
-        retrain_every=args.retrain_every, seed=args.seed, out_dir=args.out, checkpoint_every=args.checkpoint_every,
-        progress=True, metadata={"dataset": data.name, "target": args.target, "skipped": len(data.skipped),
-                                 "test_fraction": args.test_fraction, **embedding.describe()})
+        partial(embedding, data.dataset),
+        data.y,
+        data.train,
+        data.test,
+        strategy=strategy,
+        initial=args.initial,
+        queries=args.queries,
+        batch=args.batch,
+        gp=gp,
+        refit_every=args.refit_every,
+        retrain_every=args.retrain_every,
+        seed=args.seed,
+        out_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+        progress=True,
+        metadata={
+            "dataset": data.name,
+            "target": args.target,
+            "skipped": len(data.skipped),
+            "test_fraction": args.test_fraction,
+            **embedding.describe(),
+        },
+    )
     t1 = time.perf_counter()
     try:
         records = learner.run(resume=args.resume, restart_round=args.restart_round)
     except ValueError as err:
         raise cli_words(err) from err
-    print(f"\n{args.strategy}, seed {args.seed}: {len(records)} steps in {time.perf_counter() - t1:.1f} s "
-          f"(records in {learner.records_path})")
+    print(
+        f"\n{args.strategy}, seed {args.seed}: {len(records)} steps in {time.perf_counter() - t1:.1f} s "
+        f"(records in {learner.records_path})"
+    )
     print(regression_table(records))
     return 0

@@ -1,12 +1,13 @@
 """``alkernels transfer``: the transfer-learning study (pre-train, fine-tune at several sizes with
 every strategy, one fixed test set), resumable, with table.md, mae_vs_size.png and summary.json."""
+
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from alkernels.cli.run import add_backend_arg, apply_threads, check_device, check_output_dir
+from alkernels.cli._common import add_backend_arg, apply_threads, check_device, check_output_dir
 
 
 def _int_list(text: str) -> list[int]:
@@ -25,30 +26,51 @@ def _names(text: str) -> list[str]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "transfer", help="pre-train, then fine-tune at several sizes with each strategy (study C)",
+        "transfer",
+        help="pre-train, then fine-tune at several sizes with each strategy (study C)",
         description="Pre-trains one EGNN per --pretrain source (one column: pair-wise PT; several: "
-                    "multi-property PT), then for every size, repeat and strategy fine-tunes on a random "
-                    "subsample of --finetune-data (90/10 train/validation) and scores it on one fixed test "
-                    "set. Re-running the same command skips finished cells and reuses cached checkpoints.")
-    p.add_argument("--pretrain", action="append", type=_names, metavar="COL[,COL...]",
-                   help="pre-training columns; repeat the option to compare several sources "
-                        "(e.g. --pretrain heat_ref --pretrain heat_ref,dir_gap)")
-    p.add_argument("--pretrain-data", type=_names, metavar="PATH[,PATH...]",
-                   help="pre-training files; each source uses the files that have any of its columns")
+        "multi-property PT), then for every size, repeat and strategy fine-tunes on a random "
+        "subsample of --finetune-data (90/10 train/validation) and scores it on one fixed test "
+        "set. Re-running the same command skips finished cells and reuses cached checkpoints.",
+    )
+    p.add_argument(
+        "--pretrain",
+        action="append",
+        type=_names,
+        metavar="COL[,COL...]",
+        help="pre-training columns; repeat the option to compare several sources "
+        "(e.g. --pretrain heat_ref --pretrain heat_ref,dir_gap)",
+    )
+    p.add_argument(
+        "--pretrain-data",
+        type=_names,
+        metavar="PATH[,PATH...]",
+        help="pre-training files; each source uses the files that have any of its columns",
+    )
     p.add_argument("--finetune", metavar="COL", help="the fine-tuning column")
     p.add_argument("--finetune-data", metavar="PATH", help="the fine-tuning file (pool and fixed test set)")
-    p.add_argument("--sizes", type=_int_list, default=[10, 100, 200, 500, 800],
-                   help="fine-tuning subsample sizes, train + validation (default 10,100,200,500,800)")
+    p.add_argument(
+        "--sizes",
+        type=_int_list,
+        default=[10, 100, 200, 500, 800],
+        help="fine-tuning subsample sizes, train + validation (default 10,100,200,500,800)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="random subsamples per size (default 5)")
-    p.add_argument("--strategies", type=_names,
-                   default=["scratch", "all", "head", "new_head_frozen_trunk", "new_head_frozen_embedding",
-                            "last_k_layers"],
-                   help="scratch, all, head, new_head_frozen_trunk, new_head_frozen_embedding, "
-                        "last_k_layers (K from --last-k) or last_k_layers=K (default: all six)")
+    p.add_argument(
+        "--strategies",
+        type=_names,
+        default=["scratch", "all", "head", "new_head_frozen_trunk", "new_head_frozen_embedding", "last_k_layers"],
+        help="scratch, all, head, new_head_frozen_trunk, new_head_frozen_embedding, "
+        "last_k_layers (K from --last-k) or last_k_layers=K (default: all six)",
+    )
     p.add_argument("--last-k", type=int, default=2, help="K of a plain last_k_layers (default 2)")
-    p.add_argument("--init-head", default=None, metavar="COL",
-                   help="pre-trained head that 'all' and 'head' start from on a multi-property source "
-                        "without the fine-tuning column (single-column sources use their one head)")
+    p.add_argument(
+        "--init-head",
+        default=None,
+        metavar="COL",
+        help="pre-trained head that 'all' and 'head' start from on a multi-property source "
+        "without the fine-tuning column (single-column sources use their one head)",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report of --out")
     p.add_argument("--test-size", type=int, default=500, help="fixed test set size (default 500)")
@@ -63,14 +85,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ft-lr", type=float, default=1e-3)
     p.add_argument("--ft-batch-size", type=int, default=32)
     p.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay of both phases")
-    p.add_argument("--loss", default="absolute", choices=["absolute", "squared"],
-                   help="training loss of both phases on normalised targets: absolute (L1, targets the "
-                        "reported MAE; default) or squared (MSE)")
+    p.add_argument(
+        "--loss",
+        default="absolute",
+        choices=["absolute", "squared"],
+        help="training loss of both phases on normalised targets: absolute (L1, targets the "
+        "reported MAE; default) or squared (MSE)",
+    )
     p.add_argument("--cutoff", type=float, default=6.0, help="graph cutoff in Angstrom (default 6)")
     p.add_argument("--max-neighbors", type=int, default=12, help="nearest neighbours kept per atom (0: all)")
     p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
-    p.add_argument("--pretrain-cache", default=None,
-                   help="folder of cached pre-trained checkpoints (default OUT/pretrained); studies may share one")
+    p.add_argument(
+        "--pretrain-cache",
+        default=None,
+        help="folder of cached pre-trained checkpoints (default OUT/pretrained); studies may share one",
+    )
     p.add_argument("--cache-dir", default=None, help="graph cache (default: alkernels' cache folder)")
     p.add_argument("--workers", type=int, default=None, help="processes for reading files and building graphs")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -85,9 +114,16 @@ def settings_from_args(args: argparse.Namespace):
     from alkernels.models import EGNNConfig
     from alkernels.transfer import TrainConfig, parse_strategy
 
-    missing = [flag for flag, value in (("--pretrain", args.pretrain), ("--pretrain-data", args.pretrain_data),
-                                        ("--finetune", args.finetune), ("--finetune-data", args.finetune_data))
-               if not value]
+    missing = [
+        flag
+        for flag, value in (
+            ("--pretrain", args.pretrain),
+            ("--pretrain-data", args.pretrain_data),
+            ("--finetune", args.finetune),
+            ("--finetune-data", args.finetune_data),
+        )
+        if not value
+    ]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or --report-only)")
     if args.last_k < 1:
@@ -97,18 +133,44 @@ def settings_from_args(args: argparse.Namespace):
         if not Path(path).exists():
             raise ValueError(f"data file {path} does not exist")
     wd = args.weight_decay
-    pt = TrainConfig(lr=args.pt_lr, weight_decay=wd, batch_size=args.pt_batch_size, max_epochs=args.pt_epochs,
-                     patience=args.pt_patience, error=args.loss)
-    ft = TrainConfig(lr=args.ft_lr, weight_decay=wd, batch_size=args.ft_batch_size, max_epochs=args.ft_epochs,
-                     max_steps=args.ft_steps, patience=args.ft_patience, error=args.loss)
+    pt = TrainConfig(
+        lr=args.pt_lr,
+        weight_decay=wd,
+        batch_size=args.pt_batch_size,
+        max_epochs=args.pt_epochs,
+        patience=args.pt_patience,
+        error=args.loss,
+    )
+    ft = TrainConfig(
+        lr=args.ft_lr,
+        weight_decay=wd,
+        batch_size=args.ft_batch_size,
+        max_epochs=args.ft_epochs,
+        max_steps=args.ft_steps,
+        patience=args.ft_patience,
+        error=args.loss,
+    )
     if args.max_neighbors is not None and args.max_neighbors < 0:
         raise ValueError(f"--max-neighbors must be >= 0 (0: no cap), got {args.max_neighbors}")
     return StudySettings(
-        sources=tuple(tuple(s) for s in args.pretrain), pretrain_data=tuple(args.pretrain_data),
-        finetune=args.finetune, finetune_data=args.finetune_data, sizes=tuple(args.sizes), repeats=args.repeats,
-        strategies=strategies, test_size=args.test_size, seed=args.seed, cutoff=args.cutoff,
-        max_neighbors=args.max_neighbors or None, graph_mode=args.graph_mode, egnn=asdict(EGNNConfig()),
-        pt=asdict(pt), ft=asdict(ft), init_head=args.init_head, backend=args.backend)
+        sources=tuple(tuple(s) for s in args.pretrain),
+        pretrain_data=tuple(args.pretrain_data),
+        finetune=args.finetune,
+        finetune_data=args.finetune_data,
+        sizes=tuple(args.sizes),
+        repeats=args.repeats,
+        strategies=strategies,
+        test_size=args.test_size,
+        seed=args.seed,
+        cutoff=args.cutoff,
+        max_neighbors=args.max_neighbors or None,
+        graph_mode=args.graph_mode,
+        egnn=asdict(EGNNConfig()),
+        pt=asdict(pt),
+        ft=asdict(ft),
+        init_head=args.init_head,
+        backend=args.backend,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,15 +192,22 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
 
     def loader(path: str) -> PropertyData:
-        graphs, columns = load_property_graphs(path, cutoff=settings.cutoff, graph_mode=settings.graph_mode,
-                                               max_neighbors=settings.max_neighbors, cache_dir=args.cache_dir,
-                                               workers=args.workers)
+        graphs, columns = load_property_graphs(
+            path,
+            cutoff=settings.cutoff,
+            graph_mode=settings.graph_mode,
+            max_neighbors=settings.max_neighbors,
+            cache_dir=args.cache_dir,
+            workers=args.workers,
+        )
         return PropertyData(graphs, columns, name=spec_name(path))
 
     meta = run_study(settings, args.out, loader=loader, pretrain_cache=args.pretrain_cache, device=args.device)
-    print("study done: pre-training "
-          + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in meta["pretraining"].items())
-          + f"; fine-tuning {meta['finetune_seconds']:.0f} s in total")
+    print(
+        "study done: pre-training "
+        + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in meta["pretraining"].items())
+        + f"; fine-tuning {meta['finetune_seconds']:.0f} s in total"
+    )
     for name, path in write_report(args.out).items():
         print(f"{name}: {path}")
     return 0

@@ -13,6 +13,7 @@ Typical use::
 The core names import with torch and NumPy alone; the others are loaded on first access and
 raise ImportError naming the extra when it is not installed.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Content hashing, an atomic on-disk array store (raw arrays + JSON header) and a chunked process pool."""
+
 from __future__ import annotations
 
 import fcntl
@@ -135,8 +136,7 @@ class ArrayWriter:
         When another process finished the same entry first, its entry is kept and returned."""
         if self._tmp is None:
             arrays = {
-                name: np.concatenate(parts) if len(parts) > 1 else parts[0]
-                for name, parts in self._parts.items()
+                name: np.concatenate(parts) if len(parts) > 1 else parts[0] for name, parts in self._parts.items()
             }
             return arrays, attrs
         assert self.path is not None
@@ -209,7 +209,9 @@ def load_store(path: Path, *, verify: bool = True) -> tuple[dict[str, np.ndarray
                     digest.update(block)
             if digest.hexdigest() != spec["sha256"]:
                 raise DamagedStoreError(f"cache entry {path}: {file.name} does not match its checksum")
-        arrays[name] = np.zeros(shape, dtype=dtype) if nbytes == 0 else np.memmap(file, dtype=dtype, mode="r", shape=shape)
+        arrays[name] = (
+            np.zeros(shape, dtype=dtype) if nbytes == 0 else np.memmap(file, dtype=dtype, mode="r", shape=shape)
+        )
     if check:
         _VERIFIED.add((str(path), mtime))
     return arrays, attrs
@@ -248,7 +250,7 @@ def chunked(items: Sequence[_T], workers: int, max_size: int) -> list[Sequence[_
     """Consecutive slices of ``items``: at least 4 per worker when possible, at most ``max_size``
     items each (the last may be shorter)."""
     size = max(1, min(max_size, -(-len(items) // (4 * workers))))
-    return [items[k:k + size] for k in range(0, len(items), size)]
+    return [items[k : k + size] for k in range(0, len(items), size)]
 
 
 def map_chunks(

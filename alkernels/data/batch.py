@@ -1,4 +1,5 @@
 """The batched-graph container that models consume (built by ``alkernels.data.collate``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -56,7 +57,9 @@ class GraphBatch:
         return self.edge_src.shape[0]
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "GraphBatch":
-        return replace(self, **{f.name: (None if (t := getattr(self, f.name)) is None else fn(t)) for f in fields(self)})
+        return replace(
+            self, **{f.name: (None if (t := getattr(self, f.name)) is None else fn(t)) for f in fields(self)}
+        )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "GraphBatch":
         """A copy with every tensor moved to ``device``."""

@@ -1,4 +1,5 @@
 """A torch Dataset over a :class:`GraphSet`, ``collate`` to :class:`GraphBatch`, and ``split``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -61,8 +62,9 @@ class GraphDataset(Dataset):
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "GraphItem | GraphDataset":
         if isinstance(index, (int, np.integer)):
             k = int(self.indices[index])
-            return GraphItem(self.graphs[k], None if self.y is None else self.y[k],
-                             None if self.forces is None else self.forces[k])  # fmt: skip
+            return GraphItem(
+                self.graphs[k], None if self.y is None else self.y[k], None if self.forces is None else self.forces[k]
+            )
         return self.subset(np.arange(len(self))[index] if isinstance(index, slice) else index)
 
     def subset(self, positions: Sequence[int] | np.ndarray) -> "GraphDataset":

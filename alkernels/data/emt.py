@@ -7,6 +7,7 @@ random substitutions, so energies and forces vary with composition and geometry:
 honest target for the force model (:class:`alkernels.models.EnergyForceModel`), its tests, its
 example and its benchmark. It is not a materials dataset.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,9 @@ def emt_structures(
     if unknown or not metals:
         raise ValueError(f"metals must be a non-empty subset of {EMT_METALS}, got {list(metals)}")
     if not (rattle >= 0 and 0 <= strain < 0.5 and 0 <= substitution <= 1):
-        raise ValueError(f"need rattle >= 0, 0 <= strain < 0.5, 0 <= substitution <= 1; got {rattle}, {strain}, "
-                         f"{substitution}")  # fmt: skip
+        raise ValueError(
+            f"need rattle >= 0, 0 <= strain < 0.5, 0 <= substitution <= 1; got {rattle}, {strain}, {substitution}"
+        )
     rng = np.random.default_rng(seed)
     calc = EMT()
     structures, energies, forces = [], [], []

@@ -1,5 +1,6 @@
 """``build_graphs``: periodic (vesin) or matsciml-style crystal graphs, built in parallel and cached
 (the ``data`` extra)."""
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +27,7 @@ from alkernels.data._store import (
     resolve_workers,
     structure_digest,
 )
+from alkernels.data.graphset import GraphSet
 from alkernels.data.structures import (
     MAX_EDGES,
     MIN_DISTANCE,
@@ -37,7 +39,6 @@ from alkernels.data.structures import (
     check_positions,
     check_structure,
 )
-from alkernels.data.graphset import GraphSet
 
 MODES = ("periodic", "matsciml")
 #: Longest neighbour cutoff accepted, in Angstrom (the paper's matsciml graphs use 20).
@@ -114,8 +115,9 @@ def build_graphs(
         node_ptr = np.concatenate([[0], np.cumsum(sizes)])
         writer.append("node_ptr", node_ptr)
         edge_counts: list[np.ndarray] = []
-        work = functools.partial(_chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors,
-                                 max_edges=max_edges)
+        work = functools.partial(
+            _chunk_edges, cutoff=float(cutoff), mode=mode, max_neighbors=max_neighbors, max_edges=max_edges
+        )
         n_workers = resolve_workers(workers)
         chunks = chunked(list(enumerate(raw)), n_workers, _CHUNK)
         first = 0
@@ -123,7 +125,7 @@ def build_graphs(
             map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="graphs"),
             chunks,
         ):
-            offsets = np.repeat(node_ptr[first:first + len(chunk)], counts)
+            offsets = np.repeat(node_ptr[first : first + len(chunk)], counts)
             writer.append("edge_src", (src + offsets).astype(index_dtype))
             writer.append("edge_dst", (dst + offsets).astype(index_dtype))
             writer.append("edge_shift", shift)

@@ -1,5 +1,6 @@
 """Crystal graphs as arrays: :class:`Graph` (one structure) and :class:`GraphSet` (many,
 concatenated, possibly memory-mapped from the cache). NumPy only; ``GraphSet.atoms`` needs ase."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -68,6 +68,7 @@ construction.
 Structure ``i`` of seed ``s`` depends only on ``(s, i)``: any worker count and any ``n`` give the
 same structures, and a larger ``n`` extends a smaller one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,31 +100,66 @@ ATOMS_RANGE = (5, 20)
 
 #: A-site cations: element -> (charge, radius in A).
 A_SITE: dict[str, tuple[int, float]] = {
-    "Na": (1, 1.39), "K": (1, 1.64), "Rb": (1, 1.72), "Cs": (1, 1.88),
-    "Ca": (2, 1.34), "Sr": (2, 1.44), "Ba": (2, 1.61), "Pb": (2, 1.49),
-    "La": (3, 1.36), "Pr": (3, 1.30), "Nd": (3, 1.27), "Sm": (3, 1.24), "Gd": (3, 1.21),
+    "Na": (1, 1.39),
+    "K": (1, 1.64),
+    "Rb": (1, 1.72),
+    "Cs": (1, 1.88),
+    "Ca": (2, 1.34),
+    "Sr": (2, 1.44),
+    "Ba": (2, 1.61),
+    "Pb": (2, 1.49),
+    "La": (3, 1.36),
+    "Pr": (3, 1.30),
+    "Nd": (3, 1.27),
+    "Sm": (3, 1.24),
+    "Gd": (3, 1.21),
     "Y": (3, 1.19),
 }
 #: B-site (octahedral) cations: element -> (charge, radius in A).
 B_SITE: dict[str, tuple[int, float]] = {
-    "Mg": (2, 0.72), "Ni": (2, 0.69), "Zn": (2, 0.74), "Co": (2, 0.745), "Cd": (2, 0.95),
-    "Ca": (2, 1.00), "Ge": (2, 0.73), "Pb": (2, 1.19),
-    "Al": (3, 0.535), "Ga": (3, 0.62), "Fe": (3, 0.645), "Cr": (3, 0.615), "Sc": (3, 0.745),
+    "Mg": (2, 0.72),
+    "Ni": (2, 0.69),
+    "Zn": (2, 0.74),
+    "Co": (2, 0.745),
+    "Cd": (2, 0.95),
+    "Ca": (2, 1.00),
+    "Ge": (2, 0.73),
+    "Pb": (2, 1.19),
+    "Al": (3, 0.535),
+    "Ga": (3, 0.62),
+    "Fe": (3, 0.645),
+    "Cr": (3, 0.615),
+    "Sc": (3, 0.745),
     "In": (3, 0.80),
-    "Ti": (4, 0.605), "Zr": (4, 0.72), "Hf": (4, 0.71), "Sn": (4, 0.69), "Mn": (4, 0.53),
-    "Ce": (4, 0.87), "Ru": (4, 0.62),
-    "Nb": (5, 0.64), "Ta": (5, 0.64), "V": (5, 0.54), "Sb": (5, 0.60),
+    "Ti": (4, 0.605),
+    "Zr": (4, 0.72),
+    "Hf": (4, 0.71),
+    "Sn": (4, 0.69),
+    "Mn": (4, 0.53),
+    "Ce": (4, 0.87),
+    "Ru": (4, 0.62),
+    "Nb": (5, 0.64),
+    "Ta": (5, 0.64),
+    "V": (5, 0.54),
+    "Sb": (5, 0.60),
 }
 #: Anions: element -> (|charge|, radius in A, probability of being drawn).
 X_SITE: dict[str, tuple[int, float, float]] = {
-    "O": (2, 1.40, 0.55), "S": (2, 1.84, 0.06), "F": (1, 1.33, 0.15), "Cl": (1, 1.81, 0.08),
-    "Br": (1, 1.96, 0.08), "I": (1, 2.20, 0.08),
+    "O": (2, 1.40, 0.55),
+    "S": (2, 1.84, 0.06),
+    "F": (1, 1.33, 0.15),
+    "Cl": (1, 1.81, 0.08),
+    "Br": (1, 1.96, 0.08),
+    "I": (1, 2.20, 0.08),
 }
 #: Charge splits (q_A, q_B, relative weight) allowed for each anion.
 CHARGE_SPLITS: dict[str, tuple[tuple[int, int, float], ...]] = {
     "O": ((1, 5, 0.2), (2, 4, 0.45), (3, 3, 0.35)),
     "S": ((2, 4, 1.0),),
-    "F": ((1, 2, 1.0),), "Cl": ((1, 2, 1.0),), "Br": ((1, 2, 1.0),), "I": ((1, 2, 1.0),),
+    "F": ((1, 2, 1.0),),
+    "Cl": ((1, 2, 1.0),),
+    "Br": ((1, 2, 1.0),),
+    "I": ((1, 2, 1.0),),
 }
 #: Compositions are kept when the tolerance factor lies in this range (inclusive).
 TOLERANCE_RANGE = (0.8, 1.1)
@@ -135,18 +171,20 @@ TILT_SYSTEMS: dict[str, int] = {
     "a0a0a0": 221,  # Pm-3m, the cubic aristotype
     "a0a0c+": 127,  # P4/mbm
     "a0a0c-": 140,  # I4/mcm (SrTiO3 below 105 K)
-    "a0b-b-": 74,   # Imma
+    "a0b-b-": 74,  # Imma
     "a-a-a-": 167,  # R-3c (LaAlO3)
-    "a+b-b-": 62,   # Pnma (GdFeO3, CaTiO3)
+    "a+b-b-": 62,  # Pnma (GdFeO3, CaTiO3)
     "a+a+a+": 204,  # Im-3
     "a0b+b+": 139,  # I4/mmm
-    "a-b-b-": 15,   # C2/c
-    "a0b-c-": 12,   # C2/m
-    "a0b+c-": 63,   # Cmcm
+    "a-b-b-": 15,  # C2/c
+    "a0b-c-": 12,  # C2/m
+    "a0b+c-": 63,  # Cmcm
 }
 #: Polar displacement directions (cubic axes).
 POLAR_DIRECTIONS: dict[str, tuple[int, int, int]] = {
-    "[001]": (0, 0, 1), "[110]": (1, 1, 0), "[111]": (1, 1, 1),
+    "[001]": (0, 0, 1),
+    "[110]": (1, 1, 0),
+    "[111]": (1, 1, 1),
 }
 NO_POLAR = "none"
 
@@ -162,8 +200,8 @@ class Mode(NamedTuple):
 #: The distortions drawn, with the space group of their noise-free construction.
 MODES: tuple[Mode, ...] = (
     *(Mode(tilt, NO_POLAR, sg) for tilt, sg in TILT_SYSTEMS.items()),
-    Mode("a0a0a0", "[001]", 99),   # P4mm (tetragonal BaTiO3, PbTiO3)
-    Mode("a0a0a0", "[110]", 38),   # Amm2 (orthorhombic BaTiO3)
+    Mode("a0a0a0", "[001]", 99),  # P4mm (tetragonal BaTiO3, PbTiO3)
+    Mode("a0a0a0", "[110]", 38),  # Amm2 (orthorhombic BaTiO3)
     Mode("a0a0a0", "[111]", 160),  # R3m (rhombohedral BaTiO3)
     Mode("a0a0c+", "[001]", 100),  # P4bm
     Mode("a0a0c-", "[001]", 108),  # I4cm
@@ -171,12 +209,14 @@ MODES: tuple[Mode, ...] = (
 )
 #: Relative weights of the modes (same order as MODES) in the three tolerance-factor regimes:
 #: large A (polar), good fit (cubic or small tilts), small A (orthorhombic tilts).
-_REGIME_WEIGHTS = np.array([
-    # 221  127  140  74   167  62   204  139  15   12   63   99   38   160  100  108  161
-    [0.15, 0.01, 0.01, 0.01, 0.01, 0.00, 0.01, 0.01, 0.00, 0.00, 0.00, 0.32, 0.10, 0.25, 0.03, 0.03, 0.06],
-    [0.40, 0.07, 0.14, 0.05, 0.13, 0.02, 0.03, 0.02, 0.02, 0.02, 0.02, 0.03, 0.01, 0.01, 0.01, 0.01, 0.01],
-    [0.02, 0.04, 0.04, 0.03, 0.09, 0.55, 0.04, 0.02, 0.05, 0.03, 0.06, 0.00, 0.00, 0.00, 0.01, 0.01, 0.01],
-])
+_REGIME_WEIGHTS = np.array(
+    [
+        # 221  127  140  74   167  62   204  139  15   12   63   99   38   160  100  108  161
+        [0.15, 0.01, 0.01, 0.01, 0.01, 0.00, 0.01, 0.01, 0.00, 0.00, 0.00, 0.32, 0.10, 0.25, 0.03, 0.03, 0.06],
+        [0.40, 0.07, 0.14, 0.05, 0.13, 0.02, 0.03, 0.02, 0.02, 0.02, 0.02, 0.03, 0.01, 0.01, 0.01, 0.01, 0.01],
+        [0.02, 0.04, 0.04, 0.03, 0.09, 0.55, 0.04, 0.02, 0.05, 0.03, 0.06, 0.00, 0.00, 0.00, 0.01, 0.01, 0.01],
+    ]
+)
 #: Centre and width of the soft boundaries between the regimes, in tolerance factor.
 REGIME_BOUNDS = (0.9, 1.0)
 REGIME_WIDTH = 0.015
@@ -282,11 +322,14 @@ def build_perovskite(
     theta = np.where(in_phase, (-1.0) ** (parity - sites), (-1.0) ** parity) * phi
     # X at n + e_alpha / 2 moves by sum_beta theta_beta(n) (e_beta x e_alpha) / 2: [8, alpha, 3].
     x_shift = 0.5 * np.einsum("nb,bac->nac", theta, _CROSS)
-    frac = np.concatenate([
-        (sites + 0.5 + a_step)[:, None],
-        (sites + b_step)[:, None],
-        sites[:, None] + 0.5 * _AXES[None] + x_shift,
-    ], axis=1).reshape(40, 3)
+    frac = np.concatenate(
+        [
+            (sites + 0.5 + a_step)[:, None],
+            (sites + b_step)[:, None],
+            sites[:, None] + 0.5 * _AXES[None] + x_shift,
+        ],
+        axis=1,
+    ).reshape(40, 3)
     cell = np.diag(2.0 * edges)
     numbers = np.tile(np.array([z[0], z[1], z[2], z[2], z[2]], dtype=np.int64), 8)
     positions = (frac / 2.0) % 1.0 @ cell
@@ -327,10 +370,16 @@ def perovskite_crystals(
         raise ValueError(f"symprec must be > 0, got {symprec}")
     params = {"n": int(n), "seed": int(seed), "symprec": float(symprec), "version": GENERATOR_VERSION}
     arrays = _store.generated(
-        "perovskite", n, digest=_tables_digest(), params=params,
+        "perovskite",
+        n,
+        digest=_tables_digest(),
+        params=params,
         work=functools.partial(_generate_chunk, seed=int(seed), symprec=float(symprec)),
-        append=_append_chunk, workers=workers, cache_dir=cache_dir, chunk=_CHUNK,
-    )  # fmt: skip
+        append=_append_chunk,
+        workers=workers,
+        cache_dir=cache_dir,
+        chunk=_CHUNK,
+    )
     return _structure_set(arrays, seed)
 
 
@@ -366,30 +415,31 @@ def _structure_set(arrays: dict[str, np.ndarray], seed: int) -> StructureSet:
     numbers = np.asarray(arrays["numbers"], dtype=np.int64)
     positions = np.asarray(arrays["positions"])
     atoms = [
-        make_atoms(numbers[a:b], positions[a:b], arrays["cell"][k])
-        for k, (a, b) in enumerate(zip(ptr[:-1], ptr[1:]))
+        make_atoms(numbers[a:b], positions[a:b], arrays["cell"][k]) for k, (a, b) in enumerate(zip(ptr[:-1], ptr[1:]))
     ]
     labels = np.asarray(arrays["label"], dtype=np.int64)
     modes = [MODES[m] for m in np.asarray(arrays["mode"])]
     symbols = np.array(ase.data.chemical_symbols)[np.asarray(arrays["species"], dtype=np.int64)]
     angles = np.asarray(arrays["angles"], dtype=np.float64)
-    table = pd.DataFrame({
-        "spacegroup_number": labels,
-        "intended_spacegroup": np.asarray(arrays["intended"], dtype=np.int64),
-        "tilt_system": [m.tilt for m in modes],
-        "polar": [m.polar for m in modes],
-        "formula": [a.get_chemical_formula() for a in atoms],
-        "n_atoms": np.diff(ptr),
-        "a_site": symbols[:, 0],
-        "b_site": symbols[:, 1],
-        "x_site": symbols[:, 2],
-        "tolerance_factor": np.asarray(arrays["tolerance"], dtype=np.float64),
-        "lattice": np.asarray(arrays["lattice"], dtype=np.float64),
-        "tilt_x": angles[:, 0],
-        "tilt_y": angles[:, 1],
-        "tilt_z": angles[:, 2],
-        "polar_shift": np.asarray(arrays["shift"], dtype=np.float64),
-    })
+    table = pd.DataFrame(
+        {
+            "spacegroup_number": labels,
+            "intended_spacegroup": np.asarray(arrays["intended"], dtype=np.int64),
+            "tilt_system": [m.tilt for m in modes],
+            "polar": [m.polar for m in modes],
+            "formula": [a.get_chemical_formula() for a in atoms],
+            "n_atoms": np.diff(ptr),
+            "a_site": symbols[:, 0],
+            "b_site": symbols[:, 1],
+            "x_site": symbols[:, 2],
+            "tolerance_factor": np.asarray(arrays["tolerance"], dtype=np.float64),
+            "lattice": np.asarray(arrays["lattice"], dtype=np.float64),
+            "tilt_x": angles[:, 0],
+            "tilt_y": angles[:, 1],
+            "tilt_z": angles[:, 2],
+            "polar_shift": np.asarray(arrays["shift"], dtype=np.float64),
+        }
+    )
     ids = [f"perov-{seed}-{k}" for k in range(len(atoms))]
     return StructureSet(atoms=atoms, table=table, ids=ids, labels=labels)
 
@@ -418,9 +468,7 @@ def _generate_one(seed: int, index: int, symprec: float) -> _Crystal:
         )
         positions = positions + POSITION_NOISE * symprec * rng.standard_normal(positions.shape)
         frac = np.linalg.solve(cell.T, positions.T).T % 1.0
-        primitive = spglib.standardize_cell(
-            (cell, frac, numbers), to_primitive=True, no_idealize=True, symprec=symprec
-        )
+        primitive = spglib.standardize_cell((cell, frac, numbers), to_primitive=True, no_idealize=True, symprec=symprec)
         if primitive is None or not ATOMS_RANGE[0] <= len(primitive[2]) <= ATOMS_RANGE[1]:
             continue
         prim_cell, prim_frac, prim_numbers = primitive
@@ -495,8 +543,7 @@ def _check_angles(tilt: str, phases: tuple[str, str, str], angles: Sequence[floa
     for j, k in itertools.combinations(range(3), 2):
         if tilt[2 * j] == tilt[2 * k] and phi[j] != phi[k]:
             raise ValueError(
-                f"{tilt}: axes {'xyz'[j]} and {'xyz'[k]} share a letter and need equal angles, "
-                f"got {list(angles)}"
+                f"{tilt}: axes {'xyz'[j]} and {'xyz'[k]} share a letter and need equal angles, got {list(angles)}"
             )
     return phi
 
@@ -519,10 +566,25 @@ def _atomic_number(species: str) -> int:
 def _tables_digest() -> "hashlib._Hash":
     """sha256 over every table and constant the structures depend on (part of the cache key)."""
     tables = {
-        "A": A_SITE, "B": B_SITE, "X": X_SITE, "splits": CHARGE_SPLITS, "modes": MODES,
+        "A": A_SITE,
+        "B": B_SITE,
+        "X": X_SITE,
+        "splits": CHARGE_SPLITS,
+        "modes": MODES,
         "weights": _REGIME_WEIGHTS.tolist(),
-        "constants": [TOLERANCE_RANGE, MIN_OCTAHEDRAL_FACTOR, REGIME_BOUNDS, REGIME_WIDTH, MODE_FLOOR,
-                      TILT_ANGLE_RANGE, MIN_ANGLE_GAP, POLAR_SHIFT_RANGE, A_SHIFT_FRACTION,
-                      LATTICE_NOISE, POSITION_NOISE, ATOMS_RANGE],
+        "constants": [
+            TOLERANCE_RANGE,
+            MIN_OCTAHEDRAL_FACTOR,
+            REGIME_BOUNDS,
+            REGIME_WIDTH,
+            MODE_FLOOR,
+            TILT_ANGLE_RANGE,
+            MIN_ANGLE_GAP,
+            POLAR_SHIFT_RANGE,
+            A_SHIFT_FRACTION,
+            LATTICE_NOISE,
+            POSITION_NOISE,
+            ATOMS_RANGE,
+        ],
     }
     return hashlib.sha256(json.dumps(tables, sort_keys=True).encode())

@@ -5,6 +5,7 @@ edges follow the ``matsciml`` mode of ``docs/model.md``: every ordered pair i !=
 whose minimum-image distance is below ``cutoff``, with the raw in-cell vector and zero shifts.
 No neighbour-list library is needed, so these graphs exist wherever the core imports.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,13 +52,13 @@ def random_graphs(
         side = (count / density) ** (1.0 / 3.0)
         while True:
             p = rng.random((count, 3)) * side
-            diff = p[None, :, :] - p[:, None, :]                 # [i, j] = x_j - x_i
+            diff = p[None, :, :] - p[:, None, :]  # [i, j] = x_j - x_i
             image = diff - side * np.round(diff / side)
             dist = np.linalg.norm(image, axis=2)
             np.fill_diagonal(dist, np.inf)
             if dist.min() >= 0.5:
                 break
-        recv, send = np.nonzero(dist < cutoff)                   # sorted by receiver, then sender
+        recv, send = np.nonzero(dist < cutoff)  # sorted by receiver, then sender
         offset = node_ptr[-1]
         z.append(rng.integers(species[0], species[1] + 1, count))
         pos.append(p)

@@ -1,4 +1,5 @@
 """``read_structures``: crystals from CSV/CIF/POSCAR/extxyz/ASE-db/matbench JSON/Python lists."""
+
 from __future__ import annotations
 
 import functools
@@ -105,9 +106,7 @@ def read_structures(
     n_workers = 1 if len(rows) < _PARALLEL_MIN_ROWS else resolve_workers(workers)
     chunks = chunked(payloads, n_workers, _CHUNK)
     work = functools.partial(_accept_chunk, symprec=symprec if label == "spacegroup" else None)
-    results = itertools.chain.from_iterable(
-        map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="read")
-    )
+    results = itertools.chain.from_iterable(map_chunks(work, chunks, map(len, chunks), workers=n_workers, desc="read"))
     atoms: list[ase.Atoms] = []
     props: list[dict[str, Any]] = []
     ids: list[str] = []
@@ -154,8 +153,7 @@ def _unreadable(err: Exception) -> _Unreadable:
     return _Unreadable(f"unparsable structure: {type(err).__name__}: {err}")
 
 
-def _accept_chunk(payloads: Sequence[str | ase.Atoms | _Unreadable], *, symprec: float | None
-                  ) -> list[_Accepted | str]:
+def _accept_chunk(payloads: Sequence[str | ase.Atoms | _Unreadable], *, symprec: float | None) -> list[_Accepted | str]:
     """Parse and validate each payload: the accepted arrays (with the spglib label when
     ``symprec`` is set) or the rejection reason."""
     return [_accept(payload, symprec) for payload in payloads]
@@ -262,7 +260,8 @@ def _csv_rows(path: Path, cif_column: str) -> Iterator[_Row]:
 
 def _directory_rows(path: Path) -> Iterator[_Row]:
     files = sorted(
-        p for p in path.iterdir()
+        p
+        for p in path.iterdir()
         if p.is_file() and (p.suffix.lower() in _DIR_SUFFIXES or p.name.startswith(_DIR_NAMES))
     )
     if not files:
@@ -276,8 +275,11 @@ def _ase_file_rows(path: Path, prefix: str) -> Iterator[_Row]:
     key: int | str = prefix or 0
     fmt = "vasp" if path.name.startswith(_DIR_NAMES) or path.suffix.lower() in (".vasp", ".poscar") else None
     if path.suffix.lower() == ".cif":  # bounded before ASE parses it (see cif_problem)
-        problem = (f"CIF file of {path.stat().st_size:,} bytes (at most {MAX_CIF_CHARS:,})"
-                   if path.stat().st_size > MAX_CIF_CHARS else cif_problem(path.read_text(errors="replace")))
+        problem = (
+            f"CIF file of {path.stat().st_size:,} bytes (at most {MAX_CIF_CHARS:,})"
+            if path.stat().st_size > MAX_CIF_CHARS
+            else cif_problem(path.read_text(errors="replace"))
+        )
         if problem is not None:
             yield key, str(key), {}, _Unreadable(problem)
             return

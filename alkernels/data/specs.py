@@ -16,6 +16,7 @@ Specs:
 ``PATH,PATH,...``
     (regression data, :func:`load_regression`) several files read as one dataset, in order.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from alkernels.data import _store
-from alkernels.data.dataset import GraphDataset, split as split_dataset
+from alkernels.data.dataset import GraphDataset
+from alkernels.data.dataset import split as split_dataset
 from alkernels.data.graphs import build_graphs
 from alkernels.data.graphset import GraphSet
 from alkernels.data.perovskite import perovskite_crystals
@@ -90,8 +92,14 @@ def _generated_size(spec: str, default: int | None) -> int:
     return n
 
 
-def load_structures(spec: str, *, label: str | None = None, size: int | None = None,
-                    cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> StructureSet:
+def load_structures(
+    spec: str,
+    *,
+    label: str | None = None,
+    size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> StructureSet:
     """The structures of a dataset spec (see the module docstring).
 
     Args:
@@ -111,10 +119,18 @@ def load_structures(spec: str, *, label: str | None = None, size: int | None = N
     return read_structures(spec, label=label, workers=workers)
 
 
-def load_split(spec: str, *, label: str | None = None, structures: int | None = None,
-               split: Sequence[float] = (0.8, 0.2), cutoff: float = 4.0, graph_mode: str = "periodic",
-               cache_dir: str | os.PathLike | None = None, workers: int | None = None,
-               label_mode: str = "spacegroup") -> DatasetSplit:
+def load_split(
+    spec: str,
+    *,
+    label: str | None = None,
+    structures: int | None = None,
+    split: Sequence[float] = (0.8, 0.2),
+    cutoff: float = 4.0,
+    graph_mode: str = "periodic",
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    label_mode: str = "spacegroup",
+) -> DatasetSplit:
     """Read or generate a space-group dataset, build its graphs and split it into train and test.
 
     Args:
@@ -140,13 +156,19 @@ def load_split(spec: str, *, label: str | None = None, structures: int | None = 
     structset = structset.drop_dense(cutoff, graph_mode)  # over the edge cap: rejected rows
     if structset.labels is None or len(structset) == 0:
         reasons = "; ".join(f"row {row}: {why}" for row, why in structset.rejected[:3])
-        raise ValueError(f"dataset {spec!r} has no labelled structures"
-                         + (f" (all {len(structset.rejected)} rows rejected; first reasons: {reasons})"
-                            if structset.rejected else ""))
+        raise ValueError(
+            f"dataset {spec!r} has no labelled structures"
+            + (
+                f" (all {len(structset.rejected)} rows rejected; first reasons: {reasons})"
+                if structset.rejected
+                else ""
+            )
+        )
     labels = np.asarray(structset.labels, dtype=np.int64)
     if labels.min() < 1 or labels.max() > 230:
-        raise ValueError(f"dataset {spec!r}: labels must be space-group numbers 1..230, "
-                         f"got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"dataset {spec!r}: labels must be space-group numbers 1..230, got {labels.min()}..{labels.max()}"
+        )
     cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
     graphs = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
     dataset = GraphDataset(graphs, y=class_labels(labels, label_mode))
@@ -213,9 +235,18 @@ class RegressionData:
     skipped: list[tuple[int | str, str]]
 
 
-def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, structures: int | None = None,
-                    graphs: bool = True, cutoff: float = 4.0, graph_mode: str = "periodic",
-                    cache_dir: str | os.PathLike | None = None, workers: int | None = None) -> RegressionData:
+def load_regression(
+    spec: str,
+    target: str,
+    *,
+    test_fraction: float = 0.2,
+    structures: int | None = None,
+    graphs: bool = True,
+    cutoff: float = 4.0,
+    graph_mode: str = "periodic",
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> RegressionData:
     """Read one or more structure files with a numeric target column and split them.
 
     Args:
@@ -245,8 +276,10 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
 
             columns = list(pd.read_csv(path, nrows=0).columns)
             if target not in columns:
-                raise ValueError(f"target column {target!r} not found in {Path(path).name}; columns are "
-                                 f"{sorted(c for c in columns if not c.startswith('Unnamed:'))}")
+                raise ValueError(
+                    f"target column {target!r} not found in {Path(path).name}; columns are "
+                    f"{sorted(c for c in columns if not c.startswith('Unnamed:'))}"
+                )
     sets = [read_structures(path, workers=workers) for path in paths]
     structset = concat_structures(sets, [Path(p).name for p in paths])
     if graphs:
@@ -254,8 +287,10 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
     values = property_column(structset, target)
     skipped: list[tuple[int | str, str]] = list(structset.rejected)
     bad = np.flatnonzero(~np.isfinite(values))
-    skipped += [(structset.ids[i], f"target {target!r} is missing or not a number: {structset.table[target].iloc[i]}")
-                for i in bad]
+    skipped += [
+        (structset.ids[i], f"target {target!r} is missing or not a number: {structset.table[target].iloc[i]}")
+        for i in bad
+    ]
     keep = np.flatnonzero(np.isfinite(values))
     if structures is not None and len(keep) > structures:
         keep = np.sort(np.random.default_rng(0).permutation(keep)[:structures])
@@ -270,14 +305,21 @@ def load_regression(spec: str, target: str, *, test_fraction: float = 0.2, struc
         cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
         graphset = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
         dataset = GraphDataset(graphset, y=values.astype(np.float64))
-    return RegressionData(spec_name(spec), target, dataset, structset, values, train.astype(np.int64),
-                          test.astype(np.int64), skipped)
+    return RegressionData(
+        spec_name(spec), target, dataset, structset, values, train.astype(np.int64), test.astype(np.int64), skipped
+    )
 
 
-def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cutoff: float,
-                         graph_mode: str = "periodic", max_neighbors: int | None = None,
-                         cache_dir: str | os.PathLike | None = None,
-                         workers: int | None = None) -> tuple[GraphSet, dict[str, np.ndarray]]:
+def load_property_graphs(
+    spec: str,
+    columns: Sequence[str] | None = None,
+    *,
+    cutoff: float,
+    graph_mode: str = "periodic",
+    max_neighbors: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> tuple[GraphSet, dict[str, np.ndarray]]:
     """Graphs of a structure file and its numeric property columns, for regression.
 
     Args:
@@ -300,17 +342,23 @@ def load_property_graphs(spec: str, columns: Sequence[str] | None = None, *, cut
     if len(structset) == 0:
         raise ValueError(f"dataset {spec!r} has no usable structure ({len(structset.rejected)} rows rejected)")
     table = structset.table
-    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c].dtype)
-               and not pd.api.types.is_bool_dtype(table[c].dtype)]
+    numeric = [
+        c
+        for c in table.columns
+        if pd.api.types.is_numeric_dtype(table[c].dtype) and not pd.api.types.is_bool_dtype(table[c].dtype)
+    ]
     if columns is None:
         columns = numeric
     for c in columns:
         if c not in table.columns:
-            raise ValueError(f"dataset {spec_name(spec)!r} has no column {c!r}; its numeric columns: "
-                             f"{', '.join(map(str, numeric)) or 'none'}")
+            raise ValueError(
+                f"dataset {spec_name(spec)!r} has no column {c!r}; its numeric columns: "
+                f"{', '.join(map(str, numeric)) or 'none'}"
+            )
         if c not in numeric:
             raise ValueError(f"column {c!r} of dataset {spec_name(spec)!r} is not numeric (dtype {table[c].dtype})")
     cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
-    graphs = build_graphs(structset, cutoff=cutoff, mode=graph_mode, max_neighbors=max_neighbors,
-                          workers=workers, cache_dir=cache)
+    graphs = build_graphs(
+        structset, cutoff=cutoff, mode=graph_mode, max_neighbors=max_neighbors, workers=workers, cache_dir=cache
+    )
     return graphs, {str(c): table[c].to_numpy(dtype=np.float64) for c in columns}

@@ -1,4 +1,5 @@
 """Crystal structures: validation and the :class:`StructureSet` container (the ``data`` extra)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ def check_structure(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray
     check_numbers_and_cell(numbers, cell)
     check_positions(positions, len(numbers))
     nl = NeighborList(cutoff=MIN_DISTANCE, full_list=False, n_threads=1)
-    check_overlaps(*nl.compute(np.asarray(positions, dtype=np.float64), np.asarray(cell, np.float64),
-                               True, quantities="ijd"))
+    check_overlaps(
+        *nl.compute(np.asarray(positions, dtype=np.float64), np.asarray(cell, np.float64), True, quantities="ijd")
+    )
 
 
 def check_numbers_and_cell(numbers: np.ndarray, cell: np.ndarray) -> None:
@@ -68,8 +70,9 @@ def check_numbers_and_cell(numbers: np.ndarray, cell: np.ndarray) -> None:
     if np.any(lengths < 1e-8):
         raise StructureError(f"zero cell: lattice vector lengths {np.round(lengths, 4).tolist()}")
     if np.any(lengths > MAX_CELL_LENGTH):
-        raise StructureError(f"cell too large: lattice vector lengths {np.round(lengths, 1).tolist()} A "
-                             f"(at most {MAX_CELL_LENGTH:g} A)")
+        raise StructureError(
+            f"cell too large: lattice vector lengths {np.round(lengths, 1).tolist()} A (at most {MAX_CELL_LENGTH:g} A)"
+        )
     sine = abs(np.linalg.det(cell)) / float(np.prod(lengths))
     if sine < MIN_CELL_SINE:
         raise StructureError(f"near-singular cell: volume / (|a||b||c|) = {sine:.2e}")
@@ -99,8 +102,10 @@ def check_graph_size(numbers: np.ndarray, cell: np.ndarray, cutoff: float, mode:
     edges by :func:`estimated_edges` (checked before any neighbour list is computed)."""
     estimate = estimated_edges(len(numbers), cell, cutoff, mode)
     if estimate > max_edges:
-        raise StructureError(f"too dense for a {cutoff:g} A cutoff: about {estimate:,.0f} edges expected, more "
-                             f"than the cap of {max_edges:,} (raise max_edges / --max-edges to accept it)")
+        raise StructureError(
+            f"too dense for a {cutoff:g} A cutoff: about {estimate:,.0f} edges expected, more "
+            f"than the cap of {max_edges:,} (raise max_edges / --max-edges to accept it)"
+        )
 
 
 def check_overlaps(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
@@ -108,9 +113,7 @@ def check_overlaps(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> None:
     ``MIN_DISTANCE``; the pairs must come from a periodic list with cutoff >= ``MIN_DISTANCE``."""
     if d.size and d.min() < MIN_DISTANCE:
         k = int(np.argmin(d))
-        raise StructureError(
-            f"overlapping atoms {int(i[k])} and {int(j[k])}: distance {d[k]:.3f} A < {MIN_DISTANCE} A"
-        )
+        raise StructureError(f"overlapping atoms {int(i[k])} and {int(j[k])}: distance {d[k]:.3f} A < {MIN_DISTANCE} A")
 
 
 def make_atoms(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray) -> ase.Atoms:
@@ -140,9 +143,7 @@ class StructureSet:
     def __post_init__(self) -> None:
         n = len(self.atoms)
         if len(self.table) != n or len(self.ids) != n:
-            raise ValueError(
-                f"StructureSet: {n} structures but {len(self.table)} table rows and {len(self.ids)} ids"
-            )
+            raise ValueError(f"StructureSet: {n} structures but {len(self.table)} table rows and {len(self.ids)} ids")
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.int64)
             if self.labels.shape != (n,):

@@ -2,6 +2,7 @@
 
 ``crystal_family`` needs only NumPy; ``spacegroup_number`` needs spglib (the ``data`` extra).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,9 +41,11 @@ CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "tri
 BRAVAIS_LATTICES = ("aP", "mP", "mS", "oP", "oS", "oI", "oF", "tP", "tI", "hR", "hP", "cP", "cI", "cF")
 #: First letter of each space group's standard Hermann-Mauguin symbol, groups 1..230 (from spglib's
 #: space-group table, first Hall setting of each number).
-_CENTRING = ("PPPPCPPCCPPCPPCPPPPCCFIIPPPPPPPPPPCCCAAAAFFIIIPPPPPPPPPPPPPPPPCCCCCCFFIIIIPPPPIIPIPPPPIIPPPPPPPPIIPP"
-             "PPPPPPIIIIPPPPPPPPIIIIPPPPPPPPPPPPPPPPIIIIPPPRPRPPPPPPRPPPPRRPPPPRRPPPPPPPPPPPPPPPPPPPPPPPPPPPPFIPIP"
-             "PFFIPIPPFFIPPIPFIPFIPPPPFFFFII")
+_CENTRING = (
+    "PPPPCPPCCPPCPPCPPPPCCFIIPPPPPPPPPPCCCAAAAFFIIIPPPPPPPPPPPPPPPPCCCCCCFFIIIIPPPPIIPIPPPPIIPPPPPPPPIIPP"
+    "PPPPPPIIIIPPPPPPPPIIIIPPPPPPPPPPPPPPPPIIIIPPPRPRPPPPPPRPPPPRRPPPPRRPPPPPPPPPPPPPPPPPPPPPPPPPPPPFIPIP"
+    "PFFIPIPPFFIPPIPFIPFIPPPPFFFFII"
+)
 #: Label modes of the space-group study: the class each structure is trained to predict.
 LABEL_MODES = {"spacegroup": 230, "crystal_system": len(CRYSTAL_SYSTEMS), "bravais": len(BRAVAIS_LATTICES)}
 

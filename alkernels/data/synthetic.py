@@ -5,6 +5,7 @@ the MP-20 test-split counts plus add-``alpha`` smoothing so all 230 groups can o
 ``i`` of seed ``s`` depends only on ``(s, i)``, so any worker count and any ``n`` give the same
 structures, and a larger ``n`` extends a smaller one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,10 +37,57 @@ PRIOR_ALPHA = 0.25
 GENERATOR_VERSION = 2
 #: Elements compositions are drawn from (common in the Materials Project).
 ELEMENTS = (
-    "H", "Li", "B", "C", "N", "O", "F", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "Ca",
-    "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Rb", "Sr",
-    "Y", "Zr", "Nb", "Mo", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Cs", "Ba", "La", "Hf", "W",
-    "Pt", "Au", "Bi",
+    "H",
+    "Li",
+    "B",
+    "C",
+    "N",
+    "O",
+    "F",
+    "Na",
+    "Mg",
+    "Al",
+    "Si",
+    "P",
+    "S",
+    "Cl",
+    "K",
+    "Ca",
+    "Ti",
+    "V",
+    "Cr",
+    "Mn",
+    "Fe",
+    "Co",
+    "Ni",
+    "Cu",
+    "Zn",
+    "Ga",
+    "Ge",
+    "As",
+    "Se",
+    "Br",
+    "Rb",
+    "Sr",
+    "Y",
+    "Zr",
+    "Nb",
+    "Mo",
+    "Ag",
+    "Cd",
+    "In",
+    "Sn",
+    "Sb",
+    "Te",
+    "I",
+    "Cs",
+    "Ba",
+    "La",
+    "Hf",
+    "W",
+    "Pt",
+    "Au",
+    "Bi",
 )
 #: Probability of 1, 2, 3, 4 distinct elements (MP-20 is mostly binary and ternary).
 N_SPECIES_P = (0.1, 0.4, 0.4, 0.1)
@@ -105,10 +153,16 @@ def synthetic_crystals(
     prior = load_spacegroup_prior()
     params = {"n": int(n), "seed": int(seed), "symprec": float(symprec), "version": GENERATOR_VERSION}
     arrays = _store.generated(
-        "synthetic", n, digest=hashlib.sha256(prior.tobytes()), params=params,
+        "synthetic",
+        n,
+        digest=hashlib.sha256(prior.tobytes()),
+        params=params,
         work=functools.partial(_generate_chunk, seed=int(seed), prior=prior, symprec=float(symprec)),
-        append=_append_chunk, workers=workers, cache_dir=cache_dir, chunk=_CHUNK,
-    )  # fmt: skip
+        append=_append_chunk,
+        workers=workers,
+        cache_dir=cache_dir,
+        chunk=_CHUNK,
+    )
     return _structure_set(arrays, seed)
 
 
@@ -128,16 +182,17 @@ def _structure_set(arrays: dict[str, np.ndarray], seed: int) -> StructureSet:
     numbers = np.asarray(arrays["numbers"], dtype=np.int64)
     positions = np.asarray(arrays["positions"])
     atoms = [
-        make_atoms(numbers[a:b], positions[a:b], arrays["cell"][k])
-        for k, (a, b) in enumerate(zip(ptr[:-1], ptr[1:]))
+        make_atoms(numbers[a:b], positions[a:b], arrays["cell"][k]) for k, (a, b) in enumerate(zip(ptr[:-1], ptr[1:]))
     ]
     labels = np.asarray(arrays["labels"], dtype=np.int64)
-    table = pd.DataFrame({
-        "spacegroup_number": labels,
-        "requested_spacegroup": np.asarray(arrays["requested"], dtype=np.int64),
-        "formula": [a.get_chemical_formula() for a in atoms],
-        "n_atoms": np.diff(ptr),
-    })
+    table = pd.DataFrame(
+        {
+            "spacegroup_number": labels,
+            "requested_spacegroup": np.asarray(arrays["requested"], dtype=np.int64),
+            "formula": [a.get_chemical_formula() for a in atoms],
+            "n_atoms": np.diff(ptr),
+        }
+    )
     ids = [f"synth-{seed}-{k}" for k in range(len(atoms))]
     return StructureSet(atoms=atoms, table=table, ids=ids, labels=labels)
 
@@ -203,7 +258,9 @@ def _generate_one(
             continue
         cell, frac, numbers = spglib.standardize_cell(
             (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers),
-            to_primitive=True, no_idealize=True, symprec=symprec,
+            to_primitive=True,
+            no_idealize=True,
+            symprec=symprec,
         )
         positions = frac @ cell
         if not ATOMS_RANGE[0] <= len(numbers) <= ATOMS_RANGE[1]:

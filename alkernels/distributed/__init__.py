@@ -28,6 +28,7 @@ Pieces:
 
 ``ActiveLearningLoop(..., distributed=True)`` uses all of them.
 """
+
 from __future__ import annotations
 
 from alkernels.distributed.group import (

@@ -14,6 +14,7 @@ variable ``ALKERNELS_DIST_TIMEOUT`` in seconds; 1800 by default, torch's own def
 collective that fails inside :func:`phase` raises :class:`DistributedError` naming this rank,
 the phase and, when the control group can tell, the ranks that died or hang.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -33,8 +34,11 @@ TIMEOUT_ENV = "ALKERNELS_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 1800.0
 
 #: Error texts of gloo, NCCL and the store that mean a peer died, hangs or is unreachable.
-_COMMS_FAILURE = re.compile(r"timed out|timeout|connection (closed|reset|refused)|broken pipe|peer|"
-                            r"nccl|socket|unreachable", re.IGNORECASE)
+_COMMS_FAILURE = re.compile(
+    r"timed out|timeout|connection (closed|reset|refused)|broken pipe|peer|"
+    r"nccl|socket|unreachable",
+    re.IGNORECASE,
+)
 
 _state: dict[str, Any] = {}
 
@@ -72,9 +76,15 @@ def _timeout_seconds(timeout: float | None) -> float:
     return float(timeout)
 
 
-def init_process_group(backend: str = "auto", *, device: str | torch.device = "cpu",
-                       timeout: float | None = None, init_method: str | None = None,
-                       rank: int | None = None, world_size: int | None = None) -> torch.device:
+def init_process_group(
+    backend: str = "auto",
+    *,
+    device: str | torch.device = "cpu",
+    timeout: float | None = None,
+    init_method: str | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+) -> torch.device:
     """Join the job torchrun started (or check the one already joined) and return this rank's device.
 
     Args:
@@ -107,11 +117,19 @@ def init_process_group(backend: str = "auto", *, device: str | torch.device = "c
             if missing:
                 raise ValueError(
                     f"distributed runs need the torchrun environment (missing {', '.join(missing)}); "
-                    "launch with: torchrun --nproc_per_node N -m alkernels ...")
-        explicit = {name: value for name, value in (("init_method", init_method), ("rank", rank),
-                                                    ("world_size", world_size)) if value is not None}
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds),
-                                device_id=dev if dev.type == "cuda" else None, **explicit)
+                    "launch with: torchrun --nproc_per_node N -m alkernels ..."
+                )
+        explicit = {
+            name: value
+            for name, value in (("init_method", init_method), ("rank", rank), ("world_size", world_size))
+            if value is not None
+        }
+        dist.init_process_group(
+            backend,
+            timeout=datetime.timedelta(seconds=seconds),
+            device_id=dev if dev.type == "cuda" else None,
+            **explicit,
+        )
     if "control" not in _state:
         _state["control"] = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
         _state["timeout"] = seconds
@@ -153,8 +171,7 @@ def is_rank_zero(group: dist.ProcessGroup | None = None) -> bool:
 def control_group() -> dist.ProcessGroup:
     """The gloo group over all ranks for objects and failure diagnosis."""
     if "control" not in _state:
-        raise ValueError("no process group: call alkernels.distributed.init_process_group() first "
-                         "(under torchrun)")
+        raise ValueError("no process group: call alkernels.distributed.init_process_group() first (under torchrun)")
     return _state["control"]
 
 
@@ -246,8 +263,7 @@ def _unresponsive_ranks(timeout: float) -> tuple[tuple[int, ...], str]:
     """Ask every rank to pass a monitored barrier on the control group; on rank 0 returns the
     ranks that did not (dead or hanging) and gloo's message."""
     try:
-        dist.monitored_barrier(control_group(), timeout=datetime.timedelta(seconds=timeout),
-                               wait_all_ranks=True)
+        dist.monitored_barrier(control_group(), timeout=datetime.timedelta(seconds=timeout), wait_all_ranks=True)
     except RuntimeError as err:
         text = str(err)
         found = re.search(r"Ranks? ([\d, ]+) failed to pass", text)
@@ -290,6 +306,9 @@ def phase(name: str, *, hint: str = "") -> Iterator[None]:
                 detail = "; another rank probably died or hangs (torchrun's summary names the first to fail)"
         raise DistributedError(
             f"rank {me} of {world} failed during {where}: {text}{detail}." + (f" {hint}" if hint else ""),
-            rank=me, phase=where, unresponsive=unresponsive) from err
+            rank=me,
+            phase=where,
+            unresponsive=unresponsive,
+        ) from err
     finally:
         stack.pop()

@@ -15,6 +15,7 @@ Per query, two collectives on the process group, and no logits or full score vec
 
 Every rank then merges the same candidates and returns the same result.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -46,8 +47,9 @@ def _rows(chunk: torch.Tensor) -> int:
     return int(chunk.shape[-2]) if chunk.ndim >= 2 else int(chunk.shape[0])
 
 
-def _merge_across_ranks(idx: torch.Tensor, val: torch.Tensor, selectable: int, k: int,
-                        error: str | None, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge_across_ranks(
+    idx: torch.Tensor, val: torch.Tensor, selectable: int, k: int, error: str | None, group: dist.ProcessGroup | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather every rank's candidates (global ``idx`` int64 [c], ``val`` float32 [c], c <= k) and
     merge the global top-k; collective. ``error`` is this rank's scoring failure, if any."""
     device = comm_device(group)
@@ -55,8 +57,7 @@ def _merge_across_ranks(idx: torch.Tensor, val: torch.Tensor, selectable: int, k
     if error is None and idx.numel() and int(idx.max()) > topk_merge.MAX_INDEX:
         error = f"pool index {int(idx.max())} is above {topk_merge.MAX_INDEX}, the largest a shard may hold"
     with phase("gathering top-k headers"):
-        header = torch.tensor([_FAILED if error else _OK, idx.numel(), selectable, 0], dtype=torch.int64,
-                              device=device)
+        header = torch.tensor([_FAILED if error else _OK, idx.numel(), selectable, 0], dtype=torch.int64, device=device)
         headers = [torch.empty_like(header) for _ in range(world)]
         dist.all_gather(headers, header, group=group)
         table = torch.stack(headers).cpu()
@@ -65,8 +66,10 @@ def _merge_across_ranks(idx: torch.Tensor, val: torch.Tensor, selectable: int, k
         with phase("exchanging scoring errors"):
             messages = all_gather_objects(error, group=group)
         first = failed[0]
-        raise ValueError(f"{messages[first]} (rank {first}"
-                         + (f"; {len(failed) - 1} other rank(s) failed too)" if len(failed) > 1 else ")"))
+        raise ValueError(
+            f"{messages[first]} (rank {first}"
+            + (f"; {len(failed) - 1} other rank(s) failed too)" if len(failed) > 1 else ")")
+        )
     total = int(table[:, 2].sum())
     if total < k:
         raise ValueError(f"k = {k} is larger than the pool after exclusion ({total} samples on {world} ranks)")
@@ -102,8 +105,16 @@ class DistributedStreamingSelector:
         group: the process group (the world by default).
     """
 
-    def __init__(self, strategy: str, k: int, *, exclude: Exclude = None, backend: Backend = "auto",
-                 nonfinite: NonFinite = "raise", group: dist.ProcessGroup | None = None) -> None:
+    def __init__(
+        self,
+        strategy: str,
+        k: int,
+        *,
+        exclude: Exclude = None,
+        backend: Backend = "auto",
+        nonfinite: NonFinite = "raise",
+        group: dist.ProcessGroup | None = None,
+    ) -> None:
         _check_strategy(strategy)
         self.k = _check_k(k)
         self.group = group
@@ -126,9 +137,17 @@ class DistributedStreamingSelector:
         return _merge_across_ranks(idx, val, selectable, self.k, self._error, self.group)
 
 
-def select_distributed(local_logits_or_chunks: torch.Tensor | Iterable[torch.Tensor], strategy: str, k: int, *,
-                       offset: int, exclude: Exclude = None, group: dist.ProcessGroup | None = None,
-                       backend: Backend = "auto", nonfinite: NonFinite = "raise") -> tuple[torch.Tensor, torch.Tensor]:
+def select_distributed(
+    local_logits_or_chunks: torch.Tensor | Iterable[torch.Tensor],
+    strategy: str,
+    k: int,
+    *,
+    offset: int,
+    exclude: Exclude = None,
+    group: dist.ProcessGroup | None = None,
+    backend: Backend = "auto",
+    nonfinite: NonFinite = "raise",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sharded :func:`~alkernels.acquisition.select`: the ``k`` most informative samples of a pool
     whose rows are spread over the ranks. Collective: call it on every rank.
 
@@ -148,8 +167,9 @@ def select_distributed(local_logits_or_chunks: torch.Tensor | Iterable[torch.Ten
     """
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset must be a non-negative int, got {offset!r}")
-    selector = DistributedStreamingSelector(strategy, k, exclude=exclude, backend=backend, nonfinite=nonfinite,
-                                            group=group)
+    selector = DistributedStreamingSelector(
+        strategy, k, exclude=exclude, backend=backend, nonfinite=nonfinite, group=group
+    )
     chunks = [local_logits_or_chunks] if isinstance(local_logits_or_chunks, torch.Tensor) else local_logits_or_chunks
     row = offset
     for chunk in chunks:
@@ -159,8 +179,9 @@ def select_distributed(local_logits_or_chunks: torch.Tensor | Iterable[torch.Ten
     return selector.result()
 
 
-def topk_distributed(local_scores: torch.Tensor, k: int, *, offset: int, exclude: Exclude = None,
-                     group: dist.ProcessGroup | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_distributed(
+    local_scores: torch.Tensor, k: int, *, offset: int, exclude: Exclude = None, group: dist.ProcessGroup | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sharded :func:`~alkernels.acquisition.topk` of any per-sample scores (a strategy's own,
     e.g. predicted losses). Collective.
 

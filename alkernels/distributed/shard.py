@@ -1,4 +1,5 @@
 """Deterministic partition of a pool (or any range) over ranks, without communication."""
+
 from __future__ import annotations
 
 

@@ -13,6 +13,7 @@ samples, gives every rank ``batch_size`` samples (so the effective batch grows w
 ranks) and shuffles differently from the single-process loader, which would make the distributed
 run a different experiment.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -50,8 +51,7 @@ class ShardedBatches:
             raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
         shard_range(0, rank, world_size)  # validates rank and world size
         self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
-        self._order = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator,
-                                 collate_fn=list)
+        self._order = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator, collate_fn=list)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -86,8 +86,7 @@ class DDPLoss(nn.Module):
         loss_fn: ``loss_fn(model, batch, **kwargs) -> scalar`` mean loss of a batch.
     """
 
-    def __init__(self, model: nn.Module, aux: nn.Module | None,
-                 loss_fn: Callable[..., torch.Tensor]) -> None:
+    def __init__(self, model: nn.Module, aux: nn.Module | None, loss_fn: Callable[..., torch.Tensor]) -> None:
         super().__init__()
         self.model = model
         self.aux = aux
@@ -102,8 +101,9 @@ class DDPLoss(nn.Module):
         return self.loss_fn(self.model, batch, **kwargs) * scale + zero
 
 
-def wrap_ddp(module: nn.Module, device: torch.device, *,
-             find_unused_parameters: bool = False) -> DistributedDataParallel:
+def wrap_ddp(
+    module: nn.Module, device: torch.device, *, find_unused_parameters: bool = False
+) -> DistributedDataParallel:
     """``DistributedDataParallel(module)`` on this rank's device (a collective: rank 0's
     parameters and buffers are broadcast to every rank).
 
@@ -111,5 +111,8 @@ def wrap_ddp(module: nn.Module, device: torch.device, *,
     walk over the autograd graph per step) stays off; turn it on for other modules whose steps
     skip parameters."""
     with phase("wrapping the model in DistributedDataParallel"):
-        return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None,
-                                       find_unused_parameters=find_unused_parameters)
+        return DistributedDataParallel(
+            module,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters,
+        )

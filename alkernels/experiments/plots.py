@@ -1,4 +1,5 @@
 """The one way the study reports get matplotlib (the ``study`` extra)."""
+
 from __future__ import annotations
 
 from types import ModuleType

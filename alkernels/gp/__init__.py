@@ -10,6 +10,7 @@
 
 Only the hyper-parameter fit imports gpytorch.
 """
+
 from __future__ import annotations
 
 from alkernels.gp.embeddings import EMBEDDINGS, Embedding, composition_features, load_encoder
@@ -17,6 +18,20 @@ from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS, GPActiveLearner
 from alkernels.gp.regressor import DEFAULT_MEMORY_BUDGET, METHODS, FitResult, GPRegressor
 from alkernels.gp.strategies import GP_STRATEGIES, GPStrategy, get_strategy, top_k
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "EMBEDDINGS", "GP_STRATEGIES", "METHODS", "RECORD_KEYS", "TIMING_KEYS",
-           "Embedding", "FitResult", "GPActiveLearner", "GPRegressor", "GPStrategy", "composition_features",
-           "get_strategy", "load_encoder", "top_k"]
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "EMBEDDINGS",
+    "GP_STRATEGIES",
+    "METHODS",
+    "RECORD_KEYS",
+    "TIMING_KEYS",
+    "Embedding",
+    "FitResult",
+    "GPActiveLearner",
+    "GPRegressor",
+    "GPStrategy",
+    "composition_features",
+    "get_strategy",
+    "load_encoder",
+    "top_k",
+]

@@ -14,6 +14,7 @@ Specs (``alkernels run --embedding``):
 
 EGNN embeddings are standardised per dimension over all structures (no labels involved).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from alkernels.data.dataset import GraphDataset, collate
 from alkernels.data._store import load_cached_array, save_cached_array
+from alkernels.data.dataset import GraphDataset, collate
 from alkernels.data.graphset import GraphSet
 from alkernels.models import EGNN, PropertyRegressor
 
@@ -118,7 +119,7 @@ def load_encoder(path: str | os.PathLike, backend: str = "auto") -> EGNN:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
     if any(k.startswith("encoder.") for k in state):
-        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     encoder = EGNN(backend=backend)
     try:
         encoder.load_state_dict(state)
@@ -128,17 +129,27 @@ def load_encoder(path: str | os.PathLike, backend: str = "auto") -> EGNN:
 
 
 @torch.no_grad()
-def encoder_features(encoder: EGNN, dataset: GraphDataset, *, batch_size: int = 256,
-                     device: str | torch.device = "cpu") -> np.ndarray:
+def encoder_features(
+    encoder: EGNN, dataset: GraphDataset, *, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """Frozen graph embeddings, float64 [len(dataset), encoder.out_dim]."""
     encoder = encoder.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     return np.concatenate([encoder(batch.to(device)).double().cpu().numpy() for batch in loader])
 
 
-def train_encoder(dataset: GraphDataset, labelled: np.ndarray, *, epochs: int = 100, lr: float = 1e-3,
-                  batch_size: int = 32, seed: int = 0, backend: str = "auto", device: str | torch.device = "cpu",
-                  progress: bool = False) -> PropertyRegressor:
+def train_encoder(
+    dataset: GraphDataset,
+    labelled: np.ndarray,
+    *,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> PropertyRegressor:
     """Train an EGNN + :class:`PropertyRegressor` head on ``dataset[labelled]`` only.
 
     Targets (``dataset`` items' float ``y``) are standardised with the labelled mean and std;
@@ -154,8 +165,13 @@ def train_encoder(dataset: GraphDataset, labelled: np.ndarray, *, epochs: int = 
     torch.manual_seed(seed)
     model = PropertyRegressor(EGNN(backend=backend), ["target"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    loader = DataLoader(Subset(dataset, labelled.tolist()), batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed), collate_fn=collate)
+    loader = DataLoader(
+        Subset(dataset, labelled.tolist()),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+    )
     model.train()
     bar = tqdm(range(epochs), disable=not progress, leave=False, desc=f"encoder ({len(labelled)} labelled)")
     for _ in bar:
@@ -184,9 +200,18 @@ class Embedding:
         progress: tqdm bar while training.
     """
 
-    def __init__(self, spec: str = "train-initial", *, epochs: int = 100, lr: float = 1e-3, batch_size: int = 32,
-                 backend: str = "auto", device: str | torch.device = "cpu",
-                 cache_dir: str | os.PathLike | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        spec: str = "train-initial",
+        *,
+        epochs: int = 100,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        backend: str = "auto",
+        device: str | torch.device = "cpu",
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> None:
         self.kind, self.path = parse_embedding(spec)
         self.spec = spec
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
@@ -226,8 +251,17 @@ class Embedding:
         features = load_cached_array(cached) if cached is not None else None  # damaged: rebuilt
         if features is not None:
             return features
-        model = train_encoder(dataset, labelled, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                              seed=seed, backend=self.backend, device=self.device, progress=self.progress)
+        model = train_encoder(
+            dataset,
+            labelled,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=seed,
+            backend=self.backend,
+            device=self.device,
+            progress=self.progress,
+        )
         feats = standardise(encoder_features(model.encoder, dataset, device=self.device))
         if cached is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """Hyper-parameter fit with gpytorch: maximise the marginal likelihood with Adam and keep the
 iterate with the lowest validation MAE (protocol B's rule)."""
+
 from __future__ import annotations
 
 import math
+
 import torch
 
 from alkernels._extras import missing_extra
@@ -31,13 +33,19 @@ def base_kernel(kernel: str, ard_dims: int | None) -> "gpytorch.kernels.Kernel":
 class _GPModel(gpytorch.models.ExactGP):
     """Constant mean + ``ScaleKernel(base)``, optionally behind an ``InducingPointKernel``."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, likelihood, kernel: str, ard: bool,
-                 inducing: torch.Tensor | None) -> None:
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, likelihood, kernel: str, ard: bool, inducing: torch.Tensor | None
+    ) -> None:
         super().__init__(x, y, likelihood)
         self.mean_module = gpytorch.means.ConstantMean()
         self.scaled = gpytorch.kernels.ScaleKernel(base_kernel(kernel, x.shape[1] if ard else None))
-        self.covar_module = self.scaled if inducing is None else gpytorch.kernels.InducingPointKernel(
-            self.scaled, inducing_points=inducing.clone(), likelihood=likelihood)
+        self.covar_module = (
+            self.scaled
+            if inducing is None
+            else gpytorch.kernels.InducingPointKernel(
+                self.scaled, inducing_points=inducing.clone(), likelihood=likelihood
+            )
+        )
 
     def forward(self, x: torch.Tensor):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -56,14 +64,25 @@ def median_distance(x: torch.Tensor, max_points: int = 1000) -> float:
 def _params(model: _GPModel, likelihood, kernel: str, fixed_noise: float | None) -> GPParams:
     ls = model.scaled.base_kernel.lengthscale.detach().reshape(-1).double().cpu()
     noise = fixed_noise if fixed_noise is not None else float(likelihood.noise.detach().reshape(-1)[0])
-    return GPParams(kernel, ls, float(model.scaled.outputscale.detach()), noise,
-                    float(model.mean_module.constant.detach()))
+    return GPParams(
+        kernel, ls, float(model.scaled.outputscale.detach()), noise, float(model.mean_module.constant.detach())
+    )
 
 
-def fit_hyperparameters(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "matern12", ard: bool = False,
-                        noise: float | None = None, x_val: torch.Tensor | None = None,
-                        y_val: torch.Tensor | None = None, iterations: int = 200, lr: float = 0.05,
-                        inducing: torch.Tensor | None = None, eval_every: int = 1) -> FitResult:
+def fit_hyperparameters(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    kernel: str = "matern12",
+    ard: bool = False,
+    noise: float | None = None,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    iterations: int = 200,
+    lr: float = 0.05,
+    inducing: torch.Tensor | None = None,
+    eval_every: int = 1,
+) -> FitResult:
     """Fit a GP's hyper-parameters on (x, y) by Adam on the negative marginal log likelihood.
 
     Args:
@@ -89,11 +108,13 @@ def fit_hyperparameters(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "mate
     dtype = x.dtype
     if noise is None:
         likelihood = gpytorch.likelihoods.GaussianLikelihood(
-            noise_constraint=gpytorch.constraints.GreaterThan(MIN_NOISE))
+            noise_constraint=gpytorch.constraints.GreaterThan(MIN_NOISE)
+        )
         likelihood.noise = 0.1
     else:
         likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
-            noise=torch.full((x.shape[0],), float(noise), dtype=dtype, device=x.device), learn_additional_noise=False)
+            noise=torch.full((x.shape[0],), float(noise), dtype=dtype, device=x.device), learn_additional_noise=False
+        )
     model = _GPModel(x, y, likelihood, kernel, ard, inducing).to(device=x.device, dtype=dtype)
     likelihood.to(device=x.device, dtype=dtype)
     model.scaled.base_kernel.lengthscale = median_distance(x)  # the median heuristic, per dim for ARD too
@@ -104,8 +125,11 @@ def fit_hyperparameters(x: torch.Tensor, y: torch.Tensor, *, kernel: str = "mate
     history: list[dict] = []
     best = (math.inf, None, None, 0)
     validate = x_val is not None and y_val is not None and x_val.shape[0] > 0
-    with gpytorch.settings.max_cholesky_size(10**9), gpytorch.settings.fast_pred_var(False), \
-            gpytorch.settings.cholesky_max_tries(6):
+    with (
+        gpytorch.settings.max_cholesky_size(10**9),
+        gpytorch.settings.fast_pred_var(False),
+        gpytorch.settings.cholesky_max_tries(6),
+    ):
         for it in range(iterations + 1):
             model.train()
             likelihood.train()

@@ -13,6 +13,7 @@ checksummed checkpoints, torn-line-safe records, a run identity that a resume mu
 A killed run resumes from its last checkpoint: later records are dropped and recomputed, and
 every record then equals the uninterrupted run's except the wall times.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,7 @@ CHECKPOINT_KEYS: tuple[str, ...] = ("next_step", "labelled", "numpy_rng", "featu
 
 #: The keys of every line of ``records.jsonl``: ``mae`` and ``rmse`` are on the fixed test set;
 #: ``mae_remainder`` is on the still-unlabelled pool (protocol B's shrinking test set).
-RECORD_KEYS = ("step", "labelled_count", "mae", "rmse", "mae_remainder", "query_seconds", "update_seconds",
-               "queried")
+RECORD_KEYS = ("step", "labelled_count", "mae", "rmse", "mae_remainder", "query_seconds", "update_seconds", "queried")
 #: Record keys that are wall times.
 TIMING_KEYS = ("query_seconds", "update_seconds")
 
@@ -84,11 +84,26 @@ class GPActiveLearner:
         metadata: extra JSON fields for ``config.json`` (dataset, target, embedding).
     """
 
-    def __init__(self, features: np.ndarray | FeatureSource, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
-                 strategy: str | GPStrategy = "gp_variance", initial: int | float = 0.1, queries: int = 100,
-                 batch: int = 1, gp: dict | None = None, refit_every: int = 0, retrain_every: int = 0,
-                 seed: int = 0, out_dir: str | os.PathLike, checkpoint_every: int = 500, progress: bool = False,
-                 metadata: dict | None = None) -> None:
+    def __init__(
+        self,
+        features: np.ndarray | FeatureSource,
+        y: np.ndarray,
+        train: np.ndarray,
+        test: np.ndarray,
+        *,
+        strategy: str | GPStrategy = "gp_variance",
+        initial: int | float = 0.1,
+        queries: int = 100,
+        batch: int = 1,
+        gp: dict | None = None,
+        refit_every: int = 0,
+        retrain_every: int = 0,
+        seed: int = 0,
+        out_dir: str | os.PathLike,
+        checkpoint_every: int = 500,
+        progress: bool = False,
+        metadata: dict | None = None,
+    ) -> None:
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         self.y = np.asarray(y, dtype=np.float64).reshape(-1)
         self.train = np.asarray(train, dtype=np.int64).reshape(-1)
@@ -101,8 +116,10 @@ class GPActiveLearner:
                 raise ValueError(f"{name} indices must be distinct and in 0..{n - 1}")
             bad = idx[~np.isfinite(self.y[idx])]
             if bad.size:
-                raise ValueError(f"{bad.size} {name} structures have NaN targets (first: {bad[:5].tolist()}); "
-                                 f"drop them before the run")
+                raise ValueError(
+                    f"{bad.size} {name} structures have NaN targets (first: {bad[:5].tolist()}); "
+                    f"drop them before the run"
+                )
         if np.intersect1d(self.train, self.test).size:
             raise ValueError("train and test indices overlap")
         self.features_source = features if callable(features) else None
@@ -118,8 +135,10 @@ class GPActiveLearner:
         if queries < 0 or batch < 1:
             raise ValueError(f"queries must be >= 0 and batch >= 1, got {queries}, {batch}")
         if self.n_initial + queries > self.n_train:
-            raise ValueError(f"{queries} queries after an initial {self.n_initial} need "
-                             f"{self.n_initial + queries} structures; the pool has {self.n_train}")
+            raise ValueError(
+                f"{queries} queries after an initial {self.n_initial} need "
+                f"{self.n_initial + queries} structures; the pool has {self.n_train}"
+            )
         if refit_every < 0 or retrain_every < 0 or checkpoint_every < 1:
             raise ValueError("refit_every and retrain_every must be >= 0, checkpoint_every >= 1")
         self.queries, self.batch = int(queries), int(batch)
@@ -139,11 +158,21 @@ class GPActiveLearner:
     def config(self) -> dict:
         """The JSON-serialisable settings of this run (``config.json``)."""
         gp = {k: (str(v) if isinstance(v, (torch.dtype, torch.device)) else v) for k, v in self.gp_kwargs.items()}
-        return {"task": "regression", "strategy": self.strategy.name, "seed": self.seed,
-                "initial": self.n_initial, "queries": self.queries, "batch": self.batch,
-                "n_train": self.n_train, "n_test": int(self.test.size), "gp": gp,
-                "refit_every": self.refit_every, "retrain_every": self.retrain_every,
-                "data": self._data_fingerprint(), **self.metadata}
+        return {
+            "task": "regression",
+            "strategy": self.strategy.name,
+            "seed": self.seed,
+            "initial": self.n_initial,
+            "queries": self.queries,
+            "batch": self.batch,
+            "n_train": self.n_train,
+            "n_test": int(self.test.size),
+            "gp": gp,
+            "refit_every": self.refit_every,
+            "retrain_every": self.retrain_every,
+            "data": self._data_fingerprint(),
+            **self.metadata,
+        }
 
     def _data_fingerprint(self) -> str:
         """Content hash of the targets, the split and fixed features (a resume on other data is refused)."""
@@ -178,8 +207,9 @@ class GPActiveLearner:
     def _compute_features(self) -> None:
         feats = np.asarray(self.features_source(np.asarray(self.labelled, dtype=np.int64), self.seed), dtype=np.float64)
         if feats.ndim != 2 or feats.shape[0] != self.y.size or not np.isfinite(feats).all():
-            raise ValueError(f"the feature source returned {feats.shape} (or non-finite values); "
-                             f"expected finite [{self.y.size}, d]")
+            raise ValueError(
+                f"the feature source returned {feats.shape} (or non-finite values); expected finite [{self.y.size}, d]"
+            )
         self.features = feats
 
     # -- state -----------------------------------------------------------------------------------
@@ -191,11 +221,16 @@ class GPActiveLearner:
     def _checkpoint(self, records_file, final: bool = False) -> None:
         records_file.flush()
         os.fsync(records_file.fileno())  # every record up to the checkpoint is durable before it
-        self.run_dir.save_checkpoint({
-            "next_step": self.next_step, "labelled": self.labelled, "numpy_rng": self.rng.bit_generator.state,
-            "features": torch.from_numpy(self.features) if self.features_source is not None else None,
-            "gp": None if final else self.gp.state_dict(), "finished": final,
-        })
+        self.run_dir.save_checkpoint(
+            {
+                "next_step": self.next_step,
+                "labelled": self.labelled,
+                "numpy_rng": self.rng.bit_generator.state,
+                "features": torch.from_numpy(self.features) if self.features_source is not None else None,
+                "gp": None if final else self.gp.state_dict(),
+                "finished": final,
+            }
+        )
 
     def _restore(self, state: dict) -> None:
         self.rng = np.random.default_rng()
@@ -216,8 +251,9 @@ class GPActiveLearner:
             try:
                 self._restore(state)
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-                raise DamagedCheckpointError(self.run_dir.checkpoint_path,
-                                             f"its contents do not fit this run: {type(err).__name__}: {err}") from err
+                raise DamagedCheckpointError(
+                    self.run_dir.checkpoint_path, f"its contents do not fit this run: {type(err).__name__}: {err}"
+                ) from err
         else:
             self._fresh_start()
         self.run_dir.write_config(config)
@@ -259,8 +295,12 @@ class GPActiveLearner:
         pos_of[self.train] = np.arange(self.n_train)
         y_test = torch.as_tensor(self.y[self.test])
         y_train = torch.as_tensor(self.y[self.train])
-        bar = tqdm(total=n_steps + 1, initial=self.next_step, disable=not self.progress,
-                   desc=f"{self.strategy.name} seed {self.seed}")
+        bar = tqdm(
+            total=n_steps + 1,
+            initial=self.next_step,
+            disable=not self.progress,
+            desc=f"{self.strategy.name} seed {self.seed}",
+        )
         with open(self.records_path, "a", encoding="utf-8") as out:
             for step in range(self.next_step, n_steps + 1):
                 fit = None
@@ -272,14 +312,15 @@ class GPActiveLearner:
                     fit = self._fit_gp()
                 fit_seconds = time.perf_counter() - t0
                 mean = self.gp.pool_mean.to(y_test.dtype).cpu()
-                err = mean[self.n_train:] - y_test
+                err = mean[self.n_train :] - y_test
                 rest = np.flatnonzero(unlabelled[self.train])
                 mae_rest = float((mean[rest] - y_train[rest]).abs().mean()) if rest.size else None
                 queried: list[int] = []
                 query_seconds = update_seconds = 0.0
                 if step < n_steps:
-                    cand = torch.as_tensor(pos_of[self.train[unlabelled[self.train]]],
-                                           device=self.gp.posterior.x_pool.device)
+                    cand = torch.as_tensor(
+                        pos_of[self.train[unlabelled[self.train]]], device=self.gp.posterior.x_pool.device
+                    )
                     t0 = time.perf_counter()
                     pos = self.strategy.query(self.gp, cand, self.sizes[step], self.rng)
                     query_seconds = time.perf_counter() - t0
@@ -293,10 +334,16 @@ class GPActiveLearner:
                     queried = [int(i) for i in chosen]
                     unlabelled[chosen] = False
                     self.labelled.extend(queried)
-                record = {"step": step, "labelled_count": len(self.labelled) - len(queried),
-                          "mae": float(err.abs().mean()), "rmse": float(err.pow(2).mean().sqrt()),
-                          "mae_remainder": mae_rest, "query_seconds": query_seconds,
-                          "update_seconds": update_seconds, "queried": queried}
+                record = {
+                    "step": step,
+                    "labelled_count": len(self.labelled) - len(queried),
+                    "mae": float(err.abs().mean()),
+                    "rmse": float(err.pow(2).mean().sqrt()),
+                    "mae_remainder": mae_rest,
+                    "query_seconds": query_seconds,
+                    "update_seconds": update_seconds,
+                    "queried": queried,
+                }
                 if fit is not None:
                     record["fit"] = {**fit, "seconds": fit_seconds}
                 out.write(json.dumps(record) + "\n")

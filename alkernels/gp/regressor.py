@@ -1,5 +1,6 @@
 """``GPRegressor``: GP regression on fixed features for active learning, fitted once with gpytorch
 and then conditioned on new labels incrementally (:mod:`alkernels.ops.gp`)."""
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ import torch
 
 from alkernels.ops.gp.incremental import ExactPosterior, SparsePosterior, exact_memory_bytes
 from alkernels.ops.gp.kernels import GPParams, check_kernel
+
 
 @dataclass
 class FitResult:
@@ -54,8 +56,9 @@ def _vector(y, n: int, dtype: torch.dtype, device: torch.device, what: str) -> t
     bad = ~torch.isfinite(t)
     if bool(bad.any()):
         rows = torch.nonzero(bad)[:5, 0].tolist()
-        raise ValueError(f"{what} has {int(bad.sum())} NaN or infinite targets (rows {rows}...); "
-                         f"drop those points first")
+        raise ValueError(
+            f"{what} has {int(bad.sum())} NaN or infinite targets (rows {rows}...); drop those points first"
+        )
     return t
 
 
@@ -100,27 +103,47 @@ class GPRegressor:
         seed: seeds the validation hold-out, the fit subset and the inducing-point start.
     """
 
-    def __init__(self, kernel: str = "matern12", *, ard: bool = False, noise: float | None = None,
-                 jitter: float = 1e-6, method: str = "auto", inducing_points: int = 512,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, iterations: int = 200, lr: float = 0.05,
-                 val_fraction: float = 0.2, max_fit_points: int = 2000, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu", chunk: int = 4096, block: int = 1024, seed: int = 0) -> None:
+    def __init__(
+        self,
+        kernel: str = "matern12",
+        *,
+        ard: bool = False,
+        noise: float | None = None,
+        jitter: float = 1e-6,
+        method: str = "auto",
+        inducing_points: int = 512,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        iterations: int = 200,
+        lr: float = 0.05,
+        val_fraction: float = 0.2,
+        max_fit_points: int = 2000,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+        chunk: int = 4096,
+        block: int = 1024,
+        seed: int = 0,
+    ) -> None:
         self.kernel = check_kernel(kernel)
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if noise is not None and (not math.isfinite(noise) or noise < 0):
             raise ValueError(f"noise must be None (learned), 0 (noise-free with jitter) or > 0, got {noise}")
         if method == "sparse" and noise == 0:
-            raise ValueError("the sparse (inducing-point) method needs noise > 0: use noise=None (learned) or a "
-                             "positive variance")
+            raise ValueError(
+                "the sparse (inducing-point) method needs noise > 0: use noise=None (learned) or a positive variance"
+            )
         if not jitter > 0:
             raise ValueError(f"jitter must be > 0, got {jitter}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if dtype not in (torch.float64, torch.float32):
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
-        for name, value in (("inducing_points", inducing_points), ("max_fit_points", max_fit_points),
-                            ("chunk", chunk), ("block", block)):
+        for name, value in (
+            ("inducing_points", inducing_points),
+            ("max_fit_points", max_fit_points),
+            ("chunk", chunk),
+            ("block", block),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.ard, self.noise, self.jitter, self.method = ard, noise, jitter, method
@@ -181,22 +204,33 @@ class GPRegressor:
         total = max(capacity or n, n)
         self.method_ = self.choose_method(total, pool_t.shape[0], d)
         if self.method_ == "sparse" and self.noise == 0:
-            raise ValueError(f"{total} observations over a pool of {pool_t.shape[0]} exceed the exact GP's memory "
-                             f"budget ({self.memory_budget / 2**30:.1f} GiB), and the sparse method needs noise > 0: "
-                             f"raise memory_budget or use a learned or positive noise")
+            raise ValueError(
+                f"{total} observations over a pool of {pool_t.shape[0]} exceed the exact GP's memory "
+                f"budget ({self.memory_budget / 2**30:.1f} GiB), and the sparse method needs noise > 0: "
+                f"raise memory_budget or use a learned or positive noise"
+            )
         inducing = None
         if self.method_ == "sparse":
             m = min(self.inducing_points, len(fit_idx))
             inducing = xs[np.sort(rng.choice(fit_idx, m, replace=False))]
         fixed = None if self.noise is None else (self.jitter if self.noise == 0 else self.noise / self.y_std**2)
         self.fit_result = fit_hyperparameters(
-            xs[fit_idx], ys[fit_idx], kernel=self.kernel, ard=self.ard, noise=fixed, x_val=xv, y_val=yv,
-            iterations=self.iterations, lr=self.lr, inducing=inducing)
+            xs[fit_idx],
+            ys[fit_idx],
+            kernel=self.kernel,
+            ard=self.ard,
+            noise=fixed,
+            x_val=xv,
+            y_val=yv,
+            iterations=self.iterations,
+            lr=self.lr,
+            inducing=inducing,
+        )
         self.params_ = self.fit_result.params
         self.inducing_ = self.fit_result.inducing
         self._start(pool_t - self.center, total)
         for start in range(0, n, self.block):
-            self.posterior.condition(xs[start:start + self.block], ys[start:start + self.block])
+            self.posterior.condition(xs[start : start + self.block], ys[start : start + self.block])
         return self
 
     def _start(self, pool_centred: torch.Tensor, capacity: int) -> None:
@@ -263,11 +297,16 @@ class GPRegressor:
     def state_dict(self) -> dict:
         """The fitted state (hyper-parameters, scaling, posterior) for :meth:`load_state_dict`."""
         post = self._check_fitted()
-        return {"method": self.method_, "center": self.center.clone(), "y_mean": self.y_mean,
-                "y_std": self.y_std, "params": self.params_.to_dict(),
-                "inducing": None if self.inducing_ is None else self.inducing_.clone(),
-                "posterior": post.state_dict(),
-                "fit": {"best_iteration": self.fit_result.best_iteration, "history": self.fit_result.history}}
+        return {
+            "method": self.method_,
+            "center": self.center.clone(),
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+            "params": self.params_.to_dict(),
+            "inducing": None if self.inducing_ is None else self.inducing_.clone(),
+            "posterior": post.state_dict(),
+            "fit": {"best_iteration": self.fit_result.best_iteration, "history": self.fit_result.history},
+        }
 
     def load_state_dict(self, state: dict, pool, *, capacity: int = 256) -> "GPRegressor":
         """Restore :meth:`state_dict` with the same pool [p, d] (raw features)."""
@@ -287,10 +326,15 @@ class GPRegressor:
     def describe(self) -> dict:
         """JSON-serialisable hyper-parameters in target units (for records and reports)."""
         p = self.params_
-        return {"method": self.method_, "kernel": p.kernel,
-                "lengthscale": p.lengthscale.tolist() if p.lengthscale.numel() <= 8 else
-                f"{p.lengthscale.numel()} values, median {float(p.lengthscale.median()):.4g}",
-                "outputscale": p.outputscale * self.y_std**2, "noise": p.noise * self.y_std**2,
-                "mean": p.mean * self.y_std + self.y_mean,
-                "inducing_points": None if self.inducing_ is None else int(self.inducing_.shape[0]),
-                "best_iteration": self.fit_result.best_iteration}
+        return {
+            "method": self.method_,
+            "kernel": p.kernel,
+            "lengthscale": p.lengthscale.tolist()
+            if p.lengthscale.numel() <= 8
+            else f"{p.lengthscale.numel()} values, median {float(p.lengthscale.median()):.4g}",
+            "outputscale": p.outputscale * self.y_std**2,
+            "noise": p.noise * self.y_std**2,
+            "mean": p.mean * self.y_std + self.y_mean,
+            "inducing_points": None if self.inducing_ is None else int(self.inducing_.shape[0]),
+            "best_iteration": self.fit_result.best_iteration,
+        }

@@ -4,6 +4,7 @@ and random selection.
 Each strategy picks ``k`` positions of a :class:`~alkernels.gp.GPRegressor`'s pool among
 ``candidates``. Ties in a score go to the lower pool position, so a query is reproducible.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,7 @@ class BatchVarianceStrategy(GPStrategy):
             scores = torch.where(free, post.pool_var[candidates], torch.full_like(post.pool_var[candidates], torch.nan))
             j = int(top_k(scores, 1)[0])
             free[j] = False
-            pos = candidates[j:j + 1]
+            pos = candidates[j : j + 1]
             post.condition(post.x_pool[pos], None, pool_index=pos)
             picks.append(pos)
         return torch.cat(picks)

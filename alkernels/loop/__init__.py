@@ -4,6 +4,7 @@
 checkpoint after every round. The studies built on it (grids, presets, reports) live in
 :mod:`alkernels.experiments`.
 """
+
 from __future__ import annotations
 
 from alkernels.loop.loop import RECORD_KEYS, TIMING_KEYS, ActiveLearningLoop, labelled_schedule, read_records

@@ -19,13 +19,15 @@ the last. With weights reset, each round starts from the initial weights and get
 so the late rounds are trained far less than the standard run of ``E`` epochs; a reset study should
 keep the fixed schedule or use a larger budget.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 
-def epoch_schedule(counts: Sequence[int], n_train: int, *, epochs: int | None = None,
-                   epoch_budget: float | None = None) -> list[int]:
+def epoch_schedule(
+    counts: Sequence[int], n_train: int, *, epochs: int | None = None, epoch_budget: float | None = None
+) -> list[int]:
     """Epochs of each round for the labelled-set sizes ``counts`` (from ``labelled_schedule``).
 
     Args:
@@ -49,8 +51,10 @@ def epoch_schedule(counts: Sequence[int], n_train: int, *, epochs: int | None = 
         return [int(epochs)] * rounds
     floor = sum(counts) / n_train
     if not epoch_budget >= floor:  # also rejects NaN
-        raise ValueError(f"epoch_budget {epoch_budget} is below {floor:.3g}, what one epoch per round "
-                         f"already costs (in epochs of the {n_train}-structure training set)")
+        raise ValueError(
+            f"epoch_budget {epoch_budget} is below {floor:.3g}, what one epoch per round "
+            f"already costs (in epochs of the {n_train}-structure training set)"
+        )
     total = epoch_budget * n_train
     out: list[int] = []
     spent = 0

@@ -25,6 +25,7 @@ uncertainty queries score pool shards and merge an exact top-k, other strategies
 Rank 0 alone reads and writes ``out_dir`` and broadcasts what the others need (the resume state,
 the labelled set, each record), so only rank 0's node needs the folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,12 +49,29 @@ from alkernels.loop.rundir import read_records as _read_records
 from alkernels.strategies import Pool, Strategy
 
 #: The top-level keys of the loop's checkpoint (``rank_rngs`` too in a distributed run).
-CHECKPOINT_KEYS: tuple[str, ...] = ("next_round", "labelled", "weights", "optimizer", "torch_rng", "cuda_rng",
-                                    "loader_rng", "numpy_rng", "python_rng")
+CHECKPOINT_KEYS: tuple[str, ...] = (
+    "next_round",
+    "labelled",
+    "weights",
+    "optimizer",
+    "torch_rng",
+    "cuda_rng",
+    "loader_rng",
+    "numpy_rng",
+    "python_rng",
+)
 
 #: The keys of every line of ``records.jsonl``.
-RECORD_KEYS = ("round", "labelled_fraction", "labelled_count", "accuracy", "loss", "train_seconds",
-               "query_seconds", "queried")
+RECORD_KEYS = (
+    "round",
+    "labelled_fraction",
+    "labelled_count",
+    "accuracy",
+    "loss",
+    "train_seconds",
+    "query_seconds",
+    "queried",
+)
 #: Record keys that are wall times and so differ between otherwise identical runs.
 TIMING_KEYS = ("train_seconds", "query_seconds")
 
@@ -82,14 +100,18 @@ def labelled_schedule(n: int, initial: int | float, query_size: int | float, rou
         fq = query_size / n if not isinstance(query_size, float) else query_size
         last = f0 + (rounds - 1) * fq
         if last > 1.0 + 1e-9:
-            raise ValueError(f"query size {fq:.3g} x {rounds - 1} queries after an initial {f0:.3g} "
-                             f"needs {last:.3g} of the training set, more than the pool holds")
+            raise ValueError(
+                f"query size {fq:.3g} x {rounds - 1} queries after an initial {f0:.3g} "
+                f"needs {last:.3g} of the training set, more than the pool holds"
+            )
         counts = [min(n, int(np.floor(n * (f0 + r * fq) + 0.5))) for r in range(rounds)]
     else:
         counts = [initial + r * query_size for r in range(rounds)]
         if counts[-1] > n:
-            raise ValueError(f"query size {query_size} x {rounds - 1} queries after an initial "
-                             f"{initial} needs {counts[-1]} structures; the training set has {n}")
+            raise ValueError(
+                f"query size {query_size} x {rounds - 1} queries after an initial "
+                f"{initial} needs {counts[-1]} structures; the training set has {n}"
+            )
     if counts[0] < 1:
         raise ValueError(f"the initial labelled set is empty ({initial} of {n})")
     if any(b <= a for a, b in zip(counts, counts[1:])):
@@ -174,15 +196,32 @@ class ActiveLearningLoop:
             strategies draw different masks per rank.
     """
 
-    def __init__(self, model_factory: Callable[[], nn.Module], strategy: Strategy | str,
-                 train: Dataset, test: Dataset, *, initial: int | float = 0.1,
-                 query_size: int | float = 0.1, rounds: int = 10, epochs: int = 25,
-                 epoch_budget: float | None = None,
-                 reset_weights: bool = False, reset_optimizer: bool | None = None, seed: int = 0,
-                 out_dir: str | os.PathLike, batch_size: int = 24, eval_batch_size: int = 256,
-                 lr: float = 1e-4, weight_decay: float = 0.0, device: str | torch.device = "cpu",
-                 collate_fn: Callable[[list[Any]], Any] | None = None, progress: bool = False,
-                 metadata: dict | None = None, distributed: bool = False) -> None:
+    def __init__(
+        self,
+        model_factory: Callable[[], nn.Module],
+        strategy: Strategy | str,
+        train: Dataset,
+        test: Dataset,
+        *,
+        initial: int | float = 0.1,
+        query_size: int | float = 0.1,
+        rounds: int = 10,
+        epochs: int = 25,
+        epoch_budget: float | None = None,
+        reset_weights: bool = False,
+        reset_optimizer: bool | None = None,
+        seed: int = 0,
+        out_dir: str | os.PathLike,
+        batch_size: int = 24,
+        eval_batch_size: int = 256,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        device: str | torch.device = "cpu",
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        progress: bool = False,
+        metadata: dict | None = None,
+        distributed: bool = False,
+    ) -> None:
         self.strategy = strategies_mod.get(strategy) if isinstance(strategy, str) else strategy
         self.model_factory = model_factory
         self.train_set, self.test_set = train, test
@@ -193,8 +232,9 @@ class ActiveLearningLoop:
             raise ValueError("batch sizes must be >= 1")
         self.schedule = labelled_schedule(self.n_train, initial, query_size, rounds)
         self.epoch_budget = None if epoch_budget is None else float(epoch_budget)
-        self.epochs_per_round = epoch_schedule(self.schedule, self.n_train, epoch_budget=self.epoch_budget,
-                                               epochs=epochs if epoch_budget is None else None)
+        self.epochs_per_round = epoch_schedule(
+            self.schedule, self.n_train, epoch_budget=self.epoch_budget, epochs=epochs if epoch_budget is None else None
+        )
         self.rounds, self.epochs, self.seed = rounds, None if epoch_budget is not None else epochs, seed
         self.reset_weights = reset_weights
         self.reset_optimizer = reset_weights if reset_optimizer is None else reset_optimizer
@@ -214,8 +254,7 @@ class ActiveLearningLoop:
         self.metadata = dict(metadata or {})
         for name, ds in (("training", train), ("test", test)):
             if self.collate_fn([ds[0]]).y is None:
-                raise ValueError(f"the {name} set has no labels; give a label source "
-                                 f"(for example label='spacegroup')")
+                raise ValueError(f"the {name} set has no labels; give a label source (for example label='spacegroup')")
 
     # -- configuration -----------------------------------------------------------------------
     def config(self) -> dict:
@@ -227,16 +266,29 @@ class ActiveLearningLoop:
         method = getattr(self.model, "settings", None)
         model_settings = method() if callable(method) else {"repr": fingerprint(repr(self.model))}
         return {
-            "strategy": self.strategy.name, "seed": self.seed, "rounds": self.rounds,
-            "epochs": self.epochs, "schedule": self.schedule, "n_train": self.n_train,
-            **({"epoch_budget": self.epoch_budget, "epochs_per_round": self.epochs_per_round}
-               if self.epoch_budget is not None else {}),
-            "n_test": len(self.test_set), "reset_weights": self.reset_weights,
-            "reset_optimizer": self.reset_optimizer, "batch_size": self.batch_size,
-            "lr": self.lr, "weight_decay": self.weight_decay,
-            "train_data": data_fingerprint(self.train_set), "test_data": data_fingerprint(self.test_set),
-            **_flat("model", model_settings), **_flat("strategy", self.strategy.settings()),
-            **({"world_size": self.world_size} if self.distributed else {}), **self.metadata,
+            "strategy": self.strategy.name,
+            "seed": self.seed,
+            "rounds": self.rounds,
+            "epochs": self.epochs,
+            "schedule": self.schedule,
+            "n_train": self.n_train,
+            **(
+                {"epoch_budget": self.epoch_budget, "epochs_per_round": self.epochs_per_round}
+                if self.epoch_budget is not None
+                else {}
+            ),
+            "n_test": len(self.test_set),
+            "reset_weights": self.reset_weights,
+            "reset_optimizer": self.reset_optimizer,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "train_data": data_fingerprint(self.train_set),
+            "test_data": data_fingerprint(self.test_set),
+            **_flat("model", model_settings),
+            **_flat("strategy", self.strategy.settings()),
+            **({"world_size": self.world_size} if self.distributed else {}),
+            **self.metadata,
         }
 
     @property
@@ -256,8 +308,11 @@ class ActiveLearningLoop:
         """Names a stretch of a distributed run in its failure messages (no-op otherwise)."""
         if not self.distributed:
             return nullcontext()
-        return dist_mod.phase(name, hint=f"Every finished round is checkpointed in {self.out_dir}: "
-                                         "run the same command again with --resume to continue.")
+        return dist_mod.phase(
+            name,
+            hint=f"Every finished round is checkpointed in {self.out_dir}: "
+            "run the same command again with --resume to continue.",
+        )
 
     # -- state ---------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -267,8 +322,7 @@ class ActiveLearningLoop:
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def _weights(self) -> dict:
-        return {"model": self.model.state_dict(),
-                "aux": self.aux.state_dict() if self.aux is not None else None}
+        return {"model": self.model.state_dict(), "aux": self.aux.state_dict() if self.aux is not None else None}
 
     def _load_weights(self, weights: dict) -> None:
         self.model.load_state_dict(weights["model"])
@@ -283,8 +337,10 @@ class ActiveLearningLoop:
         self.aux = self.strategy.setup(self.model)
 
     def _fresh_start(self) -> None:
-        self.initial_weights = {k: {n: t.detach().clone() for n, t in v.items()} if v is not None else None
-                                for k, v in self._weights().items()}
+        self.initial_weights = {
+            k: {n: t.detach().clone() for n, t in v.items()} if v is not None else None
+            for k, v in self._weights().items()
+        }
         if self.writes_files:
             self.run_dir.save_state("initial.pt", self.initial_weights)
         self.optimizer = self._make_optimizer()
@@ -301,9 +357,14 @@ class ActiveLearningLoop:
     def _checkpoint(self) -> None:
         torch_rng, cuda_rng = self._rng_states()
         state = {
-            "next_round": self.next_round, "labelled": self.labelled, "weights": self._weights(),
-            "optimizer": self.optimizer.state_dict(), "torch_rng": torch_rng, "cuda_rng": cuda_rng,
-            "loader_rng": self.loader_gen.get_state(), "numpy_rng": self.rng.bit_generator.state,
+            "next_round": self.next_round,
+            "labelled": self.labelled,
+            "weights": self._weights(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch_rng,
+            "cuda_rng": cuda_rng,
+            "loader_rng": self.loader_gen.get_state(),
+            "numpy_rng": self.rng.bit_generator.state,
             "python_rng": random.getstate(),
         }
         if self.distributed:  # every rank's own torch (and CUDA) generator, in rank order
@@ -316,8 +377,9 @@ class ActiveLearningLoop:
         self._load_weights(state["weights"])
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
-        torch_rng, cuda_rng = state["rank_rngs"][self.rank] if self.distributed else (state["torch_rng"],
-                                                                                        state["cuda_rng"])
+        torch_rng, cuda_rng = (
+            state["rank_rngs"][self.rank] if self.distributed else (state["torch_rng"], state["cuda_rng"])
+        )
         torch.set_rng_state(torch_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
@@ -339,8 +401,7 @@ class ActiveLearningLoop:
         if resume:
             # Distributed: CPU tensors, pickled to the other ranks, which load them onto their device.
             where = "cpu" if self.distributed else self.device
-            state = self.run_dir.load_checkpoint(restart_round=restart_round, map_location=where,
-                                                 keys=CHECKPOINT_KEYS)
+            state = self.run_dir.load_checkpoint(restart_round=restart_round, map_location=where, keys=CHECKPOINT_KEYS)
             if state is not None:
                 initial = self.run_dir.load_state("initial.pt", map_location=where, keys=("model", "aux"))
         self.run_dir.write_config(config)
@@ -353,19 +414,22 @@ class ActiveLearningLoop:
             state, initial, records = self._read_run(resume, restart_round)
         else:
             with self._phase("setup"):
-                state, initial, records = dist_mod.on_rank_zero(self._read_run, resume, restart_round,
-                                                                what=f"reading {self.out_dir}")
+                state, initial, records = dist_mod.on_rank_zero(
+                    self._read_run, resume, restart_round, what=f"reading {self.out_dir}"
+                )
         if state is not None:
             try:
                 self._restore(state, initial)
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-                raise DamagedCheckpointError(self.run_dir.checkpoint_path,
-                                             f"its contents do not fit this run: {type(err).__name__}: {err}") from err
+                raise DamagedCheckpointError(
+                    self.run_dir.checkpoint_path, f"its contents do not fit this run: {type(err).__name__}: {err}"
+                ) from err
         else:
             self._fresh_start()
         if self.distributed:
-            self._ddp = dist_mod.wrap_ddp(dist_mod.DDPLoss(self.model, self.aux, self.strategy.training_loss),
-                                          self.device)
+            self._ddp = dist_mod.wrap_ddp(
+                dist_mod.DDPLoss(self.model, self.aux, self.strategy.training_loss), self.device
+            )
         return records
 
     # -- one round -----------------------------------------------------------------------------
@@ -376,13 +440,22 @@ class ActiveLearningLoop:
         if self.distributed:
             self._train_distributed(round_, epochs)
             return
-        loader = DataLoader(Subset(self.train_set, self.labelled), batch_size=self.batch_size,
-                            shuffle=True, generator=self.loader_gen, collate_fn=self.collate_fn)
+        loader = DataLoader(
+            Subset(self.train_set, self.labelled),
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=self.loader_gen,
+            collate_fn=self.collate_fn,
+        )
         self.model.train()
         if self.aux is not None:
             self.aux.train()
-        bar = tqdm(total=epochs * len(loader), disable=not self.progress, leave=False,
-                   desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled)")
+        bar = tqdm(
+            total=epochs * len(loader),
+            disable=not self.progress,
+            leave=False,
+            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled)",
+        )
         for epoch in range(epochs):
             for batch in loader:
                 batch = batch.to(self.device)
@@ -399,12 +472,16 @@ class ActiveLearningLoop:
         from tqdm.auto import tqdm
 
         labelled = Subset(self.train_set, self.labelled)
-        batches = dist_mod.ShardedBatches(len(labelled), self.batch_size, generator=self.loader_gen,
-                                          rank=self.rank, world_size=self.world_size)
+        batches = dist_mod.ShardedBatches(
+            len(labelled), self.batch_size, generator=self.loader_gen, rank=self.rank, world_size=self.world_size
+        )
         self._ddp.train()
-        bar = tqdm(total=epochs * len(batches), disable=not self.progress or self.rank != 0, leave=False,
-                   desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled, "
-                        f"{self.world_size} ranks)")
+        bar = tqdm(
+            total=epochs * len(batches),
+            disable=not self.progress or self.rank != 0,
+            leave=False,
+            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled, {self.world_size} ranks)",
+        )
         for epoch in range(epochs):
             for positions, global_size in batches:
                 batch = self.collate_fn([labelled[i] for i in positions]).to(self.device) if positions else None
@@ -449,10 +526,17 @@ class ActiveLearningLoop:
         else:
             chosen = self.strategy.query(self.model, pool, k, rng=self.rng)
         chosen = np.asarray(chosen, dtype=np.int64)
-        if chosen.shape != (k,) or np.unique(chosen).size != k or taken[chosen].any() \
-                or (chosen < 0).any() or (chosen >= self.n_train).any():
-            raise ValueError(f"strategy {self.strategy.name!r} must return {k} distinct unlabelled "
-                             f"indices, got {chosen.tolist()[:10]}...")
+        if (
+            chosen.shape != (k,)
+            or np.unique(chosen).size != k
+            or taken[chosen].any()
+            or (chosen < 0).any()
+            or (chosen >= self.n_train).any()
+        ):
+            raise ValueError(
+                f"strategy {self.strategy.name!r} must return {k} distinct unlabelled "
+                f"indices, got {chosen.tolist()[:10]}..."
+            )
         return [int(i) for i in chosen]
 
     # -- the run -------------------------------------------------------------------------------
@@ -492,10 +576,16 @@ class ActiveLearningLoop:
                 if r + 1 < self.rounds:
                     queried = self._query(self.schedule[r + 1] - self.schedule[r])
             query_seconds = time.perf_counter() - t0
-            record = {"round": r, "labelled_fraction": len(self.labelled) / self.n_train,
-                      "labelled_count": len(self.labelled), "accuracy": accuracy, "loss": loss,
-                      "train_seconds": train_seconds, "query_seconds": query_seconds,
-                      "queried": queried}
+            record = {
+                "round": r,
+                "labelled_fraction": len(self.labelled) / self.n_train,
+                "labelled_count": len(self.labelled),
+                "accuracy": accuracy,
+                "loss": loss,
+                "train_seconds": train_seconds,
+                "query_seconds": query_seconds,
+                "queried": queried,
+            }
             if self.distributed:
                 with self._phase(f"sharing the record, round {r + 1}"):
                     record = dist_mod.broadcast_object(record)  # rank 0's labelled set and timings
@@ -503,7 +593,9 @@ class ActiveLearningLoop:
                     raise dist_mod.DistributedError(
                         f"rank {self.rank} queried other structures than rank 0 in round {r + 1}: strategy "
                         f"{self.strategy.name!r}'s query_distributed must give every rank the same answer",
-                        rank=self.rank, phase=f"query, round {r + 1}")
+                        rank=self.rank,
+                        phase=f"query, round {r + 1}",
+                    )
             self.labelled.extend(record["queried"])
             self.next_round = r + 1
             with self._phase(f"checkpoint, round {r + 1}"):

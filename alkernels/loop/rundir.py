@@ -32,6 +32,7 @@ Guarantees (every long run of the library writes through this module):
   step (settings written, no record, no checkpoint) holds no run: it is started again, with the
   same or corrected settings, and the restart is logged.
 """
+
 from __future__ import annotations
 
 import errno
@@ -124,8 +125,9 @@ def settings_changes(old: dict, new: dict, *, recorded_only: bool = False) -> li
     values); with ``recorded_only``, only the keys ``old`` records count (an identity written by
     an earlier alkernels may record fewer)."""
     keys = set(old) if recorded_only else set(old) | set(new)
-    return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in sorted(keys)
-            if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in sorted(keys) if old.get(k) != new.get(k)
+    ]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -189,9 +191,11 @@ def is_alkernels_folder(path: Path) -> bool:
     compact ``runs.jsonl``)."""
     if (path / MARKER).is_file():
         return True
-    for name, keys in (("config.json", ({"strategy", "seed"},)),
-                       ("experiment.json", ({"preset", "seeds"}, {"pretraining", "settings"})),
-                       ("runs.jsonl", ({"config", "records"},))):  # fmt: skip
+    for name, keys in (
+        ("config.json", ({"strategy", "seed"},)),
+        ("experiment.json", ({"preset", "seeds"}, {"pretraining", "settings"})),
+        ("runs.jsonl", ({"config", "records"},)),
+    ):
         try:
             with open(path / name, encoding="utf-8") as handle:
                 doc = json.loads(handle.readline() if name.endswith(".jsonl") else handle.read())
@@ -212,9 +216,11 @@ def claim_folder(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not is_alkernels_folder(path):
-        raise ForeignFolderError(f"{path} is not empty and is not an alkernels folder (no {MARKER} marker): "
-                                 "alkernels never writes into a folder it did not create; choose a new or "
-                                 "empty output folder")
+        raise ForeignFolderError(
+            f"{path} is not empty and is not an alkernels folder (no {MARKER} marker): "
+            "alkernels never writes into a folder it did not create; choose a new or "
+            "empty output folder"
+        )
     try:
         path.mkdir(parents=True, exist_ok=True)
         marker = path / MARKER
@@ -257,8 +263,10 @@ def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[dict]
         except ValueError as err:
             if number == len(complete) and not tail:
                 break  # the last line, torn by a kill before its newline was durable
-            raise DamagedRunError(f"{p}, line {number}: damaged record ({err}); the records after it "
-                                  "are not used. Repair or remove the line to continue") from err
+            raise DamagedRunError(
+                f"{p}, line {number}: damaged record ({err}); the records after it "
+                "are not used. Repair or remove the line to continue"
+            ) from err
         out.append(record)
         good_bytes += len(line) + 1
     if repair and good_bytes != len(data):
@@ -316,9 +324,11 @@ class RunDirectory:
             holder = handle.read(64).strip() or "unknown"
             handle.close()
             if err.errno in (errno.EAGAIN, errno.EACCES):
-                raise RunInUseError(f"{self.path} is in use by another run (process {holder}); two runs "
-                                    "must not write one folder: wait for it or choose another output "
-                                    "folder") from err
+                raise RunInUseError(
+                    f"{self.path} is in use by another run (process {holder}); two runs "
+                    "must not write one folder: wait for it or choose another output "
+                    "folder"
+                ) from err
             raise
         except BaseException:
             handle.close()
@@ -351,10 +361,13 @@ class RunDirectory:
         if not self.config_path.exists():
             return False
         started = any(p.exists() for p in (self.checkpoint_path, self.previous_path)) or (
-            self.records_path.exists() and self.records_path.stat().st_size > 0)
+            self.records_path.exists() and self.records_path.stat().st_size > 0
+        )
         if not started:
-            _log.info("%s: settings but no finished step (a run that failed before its first round): "
-                      "starting it again", self.path)
+            _log.info(
+                "%s: settings but no finished step (a run that failed before its first round): starting it again",
+                self.path,
+            )
         return started
 
     def check_identity(self, config: dict, *, resume: bool) -> None:
@@ -368,13 +381,17 @@ class RunDirectory:
         if not self.has_run():
             return
         if not resume:
-            raise RunExistsError(f"{self.path} already holds a run; resume it (resume=True) or choose "
-                                 "another output folder")
+            raise RunExistsError(
+                f"{self.path} already holds a run; resume it (resume=True) or choose another output folder"
+            )
         changed = settings_changes(self.read_config(), config)
         if changed:
-            raise SettingsChangedError(f"cannot resume {self.path}: its settings differ ("
-                                       + "; ".join(changed) + "); use the original settings or another "
-                                       "output folder")
+            raise SettingsChangedError(
+                f"cannot resume {self.path}: its settings differ ("
+                + "; ".join(changed)
+                + "); use the original settings or another "
+                "output folder"
+            )
 
     def read_config(self) -> dict:
         """The stored identity (``config.json``).
@@ -430,8 +447,9 @@ class RunDirectory:
         """
         return read_checksummed(self.path / name, map_location, keys=keys)
 
-    def load_checkpoint(self, *, restart_round: bool = False, map_location: Any = None,
-                        keys: Iterable[str] | None = None) -> Any | None:  # fmt: skip
+    def load_checkpoint(
+        self, *, restart_round: bool = False, map_location: Any = None, keys: Iterable[str] | None = None
+    ) -> Any | None:
         """The newest intact checkpoint's state, or None when there is none.
 
         A missing checkpoint with a ``.prev`` present (a kill between the two renames) falls
@@ -452,8 +470,10 @@ class RunDirectory:
             if not restart_round:
                 raise
         if not self.previous_path.exists():
-            raise DamagedCheckpointError(self.checkpoint_path, "damaged, and no previous checkpoint to restart "
-                                         "from: start the run again in a new folder")
+            raise DamagedCheckpointError(
+                self.checkpoint_path,
+                "damaged, and no previous checkpoint to restart from: start the run again in a new folder",
+            )
         state = read_checksummed(self.previous_path, map_location, keys=keys)
         os.replace(self.checkpoint_path, self.path / f"{self.checkpoint_path.name}.damaged-{time.time_ns()}")
         return state

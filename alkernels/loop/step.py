@@ -22,6 +22,7 @@ one extra padding graph whose label is ``ignore_index``, and padding edges are s
 last padding node (zero length, so they move no coordinate); real graphs' outputs do not depend
 on the padding.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -56,8 +57,10 @@ def pad_batch(batch: GraphBatch, nodes: int, edges: int, graphs: int) -> GraphBa
     check_batch(batch)
     n, e, b = batch.num_nodes, batch.num_edges, batch.num_graphs
     if nodes <= n or edges < e or graphs <= b:
-        raise ValueError(f"bucket (nodes {nodes}, edges {edges}, graphs {graphs}) must exceed the batch's "
-                         f"({n} nodes, {e} edges, {b} graphs) by a padding node and graph")  # fmt: skip
+        raise ValueError(
+            f"bucket (nodes {nodes}, edges {edges}, graphs {graphs}) must exceed the batch's "
+            f"({n} nodes, {e} edges, {b} graphs) by a padding node and graph"
+        )
     if e and bool((batch.edge_dst[1:] < batch.edge_dst[:-1]).any()):
         raise ValueError("edge_dst must be sorted (non-decreasing)")
     if n and (int(batch.z.min()) < 0 or int(batch.z.max()) > 255):
@@ -68,8 +71,12 @@ def pad_batch(batch: GraphBatch, nodes: int, edges: int, graphs: int) -> GraphBa
     ptr_tail = torch.full((pad_b,), nodes, dtype=torch.int64, device=dev)
     y = batch.y
     if y is not None:
-        fill = torch.full((pad_b, *y.shape[1:]), IGNORE_INDEX if not y.is_floating_point() else float("nan"),
-                          dtype=y.dtype, device=dev)  # fmt: skip
+        fill = torch.full(
+            (pad_b, *y.shape[1:]),
+            IGNORE_INDEX if not y.is_floating_point() else float("nan"),
+            dtype=y.dtype,
+            device=dev,
+        )
         y = torch.cat([y, fill])
     return replace(
         batch,
@@ -82,8 +89,9 @@ def pad_batch(batch: GraphBatch, nodes: int, edges: int, graphs: int) -> GraphBa
         batch=torch.cat([batch.batch, torch.full((pad_n,), b, dtype=torch.int64, device=dev)]),
         ptr=torch.cat([batch.ptr, ptr_tail]),
         y=y,
-        forces=None if batch.forces is None else torch.cat(
-            [batch.forces, torch.full((pad_n, 3), float("nan"), dtype=batch.forces.dtype, device=dev)]),
+        forces=None
+        if batch.forces is None
+        else torch.cat([batch.forces, torch.full((pad_n, 3), float("nan"), dtype=batch.forces.dtype, device=dev)]),
     )
 
 
@@ -103,8 +111,17 @@ class TrainStep:
     tensor on the model's device (read it with ``.item()`` outside the hot loop, if at all).
     """
 
-    def __init__(self, model: nn.Module, *, lr: float = 1e-4, weight_decay: float = 0.0, amp: bool = True,
-                 graphs: bool = False, node_step: int = 256, edge_step: int = 4096) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        amp: bool = True,
+        graphs: bool = False,
+        node_step: int = 256,
+        edge_step: int = 4096,
+    ) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         cuda = self.device.type == "cuda"
@@ -112,8 +129,7 @@ class TrainStep:
         self.graphs = graphs and cuda
         self.node_step, self.edge_step = node_step, edge_step
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=cuda,
-                                           capturable=self.graphs)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=cuda, capturable=self.graphs)
         if cuda:
             model.encoder.validate_inputs = False
         self._captured: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, GraphBatch, torch.Tensor]] = {}
@@ -139,8 +155,9 @@ class TrainStep:
             return padded
         if padded.z.device.type == "cpu":
             padded = replace(padded, **{k: v.pin_memory() for k, v in vars(padded).items() if v is not None})
-        return replace(padded, **{k: v.to(self.device, non_blocking=True) for k, v in vars(padded).items()
-                                  if v is not None})  # fmt: skip
+        return replace(
+            padded, **{k: v.to(self.device, non_blocking=True) for k, v in vars(padded).items() if v is not None}
+        )
 
     def _replay(self, batch: GraphBatch, key: tuple[int, int, int]) -> torch.Tensor:
         if key not in self._captured:
@@ -152,8 +169,11 @@ class TrainStep:
             # undo the warm-up's updates in place so that training sees exactly one step per call
             params = [p for p in self.model.parameters() if p.requires_grad]
             weights = [p.detach().clone() for p in params]
-            before = {p: {k: v.clone() for k, v in self.optimizer.state[p].items()} for p in params
-                      if p in self.optimizer.state}  # fmt: skip
+            before = {
+                p: {k: v.clone() for k, v in self.optimizer.state[p].items()}
+                for p in params
+                if p in self.optimizer.state
+            }
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):

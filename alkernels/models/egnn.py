@@ -5,6 +5,7 @@ Defaults reproduce the Open MatSciML Toolkit EGNN with the paper's Table 2 hyper
 160-128-128-128-32, eps 0.1, sum aggregation, ReLU between layers 1-4, node projection
 32-128-128-128 and a sum readout to a [B, 128] graph embedding; 600,064 parameters.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -16,7 +17,7 @@ from alkernels.data.batch import GraphBatch
 from alkernels.ops.activations import activation_module, check_activation
 from alkernels.ops.checks import check_atomic_numbers
 from alkernels.ops.dispatch import normalize_backend
-from alkernels.ops.message_passing import PRECISIONS, EdgeGraph, EdgeWeights, build_edge_graph, egnn_edge_op
+from alkernels.ops.message_passing import EdgeGraph, EdgeWeights, build_edge_graph, check_precision, egnn_edge_op
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,18 @@ class EGNNLayer(nn.Module):
         """The edge and coordinate MLP parameters in the layout of the fused op."""
         e, x = self.edge_mlp, self.coord_mlp
         return EdgeWeights(
-            e[0].weight, e[0].bias, e[2].weight, e[2].bias, e[4].weight, e[4].bias,
-            x[0].weight, x[0].bias, x[2].weight, x[2].bias, x[4].weight,
-        )  # fmt: skip
+            e[0].weight,
+            e[0].bias,
+            e[2].weight,
+            e[2].bias,
+            e[4].weight,
+            e[4].bias,
+            x[0].weight,
+            x[0].bias,
+            x[2].weight,
+            x[2].bias,
+            x[4].weight,
+        )
 
     def forward(
         self,
@@ -112,10 +122,17 @@ class EGNNLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """h [n, F], x [n, 3], shift [E, 3] -> updated (h [n, F], x [n, 3])."""
         m, dx = egnn_edge_op(
-            h, x, shift, graph, self.edge_weights(),
-            eps=self.cfg.eps, detach_norm=self.cfg.detach_norm, activation=self.cfg.activation,
-            backend=backend, precision=precision,
-        )  # fmt: skip
+            h,
+            x,
+            shift,
+            graph,
+            self.edge_weights(),
+            eps=self.cfg.eps,
+            detach_norm=self.cfg.detach_norm,
+            activation=self.cfg.activation,
+            backend=backend,
+            precision=precision,
+        )
         if self.cfg.coord_aggregation == "mean":
             deg = (graph.rowptr[1:] - graph.rowptr[:-1]).clamp(min=1).to(dx.dtype)
             dx = dx / deg[:, None]
@@ -173,8 +190,7 @@ class EGNN(nn.Module):
 
     def __init__(self, config: EGNNConfig = EGNNConfig(), backend: str = "auto", precision: str = "fp32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)
         self.config = config
         self.backend = normalize_backend(backend)
         self.precision = precision

@@ -5,6 +5,7 @@ the fused backends), and a loss on them needs that gradient's gradient: training
 the fused op twice (``alkernels::egnn_edge_backward`` is itself differentiable, see
 :mod:`alkernels.ops.message_passing.op`).
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -45,7 +46,9 @@ class EnergyForceModel(nn.Module):
     def __init__(self, encoder: EGNN, hidden: int = 128, activation: str = "relu") -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Sequential(nn.Linear(encoder.out_dim, hidden), activation_module(activation), nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(encoder.out_dim, hidden), activation_module(activation), nn.Linear(hidden, 1)
+        )
         self._settings = {"hidden": hidden, "activation": activation}
         self.register_buffer("energy_shift", torch.zeros(()))
         self.register_buffer("energy_scale", torch.ones(()))
@@ -108,8 +111,10 @@ class EnergyForceModel(nn.Module):
             raise ValueError("the batch needs reference energies (y) and forces for the loss")
         ref_e = batch.y.reshape(-1).to(energy.dtype)
         if ref_e.shape != energy.shape or batch.forces.shape != forces.shape:
-            raise ValueError(f"references {tuple(ref_e.shape)}, {tuple(batch.forces.shape)} do not match the "
-                             f"predictions {tuple(energy.shape)}, {tuple(forces.shape)}")  # fmt: skip
+            raise ValueError(
+                f"references {tuple(ref_e.shape)}, {tuple(batch.forces.shape)} do not match the "
+                f"predictions {tuple(energy.shape)}, {tuple(forces.shape)}"
+            )
         counts = (batch.ptr[1:] - batch.ptr[:-1]).clamp(min=1).to(energy.dtype)
         return energy_weight * _masked_mse((energy - ref_e) / counts) + force_weight * _masked_mse(
             forces - batch.forces.to(forces.dtype)

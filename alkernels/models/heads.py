@@ -1,4 +1,5 @@
 """Task heads on top of the EGNN encoder: space-group classification and property regression."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,10 +50,19 @@ class SpaceGroupClassifier(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.encoder = encoder
-        self._settings = {"dropout": dropout, "hidden": hidden, "activation": activation, "norm": norm,
-                          "num_classes": num_classes}
-        self.inp = nn.Sequential(nn.Linear(encoder.out_dim, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
-        self.block = nn.Sequential(nn.Linear(hidden, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout))
+        self._settings = {
+            "dropout": dropout,
+            "hidden": hidden,
+            "activation": activation,
+            "norm": norm,
+            "num_classes": num_classes,
+        }
+        self.inp = nn.Sequential(
+            nn.Linear(encoder.out_dim, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout)
+        )
+        self.block = nn.Sequential(
+            nn.Linear(hidden, hidden), _norm(norm, hidden), activation_module(activation), nn.Dropout(dropout)
+        )
         self.out = nn.Linear(hidden, num_classes)
 
     def embed(self, batch: GraphBatch) -> torch.Tensor:
@@ -94,8 +104,9 @@ class SpaceGroupClassifier(nn.Module):
                 m.train(mode)
 
 
-def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str = "fp32",
-                     num_classes: int = 230) -> SpaceGroupClassifier:
+def paper_classifier(
+    backend: str = "auto", dropout: float = 0.1, precision: str = "fp32", num_classes: int = 230
+) -> SpaceGroupClassifier:
     """The paper's classifier: the default :class:`EGNN` and the toolkit head, 230 logits.
 
     Args:
@@ -104,8 +115,7 @@ def paper_classifier(backend: str = "auto", dropout: float = 0.1, precision: str
         precision: Triton matmul precision (see :class:`EGNN`).
         num_classes: logits; 230 for space groups, fewer for a coarser label mode.
     """
-    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout,
-                                num_classes=num_classes)
+    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout, num_classes=num_classes)
 
 
 class PropertyRegressor(nn.Module):
@@ -146,9 +156,11 @@ class PropertyRegressor(nn.Module):
     def new_head(self) -> nn.Sequential:
         """A freshly initialised head with this model's layout (not registered)."""
         return nn.Sequential(
-            nn.Linear(self.encoder.out_dim, self.hidden), activation_module(self.activation),
-            nn.Dropout(self.dropout), nn.Linear(self.hidden, 1),
-        )  # fmt: skip
+            nn.Linear(self.encoder.out_dim, self.hidden),
+            activation_module(self.activation),
+            nn.Dropout(self.dropout),
+            nn.Linear(self.hidden, 1),
+        )
 
     def set_normalization(self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor) -> None:
         """Set the per-property ``mean`` and ``std`` (each [P]; every std must be > 0)."""
@@ -156,11 +168,13 @@ class PropertyRegressor(nn.Module):
         std_t = torch.as_tensor(std, dtype=self.target_std.dtype).reshape(-1)
         p = len(self.targets)
         if mean_t.shape != (p,) or std_t.shape != (p,):
-            raise ValueError(f"mean and std need {p} entries (one per target), got {tuple(mean_t.shape)} "
-                             f"and {tuple(std_t.shape)}")
+            raise ValueError(
+                f"mean and std need {p} entries (one per target), got {tuple(mean_t.shape)} and {tuple(std_t.shape)}"
+            )
         if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all() and (std_t > 0).all()):
-            raise ValueError(f"normalisation must be finite with std > 0, got mean {mean_t.tolist()}, "
-                             f"std {std_t.tolist()}")
+            raise ValueError(
+                f"normalisation must be finite with std > 0, got mean {mean_t.tolist()}, std {std_t.tolist()}"
+            )
         self.target_mean.copy_(mean_t)
         self.target_std.copy_(std_t)
 

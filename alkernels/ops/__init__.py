@@ -14,14 +14,13 @@ Every fused op is a registered PyTorch operator in the ``alkernels`` namespace
 (:mod:`alkernels.ops.registry`); importing this package registers all of them, which is what
 ``torch.export.load`` of a program that uses them needs.
 """
+
 from __future__ import annotations
 
 from alkernels.ops import checks, topk_merge
-
 from alkernels.ops.acquisition import SCORE_ORDER, score_all, topk
 from alkernels.ops.activations import ACTIVATIONS
 from alkernels.ops.dispatch import BACKENDS, ISAS, has_ext, normalize_backend, resolve_backend
-from alkernels.ops.registry import OPERATORS
 from alkernels.ops.message_passing import (
     PRECISIONS,
     EdgeGraph,
@@ -30,7 +29,9 @@ from alkernels.ops.message_passing import (
     edge_op_backend,
     egnn_edge_op,
     egnn_edge_reference,
+    egnn_edge_torch,
 )
+from alkernels.ops.registry import OPERATORS
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,6 +47,7 @@ __all__ = [
     "edge_op_backend",
     "egnn_edge_op",
     "egnn_edge_reference",
+    "egnn_edge_torch",
     "has_ext",
     "normalize_backend",
     "resolve_backend",

@@ -1,4 +1,5 @@
 """The activations the EGNN and its heads use, by name: one place that knows them."""
+
 from __future__ import annotations
 
 from typing import Callable

@@ -24,6 +24,7 @@ unrelated change takes seconds.
 Must run without ``TRITON_INTERPRET=1`` (the interpreter replaces the kernels by Python
 functions); the command unsets nothing itself and exits with an error if it is set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -136,10 +137,16 @@ def _key(cfg: KernelConfig, arch: int) -> str:
     triton, _, _ = _triton()
     fn = cfg.fn
     parts = [
-        triton.__version__, getattr(fn, "cache_key", ""), cfg.kernel, json.dumps(cfg.signature, sort_keys=True),
-        json.dumps(cfg.constexprs, sort_keys=True, default=str), str(cfg.num_warps), str(cfg.num_stages),
-        ",".join(cfg.aligned), str(arch),
-    ]  # fmt: skip
+        triton.__version__,
+        getattr(fn, "cache_key", ""),
+        cfg.kernel,
+        json.dumps(cfg.signature, sort_keys=True),
+        json.dumps(cfg.constexprs, sort_keys=True, default=str),
+        str(cfg.num_warps),
+        str(cfg.num_stages),
+        ",".join(cfg.aligned),
+        str(arch),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -171,8 +178,9 @@ def inspect_cubin(cubin: bytes) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "k.cubin"
         path.write_bytes(cubin)
-        usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", str(path)],
-                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+        usage = subprocess.run(
+            [_tool("cuobjdump"), "--dump-resource-usage", str(path)], capture_output=True, text=True, check=True
+        ).stdout
         sass = subprocess.run([_tool("cuobjdump"), "--dump-sass", str(path)], capture_output=True, text=True)
     match = _RES.search(usage)
     if match is None:
@@ -183,18 +191,32 @@ def inspect_cubin(cubin: bytes) -> dict[str, int]:
         # e.g. the CUDA 13 disassembler bundled with newer triton no longer reads sm_61/sm_70
         # cubins (ptxas still writes them): resource usage only
         msg = [ln for ln in (sass.stderr + sass.stdout).splitlines() if "fatal" in ln or "error" in ln.lower()]
-        info.update(local_ldst=None, hmma=None, hgmma=None, sass_error=(msg or ["cuobjdump --dump-sass failed"])[-1].strip())
+        info.update(
+            local_ldst=None, hmma=None, hgmma=None, sass_error=(msg or ["cuobjdump --dump-sass failed"])[-1].strip()
+        )
         return info
     ops = re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass.stdout, flags=re.M)
-    info.update(local_ldst=sum(op in ("LDL", "STL") for op in ops), hmma=sum(op == "HMMA" for op in ops),
-                hgmma=sum(op == "HGMMA" for op in ops), sass_error=None)  # fmt: skip
+    info.update(
+        local_ldst=sum(op in ("LDL", "STL") for op in ops),
+        hmma=sum(op == "HMMA" for op in ops),
+        hgmma=sum(op == "HGMMA" for op in ops),
+        sass_error=None,
+    )
     return info
 
 
 def run_config(cfg: KernelConfig, arch: int) -> AotRow:
     """Compile and inspect one configuration for one architecture."""
-    row = AotRow(cfg.family, cfg.kernel, cfg.label, arch, cfg.num_warps, "ok",
-                 tensor_cores_expected=cfg.tensor_cores, min_occupancy=cfg.min_occupancy)  # fmt: skip
+    row = AotRow(
+        cfg.family,
+        cfg.kernel,
+        cfg.label,
+        arch,
+        cfg.num_warps,
+        "ok",
+        tensor_cores_expected=cfg.tensor_cores,
+        min_occupancy=cfg.min_occupancy,
+    )
     try:
         check_arch(cfg.features, arch, cfg.kernel)
     except ValueError as err:
@@ -224,8 +246,13 @@ def _run_indexed(families: tuple[str, ...], index: int, arch: int) -> AotRow:
     return run_config(all_configs(families)[index], arch)
 
 
-def run(archs: Iterable[int] = DEFAULT_ARCHS, families: Iterable[str] = FAMILIES,
-        kernels: Iterable[str] | None = None, jobs: int = 1, progress: bool = False) -> list[AotRow]:
+def run(
+    archs: Iterable[int] = DEFAULT_ARCHS,
+    families: Iterable[str] = FAMILIES,
+    kernels: Iterable[str] | None = None,
+    jobs: int = 1,
+    progress: bool = False,
+) -> list[AotRow]:
     """Compile every configuration of ``families`` (optionally only the named ``kernels``) for
     every arch of ``archs``; one :class:`AotRow` each, in a fixed order. ``jobs`` > 1 compiles
     in that many worker processes (compilation is CPU-bound)."""
@@ -236,8 +263,12 @@ def run(archs: Iterable[int] = DEFAULT_ARCHS, families: Iterable[str] = FAMILIES
     families = tuple(families)
     configs = all_configs(families)
     wanted = None if kernels is None else set(kernels)
-    work = [(i, arch) for arch in archs for i, cfg in enumerate(configs)
-            if cfg.chosen_on(arch) and (wanted is None or cfg.kernel in wanted)]  # fmt: skip
+    work = [
+        (i, arch)
+        for arch in archs
+        for i, cfg in enumerate(configs)
+        if cfg.chosen_on(arch) and (wanted is None or cfg.kernel in wanted)
+    ]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(work), disable=not progress, desc="aot", leave=False)
@@ -262,7 +293,20 @@ def run(archs: Iterable[int] = DEFAULT_ARCHS, families: Iterable[str] = FAMILIES
 
 def table(rows: list[AotRow]) -> str:
     """A fixed-width text table of ``rows``."""
-    head = ("kernel", "config", "arch", "warps", "regs", "stack", "LDL/STL", "smem", "occupancy", "HMMA", "HGMMA", "status")
+    head = (
+        "kernel",
+        "config",
+        "arch",
+        "warps",
+        "regs",
+        "stack",
+        "LDL/STL",
+        "smem",
+        "occupancy",
+        "HMMA",
+        "HGMMA",
+        "status",
+    )
     lines = [head]
     for r in rows:
         if r.status != "ok":
@@ -273,9 +317,21 @@ def table(rows: list[AotRow]) -> str:
         if r.sass_error is not None:
             tc = ("n/a", "n/a")
         verdict = "; ".join(r.problems()) or "ok"
-        lines.append((r.kernel, r.config, f"sm_{r.arch}", str(r.num_warps), str(r.registers), str(r.stack),
-                      "n/a" if r.local_ldst is None else str(r.local_ldst), str(r.shared), occ, *tc,
-                      verdict + (" (no SASS: resource usage only)" if r.sass_error else "")))  # fmt: skip
+        lines.append(
+            (
+                r.kernel,
+                r.config,
+                f"sm_{r.arch}",
+                str(r.num_warps),
+                str(r.registers),
+                str(r.stack),
+                "n/a" if r.local_ldst is None else str(r.local_ldst),
+                str(r.shared),
+                occ,
+                *tc,
+                verdict + (" (no SASS: resource usage only)" if r.sass_error else ""),
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1] for line in lines)
 
@@ -304,13 +360,21 @@ def report(rows: list[AotRow]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alkernels.ops.aot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", type=int, nargs="+", default=list(DEFAULT_ARCHS),
-                        help="compute capabilities as major*10+minor (default: 61 70 80 90)")
+    parser.add_argument(
+        "--arch",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_ARCHS),
+        help="compute capabilities as major*10+minor (default: 61 70 80 90)",
+    )
     parser.add_argument("--kernel", nargs="+", default=None, help="only these kernels (by function name)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--jobs", type=int, default=1, help="compile in this many processes (default 1)")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a configuration fails (compile, local memory, occupancy, tensor cores)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a configuration fails (compile, local memory, occupancy, tensor cores)",
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter replaces the kernels and nothing compiles")

@@ -10,6 +10,7 @@ Every Triton kernel family lists the configurations its launcher can choose as
 :class:`KernelConfig` records (``aot_configs()`` in each ``triton_kernels.py``), so the
 ahead-of-time check compiles exactly what the launchers run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

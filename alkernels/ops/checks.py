@@ -5,6 +5,7 @@ Python, a graph break under ``torch.compile``. Registered as an operator, it run
 the compiled graph and raises the same ``ValueError`` as in eager mode. Each returns a new tensor
 that the caller uses in place of its input, so no compiler can drop the check as dead code.
 """
+
 from __future__ import annotations
 
 import torch

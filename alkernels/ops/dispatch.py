@@ -20,6 +20,7 @@ Instruction sets of the C++ kernels (``isa=`` of the ``alkernels._C`` functions,
 ``csrc/common/isa.h``): ``"best"`` (the widest build the CPU supports), ``"avx512"``, ``"avx2"``
 and ``"baseline"`` (the portable x86-64 build). Tests run every build the CPU supports.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -15,6 +15,7 @@ reached through pybind11 and NumPy views of CPU tensors, or Triton), so one whee
 torch release. :data:`OPERATORS` names every registered op; the tests run
 :func:`torch.library.opcheck` on each of them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

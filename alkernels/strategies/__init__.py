@@ -16,6 +16,7 @@ margin single-pass; predictive_entropy, expected_entropy, bald, expected_least_c
 expected_margin over ``passes`` MC-dropout passes, default 10), ``learning_loss``, ``random``,
 ``center_of_mass`` and ``umap``.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,20 @@ from alkernels.strategies.subset import CenterOfMassStrategy, OrderStrategy, Ran
 from alkernels.strategies.uncertainty import MC_PASS, SINGLE_PASS, UncertaintyStrategy
 
 #: The paper's 12 strategies in the order of its Table 1.
-PAPER_STRATEGIES = ("entropy", "least_confidence", "margin", "expected_entropy", "predictive_entropy",
-                    "expected_least_confidence", "expected_margin", "bald", "learning_loss", "random",
-                    "center_of_mass", "umap")
+PAPER_STRATEGIES = (
+    "entropy",
+    "least_confidence",
+    "margin",
+    "expected_entropy",
+    "predictive_entropy",
+    "expected_least_confidence",
+    "expected_margin",
+    "bald",
+    "learning_loss",
+    "random",
+    "center_of_mass",
+    "umap",
+)
 
 for _name in SINGLE_PASS + MC_PASS:
     register(_name, partial(UncertaintyStrategy, _name))
@@ -39,9 +51,9 @@ register("center_of_mass", CenterOfMassStrategy)
 register("umap", UmapStrategy)
 
 
-
-def make(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None,
-         nonfinite: str = "raise") -> Strategy:
+def make(
+    name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = None, nonfinite: str = "raise"
+) -> Strategy:
     """The registered strategy ``name`` with the options that apply to it: ``passes`` (T) for the
     MC strategies, ``nonfinite`` for the eight uncertainty strategies, ``cache_dir`` (the order
     cache) for center_of_mass and umap."""
@@ -54,6 +66,21 @@ def make(name: str, *, passes: int = 10, cache_dir: str | os.PathLike | None = N
     return get(name)
 
 
-__all__ = ["PAPER_STRATEGIES", "Pool", "Strategy", "available", "get", "make", "register", "unregister",
-           "UncertaintyStrategy", "LearningLossStrategy", "LossPredictionModule", "ranking_loss",
-           "RandomStrategy", "OrderStrategy", "CenterOfMassStrategy", "UmapStrategy"]
+__all__ = [
+    "PAPER_STRATEGIES",
+    "Pool",
+    "Strategy",
+    "available",
+    "get",
+    "make",
+    "register",
+    "unregister",
+    "UncertaintyStrategy",
+    "LearningLossStrategy",
+    "LossPredictionModule",
+    "ranking_loss",
+    "RandomStrategy",
+    "OrderStrategy",
+    "CenterOfMassStrategy",
+    "UmapStrategy",
+]

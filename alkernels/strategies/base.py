@@ -1,4 +1,5 @@
 """The strategy interface, the unlabelled pool, and the name registry."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -51,8 +52,12 @@ class Pool:
     def chunks(self) -> Iterator[tuple[int, Any]]:
         """Yield ``(offset, batch)`` over the pool in order; ``offset`` is the pool position of
         the chunk's first graph."""
-        loader = DataLoader(Subset(self.dataset, self.indices.tolist()), batch_size=self.batch_size,
-                            shuffle=False, collate_fn=self.collate_fn)
+        loader = DataLoader(
+            Subset(self.dataset, self.indices.tolist()),
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=self.collate_fn,
+        )
         offset = 0
         for batch in loader:
             yield offset, batch
@@ -97,8 +102,9 @@ class Strategy:
         """
         raise NotImplementedError
 
-    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
-                          group: Any = None) -> np.ndarray:
+    def query_distributed(
+        self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator, group: Any = None
+    ) -> np.ndarray:
         """:meth:`query` in a multi-process run: called on every rank with the same pool, model
         weights and ``rng`` state; returns the same indices on every rank. Collective.
 
@@ -144,8 +150,7 @@ class Strategy:
     def check_k(self, pool: Pool, k: int) -> None:
         """Raise ValueError unless 1 <= k <= len(pool)."""
         if not 1 <= k <= len(pool):
-            raise ValueError(f"{self.name}: query size {k} must be between 1 and the pool size "
-                             f"{len(pool)}")
+            raise ValueError(f"{self.name}: query size {k} must be between 1 and the pool size {len(pool)}")
 
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {}
@@ -157,6 +162,7 @@ def register(name: str, factory: Callable[..., Strategy] | None = None, *, overw
     ``factory(**kwargs)`` must return a :class:`Strategy`. Re-registering a taken name raises
     ValueError unless ``overwrite=True``.
     """
+
     def _add(f: Callable[..., Strategy]) -> Callable[..., Strategy]:
         if name in _REGISTRY and not overwrite:
             raise ValueError(f"strategy {name!r} is already registered (pass overwrite=True)")

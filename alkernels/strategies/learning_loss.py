@@ -2,6 +2,7 @@
 
 The module taps the encoder at several depths; the query takes the k largest predicted losses.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -87,8 +88,14 @@ class LearningLossStrategy(Strategy):
 
     name = "learning_loss"
 
-    def __init__(self, tap_dims: Sequence[int] = EGNN_TAP_DIMS, hidden: int = 128, weight: float = 1.0,
-                 margin: float = 1.0, stop_gradient: float = 0.6) -> None:
+    def __init__(
+        self,
+        tap_dims: Sequence[int] = EGNN_TAP_DIMS,
+        hidden: int = 128,
+        weight: float = 1.0,
+        margin: float = 1.0,
+        stop_gradient: float = 0.6,
+    ) -> None:
         self.tap_dims = tuple(tap_dims)
         self.hidden = hidden
         self.weight = weight
@@ -97,8 +104,13 @@ class LearningLossStrategy(Strategy):
         self.module: LossPredictionModule | None = None
 
     def settings(self) -> dict:
-        return {"tap_dims": list(self.tap_dims), "hidden": self.hidden, "weight": self.weight,
-                "margin": self.margin, "stop_gradient": self.stop_gradient}
+        return {
+            "tap_dims": list(self.tap_dims),
+            "hidden": self.hidden,
+            "weight": self.weight,
+            "margin": self.margin,
+            "stop_gradient": self.stop_gradient,
+        }
 
     def setup(self, model: nn.Module) -> nn.Module:
         self.module = LossPredictionModule(self.tap_dims, self.hidden).to(model_device(model))
@@ -128,8 +140,9 @@ class LearningLossStrategy(Strategy):
         model.eval()
         module.eval()
         try:
-            scores = [module(model.encoder(batch.to(device), return_taps=True)[1]).float().cpu()
-                      for _, batch in pool.chunks()]
+            scores = [
+                module(model.encoder(batch.to(device), return_taps=True)[1]).float().cpu() for _, batch in pool.chunks()
+            ]
         finally:
             model.train(was_training[0])
             module.train(was_training[1])
@@ -145,8 +158,9 @@ class LearningLossStrategy(Strategy):
         positions, _ = acquisition.topk(self.predicted_losses(model, pool), k)
         return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]
 
-    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
-                          group: Any = None) -> np.ndarray:
+    def query_distributed(
+        self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator, group: Any = None
+    ) -> np.ndarray:
         """Each rank predicts the losses of its pool shard; the exact top-k is merged on every
         rank (``alkernels.distributed.topk_distributed``)."""
         from alkernels import distributed

@@ -6,6 +6,7 @@ computed on the first query for a dataset, kept for the strategy's lifetime, and
 ``cache_dir``, stored on disk keyed by a hash of the features, so repeated runs (seeds, reset
 variants) reuse it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -164,15 +165,19 @@ class UmapStrategy(OrderStrategy):
 
     name = "umap"
 
-    def __init__(self, n_neighbors: int = 15, random_state: int = 0,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, n_neighbors: int = 15, random_state: int = 0, cache_dir: str | os.PathLike | None = None
+    ) -> None:
         super().__init__(cache_dir)
         self.n_neighbors = n_neighbors
         self.random_state = random_state
 
     def settings(self) -> dict:
-        return {"n_neighbors": self.n_neighbors, "random_state": self.random_state,
-                "descriptor": "composition+log_atoms+log_volume"}
+        return {
+            "n_neighbors": self.n_neighbors,
+            "random_state": self.random_state,
+            "descriptor": "composition+log_atoms+log_volume",
+        }
 
     def features(self, pool: Pool) -> np.ndarray:
         rows = []
@@ -194,8 +199,13 @@ class UmapStrategy(OrderStrategy):
         except ImportError as err:
             raise missing_extra("study", "the umap strategy", err) from err
 
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(self.n_neighbors, n - 1), n_jobs=1,
-                            random_state=self.random_state, init="spectral" if n > 50 else "random")
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=min(self.n_neighbors, n - 1),
+            n_jobs=1,
+            random_state=self.random_state,
+            init="spectral" if n > 50 else "random",
+        )
         # numba's OpenMP layer resets the process-wide OpenMP thread count, which torch shares:
         # without restoring it, every later training step runs with a different thread count.
         threads = torch.get_num_threads()
@@ -204,4 +214,3 @@ class UmapStrategy(OrderStrategy):
         finally:
             torch.set_num_threads(threads)
         return _furthest_first(embedding.astype(np.float64))
-

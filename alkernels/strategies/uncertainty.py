@@ -1,4 +1,5 @@
 """The eight uncertainty strategies: score the pool chunk by chunk with ``alkernels.acquisition``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,13 +9,13 @@ import torch
 from torch import nn
 
 from alkernels import acquisition
+from alkernels.ops.acquisition import check_nonfinite
 from alkernels.strategies.base import Pool, Strategy, model_device
 
 #: Strategies that score a single deterministic pass (dropout off), logits [n, C].
 SINGLE_PASS = ("entropy", "least_confidence", "margin")
 #: Strategies that score T MC-dropout passes from ``model.mc_logits``, logits [T, n, C].
-MC_PASS = ("predictive_entropy", "expected_entropy", "bald", "expected_least_confidence",
-           "expected_margin")
+MC_PASS = ("predictive_entropy", "expected_entropy", "bald", "expected_least_confidence", "expected_margin")
 
 
 class UncertaintyStrategy(Strategy):
@@ -38,8 +39,7 @@ class UncertaintyStrategy(Strategy):
             raise ValueError(f"unknown uncertainty strategy {name!r}")
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
-        if nonfinite not in ("raise", "exclude"):
-            raise ValueError(f"nonfinite must be 'raise' or 'exclude', got {nonfinite!r}")
+        check_nonfinite(nonfinite)
         self.name = name
         self.passes = passes
         self.nonfinite = nonfinite
@@ -77,8 +77,9 @@ class UncertaintyStrategy(Strategy):
         positions, _ = selector.result()
         return pool.indices[torch.as_tensor(positions).cpu().numpy().astype(np.int64)]
 
-    def query_distributed(self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator,
-                          group: Any = None) -> np.ndarray:
+    def query_distributed(
+        self, model: nn.Module, pool: Pool, k: int, *, rng: np.random.Generator, group: Any = None
+    ) -> np.ndarray:
         """Each rank scores its shard of the pool; the exact top-k is merged on every rank
         (``alkernels.distributed.DistributedStreamingSelector``). Equals :meth:`query` whenever
         the model gives each structure the same logits in both runs (MC-dropout masks differ)."""

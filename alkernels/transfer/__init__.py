@@ -16,6 +16,7 @@ Typical use (core: torch only; reading crystal files needs the ``data`` extra)::
 
 See ``docs/transfer.md`` for the strategies, the training loop and the checkpoint format.
 """
+
 from __future__ import annotations
 
 from alkernels.transfer.checkpoint import (

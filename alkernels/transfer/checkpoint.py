@@ -22,6 +22,7 @@ encoder (for the GP study's embeddings); :func:`classifier_from_checkpoint` puts
 space-group head on the pre-trained encoder (a ``model_factory`` for
 :class:`~alkernels.loop.ActiveLearningLoop`).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,16 +40,31 @@ from alkernels.transfer.train import TrainResult
 FORMAT = "alkernels.transfer.checkpoint"
 #: The layout version written by :func:`save`; files with a larger version are refused.
 FORMAT_VERSION = 1
-_KEYS = ("format", "format_version", "alkernels_version", "egnn_config", "head", "targets", "normalization",
-         "data_hash", "metadata", "state_dict")
+_KEYS = (
+    "format",
+    "format_version",
+    "alkernels_version",
+    "egnn_config",
+    "head",
+    "targets",
+    "normalization",
+    "data_hash",
+    "metadata",
+    "state_dict",
+)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model it is loaded into."""
 
 
-def save(model: PropertyRegressor | TrainResult, path: str | os.PathLike, *, data_hash: str | None = None,
-         metadata: dict[str, Any] | None = None) -> Path:
+def save(
+    model: PropertyRegressor | TrainResult,
+    path: str | os.PathLike,
+    *,
+    data_hash: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (or a :class:`TrainResult`'s model and data hash) to ``path`` atomically.
 
     Args:
@@ -109,17 +125,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not its format
-        raise CheckpointError(f"{path} is not a readable alkernels transfer checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from err
+        raise CheckpointError(
+            f"{path} is not a readable alkernels transfer checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an alkernels transfer checkpoint (no format field {FORMAT!r})")
     version = payload.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{path}: format_version must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version}, newer than version "
-                              f"{FORMAT_VERSION} that alkernels {__version__} reads (written by alkernels "
-                              f"{payload.get('alkernels_version')}); upgrade alkernels to load it")
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than version "
+            f"{FORMAT_VERSION} that alkernels {__version__} reads (written by alkernels "
+            f"{payload.get('alkernels_version')}); upgrade alkernels to load it"
+        )
     missing = [k for k in _KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks the field(s) {', '.join(missing)}")
@@ -130,8 +150,7 @@ def _config(payload: dict, path: Path) -> EGNNConfig:
     known = {f.name for f in fields(EGNNConfig)}
     unknown = sorted(set(payload["egnn_config"]) - known)
     if unknown:
-        raise CheckpointError(f"{path}: EGNNConfig fields {', '.join(unknown)} are unknown to alkernels "
-                              f"{__version__}")
+        raise CheckpointError(f"{path}: EGNNConfig fields {', '.join(unknown)} are unknown to alkernels {__version__}")
     try:
         return EGNNConfig(**payload["egnn_config"])
     except (TypeError, ValueError) as err:
@@ -139,8 +158,11 @@ def _config(payload: dict, path: Path) -> EGNNConfig:
 
 
 def _differences(ckpt: dict, model: dict) -> list[str]:
-    return [f"{k}: checkpoint {ckpt.get(k)!r}, model {model.get(k)!r}"
-            for k in sorted(set(ckpt) | set(model)) if ckpt.get(k) != model.get(k)]
+    return [
+        f"{k}: checkpoint {ckpt.get(k)!r}, model {model.get(k)!r}"
+        for k in sorted(set(ckpt) | set(model))
+        if ckpt.get(k) != model.get(k)
+    ]
 
 
 def check_compatible(payload: dict, model: PropertyRegressor, path: str | os.PathLike = "checkpoint") -> None:
@@ -154,12 +176,18 @@ def check_compatible(payload: dict, model: PropertyRegressor, path: str | os.Pat
     if diffs:
         raise CheckpointError(f"{path}: the head layout differs from the model's: " + "; ".join(diffs))
     if list(payload["targets"]) != list(model.targets):
-        raise CheckpointError(f"{path}: target names differ: checkpoint {list(payload['targets'])}, "
-                              f"model {list(model.targets)}")
+        raise CheckpointError(
+            f"{path}: target names differ: checkpoint {list(payload['targets'])}, model {list(model.targets)}"
+        )
 
 
-def load(path: str | os.PathLike, *, model: PropertyRegressor | None = None, backend: str = "auto",
-         device: torch.device | str = "cpu") -> PropertyRegressor:
+def load(
+    path: str | os.PathLike,
+    *,
+    model: PropertyRegressor | None = None,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+) -> PropertyRegressor:
     """The pre-trained :class:`PropertyRegressor` of a checkpoint, in eval mode.
 
     Args:
@@ -175,8 +203,13 @@ def load(path: str | os.PathLike, *, model: PropertyRegressor | None = None, bac
     config = _config(payload, path)
     if model is None:
         head = payload["head"]
-        model = PropertyRegressor(EGNN(config, backend=backend), payload["targets"], hidden=head["hidden"],
-                                  dropout=head["dropout"], activation=head["activation"]).to(device)
+        model = PropertyRegressor(
+            EGNN(config, backend=backend),
+            payload["targets"],
+            hidden=head["hidden"],
+            dropout=head["dropout"],
+            activation=head["activation"],
+        ).to(device)
     else:
         check_compatible(payload, model, path)
     try:
@@ -192,9 +225,15 @@ def load_encoder(path: str | os.PathLike, *, backend: str = "auto", device: torc
     return load(path, backend=backend, device=device).encoder
 
 
-def classifier_from_checkpoint(path: str | os.PathLike, *, dropout: float = 0.1, hidden: int = 128,
-                               num_classes: int = 230, backend: str = "auto",
-                               freeze_encoder: bool = False) -> SpaceGroupClassifier:
+def classifier_from_checkpoint(
+    path: str | os.PathLike,
+    *,
+    dropout: float = 0.1,
+    hidden: int = 128,
+    num_classes: int = 230,
+    backend: str = "auto",
+    freeze_encoder: bool = False,
+) -> SpaceGroupClassifier:
     """A :class:`SpaceGroupClassifier` whose encoder starts from a checkpoint and whose head is
     fresh (drawn from the current torch RNG state).
 

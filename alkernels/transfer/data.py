@@ -4,6 +4,7 @@ A :class:`PropertyData` is what :func:`~alkernels.transfer.pretrain` and
 :func:`~alkernels.transfer.finetune` train on. Several of them, even with no property in common,
 pre-train one model together: each row carries only the labels it has (NaN elsewhere).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,7 +67,9 @@ class PropertyData:
     def values(self, name: str) -> np.ndarray:
         """float64 [len(self)] values of property ``name`` for this view's rows (NaN = missing)."""
         if name not in self.properties:
-            raise ValueError(f"{self.name or 'data'} has no property {name!r}; it has: {', '.join(self.columns) or 'none'}")
+            raise ValueError(
+                f"{self.name or 'data'} has no property {name!r}; it has: {', '.join(self.columns) or 'none'}"
+            )
         return self.properties[name][self.indices]
 
     def labels(self, targets: Sequence[str]) -> np.ndarray:

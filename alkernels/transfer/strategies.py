@@ -18,6 +18,7 @@ Strategy names (the same strings in the API and on the command line):
 pre-trained model has one, else the only head of a single-target model, else (several heads,
 none for the target) the head named by ``init_head``; without it such a model raises ValueError.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,14 @@ from alkernels.models import EGNN, PropertyRegressor
 from alkernels.ops.dispatch import normalize_backend
 
 #: Strategy names (``last_k_layers`` also takes ``=K``).
-STRATEGIES: tuple[str, ...] = ("scratch", "all", "head", "new_head_frozen_trunk", "new_head_frozen_embedding",
-                               "last_k_layers")
+STRATEGIES: tuple[str, ...] = (
+    "scratch",
+    "all",
+    "head",
+    "new_head_frozen_trunk",
+    "new_head_frozen_embedding",
+    "last_k_layers",
+)
 #: K of a plain ``last_k_layers``.
 DEFAULT_LAST_K = 2
 #: Strategies that start from the pre-trained head rather than a fresh one.
@@ -56,8 +63,9 @@ def parse_strategy(text: str | Strategy, *, default_k: int = DEFAULT_LAST_K) -> 
         return text
     name, eq, arg = str(text).strip().partition("=")
     if name not in STRATEGIES:
-        raise ValueError(f"unknown fine-tuning strategy {text!r}; use one of {', '.join(STRATEGIES)} "
-                         f"(last_k_layers=K for K layers)")
+        raise ValueError(
+            f"unknown fine-tuning strategy {text!r}; use one of {', '.join(STRATEGIES)} (last_k_layers=K for K layers)"
+        )
     if name != "last_k_layers":
         if eq:
             raise ValueError(f"strategy {name!r} takes no '=' argument, got {text!r}")
@@ -77,12 +85,16 @@ def _source_head(pretrained: PropertyRegressor, target: str, init_head: str | No
         return pretrained.targets[0]
     if init_head is not None:
         if init_head not in pretrained.targets:
-            raise ValueError(f"init_head {init_head!r} is not a head of the pre-trained model "
-                             f"(its heads: {', '.join(pretrained.targets)})")
+            raise ValueError(
+                f"init_head {init_head!r} is not a head of the pre-trained model "
+                f"(its heads: {', '.join(pretrained.targets)})"
+            )
         return init_head
-    raise ValueError(f"this strategy starts from a pre-trained head, but the pre-trained model has "
-                     f"{len(pretrained.targets)} heads ({', '.join(pretrained.targets)}) and none is "
-                     f"named {target!r}: choose one with init_head (--init-head) or use a new_head_* strategy")
+    raise ValueError(
+        f"this strategy starts from a pre-trained head, but the pre-trained model has "
+        f"{len(pretrained.targets)} heads ({', '.join(pretrained.targets)}) and none is "
+        f"named {target!r}: choose one with init_head (--init-head) or use a new_head_* strategy"
+    )
 
 
 def frozen_prefixes(strategy: Strategy, num_layers: int) -> tuple[str, ...]:
@@ -99,8 +111,15 @@ def frozen_prefixes(strategy: Strategy, num_layers: int) -> tuple[str, ...]:
     return ("encoder.embedding.", "encoder.input.", *(f"encoder.layers.{i}." for i in range(num_layers - k)))
 
 
-def finetune_model(pretrained: PropertyRegressor | None, target: str, strategy: str | Strategy = "all", *,
-                   init_head: str | None = None, seed: int = 0, backend: str | None = None) -> PropertyRegressor:
+def finetune_model(
+    pretrained: PropertyRegressor | None,
+    target: str,
+    strategy: str | Strategy = "all",
+    *,
+    init_head: str | None = None,
+    seed: int = 0,
+    backend: str | None = None,
+) -> PropertyRegressor:
     """The model to fine-tune on ``target``, with ``requires_grad`` set by ``strategy``.
 
     The pre-trained model is never modified: the encoder (and a reused head) are deep copies.

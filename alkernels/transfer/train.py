@@ -7,6 +7,7 @@ validation MAE after every epoch, stops after ``patience`` epochs without improv
 the best epoch's weights. When the whole encoder is frozen the graph embeddings are computed once
 and only the heads run per step (the same result, far less work).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,21 @@ from alkernels.transfer.data import PropertyData, content_hash
 from alkernels.transfer.strategies import Strategy, finetune_model, parse_strategy
 
 #: The top-level keys of a fit's resumable training state.
-STATE_KEYS: tuple[str, ...] = ("fingerprint", "model", "optimizer", "loader_rng", "torch_rng", "best_score",
-                               "best_state", "best_epoch", "bad", "steps", "history", "stopped", "seconds")
+STATE_KEYS: tuple[str, ...] = (
+    "fingerprint",
+    "model",
+    "optimizer",
+    "loader_rng",
+    "torch_rng",
+    "best_score",
+    "best_state",
+    "best_epoch",
+    "bad",
+    "steps",
+    "history",
+    "stopped",
+    "seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -116,8 +130,9 @@ def _as_list(datasets: PropertyData | Sequence[PropertyData]) -> list[PropertyDa
 def check_targets(datasets: Sequence[PropertyData], targets: Sequence[str]) -> None:
     """Raise ValueError unless every target has a label in some dataset and every dataset has at
     least one of the targets."""
-    described = "; ".join(f"{d.name or f'dataset {k}'}: {', '.join(d.columns) or 'no columns'}"
-                          for k, d in enumerate(datasets))
+    described = "; ".join(
+        f"{d.name or f'dataset {k}'}: {', '.join(d.columns) or 'no columns'}" for k, d in enumerate(datasets)
+    )
     for t in targets:
         if not any(t in d.properties for d in datasets):
             raise ValueError(f"target {t!r} is a column of none of the datasets ({described})")
@@ -125,8 +140,10 @@ def check_targets(datasets: Sequence[PropertyData], targets: Sequence[str]) -> N
             raise ValueError(f"target {t!r} has no labels (every value is missing) in the data given")
     for k, d in enumerate(datasets):
         if not any(t in d.properties for t in targets):
-            raise ValueError(f"{d.name or f'dataset {k}'} has none of the targets {list(targets)} "
-                             f"(its columns: {', '.join(d.columns) or 'none'})")
+            raise ValueError(
+                f"{d.name or f'dataset {k}'} has none of the targets {list(targets)} "
+                f"(its columns: {', '.join(d.columns) or 'none'})"
+            )
 
 
 def _normalization(y: np.ndarray, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +167,9 @@ def _mae(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embeddings(model: PropertyRegressor, dataset, batch_size: int = 256,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+def embeddings(
+    model: PropertyRegressor, dataset, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Encoder output float [len(dataset), out_dim] of a graph dataset, in eval mode."""
     was = model.training
     model.eval()
@@ -163,8 +181,9 @@ def embeddings(model: PropertyRegressor, dataset, batch_size: int = 256,
 
 
 @torch.no_grad()
-def predict(model: PropertyRegressor, data: PropertyData, *, batch_size: int = 256,
-            device: torch.device | str | None = None) -> np.ndarray:
+def predict(
+    model: PropertyRegressor, data: PropertyData, *, batch_size: int = 256, device: torch.device | str | None = None
+) -> np.ndarray:
     """Predictions in physical units, float64 [len(data), P] in the order of ``model.targets``."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     was = model.training
@@ -177,8 +196,9 @@ def predict(model: PropertyRegressor, data: PropertyData, *, batch_size: int = 2
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.targets)))
 
 
-def mae(model: PropertyRegressor, data: PropertyData, *, batch_size: int = 256,
-        device: torch.device | str | None = None) -> dict[str, float]:
+def mae(
+    model: PropertyRegressor, data: PropertyData, *, batch_size: int = 256, device: torch.device | str | None = None
+) -> dict[str, float]:
     """Per-target MAE (physical units) of ``model`` on the labelled rows of ``data`` (NaN for a
     target without labels there)."""
     pred = predict(model, data, batch_size=batch_size, device=device)
@@ -197,6 +217,7 @@ _Step = Callable[[Any], tuple[torch.Tensor, torch.Tensor]]
 def _embedding_step(model: PropertyRegressor) -> _Step:
     def run(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return model.head(batch[0]), batch[1]
+
     return run
 
 
@@ -204,12 +225,21 @@ def _graph_step(model: PropertyRegressor, device: torch.device) -> _Step:
     def run(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
         batch = batch.to(device)
         return model.head(model.embed(batch)), batch.y
+
     return run
 
 
-def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData], *,
-        config: TrainConfig = TrainConfig(), seed: int = 0, device: torch.device | str | None = None,
-        progress: bool = False, desc: str = "fit", state_path: str | os.PathLike | None = None) -> TrainResult:
+def fit(
+    model: PropertyRegressor,
+    datasets: PropertyData | Sequence[PropertyData],
+    *,
+    config: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    desc: str = "fit",
+    state_path: str | os.PathLike | None = None,
+) -> TrainResult:
     """Train ``model``'s trainable parameters on ``datasets`` (see the module docstring).
 
     Args:
@@ -250,10 +280,18 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
     val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     labels = np.concatenate([d.labels(targets) for d in items])
     data_hash = content_hash(items, targets)
-    fingerprint = hashlib.sha256(json.dumps({
-        "data": data_hash, "config": asdict(config), "seed": seed, "targets": targets,
-        "trainable": [name for name, p in model.named_parameters() if p.requires_grad],
-    }, sort_keys=True).encode()).hexdigest()
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "data": data_hash,
+                "config": asdict(config),
+                "seed": seed,
+                "targets": targets,
+                "trainable": [name for name, p in model.named_parameters() if p.requires_grad],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     model.set_normalization(*_normalization(labels[train_rows], targets))
     graphs = ConcatDataset([d.dataset(targets) for d in items])
     y_all = torch.from_numpy(labels)
@@ -285,17 +323,25 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
             # plain data only, and of the right shape: a damaged or planted file is named, never used
             state = read_checksummed(state_file, map_location=dev, keys=STATE_KEYS)
             if state.get("fingerprint") != fingerprint:
-                raise ValueError(f"training state {state_file} belongs to another fit (other model, data, "
-                                 f"settings or seed); remove it or choose another state_path")
+                raise ValueError(
+                    f"training state {state_file} belongs to another fit (other model, data, "
+                    f"settings or seed); remove it or choose another state_path"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             gen.set_state(state["loader_rng"])
             torch.set_rng_state(state["torch_rng"])
-            best_score, best_state, best_epoch, bad, steps = (state["best_score"], state["best_state"],
-                                                              state["best_epoch"], state["bad"], state["steps"])
+            best_score, best_state, best_epoch, bad, steps = (
+                state["best_score"],
+                state["best_state"],
+                state["best_epoch"],
+                state["bad"],
+                state["steps"],
+            )
             history, earlier, stopped = state["history"], tuple(state["seconds"]), state["stopped"]
-        bar = tqdm(total=config.max_epochs, initial=len(history), desc=desc, disable=not progress, leave=False,
-                   unit="epoch")
+        bar = tqdm(
+            total=config.max_epochs, initial=len(history), desc=desc, disable=not progress, leave=False, unit="epoch"
+        )
         for epoch in range(len(history) + 1, 0 if stopped else config.max_epochs + 1):
             model.train()
             total, count = 0.0, 0
@@ -314,8 +360,15 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
                 val = _mae(model.denormalize(torch.cat(preds)), torch.cat(ys))
             score = float(torch.nanmean(val / std)) if torch.isfinite(val).any() else math.inf
             val_mae = {t: float(v) for t, v in zip(targets, val.tolist())}
-            history.append({"epoch": epoch, "steps": steps, "train_loss": total / max(count, 1),
-                            "val_mae": val_mae, "val_score": score})
+            history.append(
+                {
+                    "epoch": epoch,
+                    "steps": steps,
+                    "train_loss": total / max(count, 1),
+                    "val_mae": val_mae,
+                    "val_score": score,
+                }
+            )
             if score < best_score:
                 best_score, best_epoch, bad = score, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -323,17 +376,29 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
                 bad += 1
             bar.update(1)
             bar.set_postfix(val_mae=f"{score:.4g}", best=best_epoch)
-            stopped = (config.patience is not None and bad >= config.patience) or \
-                (config.max_steps is not None and steps >= config.max_steps)
+            stopped = (config.patience is not None and bad >= config.patience) or (
+                config.max_steps is not None and steps >= config.max_steps
+            )
             if state_file is not None:
                 state_file.parent.mkdir(parents=True, exist_ok=True)
-                write_checksummed(state_file, {
-                    "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "loader_rng": gen.get_state(), "torch_rng": torch.get_rng_state(), "best_score": best_score,
-                    "best_state": best_state, "best_epoch": best_epoch, "bad": bad, "steps": steps,
-                    "history": history, "stopped": stopped or epoch == config.max_epochs,
-                    "seconds": (earlier[0] + time.perf_counter() - t0, earlier[1] + time.process_time() - c0),
-                })
+                write_checksummed(
+                    state_file,
+                    {
+                        "fingerprint": fingerprint,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "loader_rng": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "best_score": best_score,
+                        "best_state": best_state,
+                        "best_epoch": best_epoch,
+                        "bad": bad,
+                        "steps": steps,
+                        "history": history,
+                        "stopped": stopped or epoch == config.max_epochs,
+                        "seconds": (earlier[0] + time.perf_counter() - t0, earlier[1] + time.process_time() - c0),
+                    },
+                )
             if stopped:
                 break
         bar.close()
@@ -343,17 +408,35 @@ def fit(model: PropertyRegressor, datasets: PropertyData | Sequence[PropertyData
     model.eval()
     if state_file is not None:
         state_file.unlink(missing_ok=True)
-    return TrainResult(model=model, data_hash=data_hash, best_epoch=best_epoch,
-                       epochs=len(history), steps=steps, val_mae=history[best_epoch - 1]["val_mae"],
-                       history=history, seconds=earlier[0] + time.perf_counter() - t0,
-                       cpu_seconds=earlier[1] + time.process_time() - c0, n_train=len(train_rows),
-                       n_val=len(val_rows))
+    return TrainResult(
+        model=model,
+        data_hash=data_hash,
+        best_epoch=best_epoch,
+        epochs=len(history),
+        steps=steps,
+        val_mae=history[best_epoch - 1]["val_mae"],
+        history=history,
+        seconds=earlier[0] + time.perf_counter() - t0,
+        cpu_seconds=earlier[1] + time.process_time() - c0,
+        n_train=len(train_rows),
+        n_val=len(val_rows),
+    )
 
 
-def pretrain(encoder: EGNN, datasets: PropertyData | Sequence[PropertyData], targets: Sequence[str], *,
-             config: TrainConfig = TrainConfig(), seed: int = 0, hidden: int = 128, dropout: float = 0.0,
-             activation: str = "relu", device: torch.device | str | None = None,
-             progress: bool = True, state_path: str | os.PathLike | None = None) -> TrainResult:
+def pretrain(
+    encoder: EGNN,
+    datasets: PropertyData | Sequence[PropertyData],
+    targets: Sequence[str],
+    *,
+    config: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    hidden: int = 128,
+    dropout: float = 0.0,
+    activation: str = "relu",
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    state_path: str | os.PathLike | None = None,
+) -> TrainResult:
     """Pre-train ``encoder`` with one head per target: pair-wise PT (one target) or multi-property
     PT (several, possibly from datasets that share no property).
 
@@ -376,14 +459,31 @@ def pretrain(encoder: EGNN, datasets: PropertyData | Sequence[PropertyData], tar
         model = PropertyRegressor(encoder, list(targets), hidden=hidden, dropout=dropout, activation=activation)
     model.to(next(encoder.parameters()).device)
     label = "+".join(targets)
-    return fit(model, items, config=config, seed=seed, device=device, progress=progress, desc=f"pretrain {label}",
-               state_path=state_path)
+    return fit(
+        model,
+        items,
+        config=config,
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=f"pretrain {label}",
+        state_path=state_path,
+    )
 
 
-def finetune(pretrained: PropertyRegressor | str | os.PathLike | None, data: PropertyData, target: str,
-             strategy: str | Strategy = "all", *, config: TrainConfig = TrainConfig(), seed: int = 0,
-             init_head: str | None = None, backend: str | None = None,
-             device: torch.device | str | None = None, progress: bool = True) -> TrainResult:
+def finetune(
+    pretrained: PropertyRegressor | str | os.PathLike | None,
+    data: PropertyData,
+    target: str,
+    strategy: str | Strategy = "all",
+    *,
+    config: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    init_head: str | None = None,
+    backend: str | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Fine-tune a pre-trained model on ``target`` of ``data`` with one of the strategies of
     :mod:`alkernels.transfer.strategies` (``scratch`` is the baseline: the same architecture
     and budget from random initialisation).
@@ -407,9 +507,18 @@ def finetune(pretrained: PropertyRegressor | str | os.PathLike | None, data: Pro
     values = data.values(target)
     labelled = np.flatnonzero(np.isfinite(values))
     if labelled.size < 2:
-        raise ValueError(f"{data.name or 'the fine-tuning data'} has {labelled.size} labelled rows of "
-                         f"{target!r}; fine-tuning needs at least 2 (train and validation)")
+        raise ValueError(
+            f"{data.name or 'the fine-tuning data'} has {labelled.size} labelled rows of "
+            f"{target!r}; fine-tuning needs at least 2 (train and validation)"
+        )
     strat = parse_strategy(strategy)
     model = finetune_model(pretrained, target, strat, init_head=init_head, seed=seed, backend=backend)
-    return fit(model, data.subset(labelled), config=config, seed=seed, device=device, progress=progress,
-               desc=f"finetune {target} ({strat})")
+    return fit(
+        model,
+        data.subset(labelled),
+        config=config,
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=f"finetune {target} ({strat})",
+    )

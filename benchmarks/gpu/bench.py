@@ -25,6 +25,7 @@ Usage::
     python benchmarks/gpu/bench.py all --out benchmarks/results          # on a GPU
     TRITON_INTERPRET=1 python benchmarks/gpu/bench.py all --tiny --out /tmp/dry
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,17 @@ EDGE_MACS = 65 * 128 + 2 * 128 * 128 + 128 * 64 + 64 * 64 + 64
 #: The paper's protocol (docs/protocols.md): train split, rounds (10% each), epochs, grid size.
 PAPER = {"train_structures": 108_160, "rounds": 10, "epochs": 25, "strategies": 12, "seeds": 3, "variants": 2}
 SIZES = {
-    "full": {"acquisition": {"T": 10, "N": 100_000, "C": 230, "k": 10_816},
-             "edge_op": {"batch": 256}, "train_step": {"batch": 256, "batches": 8, "steps": 30}},
-    "tiny": {"acquisition": {"T": 2, "N": 40, "C": 230, "k": 5},
-             "edge_op": {"batch": 2, "atoms": (2, 4)},
-             "train_step": {"batch": 2, "batches": 1, "steps": 1, "atoms": (2, 3)}},
-}  # fmt: skip
+    "full": {
+        "acquisition": {"T": 10, "N": 100_000, "C": 230, "k": 10_816},
+        "edge_op": {"batch": 256},
+        "train_step": {"batch": 256, "batches": 8, "steps": 30},
+    },
+    "tiny": {
+        "acquisition": {"T": 2, "N": 40, "C": 230, "k": 5},
+        "edge_op": {"batch": 2, "atoms": (2, 4)},
+        "train_step": {"batch": 2, "batches": 1, "steps": 1, "atoms": (2, 3)},
+    },
+}
 
 
 # -- context -------------------------------------------------------------------------------------
@@ -74,8 +80,12 @@ def versions() -> dict:
         except ImportError:
             out[name] = None
     try:
-        out["alkernels_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                                 text=True, timeout=10).stdout.strip() or None  # fmt: skip
+        out["alkernels_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         out["alkernels_commit"] = None
     return out
@@ -84,11 +94,20 @@ def versions() -> dict:
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        return {"type": "cuda", "name": p.name, "capability": f"sm_{p.major}{p.minor}",
-                "multiprocessors": p.multi_processor_count, "memory_GiB": round(p.total_memory / 2**30, 1),
-                "l2_MiB": round(getattr(p, "L2_cache_size", 0) / 2**20, 1)}  # fmt: skip
-    return {"type": "cpu", "name": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1"}  # fmt: skip
+        return {
+            "type": "cuda",
+            "name": p.name,
+            "capability": f"sm_{p.major}{p.minor}",
+            "multiprocessors": p.multi_processor_count,
+            "memory_GiB": round(p.total_memory / 2**30, 1),
+            "l2_MiB": round(getattr(p, "L2_cache_size", 0) / 2**20, 1),
+        }
+    return {
+        "type": "cpu",
+        "name": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
+    }
 
 
 def sync(device: torch.device) -> None:
@@ -122,15 +141,22 @@ def ceilings(device: torch.device, tiny: bool) -> dict:
     """Measured device-to-device copy bandwidth (bytes read + written per second) and matmul
     rates (fp32 with TF32 off, TF32, bf16) on random data."""
     n = 2**18 if tiny else 2**29  # floats: 2 GiB per buffer on a GPU
-    src = torch.rand(n, device=device)
-    dst = torch.empty_like(src)
-    t = median_time(lambda: dst.copy_(src), device, 2 if tiny else 5, 3 if tiny else 20)
+
+    def copy_time() -> float:  # the buffers are freed on return
+        src = torch.rand(n, device=device)
+        dst = torch.empty_like(src)
+        return median_time(lambda: dst.copy_(src), device, 2 if tiny else 5, 3 if tiny else 20)
+
+    t = copy_time()
     out = {"copy_GBps": round(2 * n * 4 / t / 1e9, 1), "copy_bytes": 2 * n * 4}
-    del src, dst
     size = 256 if tiny else 8192
     old = torch.backends.cuda.matmul.allow_tf32
     try:
-        for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("bf16", torch.bfloat16, False)):
+        for name, dtype, tf32 in (
+            ("fp32", torch.float32, False),
+            ("tf32", torch.float32, True),
+            ("bf16", torch.bfloat16, False),
+        ):
             torch.backends.cuda.matmul.allow_tf32 = tf32
             a = torch.randn(size, size, device=device, dtype=dtype)
             b = torch.randn(size, size, device=device, dtype=dtype)
@@ -177,7 +203,10 @@ def peer_row(name: str, fn: Callable[[], object], device: torch.device, warmup: 
         return {"peer": name, "median_s": median_time(fn, device, warmup, reps)}
     except Exception as err:  # a broken peer must not lose the other rows
         traceback.print_exc()
-        return {"peer": name, "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300] if str(err).strip() else ''}"}
+        return {
+            "peer": name,
+            "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300] if str(err).strip() else ''}",
+        }
 
 
 # -- acquisition ---------------------------------------------------------------------------------
@@ -208,8 +237,11 @@ def bench_acquisition(args, device: torch.device, ceil: dict) -> dict:
             r["fraction_of_copy_bandwidth"] = round(r["GBps"] / ceil["copy_GBps"], 3)
             r["speedup_vs_torch_eager"] = round(base / r["median_s"], 2) if base else None
     overlap = len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1)
-    extra = {"selection_overlap_with_reference": round(overlap, 4), "bytes_read": read,
-             "targets": {"fraction_of_copy_bandwidth": 0.70}}  # fmt: skip
+    extra = {
+        "selection_overlap_with_reference": round(overlap, 4),
+        "bytes_read": read,
+        "targets": {"fraction_of_copy_bandwidth": 0.70},
+    }
     return document("acquisition", args, device, s, ceil, rows, extra)
 
 
@@ -291,6 +323,7 @@ def bench_edge_op(args, device: torch.device, ceil: dict) -> dict:
         def run():
             m, dx = egnn_edge_op(h, x, shift, graph, weights, backend=backend, precision=precision)
             ((m * pm).sum() + (dx * px).sum()).backward()
+
         return run
 
     pyg = PygEdgeOp(layer).to(device)
@@ -303,9 +336,9 @@ def bench_edge_op(args, device: torch.device, ceil: dict) -> dict:
     peers = [(f"triton {p}", step("triton", p), p) for p in ("fp32", "tf32", "bf16")]
     peers += [("torch eager", step("torch"), "fp32"), ("pyg", pyg_run, "fp32")]
     if not args.tiny:
-        from alkernels.ops.message_passing import egnn_edge_reference
+        from alkernels.ops.message_passing import egnn_edge_torch
 
-        ref = torch.compile(egnn_edge_reference)
+        ref = torch.compile(egnn_edge_torch)
 
         def compiled():
             m, dx = ref(h, x, shift, graph, weights, eps=0.1)
@@ -342,8 +375,13 @@ def grid_projection(graphs_per_s: float) -> dict:
     per_run = p["epochs"] * sum(p["train_structures"] * r // p["rounds"] for r in range(1, p["rounds"] + 1))
     runs = p["strategies"] * p["seeds"] * p["variants"]
     hours = runs * per_run / graphs_per_s / 3600
-    return {"graph_passes_per_run": per_run, "runs": runs, "gpu_hours": round(hours, 2),
-            "moonshot_gpu_hours": 3.0, "graphs_per_s_for_moonshot": round(runs * per_run / 3 / 3600)}  # fmt: skip
+    return {
+        "graph_passes_per_run": per_run,
+        "runs": runs,
+        "gpu_hours": round(hours, 2),
+        "moonshot_gpu_hours": 3.0,
+        "graphs_per_s_for_moonshot": round(runs * per_run / 3 / 3600),
+    }
 
 
 def bench_train_step(args, device: torch.device, ceil: dict) -> dict:
@@ -367,6 +405,7 @@ def bench_train_step(args, device: torch.device, ceil: dict) -> dict:
             opt.zero_grad(set_to_none=True)
             torch.nn.functional.cross_entropy(model(b), b.y).backward()
             opt.step()
+
         return run
 
     def fused(precision: str, graphs: bool):
@@ -377,12 +416,16 @@ def bench_train_step(args, device: torch.device, ceil: dict) -> dict:
             b = batches[state["i"] % len(batches)]
             state["i"] += 1
             step(b)
+
         return run
 
     peers: list[tuple[str, Callable[[], object]]] = []
     if cuda:
-        peers += [("fused bf16 + CUDA graphs", fused("bf16", True)), ("fused bf16", fused("bf16", False)),
-                  ("fused tf32 + CUDA graphs", fused("tf32", True))]  # fmt: skip
+        peers += [
+            ("fused bf16 + CUDA graphs", fused("bf16", True)),
+            ("fused bf16", fused("bf16", False)),
+            ("fused tf32 + CUDA graphs", fused("tf32", True)),
+        ]
     else:
         peers += [("fused fp32", fused("fp32", False))]
     peers += [("torch backend", plain(classifier("torch"))), ("pyg", plain(PygClassifier(classifier("torch"))))]
@@ -400,8 +443,12 @@ def bench_train_step(args, device: torch.device, ceil: dict) -> dict:
             r["grid_projection"] = grid_projection(r["graphs_per_s"])
     nodes = [b.num_nodes for b in batches]
     edges = [b.num_edges for b in batches]
-    extra = {"mean_nodes_per_batch": float(np.mean(nodes)), "mean_edges_per_batch": float(np.mean(edges)),
-             "paper_protocol": PAPER, "targets": {"speedup_vs_torch_backend": 4.0, "moonshot_graphs_per_s": 100_000}}  # fmt: skip
+    extra = {
+        "mean_nodes_per_batch": float(np.mean(nodes)),
+        "mean_edges_per_batch": float(np.mean(edges)),
+        "paper_protocol": PAPER,
+        "targets": {"speedup_vs_torch_backend": 4.0, "moonshot_graphs_per_s": 100_000},
+    }
     return document("train_step", args, device, s, ceil, rows, extra)
 
 
@@ -420,8 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # peers run fp32 matmuls unless a row says otherwise
     args.out.mkdir(parents=True, exist_ok=True)
     ceil = ceilings(device, args.tiny)
-    print(f"device {device_info(device)['name']}: copy {ceil['copy_GBps']} GB/s, matmul fp32/tf32/bf16 "
-          f"{ceil['matmul_fp32_TFLOPs']}/{ceil['matmul_tf32_TFLOPs']}/{ceil['matmul_bf16_TFLOPs']} TFLOP/s")  # fmt: skip
+    print(
+        f"device {device_info(device)['name']}: copy {ceil['copy_GBps']} GB/s, matmul fp32/tf32/bf16 "
+        f"{ceil['matmul_fp32_TFLOPs']}/{ceil['matmul_tf32_TFLOPs']}/{ceil['matmul_bf16_TFLOPs']} TFLOP/s"
+    )
     failed = False
     for name in BENCHMARKS if args.which == "all" else [args.which]:
         t0 = time.perf_counter()

@@ -48,7 +48,7 @@ class AlignedBuffer {
 template <typename T>
 void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa) {
   const int nt = threads_for(a.E);
-  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * forward_scratch(a.F, a.H, a.C) +
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * ForwardScratch(a.H, a.C).size +
                            packed_weights_size(a.F, a.H, a.C));
   std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
   T* s = scratch.data();
@@ -64,7 +64,7 @@ template <typename T>
 void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa) {
   const int nt = threads_for(a.E);
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
-  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * backward_scratch(a.F, a.H, a.C) +
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * BackwardScratch(a.F, a.H, a.C).size +
                            packed_weights_size(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
   std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
@@ -82,7 +82,7 @@ template <typename T>
 void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const EdgeTangents<T>& v,
                           const DoubleGrads<T>& o, Isa isa) {
   const int nt = threads_for(a.E);
-  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * double_backward_scratch(a.F, a.H, a.C) +
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * DoubleBackwardScratch(a.F, a.H, a.C).size +
                            packed_weights_size(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
   std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));

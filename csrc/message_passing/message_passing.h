@@ -64,20 +64,71 @@ struct DoubleGrads {
   T *dm, *ddx, *bp, *bt, *gh, *gx, *gW1a, *gw, *gW2, *gb2, *gW3, *gb3, *gWx1, *gbx1, *gWx2, *gbx2, *gwx3;
 };
 
-// Elements of per-thread scratch the kernels need; the weight gradients sit at its start.
-inline int64_t forward_scratch(int64_t F, int64_t H, int64_t C) {
-  (void)F;
-  return kTile * (3 * H + 2 * C + 9);
-}
 inline int64_t weight_grad_size(int64_t F, int64_t H, int64_t C) {
   return H * F + H + 2 * (H * H + H) + C * H + C + C * C + C + C;
 }
-inline int64_t backward_scratch(int64_t F, int64_t H, int64_t C) {
-  return weight_grad_size(F, H, C) + kTile * (5 * H + 4 * C + 2 * F + 13);
-}
-inline int64_t double_backward_scratch(int64_t F, int64_t H, int64_t C) {
-  return weight_grad_size(F, H, C) + kTile * (10 * H + 8 * C + 3 * F + 32);
-}
+
+// One thread's scratch: the weight-gradient accumulators (backward passes, weight_grad_size
+// elements) at its start, then tile buffers of kTile rows taken in order. The same object sizes
+// the allocation and gives every buffer's offset, so the two cannot drift apart.
+class ScratchLayout {
+ public:
+  explicit ScratchLayout(int64_t head) : size_(head) {}
+  // Offset of the next tile buffer of `width` elements per row.
+  int64_t tile(int64_t width) {
+    const int64_t at = size_;
+    size_ += kTile * width;
+    return at;
+  }
+  int64_t size() const { return size_; }
+
+ private:
+  int64_t size_;
+};
+
+// The forward's tile buffers: activations Z1, Z2, M [H], P1, P2 [C]; per-edge gate, r^2, r; d, u [3].
+struct ForwardScratch {
+  int64_t Z1, Z2, M, P1, P2, gate, R2, R, D, U, size;
+  ForwardScratch(int64_t H, int64_t C) {
+    ScratchLayout s(0);
+    Z1 = s.tile(H), Z2 = s.tile(H), M = s.tile(H), P1 = s.tile(C), P2 = s.tile(C);
+    gate = s.tile(1), R2 = s.tile(1), R = s.tile(1), D = s.tile(3), U = s.tile(3);
+    size = s.size();
+  }
+};
+
+// The backward's: weight gradients, activations, their gradients (GM, GZ2 [H], GP2, GP1 [C]), the
+// senders' features Hs and edge gradients GE [F], per-edge gate, gs, r^2, r; d, u, du [3].
+struct BackwardScratch {
+  int64_t Z1, Z2, M, GM, GZ2, P1, P2, GP2, GP1, Hs, GE, gate, gs, R2, R, D, U, GU, size;
+  BackwardScratch(int64_t F, int64_t H, int64_t C) {
+    ScratchLayout s(weight_grad_size(F, H, C));
+    Z1 = s.tile(H), Z2 = s.tile(H), M = s.tile(H), GM = s.tile(H), GZ2 = s.tile(H);
+    P1 = s.tile(C), P2 = s.tile(C), GP2 = s.tile(C), GP1 = s.tile(C), Hs = s.tile(F), GE = s.tile(F);
+    gate = s.tile(1), gs = s.tile(1), R2 = s.tile(1), R = s.tile(1), D = s.tile(3), U = s.tile(3), GU = s.tile(3);
+    size = s.size();
+  }
+};
+
+// The double backward's: weight gradients; primal activations, their tangents (D*), the tangent
+// adjoints (GM, GZ2, GP2, GP1) and the primal adjoints (Q*); Hs, the tangent rows Vs and GE [F];
+// per-edge gate, gs, sbar, dg, dr2, r^2, r; d, u and their tangents dd, du [3].
+struct DoubleBackwardScratch {
+  int64_t Z1, Z2, M, DZ1, DZ2, DM, GM, GZ2, QM, QZ2, P1, P2, DP1, DP2, GP2, GP1, QP2, QP1;
+  int64_t Hs, Vs, GE, gate, gs, sbar, dg, dr2, R2, R, D, U, DD, DU, size;
+  DoubleBackwardScratch(int64_t F, int64_t H, int64_t C) {
+    ScratchLayout s(weight_grad_size(F, H, C));
+    Z1 = s.tile(H), Z2 = s.tile(H), M = s.tile(H), DZ1 = s.tile(H), DZ2 = s.tile(H), DM = s.tile(H);
+    GM = s.tile(H), GZ2 = s.tile(H), QM = s.tile(H), QZ2 = s.tile(H);
+    P1 = s.tile(C), P2 = s.tile(C), DP1 = s.tile(C), DP2 = s.tile(C);
+    GP2 = s.tile(C), GP1 = s.tile(C), QP2 = s.tile(C), QP1 = s.tile(C);
+    Hs = s.tile(F), Vs = s.tile(F), GE = s.tile(F);
+    gate = s.tile(1), gs = s.tile(1), sbar = s.tile(1), dg = s.tile(1), dr2 = s.tile(1), R2 = s.tile(1);
+    R = s.tile(1), D = s.tile(3), U = s.tile(3), DD = s.tile(3), DU = s.tile(3);
+    size = s.size();
+  }
+};
+
 // Elements of the scratch shared by all threads after the per-thread parts: the weights of the
 // tile GEMMs repacked (both passes size it for the backward's nine).
 inline int64_t packed_weights_size(int64_t F, int64_t H, int64_t C) {

@@ -7,6 +7,7 @@ it, so every strategy of one seed starts from the same labelled set and the same
 encoder is trained once per seed and cached under ``out/cache``). Finished runs are skipped and
 interrupted ones resumed, so re-running the same command continues a grid.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,17 +68,26 @@ PRESETS: dict[str, Preset] = {
     # The issue's main experiment: both perovskite files (7,572 structures), a fixed 20% test
     # split, 10% of the pool labelled at the start, 3,000 single queries (batches of 10 for the
     # greedy arm), plain top-10 variance as the batch baseline.
-    "perovskite": Preset("perovskite", _PEROVSKITE, "heat_ref",
-                         arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10), ("random", 1))),
+    "perovskite": Preset(
+        "perovskite",
+        _PEROVSKITE,
+        "heat_ref",
+        arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10), ("random", 1)),
+    ),
     # The same with the model-free composition descriptor instead of a trained encoder.
-    "perovskite-composition": Preset("perovskite-composition", _PEROVSKITE, "heat_ref", embedding="composition",
-                                     arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10),
-                                           ("random", 1))),
+    "perovskite-composition": Preset(
+        "perovskite-composition",
+        _PEROVSKITE,
+        "heat_ref",
+        embedding="composition",
+        arms=(("gp_variance", 1), ("gp_batch_variance", 10), ("gp_variance", 10), ("random", 1)),
+    ),
     # Materials Project formation energy per atom on the 1,130-structure sample: 904 pool / 226
     # test, 90 initial, 600 queries (the pool cannot hold the study's 1,800 + 3,000).
     "mp20": Preset("mp20", ("mp20_sample.csv.gz",), "formation_energy_per_atom", queries=600),
-    "mp20-composition": Preset("mp20-composition", ("mp20_sample.csv.gz",), "formation_energy_per_atom",
-                               queries=600, embedding="composition"),
+    "mp20-composition": Preset(
+        "mp20-composition", ("mp20_sample.csv.gz",), "formation_energy_per_atom", queries=600, embedding="composition"
+    ),
 }
 
 
@@ -115,25 +125,64 @@ def grid(preset: Preset, seeds: int) -> list[Cell]:
     return [Cell(s, b, seed) for seed in range(seeds) for s, b in preset.arms]
 
 
-def load_data(preset: Preset, data_dir: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-              workers: int | None = None) -> RegressionData:
+def load_data(
+    preset: Preset,
+    data_dir: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+) -> RegressionData:
     """The preset's dataset from ``data_dir``, split and with graphs."""
     spec = ",".join(str(Path(data_dir) / f) for f in preset.files)
-    return load_regression(spec, preset.target, test_fraction=preset.test_fraction, structures=preset.max_structures,
-                           cutoff=preset.cutoff, graph_mode=preset.graph_mode, cache_dir=cache_dir, workers=workers)
+    return load_regression(
+        spec,
+        preset.target,
+        test_fraction=preset.test_fraction,
+        structures=preset.max_structures,
+        cutoff=preset.cutoff,
+        graph_mode=preset.graph_mode,
+        cache_dir=cache_dir,
+        workers=workers,
+    )
 
 
-def run_cell(cell: Cell, data: RegressionData, preset: Preset, out: Path, *, device: str = "cpu",
-             backend: str = "auto", progress: bool = False) -> dict:
+def run_cell(
+    cell: Cell,
+    data: RegressionData,
+    preset: Preset,
+    out: Path,
+    *,
+    device: str = "cpu",
+    backend: str = "auto",
+    progress: bool = False,
+) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "steps"}``."""
     t0 = time.perf_counter()
-    embedding = Embedding(preset.embedding, epochs=preset.embedding_epochs, lr=preset.embedding_lr,
-                          backend=backend, device=device, cache_dir=out / "cache", progress=progress)
+    embedding = Embedding(
+        preset.embedding,
+        epochs=preset.embedding_epochs,
+        lr=preset.embedding_lr,
+        backend=backend,
+        device=device,
+        cache_dir=out / "cache",
+        progress=progress,
+    )
     learner = GPActiveLearner(
-        partial(embedding, data.dataset), data.y, data.train, data.test, strategy=cell.strategy,
-        initial=preset.initial, queries=preset.queries, batch=cell.batch, gp=preset.gp, seed=cell.seed,
-        out_dir=cell.folder(out), checkpoint_every=preset.checkpoint_every, progress=progress,
-        metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()})
+        partial(embedding, data.dataset),
+        data.y,
+        data.train,
+        data.test,
+        strategy=cell.strategy,
+        initial=preset.initial,
+        queries=preset.queries,
+        batch=cell.batch,
+        gp=preset.gp,
+        seed=cell.seed,
+        out_dir=cell.folder(out),
+        checkpoint_every=preset.checkpoint_every,
+        progress=progress,
+        metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()},
+    )
     records = learner.run(resume=True)
     return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "steps": len(records)}
 
@@ -143,21 +192,39 @@ def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
     return len(read_records(cell.folder(out) / "records.jsonl")) == steps
 
 
-def reproduce(data: RegressionData, preset: Preset, out: str | os.PathLike, *, seeds: int = 5,
-              device: str = "cpu", backend: str = "auto", progress: bool = False,
-              log: Callable[[str], None] = print) -> dict:
+def reproduce(
+    data: RegressionData,
+    preset: Preset,
+    out: str | os.PathLike,
+    *,
+    seeds: int = 5,
+    device: str = "cpu",
+    backend: str = "auto",
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run the grid into ``out`` and write ``out/experiment.json``; returns its content."""
     out = Path(out)
     with RunDirectory(out).lock():  # one grid writes a folder at a time
         return _reproduce(data, preset, out, seeds, device, backend, progress, log)
 
 
-def _reproduce(data: RegressionData, preset: Preset, out: Path, seeds: int, device: str, backend: str,
-               progress: bool, log: Callable[[str], None]) -> dict:
+def _reproduce(
+    data: RegressionData,
+    preset: Preset,
+    out: Path,
+    seeds: int,
+    device: str,
+    backend: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
     cells = grid(preset, seeds)
     todo = [c for c in cells if not _finished(c, out, preset)]
-    log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished): {len(data.train)} pool / "
-        f"{len(data.test)} test structures of {data.name}, target {data.target}")
+    log(
+        f"{len(cells)} runs ({len(cells) - len(todo)} already finished): {len(data.train)} pool / "
+        f"{len(data.test)} test structures of {data.name}, target {data.target}"
+    )
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     for k, cell in enumerate(todo, 1):
@@ -167,8 +234,13 @@ def _reproduce(data: RegressionData, preset: Preset, out: Path, seeds: int, devi
     meta_path = out / "experiment.json"
     previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta = {
-        "study": STUDY, "dataset": data.name, "preset": asdict(preset), "seeds": seeds,
-        "n_train": len(data.train), "n_test": len(data.test), "skipped": len(data.skipped),
+        "study": STUDY,
+        "dataset": data.name,
+        "preset": asdict(preset),
+        "seeds": seeds,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "skipped": len(data.skipped),
         "target_std_test": float(data.y[data.test].std()),
         "wall_seconds": previous.get("wall_seconds", 0.0) + time.perf_counter() - t0,
         "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},

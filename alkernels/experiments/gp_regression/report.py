@@ -10,6 +10,7 @@ at which a strategy's seed-mean MAE curve is at or below the seed-mean MAE rando
 the queries to get there are that count minus the initial set, and the ratio is random's
 queries over them (the study: 3,000 / 1,361 = 2.2).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,14 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
     """Every run of the grid in ``out`` as ``{"run", "config", "records"}`` with column-wise
     records, from ``runs/**`` when present, else from ``runs.jsonl``; sorted by ``run``."""
     out = Path(out)
-    runs = [{"run": str(path.parent.relative_to(out)), "config": json.loads(path.read_text()),
-             "records": _columnar(read_records(path.parent / "records.jsonl"))}
-            for path in sorted(out.glob("runs/**/config.json"))]
+    runs = [
+        {
+            "run": str(path.parent.relative_to(out)),
+            "config": json.loads(path.read_text()),
+            "records": _columnar(read_records(path.parent / "records.jsonl")),
+        }
+        for path in sorted(out.glob("runs/**/config.json"))
+    ]
     if not runs and (out / COMPACT_RUNS).is_file():
         runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
     return sorted([r for r in runs if r["records"]["mae"]], key=lambda r: r["run"])
@@ -103,10 +109,21 @@ def collect(runs: list[dict]) -> pd.DataFrame:
         remainder = [np.nan if v is None else v for v in r["mae_remainder"]]
         rmse = np.full(len(labelled), np.nan)
         rmse[-1] = r["rmse_final"]
-        frames.append(pd.DataFrame({
-            "arm": arm_name(c), "seed": c["seed"], "labelled": labelled, "queries": labelled - c["initial"],
-            "mae": r["mae"], "rmse": rmse, "mae_remainder": remainder,
-            "query_s": r["query_seconds_mean"], "update_s": r["update_seconds_mean"]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "arm": arm_name(c),
+                    "seed": c["seed"],
+                    "labelled": labelled,
+                    "queries": labelled - c["initial"],
+                    "mae": r["mae"],
+                    "rmse": rmse,
+                    "mae_remainder": remainder,
+                    "query_s": r["query_seconds_mean"],
+                    "update_s": r["update_seconds_mean"],
+                }
+            )
+        )
     if not frames:
         raise ValueError("no run records found (neither runs/**/records.jsonl nor runs.jsonl)")
     return pd.concat(frames, ignore_index=True)
@@ -120,10 +137,18 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the test MAE and RMSE and of the remainder MAE per (arm,
     labelled count)."""
     g = df.groupby(["arm", "labelled"])
-    return pd.DataFrame({"queries": g["queries"].first(), "mae_mean": g["mae"].mean(), "mae_std": g["mae"].agg(_std),
-                         "rmse_mean": g["rmse"].mean(), "rmse_std": g["rmse"].agg(_std),
-                         "rem_mean": g["mae_remainder"].mean(), "rem_std": g["mae_remainder"].agg(_std),
-                         "seeds": g["seed"].nunique()}).reset_index()
+    return pd.DataFrame(
+        {
+            "queries": g["queries"].first(),
+            "mae_mean": g["mae"].mean(),
+            "mae_std": g["mae"].agg(_std),
+            "rmse_mean": g["rmse"].mean(),
+            "rmse_std": g["rmse"].agg(_std),
+            "rem_mean": g["mae_remainder"].mean(),
+            "rem_std": g["mae_remainder"].agg(_std),
+            "seeds": g["seed"].nunique(),
+        }
+    ).reset_index()
 
 
 def paired(df: pd.DataFrame, baseline: str = "random-b1") -> pd.DataFrame:
@@ -134,8 +159,9 @@ def paired(df: pd.DataFrame, baseline: str = "random-b1") -> pd.DataFrame:
     both = df.merge(base, on=["seed", "labelled"])
     both["diff"] = both["mae"] - both["base"]
     g = both.groupby(["arm", "labelled"])
-    return pd.DataFrame({"diff_mean": g["diff"].mean(), "diff_std": g["diff"].agg(_std),
-                         "seeds": g["seed"].nunique()}).reset_index()
+    return pd.DataFrame(
+        {"diff_mean": g["diff"].mean(), "diff_std": g["diff"].agg(_std), "seeds": g["seed"].nunique()}
+    ).reset_index()
 
 
 def _order(arms) -> list[str]:
@@ -181,8 +207,11 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1", 
             run = run.sort_values("labelled")
             h = _first_reach(run.labelled.to_numpy(), run[run_col].to_numpy(), float(b[run_col].iloc[-1]))
             q = None if h is None else h - initial
-            entry["per_seed"][int(seed)] = {"labelled": h, "queries": q,
-                                            "ratio": int(b.queries.iloc[-1]) / q if q else None}
+            entry["per_seed"][int(seed)] = {
+                "labelled": h,
+                "queries": q,
+                "ratio": int(b.queries.iloc[-1]) / q if q else None,
+            }
         out["arms"][arm] = entry
     return out
 
@@ -195,9 +224,12 @@ def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -
     last = queries[-1]
     marks = sorted({int(round(k * last / (checkpoints - 1))) for k in range(checkpoints)})
     diffs = paired(df)
-    lines = ["| strategy | " + " | ".join(f"MAE @ {q} queries" for q in marks)
-             + " | final RMSE | final MAE - random's (paired) | query ms / step | update ms / step |",
-             "|---" * (len(marks) + 5) + "|"]
+    lines = [
+        "| strategy | "
+        + " | ".join(f"MAE @ {q} queries" for q in marks)
+        + " | final RMSE | final MAE - random's (paired) | query ms / step | update ms / step |",
+        "|---" * (len(marks) + 5) + "|",
+    ]
     for arm in _order(summary.arm.unique()):
         part = summary[summary.arm == arm].set_index("queries")
         cells = []
@@ -208,9 +240,12 @@ def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -
         fin = part.loc[part.index.max()]
         d = diffs[diffs.arm == arm].sort_values("labelled")
         diff = f"{d.diff_mean.iloc[-1]:+.4f} +- {d.diff_std.iloc[-1]:.4f}" if len(d) else "-"
-        lines.append(f"| {arm_label(arm)} | " + " | ".join(cells)
-                     + f" | {fin.rmse_mean:.4f} +- {fin.rmse_std:.4f} | {diff} | {1e3 * runs.query_s.mean():.2f} "
-                       f"| {1e3 * runs.update_s.mean():.2f} |")
+        lines.append(
+            f"| {arm_label(arm)} | "
+            + " | ".join(cells)
+            + f" | {fin.rmse_mean:.4f} +- {fin.rmse_std:.4f} | {diff} | {1e3 * runs.query_s.mean():.2f} "
+            f"| {1e3 * runs.update_s.mean():.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -218,21 +253,32 @@ def reach_markdown(r: dict, what: str = "test", study: tuple[int, float] | None 
     """The labels-to-match table."""
     if not r:
         return "No random arm (or no such records): nothing to compare against."
-    lines = [f"Random's final {what} MAE (mean over seeds, after {r['baseline_queries']} queries): "
-             f"**{r['target_mae']:.4f}**.", "",
-             "| strategy | labelled when its mean curve first reaches it | queries | ratio to random "
-             "| per seed: queries (ratio) |", "|---|---|---|---|---|"]
+    lines = [
+        f"Random's final {what} MAE (mean over seeds, after {r['baseline_queries']} queries): "
+        f"**{r['target_mae']:.4f}**.",
+        "",
+        "| strategy | labelled when its mean curve first reaches it | queries | ratio to random "
+        "| per seed: queries (ratio) |",
+        "|---|---|---|---|---|",
+    ]
     for arm, e in r["arms"].items():
-        per = ", ".join(f"s{s}: {v['queries'] if v['queries'] is not None else 'never'}"
-                        + (f" ({v['ratio']:.2f}x)" if v["ratio"] else "") for s, v in e["per_seed"].items())
+        per = ", ".join(
+            f"s{s}: {v['queries'] if v['queries'] is not None else 'never'}"
+            + (f" ({v['ratio']:.2f}x)" if v["ratio"] else "")
+            for s, v in e["per_seed"].items()
+        )
         ratio = f"{e['ratio']:.2f}x" if e["ratio"] else "-"
-        lines.append(f"| {arm_label(arm)} | {e['labelled'] if e['labelled'] is not None else 'never'} | "
-                     f"{e['queries'] if e['queries'] is not None else 'never'} | {ratio} | {per} |")
+        lines.append(
+            f"| {arm_label(arm)} | {e['labelled'] if e['labelled'] is not None else 'never'} | "
+            f"{e['queries'] if e['queries'] is not None else 'never'} | {ratio} | {per} |"
+        )
     if study:
-        lines += ["", f"The study (Allotey et al. 2021, MP oxides, MEGNet features, test = the shrinking "
-                      f"unlabelled remainder): {study[0]} queries, {study[1]}x fewer."]
+        lines += [
+            "",
+            f"The study (Allotey et al. 2021, MP oxides, MEGNet features, test = the shrinking "
+            f"unlabelled remainder): {study[0]} queries, {study[1]}x fewer.",
+        ]
     return "\n".join(lines)
-
 
 
 def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs: pd.DataFrame | None = None) -> None:
@@ -245,19 +291,28 @@ def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs
         panels.append(("rem", "MAE on the unlabelled remainder (the study's test set)"))
     if diffs is not None and len(diffs):
         panels.append(("diff", "test MAE minus random's, same seed"))
-        summary = summary.merge(diffs[["arm", "labelled", "diff_mean", "diff_std"]], on=["arm", "labelled"],
-                                how="left")
+        summary = summary.merge(diffs[["arm", "labelled", "diff_mean", "diff_std"]], on=["arm", "labelled"], how="left")
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    colors = {"gp_variance-b1": "tab:blue", "gp_batch_variance-b10": "tab:orange", "gp_variance-b10": "tab:green",
-              "random-b1": "tab:gray"}
+    colors = {
+        "gp_variance-b1": "tab:blue",
+        "gp_batch_variance-b10": "tab:orange",
+        "gp_variance-b10": "tab:green",
+        "random-b1": "tab:gray",
+    }
     for ax, (metric, ylabel) in zip(axes[0], panels):
         r = reaches.get(metric, {})
         for k, arm in enumerate(_order(summary.arm.unique())):
             c = summary[(summary.arm == arm) & np.isfinite(summary[f"{metric}_mean"])].sort_values("labelled")
             color = colors.get(arm, plt.get_cmap("tab10")(k % 10))
             m, s = c[f"{metric}_mean"].to_numpy(), c[f"{metric}_std"].to_numpy()
-            ax.plot(c.labelled, m, "--" if arm.startswith("random") else "-", color=color, lw=1.4,
-                    label=f"{arm_label(arm)} ({int(c.seeds.min())} seeds)")
+            ax.plot(
+                c.labelled,
+                m,
+                "--" if arm.startswith("random") else "-",
+                color=color,
+                lw=1.4,
+                label=f"{arm_label(arm)} ({int(c.seeds.min())} seeds)",
+            )
             ax.fill_between(c.labelled, m - s, m + s, color=color, alpha=0.15)
             hit = r.get("arms", {}).get(arm, {}).get("labelled") if r else None
             if hit is not None and not arm.startswith("random"):
@@ -290,8 +345,9 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     meta_path = out / "experiment.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     paths = {name: dest / name for name in ("table.md", "mae.png", "summary.json")}
-    (dest / COMPACT_RUNS).write_text("".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n"
-                                             for run in runs))
+    (dest / COMPACT_RUNS).write_text(
+        "".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n" for run in runs)
+    )
     paths[COMPACT_RUNS] = dest / COMPACT_RUNS
     config = runs[0]["config"]
     target = config.get("target", "target")
@@ -299,30 +355,60 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     fits = [f for run in runs for f in run["records"]["fits"]]
     if meta:
         p = meta["preset"]
-        head += [f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} pool / {meta['n_test']} "
-                 f"fixed test structures (test target std {meta['target_std_test']:.4f}), initial "
-                 f"{config['initial']} labelled, {p['queries']} queries, embedding `{p['embedding']}`"
-                 + (f" ({p['embedding_epochs']} epochs)" if p["embedding"] == "train-initial" else "")
-                 + f", seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min.", ""]
+        head += [
+            f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} pool / {meta['n_test']} "
+            f"fixed test structures (test target std {meta['target_std_test']:.4f}), initial "
+            f"{config['initial']} labelled, {p['queries']} queries, embedding `{p['embedding']}`"
+            + (f" ({p['embedding_epochs']} epochs)" if p["embedding"] == "train-initial" else "")
+            + f", seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min.",
+            "",
+        ]
     if fits:
         noise = [f["noise"] for f in fits]
-        head += [f"GP: {fits[0]['method']} {fits[0]['kernel']}, hyper-parameters fitted once per run on the "
-                 f"initial set (noise variance {min(noise):.3g}..{max(noise):.3g}; kept iterate "
-                 f"{min(f['best_iteration'] for f in fits)}..{max(f['best_iteration'] for f in fits)}).", ""]
-    body = ["## MAE (mean +- std over seeds)", "", final_table(summary, df), "",
-            "## Labels needed to reach random's final MAE", "", "On the fixed test split:", "",
-            reach_markdown(r, "test"), ""]
+        head += [
+            f"GP: {fits[0]['method']} {fits[0]['kernel']}, hyper-parameters fitted once per run on the "
+            f"initial set (noise variance {min(noise):.3g}..{max(noise):.3g}; kept iterate "
+            f"{min(f['best_iteration'] for f in fits)}..{max(f['best_iteration'] for f in fits)}).",
+            "",
+        ]
+    body = [
+        "## MAE (mean +- std over seeds)",
+        "",
+        final_table(summary, df),
+        "",
+        "## Labels needed to reach random's final MAE",
+        "",
+        "On the fixed test split:",
+        "",
+        reach_markdown(r, "test"),
+        "",
+    ]
     if r_rem:
-        body += ["On the unlabelled remainder of the pool (protocol B's test set, which shrinks as the "
-                 "strategy removes the points it labels; random's final value is taken at the last step "
-                 "that still has a remainder):", "", reach_markdown(r_rem, "remainder", study=None), ""]
+        body += [
+            "On the unlabelled remainder of the pool (protocol B's test set, which shrinks as the "
+            "strategy removes the points it labels; random's final value is taken at the last step "
+            "that still has a remainder):",
+            "",
+            reach_markdown(r_rem, "remainder", study=None),
+            "",
+        ]
     paths["table.md"].write_text("\n".join(head + body))
-    plot_mae(summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip(),
-             paired(df))
+    plot_mae(
+        summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip(), paired(df)
+    )
     every = summary[(summary.queries % 50 == 0) | (summary.queries == summary.queries.max())]
-    paths["summary.json"].write_text(json.dumps(
-        {"experiment": meta, "reach": r, "reach_remainder": r_rem,
-         "curves_every_50_queries": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                      for k, v in row.items()} for row in every.round(6).to_dict(orient="records")]},
-        indent=1))
+    paths["summary.json"].write_text(
+        json.dumps(
+            {
+                "experiment": meta,
+                "reach": r,
+                "reach_remainder": r_rem,
+                "curves_every_50_queries": [
+                    {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                    for row in every.round(6).to_dict(orient="records")
+                ],
+            },
+            indent=1,
+        )
+    )
     return paths

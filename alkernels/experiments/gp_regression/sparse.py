@@ -9,6 +9,7 @@ hyper-parameters with gpytorch (the same settings: at most ``max_fit_points`` po
 iterate rule), condition on all n points and predict the test split. Writes ``sparse.json`` and
 ``sparse.md`` (test MAE / RMSE, their change against exact, seconds, the exact posterior's memory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,18 @@ from alkernels.gp import GPRegressor
 from alkernels.ops.gp import exact_memory_bytes
 
 
-def sparse_accuracy(features: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, *,
-                    sizes: Sequence[int], inducing: Sequence[int], seed: int = 0, gp: dict | None = None,
-                    log=print) -> list[dict]:
+def sparse_accuracy(
+    features: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    sizes: Sequence[int],
+    inducing: Sequence[int],
+    seed: int = 0,
+    gp: dict | None = None,
+    log=print,
+) -> list[dict]:
     """Rows ``{"n", "method", "inducing", "inducing_used", "mae", "rmse", "seconds", "exact_bytes"}``
     (the sparse fit uses at most as many inducing points as it has fit points)."""
     order = np.random.default_rng(seed).permutation(train)
@@ -34,31 +44,52 @@ def sparse_accuracy(features: np.ndarray, y: np.ndarray, train: np.ndarray, test
         lab = order[:n]
         for m in (None, *inducing):
             t0 = time.perf_counter()
-            model = GPRegressor(**{**(gp or {}), "method": "exact" if m is None else "sparse",
-                                   "inducing_points": m or 1, "seed": seed})
+            model = GPRegressor(
+                **{**(gp or {}), "method": "exact" if m is None else "sparse", "inducing_points": m or 1, "seed": seed}
+            )
             model.fit(features[lab], y[lab], pool=features[test])
             err = model.pool_mean.numpy() - y[test]
             used = None if model.inducing_ is None else int(model.inducing_.shape[0])
-            rows.append({"n": int(n), "method": model.method_, "inducing": m, "inducing_used": used,
-                         "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
-                         "seconds": time.perf_counter() - t0,
-                         "exact_bytes": exact_memory_bytes(int(n), len(test), features.shape[1])})
-            log(f"n={n} {model.method_}{'' if m is None else f' m={m}'}: MAE {rows[-1]['mae']:.4f} "
-                f"({rows[-1]['seconds']:.1f} s)")
+            rows.append(
+                {
+                    "n": int(n),
+                    "method": model.method_,
+                    "inducing": m,
+                    "inducing_used": used,
+                    "mae": float(np.abs(err).mean()),
+                    "rmse": float(np.sqrt((err**2).mean())),
+                    "seconds": time.perf_counter() - t0,
+                    "exact_bytes": exact_memory_bytes(int(n), len(test), features.shape[1]),
+                }
+            )
+            log(
+                f"n={n} {model.method_}{'' if m is None else f' m={m}'}: MAE {rows[-1]['mae']:.4f} "
+                f"({rows[-1]['seconds']:.1f} s)"
+            )
     return rows
 
 
 def markdown(rows: list[dict], title: str) -> str:
     """The table of :func:`sparse_accuracy`'s rows, with the change against exact per n."""
     exact = {r["n"]: r for r in rows if r["method"] == "exact"}
-    lines = [f"# {title}", "", "| labelled n | method | test MAE | vs exact | test RMSE | vs exact | seconds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        "| labelled n | method | test MAE | vs exact | test RMSE | vs exact | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         e = exact[r["n"]]
-        name = "exact" if r["method"] == "exact" else f"SGPR, m = {r['inducing_used']}" + (
-            f" (asked {r['inducing']}, capped at the fit points)" if r["inducing_used"] != r["inducing"] else "")
-        lines.append(f"| {r['n']} | {name} | {r['mae']:.4f} | {100 * (r['mae'] / e['mae'] - 1):+.1f}% | "
-                     f"{r['rmse']:.4f} | {100 * (r['rmse'] / e['rmse'] - 1):+.1f}% | {r['seconds']:.1f} |")
+        name = (
+            "exact"
+            if r["method"] == "exact"
+            else f"SGPR, m = {r['inducing_used']}"
+            + (f" (asked {r['inducing']}, capped at the fit points)" if r["inducing_used"] != r["inducing"] else "")
+        )
+        lines.append(
+            f"| {r['n']} | {name} | {r['mae']:.4f} | {100 * (r['mae'] / e['mae'] - 1):+.1f}% | "
+            f"{r['rmse']:.4f} | {100 * (r['rmse'] / e['rmse'] - 1):+.1f}% | {r['seconds']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -86,14 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         features = Embedding("composition")(data.dataset, np.empty(0, dtype=np.int64))
         source = "composition"
     sizes = [min(int(s), len(data.train)) for s in args.sizes.split(",")]
-    rows = sparse_accuracy(features, data.y, data.train, data.test, sizes=sizes,
-                           inducing=[int(m) for m in args.inducing.split(",")])
+    rows = sparse_accuracy(
+        features, data.y, data.train, data.test, sizes=sizes, inducing=[int(m) for m in args.inducing.split(",")]
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": data.name, "target": data.target, "features": source, "n_test": len(data.test), "rows": rows}
     (out / "sparse.json").write_text(json.dumps(meta, indent=1))
-    (out / "sparse.md").write_text(markdown(rows, f"Exact GP against SGPR: {data.name}, `{data.target}`, "
-                                                  f"features `{source}`, {len(data.test)} test structures") + "\n")
+    (out / "sparse.md").write_text(
+        markdown(
+            rows,
+            f"Exact GP against SGPR: {data.name}, `{data.target}`, "
+            f"features `{source}`, {len(data.test)} test structures",
+        )
+        + "\n"
+    )
     print((out / "sparse.md").read_text())
     return 0
 

@@ -30,6 +30,7 @@ nothing):
    and every mean lies within 2 points (the paper's seed spread); not supported: some CI lies
    wholly beyond ``NEGLIGIBLE`` on either side; otherwise inconclusive.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,8 +74,10 @@ def complete_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 def _by_seed(df: pd.DataFrame) -> dict[tuple[str, str, int], dict[int, float]]:
     """``{(variant, strategy, percent): {seed: accuracy}}``."""
-    return {(v, n, int(p)): dict(zip(g.seed.astype(int), g.accuracy.astype(float)))
-            for (v, n, p), g in df.groupby(["variant", "strategy", "percent"])}
+    return {
+        (v, n, int(p)): dict(zip(g.seed.astype(int), g.accuracy.astype(float)))
+        for (v, n, p), g in df.groupby(["variant", "strategy", "percent"])
+    }
 
 
 def standard_by_seed(df: pd.DataFrame) -> dict[int, float]:
@@ -106,9 +109,16 @@ def areas(df: pd.DataFrame) -> pd.DataFrame:
     labelled %); columns variant, strategy, seed, area."""
     rows = []
     for (variant, name, seed), run in complete_runs(df[df.variant != "standard"]).groupby(
-            ["variant", "strategy", "seed"]):
-        rows.append({"variant": variant, "strategy": name, "seed": int(seed),
-                     "area": curve_area(run.percent.to_numpy(), run.accuracy.to_numpy())})
+        ["variant", "strategy", "seed"]
+    ):
+        rows.append(
+            {
+                "variant": variant,
+                "strategy": name,
+                "seed": int(seed),
+                "area": curve_area(run.percent.to_numpy(), run.accuracy.to_numpy()),
+            }
+        )
     return pd.DataFrame(rows, columns=["variant", "strategy", "seed", "area"])
 
 
@@ -130,8 +140,9 @@ def area_table(a: pd.DataFrame, variant: str) -> str:
         mine = _area_by_seed(a, variant, [name])
         iv = mean_interval(list(mine.values()))
         diff = paired_interval(mine, rnd) if name != "random" and rnd else None
-        lines.append(f"| {name} | {iv.mean:.1f} [{iv.lo:.1f}, {iv.hi:.1f}] | "
-                     f"{_fmt(diff) if diff is not None else ''} | {iv.n} |")
+        lines.append(
+            f"| {name} | {iv.mean:.1f} [{iv.lo:.1f}, {iv.hi:.1f}] | {_fmt(diff) if diff is not None else ''} | {iv.n} |"
+        )
     return "\n".join(lines)
 
 
@@ -180,8 +191,10 @@ def labels_to_reach(df: pd.DataFrame, target: float) -> dict[str, dict[str, dict
 def reach_table(reach: dict[str, dict[str, dict]], target: float) -> str:
     """Markdown: labels each strategy needs to reach ``target`` (both variants side by side)."""
     variants = [v for v in ("keep", "reset") if v in reach]
-    lines = ["| strategy | " + " | ".join(f"weights {'kept' if v == 'keep' else 'reset'}" for v in variants) + " |",
-             "|---" * (len(variants) + 1) + "|"]
+    lines = [
+        "| strategy | " + " | ".join(f"weights {'kept' if v == 'keep' else 'reset'}" for v in variants) + " |",
+        "|---" * (len(variants) + 1) + "|",
+    ]
     names = order({n for v in variants for n in reach[v]})
     for name in names:
         cells = []
@@ -225,9 +238,15 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
     keep = df[df.variant == "keep"]
     unc = [n for n in UNCERTAINTY if n in set(keep.strategy)]
     if std_mean is None or not unc or "random" not in set(keep.strategy):
-        out.append({"claim": claim, "variant": "keep", "verdict": "inconclusive",
-                    "evidence": "needs the standard run, random and the uncertainty strategies (weights kept)",
-                    "numbers": {}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "keep",
+                "verdict": "inconclusive",
+                "evidence": "needs the standard run, random and the uncertainty strategies (weights kept)",
+                "numbers": {},
+            }
+        )
     else:
         reach = labels_to_reach(df, std_mean)["keep"]
         firsts = [reach[n]["percent"] if reach[n]["percent"] is not None else 110 for n in unc]
@@ -240,27 +259,55 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         r = mids[mids.strategy == "random"].groupby("seed").accuracy.mean().to_dict()
         D = paired_interval(u, r)
         if D is None:
-            out.append({"claim": claim, "variant": "keep", "verdict": "inconclusive",
-                        "evidence": "no seed has both random and every uncertainty strategy", "numbers": {}})
+            out.append(
+                {
+                    "claim": claim,
+                    "variant": "keep",
+                    "verdict": "inconclusive",
+                    "evidence": "no seed has both random and every uncertainty strategy",
+                    "numbers": {},
+                }
+            )
         else:
             verdict = _verdict(A <= 70 and A < R and _ok(D) and D.lo > 0, A > 80 or (_ok(D) and D.hi < NEGLIGIBLE))
             when = lambda x: "never" if x > 100 else f"{x:g}%"  # noqa: E731
-            out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
-                f"standard run {std_mean:.1f}%; the uncertainty strategies first reach it at {when(A)} labelled "
-                f"(median over {len(unc)}; each: " + ", ".join(f"{n} {when(f)}" for n, f in zip(unc, firsts))
-                + f"), random at {when(R)}; uncertainty minus random over {'/'.join(map(str, MID_FRACTIONS))}% "
-                f"labelled: {D.format()} points (95% CI over {D.n} seeds)"),
-                "numbers": {"standard": std_mean, "median_first_percent": A, "random_first_percent": R,
-                            "first_percent": dict(zip(unc, firsts)), "mid_difference": D._asdict()}})
+            out.append(
+                {
+                    "claim": claim,
+                    "variant": "keep",
+                    "verdict": verdict,
+                    "evidence": (
+                        f"standard run {std_mean:.1f}%; the uncertainty strategies first reach it at {when(A)} "
+                        "labelled "
+                        f"(median over {len(unc)}; each: "
+                        + ", ".join(f"{n} {when(f)}" for n, f in zip(unc, firsts))
+                        + f"), random at {when(R)}; uncertainty minus random over {'/'.join(map(str, MID_FRACTIONS))}% "
+                        f"labelled: {D.format()} points (95% CI over {D.n} seeds)"
+                    ),
+                    "numbers": {
+                        "standard": std_mean,
+                        "median_first_percent": A,
+                        "random_first_percent": R,
+                        "first_percent": dict(zip(unc, firsts)),
+                        "mid_difference": D._asdict(),
+                    },
+                }
+            )
 
     # 2. centre of mass and UMAP rise more slowly than the uncertainty strategies
     claim = "Centre of mass and UMAP gain accuracy more slowly"
     unc_area = _area_by_seed(a, "keep", [n for n in UNCERTAINTY if n in set(a[a.variant == "keep"].strategy)])
     subs = [n for n in ("center_of_mass", "umap") if n in set(a[a.variant == "keep"].strategy)]
     if not subs or not unc_area:
-        out.append({"claim": claim, "variant": "keep", "verdict": "inconclusive",
-                    "evidence": "needs center_of_mass/umap and the uncertainty strategies (weights kept)",
-                    "numbers": {}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "keep",
+                "verdict": "inconclusive",
+                "evidence": "needs center_of_mass/umap and the uncertainty strategies (weights kept)",
+                "numbers": {},
+            }
+        )
     else:
         ivs = {n: paired_interval(_area_by_seed(a, "keep", [n]), unc_area) for n in subs}
         rnd = _area_by_seed(a, "keep", ["random"])
@@ -268,38 +315,76 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         slower = [_ok(iv) and iv.hi < 0 for iv in ivs.values()]
         not_slower = [_ok(iv) and iv.lo > -NEGLIGIBLE for iv in ivs.values()]
         verdict = _verdict(len(subs) == 2 and all(slower), any(not_slower))
-        out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
-            "learning-curve area minus the uncertainty strategies' mean area: "
-            + "; ".join(f"{n} {ivs[n].format()}" for n in subs)
-            + (" points; minus random's: " + "; ".join(f"{n} {vs_random[n].format()}" for n in subs if vs_random.get(n))
-               if vs_random else "") + " points (95% CI over seeds)"
-            + ("" if len(subs) == 2 else f"; only {subs[0]} was run")),
-            "numbers": {"minus_uncertainty": {n: iv._asdict() for n, iv in ivs.items() if iv},
-                        "minus_random": {n: iv._asdict() for n, iv in vs_random.items() if iv}}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "keep",
+                "verdict": verdict,
+                "evidence": (
+                    "learning-curve area minus the uncertainty strategies' mean area: "
+                    + "; ".join(f"{n} {ivs[n].format()}" for n in subs)
+                    + (
+                        " points; minus random's: "
+                        + "; ".join(f"{n} {vs_random[n].format()}" for n in subs if vs_random.get(n))
+                        if vs_random
+                        else ""
+                    )
+                    + " points (95% CI over seeds)"
+                    + ("" if len(subs) == 2 else f"; only {subs[0]} was run")
+                ),
+                "numbers": {
+                    "minus_uncertainty": {n: iv._asdict() for n, iv in ivs.items() if iv},
+                    "minus_random": {n: iv._asdict() for n, iv in vs_random.items() if iv},
+                },
+            }
+        )
 
     # 3. learning loss lags behind the other strategies
     claim = "Learning loss lags behind the other strategies"
     names = set(a[a.variant == "keep"].strategy)
     others = sorted(names - {"learning_loss"})
     if "learning_loss" not in names or not others:
-        out.append({"claim": claim, "variant": "keep", "verdict": "inconclusive",
-                    "evidence": "needs learning_loss and other strategies (weights kept)", "numbers": {}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "keep",
+                "verdict": "inconclusive",
+                "evidence": "needs learning_loss and other strategies (weights kept)",
+                "numbers": {},
+            }
+        )
     else:
         iv = paired_interval(_area_by_seed(a, "keep", ["learning_loss"]), _area_by_seed(a, "keep", others))
         rnd = _area_by_seed(a, "keep", ["random"])
         vr = paired_interval(_area_by_seed(a, "keep", ["learning_loss"]), rnd) if rnd else None
         verdict = _verdict(_ok(iv) and iv.hi < 0, _ok(iv) and iv.lo > -NEGLIGIBLE)
-        out.append({"claim": claim, "variant": "keep", "verdict": verdict, "evidence": (
-            f"learning-curve area minus the mean of the other {len(others)} strategies: {iv.format()} points"
-            + (f"; minus random's: {vr.format()} points" if vr is not None else "") + " (95% CI over seeds)"),
-            "numbers": {"minus_others": iv._asdict(), "minus_random": vr._asdict() if vr is not None else None}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "keep",
+                "verdict": verdict,
+                "evidence": (
+                    f"learning-curve area minus the mean of the other {len(others)} strategies: {iv.format()} points"
+                    + (f"; minus random's: {vr.format()} points" if vr is not None else "")
+                    + " (95% CI over seeds)"
+                ),
+                "numbers": {"minus_others": iv._asdict(), "minus_random": vr._asdict() if vr is not None else None},
+            }
+        )
 
     # 4. with weights reset every strategy ends at the standard result
     claim = "With weights reset, all strategies end at the standard result"
     reset = df[df.variant == "reset"]
     if reset.empty or not std:
-        out.append({"claim": claim, "variant": "reset", "verdict": "inconclusive",
-                    "evidence": "needs the reset variant and the standard run", "numbers": {}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "reset",
+                "verdict": "inconclusive",
+                "evidence": "needs the reset variant and the standard run",
+                "numbers": {},
+            }
+        )
     else:
         last = int(reset.percent.max())
         acc = _by_seed(reset)
@@ -308,21 +393,35 @@ def claim_verdicts(df: pd.DataFrame) -> list[dict]:
         means = np.array([iv.mean for iv in ivs.values()])
         excludes = [_ok(iv) and (iv.lo > 0 or iv.hi < 0) for iv in ivs.values()]
         far = [_ok(iv) and (iv.lo > NEGLIGIBLE or iv.hi < -NEGLIGIBLE) for iv in ivs.values()]
-        verdict = _verdict(all(_ok(iv) for iv in ivs.values()) and not any(excludes)
-                           and bool(np.all(np.abs(means) <= CONVERGED)), any(far))
+        verdict = _verdict(
+            all(_ok(iv) for iv in ivs.values()) and not any(excludes) and bool(np.all(np.abs(means) <= CONVERGED)),
+            any(far),
+        )
         worst = max(ivs, key=lambda n: abs(ivs[n].mean))
-        out.append({"claim": claim, "variant": "reset", "verdict": verdict, "evidence": (
-            f"last round ({last}% labelled) minus the standard run, same seed: means from {means.min():+.1f} to "
-            f"{means.max():+.1f} points over {len(ivs)} strategies; {sum(excludes)} interval(s) exclude 0; "
-            f"largest: {worst} {ivs[worst].format()} (95% CI over seeds)"),
-            "numbers": {"minus_standard": {n: iv._asdict() for n, iv in ivs.items()}}})
+        out.append(
+            {
+                "claim": claim,
+                "variant": "reset",
+                "verdict": verdict,
+                "evidence": (
+                    f"last round ({last}% labelled) minus the standard run, same seed: means from "
+                    f"{means.min():+.1f} to "
+                    f"{means.max():+.1f} points over {len(ivs)} strategies; {sum(excludes)} interval(s) exclude 0; "
+                    f"largest: {worst} {ivs[worst].format()} (95% CI over seeds)"
+                ),
+                "numbers": {"minus_standard": {n: iv._asdict() for n, iv in ivs.items()}},
+            }
+        )
     return out
 
 
 def verdicts_markdown(verdicts: list[dict]) -> str:
     """A numbered list: claim, verdict in bold, the numbers."""
-    return "\n".join(f"{k}. {v['claim']} ({'weights kept' if v['variant'] == 'keep' else 'weights reset'}): "
-                     f"**{v['verdict']}**. {v['evidence']}." for k, v in enumerate(verdicts, 1))
+    return "\n".join(
+        f"{k}. {v['claim']} ({'weights kept' if v['variant'] == 'keep' else 'weights reset'}): "
+        f"**{v['verdict']}**. {v['evidence']}."
+        for k, v in enumerate(verdicts, 1)
+    )
 
 
 def plot_differences(paired: pd.DataFrame, path: Path, plt) -> None:
@@ -340,12 +439,21 @@ def plot_differences(paired: pd.DataFrame, path: Path, plt) -> None:
                 continue
             x = part.percent.to_numpy() + (k - 0.5) * 1.2
             m = part["mean"].to_numpy()
-            ax.errorbar(x, m, yerr=[m - part.lo.to_numpy(), part.hi.to_numpy() - m], fmt="o-", ms=3, lw=1,
-                        capsize=2, color=colors[variant], label=f"weights {'kept' if variant == 'keep' else 'reset'}")
+            ax.errorbar(
+                x,
+                m,
+                yerr=[m - part.lo.to_numpy(), part.hi.to_numpy() - m],
+                fmt="o-",
+                ms=3,
+                lw=1,
+                capsize=2,
+                color=colors[variant],
+                label=f"weights {'kept' if variant == 'keep' else 'reset'}",
+            )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("minus random (points)", fontsize=8)

@@ -5,6 +5,7 @@ its own folder under ``out/runs/<variant>/<strategy>/seed<k>``, plus one "standa
 that trains on the whole training set for one round of the same number of epochs. Finished cells
 are skipped and interrupted ones resumed, so re-running the same command continues a grid.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ from alkernels import strategies as strategies_mod
 from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
 from alkernels.loop.loop import ActiveLearningLoop
-from alkernels.loop.rundir import (RunDirectory, SettingsChangedError, atomic_write_bytes, claim_folder, read_records,
-                                   settings_changes)
+from alkernels.loop.rundir import (
+    RunDirectory,
+    SettingsChangedError,
+    atomic_write_bytes,
+    claim_folder,
+    read_records,
+    settings_changes,
+)
 from alkernels.models import paper_classifier
 
 #: Weight-reset variants: "keep" carries weights over between rounds (the paper's Table 1),
@@ -88,26 +95,51 @@ PRESETS: dict[str, Preset] = {
     # in-cell graphs; 70/20/10 split within each crystal family (validation part unused).
     # On a GPU: the auto backend picks the Triton kernels, whose matmuls take TF32 inputs
     # (float32 accumulation; --precision fp32 or bf16 to change).
-    "paper": Preset("paper", structures=None, split=(0.7, 0.2, 0.1), cutoff=20.0, graph_mode="matsciml",
-                    epochs=25, lr=1e-4, precision="tf32"),
+    "paper": Preset(
+        "paper",
+        structures=None,
+        split=(0.7, 0.2, 0.1),
+        cutoff=20.0,
+        graph_mode="matsciml",
+        epochs=25,
+        lr=1e-4,
+        precision="tf32",
+    ),
     # CPU-sized: same schedule (10% chunks, 10 rounds), 300 structures (240 train / 60 test),
     # periodic graphs with a 4 A cutoff, 1 epoch per round at lr 1e-3 to make up for the epochs.
     # A smoke test of the whole pipeline (the model does not learn at this size).
-    "quick": Preset("quick", structures=300, split=(0.8, 0.2), cutoff=4.0, graph_mode="periodic",
-                    epochs=1, lr=1e-3),
+    "quick": Preset("quick", structures=300, split=(0.8, 0.2), cutoff=4.0, graph_mode="periodic", epochs=1, lr=1e-3),
     # The CPU study (experiments/spacegroup/README.md): 2,500 generated perovskite-derived cells
     # (2,000 train / 500 test, 17 space groups, majority class 22.8% of the test split), the paper's
     # schedule (10% chunks, 10 rounds) with 3 epochs per round at lr 1e-3, fused kernels. Chosen by the
     # scale search (experiments/spacegroup/scale/): the standard run clears 1.5x the majority rate and
     # random's curve still rises at 100%, for about 1.2 core-minutes per AL run.
-    "cpu": Preset("cpu", structures=None, split=(0.8, 0.2), cutoff=4.5, graph_mode="periodic",
-                  epochs=3, lr=1e-3, dataset="perovskite:2500"),
+    "cpu": Preset(
+        "cpu",
+        structures=None,
+        split=(0.8, 0.2),
+        cutoff=4.5,
+        graph_mode="periodic",
+        epochs=3,
+        lr=1e-3,
+        dataset="perovskite:2500",
+    ),
     # The first five minutes (make demo): 2,500 generated perovskite-derived cells (2,000 train /
     # 500 test), 10% to 50% labelled in 5 rounds of 8 epochs, fused kernels. The model learns the
     # tilt systems and polar distortions within that budget, so strategies can differ.
-    "demo": Preset("demo", structures=None, split=(0.8, 0.2), cutoff=4.5, graph_mode="periodic",
-                   rounds=5, epochs=8, lr=1e-3, dataset="perovskite:2500"),
+    "demo": Preset(
+        "demo",
+        structures=None,
+        split=(0.8, 0.2),
+        cutoff=4.5,
+        graph_mode="periodic",
+        rounds=5,
+        epochs=8,
+        lr=1e-3,
+        dataset="perovskite:2500",
+    ),
 }
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -140,26 +172,58 @@ def grid(strategy_names: Sequence[str], seeds: int, variants: Sequence[str]) -> 
     return cells
 
 
-def cell_loop(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
-              progress: bool = False, distributed: bool = False) -> ActiveLearningLoop:
+def cell_loop(
+    cell: Cell,
+    data: DatasetSplit,
+    preset: Preset,
+    out: Path,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+    distributed: bool = False,
+) -> ActiveLearningLoop:
     """The :class:`ActiveLearningLoop` of one cell (not yet run), writing to ``cell.folder(out)``."""
     n = len(data.train)
     standard = cell.variant == "standard"
     return ActiveLearningLoop(
         partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
         strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
-        data.train, data.test,
-        initial=n if standard else preset.initial, query_size=preset.query_size,
-        rounds=1 if standard else preset.rounds, epochs=preset.epochs, epoch_budget=preset.epoch_budget,
-        reset_weights=cell.variant == "reset", seed=cell.seed, out_dir=cell.folder(out),
-        batch_size=preset.batch_size, lr=preset.lr, weight_decay=preset.weight_decay, device=device,
-        progress=progress, distributed=distributed,
-        metadata={"variant": cell.variant, "dataset": data.name, "preset": preset.name,
-                  **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {})})
+        data.train,
+        data.test,
+        initial=n if standard else preset.initial,
+        query_size=preset.query_size,
+        rounds=1 if standard else preset.rounds,
+        epochs=preset.epochs,
+        epoch_budget=preset.epoch_budget,
+        reset_weights=cell.variant == "reset",
+        seed=cell.seed,
+        out_dir=cell.folder(out),
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        weight_decay=preset.weight_decay,
+        device=device,
+        progress=progress,
+        distributed=distributed,
+        metadata={
+            "variant": cell.variant,
+            "dataset": data.name,
+            "preset": preset.name,
+            **({"label_mode": data.label_mode} if data.label_mode != "spacegroup" else {}),
+        },
+    )
 
 
-def run_cell(cell: Cell, data: DatasetSplit, preset: Preset, out: Path, *, device: str = "cpu",
-             progress: bool = False, distributed: bool = False, restart_round: bool = False) -> dict:
+def run_cell(
+    cell: Cell,
+    data: DatasetSplit,
+    preset: Preset,
+    out: Path,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+    distributed: bool = False,
+    restart_round: bool = False,
+) -> dict:
     """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``. With
     ``distributed=True`` every rank of the torchrun job calls it for the same cell;
     ``restart_round`` discards a damaged checkpoint of the cell (see ``ActiveLearningLoop.run``)."""
@@ -188,15 +252,20 @@ class CellsFailedError(RuntimeError):
 _WORKER: dict = {}
 
 
-def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, threads: int,
-                 restart_round: bool) -> None:
+def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, threads: int, restart_round: bool) -> None:
     torch.set_num_threads(threads)  # torch and the fused C++ kernels share one OpenMP pool
     _WORKER.update(data=data, preset=preset, out=out, device=device, restart_round=restart_round)
 
 
 def _run_in_worker(cell: Cell) -> dict:
-    return run_cell(cell, _WORKER["data"], _WORKER["preset"], _WORKER["out"], device=_WORKER["device"],
-                    restart_round=_WORKER["restart_round"])
+    return run_cell(
+        cell,
+        _WORKER["data"],
+        _WORKER["preset"],
+        _WORKER["out"],
+        device=_WORKER["device"],
+        restart_round=_WORKER["restart_round"],
+    )
 
 
 def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], data: DatasetSplit) -> bool:
@@ -223,8 +292,10 @@ def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], da
             return False
         changed = settings_changes(run_dir.read_config(), config(), recorded_only=True)
         if changed:
-            raise SettingsChangedError(f"{folder} holds a finished run with other settings ({'; '.join(changed)}); "
-                                       "use the original settings or another output folder")
+            raise SettingsChangedError(
+                f"{folder} holds a finished run with other settings ({'; '.join(changed)}); "
+                "use the original settings or another output folder"
+            )
         return True
     run = packed.get(str(folder.relative_to(out)))
     if run is None or len(run["records"]) != want:
@@ -241,10 +312,21 @@ def _packed_runs(out: Path) -> dict[str, dict]:
     return {r["run"]: r for r in runs}
 
 
-def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, strategy_names: Sequence[str],
-              seeds: int = 3, variants: Sequence[str] = VARIANTS, processes: int = 1,
-              threads: int | None = None, device: str = "cpu", log: Callable[[str], None] = print,
-              distributed: bool = False, restart_round: bool = False) -> dict:
+def reproduce(
+    data: DatasetSplit,
+    preset: Preset,
+    out: str | os.PathLike,
+    *,
+    strategy_names: Sequence[str],
+    seeds: int = 3,
+    variants: Sequence[str] = VARIANTS,
+    processes: int = 1,
+    threads: int | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    distributed: bool = False,
+    restart_round: bool = False,
+) -> dict:
     """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
 
     ``experiment.json`` (settings, split labels, accumulated wall time, seconds per finished cell)
@@ -303,23 +385,34 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
                 clashes.append((c, err))
         if clashes:
             names = ", ".join(str(c.folder(out).relative_to(out)) for c, _ in clashes)
-            raise SettingsChangedError(f"{len(clashes)} run folder(s) of {out} hold other settings ({names}); "
-                                       f"the first: {clashes[0][1]}")
+            raise SettingsChangedError(
+                f"{len(clashes)} run folder(s) of {out} hold other settings ({names}); the first: {clashes[0][1]}"
+            )
         return todo
 
     todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
     per_worker = threads_per_worker(processes, threads)
-    log(f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
-        f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)")
+    log(
+        f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
+        f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)"
+    )
     t0 = time.perf_counter()
     meta_path = out / "experiment.json"
     previous = json.loads(meta_path.read_text()) if writes and meta_path.exists() else {}
     meta = {
-        "dataset": data.name, "preset": asdict(preset), "strategies": list(strategy_names),
-        "seeds": seeds, "variants": list(variants), "processes": processes, "threads": per_worker,
-        "n_train": len(data.train), "n_test": len(data.test),
-        "train_spacegroups": data.train_labels.tolist(), "test_spacegroups": data.test_labels.tolist(),
-        "wall_seconds": previous.get("wall_seconds", 0.0), "cell_seconds": previous.get("cell_seconds", {}),
+        "dataset": data.name,
+        "preset": asdict(preset),
+        "strategies": list(strategy_names),
+        "seeds": seeds,
+        "variants": list(variants),
+        "processes": processes,
+        "threads": per_worker,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "train_spacegroups": data.train_labels.tolist(),
+        "test_spacegroups": data.test_labels.tolist(),
+        "wall_seconds": previous.get("wall_seconds", 0.0),
+        "cell_seconds": previous.get("cell_seconds", {}),
     }
 
     def save_meta() -> None:
@@ -339,8 +432,10 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
         bar.set_postfix_str(f"{cell.variant}/{cell.strategy}/seed{cell.seed} {res['seconds']:.0f} s")
         done.append(cell)
         if bar.disable and writes:  # no terminal: a line per run instead of the bar
-            log(f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
-                f"({len(done)}/{len(todo)})")
+            log(
+                f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
+                f"({len(done)}/{len(todo)})"
+            )
 
     failures: dict[str, BaseException] = {}
 
@@ -352,8 +447,12 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
     if processes > 1 and todo:
         ctx = get_context("spawn")
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
-        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(data, preset, out, device, per_worker, restart_round)) as pool:
+        with ProcessPoolExecutor(
+            processes,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(data, preset, out, device, per_worker, restart_round),
+        ) as pool:
             futures = {pool.submit(_run_in_worker, c): c for c in todo}
             for fut in as_completed(futures):
                 try:
@@ -367,8 +466,9 @@ def reproduce(data: DatasetSplit, preset: Preset, out: str | os.PathLike, *, str
             torch.set_num_threads(threads)
         for cell in todo:
             try:
-                res = run_cell(cell, data, preset, out, device=device, distributed=distributed,
-                               restart_round=restart_round)
+                res = run_cell(
+                    cell, data, preset, out, device=device, distributed=distributed, restart_round=restart_round
+                )
             except Exception as err:
                 if distributed:  # the ranks run each cell together: all stop (DistributedError says where)
                     raise

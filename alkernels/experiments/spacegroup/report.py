@@ -8,6 +8,7 @@ Everything is recomputed from the runs (each run's ``config.json`` and ``records
 regenerated at any time, also from a partly finished grid. Means and standard deviations are
 over seeds (sample std, ddof = 1; 0 for a single seed).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ except ImportError as err:
     raise missing_extra("study", __name__, err) from err
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup import analysis
-from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY, order as _order
-
+from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY
+from alkernels.experiments.spacegroup.analysis import order as _order
 
 #: One line per run: ``{"run": <folder relative to the grid>, "config": {...}, "records": [...]}``.
 COMPACT_RUNS = "runs.jsonl"
@@ -72,13 +73,20 @@ def collect(runs: list[dict]) -> pd.DataFrame:
     for run in runs:
         config = run["config"]
         for r in run["records"]:
-            rows.append({
-                "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
-                "strategy": config["strategy"], "seed": config["seed"], "round": r["round"],
-                "percent": int(round(100 * r["labelled_fraction"])), "count": r["labelled_count"],
-                "accuracy": 100 * r["accuracy"],
-                "loss": r["loss"], "train_seconds": r["train_seconds"], "query_seconds": r["query_seconds"],
-            })
+            rows.append(
+                {
+                    "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
+                    "strategy": config["strategy"],
+                    "seed": config["seed"],
+                    "round": r["round"],
+                    "percent": int(round(100 * r["labelled_fraction"])),
+                    "count": r["labelled_count"],
+                    "accuracy": 100 * r["accuracy"],
+                    "loss": r["loss"],
+                    "train_seconds": r["train_seconds"],
+                    "query_seconds": r["query_seconds"],
+                }
+            )
     if not rows:
         raise ValueError("no run records found (neither runs/**/records.jsonl nor runs.jsonl)")
     return pd.DataFrame(rows)
@@ -91,12 +99,17 @@ def _std(x: pd.Series) -> float:
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (variant, strategy, percent) of accuracy (%), loss and times."""
     g = df.groupby(["variant", "strategy", "percent"])
-    return pd.DataFrame({
-        "acc_mean": g["accuracy"].mean(), "acc_std": g["accuracy"].agg(_std),
-        "loss_mean": g["loss"].mean(), "loss_std": g["loss"].agg(_std),
-        "train_seconds": g["train_seconds"].mean(), "query_seconds": g["query_seconds"].mean(),
-        "seeds": g["seed"].nunique(),
-    }).reset_index()
+    return pd.DataFrame(
+        {
+            "acc_mean": g["accuracy"].mean(),
+            "acc_std": g["accuracy"].agg(_std),
+            "loss_mean": g["loss"].mean(),
+            "loss_std": g["loss"].agg(_std),
+            "train_seconds": g["train_seconds"].mean(),
+            "query_seconds": g["query_seconds"].mean(),
+            "seeds": g["seed"].nunique(),
+        }
+    ).reset_index()
 
 
 def _standard(summary: pd.DataFrame) -> tuple[float, float, float, float] | None:
@@ -113,8 +126,7 @@ def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
     part = summary[summary.variant == variant]
     percents = sorted(part.percent.unique())
     std = _standard(summary)
-    lines = ["| strategy | " + " | ".join(f"{p}%" for p in percents) + " |",
-             "|---" * (len(percents) + 1) + "|"]
+    lines = ["| strategy | " + " | ".join(f"{p}%" for p in percents) + " |", "|---" * (len(percents) + 1) + "|"]
     for name in _order(part.strategy.unique()):
         cells = []
         for p in percents:
@@ -127,12 +139,15 @@ def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
             cells.append(f"**{text}**" if std is not None and m >= std[0] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if std is not None:
-        lines.append("| standard (full data) | " + " | " * (len(percents) - 1)
-                     + f"{std[0]:.1f} +- {std[1]:.1f} |")
+        lines.append("| standard (full data) | " + " | " * (len(percents) - 1) + f"{std[0]:.1f} +- {std[1]:.1f} |")
     seeds = part.groupby("strategy").seeds.min()
     if seeds.nunique() > 1:
-        lines += ["", "Seeds per strategy differ (an unfinished grid): "
-                  + ", ".join(f"{n} {seeds[n]}" for n in _order(seeds.index)) + "."]
+        lines += [
+            "",
+            "Seeds per strategy differ (an unfinished grid): "
+            + ", ".join(f"{n} {seeds[n]}" for n in _order(seeds.index))
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -143,8 +158,12 @@ def console_tables(out: str | os.PathLike) -> str:
     for variant in ("keep", "reset"):
         if variant in set(summary.variant):
             title = "weights kept" if variant == "keep" else "weights reset"
-            parts += [f"Test accuracy (%), {title} between rounds (mean +- std over seeds; "
-                      "**bold**: at or above the standard run):", accuracy_table(summary, variant), ""]
+            parts += [
+                f"Test accuracy (%), {title} between rounds (mean +- std over seeds; "
+                "**bold**: at or above the standard run):",
+                accuracy_table(summary, variant),
+                "",
+            ]
     return "\n".join(parts)
 
 
@@ -188,15 +207,14 @@ def claims(summary: pd.DataFrame) -> dict:
     return out
 
 
-
-def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path,
-                 majority: float | None = None) -> None:
+def _plot_metric(summary: pd.DataFrame, metric: str, ylabel: str, path: Path, majority: float | None = None) -> None:
     """Curves of ``metric`` per strategy and variant; ``majority``: the test accuracy (%) of
     always predicting the most frequent class, drawn as a dotted line."""
     plt = pyplot()
     variants = [v for v in ("keep", "reset") if v in set(summary.variant)]
-    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, max(len(variants), 1), figsize=(7 * max(len(variants), 1), 5), squeeze=False, sharey=True
+    )
     std = summary[summary.variant == "standard"]
     cmap = plt.get_cmap("tab20")
     for ax, variant in zip(axes[0], variants):
@@ -278,48 +296,85 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     head = ["# Active learning for space-group classification: test accuracy (%)", ""]
     if meta:
         p = meta["preset"]
-        epochs = (f"{p['epochs']} epoch(s) per round" if p.get("epoch_budget") is None else
-                  f"an epoch budget of {p['epoch_budget']:g} full-training-set epochs per run")
-        head += [f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} train / "
-                 f"{meta['n_test']} test structures, {p['rounds']} rounds of {p['query_size']:.0%} "
-                 f"chunks, {epochs}, AdamW lr {p['lr']:g}, batch {p['batch_size']}, "
-                 f"{p['graph_mode']} graphs with a {p['cutoff']:g} A cutoff, T = {p['passes']} MC passes, "
-                 f"seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min with "
-                 f"{meta['processes']} process(es).", ""]
+        epochs = (
+            f"{p['epochs']} epoch(s) per round"
+            if p.get("epoch_budget") is None
+            else f"an epoch budget of {p['epoch_budget']:g} full-training-set epochs per run"
+        )
+        head += [
+            f"Dataset `{meta['dataset']}`, preset `{p['name']}`: {meta['n_train']} train / "
+            f"{meta['n_test']} test structures, {p['rounds']} rounds of {p['query_size']:.0%} "
+            f"chunks, {epochs}, AdamW lr {p['lr']:g}, batch {p['batch_size']}, "
+            f"{p['graph_mode']} graphs with a {p['cutoff']:g} A cutoff, T = {p['passes']} MC passes, "
+            f"seeds {meta['seeds']}. Wall time {meta['wall_seconds'] / 60:.1f} min with "
+            f"{meta['processes']} process(es).",
+            "",
+        ]
         planned = meta["seeds"] * (1 + len(meta["strategies"]) * len(meta["variants"]))
         done = analysis.complete_runs(df).groupby(["variant", "strategy", "seed"]).ngroups
         if done < planned:
-            per = analysis.complete_runs(df).groupby("variant").apply(
-                lambda g: g.groupby(["strategy", "seed"]).ngroups, include_groups=False)
-            head += [f"**Unfinished grid: {done} of {planned} runs complete** ("
-                     + ", ".join(f"{v} {int(per[v])}" for v in ("standard", "keep", "reset") if v in per)
-                     + "); the tables use the finished rounds, the statistics only complete runs.", ""]
+            per = (
+                analysis.complete_runs(df)
+                .groupby("variant")
+                .apply(lambda g: g.groupby(["strategy", "seed"]).ngroups, include_groups=False)
+            )
+            head += [
+                f"**Unfinished grid: {done} of {planned} runs complete** ("
+                + ", ".join(f"{v} {int(per[v])}" for v in ("standard", "keep", "reset") if v in per)
+                + "); the tables use the finished rounds, the statistics only complete runs.",
+                "",
+            ]
     head += ["Mean +- std over seeds; **bold**: at or above the standard (full-data) run's mean.", ""]
     body = []
     for variant in ("keep", "reset"):
         if variant in set(summary.variant):
-            body += [f"## Weights {'kept' if variant == 'keep' else 'reset to the initial ones'} "
-                     "between rounds", "", accuracy_table(summary, variant), "",
-                     "Seconds per round (mean over rounds and seeds):", "", timing_table(summary, variant), ""]
-    body += ["## Paired difference to random", "",
-             "Test accuracy minus random's with the same seed (same initial weights, initial labelled set "
-             "and batch order), in points: mean over seeds [95% t-interval, t(0.975, seeds - 1) x sd / "
-             "sqrt(seeds)]; **bold** where the interval excludes 0. Intervals are per cell, not adjusted "
-             "for the number of cells. Plot: `differences.png`.", ""]
+            body += [
+                f"## Weights {'kept' if variant == 'keep' else 'reset to the initial ones'} between rounds",
+                "",
+                accuracy_table(summary, variant),
+                "",
+                "Seconds per round (mean over rounds and seeds):",
+                "",
+                timing_table(summary, variant),
+                "",
+            ]
+    body += [
+        "## Paired difference to random",
+        "",
+        "Test accuracy minus random's with the same seed (same initial weights, initial labelled set "
+        "and batch order), in points: mean over seeds [95% t-interval, t(0.975, seeds - 1) x sd / "
+        "sqrt(seeds)]; **bold** where the interval excludes 0. Intervals are per cell, not adjusted "
+        "for the number of cells. Plot: `differences.png`.",
+        "",
+    ]
     body += _variant_sections(paired, analysis.difference_table)
-    body += ["## Area under the learning curve", "",
-             "Trapezoid-rule mean test accuracy over the labelled fractions (10-100%), per seed; "
-             "mean [95% t-interval] over seeds, and the paired difference to random.", ""]
+    body += [
+        "## Area under the learning curve",
+        "",
+        "Trapezoid-rule mean test accuracy over the labelled fractions (10-100%), per seed; "
+        "mean [95% t-interval] over seeds, and the paired difference to random.",
+        "",
+    ]
     body += _variant_sections(area, analysis.area_table)
     if reach:
-        body += ["## Labels needed to reach the standard run", "",
-                 f"The first round whose mean accuracy over seeds is at or above the standard (full-data) "
-                 f"run's mean, {std[0]:.1f}%: labelled structures (labelled %).", "",
-                 analysis.reach_table(reach, std[0]), ""]
-    body += ["## The paper's claims", "",
-             "Verdicts by the rules in `alkernels/experiments/spacegroup/analysis.py` (fixed before the "
-             "grid ran): supported / not supported / inconclusive at this scale.", "",
-             analysis.verdicts_markdown(verdicts), ""]
+        body += [
+            "## Labels needed to reach the standard run",
+            "",
+            f"The first round whose mean accuracy over seeds is at or above the standard (full-data) "
+            f"run's mean, {std[0]:.1f}%: labelled structures (labelled %).",
+            "",
+            analysis.reach_table(reach, std[0]),
+            "",
+        ]
+    body += [
+        "## The paper's claims",
+        "",
+        "Verdicts by the rules in `alkernels/experiments/spacegroup/analysis.py` (fixed before the "
+        "grid ran): supported / not supported / inconclusive at this scale.",
+        "",
+        analysis.verdicts_markdown(verdicts),
+        "",
+    ]
     paths["table.md"].write_text("\n".join(head + body))
     test_labels = np.asarray(meta.get("test_spacegroups", []), dtype=np.int64)
     majority = 100 * np.bincount(test_labels).max() / len(test_labels) if len(test_labels) else None
@@ -330,11 +385,25 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         analysis.plot_differences(paired, paths["differences.png"], pyplot())
     if meta:
         paths["spacegroups.png"] = dest / "spacegroups.png"
-        plot_spacegroups(np.asarray(meta["train_spacegroups"]), np.asarray(meta["test_spacegroups"]),
-                         paths["spacegroups.png"], title=f"space groups of {meta['dataset']}")
+        plot_spacegroups(
+            np.asarray(meta["train_spacegroups"]),
+            np.asarray(meta["test_spacegroups"]),
+            paths["spacegroups.png"],
+            title=f"space groups of {meta['dataset']}",
+        )
     records = {k: v for k, v in meta.items() if k not in ("train_spacegroups", "test_spacegroups")}
-    paths["summary.json"].write_text(json.dumps(
-        {"experiment": records, "claims": c, "verdicts": verdicts, "labels_to_reach_standard": reach,
-         "paired_to_random": paired.to_dict(orient="records"), "areas": area.to_dict(orient="records"),
-         "curves": summary.to_dict(orient="records")}, indent=1))
+    paths["summary.json"].write_text(
+        json.dumps(
+            {
+                "experiment": records,
+                "claims": c,
+                "verdicts": verdicts,
+                "labels_to_reach_standard": reach,
+                "paired_to_random": paired.to_dict(orient="records"),
+                "areas": area.to_dict(orient="records"),
+                "curves": summary.to_dict(orient="records"),
+            },
+            indent=1,
+        )
+    )
     return paths

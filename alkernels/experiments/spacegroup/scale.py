@@ -13,6 +13,7 @@ Run it as a module::
         --epochs 15 --lr 1e-3 --schedule cosine --out experiments/spacegroup/scale/trials.jsonl
     python -m alkernels.experiments.spacegroup.scale --table experiments/spacegroup/scale/trials.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,13 +107,21 @@ def run_trial(data: DatasetSplit, trial: Trial) -> dict:
     k = max(1, int(math.floor(trial.fraction * n + 0.5)))
     subset = np.sort(np.random.default_rng(trial.seed).choice(n, k, replace=False))
     gen = torch.Generator().manual_seed(trial.seed)
-    loader = DataLoader(Subset(data.train, subset.tolist()), batch_size=trial.batch_size, shuffle=True,
-                        generator=gen, collate_fn=collate)
+    loader = DataLoader(
+        Subset(data.train, subset.tolist()),
+        batch_size=trial.batch_size,
+        shuffle=True,
+        generator=gen,
+        collate_fn=collate,
+    )
     test = DataLoader(data.test, batch_size=256, shuffle=False, collate_fn=collate)
     opt = torch.optim.AdamW(model.parameters(), lr=trial.lr, weight_decay=trial.weight_decay)
     steps = trial.epochs * len(loader)
-    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-             if trial.schedule == "cosine" else None)
+    sched = (
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        if trial.schedule == "cosine"
+        else None
+    )
     curve = []
     for epoch in range(trial.epochs):
         model.train()
@@ -128,23 +137,42 @@ def run_trial(data: DatasetSplit, trial: Trial) -> dict:
             seen += int(batch.y.numel())
         acc, test_loss = _evaluate(model, test)
         curve.append({"epoch": epoch + 1, "accuracy": acc, "loss": test_loss, "train_loss": total / seen})
-    return {"trial": asdict(trial), "n_labelled": k, "n_test": len(data.test), "majority": majority_rate(data),
-            "curve": curve, "accuracy": curve[-1]["accuracy"],
-            "best_accuracy": max(c["accuracy"] for c in curve), "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+    return {
+        "trial": asdict(trial),
+        "n_labelled": k,
+        "n_test": len(data.test),
+        "majority": majority_rate(data),
+        "curve": curve,
+        "accuracy": curve[-1]["accuracy"],
+        "best_accuracy": max(c["accuracy"] for c in curve),
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
 
 
 def scale_table(rows: Sequence[dict]) -> str:
     """Markdown table of trial results, one line per trial, grouped by dataset and settings and
     ordered by labelled fraction within a group."""
-    head = ("| dataset | structures (train/test) | graphs | cutoff A | labelled | lr, schedule | wd | dropout "
-            "| epochs | test acc % (best) | majority % | acc / majority | acc - majority | threads | wall s | CPU s |")
+    head = (
+        "| dataset | structures (train/test) | graphs | cutoff A | labelled | lr, schedule | wd | dropout "
+        "| epochs | test acc % (best) | majority % | acc / majority | acc - majority | threads | wall s | CPU s |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def key(r: dict) -> tuple:
         t, d = r["trial"], r["data"]
-        return (d["dataset"], d.get("label_mode", "spacegroup"), d["graph_mode"], d["cutoff"], -t["lr"],
-                t["schedule"], t["weight_decay"], t["dropout"], t["epochs"], t["fraction"])
+        return (
+            d["dataset"],
+            d.get("label_mode", "spacegroup"),
+            d["graph_mode"],
+            d["cutoff"],
+            -t["lr"],
+            t["schedule"],
+            t["weight_decay"],
+            t["dropout"],
+            t["epochs"],
+            t["fraction"],
+        )
 
     for r in sorted(rows, key=key):
         t, d = r["trial"], r["data"]
@@ -155,7 +183,8 @@ def scale_table(rows: Sequence[dict]) -> str:
             f"| {d['n_train']}/{r['n_test']} | {d['graph_mode']} | {d['cutoff']:g} "
             f"| {t['fraction']:.0%} ({r['n_labelled']}) | {t['lr']:g}, {t['schedule']} | {t['weight_decay']:g} "
             f"| {t['dropout']:g} | {t['epochs']} | {acc:.1f} ({100 * r['best_accuracy']:.1f}) | {maj:.1f} "
-            f"| {acc / maj:.2f} | {acc - maj:+.1f} | {r.get('threads', '')} | {r['seconds']:.0f} | {cpu} |")
+            f"| {acc / maj:.2f} | {acc - maj:+.1f} | {r.get('threads', '')} | {r['seconds']:.0f} | {cpu} |"
+        )
     return "\n".join(lines)
 
 
@@ -164,9 +193,11 @@ def _floats(text: str) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alkernels.experiments.spacegroup.scale",
-                                description="Scale-search trials of the space-group study (appended to --out), "
-                                            "or --table FILE to print the markdown table of a results file.")
+    p = argparse.ArgumentParser(
+        prog="python -m alkernels.experiments.spacegroup.scale",
+        description="Scale-search trials of the space-group study (appended to --out), "
+        "or --table FILE to print the markdown table of a results file.",
+    )
     p.add_argument("--table", help="print the table of this results file and exit")
     p.add_argument("--dataset", help="a dataset spec (perovskite:N, builtin:N or a path)")
     p.add_argument("--label", help="for files: 'spacegroup' or a column of space-group numbers")
@@ -199,27 +230,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     split = tuple(_floats(args.split))
-    data = load_split(args.dataset, label=args.label, structures=args.structures, split=split,
-                      cutoff=args.cutoff, graph_mode=args.graph_mode, cache_dir=args.cache_dir, workers=1,
-                      label_mode=args.label_mode)
-    print(f"{data.name}: {len(data.train)} train / {len(data.test)} test, majority {majority_rate(data):.3f} "
-          f"({time.perf_counter() - t0:.0f} s to load)", flush=True)
-    info = {"dataset": data.name, "structures": args.structures, "split": split, "n_train": len(data.train),
-            "graph_mode": args.graph_mode, "cutoff": args.cutoff, "label_mode": args.label_mode}
+    data = load_split(
+        args.dataset,
+        label=args.label,
+        structures=args.structures,
+        split=split,
+        cutoff=args.cutoff,
+        graph_mode=args.graph_mode,
+        cache_dir=args.cache_dir,
+        workers=1,
+        label_mode=args.label_mode,
+    )
+    print(
+        f"{data.name}: {len(data.train)} train / {len(data.test)} test, majority {majority_rate(data):.3f} "
+        f"({time.perf_counter() - t0:.0f} s to load)",
+        flush=True,
+    )
+    info = {
+        "dataset": data.name,
+        "structures": args.structures,
+        "split": split,
+        "n_train": len(data.train),
+        "graph_mode": args.graph_mode,
+        "cutoff": args.cutoff,
+        "label_mode": args.label_mode,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for fraction in _floats(args.fractions):
-        trial = Trial(fraction=fraction, epochs=args.epochs, lr=args.lr, schedule=args.schedule,
-                      weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size,
-                      seed=args.seed, backend=args.backend)
+        trial = Trial(
+            fraction=fraction,
+            epochs=args.epochs,
+            lr=args.lr,
+            schedule=args.schedule,
+            weight_decay=args.weight_decay,
+            dropout=args.dropout,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            backend=args.backend,
+        )
         res = {"data": info, "threads": args.threads, **run_trial(data, trial)}
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps(res) + "\n")
             f.flush()
             os.fsync(f.fileno())
         accs = " ".join(f"{100 * c['accuracy']:.0f}" for c in res["curve"])
-        print(f"fraction {fraction:g}: final {100 * res['accuracy']:.1f}% (per epoch: {accs}) "
-              f"in {res['seconds']:.0f} s", flush=True)
+        print(
+            f"fraction {fraction:g}: final {100 * res['accuracy']:.1f}% (per epoch: {accs}) in {res['seconds']:.0f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ alone (the ``study`` extra, for matplotlib).
 
 Means and standard deviations are over the repeats (sample std, ddof = 1; 0 for one repeat).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ def _table(rows: list[int], columns: list[tuple[str, str, str]], agg: dict, *, b
         stats = [agg.get((src, strat, size)) for _, src, strat in columns]
         candidates = [s["mean"] for (h, _, _), s in zip(columns, stats) if s is not None and h in best_among]
         best = min(candidates) if candidates else None
-        cells = [_fmt(s, s is not None and h in best_among and s["mean"] == best) for (h, _, _), s in zip(columns, stats)]
+        cells = [
+            _fmt(s, s is not None and h in best_among and s["mean"] == best) for (h, _, _), s in zip(columns, stats)
+        ]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     return lines
 
@@ -76,7 +79,9 @@ def _best_strategies(agg: dict, src: str, trained: list[str], sizes: list[int], 
     return out
 
 
-def _against_median(agg: dict, sources: list[str], trained: list[str], sizes: list[int], has_scratch: bool) -> list[str]:
+def _against_median(
+    agg: dict, sources: list[str], trained: list[str], sizes: list[int], has_scratch: bool
+) -> list[str]:
     """The first finding: at which sizes the best model (any source and strategy, scratch
     included) has a lower mean test MAE than predicting the median; with none, the comparisons
     between models say nothing about transfer."""
@@ -92,15 +97,23 @@ def _against_median(agg: dict, sources: list[str], trained: list[str], sizes: li
         return []
     beat = [n for n, gain, _, _ in rows if gain < 0]
     detail = ", ".join(f"{n}: {gain:+.1f}% (`{src}` {x})" for n, gain, src, x in rows)
-    text = (f"Against the median baseline (no model): the best model's mean test MAE is lower at {len(beat)} of "
-            f"{len(rows)} sizes ({detail}).")
+    text = (
+        f"Against the median baseline (no model): the best model's mean test MAE is lower at {len(beat)} of "
+        f"{len(rows)} sizes ({detail})."
+    )
     if not beat:
         text += " No model beats predicting the median, so the comparisons below say nothing about transfer."
     return [text]
 
 
-def _findings(agg: dict, sources: list[list[str]], trained: list[str], sizes: list[int], has_scratch: bool,
-              best: dict[str, dict[int, str]]) -> list[str]:
+def _findings(
+    agg: dict,
+    sources: list[list[str]],
+    trained: list[str],
+    sizes: list[int],
+    has_scratch: bool,
+    best: dict[str, dict[int, str]],
+) -> list[str]:
     """Plain statements of what the numbers say about the study's three findings (means only;
     compare with the stds in the tables before calling a difference real)."""
     out = _against_median(agg, [source_label(c) for c in sources], trained, sizes, has_scratch)
@@ -116,11 +129,15 @@ def _findings(agg: dict, sources: list[list[str]], trained: list[str], sizes: li
                     gains[n] = (100.0 * (m / scratch[n] - 1.0), x)
             wins = [n for n, (g, _) in gains.items() if g < 0]
             detail = ", ".join(f"{n}: {g:+.1f}% ({x})" for n, (g, x) in gains.items())
-            out.append(f"PT-FT vs scratch, `{src}`: the best fine-tuned strategy has a lower mean than scratch at "
-                       f"{len(wins)} of {len(gains)} sizes ({detail}).")
+            out.append(
+                f"PT-FT vs scratch, `{src}`: the best fine-tuned strategy has a lower mean than scratch at "
+                f"{len(wins)} of {len(gains)} sizes ({detail})."
+            )
             per_strategy = []
             for x in trained:
-                beat = [n for n in sizes if (src, x, n) in agg and n in scratch and agg[(src, x, n)]["mean"] < scratch[n]]
+                beat = [
+                    n for n in sizes if (src, x, n) in agg and n in scratch and agg[(src, x, n)]["mean"] < scratch[n]
+                ]
                 per_strategy.append(f"{x}: {', '.join(map(str, beat)) or 'none'}")
             out.append(f"Sizes where each strategy beats scratch, `{src}`: {'; '.join(per_strategy)}.")
         winners = ", ".join(f"{n}: {x}" for n, x in best[src].items())
@@ -141,8 +158,10 @@ def _findings(agg: dict, sources: list[list[str]], trained: list[str], sizes: li
                 firsts += rank == 1
                 total += 1
         if total:
-            out.append(f"MPT `{mpt}` vs the {len(singles)} pair-wise sources: lowest mean in {firsts} of {total} "
-                       f"(strategy, size) cells; mean rank {np.mean(ranks):.1f} of {len(singles) + 1}.")
+            out.append(
+                f"MPT `{mpt}` vs the {len(singles)} pair-wise sources: lowest mean in {firsts} of {total} "
+                f"(strategy, size) cells; mean rank {np.mean(ranks):.1f} of {len(singles) + 1}."
+            )
     return out
 
 
@@ -170,18 +189,28 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     has_scratch = "scratch" in strategies
     target = s["finetune"]
 
-    lines = [f"# Transfer learning: fine-tuning `{target}`", "",
-             f"Fine-tuning data `{s['finetune_data']}`: a fixed test set of {meta['n_test']} structures and a pool "
-             f"of {meta['n_pool']}; each size draws {s['repeats']} random subsamples from the pool, each split "
-             f"90/10 into train and validation. Pre-training data: "
-             + ", ".join(f"`{n}`" for n in s["pretrain_data"]) + " (fine-tuning test structures removed: "
-             + ", ".join(f"{k} {v}" for k, v in meta["dropped_from_pretraining"].items()) + ").", "",
-             f"Test MAE of `{target}`, mean ± std over the subsamples. **Bold**: the lowest mean of the row among "
-             f"the models; `{MEDIAN}` predicts the subsample's median (no model) for reference.", ""]
+    lines = [
+        f"# Transfer learning: fine-tuning `{target}`",
+        "",
+        f"Fine-tuning data `{s['finetune_data']}`: a fixed test set of {meta['n_test']} structures and a pool "
+        f"of {meta['n_pool']}; each size draws {s['repeats']} random subsamples from the pool, each split "
+        f"90/10 into train and validation. Pre-training data: "
+        + ", ".join(f"`{n}`" for n in s["pretrain_data"])
+        + " (fine-tuning test structures removed: "
+        + ", ".join(f"{k} {v}" for k, v in meta["dropped_from_pretraining"].items())
+        + ").",
+        "",
+        f"Test MAE of `{target}`, mean ± std over the subsamples. **Bold**: the lowest mean of the row among "
+        f"the models; `{MEDIAN}` predicts the subsample's median (no model) for reference.",
+        "",
+    ]
     expected = len(s["sizes"]) * s["repeats"] * (len(sources) * len(trained) + int(has_scratch))
     if len(cells) < expected:
-        lines += [f"**Partial study: {len(cells)} of {expected} cells finished.** Each mean covers the repeats "
-                  "finished so far; re-running the study's command continues it.", ""]
+        lines += [
+            f"**Partial study: {len(cells)} of {expected} cells finished.** Each mean covers the repeats "
+            "finished so far; re-running the study's command continues it.",
+            "",
+        ]
     for src in sources:
         lines += [f"## Pre-trained on `{src}`", ""]
         cols = ([("scratch", SCRATCH_SOURCE, "scratch")] if has_scratch else []) + [(x, src, x) for x in trained]
@@ -195,9 +224,12 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             lines += _table(sizes, cols, agg, best_among={h for h, _, _ in cols}) + [""]
     relative: dict[str, dict[str, dict[int, float]]] = {}
     if has_scratch:
-        lines += ["## Change of the mean test MAE against scratch (%; negative: fine-tuning is better)", "",
-                  "| source | strategy | " + " | ".join(str(n) for n in sizes) + " |",
-                  "|---|---|" + "---:|" * len(sizes)]
+        lines += [
+            "## Change of the mean test MAE against scratch (%; negative: fine-tuning is better)",
+            "",
+            "| source | strategy | " + " | ".join(str(n) for n in sizes) + " |",
+            "|---|---|" + "---:|" * len(sizes),
+        ]
         for src in sources:
             for strat in trained:
                 row = {}
@@ -206,20 +238,30 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                     if a is not None and b is not None:
                         row[n] = 100.0 * (a["mean"] / b["mean"] - 1.0)
                 relative.setdefault(src, {})[strat] = row
-                lines.append(f"| `{src}` | {strat} | " + " | ".join(f"{row[n]:+.1f}" if n in row else "-" for n in sizes) + " |")
+                lines.append(
+                    f"| `{src}` | {strat} | " + " | ".join(f"{row[n]:+.1f}" if n in row else "-" for n in sizes) + " |"
+                )
         lines.append("")
     best = {src: _best_strategies(agg, src, trained, sizes, has_scratch) for src in sources}
     findings = _findings(agg, s["sources"], trained, sizes, has_scratch, best)
     lines += ["## The study's findings, checked on these numbers", ""] + [f"- {f}" for f in findings] + [""]
-    lines += ["## Pre-training", "", "| source | rows per file | train / val | epochs (best) | validation MAE | seconds |",
-              "|---|---|---:|---:|---|---:|"]
+    lines += [
+        "## Pre-training",
+        "",
+        "| source | rows per file | train / val | epochs (best) | validation MAE | seconds |",
+        "|---|---|---:|---:|---|---:|",
+    ]
     for src in sources:
         p = meta["pretraining"].get(src)
         if p is None:
             continue
-        lines.append(f"| `{src}` | " + ", ".join(f"{k} {v}" for k, v in p["rows"].items())
-                     + f" | {p['n_train']} / {p['n_val']} | {p['epochs']} ({p['best_epoch']}) | "
-                     + ", ".join(f"{k} {v:.4f}" for k, v in p["val_mae"].items()) + f" | {p['seconds']:.0f} |")
+        lines.append(
+            f"| `{src}` | "
+            + ", ".join(f"{k} {v}" for k, v in p["rows"].items())
+            + f" | {p['n_train']} / {p['n_val']} | {p['epochs']} ({p['best_epoch']}) | "
+            + ", ".join(f"{k} {v:.4f}" for k, v in p["val_mae"].items())
+            + f" | {p['seconds']:.0f} |"
+        )
     seconds: dict[str, float] = {}
     for c in cells:
         seconds[c["strategy"]] = seconds.get(c["strategy"], 0.0) + c["seconds"]
@@ -227,21 +269,29 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     for strat in strategies:
         count = sum(1 for c in cells if c["strategy"] == strat)
         lines.append(f"| {strat} | {count} | {seconds.get(strat, 0.0):.0f} |")
-    lines += ["", f"Fine-tuning wall time {meta['finetune_seconds']:.0f} s; whole study {meta['wall_seconds']:.0f} s "
-              "(summed over the runs that built it; a cached pre-training counts where it was trained)."]
+    lines += [
+        "",
+        f"Fine-tuning wall time {meta['finetune_seconds']:.0f} s; whole study {meta['wall_seconds']:.0f} s "
+        "(summed over the runs that built it; a cached pre-training counts where it was trained).",
+    ]
     written = {"table.md": dest / "table.md"}
     written["table.md"].write_text("\n".join(lines) + "\n")
 
     summary = {
-        "settings": s, "n_pool": meta["n_pool"], "n_test": meta["n_test"],
+        "settings": s,
+        "n_pool": meta["n_pool"],
+        "n_test": meta["n_test"],
         "mae": [{"source": k[0], "strategy": k[1], "size": k[2], **v} for k, v in sorted(agg.items())],
         "best_strategy": {src: {str(n): x for n, x in b.items()} for src, b in best.items()},
         "findings": findings,
-        "relative_to_scratch_percent": {src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()}
-                                        for src, r in relative.items()},
+        "relative_to_scratch_percent": {
+            src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()} for src, r in relative.items()
+        },
         "pretraining": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in meta["pretraining"].items()},
-        "finetune_seconds_by_strategy": seconds, "finetune_seconds": meta["finetune_seconds"],
-        "wall_seconds": meta["wall_seconds"], "cells": len(cells),
+        "finetune_seconds_by_strategy": seconds,
+        "finetune_seconds": meta["finetune_seconds"],
+        "wall_seconds": meta["wall_seconds"],
+        "cells": len(cells),
     }
     written["summary.json"] = dest / "summary.json"
     written["summary.json"].write_text(json.dumps(summary, indent=1))
@@ -252,7 +302,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             return
         m = np.array([agg[(src, strat, n)]["mean"] for n in xs])
         sd = np.array([agg[(src, strat, n)]["std"] for n in xs])
-        line, = ax.plot(xs, m, marker="o", ms=3, label=label, **style)
+        (line,) = ax.plot(xs, m, marker="o", ms=3, label=label, **style)
         ax.fill_between(xs, m - sd, m + sd, color=line.get_color(), alpha=0.15, lw=0)
 
     def grid(count: int):
@@ -264,8 +314,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         return fig, axes.flat
 
     def finish(ax, title: str) -> None:
-        ax.set(xscale="log", xlabel="fine-tuning structures (train + val)", ylabel=f"test MAE of {target}",
-               title=title)
+        ax.set(xscale="log", xlabel="fine-tuning structures (train + val)", ylabel=f"test MAE of {target}", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
 

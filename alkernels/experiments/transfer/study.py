@@ -20,6 +20,7 @@ Files in ``out``:
   data, columns, architecture or settings gives another key), and while one trains its
   per-epoch state ``.<label>-<key>.state``, so an interrupted pre-training resumes exactly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,22 @@ SCRATCH_SOURCE = "none"
 CELLS = "cells.jsonl"
 EXPERIMENT = "experiment.json"
 #: Record keys of ``cells.jsonl``.
-CELL_KEYS = ("source", "strategy", "size", "repeat", "test_mae", "val_mae", "median_mae", "best_epoch",
-             "epochs", "steps", "n_train", "n_val", "seconds", "cpu_seconds")
+CELL_KEYS = (
+    "source",
+    "strategy",
+    "size",
+    "repeat",
+    "test_mae",
+    "val_mae",
+    "median_mae",
+    "best_epoch",
+    "epochs",
+    "steps",
+    "n_train",
+    "n_val",
+    "seconds",
+    "cpu_seconds",
+)
 
 
 def source_label(columns: Sequence[str]) -> str:
@@ -88,8 +103,14 @@ class StudySettings:
     finetune_data: str
     sizes: tuple[int, ...] = (10, 100, 200, 500, 800)
     repeats: int = 5
-    strategies: tuple[str, ...] = ("scratch", "all", "head", "new_head_frozen_trunk", "new_head_frozen_embedding",
-                                   "last_k_layers=2")
+    strategies: tuple[str, ...] = (
+        "scratch",
+        "all",
+        "head",
+        "new_head_frozen_trunk",
+        "new_head_frozen_embedding",
+        "last_k_layers=2",
+    )
     test_size: int = 500
     seed: int = 0
     cutoff: float = 6.0
@@ -97,10 +118,12 @@ class StudySettings:
     graph_mode: str = "periodic"
     egnn: dict = field(default_factory=lambda: asdict(EGNNConfig()))
     head_hidden: int = 128
-    pt: dict = field(default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=30, patience=6,
-                                                                error="absolute")))
-    ft: dict = field(default_factory=lambda: asdict(TrainConfig(max_epochs=150, max_steps=200, patience=25,
-                                                                error="absolute")))
+    pt: dict = field(
+        default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=30, patience=6, error="absolute"))
+    )
+    ft: dict = field(
+        default_factory=lambda: asdict(TrainConfig(max_epochs=150, max_steps=200, patience=25, error="absolute"))
+    )
     init_head: str | None = None
     backend: str = "auto"
 
@@ -139,7 +162,8 @@ class StudySettings:
                         f"strategy {strategy!r} starts from a pre-trained head, but source "
                         f"{source_label(cols)!r} has {len(cols)} heads and none is {self.finetune!r}"
                         + (f" or the --init-head {self.init_head!r}" if self.init_head else "")
-                        + ": pass --init-head with one of its columns or use the new_head_* strategies")
+                        + ": pass --init-head with one of its columns or use the new_head_* strategies"
+                    )
 
     def record(self) -> dict:
         """The settings as stored: data files by name only (no machine paths)."""
@@ -193,21 +217,26 @@ def load_data(settings: StudySettings, *, loader: Callable[[str], PropertyData])
     """
     ft_all = loader(settings.finetune_data)
     if settings.finetune not in ft_all.properties:
-        raise ValueError(f"fine-tuning column {settings.finetune!r} is not in {Path(settings.finetune_data).name} "
-                         f"(its numeric columns: {', '.join(ft_all.columns) or 'none'})")
+        raise ValueError(
+            f"fine-tuning column {settings.finetune!r} is not in {Path(settings.finetune_data).name} "
+            f"(its numeric columns: {', '.join(ft_all.columns) or 'none'})"
+        )
     labelled = np.flatnonzero(np.isfinite(ft_all.values(settings.finetune)))
     if labelled.size == 0:
-        raise ValueError(f"fine-tuning data {Path(settings.finetune_data).name} has no labels in column "
-                         f"{settings.finetune!r} (every value is missing)")
+        raise ValueError(
+            f"fine-tuning data {Path(settings.finetune_data).name} has no labels in column "
+            f"{settings.finetune!r} (every value is missing)"
+        )
     biggest = max(settings.sizes)
     if labelled.size < settings.test_size + biggest:
         raise ValueError(
             f"size {biggest} is larger than the fine-tuning pool: {Path(settings.finetune_data).name} has "
             f"{labelled.size} labelled rows of {settings.finetune!r}, and the {settings.test_size}-structure "
-            f"test set leaves {max(0, labelled.size - settings.test_size)} (lower --sizes or --test-size)")
+            f"test set leaves {max(0, labelled.size - settings.test_size)} (lower --sizes or --test-size)"
+        )
     rng = np.random.default_rng([settings.seed, 7919])
     perm = rng.permutation(labelled)
-    test_rows, pool_rows = np.sort(perm[:settings.test_size]), np.sort(perm[settings.test_size:])
+    test_rows, pool_rows = np.sort(perm[: settings.test_size]), np.sort(perm[settings.test_size :])
     test, pool = ft_all.subset(test_rows), ft_all.subset(pool_rows)
     test_keys = set(test.structure_keys())
     pretrain_sets, dropped = [], {}
@@ -239,19 +268,36 @@ def _source_data(data: StudyData, columns: Sequence[str]) -> list[PropertyData]:
     return out
 
 
-def pretrained_path(settings: StudySettings, datasets: Sequence[PropertyData], columns: Sequence[str],
-                    cache: Path) -> Path:
+def pretrained_path(
+    settings: StudySettings, datasets: Sequence[PropertyData], columns: Sequence[str], cache: Path
+) -> Path:
     """Where the checkpoint of one source is cached: its label and a hash of the data, columns,
     architecture, head, pre-training settings, backend-independent seed."""
-    key = hashlib.sha256(json.dumps({
-        "data": content_hash(datasets, list(columns)), "columns": list(columns), "egnn": settings.egnn,
-        "head_hidden": settings.head_hidden, "pt": settings.pt, "seed": settings.seed,
-    }, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "data": content_hash(datasets, list(columns)),
+                "columns": list(columns),
+                "egnn": settings.egnn,
+                "head_hidden": settings.head_hidden,
+                "pt": settings.pt,
+                "seed": settings.seed,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     return cache / f"{source_label(columns)}-{key[:16]}.ckpt"
 
 
-def pretrain_source(settings: StudySettings, data: StudyData, columns: Sequence[str], cache: Path, *,
-                    device: str = "cpu", progress: bool = False) -> tuple[Path, dict]:
+def pretrain_source(
+    settings: StudySettings,
+    data: StudyData,
+    columns: Sequence[str],
+    cache: Path,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[Path, dict]:
     """The cached checkpoint of one source, pre-training it first when absent.
 
     Returns:
@@ -263,14 +309,32 @@ def pretrain_source(settings: StudySettings, data: StudyData, columns: Sequence[
     cached = path.is_file()
     if not cached:
         encoder = EGNN(EGNNConfig(**settings.egnn), backend=settings.backend)
-        result = pretrain(encoder, datasets, list(columns), config=TrainConfig(**settings.pt), seed=settings.seed,
-                          hidden=settings.head_hidden, device=device, progress=progress,
-                          state_path=path.with_name(f".{path.stem}.state"))
-        info = {"rows": {d.name: len(d) for d in datasets}, "n_train": result.n_train, "n_val": result.n_val,
-                "epochs": result.epochs, "best_epoch": result.best_epoch, "steps": result.steps,
-                "val_mae": result.val_mae, "seconds": result.seconds, "cpu_seconds": result.cpu_seconds,
-                "history": [{"epoch": h["epoch"], "val_score": h["val_score"], "train_loss": h["train_loss"]}
-                            for h in result.history]}
+        result = pretrain(
+            encoder,
+            datasets,
+            list(columns),
+            config=TrainConfig(**settings.pt),
+            seed=settings.seed,
+            hidden=settings.head_hidden,
+            device=device,
+            progress=progress,
+            state_path=path.with_name(f".{path.stem}.state"),
+        )
+        info = {
+            "rows": {d.name: len(d) for d in datasets},
+            "n_train": result.n_train,
+            "n_val": result.n_val,
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "steps": result.steps,
+            "val_mae": result.val_mae,
+            "seconds": result.seconds,
+            "cpu_seconds": result.cpu_seconds,
+            "history": [
+                {"epoch": h["epoch"], "val_score": h["val_score"], "train_loss": h["train_loss"]}
+                for h in result.history
+            ],
+        }
         save(result, path, metadata={"study_pretraining": info})
     info = dict(read_checkpoint(path)["metadata"]["study_pretraining"])
     info["cached"] = cached
@@ -288,23 +352,45 @@ def subsample(settings: StudySettings, pool: PropertyData, size: int, repeat: in
     return pool.subset(np.sort(rng.choice(len(pool), size, replace=False)))
 
 
-def run_cell(settings: StudySettings, data: StudyData, pretrained, cell: tuple[str, str, int, int], *,
-             device: str = "cpu") -> dict:
+def run_cell(
+    settings: StudySettings, data: StudyData, pretrained, cell: tuple[str, str, int, int], *, device: str = "cpu"
+) -> dict:
     """Fine-tune one cell and score it on the test set; returns its record."""
     source, strategy, size, repeat = cell
     sample = subsample(settings, data.pool, size, repeat)
     seed = _cell_seed(settings, size, repeat)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = finetune(pretrained, sample, settings.finetune, strategy, config=TrainConfig(**settings.ft), seed=seed,
-                      init_head=settings.init_head, backend=settings.backend, device=device, progress=False)
+    result = finetune(
+        pretrained,
+        sample,
+        settings.finetune,
+        strategy,
+        config=TrainConfig(**settings.ft),
+        seed=seed,
+        init_head=settings.init_head,
+        backend=settings.backend,
+        device=device,
+        progress=False,
+    )
     test_mae = mae(result.model, data.test)[settings.finetune]
     median = float(np.median(sample.values(settings.finetune)))
     median_mae = float(np.abs(data.test.values(settings.finetune) - median).mean())
-    return {"source": source, "strategy": strategy, "size": size, "repeat": repeat, "test_mae": test_mae,
-            "val_mae": result.val_mae[settings.finetune], "median_mae": median_mae,
-            "best_epoch": result.best_epoch, "epochs": result.epochs, "steps": result.steps,
-            "n_train": result.n_train, "n_val": result.n_val, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
+    return {
+        "source": source,
+        "strategy": strategy,
+        "size": size,
+        "repeat": repeat,
+        "test_mae": test_mae,
+        "val_mae": result.val_mae[settings.finetune],
+        "median_mae": median_mae,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
 
 
 def _check_resume(out: Path, settings: StudySettings) -> dict:
@@ -317,14 +403,23 @@ def _check_resume(out: Path, settings: StudySettings) -> dict:
     old, new = previous.get("settings", {}), settings.record()
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
-        raise ValueError(f"{out} already holds a study with other settings ({', '.join(changed)} differ); "
-                         f"use another --out or the same settings to resume it")
+        raise ValueError(
+            f"{out} already holds a study with other settings ({', '.join(changed)} differ); "
+            f"use another --out or the same settings to resume it"
+        )
     return previous
 
 
-def run_study(settings: StudySettings, out: str | os.PathLike, *, loader: Callable[[str], PropertyData],
-              pretrain_cache: str | os.PathLike | None = None, device: str = "cpu", progress: bool = True,
-              log: Callable[[str], None] = print) -> dict:
+def run_study(
+    settings: StudySettings,
+    out: str | os.PathLike,
+    *,
+    loader: Callable[[str], PropertyData],
+    pretrain_cache: str | os.PathLike | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run (or resume) a study into ``out``; returns the content of ``experiment.json``.
 
     Args:
@@ -342,9 +437,15 @@ def run_study(settings: StudySettings, out: str | os.PathLike, *, loader: Callab
         return _run_study(settings, out, loader, pretrain_cache, device, progress, log)
 
 
-def _run_study(settings: StudySettings, out: Path, loader: Callable[[str], PropertyData],
-               pretrain_cache: str | os.PathLike | None, device: str, progress: bool,
-               log: Callable[[str], None]) -> dict:
+def _run_study(
+    settings: StudySettings,
+    out: Path,
+    loader: Callable[[str], PropertyData],
+    pretrain_cache: str | os.PathLike | None,
+    device: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
     from tqdm.auto import tqdm
 
     previous = _check_resume(out, settings)
@@ -354,12 +455,18 @@ def _run_study(settings: StudySettings, out: Path, loader: Callable[[str], Prope
     if previous and previous.get("test_rows") != data.test_rows.tolist():
         raise ValueError(f"{out}: the fixed test set differs from the recorded one (the fine-tuning data changed)")
     load_seconds = time.perf_counter() - t0
-    log(f"fine-tuning pool {len(data.pool)}, test {len(data.test)} ({settings.finetune}); pre-training files: "
-        + ", ".join(f"{d.name} {len(d)} rows ({data.dropped[d.name]} test structures dropped)" for d in data.pretrain))
+    log(
+        f"fine-tuning pool {len(data.pool)}, test {len(data.test)} ({settings.finetune}); pre-training files: "
+        + ", ".join(f"{d.name} {len(d)} rows ({data.dropped[d.name]} test structures dropped)" for d in data.pretrain)
+    )
     meta = {
-        "settings": settings.record(), "test_rows": data.test_rows.tolist(), "n_pool": len(data.pool),
-        "n_test": len(data.test), "dropped_from_pretraining": data.dropped,
-        "pretraining": previous.get("pretraining", {}), "finetune_seconds": previous.get("finetune_seconds", 0.0),
+        "settings": settings.record(),
+        "test_rows": data.test_rows.tolist(),
+        "n_pool": len(data.pool),
+        "n_test": len(data.test),
+        "dropped_from_pretraining": data.dropped,
+        "pretraining": previous.get("pretraining", {}),
+        "finetune_seconds": previous.get("finetune_seconds", 0.0),
         "wall_seconds": previous.get("wall_seconds", 0.0),
     }
     finished = read_records(out / CELLS, repair=True)  # a torn last line from a kill is truncated
@@ -367,17 +474,25 @@ def _run_study(settings: StudySettings, out: Path, loader: Callable[[str], Prope
     todo = [c for c in settings.cells() if c not in done]
     needed = {c[0] for c in todo} - {SCRATCH_SOURCE}
     # scratch only takes the architecture from its "pre-trained" model
-    models = {SCRATCH_SOURCE: PropertyRegressor(EGNN(EGNNConfig(**settings.egnn), backend=settings.backend),
-                                                [settings.finetune], hidden=settings.head_hidden)}
+    models = {
+        SCRATCH_SOURCE: PropertyRegressor(
+            EGNN(EGNNConfig(**settings.egnn), backend=settings.backend),
+            [settings.finetune],
+            hidden=settings.head_hidden,
+        )
+    }
     for cols in settings.sources:
         label = source_label(cols)
         if label not in needed:
             continue
         path, info = pretrain_source(settings, data, cols, cache, device=device, progress=progress)
         meta["pretraining"][label] = info
-        log(f"pre-training {label}: {'cached' if info['cached'] else 'trained'} ({info['seconds']:.0f} s, "
+        log(
+            f"pre-training {label}: {'cached' if info['cached'] else 'trained'} ({info['seconds']:.0f} s, "
             f"{info['epochs']} epochs, best {info['best_epoch']}, val MAE "
-            + ", ".join(f"{k} {v:.4g}" for k, v in info["val_mae"].items()) + ")")
+            + ", ".join(f"{k} {v:.4g}" for k, v in info["val_mae"].items())
+            + ")"
+        )
         models[label] = load(path, backend=settings.backend, device=device)
     atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
     log(f"{len(settings.cells())} cells, {len(settings.cells()) - len(todo)} already finished")

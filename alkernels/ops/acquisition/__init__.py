@@ -13,6 +13,7 @@ Both run as registered operators (``alkernels::score_all``, ``alkernels::topk``;
 Scores carry no gradient, so this family has no autograd formula. The public API with
 validation, exclusion and streaming is ``alkernels.acquisition``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,9 +32,15 @@ from alkernels.ops.dispatch import resolve_backend
 TRITON_MAX_C = 8192
 
 __all__ = [
-    "NONFINITE_MODES", "SCORE_ORDER", "TRITON_MAX_C", "NonFiniteLogitsError", "check_nonfinite", "score_all",
-    "scoring_backend", "topk",
-]  # fmt: skip
+    "NONFINITE_MODES",
+    "SCORE_ORDER",
+    "TRITON_MAX_C",
+    "NonFiniteLogitsError",
+    "check_nonfinite",
+    "score_all",
+    "scoring_backend",
+    "topk",
+]
 
 
 def scoring_backend(backend: str, logits: torch.Tensor) -> str:

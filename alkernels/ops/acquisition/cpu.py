@@ -2,10 +2,12 @@
 
 Tensors cross as zero-copy NumPy views; the kernels release the GIL and run OpenMP over samples.
 """
+
 from __future__ import annotations
 
 import torch
 
+from alkernels.ops.acquisition.op import SCORE_ORDER
 from alkernels.ops.dispatch import ext
 
 _KERNEL_DTYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -31,16 +33,14 @@ def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor
         (float32 [8, N], index of the first non-finite sample or -1), as the reference.
     """
     if logits.shape[1] == 0:  # an empty pool or chunk: nothing to score
-        return torch.empty((8, 0), dtype=torch.float32), -1
+        return torch.empty((len(SCORE_ORDER), 0), dtype=torch.float32), -1
     name = _KERNEL_DTYPES[logits.dtype]
     array = logits.view(torch.int16).numpy() if logits.dtype == torch.bfloat16 else logits.numpy()
     out, first_bad = _module().acq_score_all(array, name, isa)
     return torch.from_numpy(out), int(first_bad)
 
 
-def topk_cpu(
-    scores: torch.Tensor, k: int, exclude: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+def topk_cpu(scores: torch.Tensor, k: int, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """C++ top-k of float32 ``scores`` [N] (CPU) skipping NaN and ``exclude``d (bool [N]) entries.
 
     Returns:

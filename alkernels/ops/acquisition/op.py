@@ -11,6 +11,7 @@
 Scores carry no gradient: the public API detaches the logits before calling the op, so logits
 that require grad are read, never differentiated (no autograd formula is registered).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,7 @@ class NonFiniteLogitsError(ValueError):
     def __init__(self, position: int) -> None:
         self.position = position
         super().__init__(
-            f"non-finite logits (NaN or inf) for pool sample {position}; "
-            "pass nonfinite='exclude' to skip such samples"
+            f"non-finite logits (NaN or inf) for pool sample {position}; pass nonfinite='exclude' to skip such samples"
         )
 
     def __reduce__(self) -> tuple:  # crosses process boundaries (workers, ranks) intact
@@ -140,10 +140,15 @@ def topk_op(scores: Tensor, k: int, exclude: Tensor | None, offset: int, strict:
 
 
 @topk_op.register_fake
-def _topk_fake(scores: Tensor, k: int, exclude: Tensor | None, offset: int, strict: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _topk_fake(
+    scores: Tensor, k: int, exclude: Tensor | None, offset: int, strict: bool
+) -> tuple[Tensor, Tensor, Tensor]:
     size = k if strict else torch.library.get_ctx().new_dynamic_size(max=k)
-    return (scores.new_empty(size, dtype=torch.int64), scores.new_empty(size, dtype=torch.float32),
-            scores.new_empty((), dtype=torch.int64))  # fmt: skip
+    return (
+        scores.new_empty(size, dtype=torch.int64),
+        scores.new_empty(size, dtype=torch.float32),
+        scores.new_empty((), dtype=torch.int64),
+    )
 
 
 register_vmap_by_loop(score_all_op, None)

@@ -4,6 +4,7 @@
 The readable specification and the oracle of the tests. It materialises [T, N, C] temporaries,
 so it costs several times the input's memory.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,10 +39,10 @@ def score_all_torch(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
     bad = torch.nonzero(~finite)
     first_bad = int(bad[0, 0]) if bad.numel() else -1
     x = torch.where(finite[None, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-    p = torch.softmax(x, dim=-1)                         # p_t      [T, N, C]
-    p_bar = p.mean(dim=0)                                # p_bar    [N, C]
-    h_bar = torch.special.entr(p_bar).sum(-1)            # H(p_bar) [N]
-    h_t = torch.special.entr(p).sum(-1)                  # H(p_t)   [T, N]
+    p = torch.softmax(x, dim=-1)  # p_t      [T, N, C]
+    p_bar = p.mean(dim=0)  # p_bar    [N, C]
+    h_bar = torch.special.entr(p_bar).sum(-1)  # H(p_bar) [N]
+    h_t = torch.special.entr(p).sum(-1)  # H(p_t)   [T, N]
     p1, p2 = _top2(p_bar)
     pt1, pt2 = _top2(p)
     scores = torch.stack(
@@ -60,9 +61,7 @@ def score_all_torch(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
     return scores, first_bad
 
 
-def topk_torch(
-    scores: torch.Tensor, k: int, exclude: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+def topk_torch(scores: torch.Tensor, k: int, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Top-k of ``scores`` [N] over entries that are not NaN and not ``exclude``d (bool [N]).
 
     Returns:

@@ -17,21 +17,34 @@ twice; holding the row with few elements per thread keeps the single read.
 Configurations are chosen by this table, not by runtime autotuning, so that every one of them is
 compiled and checked ahead of time (:func:`aot_configs`).
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from alkernels.ops.acquisition.reference import BALD_ZERO
 from alkernels.ops.acquisition import TRITON_MAX_C as MAX_C
+from alkernels.ops.acquisition.op import SCORE_ORDER
+from alkernels.ops.acquisition.reference import BALD_ZERO
 from alkernels.ops.arch import KernelConfig, check_device
 
 # BLOCK_C -> (BLOCK_N, num_warps): 256 elements per 4 warps up to BLOCK_C = 64, then one or two
 # rows per program with more warps as rows widen. Every entry is compiled by aot_configs().
 _BLOCK_TABLE: dict[int, tuple[int, int]] = {
-    2: (128, 4), 4: (64, 4), 8: (32, 4), 16: (16, 4), 32: (8, 4), 64: (4, 4), 128: (2, 4),
-    256: (2, 4), 512: (1, 4), 1024: (1, 8), 2048: (1, 16), 4096: (1, 16), 8192: (1, 32),
+    2: (128, 4),
+    4: (64, 4),
+    8: (32, 4),
+    16: (16, 4),
+    32: (8, 4),
+    64: (4, 4),
+    128: (2, 4),
+    256: (2, 4),
+    512: (1, 4),
+    1024: (1, 8),
+    2048: (1, 16),
+    4096: (1, 16),
+    8192: (1, 32),
 }
 _DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _BALD_ZERO = tl.constexpr(BALD_ZERO)
@@ -39,8 +52,16 @@ _BALD_ZERO = tl.constexpr(BALD_ZERO)
 
 @triton.jit
 def _score_all_kernel(
-    x_ptr, out_ptr, bad_ptr, T, N, C, stride_t, stride_n,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    bad_ptr,
+    T,
+    N,
+    C,
+    stride_t,
+    stride_n,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """One program scores BLOCK_N samples; loops over the T passes with p_bar in registers."""
     pid = tl.program_id(0)
@@ -125,14 +146,23 @@ def score_all_triton(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
     T, N, C = logits.shape
     block_n, block_c, warps = block_config(C)
     check_device(_features(logits.dtype), logits.device, "acquisition scoring on backend 'triton'")
-    out = torch.empty((8, N), dtype=torch.float32, device=logits.device)
+    out = torch.empty((len(SCORE_ORDER), N), dtype=torch.float32, device=logits.device)
     bad = torch.empty((N,), dtype=torch.int8, device=logits.device)
     if N == 0:
         return out, -1
     grid = (triton.cdiv(N, block_n),)
     _score_all_kernel[grid](
-        logits, out, bad, T, N, C, logits.stride(0), logits.stride(1),
-        BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps,
+        logits,
+        out,
+        bad,
+        T,
+        N,
+        C,
+        logits.stride(0),
+        logits.stride(1),
+        BLOCK_N=block_n,
+        BLOCK_C=block_c,
+        num_warps=warps,
     )
     bad_idx = torch.nonzero(bad)
     return out, (int(bad_idx[0, 0]) if bad_idx.numel() else -1)
@@ -145,14 +175,29 @@ def aot_configs() -> list[KernelConfig]:
     for dtype, name in _DTYPES.items():
         for block_c, (block_n, warps) in _BLOCK_TABLE.items():
             sig = {
-                "x_ptr": f"*{name}", "out_ptr": "*fp32", "bad_ptr": "*i8", "T": "i32", "N": "i32",
-                "C": "i32", "stride_t": "i64", "stride_n": "i64",
-                "BLOCK_N": "constexpr", "BLOCK_C": "constexpr",
-            }  # fmt: skip
-            configs.append(KernelConfig(
-                family="acquisition", kernel="_score_all_kernel",
-                label=f"C<={block_c} {str(dtype).removeprefix('torch.')}", fn=_score_all_kernel,
-                signature=sig, constexprs={"BLOCK_N": block_n, "BLOCK_C": block_c}, num_warps=warps,
-                features=_features(dtype), min_occupancy=0.5, aligned=("x_ptr", "out_ptr", "bad_ptr"),
-            ))  # fmt: skip
+                "x_ptr": f"*{name}",
+                "out_ptr": "*fp32",
+                "bad_ptr": "*i8",
+                "T": "i32",
+                "N": "i32",
+                "C": "i32",
+                "stride_t": "i64",
+                "stride_n": "i64",
+                "BLOCK_N": "constexpr",
+                "BLOCK_C": "constexpr",
+            }
+            configs.append(
+                KernelConfig(
+                    family="acquisition",
+                    kernel="_score_all_kernel",
+                    label=f"C<={block_c} {str(dtype).removeprefix('torch.')}",
+                    fn=_score_all_kernel,
+                    signature=sig,
+                    constexprs={"BLOCK_N": block_n, "BLOCK_C": block_c},
+                    num_warps=warps,
+                    features=_features(dtype),
+                    min_occupancy=0.5,
+                    aligned=("x_ptr", "out_ptr", "bad_ptr"),
+                )
+            )
     return configs

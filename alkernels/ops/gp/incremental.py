@@ -18,6 +18,7 @@ inducing-point (SGPR) posterior with O(m^2 b + m b p) per block.
 
 The oracle of both is :mod:`alkernels.ops.gp.reference`.
 """
+
 from __future__ import annotations
 
 import math
@@ -129,8 +130,9 @@ class ExactPosterior:
         return x
 
     # -- updates --------------------------------------------------------------------------------
-    def condition(self, x_new: torch.Tensor, y_new: torch.Tensor | None = None, *,
-                  pool_index: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(
+        self, x_new: torch.Tensor, y_new: torch.Tensor | None = None, *, pool_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Add b observations.
 
         Args:
@@ -169,10 +171,10 @@ class ExactPosterior:
         w = torch.addmm(k_np, a.T, self._v[:n], alpha=-1.0)
         w = torch.linalg.solve_triangular(l22, w, upper=False)
         self._reserve(n + b)
-        self._low[n:n + b, :n] = a.T
-        self._low[n:n + b, n:n + b] = l22
-        self._x[n:n + b], self._y[n:n + b], self._alpha[n:n + b] = x_new, y_use, alpha_b
-        self._v[n:n + b] = w
+        self._low[n : n + b, :n] = a.T
+        self._low[n : n + b, n : n + b] = l22
+        self._x[n : n + b], self._y[n : n + b], self._alpha[n : n + b] = x_new, y_use, alpha_b
+        self._v[n : n + b] = w
         if y_new is not None:
             self.pool_mean.addmv_(w.T, alpha_b)
         self.pool_var.sub_((w * w).sum(0))
@@ -201,19 +203,26 @@ class ExactPosterior:
         mean = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         var = torch.empty_like(mean)
         for s in range(0, x.shape[0], chunk):
-            xc = x[s:s + chunk]
+            xc = x[s : s + chunk]
             v = self.solve_lower(covariance(self.params, self._x[: self.n], xc))
-            mean[s:s + chunk] = self.params.mean + v.T @ self._alpha[: self.n]
-            var[s:s + chunk] = prior_variance(self.params, xc) - (v * v).sum(0)
+            mean[s : s + chunk] = self.params.mean + v.T @ self._alpha[: self.n]
+            var[s : s + chunk] = prior_variance(self.params, xc) - (v * v).sum(0)
         return mean, var
 
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue bit for bit (with the same ``x_pool``)."""
         n = self.n
-        return {"params": self.params.to_dict(), "x": self._x[:n].clone(), "y": self._y[:n].clone(),
-                "low": self._low[:n, :n].clone(), "alpha": self._alpha[:n].clone(), "v": self._v[:n].clone(),
-                "pool_mean": self.pool_mean.clone(), "pool_var": self.pool_var.clone()}
+        return {
+            "params": self.params.to_dict(),
+            "x": self._x[:n].clone(),
+            "y": self._y[:n].clone(),
+            "low": self._low[:n, :n].clone(),
+            "alpha": self._alpha[:n].clone(),
+            "v": self._v[:n].clone(),
+            "pool_mean": self.pool_mean.clone(),
+            "pool_var": self.pool_var.clone(),
+        }
 
     @classmethod
     def from_state(cls, state: dict, x_pool: torch.Tensor, *, capacity: int = 256) -> "ExactPosterior":
@@ -248,8 +257,7 @@ class SparsePosterior:
         jitter: added to ``K(Z, Z)``'s diagonal, relative to the outputscale.
     """
 
-    def __init__(self, params: GPParams, inducing: torch.Tensor, x_pool: torch.Tensor, *,
-                 jitter: float = 1e-6) -> None:
+    def __init__(self, params: GPParams, inducing: torch.Tensor, x_pool: torch.Tensor, *, jitter: float = 1e-6) -> None:
         if params.noise <= 0:
             raise ValueError("the inducing-point posterior needs noise > 0")
         if inducing.dim() != 2 or inducing.shape[1] != x_pool.shape[1]:
@@ -285,8 +293,9 @@ class SparsePosterior:
     def _refresh_mean(self) -> None:
         self.pool_mean = self.params.mean + self._g.T @ self._s / self.params.noise
 
-    def condition(self, x_new: torch.Tensor, y_new: torch.Tensor | None = None, *,
-                  pool_index: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(
+        self, x_new: torch.Tensor, y_new: torch.Tensor | None = None, *, pool_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Add b observations (see :meth:`ExactPosterior.condition`; ``pool_index`` is accepted
         for the same call signature and not needed). Returns the prior means at ``x_new``."""
         x_new = _check_points(x_new, self.x_pool.shape[1], self.x_pool, "x_new")
@@ -295,13 +304,13 @@ class SparsePosterior:
             return x_new.new_zeros(0)
         y_new = _as_targets(y_new, b, self.x_pool)
         noise = self.params.noise
-        phi = self.features(x_new)                         # [m, b]
-        pphi = self._pinv @ phi                            # [m, b]
+        phi = self.features(x_new)  # [m, b]
+        pphi = self._pinv @ phi  # [m, b]
         prior = self.params.mean + pphi.T @ self._s / noise
         s_mat = phi.T @ pphi
         s_mat.diagonal().add_(noise)
         low_s = cholesky(s_mat, "the inducing-point update")
-        u = phi.T @ self._g                                # [b, p]
+        u = phi.T @ self._g  # [b, p]
         t = torch.linalg.solve_triangular(low_s, u, upper=False)
         self.pool_var.sub_((t * t).sum(0))
         self._g.sub_(pphi @ torch.cholesky_solve(u, low_s))
@@ -333,17 +342,26 @@ class SparsePosterior:
         mean = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         var = torch.empty_like(mean)
         for s in range(0, x.shape[0], chunk):
-            phi = self.features(x[s:s + chunk])
-            mean[s:s + chunk] = self.params.mean + phi.T @ w
-            var[s:s + chunk] = (prior_variance(self.params, x[s:s + chunk]) - (phi * phi).sum(0)
-                                + (phi * (self._pinv @ phi)).sum(0))
+            phi = self.features(x[s : s + chunk])
+            mean[s : s + chunk] = self.params.mean + phi.T @ w
+            var[s : s + chunk] = (
+                prior_variance(self.params, x[s : s + chunk]) - (phi * phi).sum(0) + (phi * (self._pinv @ phi)).sum(0)
+            )
         return mean, var
 
     def state_dict(self) -> dict:
-        return {"params": self.params.to_dict(), "jitter": self.jitter, "inducing": self.inducing.clone(),
-                "x": self.x_train.clone(), "y": self.y_train.clone(), "pinv": self._pinv.clone(),
-                "s": self._s.clone(), "g": self._g.clone(), "pool_mean": self.pool_mean.clone(),
-                "pool_var": self.pool_var.clone()}
+        return {
+            "params": self.params.to_dict(),
+            "jitter": self.jitter,
+            "inducing": self.inducing.clone(),
+            "x": self.x_train.clone(),
+            "y": self.y_train.clone(),
+            "pinv": self._pinv.clone(),
+            "s": self._s.clone(),
+            "g": self._g.clone(),
+            "pool_mean": self.pool_mean.clone(),
+            "pool_var": self.pool_var.clone(),
+        }
 
     @classmethod
     def from_state(cls, state: dict, x_pool: torch.Tensor) -> "SparsePosterior":

@@ -11,6 +11,7 @@ or one per input dimension, ARD):
 These are gpytorch's ``ScaleKernel(MaternKernel(nu))`` / ``ScaleKernel(RBFKernel())``
 definitions, so hyper-parameters fitted with gpytorch carry over unchanged.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,13 +78,23 @@ class GPParams:
 
     def to_dict(self) -> dict:
         """JSON-serialisable form (see :meth:`from_dict`)."""
-        return {"kernel": self.kernel, "lengthscale": self.lengthscale.tolist(),
-                "outputscale": self.outputscale, "noise": self.noise, "mean": self.mean}
+        return {
+            "kernel": self.kernel,
+            "lengthscale": self.lengthscale.tolist(),
+            "outputscale": self.outputscale,
+            "noise": self.noise,
+            "mean": self.mean,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPParams":
-        return cls(d["kernel"], torch.tensor(d["lengthscale"], dtype=torch.float64), d["outputscale"],
-                   d["noise"], d.get("mean", 0.0))
+        return cls(
+            d["kernel"],
+            torch.tensor(d["lengthscale"], dtype=torch.float64),
+            d["outputscale"],
+            d["noise"],
+            d.get("mean", 0.0),
+        )
 
 
 def scaled(params: GPParams, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,8 +120,9 @@ def _shape(kernel: str, sq: torch.Tensor) -> torch.Tensor:
     return poly.mul_(r.mul_(-math.sqrt(5.0)).exp_())
 
 
-def covariance_scaled(params: GPParams, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor,
-                      *, same: bool = False) -> torch.Tensor:
+def covariance_scaled(
+    params: GPParams, a: torch.Tensor, a_sq: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor, *, same: bool = False
+) -> torch.Tensor:
     """:func:`covariance` from the outputs of :func:`scaled` for both point sets."""
     norms = a_sq[:, None] + b_sq[None, :]
     sq = torch.addmm(norms, a, b.T, alpha=-2.0)

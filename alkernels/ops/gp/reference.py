@@ -4,6 +4,7 @@ Both functions solve the whole problem again on every call (a Cholesky factorisa
 training covariance, O(n^3) for the exact GP), exactly what an AL loop that refits after every
 query does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,10 @@ def cholesky(matrix: torch.Tensor, what: str) -> torch.Tensor:
     ``what`` when it is not positive definite in its dtype."""
     factor, info = torch.linalg.cholesky_ex(matrix)
     if bool((info != 0).any()):
-        raise ValueError(f"{what} is not positive definite in {matrix.dtype} (leading minor "
-                         f"{int(info.max())} failed): raise the noise or the jitter, or use float64")
+        raise ValueError(
+            f"{what} is not positive definite in {matrix.dtype} (leading minor "
+            f"{int(info.max())} failed): raise the noise or the jitter, or use float64"
+        )
     return factor
 
 
@@ -28,8 +31,9 @@ def _chunks(n: int, chunk: int):
         yield slice(start, min(n, start + chunk))
 
 
-def exact_posterior(params: GPParams, x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor,
-                    *, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_posterior(
+    params: GPParams, x_train: torch.Tensor, y_train: torch.Tensor, x_query: torch.Tensor, *, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact GP posterior of the latent function at ``x_query``.
 
     ``K = K(X, X) + noise * I = L L^T``, ``alpha = L^{-1} (y - m)``; per query chunk
@@ -52,8 +56,11 @@ def exact_posterior(params: GPParams, x_train: torch.Tensor, y_train: torch.Tens
     mean = torch.empty(x_query.shape[0], dtype=x_query.dtype, device=x_query.device)
     var = torch.empty_like(mean)
     for s in _chunks(x_query.shape[0], chunk):
-        v = torch.linalg.solve_triangular(low, covariance(params, x_train, x_query[s]), upper=False) \
-            if n else x_query.new_zeros(0, s.stop - s.start)
+        v = (
+            torch.linalg.solve_triangular(low, covariance(params, x_train, x_query[s]), upper=False)
+            if n
+            else x_query.new_zeros(0, s.stop - s.start)
+        )
         mean[s] = params.mean + v.T @ alpha
         var[s] = prior_variance(params, x_query[s]) - (v * v).sum(0)
     return mean, var
@@ -71,9 +78,16 @@ def inducing_cholesky(params: GPParams, inducing: torch.Tensor, jitter: float) -
     return cholesky(kuu, "the inducing-point covariance K(Z, Z)")
 
 
-def sparse_posterior(params: GPParams, inducing: torch.Tensor, x_train: torch.Tensor, y_train: torch.Tensor,
-                     x_query: torch.Tensor, *, jitter: float = 1e-6, chunk: int = 4096
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_posterior(
+    params: GPParams,
+    inducing: torch.Tensor,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_query: torch.Tensor,
+    *,
+    jitter: float = 1e-6,
+    chunk: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inducing-point (SGPR / DTC) posterior of the latent function at ``x_query``.
 
     With ``phi(x) = L_uu^{-1} K(Z, x)`` the model is Bayesian linear regression on ``phi`` with a

@@ -23,11 +23,14 @@ with per-NODE products ``A = h W1a^T`` and ``B = h W1b^T + b1``; reduce per rece
 over ``dst``) and, in backward, per sender segment (CSR over ``src``) without atomics, so results
 are deterministic; and save only node-level tensors for backward, recomputing the edge
 activations there (the Triton backward recomputes them into per-edge buffers that live for the
-backward call only, and takes the weight gradients as GEMMs over edges). The C++ tile GEMMs also skip the zeros of their ReLU inputs (and of
-ReLU-masked gradients), so their speed depends on the activation density: about half at
-initialisation, lower once trained. Gradients flow to ``h``, ``x`` and all eleven weights; the
-shift vectors are constants (no gradient to the cell).
+backward call only, and takes the weight gradients as GEMMs over edges). The C++ tile GEMMs also
+skip the zeros of their ReLU inputs (and of ReLU-masked gradients), so their speed depends on the
+activation density: about half at initialisation, lower once trained. Gradients of every order
+flow to ``h``, ``x`` and all eleven weights (see :mod:`alkernels.ops.message_passing.op`); the
+fused kernels give no gradient to the shift vectors (the cell), so a call that needs one runs on
+the torch backend.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,10 +45,11 @@ from alkernels.ops.message_passing.graph import (
     build_edge_graph,
     check_edge_graph,
     check_inputs,
+    check_precision,
     split_first_layer,
 )
 from alkernels.ops.message_passing.op import egnn_edge_fused, egnn_edge_fused_backward
-from alkernels.ops.message_passing.reference import egnn_edge_reference
+from alkernels.ops.message_passing.reference import egnn_edge_reference, egnn_edge_torch
 
 __all__ = [
     "PRECISIONS",
@@ -54,11 +58,13 @@ __all__ = [
     "EdgeWeights",
     "build_edge_graph",
     "check_edge_graph",
+    "check_precision",
     "edge_op_backend",
     "egnn_edge_fused",
     "egnn_edge_fused_backward",
     "egnn_edge_op",
     "egnn_edge_reference",
+    "egnn_edge_torch",
     "split_first_layer",
     "why_unsupported",
 ]
@@ -115,10 +121,13 @@ def edge_op_backend(
     """
     check_activation(activation)
     return resolve_backend(
-        backend, device, op="egnn_edge_op",
-        unsupported=lambda name: why_unsupported(name, activation=activation, dtype=dtype, widths=widths,
-                                                 shift_grad=shift_grad),
-    )  # fmt: skip
+        backend,
+        device,
+        op="egnn_edge_op",
+        unsupported=lambda name: why_unsupported(
+            name, activation=activation, dtype=dtype, widths=widths, shift_grad=shift_grad
+        ),
+    )
 
 
 def egnn_edge_op(
@@ -138,7 +147,7 @@ def egnn_edge_op(
 
     The fused backends run the registered operator ``alkernels::egnn_edge`` (C++ or Triton
     kernels; differentiable twice, see :mod:`alkernels.ops.message_passing.op`); ``"torch"`` runs
-    :func:`egnn_edge_reference`. Under ``torch.autocast`` the node features, positions and shifts
+    :func:`egnn_edge_torch`. Under ``torch.autocast`` the node features, positions and shifts
     are cast to the weights' dtype first: the op decides its own precision (``precision`` on
     Triton, the input dtype elsewhere).
 
@@ -160,22 +169,31 @@ def egnn_edge_op(
             that cannot run the call (the message says why); index values out of range or
             inconsistent layouts in a graph not made by :func:`build_edge_graph` (on every backend).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     if torch.is_autocast_enabled(h.device.type):
         dtype = weights.w1.dtype
         h, x, shift = h.to(dtype), x.to(dtype), shift.to(dtype)
     check_inputs(h, x, shift, graph, weights)
     widths = (h.shape[1], weights.w2.shape[0], weights.wx1.shape[0])
-    chosen = edge_op_backend(backend, h, activation, dtype=h.dtype, widths=widths,
-                             shift_grad=shift.requires_grad and torch.is_grad_enabled())  # fmt: skip
+    chosen = edge_op_backend(
+        backend, h, activation, dtype=h.dtype, widths=widths, shift_grad=shift.requires_grad and torch.is_grad_enabled()
+    )
     if not graph.checked and chosen != "cpu" and not (h.is_cuda and torch.cuda.is_current_stream_capturing()):
         check_edge_graph(graph)  # the C++ binding checks every call itself
     if chosen == "torch":
-        return egnn_edge_reference(
-            h, x, shift, graph, weights, eps=eps, detach_norm=detach_norm, activation=activation
-        )
+        return egnn_edge_torch(h, x, shift, graph, weights, eps=eps, detach_norm=detach_norm, activation=activation)
     return egnn_edge_fused(
-        h, x, shift, graph.src, graph.dst, graph.rowptr, graph.src_perm, graph.src_ptr, *weights,
-        float(eps), bool(detach_norm), chosen, precision,
-    )  # fmt: skip
+        h,
+        x,
+        shift,
+        graph.src,
+        graph.dst,
+        graph.rowptr,
+        graph.src_perm,
+        graph.src_ptr,
+        *weights,
+        float(eps),
+        bool(detach_norm),
+        chosen,
+        precision,
+    )

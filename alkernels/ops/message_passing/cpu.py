@@ -2,6 +2,7 @@
 
 Arrays cross as zero-copy NumPy views; float32 and float64 are supported.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ def _operands(
     return views[: len(arrays)], views[len(arrays) :]
 
 
-def cpu_forward(
+def egnn_edge_cpu(
     h: torch.Tensor,
     x: torch.Tensor,
     shift: torch.Tensor,
@@ -54,7 +55,7 @@ def cpu_forward(
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
-def cpu_backward(
+def egnn_edge_backward_cpu(
     h: torch.Tensor,
     x: torch.Tensor,
     shift: torch.Tensor,
@@ -71,16 +72,18 @@ def cpu_backward(
     arrays, weights = _operands(h, x, shift, graph, w)
     f = h.shape[1]
     extra = [
-        gm.contiguous().numpy(), gdx.contiguous().numpy(), h.detach().numpy(),
-        w.w1[:, :f].detach().contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
-    ]  # fmt: skip
+        gm.contiguous().numpy(),
+        gdx.contiguous().numpy(),
+        h.detach().numpy(),
+        w.w1[:, :f].detach().contiguous().numpy(),
+        graph.src_perm.numpy(),
+        graph.src_ptr.numpy(),
+    ]
     out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
     return assemble_grads(KernelGrads(*(torch.from_numpy(o) for o in out)), h.detach(), w)
 
 
-
-
-def cpu_double_backward(
+def egnn_edge_double_backward_cpu(
     h: torch.Tensor,
     x: torch.Tensor,
     shift: torch.Tensor,
@@ -94,7 +97,7 @@ def cpu_double_backward(
     v_x: torch.Tensor,
     isa: str = "best",
 ) -> tuple[torch.Tensor, torch.Tensor, EdgeGrads]:
-    """The C++ double backward: the VJP of :func:`cpu_backward` for the cotangents ``v_h`` [n, F]
+    """The C++ double backward: the VJP of :func:`egnn_edge_backward_cpu` for the cotangents ``v_h`` [n, F]
     and ``v_x`` [n, 3] on its gradients of h and x (zero cotangents on the weight gradients, the
     case of force training).
 
@@ -109,12 +112,18 @@ def cpu_double_backward(
     v_h, v_x = v_h.detach().contiguous(), v_x.detach().contiguous()
     d_a, d_b = (v_h @ w1a.t()).contiguous(), (v_h @ w1b.t()).contiguous()
     extra = [
-        gm.detach().contiguous().numpy(), gdx.detach().contiguous().numpy(), h.detach().contiguous().numpy(),
-        w1a.contiguous().numpy(), graph.src_perm.numpy(), graph.src_ptr.numpy(),
-    ]  # fmt: skip
+        gm.detach().contiguous().numpy(),
+        gdx.detach().contiguous().numpy(),
+        h.detach().contiguous().numpy(),
+        w1a.contiguous().numpy(),
+        graph.src_perm.numpy(),
+        graph.src_ptr.numpy(),
+    ]
     tangents = [d_a.numpy(), d_b.numpy(), v_h.numpy(), v_x.numpy()]
-    out = [torch.from_numpy(o) for o in _module().egnn_edge_double_backward(
-        *arrays, weights, eps, *extra, detach_norm, *tangents, isa)]  # fmt: skip
+    out = [
+        torch.from_numpy(o)
+        for o in _module().egnn_edge_double_backward(*arrays, weights, eps, *extra, detach_norm, *tangents, isa)
+    ]
     dm, ddx, bp, bt, gh_send, gx, gw1a, gwr, *rest = out
     hd = h.detach()
     g_h = torch.addmm(gh_send, bp, w1b)

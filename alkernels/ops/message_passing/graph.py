@@ -2,6 +2,7 @@
 the layer weights and their gradients, input checks, and the per-node split of the first edge
 Linear. The CSR layouts are built by the registered operator ``alkernels::edge_csr``, which also
 checks the index values, so a compiled model validates its batches without a graph break."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,13 @@ from alkernels.ops.registry import qualname
 
 #: Matmul input precisions of the Triton kernels (all accumulate in float32).
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; ValueError otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 class EdgeWeights(NamedTuple):
@@ -88,8 +96,9 @@ def assemble_grads(g: KernelGrads, h: torch.Tensor, w: EdgeWeights) -> EdgeGrads
     f = h.shape[1]
     g_h = torch.addmm(g.h_send, g.b, w.w1[:, f : 2 * f])
     g_w1 = torch.cat([g.w1a, g.b.t() @ h, g.wr[:, None]], dim=1)
-    return EdgeGrads(g_h, g.x, g_w1, g.b.sum(0), g.w2, g.b2, g.w3, g.b3, g.wx1, g.bx1, g.wx2, g.bx2,
-                     g.wx3.reshape(1, -1))  # fmt: skip
+    return EdgeGrads(
+        g_h, g.x, g_w1, g.b.sum(0), g.w2, g.b2, g.w3, g.b3, g.wx1, g.bx1, g.wx2, g.bx2, g.wx3.reshape(1, -1)
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +142,13 @@ def check_edge_graph(graph: EdgeGraph) -> None:
     sender j's segment holds exactly j's edges. O(n + E), reading values back from the device
     (the C++ binding runs the same checks on every call)."""
     n, e = graph.num_nodes, graph.num_edges
-    for name, t, length in (("src", graph.src, e), ("dst", graph.dst, e), ("rowptr", graph.rowptr, n + 1),
-                            ("src_perm", graph.src_perm, e), ("src_ptr", graph.src_ptr, n + 1)):  # fmt: skip
+    for name, t, length in (
+        ("src", graph.src, e),
+        ("dst", graph.dst, e),
+        ("rowptr", graph.rowptr, n + 1),
+        ("src_perm", graph.src_perm, e),
+        ("src_ptr", graph.src_ptr, n + 1),
+    ):
         if t.dtype != torch.int64 or t.shape != (length,):
             raise ValueError(f"EdgeGraph.{name} must be int64 [{length}], got {t.dtype} {tuple(t.shape)}")
     nodes = torch.arange(n, device=graph.src.device)
@@ -144,7 +158,9 @@ def check_edge_graph(graph: EdgeGraph) -> None:
     if not torch.equal(graph.dst, nodes.repeat_interleave(graph.rowptr.diff(), output_size=e)):
         raise ValueError("EdgeGraph.dst does not match rowptr: edges must be sorted by receiver")
     if e and (int(graph.src.min()) < 0 or int(graph.src.max()) >= n):
-        raise ValueError(f"EdgeGraph.src holds senders outside [0, {n}): [{int(graph.src.min())}, {int(graph.src.max())}]")
+        raise ValueError(
+            f"EdgeGraph.src holds senders outside [0, {n}): [{int(graph.src.min())}, {int(graph.src.max())}]"
+        )
     if not torch.equal(torch.sort(graph.src_perm).values, torch.arange(e, device=graph.src.device)):
         raise ValueError("EdgeGraph.src_perm must be a permutation of the edges")
     if not torch.equal(graph.src[graph.src_perm], nodes.repeat_interleave(graph.src_ptr.diff(), output_size=e)):
@@ -225,9 +241,7 @@ def split_first_layer(
     return a.contiguous(), b.contiguous(), w1[:, 2 * f].contiguous()
 
 
-def check_inputs(
-    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights
-) -> None:
+def check_inputs(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights) -> None:
     """Raise ValueError unless h [n, F], x [n, 3], shift [E, 3] and the weights agree in shape,
     dtype (float32 or float64) and device with each other and with ``graph``."""
     n, f = h.shape if h.dim() == 2 else (-1, -1)
@@ -246,12 +260,18 @@ def check_inputs(
             raise ValueError(f"{name} is {t.dtype} on {t.device}; expected {dtype} on {h.device}")
     hidden, coord = w.w2.shape[0], w.wx1.shape[0]
     expected = {
-        "w1": (hidden, 2 * f + 1), "b1": (hidden,), "w2": (hidden, hidden), "b2": (hidden,),
-        "w3": (hidden, hidden), "b3": (hidden,), "wx1": (coord, hidden), "bx1": (coord,),
-        "wx2": (coord, coord), "bx2": (coord,), "wx3": (1, coord),
-    }  # fmt: skip
+        "w1": (hidden, 2 * f + 1),
+        "b1": (hidden,),
+        "w2": (hidden, hidden),
+        "b2": (hidden,),
+        "w3": (hidden, hidden),
+        "b3": (hidden,),
+        "wx1": (coord, hidden),
+        "bx1": (coord,),
+        "wx2": (coord, coord),
+        "bx2": (coord,),
+        "wx3": (1, coord),
+    }
     for name, shape in expected.items():
         if tuple(getattr(w, name).shape) != shape:
             raise ValueError(f"weight {name} has shape {tuple(getattr(w, name).shape)}, expected {shape}")
-
-

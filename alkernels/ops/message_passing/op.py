@@ -23,6 +23,7 @@ shapes, so FakeTensor, ``torch.compile(fullgraph=True)`` and ``torch.export`` tr
 The kernels run with autocast off: the op decides its own precision (the inputs arrive in the
 weights' dtype, see :func:`alkernels.ops.message_passing.egnn_edge_op`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -32,13 +33,8 @@ import torch
 from torch import Tensor
 
 from alkernels.ops.message_passing.graph import EdgeGrads, EdgeGraph, EdgeWeights
-from alkernels.ops.message_passing.reference import egnn_edge_reference
+from alkernels.ops.message_passing.reference import egnn_edge_torch
 from alkernels.ops.registry import qualname, register_vmap_by_loop
-
-#: Positions of the tensor arguments of ``alkernels::egnn_edge``: h, x, shift, the five graph
-#: tensors, then the eleven weights.
-_GRAPH = slice(3, 8)
-_WEIGHTS = slice(8, 19)
 
 
 @contextmanager
@@ -53,12 +49,30 @@ def _graph(src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: 
 
 @torch.library.custom_op(qualname("egnn_edge"), mutates_args=())
 def egnn_edge_fused(
-    h: Tensor, x: Tensor, shift: Tensor,
-    src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor,
-    w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
-    wx1: Tensor, bx1: Tensor, wx2: Tensor, bx2: Tensor, wx3: Tensor,
-    eps: float, detach_norm: bool, backend: str, precision: str,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    h: Tensor,
+    x: Tensor,
+    shift: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    rowptr: Tensor,
+    src_perm: Tensor,
+    src_ptr: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    wx1: Tensor,
+    bx1: Tensor,
+    wx2: Tensor,
+    bx2: Tensor,
+    wx3: Tensor,
+    eps: float,
+    detach_norm: bool,
+    backend: str,
+    precision: str,
+) -> tuple[Tensor, Tensor]:
     """The fused forward on ``backend`` (``"cpu"`` or ``"triton"``): ``(m [n, H], dx [n, 3])`` in
     the dtype of h. Shapes as in :func:`alkernels.ops.message_passing.egnn_edge_op`; all inputs
     already checked. ``detach_norm`` only matters to the backward."""
@@ -66,13 +80,13 @@ def egnn_edge_fused(
     w = EdgeWeights(w1, b1, w2, b2, w3, b3, wx1, bx1, wx2, bx2, wx3)
     with _autocast_off(h.device):
         if backend == "cpu":
-            from alkernels.ops.message_passing.cpu import cpu_forward
+            from alkernels.ops.message_passing.cpu import egnn_edge_cpu
 
-            return cpu_forward(h, x, shift, graph, w, eps)
+            return egnn_edge_cpu(h, x, shift, graph, w, eps)
         if backend == "triton":
-            from alkernels.ops.message_passing.triton_kernels import triton_edge_forward
+            from alkernels.ops.message_passing.triton_kernels import egnn_edge_triton
 
-            return triton_edge_forward(h, x, shift, graph, w, eps, precision)
+            return egnn_edge_triton(h, x, shift, graph, w, eps, precision)
     raise ValueError(f"alkernels::egnn_edge runs the fused backends 'cpu' and 'triton', got {backend!r}")
 
 
@@ -85,13 +99,32 @@ def _egnn_edge_fake(h: Tensor, x: Tensor, shift: Tensor, src: Tensor, *rest: obj
 
 @torch.library.custom_op(qualname("egnn_edge_backward"), mutates_args=())
 def egnn_edge_fused_backward(
-    gm: Tensor, gdx: Tensor,
-    h: Tensor, x: Tensor, shift: Tensor,
-    src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor,
-    w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
-    wx1: Tensor, bx1: Tensor, wx2: Tensor, bx2: Tensor, wx3: Tensor,
-    eps: float, detach_norm: bool, backend: str, precision: str,
-) -> list[Tensor]:  # fmt: skip
+    gm: Tensor,
+    gdx: Tensor,
+    h: Tensor,
+    x: Tensor,
+    shift: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    rowptr: Tensor,
+    src_perm: Tensor,
+    src_ptr: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    wx1: Tensor,
+    bx1: Tensor,
+    wx2: Tensor,
+    bx2: Tensor,
+    wx3: Tensor,
+    eps: float,
+    detach_norm: bool,
+    backend: str,
+    precision: str,
+) -> list[Tensor]:
     """The fused backward from the upstream gradients ``gm`` [n, H] and ``gdx`` [n, 3]: the 13
     tensors of :class:`EdgeGrads` (gradients of h, x and the eleven weights)."""
     graph = _graph(src, dst, rowptr, src_perm, src_ptr)
@@ -99,13 +132,13 @@ def egnn_edge_fused_backward(
     gm, gdx = gm.contiguous(), gdx.contiguous()
     with _autocast_off(h.device):
         if backend == "cpu":
-            from alkernels.ops.message_passing.cpu import cpu_backward
+            from alkernels.ops.message_passing.cpu import egnn_edge_backward_cpu
 
-            grads = cpu_backward(h, x, shift, graph, w, eps, detach_norm, gm, gdx)
+            grads = egnn_edge_backward_cpu(h, x, shift, graph, w, eps, detach_norm, gm, gdx)
         elif backend == "triton":
-            from alkernels.ops.message_passing.triton_kernels import triton_edge_backward
+            from alkernels.ops.message_passing.triton_kernels import egnn_edge_backward_triton
 
-            grads = triton_edge_backward(h, x, shift, graph, w, eps, detach_norm, gm, gdx, precision)
+            grads = egnn_edge_backward_triton(h, x, shift, graph, w, eps, detach_norm, gm, gdx, precision)
         else:
             raise ValueError(f"alkernels::egnn_edge_backward runs 'cpu' and 'triton', got {backend!r}")
     return list(grads)
@@ -128,11 +161,21 @@ def _setup_forward(ctx: object, inputs: tuple, output: object) -> None:
 def _backward(ctx: object, gm: Tensor, gdx: Tensor) -> tuple:
     saved = ctx.saved_tensors  # type: ignore[attr-defined]
     if ctx.needs_input_grad[2]:  # type: ignore[attr-defined]
-        raise RuntimeError("the fused edge op has no gradient for the shift vectors (the cell); "
-                           "egnn_edge_op routes such calls to backend 'torch'")  # fmt: skip
-    grads = EdgeGrads(*egnn_edge_fused_backward(
-        gm, gdx, *saved, ctx.eps, ctx.detach_norm, ctx.backend, ctx.precision,  # type: ignore[attr-defined]
-    ))  # fmt: skip
+        raise RuntimeError(
+            "the fused edge op has no gradient for the shift vectors (the cell); "
+            "egnn_edge_op routes such calls to backend 'torch'"
+        )
+    grads = EdgeGrads(
+        *egnn_edge_fused_backward(
+            gm,
+            gdx,
+            *saved,
+            ctx.eps,
+            ctx.detach_norm,
+            ctx.backend,
+            ctx.precision,  # type: ignore[attr-defined]
+        )
+    )
     return (grads.h, grads.x, None, None, None, None, None, None, *grads[2:], None, None, None, None)
 
 
@@ -146,14 +189,33 @@ def _setup_backward(ctx: object, inputs: tuple, output: object) -> None:
 
 @torch.library.custom_op(qualname("egnn_edge_double_backward"), mutates_args=())
 def egnn_edge_fused_double_backward(
-    gm: Tensor, gdx: Tensor,
-    h: Tensor, x: Tensor, shift: Tensor,
-    src: Tensor, dst: Tensor, rowptr: Tensor, src_perm: Tensor, src_ptr: Tensor,
-    w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor,
-    wx1: Tensor, bx1: Tensor, wx2: Tensor, bx2: Tensor, wx3: Tensor,
-    v_h: Tensor, v_x: Tensor,
-    eps: float, detach_norm: bool, backend: str,
-) -> list[Tensor]:  # fmt: skip
+    gm: Tensor,
+    gdx: Tensor,
+    h: Tensor,
+    x: Tensor,
+    shift: Tensor,
+    src: Tensor,
+    dst: Tensor,
+    rowptr: Tensor,
+    src_perm: Tensor,
+    src_ptr: Tensor,
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+    w3: Tensor,
+    b3: Tensor,
+    wx1: Tensor,
+    bx1: Tensor,
+    wx2: Tensor,
+    bx2: Tensor,
+    wx3: Tensor,
+    v_h: Tensor,
+    v_x: Tensor,
+    eps: float,
+    detach_norm: bool,
+    backend: str,
+) -> list[Tensor]:
     """The fused double backward: the VJP of :func:`egnn_edge_fused_backward` for the cotangents
     ``v_h`` [n, F] and ``v_x`` [n, 3] on its gradients of h and x (none on the weight
     gradients). Returns 15 tensors: the gradients w.r.t. ``gm`` [n, H] and ``gdx`` [n, 3], then
@@ -161,12 +223,12 @@ def egnn_edge_fused_double_backward(
     orders go through the reference, see :func:`_double_backward`)."""
     if backend != "cpu":
         raise ValueError(f"alkernels::egnn_edge_double_backward runs backend 'cpu' only, got {backend!r}")
-    from alkernels.ops.message_passing.cpu import cpu_double_backward
+    from alkernels.ops.message_passing.cpu import egnn_edge_double_backward_cpu
 
     graph = _graph(src, dst, rowptr, src_perm, src_ptr)
     w = EdgeWeights(w1, b1, w2, b2, w3, b3, wx1, bx1, wx2, bx2, wx3)
     with _autocast_off(h.device):
-        d_gm, d_gdx, grads = cpu_double_backward(h, x, shift, graph, w, eps, detach_norm, gm, gdx, v_h, v_x)
+        d_gm, d_gdx, grads = egnn_edge_double_backward_cpu(h, x, shift, graph, w, eps, detach_norm, gm, gdx, v_h, v_x)
     return [d_gm, d_gdx, *grads]
 
 
@@ -191,7 +253,8 @@ def _double_backward(ctx: object, cotangents: list[Tensor]) -> tuple:
     The fused C++ kernel serves the force-training case in eager mode: backend ``"cpu"``,
     cotangents on the gradients of h and x only (a check that reads them), no ``create_graph``.
     Every other case, and a traced one (``torch.compile``, whose graph cannot branch on those
-    values), takes the exact reference path: the first-order backward is ``g(gm, gdx, h, x, W) = J(h, x, W)^T (gm, gdx)``, and its
+    values), takes the exact reference path: the first-order backward is
+    ``g(gm, gdx, h, x, W) = J(h, x, W)^T (gm, gdx)``, and its
     VJP is ``torch.func.vjp`` of the reference's own VJP. ``torch.func`` composes with autograd,
     so with ``create_graph`` the result is itself differentiable (third and higher orders stay
     exact)."""
@@ -199,25 +262,38 @@ def _double_backward(ctx: object, cotangents: list[Tensor]) -> tuple:
     graph = _graph(*rest[:5])
     eps, detach_norm = ctx.eps, ctx.detach_norm  # type: ignore[attr-defined]
     weights = rest[5:]
-    if (ctx.backend == "cpu" and not torch.is_grad_enabled()  # type: ignore[attr-defined]
-            and not _traced(cotangents) and not any(bool(c.any()) for c in cotangents[2:])):  # fmt: skip
-        grads = egnn_edge_fused_double_backward(gm, gdx, h, x, shift, *rest[:5], *weights, cotangents[0],
-                                                cotangents[1], eps, detach_norm, "cpu")  # fmt: skip
+    if (
+        ctx.backend == "cpu"
+        and not torch.is_grad_enabled()  # type: ignore[attr-defined]
+        and not _traced(cotangents)
+        and not any(bool(c.any()) for c in cotangents[2:])
+    ):
+        grads = egnn_edge_fused_double_backward(
+            gm, gdx, h, x, shift, *rest[:5], *weights, cotangents[0], cotangents[1], eps, detach_norm, "cpu"
+        )
     else:
         grads = _reference_double_backward(gm, gdx, h, x, shift, graph, weights, cotangents, eps, detach_norm)
     return (*grads[:4], None, None, None, None, None, None, *grads[4:], None, None, None, None)
 
 
 def _reference_double_backward(
-    gm: Tensor, gdx: Tensor, h: Tensor, x: Tensor, shift: Tensor, graph: EdgeGraph, weights: list[Tensor],
-    cotangents: list[Tensor], eps: float, detach_norm: bool,
-) -> tuple[Tensor, ...]:  # fmt: skip
+    gm: Tensor,
+    gdx: Tensor,
+    h: Tensor,
+    x: Tensor,
+    shift: Tensor,
+    graph: EdgeGraph,
+    weights: list[Tensor],
+    cotangents: list[Tensor],
+    eps: float,
+    detach_norm: bool,
+) -> tuple[Tensor, ...]:
     """The VJP of the first-order backward through the torch reference (15 gradients: gm, gdx,
     then h, x and the weights)."""
 
     def first_order(gm_: Tensor, gdx_: Tensor, h_: Tensor, x_: Tensor, *w_: Tensor) -> tuple[Tensor, ...]:
         def forward(hh: Tensor, xx: Tensor, *ww: Tensor) -> tuple[Tensor, Tensor]:
-            return egnn_edge_reference(hh, xx, shift, graph, EdgeWeights(*ww), eps=eps, detach_norm=detach_norm)
+            return egnn_edge_torch(hh, xx, shift, graph, EdgeWeights(*ww), eps=eps, detach_norm=detach_norm)
 
         _, vjp = torch.func.vjp(forward, h_, x_, *w_)
         return vjp((gm_, gdx_))

@@ -1,5 +1,6 @@
 """The EGNN edge op in plain PyTorch: gather, concat, MLPs and ``index_add_``, with autograd's
 backward. The readable specification and the test oracle; it stores O(E * H) activations."""
+
 from __future__ import annotations
 
 import torch
@@ -8,7 +9,7 @@ from alkernels.ops.activations import activation_fn
 from alkernels.ops.message_passing.graph import EdgeGraph, EdgeWeights
 
 
-def egnn_edge_reference(
+def egnn_edge_torch(
     h: torch.Tensor,
     x: torch.Tensor,
     shift: torch.Tensor,
@@ -53,3 +54,6 @@ def egnn_edge_reference(
     return m, dx
 
 
+#: The earlier name of :func:`egnn_edge_torch` (before the ``<op>_<backend>`` naming), kept as an
+#: alias for one release.
+egnn_edge_reference = egnn_edge_torch

@@ -41,16 +41,15 @@ exercise the GPU configuration; only the matmul precision mapping differs (the i
 ``tl.dot`` ignores input precision, and bf16 inputs are rounded explicitly because its bfloat16
 ``tl.dot`` is wrong).
 """
+
 from __future__ import annotations
 
 import torch
-
 import triton
 import triton.language as tl
 
 from alkernels.ops.arch import KernelConfig, arch_of, check_device
 from alkernels.ops.message_passing.graph import (
-    PRECISIONS,
     EdgeGrads,
     EdgeGraph,
     EdgeWeights,
@@ -70,7 +69,10 @@ ACT_WARPS = 8
 #: ptxas spills a few bytes in bf16 with 8 warps on sm_90 and with 4 on sm_80, and in float64
 #: with 8 warps on sm_80 (see ``python -m alkernels.ops.aot``).
 BWD_WARPS: dict[str, list[tuple[int, int | None, int]]] = {
-    "fp32": [(0, None, 8)], "tf32": [(0, None, 8)], "bf16": [(0, 90, 8), (90, None, 4)], "fp64": [(0, None, 4)],
+    "fp32": [(0, None, 8)],
+    "tf32": [(0, None, 8)],
+    "bf16": [(0, 90, 8), (90, None, 4)],
+    "fp64": [(0, None, 4)],
 }
 
 
@@ -80,21 +82,44 @@ def bwd_warps(precision: str, device: torch.device, dtype: torch.dtype = torch.f
     arch = arch_of(device) if device.type == "cuda" else 0
     key = "fp64" if dtype == torch.float64 else precision
     return next(w for lo, below, w in BWD_WARPS[key] if lo <= arch and (below is None or arch < below))
+
+
 SENDER_WARPS = 4
 SENDER_BLOCK = 32
+#: Columns of the backward's per-edge ``aux`` rows (AUX_WIDTH floats, 32 bytes in float32): r^2,
+#: the gradient of the coordinate MLP's output (gs), the displacement d (3 columns) and the gate.
+AUX_WIDTH, AUX_R2, AUX_GS, AUX_D, AUX_GATE = 8, 0, 1, 2, 5
+_AUX_WIDTH, _AUX_R2, _AUX_GS, _AUX_D, _AUX_GATE = (
+    tl.constexpr(v) for v in (AUX_WIDTH, AUX_R2, AUX_GS, AUX_D, AUX_GATE)
+)
+
+
+#: GPU modes of each precision: (label, PREC, EXACT, from arch, below arch), where PREC is the
+#: matmul input precision and EXACT the one of the fp32-accurate one-hot receiver sums. The
+#: launchers pick by the GPU's arch (:func:`matmul_modes`) and the AOT check compiles each entry.
+_GPU_MODES: dict[str, list[tuple[str, str, str, int, int | None]]] = {
+    "fp32": [("3xTF32", "tf32x3", "tf32x3", 80, None), ("IEEE", "ieee", "ieee", 0, 80)],
+    "tf32": [("TF32", "tf32", "tf32x3", 80, None)],
+    "bf16": [("BF16", "bf16", "tf32x3", 80, None)],
+}
+#: The interpreter's modes: plain fp32 matmuls, bf16 inputs rounded explicitly.
+_INTERPRETER_MODES = {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16_emulated"}
 
 
 def matmul_modes(precision: str, device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[str, str]:
-    """``(PREC, EXACT)`` constexprs of the kernels for ``precision`` on ``device``: the matmul
-    input precision, and the one used for the fp32-accurate one-hot receiver sums. float64
-    inputs always multiply in IEEE float64."""
+    """``(PREC, EXACT)`` constexprs of the kernels for ``precision`` on ``device`` (see
+    :data:`_GPU_MODES`); float64 inputs always multiply in IEEE float64. tf32 and bf16 below
+    sm_80 are refused before this by :func:`alkernels.ops.arch.check_device`."""
     if dtype == torch.float64:
         return "ieee", "ieee"
-    if device.type != "cuda":  # the interpreter: plain fp32 matmuls, bf16 rounded explicitly
-        return {"fp32": "ieee", "tf32": "tf32", "bf16": "bf16_emulated"}[precision], "ieee"
-    if arch_of(device) >= 80:
-        return {"fp32": "tf32x3", "tf32": "tf32", "bf16": "bf16"}[precision], "tf32x3"
-    return "ieee", "ieee"
+    if device.type != "cuda":
+        return _INTERPRETER_MODES[precision], "ieee"
+    arch = arch_of(device)
+    return next(
+        (prec, exact)
+        for _, prec, exact, lo, below in _GPU_MODES[precision]
+        if lo <= arch and (below is None or arch < below)
+    )
 
 
 @triton.jit
@@ -130,8 +155,9 @@ def _store_cols(base, LD: tl.constexpr, j0, tile, valid, K: tl.constexpr):
 
 
 @triton.jit
-def _linear_relu(in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out_base, valid,
-                 K: tl.constexpr, PREC: tl.constexpr):
+def _linear_relu(
+    in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out_base, valid, K: tl.constexpr, PREC: tl.constexpr
+):
     """out = relu(in @ W^T + b) for the [BLOCK_E, IN] rows at ``in_base``, W [OUT, IN] row-major,
     one [BLOCK_E, K] output tile at a time; ends with a barrier (out is read by other threads)."""
     for j in range(OUT // K):
@@ -145,8 +171,20 @@ def _linear_relu(in_base, IN: tl.constexpr, w_ptr, b_ptr, OUT: tl.constexpr, out
 
 
 @triton.jit
-def _linear_relu_bwd(gout_base, OUT: tl.constexpr, w_ptr, IN: tl.constexpr, in_base, gin_base, valid,
-                     extra_ptr, rows, HAS_EXTRA: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+def _linear_relu_bwd(
+    gout_base,
+    OUT: tl.constexpr,
+    w_ptr,
+    IN: tl.constexpr,
+    in_base,
+    gin_base,
+    valid,
+    extra_ptr,
+    rows,
+    HAS_EXTRA: tl.constexpr,
+    K: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """gin = (gout @ W [+ extra_ptr[rows]]) where in > 0, the gradient through ``relu(in)`` feeding
     a Linear with weight W [OUT, IN]; one [BLOCK_E, K] tile at a time; ends with a barrier."""
     for k in range(IN // K):
@@ -155,7 +193,9 @@ def _linear_relu_bwd(gout_base, OUT: tl.constexpr, w_ptr, IN: tl.constexpr, in_b
             w = _tile(w_ptr + j * K * IN + k * K, K, K, IN, 1)  # [jj, kk] = W[j K + jj, k K + kk]
             acc += _mm(_load_cols(gout_base, OUT, j * K, valid, K), w, PREC)
         if HAS_EXTRA:
-            acc += tl.load(extra_ptr + rows[:, None] * IN + k * K + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0)
+            acc += tl.load(
+                extra_ptr + rows[:, None] * IN + k * K + tl.arange(0, K)[None, :], mask=valid[:, None], other=0.0
+            )
         acc = tl.where(_load_cols(in_base, IN, k * K, valid, K) > 0, acc, 0.0)
         _store_cols(gin_base, IN, k * K, acc, valid, K)
     tl.debug_barrier()
@@ -173,17 +213,53 @@ def _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E: tl.constexp
     valid = offs < e_end
     src = tl.load(src_ptr + offs, mask=valid, other=0)
     dst = tl.load(dst_ptr + offs, mask=valid, other=0)
-    dx = tl.load(x_ptr + src * 3, mask=valid, other=0.0) + tl.load(shift_ptr + offs * 3, mask=valid, other=0.0) - tl.load(x_ptr + dst * 3, mask=valid, other=0.0)
-    dy = tl.load(x_ptr + src * 3 + 1, mask=valid, other=0.0) + tl.load(shift_ptr + offs * 3 + 1, mask=valid, other=0.0) - tl.load(x_ptr + dst * 3 + 1, mask=valid, other=0.0)
-    dz = tl.load(x_ptr + src * 3 + 2, mask=valid, other=0.0) + tl.load(shift_ptr + offs * 3 + 2, mask=valid, other=0.0) - tl.load(x_ptr + dst * 3 + 2, mask=valid, other=0.0)
+    dx = (
+        tl.load(x_ptr + src * 3, mask=valid, other=0.0)
+        + tl.load(shift_ptr + offs * 3, mask=valid, other=0.0)
+        - tl.load(x_ptr + dst * 3, mask=valid, other=0.0)
+    )
+    dy = (
+        tl.load(x_ptr + src * 3 + 1, mask=valid, other=0.0)
+        + tl.load(shift_ptr + offs * 3 + 1, mask=valid, other=0.0)
+        - tl.load(x_ptr + dst * 3 + 1, mask=valid, other=0.0)
+    )
+    dz = (
+        tl.load(x_ptr + src * 3 + 2, mask=valid, other=0.0)
+        + tl.load(shift_ptr + offs * 3 + 2, mask=valid, other=0.0)
+        - tl.load(x_ptr + dst * 3 + 2, mask=valid, other=0.0)
+    )
     r2 = dx * dx + dy * dy + dz * dz
     return offs, valid, src, dst, dx, dy, dz, r2, tl.sqrt(r2)
 
 
 @triton.jit
-def _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
-                 wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
-                 H: tl.constexpr, C: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr):
+def _activations(
+    valid,
+    src,
+    dst,
+    r2,
+    a_ptr,
+    b_ptr,
+    w_ptr,
+    w2_ptr,
+    b2_ptr,
+    w3_ptr,
+    b3_ptr,
+    wx1_ptr,
+    bx1_ptr,
+    wx2_ptr,
+    bx2_ptr,
+    wx3_ptr,
+    z1_s,
+    z2_s,
+    m_s,
+    p1_s,
+    p2_s,
+    H: tl.constexpr,
+    C: tl.constexpr,
+    K: tl.constexpr,
+    PREC: tl.constexpr,
+):
     """Both MLPs of one edge chunk into the scratch rows z1_s, z2_s, m_s [BLOCK_E, H] and
     p1_s, p2_s [BLOCK_E, C]; returns the coordinate gate tanh(phi_x(m)) [BLOCK_E]."""
     for j in range(H // K):  # z1 = relu(A[src] + B[dst] + w r^2), the per-node split first layer
@@ -240,11 +316,35 @@ def _store_vec(vec_ptr, node, n, acc_x, acc_y, acc_z):
 
 @triton.jit
 def _edge_fwd_kernel(
-    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr, rowptr_ptr,
-    w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    m_ptr, dxo_ptr, scratch_ptr, n, eps,
-    H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
+    a_ptr,
+    b_ptr,
+    w_ptr,
+    x_ptr,
+    shift_ptr,
+    src_ptr,
+    dst_ptr,
+    rowptr_ptr,
+    w2_ptr,
+    b2_ptr,
+    w3_ptr,
+    b3_ptr,
+    wx1_ptr,
+    bx1_ptr,
+    wx2_ptr,
+    bx2_ptr,
+    wx3_ptr,
+    m_ptr,
+    dxo_ptr,
+    scratch_ptr,
+    n,
+    eps,
+    H: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    K: tl.constexpr,
+    PREC: tl.constexpr,
+    EXACT: tl.constexpr,
 ):
     """m [n, H] (zero on entry) += receiver sums of phi_e; dx [n, 3] = sums of u tanh(phi_x)."""
     DT: tl.constexpr = m_ptr.dtype.element_ty
@@ -265,9 +365,33 @@ def _edge_fwd_kernel(
         acc_z = tl.zeros((BLOCK_N,), dtype=DT)
         for e in range(e_start, e_end, BLOCK_E):
             offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, e_end, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
-            gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
-                                wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_s, z2_s, m_s, p1_s, p2_s,
-                                H, C, K, PREC)  # fmt: skip
+            gate = _activations(
+                valid,
+                src,
+                dst,
+                r2,
+                a_ptr,
+                b_ptr,
+                w_ptr,
+                w2_ptr,
+                b2_ptr,
+                w3_ptr,
+                b3_ptr,
+                wx1_ptr,
+                bx1_ptr,
+                wx2_ptr,
+                bx2_ptr,
+                wx3_ptr,
+                z1_s,
+                z2_s,
+                m_s,
+                p1_s,
+                p2_s,
+                H,
+                C,
+                K,
+                PREC,
+            )
             onehot = _onehot(dst, valid, i0, BLOCK_N, DT)
             _reduce_rows(m_ptr, i0 + rows, n, onehot, m_s, valid, H, K, EXACT)
             scale = gate / (r + eps)
@@ -280,42 +404,121 @@ def _edge_fwd_kernel(
 
 @triton.jit
 def _edge_act_kernel(
-    a_ptr, b_ptr, w_ptr, x_ptr, shift_ptr, src_ptr, dst_ptr,
-    w2_ptr, b2_ptr, w3_ptr, b3_ptr, wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr,
-    gdx_ptr, aux_ptr, z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, num_edges, eps,
-    H: tl.constexpr, C: tl.constexpr, BLOCK_E: tl.constexpr, K: tl.constexpr, PREC: tl.constexpr,
+    a_ptr,
+    b_ptr,
+    w_ptr,
+    x_ptr,
+    shift_ptr,
+    src_ptr,
+    dst_ptr,
+    w2_ptr,
+    b2_ptr,
+    w3_ptr,
+    b3_ptr,
+    wx1_ptr,
+    bx1_ptr,
+    wx2_ptr,
+    bx2_ptr,
+    wx3_ptr,
+    gdx_ptr,
+    aux_ptr,
+    z1_ptr,
+    z2_ptr,
+    m_ptr,
+    p1_ptr,
+    p2_ptr,
+    num_edges,
+    eps,
+    H: tl.constexpr,
+    C: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    K: tl.constexpr,
+    PREC: tl.constexpr,
 ):
     """Backward, part 1: every edge's activations z1, z2, m [E, H] and p1, p2 [E, C] (recomputed
-    as in forward) and aux [E, 8] = (r^2, d loss / d phi_x output, d, gate, 2 unused). Edges are
+    as in forward) and aux [E, AUX_WIDTH] = (r^2, d loss / d phi_x output, d, gate, 2 unused). Edges are
     independent here, so programs take chunks of BLOCK_E consecutive edges."""
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     for c in range(pid, tl.cdiv(num_edges, BLOCK_E), nprog):
         e = c * BLOCK_E
         offs, valid, src, dst, dx, dy, dz, r2, r = _geometry(e, num_edges, x_ptr, shift_ptr, src_ptr, dst_ptr, BLOCK_E)
-        gate = _activations(valid, src, dst, r2, a_ptr, b_ptr, w_ptr, w2_ptr, b2_ptr, w3_ptr, b3_ptr,
-                            wx1_ptr, bx1_ptr, wx2_ptr, bx2_ptr, wx3_ptr, z1_ptr + e * H, z2_ptr + e * H,
-                            m_ptr + e * H, p1_ptr + e * C, p2_ptr + e * C, H, C, K, PREC)  # fmt: skip
+        gate = _activations(
+            valid,
+            src,
+            dst,
+            r2,
+            a_ptr,
+            b_ptr,
+            w_ptr,
+            w2_ptr,
+            b2_ptr,
+            w3_ptr,
+            b3_ptr,
+            wx1_ptr,
+            bx1_ptr,
+            wx2_ptr,
+            bx2_ptr,
+            wx3_ptr,
+            z1_ptr + e * H,
+            z2_ptr + e * H,
+            m_ptr + e * H,
+            p1_ptr + e * C,
+            p2_ptr + e * C,
+            H,
+            C,
+            K,
+            PREC,
+        )
         gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
         gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
         gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
         gs = (gdx_x * dx + gdx_y * dy + gdx_z * dz) / (r + eps) * (1.0 - gate * gate)
-        tl.store(aux_ptr + offs * 8, r2, mask=valid)
-        tl.store(aux_ptr + offs * 8 + 1, gs, mask=valid)
-        tl.store(aux_ptr + offs * 8 + 2, dx, mask=valid)
-        tl.store(aux_ptr + offs * 8 + 3, dy, mask=valid)
-        tl.store(aux_ptr + offs * 8 + 4, dz, mask=valid)
-        tl.store(aux_ptr + offs * 8 + 5, gate, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_R2, r2, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_GS, gs, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_D, dx, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_D + 1, dy, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_D + 2, dz, mask=valid)
+        tl.store(aux_ptr + offs * _AUX_WIDTH + _AUX_GATE, gate, mask=valid)
         tl.debug_barrier()  # the next chunk's scratch rows differ, but keep warps in step
 
 
 @triton.jit
 def _edge_bwd_kernel(
-    w_ptr, dst_ptr, rowptr_ptr, w2_ptr, w3_ptr, wx1_ptr, wx2_ptr, wx3_ptr,
-    gm_ptr, gdx_ptr, gb_ptr, gx_ptr, gde_ptr, aux_ptr,
-    z1_ptr, z2_ptr, m_ptr, p1_ptr, p2_ptr, gz1_ptr, gz2_ptr, gmm_ptr, gp1_ptr, gp2_ptr, n, eps,
-    H: tl.constexpr, C: tl.constexpr, DETACH: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    K: tl.constexpr, PREC: tl.constexpr, EXACT: tl.constexpr,
+    w_ptr,
+    dst_ptr,
+    rowptr_ptr,
+    w2_ptr,
+    w3_ptr,
+    wx1_ptr,
+    wx2_ptr,
+    wx3_ptr,
+    gm_ptr,
+    gdx_ptr,
+    gb_ptr,
+    gx_ptr,
+    gde_ptr,
+    aux_ptr,
+    z1_ptr,
+    z2_ptr,
+    m_ptr,
+    p1_ptr,
+    p2_ptr,
+    gz1_ptr,
+    gz2_ptr,
+    gmm_ptr,
+    gp1_ptr,
+    gp2_ptr,
+    n,
+    eps,
+    H: tl.constexpr,
+    C: tl.constexpr,
+    DETACH: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    K: tl.constexpr,
+    PREC: tl.constexpr,
+    EXACT: tl.constexpr,
 ):
     """Backward, part 2, from the activations of :func:`_edge_act_kernel`: the gradients
     g_p2, g_p1 [E, C] and g_m, g_z2, g_z1 [E, H] of the layers' pre-activations; gB [n, H] (zero on
@@ -337,7 +540,7 @@ def _edge_bwd_kernel(
             dst = tl.load(dst_ptr + offs, mask=valid, other=0)
             p1_s = p1_ptr + e * C
             p2_s = p2_ptr + e * C
-            gs = tl.load(aux_ptr + offs * 8 + 1, mask=valid, other=0.0)
+            gs = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_GS, mask=valid, other=0.0)
             # coordinate MLP: g_p2 = gs wx3 where p2 > 0, then back through Wx2 and Wx1
             gp2_s = gp2_ptr + e * C
             for j in range(C // K):
@@ -347,20 +550,29 @@ def _edge_bwd_kernel(
             tl.debug_barrier()
             _linear_relu_bwd(gp2_s, C, wx2_ptr, C, p1_s, gp1_ptr + e * C, valid, gm_ptr, dst, False, K, PREC)
             # g_m also receives the upstream gradient of the message, gm[dst]
-            _linear_relu_bwd(gp1_ptr + e * C, C, wx1_ptr, H, m_ptr + e * H, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC)
-            _linear_relu_bwd(gmm_ptr + e * H, H, w3_ptr, H, z2_ptr + e * H, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
-            _linear_relu_bwd(gz2_ptr + e * H, H, w2_ptr, H, z1_ptr + e * H, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC)
+            _linear_relu_bwd(
+                gp1_ptr + e * C, C, wx1_ptr, H, m_ptr + e * H, gmm_ptr + e * H, valid, gm_ptr, dst, True, K, PREC
+            )
+            _linear_relu_bwd(
+                gmm_ptr + e * H, H, w3_ptr, H, z2_ptr + e * H, gz2_ptr + e * H, valid, gm_ptr, dst, False, K, PREC
+            )
+            _linear_relu_bwd(
+                gz2_ptr + e * H, H, w2_ptr, H, z1_ptr + e * H, gz1_ptr + e * H, valid, gm_ptr, dst, False, K, PREC
+            )
             onehot = _onehot(dst, valid, i0, BLOCK_N, DT)
             _reduce_rows(gb_ptr, i0 + rows, n, onehot, gz1_ptr + e * H, valid, H, K, EXACT)
             # geometry: d(r2)/dd = 2d, du/dd = I/(r+eps) - d d^T / (r (r+eps)^2)
             g_r2 = tl.zeros((BLOCK_E,), dtype=DT)
             for j in range(H // K):
-                g_r2 += tl.sum(_load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :], axis=1)
-            r2 = tl.load(aux_ptr + offs * 8, mask=valid, other=0.0)
-            dx = tl.load(aux_ptr + offs * 8 + 2, mask=valid, other=0.0)
-            dy = tl.load(aux_ptr + offs * 8 + 3, mask=valid, other=0.0)
-            dz = tl.load(aux_ptr + offs * 8 + 4, mask=valid, other=0.0)
-            gate = tl.load(aux_ptr + offs * 8 + 5, mask=valid, other=0.0)
+                g_r2 += tl.sum(
+                    _load_cols(gz1_ptr + e * H, H, j * K, valid, K) * tl.load(w_ptr + j * K + tl.arange(0, K))[None, :],
+                    axis=1,
+                )
+            r2 = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_R2, mask=valid, other=0.0)
+            dx = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_D, mask=valid, other=0.0)
+            dy = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_D + 1, mask=valid, other=0.0)
+            dz = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_D + 2, mask=valid, other=0.0)
+            gate = tl.load(aux_ptr + offs * _AUX_WIDTH + _AUX_GATE, mask=valid, other=0.0)
             gdx_x = tl.load(gdx_ptr + dst * 3, mask=valid, other=0.0)
             gdx_y = tl.load(gdx_ptr + dst * 3 + 1, mask=valid, other=0.0)
             gdx_z = tl.load(gdx_ptr + dst * 3 + 2, mask=valid, other=0.0)
@@ -386,9 +598,7 @@ def _edge_bwd_kernel(
 
 
 @triton.jit
-def _sender_sum_kernel(
-    ghe_ptr, gde_ptr, perm_ptr, sptr_ptr, gh_ptr, gx_ptr, F: tl.constexpr, BLOCK_E: tl.constexpr
-):
+def _sender_sum_kernel(ghe_ptr, gde_ptr, perm_ptr, sptr_ptr, gh_ptr, gx_ptr, F: tl.constexpr, BLOCK_E: tl.constexpr):
     """gh[j] = sum of ghe over j's edges; gx[j] += sum of gde (CSR over senders, fixed order)."""
     j = tl.program_id(0)
     start = tl.load(sptr_ptr + j)
@@ -448,14 +658,16 @@ def _constexprs(precision: str, device: torch.device, h: int, c: int, dtype: tor
     return {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
 
 
-def _common(h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights) -> list[torch.Tensor]:
+def _common(
+    h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights
+) -> list[torch.Tensor]:
     """Kernel arguments shared by forward and backward (per-node products, geometry, weights)."""
     a, b, wr = split_first_layer(h, w.w1, w.b1)
     mats = [t.contiguous() for t in (w.w2, w.b2, w.w3, w.b3, w.wx1, w.bx1, w.wx2, w.bx2, w.wx3.reshape(-1))]
     return [a, b, wr, x, shift, graph.src, graph.dst, graph.rowptr, *mats]
 
 
-def triton_edge_forward(
+def egnn_edge_triton(
     h: torch.Tensor, x: torch.Tensor, shift: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, eps: float, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused forward on Triton: (m [n, H], dx [n, 3]) in the inputs' dtype (float32, or float64
@@ -488,7 +700,7 @@ def _weight_grad(g: torch.Tensor, x: torch.Tensor, precision: str) -> torch.Tens
     return g.t() @ x
 
 
-def triton_edge_backward(
+def egnn_edge_backward_triton(
     h: torch.Tensor,
     x: torch.Tensor,
     shift: torch.Tensor,
@@ -512,7 +724,7 @@ def triton_edge_backward(
     gh = torch.zeros(n, f, device=dev, dtype=dt)
     hbuf = torch.empty(6, e, hidden, device=dev, dtype=dt)  # z1 z2 m g_z1 g_z2 g_m
     cbuf = torch.empty(4, e, coord, device=dev, dtype=dt)  # p1 p2 g_p1 g_p2
-    aux = torch.zeros(e, 8, device=dev, dtype=dt)  # r^2, gs, d, gate (rows of 32 B in float32)
+    aux = torch.zeros(e, AUX_WIDTH, device=dev, dtype=dt)  # r^2, gs, d, gate
     gde = torch.zeros(e, 4, device=dev, dtype=dt)
     if n > 0:
         common = _common(h, x, shift, graph, w)
@@ -520,45 +732,85 @@ def triton_edge_backward(
         if e > 0:
             act_meta = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
             _edge_act_kernel[(_num_edge_programs(e, dev),)](
-                *common[:7], *common[8:], gdx, aux, *hbuf[:3], *cbuf[:2], e, eps, **act_meta,
-                num_warps=ACT_WARPS, num_stages=1,
-            )  # fmt: skip
+                *common[:7],
+                *common[8:],
+                gdx,
+                aux,
+                *hbuf[:3],
+                *cbuf[:2],
+                e,
+                eps,
+                **act_meta,
+                num_warps=ACT_WARPS,
+                num_stages=1,
+            )
         wr, w2, w3, wx1, wx2, wx3 = common[2], common[8], common[10], common[12], common[14], common[16]
         _edge_bwd_kernel[(_num_programs(n, dev),)](
-            wr, graph.dst, graph.rowptr, w2, w3, wx1, wx2, wx3, gm.contiguous(), gdx, gb, gx, gde, aux,
-            *hbuf[:3], *cbuf[:2], *hbuf[3:], *cbuf[2:], n, eps, DETACH=detach_norm, **meta,
-            num_warps=bwd_warps(precision, dev, dt), num_stages=1,
-        )  # fmt: skip
+            wr,
+            graph.dst,
+            graph.rowptr,
+            w2,
+            w3,
+            wx1,
+            wx2,
+            wx3,
+            gm.contiguous(),
+            gdx,
+            gb,
+            gx,
+            gde,
+            aux,
+            *hbuf[:3],
+            *cbuf[:2],
+            *hbuf[3:],
+            *cbuf[2:],
+            n,
+            eps,
+            DETACH=detach_norm,
+            **meta,
+            num_warps=bwd_warps(precision, dev, dt),
+            num_stages=1,
+        )
     z1, z2, m, g_z1, g_z2, g_m = hbuf
     p1, p2, g_p1, g_p2 = cbuf
-    r2, gs = aux[:, 0], aux[:, 1]
+    r2, gs = aux[:, AUX_R2], aux[:, AUX_GS]
     w1a = w.w1[:, :f]
     ghe = _weight_grad(g_z1.t(), w1a, precision)  # g_z1 @ W1a, [E, F]
     if n > 0:
-        _sender_sum_kernel[(n,)](ghe.contiguous(), gde, graph.src_perm, graph.src_ptr, gh, gx, F=f,
-                                 BLOCK_E=SENDER_BLOCK, num_warps=SENDER_WARPS, num_stages=1)  # fmt: skip
+        _sender_sum_kernel[(n,)](
+            ghe.contiguous(),
+            gde,
+            graph.src_perm,
+            graph.src_ptr,
+            gh,
+            gx,
+            F=f,
+            BLOCK_E=SENDER_BLOCK,
+            num_warps=SENDER_WARPS,
+            num_stages=1,
+        )
     raw = KernelGrads(
-        b=gb, h_send=gh, x=gx,
-        w1a=_weight_grad(g_z1, h[graph.src], precision), wr=(g_z1 * r2[:, None]).sum(0),
-        w2=_weight_grad(g_z2, z1, precision), b2=g_z2.sum(0),
-        w3=_weight_grad(g_m, z2, precision), b3=g_m.sum(0),
-        wx1=_weight_grad(g_p1, m, precision), bx1=g_p1.sum(0),
-        wx2=_weight_grad(g_p2, p1, precision), bx2=g_p2.sum(0),
+        b=gb,
+        h_send=gh,
+        x=gx,
+        w1a=_weight_grad(g_z1, h[graph.src], precision),
+        wr=(g_z1 * r2[:, None]).sum(0),
+        w2=_weight_grad(g_z2, z1, precision),
+        b2=g_z2.sum(0),
+        w3=_weight_grad(g_m, z2, precision),
+        b3=g_m.sum(0),
+        wx1=_weight_grad(g_p1, m, precision),
+        bx1=g_p1.sum(0),
+        wx2=_weight_grad(g_p2, p1, precision),
+        bx2=g_p2.sum(0),
         wx3=(gs[:, None] * p2).sum(0),
-    )  # fmt: skip
+    )
     return assemble_grads(raw, h, w)
 
 
 #: Node, edge and coordinate widths the AOT check compiles: the paper's model (docs/model.md).
 PAPER_WIDTHS = {"F": 32, "H": 128, "C": 64}
 _INT_PTRS = ("src_ptr", "dst_ptr", "rowptr_ptr", "perm_ptr", "sptr_ptr")
-#: GPU modes of each precision, as :func:`matmul_modes` maps them: (label, PREC, EXACT, from
-#: arch, below arch).
-_GPU_MODES = {
-    "fp32": [("3xTF32", "tf32x3", "tf32x3", 80, None), ("IEEE", "ieee", "ieee", 0, 80)],
-    "tf32": [("TF32", "tf32", "tf32x3", 80, None)],
-    "bf16": [("BF16", "bf16", "tf32x3", 80, None)],
-}
 #: The (dtype name, precision) pairs the launchers accept, with the GPU modes of each.
 _DTYPE_MODES = [("fp32", p, modes) for p, modes in _GPU_MODES.items()] + [
     ("fp64", "fp32", [("IEEE", "ieee", "ieee", 0, None)])
@@ -593,21 +845,48 @@ def aot_configs() -> list[KernelConfig]:
     configs = []
     for dtype, precision, modes in _DTYPE_MODES:
         for mode, prec, exact, lo, below in modes:
-            meta = {"H": h, "C": c, "BLOCK_E": BLOCK_E, "BLOCK_N": BLOCK_N, "K": min(CHUNK, h, c), "PREC": prec, "EXACT": exact}
-            common = dict(family="message_passing", features=_features(precision), tensor_cores=prec != "ieee",
-                          from_arch=lo, below_arch=below)  # fmt: skip
+            meta = {
+                "H": h,
+                "C": c,
+                "BLOCK_E": BLOCK_E,
+                "BLOCK_N": BLOCK_N,
+                "K": min(CHUNK, h, c),
+                "PREC": prec,
+                "EXACT": exact,
+            }
+            common = dict(
+                family="message_passing",
+                features=_features(precision),
+                tensor_cores=prec != "ieee",
+                from_arch=lo,
+                below_arch=below,
+            )
             label = f"{precision} ({mode}) H={h} C={c}" if dtype == "fp32" else f"{dtype} ({mode}) H={h} C={c}"
-            configs.append(KernelConfig(
-                kernel="_edge_fwd_kernel", label=label, fn=_edge_fwd_kernel,
-                signature=_signature(_edge_fwd_kernel, meta, dtype), constexprs=meta, num_warps=FWD_WARPS,
-                aligned=_aligned(_edge_fwd_kernel), **common,
-            ))  # fmt: skip
+            configs.append(
+                KernelConfig(
+                    kernel="_edge_fwd_kernel",
+                    label=label,
+                    fn=_edge_fwd_kernel,
+                    signature=_signature(_edge_fwd_kernel, meta, dtype),
+                    constexprs=meta,
+                    num_warps=FWD_WARPS,
+                    aligned=_aligned(_edge_fwd_kernel),
+                    **common,
+                )
+            )
             act = {k: meta[k] for k in ("H", "C", "BLOCK_E", "K", "PREC")}
-            configs.append(KernelConfig(
-                kernel="_edge_act_kernel", label=label, fn=_edge_act_kernel,
-                signature=_signature(_edge_act_kernel, act, dtype), constexprs=act, num_warps=ACT_WARPS,
-                aligned=_aligned(_edge_act_kernel), **common,
-            ))  # fmt: skip
+            configs.append(
+                KernelConfig(
+                    kernel="_edge_act_kernel",
+                    label=label,
+                    fn=_edge_act_kernel,
+                    signature=_signature(_edge_act_kernel, act, dtype),
+                    constexprs=act,
+                    num_warps=ACT_WARPS,
+                    aligned=_aligned(_edge_act_kernel),
+                    **common,
+                )
+            )
             for lo_w, below_w, warps in BWD_WARPS[precision if dtype == "fp32" else dtype]:
                 lo_b = max(lo, lo_w)
                 below_b = min(x for x in (below, below_w, 10**6) if x is not None)
@@ -615,17 +894,30 @@ def aot_configs() -> list[KernelConfig]:
                     continue
                 for detach in (False, True):
                     bwd = {"DETACH": detach, **meta}
-                    configs.append(KernelConfig(
-                        kernel="_edge_bwd_kernel", label=f"{label} detach={detach}", fn=_edge_bwd_kernel,
-                        signature=_signature(_edge_bwd_kernel, bwd, dtype), constexprs=bwd, num_warps=warps,
-                        aligned=_aligned(_edge_bwd_kernel), **{**common, "from_arch": lo_b,
-                        "below_arch": None if below_b == 10**6 else below_b},
-                    ))  # fmt: skip
+                    configs.append(
+                        KernelConfig(
+                            kernel="_edge_bwd_kernel",
+                            label=f"{label} detach={detach}",
+                            fn=_edge_bwd_kernel,
+                            signature=_signature(_edge_bwd_kernel, bwd, dtype),
+                            constexprs=bwd,
+                            num_warps=warps,
+                            aligned=_aligned(_edge_bwd_kernel),
+                            **{**common, "from_arch": lo_b, "below_arch": None if below_b == 10**6 else below_b},
+                        )
+                    )
     snd = {"F": f, "BLOCK_E": SENDER_BLOCK}
     for dtype in ("fp32", "fp64"):
-        configs.append(KernelConfig(
-            family="message_passing", kernel="_sender_sum_kernel", label=f"{dtype} F={f}", fn=_sender_sum_kernel,
-            signature=_signature(_sender_sum_kernel, snd, dtype), constexprs=snd, num_warps=SENDER_WARPS,
-            aligned=_aligned(_sender_sum_kernel),
-        ))  # fmt: skip
+        configs.append(
+            KernelConfig(
+                family="message_passing",
+                kernel="_sender_sum_kernel",
+                label=f"{dtype} F={f}",
+                fn=_sender_sum_kernel,
+                signature=_signature(_sender_sum_kernel, snd, dtype),
+                constexprs=snd,
+                num_warps=SENDER_WARPS,
+                aligned=_aligned(_sender_sum_kernel),
+            )
+        )
     return configs

@@ -13,14 +13,15 @@ candidates live on, so it has no C++ or Triton kernel and no ``backend=`` argume
 registered operator ``alkernels::merge_topk`` (fake implementation included), so compiled and
 exported code traces through it.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from alkernels.ops.registry import qualname
 from alkernels.ops.topk_merge.packed import MAX_INDEX, merge_topk_keys, pack_keys, unpack_keys
 from alkernels.ops.topk_merge.reference import merge_topk_torch
-from alkernels.ops.registry import qualname
 
 __all__ = ["MAX_INDEX", "merge_topk", "merge_topk_keys", "merge_topk_torch", "pack_keys", "unpack_keys"]
 
@@ -40,8 +41,9 @@ def merge_topk(indices: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor]
         when every index is below 2**31, else the reference.
     """
     if indices.shape != values.shape or indices.ndim != 1:
-        raise ValueError(f"indices and values must be 1-D of one length, got {tuple(indices.shape)} "
-                         f"and {tuple(values.shape)}")
+        raise ValueError(
+            f"indices and values must be 1-D of one length, got {tuple(indices.shape)} and {tuple(values.shape)}"
+        )
     if k < 0:
         raise ValueError(f"k must be non-negative, got {k}")
     if torch.isnan(values).any():

@@ -13,6 +13,7 @@ Keys are distinct (indices are), so ``torch.topk`` on them is exact and determin
 costs O(M) selection plus O(k log k) for the sorted output, on the CPU or the GPU, instead of two
 full sorts of the M candidates. The keys are also the wire format: 8 bytes per candidate.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,7 @@ _LOW = 0xFFFFFFFF
 
 def pack_keys(indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """int64 [M] keys of ``indices`` (int64 [M], in [0, 2**31)) and ``values`` (float32 [M], no NaN)."""
-    bits = values.float().contiguous().view(torch.int32).long() & _LOW        # IEEE bits, unsigned
+    bits = values.float().contiguous().view(torch.int32).long() & _LOW  # IEEE bits, unsigned
     negzero = bits == 0x80000000
     bits = torch.where(negzero, torch.zeros_like(bits), bits)
     ordered = torch.where(bits >= 0x80000000, bits ^ _LOW, bits | 0x80000000)

@@ -4,6 +4,7 @@ The candidates are (global index, score) pairs gathered from every rank's local 
 merged result is the ``k`` best by score descending, ties broken by the lower global index,
 exactly the order of ``alkernels.acquisition.topk`` on the whole pool.
 """
+
 from __future__ import annotations
 
 import torch
