@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from alkernels.data import GraphDataset, random_graphs
-from alkernels.loop import ActiveLearningLoop
+from alkernels.loop import ActiveLearningLoop, LoopConfig, LoopRuntime
 from alkernels.models import EGNN, EGNNConfig, SpaceGroupClassifier
 
 N_TRAIN, N_TEST = 36, 12
@@ -68,16 +68,9 @@ def build_loop(
         strategy,
         data[np.arange(N_TRAIN)],
         data[np.arange(N_TRAIN, N_TRAIN + N_TEST)],
-        initial=4,
-        query_size=4,
-        rounds=4,
-        epochs=2,
-        seed=0,
-        batch_size=6,
-        eval_batch_size=8,
-        lr=1e-2,
+        LoopConfig(initial=4, query_size=4, rounds=4, epochs=2, seed=0, batch_size=6, lr=1e-2),
         out_dir=out,
-        distributed=distributed,
+        runtime=LoopRuntime(eval_batch_size=8, distributed=distributed),
     )
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from alkernels import strategies
 from alkernels.cli import main
 from alkernels.data.batch import GraphBatch
-from alkernels.loop import TIMING_KEYS, ActiveLearningLoop
+from alkernels.loop import TIMING_KEYS, ActiveLearningLoop, LoopConfig, LoopRuntime
 from alkernels.models import EGNNConfig, EGNNLayer
 from alkernels.models.egnn import edge_shift_vectors
 from alkernels.ops.dispatch import ext, triton_usable
@@ -275,20 +275,17 @@ TRAIN, TEST = toy_set(40, 0), toy_set(20, 1)
 
 
 def make_loop(tmp_path, strategy="margin", name="run", **kw) -> ActiveLearningLoop:
-    args = dict(
-        initial=0.1,
-        query_size=0.1,
-        rounds=4,
-        epochs=2,
-        seed=0,
-        batch_size=6,
-        eval_batch_size=8,
-        lr=3e-2,
-        collate_fn=toy_collate,
+    """A short seeded loop of TapModel on the toy sets; ``kw`` are LoopConfig fields, or
+    ``eval_batch_size`` / ``device`` / ``distributed`` for its LoopRuntime."""
+    runtime = {k: kw.pop(k) for k in ("eval_batch_size", "device", "distributed", "progress") if k in kw}
+    config = LoopConfig(
+        **{**dict(initial=0.1, query_size=0.1, rounds=4, epochs=2, seed=0, batch_size=6, lr=3e-2), **kw}
     )
-    args.update(kw)
     strat = strategies.get(strategy, tap_dims=(8, 8), hidden=4) if strategy == "learning_loss" else strategy
-    return ActiveLearningLoop(TapModel, strat, TRAIN, TEST, out_dir=tmp_path / name, **args)
+    return ActiveLearningLoop(
+        TapModel, strat, TRAIN, TEST, config, out_dir=tmp_path / name,
+        runtime=LoopRuntime(**{"eval_batch_size": 8, **runtime}), collate_fn=toy_collate,
+    )  # fmt: skip
 
 
 def without_timings(records):

@@ -53,7 +53,7 @@ CORE_USE = textwrap.dedent(
     import alkernels
     from alkernels import acquisition as acq, ops
     from alkernels.data import GraphDataset, collate, random_graphs
-    from alkernels.loop import ActiveLearningLoop
+    from alkernels.loop import ActiveLearningLoop, LoopConfig
     from alkernels.models import EGNN, SpaceGroupClassifier, paper_classifier
     from alkernels import strategies
 
@@ -80,8 +80,9 @@ CORE_USE = textwrap.dedent(
     import tempfile
     with tempfile.TemporaryDirectory() as out:
         loop = ActiveLearningLoop(lambda: paper_classifier(backend="auto"), "bald", data[np.arange(9)],
-                                  data[np.arange(9, 12)], initial=3, query_size=3, rounds=2, epochs=1,
-                                  seed=0, out_dir=out, batch_size=4)
+                                  data[np.arange(9, 12)],
+                                  LoopConfig(initial=3, query_size=3, rounds=2, epochs=1, seed=0, batch_size=4),
+                                  out_dir=out)
         records = loop.run()
     assert len(records) == 2 and records[-1]["labelled_count"] == 6
 
@@ -122,8 +123,10 @@ CORE_USE = textwrap.dedent(
     # the compute-matched schedule, label modes, thread planning, seed statistics and work counts
     with tempfile.TemporaryDirectory() as out:
         loop = ActiveLearningLoop(lambda: paper_classifier(backend="auto"), "random", data[np.arange(9)],
-                                  data[np.arange(9, 12)], initial=3, query_size=3, rounds=3, epoch_budget=3.0,
-                                  seed=0, out_dir=out, batch_size=4)
+                                  data[np.arange(9, 12)],
+                                  LoopConfig(initial=3, query_size=3, rounds=3, epoch_budget=3.0, seed=0,
+                                             batch_size=4),
+                                  out_dir=out)
         assert loop.epochs_per_round == [3, 2, 1] and len(loop.run()) == 3
     from alkernels.data import class_labels
     assert class_labels([225], "bravais").tolist() == [13]

@@ -34,7 +34,7 @@ DRIVER = textwrap.dedent(
     import os, signal, sys, time
     import numpy as np, torch
     from alkernels.data import GraphDataset, random_graphs
-    from alkernels.loop import ActiveLearningLoop, rundir
+    from alkernels.loop import ActiveLearningLoop, LoopConfig, rundir
     from alkernels.models import EGNN, EGNNConfig, SpaceGroupClassifier
 
     out, resume, fault, count = sys.argv[1], sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
@@ -75,8 +75,9 @@ DRIVER = textwrap.dedent(
         cfg = EGNNConfig(num_layers=2, node_dim=16, edge_hidden=16, coord_hidden=16, node_hidden=16, proj_dim=16)
         return SpaceGroupClassifier(EGNN(cfg, backend="auto"), dropout=0.2, hidden=16, num_classes=3)
 
-    loop = ActiveLearningLoop(model, "bald", data[np.arange(18)], data[np.arange(18, 24)], initial=3, query_size=3,
-                              rounds=4, epochs=2, seed=5, batch_size=4, lr=1e-2, out_dir=out)
+    loop = ActiveLearningLoop(model, "bald", data[np.arange(18)], data[np.arange(18, 24)],
+                              LoopConfig(initial=3, query_size=3, rounds=4, epochs=2, seed=5, batch_size=4, lr=1e-2),
+                              out_dir=out)
     loop.run(resume=resume, restart_round=restart)
     print("done", flush=True)
     """

@@ -11,7 +11,17 @@ import torch
 
 pytest.importorskip("gpytorch")
 
-from alkernels.gp import GPActiveLearner, GPRegressor, get_strategy, top_k  # noqa: E402
+from alkernels.gp import (  # noqa: E402
+    GPActiveLearner,
+    GPConfig,
+    GPFitConfig,
+    GPKernelConfig,
+    GPLoopConfig,
+    GPRegressor,
+    GPSolverConfig,
+    get_strategy,
+    top_k,
+)
 from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS  # noqa: E402
 from alkernels.loop import read_records  # noqa: E402
 from alkernels.ops.gp import exact_posterior  # noqa: E402
@@ -28,7 +38,9 @@ def data(n=300, d=4, seed=0):
 
 
 def small_gp(**kw) -> GPRegressor:
-    return GPRegressor(**{"iterations": 15, **kw})
+    """A GPRegressor of 15 fit iterations; ``kw`` are flat GP settings (``GPConfig.from_flat``)."""
+    c = GPConfig.from_flat({"iterations": 15, **kw})
+    return GPRegressor(c.kernel, c.fit, c.solver)
 
 
 def test_regressor_predicts_the_closed_form_posterior_of_its_hyperparameters():
@@ -47,7 +59,7 @@ def test_regressor_predicts_the_closed_form_posterior_of_its_hyperparameters():
 
 def test_fit_keeps_the_iterate_with_the_lowest_validation_mae():
     x, y = data()
-    gp = GPRegressor(iterations=30, lr=0.1).fit(x[:100], y[:100])
+    gp = GPRegressor(fit=GPFitConfig(iterations=30, lr=0.1)).fit(x[:100], y[:100])
     hist = gp.fit_result.history
     assert len(hist) == 31 and all(h["val_mae"] is not None for h in hist)
     best = min(range(31), key=lambda i: (hist[i]["val_mae"], i))
@@ -55,7 +67,7 @@ def test_fit_keeps_the_iterate_with_the_lowest_validation_mae():
     # the loss went down: the optimiser moved the hyper-parameters
     assert hist[-1]["loss"] < hist[0]["loss"]
     # explicit validation data is used as given
-    gp2 = GPRegressor(iterations=5).fit(x[:100], y[:100], x_val=x[100:120], y_val=y[100:120])
+    gp2 = GPRegressor(fit=GPFitConfig(iterations=5)).fit(x[:100], y[:100], x_val=x[100:120], y_val=y[100:120])
     assert len(gp2.fit_result.history) == 6
 
 
@@ -110,11 +122,13 @@ def test_sparse_method_and_auto_switch():
 def test_regressor_errors():
     x, y = data()
     with pytest.raises(ValueError, match="unknown kernel 'laplace'"):
-        GPRegressor(kernel="laplace")
+        GPRegressor("laplace")
     with pytest.raises(ValueError, match="unknown method"):
-        GPRegressor(method="svgp")
+        GPSolverConfig(method="svgp")
     with pytest.raises(ValueError, match="noise must be None"):
-        GPRegressor(noise=-1.0)
+        GPKernelConfig(noise=-1.0)
+    with pytest.raises(ValueError, match="unknown GP setting 'lenghtscale'"):
+        GPConfig.from_flat({"lenghtscale": 1.0})
     y_bad = y.copy()
     y_bad[[3, 7]] = np.nan
     with pytest.raises(ValueError, match="2 NaN or infinite targets"):
@@ -174,19 +188,13 @@ def test_unknown_strategy():
 
 # -- the loop ---------------------------------------------------------------------------------
 def learner(out, strategy="gp_variance", **kw):
+    """A seeded GP run on the synthetic data; ``kw`` are GPLoopConfig fields."""
     x, y = data(n=240)
-    args = dict(
-        strategy=strategy,
-        initial=20,
-        queries=30,
-        batch=1,
-        gp={"iterations": 10},
-        seed=3,
-        out_dir=out,
-        checkpoint_every=4,
+    config = GPLoopConfig(
+        **{**dict(strategy=strategy, initial=20, queries=30, batch=1, seed=3, checkpoint_every=4), **kw}
     )
-    args.update(kw)
-    return GPActiveLearner(x, y, np.arange(200), np.arange(200, 240), **args)
+    gp = GPConfig(fit=GPFitConfig(iterations=10))
+    return GPActiveLearner(x, y, np.arange(200), np.arange(200, 240), config, out_dir=out, gp=gp)
 
 
 def strip(records):
@@ -254,13 +262,9 @@ def test_run_folder_guarantees(tmp_path):
         y + 1.0,
         np.arange(200),
         np.arange(200, 240),
-        strategy="gp_variance",
-        initial=20,
-        queries=30,
-        gp={"iterations": 10},
-        seed=3,
+        GPLoopConfig(initial=20, queries=30, seed=3, checkpoint_every=4),
         out_dir=out,
-        checkpoint_every=4,
+        gp=GPConfig(fit=GPFitConfig(iterations=10)),
     )
     with pytest.raises(ValueError, match="settings differ \\(data: "):
         other.run(resume=True)
@@ -295,14 +299,9 @@ def test_refit_and_feature_callable(tmp_path):
         y,
         np.arange(200),
         np.arange(200, 240),
-        initial=0.1,
-        queries=12,
-        batch=2,
-        gp={"iterations": 5},
-        refit_every=5,
-        retrain_every=8,
-        seed=1,
+        GPLoopConfig(initial=0.1, queries=12, batch=2, refit_every=5, retrain_every=8, seed=1),
         out_dir=tmp_path / "r",
+        gp=GPConfig(fit=GPFitConfig(iterations=5)),
     )
     records = run.run()
     fits = [r["step"] for r in records if "fit" in r]
@@ -315,18 +314,35 @@ def test_refit_and_feature_callable(tmp_path):
 
 def test_loop_configuration_errors(tmp_path):
     x, y = data(n=100)
+    train, test = np.arange(80), np.arange(80, 100)
     with pytest.raises(ValueError, match="the pool has 80"):
-        GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), initial=10, queries=71, out_dir=tmp_path)
+        GPActiveLearner(x, y, train, test, GPLoopConfig(initial=10, queries=71), out_dir=tmp_path)
     y_nan = y.copy()
     y_nan[5] = np.nan
     with pytest.raises(ValueError, match="1 train structures have NaN targets"):
-        GPActiveLearner(x, y_nan, np.arange(80), np.arange(80, 100), queries=10, out_dir=tmp_path)
+        GPActiveLearner(x, y_nan, train, test, GPLoopConfig(queries=10), out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown kernel 'sinc'"):
-        GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), queries=10, gp={"kernel": "sinc"}, out_dir=tmp_path)
+        GPKernelConfig("sinc")
     with pytest.raises(ValueError, match="overlap"):
-        GPActiveLearner(x, y, np.arange(80), np.arange(70, 100), queries=10, out_dir=tmp_path)
+        GPActiveLearner(x, y, train, np.arange(70, 100), GPLoopConfig(queries=10), out_dir=tmp_path)
     with pytest.raises(ValueError, match="retrain_every needs features given as a callable"):
-        GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), queries=10, retrain_every=3, out_dir=tmp_path)
+        GPActiveLearner(x, y, train, test, GPLoopConfig(queries=10, retrain_every=3), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="batch >= 1"):
+        GPLoopConfig(batch=0)
+
+
+def test_the_keywords_of_0_1_still_work_with_a_deprecation_warning(tmp_path):
+    x, y = data(n=100)
+    with pytest.warns(DeprecationWarning, match="GPLoopConfig"):
+        old = GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), queries=10, seed=2, gp={"iterations": 5},
+                              out_dir=tmp_path / "old")  # fmt: skip
+    assert old.loop_config == GPLoopConfig(queries=10, seed=2)
+    assert old.gp_config == GPConfig(fit=GPFitConfig(iterations=5))
+    with pytest.warns(DeprecationWarning, match="GPRegressor"):
+        gp = GPRegressor(kernel="rbf", iterations=3, method="exact")
+    assert gp.config == GPConfig(GPKernelConfig("rbf"), GPFitConfig(iterations=3), GPSolverConfig(method="exact"))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        GPActiveLearner(x, y, np.arange(80), np.arange(80, 100), out_dir=tmp_path, queriez=3)
 
 
 # -- embeddings -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from alkernels import strategies
 from alkernels.loop import (
     RECORD_KEYS,
     ActiveLearningLoop,
+    LoopConfig,
+    LoopRuntime,
     labelled_schedule,
     read_records,
 )
@@ -114,14 +116,7 @@ def test_weight_reset_reloads_the_original_initial_state(tmp_path):
         "random",
         TRAIN,
         TEST,
-        initial=4,
-        query_size=4,
-        rounds=3,
-        epochs=1,
-        reset_weights=True,
-        seed=3,
-        batch_size=6,
-        lr=3e-2,
+        LoopConfig(initial=4, query_size=4, rounds=3, epochs=1, reset_weights=True, seed=3, batch_size=6, lr=3e-2),
         collate_fn=toy_collate,
         out_dir=tmp_path / "w",
     )
@@ -189,17 +184,10 @@ def test_crash_during_training_then_resume(tmp_path):
         "expected_margin",
         TRAIN,
         TEST,
-        initial=0.1,
-        query_size=0.1,
-        rounds=4,
-        epochs=2,
-        seed=0,
-        batch_size=6,
-        eval_batch_size=8,
-        lr=3e-2,
-        reset_weights=True,
+        LoopConfig(initial=0.1, query_size=0.1, rounds=4, epochs=2, seed=0, batch_size=6, lr=3e-2, reset_weights=True),
         collate_fn=toy_collate,
         out_dir=tmp_path / "r",
+        runtime=LoopRuntime(eval_batch_size=8),
     )
     with pytest.raises(Crash):
         loop.run()
@@ -231,6 +219,27 @@ def test_resume_of_a_finished_run_returns_its_records(tmp_path):
 def test_resume_without_checkpoint_starts_fresh(tmp_path):
     expect = make_loop(tmp_path, name="a").run()
     assert without_timings(make_loop(tmp_path, name="b").run(resume=True)) == without_timings(expect)
+
+
+def test_the_keywords_of_0_1_still_work_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match=r"rounds=.*LoopConfig"):
+        old = ActiveLearningLoop(
+            TapModel, "margin", TRAIN, TEST, initial=0.1, query_size=0.1, rounds=4, epochs=2, seed=0, batch_size=6,
+            eval_batch_size=8, lr=3e-2, collate_fn=toy_collate, out_dir=tmp_path / "old",
+        )  # fmt: skip
+    assert old.loop_config == LoopConfig(rounds=4, epochs=2, batch_size=6, lr=3e-2) and old.eval_batch_size == 8
+    assert without_timings(old.run()) == without_timings(make_loop(tmp_path, name="new").run())
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ActiveLearningLoop(TapModel, "margin", TRAIN, TEST, out_dir=tmp_path / "x", epocs=3)
+
+
+def test_loop_config_is_checked_when_built():
+    for bad, message in (({"rounds": 0}, "rounds must be"), ({"initial": 1.5}, "fraction must be in"),
+                         ({"lr": 0.0}, "lr > 0"), ({"seed": -1}, "seed must be"), ({"batch_size": 2.5}, "batch_size"),
+                         ({"epoch_budget": -1.0}, "epoch_budget")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            LoopConfig(**bad)
+    assert LoopConfig(reset_weights=True).resets_optimizer and not LoopConfig().resets_optimizer
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from alkernels import transfer
 from alkernels.data import collate, random_graphs
-from alkernels.loop import ActiveLearningLoop
+from alkernels.loop import ActiveLearningLoop, LoopConfig
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor, SpaceGroupClassifier
 from alkernels.transfer import CheckpointError, PropertyData, TrainConfig
 
@@ -279,13 +279,8 @@ def test_active_learning_loop_starts_from_a_pretrained_encoder(tmp_path):
         "margin",
         data[np.arange(9)],
         data[np.arange(9, 12)],
-        initial=3,
-        query_size=3,
-        rounds=2,
-        epochs=1,
-        seed=0,
+        LoopConfig(initial=3, query_size=3, rounds=2, epochs=1, seed=0, batch_size=4),
         out_dir=tmp_path / "al",
-        batch_size=4,
     )
     assert len(loop.run()) == 2
     frozen = transfer.classifier_from_checkpoint(path, hidden=16, num_classes=3, freeze_encoder=True)

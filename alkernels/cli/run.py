@@ -139,7 +139,7 @@ def run_classification(args: argparse.Namespace) -> int:
 
     from alkernels import strategies
     from alkernels.data import load_split
-    from alkernels.loop import ActiveLearningLoop
+    from alkernels.loop import ActiveLearningLoop, LoopConfig, LoopRuntime
     from alkernels.models import paper_classifier
 
     if not args.dataset:
@@ -165,6 +165,19 @@ def run_classification(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     check_device(args.device)
+    # the loop's settings, checked by constructing them, before any data is read
+    config = LoopConfig(
+        initial=args.initial,
+        query_size=args.query_size,
+        rounds=args.rounds,
+        epochs=args.epochs,
+        epoch_budget=args.epoch_budget,
+        reset_weights=args.reset_weights,
+        reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        lr=args.lr,
+    )
     apply_threads(args)
     strategy = strategies.make(
         args.strategy, passes=args.passes, cache_dir=args.cache_dir or default_cache_dir(), nonfinite=args.nonfinite
@@ -195,20 +208,9 @@ def run_classification(args: argparse.Namespace) -> int:
         strategy,
         data.train,
         data.test,
-        initial=args.initial,
-        query_size=args.query_size,
-        rounds=args.rounds,
-        epochs=args.epochs,
-        epoch_budget=args.epoch_budget,
-        reset_weights=args.reset_weights,
-        reset_optimizer=not args.keep_optimizer if args.reset_weights else None,
-        seed=args.seed,
+        config,
         out_dir=args.out,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=device,
-        progress=True,
-        distributed=args.distributed,
+        runtime=LoopRuntime(device=device, progress=True, distributed=args.distributed),
         metadata={
             "dataset": data.name,
             "label": args.label,
@@ -263,7 +265,16 @@ def run_regression(args: argparse.Namespace) -> int:
     from functools import partial
 
     from alkernels.data import load_regression
-    from alkernels.gp import Embedding, GPActiveLearner, GPRegressor, get_strategy
+    from alkernels.gp import (
+        Embedding,
+        GPActiveLearner,
+        GPConfig,
+        GPFitConfig,
+        GPKernelConfig,
+        GPLoopConfig,
+        GPSolverConfig,
+        get_strategy,
+    )
 
     if not args.dataset:
         raise ValueError("--dataset is required (a structure file, or several separated by commas)")
@@ -274,16 +285,22 @@ def run_regression(args: argparse.Namespace) -> int:
     if args.distributed:
         raise ValueError("--distributed applies to --task classification; a GP run is one process")
     check_device(args.device)
-    strategy = get_strategy(args.strategy)
-    gp = {
-        "kernel": args.kernel,
-        "ard": args.ard,
-        "noise": parse_noise(args.noise),
-        "method": args.gp_method,
-        "inducing_points": args.inducing,
-        "iterations": args.fit_iterations,
-    }
-    GPRegressor(**gp)  # an unknown kernel or bad GP setting fails before the data is read
+    # the run's and the GP's settings, checked by constructing them, before the data is read
+    config = GPLoopConfig(
+        strategy=get_strategy(args.strategy),
+        initial=args.initial,
+        queries=args.queries,
+        batch=args.batch,
+        refit_every=args.refit_every,
+        retrain_every=args.retrain_every,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    gp = GPConfig(
+        GPKernelConfig(args.kernel, ard=args.ard, noise=parse_noise(args.noise)),
+        GPFitConfig(iterations=args.fit_iterations),
+        GPSolverConfig(method=args.gp_method, inducing_points=args.inducing),
+    )
     embedding = Embedding(
         args.embedding,
         epochs=args.embedding_epochs,
@@ -318,16 +335,9 @@ def run_regression(args: argparse.Namespace) -> int:
         data.y,
         data.train,
         data.test,
-        strategy=strategy,
-        initial=args.initial,
-        queries=args.queries,
-        batch=args.batch,
-        gp=gp,
-        refit_every=args.refit_every,
-        retrain_every=args.retrain_every,
-        seed=args.seed,
+        config,
         out_dir=args.out,
-        checkpoint_every=args.checkpoint_every,
+        gp=gp,
         progress=True,
         metadata={
             "dataset": data.name,

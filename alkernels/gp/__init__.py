@@ -14,8 +14,17 @@ Only the hyper-parameter fit imports gpytorch.
 from __future__ import annotations
 
 from alkernels.gp.embeddings import EMBEDDINGS, Embedding, composition_features, load_encoder
-from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS, GPActiveLearner
-from alkernels.gp.regressor import DEFAULT_MEMORY_BUDGET, METHODS, FitResult, GPRegressor
+from alkernels.gp.loop import RECORD_KEYS, TIMING_KEYS, GPActiveLearner, GPLoopConfig
+from alkernels.gp.regressor import (
+    DEFAULT_MEMORY_BUDGET,
+    METHODS,
+    FitResult,
+    GPConfig,
+    GPFitConfig,
+    GPKernelConfig,
+    GPRegressor,
+    GPSolverConfig,
+)
 from alkernels.gp.strategies import GP_STRATEGIES, GPStrategy, get_strategy, top_k
 
 __all__ = [
@@ -28,6 +37,11 @@ __all__ = [
     "Embedding",
     "FitResult",
     "GPActiveLearner",
+    "GPConfig",
+    "GPFitConfig",
+    "GPKernelConfig",
+    "GPLoopConfig",
+    "GPSolverConfig",
     "GPRegressor",
     "GPStrategy",
     "composition_features",

@@ -27,8 +27,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from alkernels.data._store import load_cached_array, save_cached_array
+from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, collate
 from alkernels.data.graphset import GraphSet
+from alkernels.loop.trainer import Trainer
 from alkernels.models import EGNN, PropertyRegressor
 
 #: The embedding kinds (``checkpoint`` takes ``:PATH``).
@@ -164,7 +166,7 @@ def train_encoder(
     mu, sd = float(y.mean()), float(y.std()) or 1.0
     torch.manual_seed(seed)
     model = PropertyRegressor(EGNN(backend=backend), ["target"]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    trainer = Trainer.adamw(model.parameters(), lr=lr, weight_decay=0.0)
     loader = DataLoader(
         Subset(dataset, labelled.tolist()),
         batch_size=batch_size,
@@ -174,14 +176,13 @@ def train_encoder(
     )
     model.train()
     bar = tqdm(range(epochs), disable=not progress, leave=False, desc=f"encoder ({len(labelled)} labelled)")
+
+    def batch_loss(batch: GraphBatch) -> torch.Tensor:
+        batch = batch.to(device)
+        return model.loss(model(batch), (batch.y.double() - mu).div(sd).float())
+
     for _ in bar:
-        for batch in loader:
-            batch = batch.to(device)
-            loss = model.loss(model(batch), (batch.y.double() - mu).div(sd).float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{trainer.epoch(loader, batch_loss).mean_loss:.3f}")
     return model.eval()
 
 

@@ -9,6 +9,7 @@ import torch
 
 from alkernels._extras import missing_extra
 from alkernels.gp.regressor import FitResult
+from alkernels.loop.trainer import Trainer
 from alkernels.ops.gp.kernels import GPParams, check_kernel
 
 try:
@@ -121,7 +122,7 @@ def fit_hyperparameters(
     model.scaled.outputscale = 1.0
     model.mean_module.constant.data.fill_(float(y.mean()) if y.numel() else 0.0)
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    trainer = Trainer(torch.optim.Adam(model.parameters(), lr=lr))
     history: list[dict] = []
     best = (math.inf, None, None, 0)
     validate = x_val is not None and y_val is not None and x_val.shape[0] > 0
@@ -133,7 +134,6 @@ def fit_hyperparameters(
         for it in range(iterations + 1):
             model.train()
             likelihood.train()
-            optimizer.zero_grad()
             loss = -mll(model(x), y)
             entry = {"iteration": it, "loss": float(loss.detach()), "val_mae": None}
             if validate and (it % eval_every == 0 or it == iterations):
@@ -146,8 +146,7 @@ def fit_hyperparameters(
                     best = (mae, _params(model, likelihood, kernel, noise), _inducing(model), it)
             history.append(entry)
             if it < iterations:
-                loss.backward()
-                optimizer.step()
+                trainer.step(loss)
     if best[1] is None:
         best = (math.nan, _params(model, likelihood, kernel, noise), _inducing(model), iterations)
     return FitResult(best[1], best[2], best[3], history)

@@ -20,13 +20,15 @@ import json
 import math
 import os
 import time
+import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from alkernels.gp.regressor import GPRegressor
+from alkernels.gp.regressor import GPConfig, GPRegressor
 from alkernels.gp.strategies import GPStrategy, get_strategy
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
 
@@ -43,6 +45,27 @@ TIMING_KEYS = ("query_seconds", "update_seconds")
 FeatureSource = Callable[[np.ndarray, int], np.ndarray]
 
 
+def _with_legacy(config: GPLoopConfig, gp: GPConfig | None, legacy: dict) -> tuple[GPLoopConfig, GPConfig]:
+    """``config`` and the GP config with the keyword arguments of alkernels 0.1 applied (warning)."""
+    if isinstance(gp, dict):  # the 0.1 form of the GP settings
+        legacy = {**legacy, "gp": gp}
+        gp = None
+    if not legacy:
+        return config, gp or GPConfig()
+    unknown = sorted(set(legacy) - _LOOP_FIELDS - {"gp"})
+    if unknown:
+        raise TypeError(f"GPActiveLearner got unexpected keyword arguments {unknown}")
+    warnings.warn(
+        "GPActiveLearner(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
+        "config=GPLoopConfig(...) and gp=GPConfig(...); the keywords go in alkernels 0.3",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    settings = legacy.pop("gp", None)
+    gp = GPConfig.from_flat(dict(settings)) if settings else (gp or GPConfig())
+    return replace(config, **legacy), gp
+
+
 def initial_count(n_train: int, initial: int | float) -> int:
     """The initial labelled count: an int as given, a float in (0, 1] as a fraction of the pool
     (rounded half up)."""
@@ -51,6 +74,47 @@ def initial_count(n_train: int, initial: int | float) -> int:
             raise ValueError(f"initial as a fraction must be in (0, 1], got {initial}")
         return int(math.floor(n_train * initial + 0.5))
     return int(initial)
+
+
+@dataclass(frozen=True)
+class GPLoopConfig:
+    """The settings of a GP active-learning run that decide its results (with the data and the
+    GP), checked when constructed; ``config.json`` records them.
+
+    Attributes:
+        strategy: ``"gp_variance"``, ``"gp_batch_variance"`` or ``"random"`` (or a
+            :class:`~alkernels.gp.strategies.GPStrategy`).
+        initial: initial labelled count, or fraction of the pool.
+        queries: labels to acquire after the initial set.
+        batch: labels per step (the last step takes the remainder).
+        refit_every: refit the hyper-parameters every this many queries (0: never).
+        retrain_every: recompute the features (retrain the encoder) with the labelled set every
+            this many queries, then refit (0: never; needs features given as a callable).
+        seed: seeds the initial set, the random strategy, the GP fit and the features.
+        checkpoint_every: steps between checkpoints (the posterior is saved: O(n^2 + n p) bytes).
+    """
+
+    strategy: str | GPStrategy = "gp_variance"
+    initial: int | float = 0.1
+    queries: int = 100
+    batch: int = 1
+    refit_every: int = 0
+    retrain_every: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+
+    def __post_init__(self) -> None:
+        if isinstance(self.strategy, str):
+            get_strategy(self.strategy)  # an unknown name fails here
+        if isinstance(self.initial, float) and not 0.0 < self.initial <= 1.0:
+            raise ValueError(f"initial as a fraction must be in (0, 1], got {self.initial}")
+        if self.queries < 0 or self.batch < 1:
+            raise ValueError(f"queries must be >= 0 and batch >= 1, got {self.queries}, {self.batch}")
+        if self.refit_every < 0 or self.retrain_every < 0 or self.checkpoint_every < 1:
+            raise ValueError("refit_every and retrain_every must be >= 0, checkpoint_every >= 1")
+
+
+_LOOP_FIELDS = {f.name for f in fields(GPLoopConfig)}
 
 
 class GPActiveLearner:
@@ -68,20 +132,13 @@ class GPActiveLearner:
         y: float [N] targets (finite on ``train`` and ``test``).
         train: int [n_train] indices of the pool (the initial set is drawn from it).
         test: int [n_test] indices of the fixed test set (disjoint from ``train``).
-        strategy: ``"gp_variance"``, ``"gp_batch_variance"`` or ``"random"`` (or a
-            :class:`~alkernels.gp.strategies.GPStrategy`).
-        initial: initial labelled count, or fraction of the pool.
-        queries: labels to acquire after the initial set.
-        batch: labels per step (the last step takes the remainder).
-        gp: keyword arguments of :class:`~alkernels.gp.GPRegressor` (its ``seed`` is the run's).
-        refit_every: refit the hyper-parameters every this many queries (0: never).
-        retrain_every: recompute ``features`` (retrain the encoder) with the labelled set every
-            this many queries, then refit (0: never; needs a callable ``features``).
-        seed: seeds the initial set, the random strategy, the GP fit and the features.
+        config: the run's :class:`GPLoopConfig` (strategy, schedule, refits, seed).
         out_dir: the run's folder.
-        checkpoint_every: steps between checkpoints (the posterior is saved: O(n^2 + n p) bytes).
+        gp: the GP's :class:`~alkernels.gp.GPConfig` (its seed is the run's).
         progress: a tqdm bar over the steps.
         metadata: extra JSON fields for ``config.json`` (dataset, target, embedding).
+        **legacy: the keyword arguments of alkernels 0.1 (``strategy=``, ``queries=``, ``gp={...}``,
+            ...), mapped onto ``config`` and ``gp`` with a DeprecationWarning; removed in 0.3.
     """
 
     def __init__(
@@ -90,20 +147,18 @@ class GPActiveLearner:
         y: np.ndarray,
         train: np.ndarray,
         test: np.ndarray,
+        config: GPLoopConfig | None = None,
         *,
-        strategy: str | GPStrategy = "gp_variance",
-        initial: int | float = 0.1,
-        queries: int = 100,
-        batch: int = 1,
-        gp: dict | None = None,
-        refit_every: int = 0,
-        retrain_every: int = 0,
-        seed: int = 0,
         out_dir: str | os.PathLike,
-        checkpoint_every: int = 500,
+        gp: GPConfig | None = None,
         progress: bool = False,
         metadata: dict | None = None,
+        **legacy: object,
     ) -> None:
+        config, gp = _with_legacy(config or GPLoopConfig(), gp, legacy)
+        strategy, initial, queries, batch = config.strategy, config.initial, config.queries, config.batch
+        refit_every, retrain_every, seed = config.refit_every, config.retrain_every, config.seed
+        checkpoint_every = config.checkpoint_every
         self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
         self.y = np.asarray(y, dtype=np.float64).reshape(-1)
         self.train = np.asarray(train, dtype=np.int64).reshape(-1)
@@ -132,20 +187,15 @@ class GPActiveLearner:
         self.n_initial = initial_count(self.n_train, initial)
         if self.n_initial < 2:
             raise ValueError(f"the initial labelled set needs at least 2 structures, got {self.n_initial}")
-        if queries < 0 or batch < 1:
-            raise ValueError(f"queries must be >= 0 and batch >= 1, got {queries}, {batch}")
         if self.n_initial + queries > self.n_train:
             raise ValueError(
                 f"{queries} queries after an initial {self.n_initial} need "
                 f"{self.n_initial + queries} structures; the pool has {self.n_train}"
             )
-        if refit_every < 0 or retrain_every < 0 or checkpoint_every < 1:
-            raise ValueError("refit_every and retrain_every must be >= 0, checkpoint_every >= 1")
         self.queries, self.batch = int(queries), int(batch)
         steps = math.ceil(self.queries / self.batch)
         self.sizes = [min(self.batch, self.queries - s * self.batch) for s in range(steps)]
-        self.gp_kwargs = dict(gp or {})
-        GPRegressor(**self.gp_kwargs)  # bad GP settings (e.g. an unknown kernel) fail here
+        self.loop_config, self.gp_config = config, gp
         self.refit_every, self.retrain_every = int(refit_every), int(retrain_every)
         self.seed = seed
         self.out_dir = Path(out_dir)
@@ -157,7 +207,6 @@ class GPActiveLearner:
     # -- configuration -----------------------------------------------------------------------
     def config(self) -> dict:
         """The JSON-serialisable settings of this run (``config.json``)."""
-        gp = {k: (str(v) if isinstance(v, (torch.dtype, torch.device)) else v) for k, v in self.gp_kwargs.items()}
         return {
             "task": "regression",
             "strategy": self.strategy.name,
@@ -167,7 +216,7 @@ class GPActiveLearner:
             "batch": self.batch,
             "n_train": self.n_train,
             "n_test": int(self.test.size),
-            "gp": gp,
+            "gp": self.gp_config.overrides(),
             "refit_every": self.refit_every,
             "retrain_every": self.retrain_every,
             "data": self._data_fingerprint(),
@@ -198,9 +247,13 @@ class GPActiveLearner:
         """The GP's pool: the training pool, then the test set."""
         return self.features[np.concatenate([self.train, self.test])]
 
+    def _new_gp(self) -> GPRegressor:
+        c = self.gp_config
+        return GPRegressor(c.kernel, c.fit, c.solver, seed=self.seed)
+
     def _fit_gp(self) -> dict:
         labelled = np.asarray(self.labelled, dtype=np.int64)
-        self.gp = GPRegressor(**{**self.gp_kwargs, "seed": self.seed})
+        self.gp = self._new_gp()
         self.gp.fit(self.features[labelled], self.y[labelled], pool=self._tracked(), capacity=self.capacity)
         return self.gp.describe()
 
@@ -240,7 +293,7 @@ class GPActiveLearner:
         if state["features"] is not None:
             self.features = state["features"].numpy()
         if state["gp"] is not None:
-            self.gp = GPRegressor(**{**self.gp_kwargs, "seed": self.seed})
+            self.gp = self._new_gp()
             self.gp.load_state_dict(state["gp"], self._tracked(), capacity=self.capacity)
 
     def _prepare(self, resume: bool, restart_round: bool) -> list[dict]:

@@ -4,7 +4,8 @@ and then conditioned on new labels incrementally (:mod:`alkernels.ops.gp`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -37,6 +38,130 @@ class FitResult:
 METHODS = ("auto", "exact", "sparse")
 #: Default memory allowed to the exact posterior before ``auto`` switches to ``sparse``.
 DEFAULT_MEMORY_BUDGET = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class GPKernelConfig:
+    """The GP's covariance and noise model.
+
+    Attributes:
+        kernel: ``"matern12"`` (default, the exponential kernel of protocol B), ``"matern32"``,
+            ``"matern52"`` or ``"rbf"``.
+        ard: one lengthscale per feature.
+        noise: None learns the observation-noise variance; ``0`` is the noise-free model of the
+            study with ``jitter`` on the diagonal; a positive number fixes the noise variance (in
+            target units squared).
+        jitter: diagonal jitter of ``noise=0`` and of the inducing-point covariance, relative to
+            the standardised target variance.
+    """
+
+    kernel: str = "matern12"
+    ard: bool = False
+    noise: float | None = None
+    jitter: float = 1e-6
+
+    def __post_init__(self) -> None:
+        check_kernel(self.kernel)
+        if self.noise is not None and (not math.isfinite(self.noise) or self.noise < 0):
+            raise ValueError(f"noise must be None (learned), 0 (noise-free with jitter) or > 0, got {self.noise}")
+        if not self.jitter > 0:
+            raise ValueError(f"jitter must be > 0, got {self.jitter}")
+
+
+@dataclass(frozen=True)
+class GPFitConfig:
+    """The hyper-parameter fit (gpytorch, exact marginal likelihood, Adam).
+
+    Attributes:
+        iterations, lr: Adam steps and learning rate.
+        val_fraction: without explicit validation data, this fraction of the fit data is held
+            out to choose the iterate (the posterior is then conditioned on all of it).
+        max_fit_points: the hyper-parameters are fitted on at most this many random points
+            (the exact fit costs O(n^3) per Adam step).
+    """
+
+    iterations: int = 200
+    lr: float = 0.05
+    val_fraction: float = 0.2
+    max_fit_points: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.iterations < 0 or not self.lr > 0 or self.max_fit_points < 1:
+            raise ValueError(f"need iterations >= 0, lr > 0 and max_fit_points >= 1, got {self.iterations}, "
+                             f"{self.lr}, {self.max_fit_points}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GPSolverConfig:
+    """How the posterior is computed and stored.
+
+    Attributes:
+        method: ``"exact"``, ``"sparse"`` (SGPR with ``inducing_points`` learned inducing
+            points) or ``"auto"`` (exact while its memory, :func:`exact_memory_bytes` of the final
+            size, fits ``memory_budget``).
+        inducing_points: m for the sparse method (initialised at random training points).
+        memory_budget: bytes the exact posterior may use under ``method="auto"``.
+        dtype: computation dtype, float64 (default) or float32.
+        device: torch device.
+        chunk: rows per block when predicting arbitrary points.
+        block: :meth:`GPRegressor.fit` conditions on its data in blocks of at most this many
+            points, so its temporaries are O(block * (n + p)) rather than O(n * p).
+    """
+
+    method: str = "auto"
+    inducing_points: int = 512
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    dtype: torch.dtype = torch.float64
+    device: str | torch.device = "cpu"
+    chunk: int = 4096
+    block: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {self.dtype}")
+        for name in ("inducing_points", "chunk", "block"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class GPConfig:
+    """A GP's three settings together (what :class:`~alkernels.gp.GPActiveLearner` takes)."""
+
+    kernel: GPKernelConfig = GPKernelConfig()
+    fit: GPFitConfig = GPFitConfig()
+    solver: GPSolverConfig = GPSolverConfig()
+
+    @classmethod
+    def from_flat(cls, settings: dict) -> GPConfig:
+        """The config of flat keyword settings (``{"kernel": "rbf", "iterations": 50, ...}``, the
+        form ``config.json`` and the CLI use); ValueError naming an unknown key."""
+        parts: dict[str, dict] = {"kernel": {}, "fit": {}, "solver": {}}
+        for key, value in settings.items():
+            part = _FIELD_PART.get(key)
+            if part is None:
+                raise ValueError(f"unknown GP setting {key!r}; expected one of {', '.join(sorted(_FIELD_PART))}")
+            parts[part][key] = value
+        return cls(GPKernelConfig(**parts["kernel"]), GPFitConfig(**parts["fit"]), GPSolverConfig(**parts["solver"]))
+
+    def overrides(self) -> dict:
+        """The settings that differ from the defaults, flat (the form ``config.json`` records)."""
+        out = {}
+        defaults = (GPKernelConfig(), GPFitConfig(), GPSolverConfig())
+        for part, default in zip((self.kernel, self.fit, self.solver), defaults):
+            for f in fields(part):
+                value = getattr(part, f.name)
+                if value != getattr(default, f.name):
+                    out[f.name] = str(value) if isinstance(value, (torch.dtype, torch.device)) else value
+        return out
+
+
+_PARTS = (("kernel", GPKernelConfig), ("fit", GPFitConfig), ("solver", GPSolverConfig))
+_FIELD_PART = {f.name: part for part, cls in _PARTS for f in fields(cls)}
 
 
 def _matrix(x, dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
@@ -77,80 +202,48 @@ class GPRegressor:
     the rounding). Everything the user sees is in the original target units.
 
     Args:
-        kernel: ``"matern12"`` (default, the exponential kernel of protocol B), ``"matern32"``,
-            ``"matern52"`` or ``"rbf"``.
-        ard: one lengthscale per feature.
-        noise: None learns the observation-noise variance; ``0`` is the noise-free model of the
-            study with ``jitter`` on the diagonal; a positive number fixes the noise variance (in
-            target units squared).
-        jitter: diagonal jitter of ``noise=0`` and of the inducing-point covariance, relative to
-            the standardised target variance.
-        method: ``"exact"``, ``"sparse"`` (SGPR with ``inducing_points`` learned inducing
-            points) or ``"auto"`` (exact while its memory, :func:`exact_memory_bytes` of the final
-            size, fits ``memory_budget``).
-        inducing_points: m for the sparse method (initialised at random training points).
-        memory_budget: bytes the exact posterior may use under ``method="auto"``.
-        iterations, lr: Adam steps and learning rate of the hyper-parameter fit.
-        val_fraction: without explicit validation data, this fraction of the fit data is held
-            out to choose the iterate (the posterior is then conditioned on all of it).
-        max_fit_points: the hyper-parameters are fitted on at most this many random points
-            (the exact fit costs O(n^3) per Adam step).
-        dtype: computation dtype, float64 (default) or float32.
-        device: torch device.
-        chunk: rows per block when predicting arbitrary points.
-        block: :meth:`fit` conditions on its data in blocks of at most this many points, so its
-            temporaries are O(block * (n + p)) rather than O(n * p).
+        kernel: a :class:`GPKernelConfig`, or a kernel name for the default one of that kernel.
+        fit: the hyper-parameter fit's :class:`GPFitConfig`.
+        solver: the posterior's :class:`GPSolverConfig` (method, memory, dtype, device).
         seed: seeds the validation hold-out, the fit subset and the inducing-point start.
+        **legacy: the flat keyword arguments of alkernels 0.1 (``ard=``, ``iterations=``,
+            ``method=``, ...), mapped onto the three configs with a DeprecationWarning; removed
+            in 0.3.
     """
 
     def __init__(
         self,
-        kernel: str = "matern12",
+        kernel: str | GPKernelConfig = "matern12",
+        fit: GPFitConfig | None = None,
+        solver: GPSolverConfig | None = None,
         *,
-        ard: bool = False,
-        noise: float | None = None,
-        jitter: float = 1e-6,
-        method: str = "auto",
-        inducing_points: int = 512,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        iterations: int = 200,
-        lr: float = 0.05,
-        val_fraction: float = 0.2,
-        max_fit_points: int = 2000,
-        dtype: torch.dtype = torch.float64,
-        device: str | torch.device = "cpu",
-        chunk: int = 4096,
-        block: int = 1024,
         seed: int = 0,
+        **legacy: object,
     ) -> None:
-        self.kernel = check_kernel(kernel)
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        if noise is not None and (not math.isfinite(noise) or noise < 0):
-            raise ValueError(f"noise must be None (learned), 0 (noise-free with jitter) or > 0, got {noise}")
-        if method == "sparse" and noise == 0:
+        config = GPConfig(kernel if isinstance(kernel, GPKernelConfig) else GPKernelConfig(kernel),
+                          fit or GPFitConfig(), solver or GPSolverConfig())  # fmt: skip
+        if legacy:
+            warnings.warn(
+                "GPRegressor(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
+                "GPKernelConfig, GPFitConfig and GPSolverConfig; the keywords go in alkernels 0.3",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if fit is not None or solver is not None or isinstance(kernel, GPKernelConfig):
+                raise TypeError("GPRegressor takes config objects or the old keywords, not both")
+            config = GPConfig.from_flat({"kernel": kernel, **legacy})
+        if config.solver.method == "sparse" and config.kernel.noise == 0:
             raise ValueError(
                 "the sparse (inducing-point) method needs noise > 0: use noise=None (learned) or a positive variance"
             )
-        if not jitter > 0:
-            raise ValueError(f"jitter must be > 0, got {jitter}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if dtype not in (torch.float64, torch.float32):
-            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
-        for name, value in (
-            ("inducing_points", inducing_points),
-            ("max_fit_points", max_fit_points),
-            ("chunk", chunk),
-            ("block", block),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        self.ard, self.noise, self.jitter, self.method = ard, noise, jitter, method
-        self.inducing_points, self.memory_budget = inducing_points, memory_budget
-        self.iterations, self.lr, self.val_fraction = iterations, lr, val_fraction
-        self.max_fit_points, self.dtype, self.device = max_fit_points, dtype, torch.device(device)
-        self.chunk, self.block, self.seed = chunk, block, seed
+        self.config = config
+        k, f, v = config.kernel, config.fit, config.solver
+        self.kernel = k.kernel
+        self.ard, self.noise, self.jitter, self.method = k.ard, k.noise, k.jitter, v.method
+        self.inducing_points, self.memory_budget = v.inducing_points, v.memory_budget
+        self.iterations, self.lr, self.val_fraction = f.iterations, f.lr, f.val_fraction
+        self.max_fit_points, self.dtype, self.device = f.max_fit_points, v.dtype, torch.device(v.device)
+        self.chunk, self.block, self.seed = v.chunk, v.block, seed
         self.posterior: ExactPosterior | SparsePosterior | None = None
         self.fit_result = None
 

@@ -7,6 +7,24 @@ checkpoint after every round. The studies built on it (grids, presets, reports) 
 
 from __future__ import annotations
 
-from alkernels.loop.loop import RECORD_KEYS, TIMING_KEYS, ActiveLearningLoop, labelled_schedule, read_records
+from alkernels.loop.loop import (
+    RECORD_KEYS,
+    TIMING_KEYS,
+    ActiveLearningLoop,
+    LoopConfig,
+    LoopRuntime,
+    labelled_schedule,
+    read_records,
+)
+from alkernels.loop.trainer import Trainer
 
-__all__ = ["ActiveLearningLoop", "RECORD_KEYS", "TIMING_KEYS", "labelled_schedule", "read_records"]
+__all__ = [
+    "ActiveLearningLoop",
+    "LoopConfig",
+    "LoopRuntime",
+    "RECORD_KEYS",
+    "TIMING_KEYS",
+    "Trainer",
+    "labelled_schedule",
+    "read_records",
+]

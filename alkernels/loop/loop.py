@@ -31,7 +31,10 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,6 +49,7 @@ from alkernels.data.dataset import collate
 from alkernels.loop.epochs import epoch_schedule
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
 from alkernels.loop.rundir import read_records as _read_records
+from alkernels.loop.trainer import Trainer
 from alkernels.strategies import Pool, Strategy
 
 #: The top-level keys of the loop's checkpoint (``rank_rngs`` too in a distributed run).
@@ -119,6 +123,24 @@ def labelled_schedule(n: int, initial: int | float, query_size: int | float, rou
     return counts
 
 
+def _with_legacy(config: LoopConfig, runtime: LoopRuntime, legacy: dict[str, Any]) -> tuple[LoopConfig, LoopRuntime]:
+    """``config`` and ``runtime`` with the keyword arguments of alkernels 0.1 applied (warning)."""
+    if not legacy:
+        return config, runtime
+    unknown = sorted(set(legacy) - _CONFIG_FIELDS - _RUNTIME_FIELDS)
+    if unknown:
+        raise TypeError(f"ActiveLearningLoop got unexpected keyword arguments {unknown}")
+    warnings.warn(
+        "ActiveLearningLoop(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
+        "config=LoopConfig(...) and runtime=LoopRuntime(...); the keywords go in alkernels 0.3",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    config = replace(config, **{k: v for k, v in legacy.items() if k in _CONFIG_FIELDS})
+    runtime = replace(runtime, **{k: v for k, v in legacy.items() if k in _RUNTIME_FIELDS})
+    return config, runtime
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The torch seed of ``rank`` > 0 in a distributed run (rank 0 keeps ``seed``'s stream), so
     the ranks draw independent dropout masks."""
@@ -151,6 +173,95 @@ def _flat(prefix: str, settings: dict) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """The settings of an active-learning run that decide its results (with the model, the
+    strategy and the data), checked when constructed: the CLI and the grids validate a
+    configuration by building it, before any data is read. ``config.json`` records them.
+
+    Attributes:
+        initial: initial labelled set, a count (int) or a fraction (float in (0, 1]) of the
+            training set; drawn at random.
+        query_size: structures per query, a count or a fraction.
+        rounds: model updates (rounds); the paper's protocol is 10 with 10% chunks.
+        epochs: epochs per round (the paper's fixed schedule); may be None with ``epoch_budget``.
+        epoch_budget: instead of ``epochs``, a compute-matched schedule: ``epoch_budget x
+            len(train)`` sample-epochs in total, the same share for every round (see
+            :mod:`alkernels.loop.epochs`); ``config.json`` then records ``epochs_per_round``.
+        reset_weights: reload the ORIGINAL initial weights at the start of every round.
+        reset_optimizer: re-create the optimiser at the start of every round; None follows
+            ``reset_weights`` (the paper's framework kept the optimiser on reset).
+        seed: seeds the model init, the initial set, batch order, dropout and random queries.
+        batch_size: training batch size (24, the paper's).
+        lr, weight_decay: AdamW settings (1e-4 and 0, the paper's).
+    """
+
+    initial: int | float = 0.1
+    query_size: int | float = 0.1
+    rounds: int = 10
+    epochs: int | None = 25
+    epoch_budget: float | None = None
+    reset_weights: bool = False
+    reset_optimizer: bool | None = None
+    seed: int = 0
+    batch_size: int = 24
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "query_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a count or a fraction, got {value!r}")
+            if isinstance(value, float) and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} as a fraction must be in (0, 1], got {value}")
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name in ("rounds", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if name == "epochs" and value is None and self.epoch_budget is not None:
+                continue  # the budget decides the epochs
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if self.epoch_budget is not None and not self.epoch_budget > 0:
+            raise ValueError(f"epoch_budget must be > 0, got {self.epoch_budget}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ValueError(f"need lr > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+
+    @property
+    def resets_optimizer(self) -> bool:
+        """Whether the optimiser is re-created every round (``reset_optimizer``, else
+        ``reset_weights``)."""
+        return self.reset_weights if self.reset_optimizer is None else self.reset_optimizer
+
+
+@dataclass(frozen=True)
+class LoopRuntime:
+    """Where and how a run executes; none of it changes the results (not in ``config.json``).
+
+    Attributes:
+        device: torch device for the model.
+        eval_batch_size: batch size for evaluation and pool scoring.
+        progress: show a tqdm bar per round.
+        distributed: run on every rank of a torchrun job (see :class:`ActiveLearningLoop`).
+    """
+
+    device: str | torch.device = "cpu"
+    eval_batch_size: int = 256
+    progress: bool = False
+    distributed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+_CONFIG_FIELDS = {f.name for f in fields(LoopConfig)}
+_RUNTIME_FIELDS = {f.name for f in fields(LoopRuntime)}
+
+
 class ActiveLearningLoop:
     """Train, evaluate, query; repeat until the schedule is done.
 
@@ -166,34 +277,23 @@ class ActiveLearningLoop:
         train: the training split (the pool); items collate to batches with labels ``y``
             (int64 [B], class indices).
         test: the test split.
-        initial: initial labelled set, a count or a fraction of ``len(train)``; drawn at random.
-        query_size: structures per query, a count or a fraction of ``len(train)``.
-        rounds: model updates (rounds); the paper's protocol is 10 with 10% chunks.
-        epochs: epochs per round (the paper's fixed schedule).
-        epoch_budget: instead of ``epochs``, a compute-matched schedule: ``epoch_budget x
-            len(train)`` sample-epochs in total, the same share for every round (see
-            :mod:`alkernels.loop.epochs`); ``config.json`` then records ``epochs_per_round``.
-        reset_weights: reload the ORIGINAL initial weights at the start of every round.
-        reset_optimizer: re-create the optimiser at the start of every round; defaults to
-            ``reset_weights`` (the paper's framework kept the optimiser on reset).
-        seed: seeds the model init, the initial set, batch order, dropout and random queries.
+        config: the run's :class:`LoopConfig` (schedule, optimiser, reset policy, seed).
         out_dir: where records and checkpoints go.
-        batch_size: training batch size (24, the paper's).
-        eval_batch_size: batch size for evaluation and pool scoring.
-        lr, weight_decay: AdamW settings (1e-4 and 0, the paper's).
-        device: torch device for the model.
+        runtime: :class:`LoopRuntime` (device, evaluation batch size, progress bar, distributed).
+            Distributed: the loop runs on every rank of a torchrun job (joining it if needed;
+            ``device="cuda"`` means each rank's ``cuda:LOCAL_RANK``). The schedule, batch size
+            and learning rate keep their single-process meaning (``batch_size`` is the global
+            batch); the world size is part of ``config.json``, so a resume needs the same number
+            of ranks. With one rank the records equal the single-process run's; with more,
+            deterministic strategies (single-pass uncertainty without training dropout, random,
+            the model-free orders) label the same structures up to floating-point summation
+            order, and MC-dropout strategies draw different masks per rank.
         collate_fn: list of items -> batch (``alkernels.data.collate`` by default).
-        progress: show a tqdm bar per round.
         metadata: extra JSON-serialisable fields stored in ``config.json`` and checked on resume
             (dataset spec, graph settings, preset).
-        distributed: run on every rank of a torchrun job (joins it if needed; ``device="cuda"``
-            means each rank's ``cuda:LOCAL_RANK``). The schedule, batch size and learning rate
-            keep their single-process meaning (``batch_size`` is the global batch); the world
-            size is part of ``config.json``, so a resume needs the same number of ranks. With
-            one rank the records equal the single-process run's; with more, deterministic
-            strategies (single-pass uncertainty without training dropout, random, the model-free
-            orders) label the same structures up to floating-point summation order, and MC-dropout
-            strategies draw different masks per rank.
+        **legacy: the keyword arguments of alkernels 0.1 (``rounds=``, ``epochs=``, ``device=``,
+            ...), mapped onto ``config`` and ``runtime`` with a DeprecationWarning; removed in
+            0.3.
     """
 
     def __init__(
@@ -202,55 +302,47 @@ class ActiveLearningLoop:
         strategy: Strategy | str,
         train: Dataset,
         test: Dataset,
+        config: LoopConfig | None = None,
         *,
-        initial: int | float = 0.1,
-        query_size: int | float = 0.1,
-        rounds: int = 10,
-        epochs: int = 25,
-        epoch_budget: float | None = None,
-        reset_weights: bool = False,
-        reset_optimizer: bool | None = None,
-        seed: int = 0,
         out_dir: str | os.PathLike,
-        batch_size: int = 24,
-        eval_batch_size: int = 256,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        device: str | torch.device = "cpu",
+        runtime: LoopRuntime | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
-        progress: bool = False,
         metadata: dict | None = None,
-        distributed: bool = False,
+        **legacy: Any,
     ) -> None:
+        config, runtime = _with_legacy(config or LoopConfig(), runtime or LoopRuntime(), legacy)
+        self.loop_config, self.runtime = config, runtime
         self.strategy = strategies_mod.get(strategy) if isinstance(strategy, str) else strategy
         self.model_factory = model_factory
         self.train_set, self.test_set = train, test
         self.n_train = len(train)
         if len(test) < 1:
             raise ValueError("the test set is empty")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
-        self.schedule = labelled_schedule(self.n_train, initial, query_size, rounds)
-        self.epoch_budget = None if epoch_budget is None else float(epoch_budget)
+        self.schedule = labelled_schedule(self.n_train, config.initial, config.query_size, config.rounds)
+        self.epoch_budget = None if config.epoch_budget is None else float(config.epoch_budget)
         self.epochs_per_round = epoch_schedule(
-            self.schedule, self.n_train, epoch_budget=self.epoch_budget, epochs=epochs if epoch_budget is None else None
+            self.schedule,
+            self.n_train,
+            epoch_budget=self.epoch_budget,
+            epochs=config.epochs if config.epoch_budget is None else None,
         )
-        self.rounds, self.epochs, self.seed = rounds, None if epoch_budget is not None else epochs, seed
-        self.reset_weights = reset_weights
-        self.reset_optimizer = reset_weights if reset_optimizer is None else reset_optimizer
+        self.rounds, self.seed = config.rounds, config.seed
+        self.epochs = None if config.epoch_budget is not None else config.epochs
+        self.reset_weights = config.reset_weights
+        self.reset_optimizer = config.resets_optimizer
         self.out_dir = Path(out_dir)
         self.run_dir = RunDirectory(self.out_dir)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.lr, self.weight_decay = lr, weight_decay
-        self.distributed = distributed
-        if distributed:
-            self.device = dist_mod.init_process_group(device=device)
+        self.batch_size, self.eval_batch_size = config.batch_size, runtime.eval_batch_size
+        self.lr, self.weight_decay = config.lr, config.weight_decay
+        self.distributed = runtime.distributed
+        if self.distributed:
+            self.device = dist_mod.init_process_group(device=runtime.device)
             self.rank, self.world_size = dist_mod.rank(), dist_mod.world_size()
         else:
-            self.device = torch.device(device)
+            self.device = torch.device(runtime.device)
             self.rank, self.world_size = 0, 1
         self.collate_fn = collate_fn or collate
-        self.progress = progress
+        self.progress = runtime.progress
         self.metadata = dict(metadata or {})
         for name, ds in (("training", train), ("test", test)):
             if self.collate_fn([ds[0]]).y is None:
@@ -315,11 +407,12 @@ class ActiveLearningLoop:
         )
 
     # -- state ---------------------------------------------------------------------------------
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _make_trainer(self) -> Trainer:
+        """AdamW over the model's (and the strategy module's) parameters."""
         params = list(self.model.parameters())
         if self.aux is not None:
             params += list(self.aux.parameters())
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return Trainer.adamw(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def _weights(self) -> dict:
         return {"model": self.model.state_dict(), "aux": self.aux.state_dict() if self.aux is not None else None}
@@ -343,7 +436,7 @@ class ActiveLearningLoop:
         }
         if self.writes_files:
             self.run_dir.save_state("initial.pt", self.initial_weights)
-        self.optimizer = self._make_optimizer()
+        self.trainer = self._make_trainer()
         self.rng = np.random.default_rng(self.seed)
         self.loader_gen = torch.Generator().manual_seed(self.seed)
         self.labelled = [int(i) for i in self.rng.choice(self.n_train, self.schedule[0], replace=False)]
@@ -360,7 +453,7 @@ class ActiveLearningLoop:
             "next_round": self.next_round,
             "labelled": self.labelled,
             "weights": self._weights(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.trainer.optimizer.state_dict(),
             "torch_rng": torch_rng,
             "cuda_rng": cuda_rng,
             "loader_rng": self.loader_gen.get_state(),
@@ -375,8 +468,8 @@ class ActiveLearningLoop:
     def _restore(self, state: dict, initial_weights: dict) -> None:
         self.initial_weights = initial_weights
         self._load_weights(state["weights"])
-        self.optimizer = self._make_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.trainer = self._make_trainer()
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
         torch_rng, cuda_rng = (
             state["rank_rngs"][self.rank] if self.distributed else (state["torch_rng"], state["cuda_rng"])
         )
@@ -434,64 +527,27 @@ class ActiveLearningLoop:
 
     # -- one round -----------------------------------------------------------------------------
     def _train(self, round_: int) -> None:
+        """The round's epochs on the labelled set: one process, or each global batch split over
+        the ranks (the feed is chosen by ``distributed``); the steps are the trainer's."""
         from tqdm.auto import tqdm
 
         epochs = self.epochs_per_round[round_]
-        if self.distributed:
-            self._train_distributed(round_, epochs)
-            return
-        loader = DataLoader(
-            Subset(self.train_set, self.labelled),
-            batch_size=self.batch_size,
-            shuffle=True,
-            generator=self.loader_gen,
-            collate_fn=self.collate_fn,
-        )
-        self.model.train()
-        if self.aux is not None:
-            self.aux.train()
+        feed = _ShardedFeed(self) if self.distributed else _LocalFeed(self)
+        ranks = f", {self.world_size} ranks" if self.distributed else ""
         bar = tqdm(
-            total=epochs * len(loader),
-            disable=not self.progress,
-            leave=False,
-            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled)",
-        )
-        for epoch in range(epochs):
-            for batch in loader:
-                batch = batch.to(self.device)
-                loss = self.strategy.training_loss(self.model, batch, epoch=epoch, epochs=epochs)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch + 1)
-        bar.close()
-
-    def _train_distributed(self, round_: int, epochs: int) -> None:
-        """DDP epochs: each global batch of the single-process run, split over the ranks."""
-        from tqdm.auto import tqdm
-
-        labelled = Subset(self.train_set, self.labelled)
-        batches = dist_mod.ShardedBatches(
-            len(labelled), self.batch_size, generator=self.loader_gen, rank=self.rank, world_size=self.world_size
-        )
-        self._ddp.train()
-        bar = tqdm(
-            total=epochs * len(batches),
+            total=epochs * feed.steps,
             disable=not self.progress or self.rank != 0,
             leave=False,
-            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled, {self.world_size} ranks)",
+            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled{ranks})",
         )
+        feed.train_mode()
         for epoch in range(epochs):
-            for positions, global_size in batches:
-                batch = self.collate_fn([labelled[i] for i in positions]).to(self.device) if positions else None
-                scale = dist_mod.loss_scale(len(positions), global_size, self.world_size)
-                loss = self._ddp(batch, scale, epoch=epoch, epochs=epochs)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+
+            def shown(loss: torch.Tensor, epoch: int = epoch) -> None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item() / scale if scale else 0.0:.3f}", epoch=epoch + 1)
+                bar.set_postfix(loss=f"{feed.shown(loss):.3f}", epoch=epoch + 1)
+
+            self.trainer.epoch(feed.batches(), lambda item, e=epoch: feed.loss(item, e, epochs), on_step=shown)
         bar.close()
 
     @torch.no_grad()
@@ -563,7 +619,7 @@ class ActiveLearningLoop:
             if r > 0 and self.reset_weights:
                 self._load_weights(self.initial_weights)
             if r > 0 and self.reset_optimizer:
-                self.optimizer = self._make_optimizer()
+                self.trainer = self._make_trainer()
             t0 = time.perf_counter()
             with self._phase(f"training, round {r + 1}"):
                 self._train(r)
@@ -604,3 +660,66 @@ class ActiveLearningLoop:
                 self._checkpoint()
             records.append(record)
         return records
+
+
+class _LocalFeed:
+    """The labelled set in one process: a shuffled DataLoader over the round's labelled items
+    (drawing the loop's generator) and the strategy's training loss."""
+
+    def __init__(self, loop: ActiveLearningLoop) -> None:
+        self.loop = loop
+        self.loader = DataLoader(
+            Subset(loop.train_set, loop.labelled),
+            batch_size=loop.batch_size,
+            shuffle=True,
+            generator=loop.loader_gen,
+            collate_fn=loop.collate_fn,
+        )
+        self.steps = len(self.loader)
+
+    def train_mode(self) -> None:
+        self.loop.model.train()
+        if self.loop.aux is not None:
+            self.loop.aux.train()
+
+    def batches(self) -> Iterable[Any]:
+        return self.loader
+
+    def loss(self, batch: Any, epoch: int, epochs: int) -> torch.Tensor:
+        loop = self.loop
+        return loop.strategy.training_loss(loop.model, batch.to(loop.device), epoch=epoch, epochs=epochs)
+
+    @staticmethod
+    def shown(loss: torch.Tensor) -> float:
+        return float(loss)
+
+
+class _ShardedFeed:
+    """Data-parallel: every global batch of the one-process run split over the ranks
+    (:class:`alkernels.distributed.ShardedBatches`), each rank's loss scaled so that DDP's average
+    equals the one-process gradient."""
+
+    def __init__(self, loop: ActiveLearningLoop) -> None:
+        self.loop = loop
+        self.labelled = Subset(loop.train_set, loop.labelled)
+        self.sharded = dist_mod.ShardedBatches(
+            len(self.labelled), loop.batch_size, generator=loop.loader_gen, rank=loop.rank, world_size=loop.world_size
+        )
+        self.steps = len(self.sharded)
+        self._scale = 0.0
+
+    def train_mode(self) -> None:
+        self.loop._ddp.train()
+
+    def batches(self) -> Iterable[tuple[list[int], int]]:
+        return self.sharded
+
+    def loss(self, item: tuple[list[int], int], epoch: int, epochs: int) -> torch.Tensor:
+        loop = self.loop
+        positions, global_size = item
+        batch = loop.collate_fn([self.labelled[i] for i in positions]).to(loop.device) if positions else None
+        self._scale = dist_mod.loss_scale(len(positions), global_size, loop.world_size)
+        return loop._ddp(batch, self._scale, epoch=epoch, epochs=epochs)
+
+    def shown(self, loss: torch.Tensor) -> float:
+        return float(loss) / self._scale if self._scale else 0.0

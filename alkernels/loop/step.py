@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from alkernels.data.batch import GraphBatch
+from alkernels.loop.trainer import Trainer
 from alkernels.models.egnn import check_batch
 
 #: Label of the padding graph; ``cross_entropy`` ignores it.
@@ -129,7 +130,11 @@ class TrainStep:
         self.graphs = graphs and cuda
         self.node_step, self.edge_step = node_step, edge_step
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=cuda, capturable=self.graphs)
+        # CUDA graphs replay into fixed gradient buffers: zero them in place, never free them
+        self.trainer = Trainer.adamw(
+            params, lr=lr, weight_decay=weight_decay, fused=cuda, capturable=self.graphs, set_to_none=not self.graphs
+        )
+        self.optimizer = self.trainer.optimizer
         if cuda:
             model.encoder.validate_inputs = False
         self._captured: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, GraphBatch, torch.Tensor]] = {}
@@ -141,11 +146,7 @@ class TrainStep:
         return nn.functional.cross_entropy(logits.float(), batch.y, ignore_index=IGNORE_INDEX)
 
     def _eager(self, batch: GraphBatch) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=not self.graphs)
-        loss = self._loss(batch)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        return self.trainer.step(self._loss(batch))
 
     def _padded(self, batch: GraphBatch, key: tuple[int, int, int]) -> GraphBatch:
         """``batch`` padded to bucket ``key`` (on the host when it is there, where the value

@@ -27,6 +27,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import collate
 from alkernels.loop.rundir import read_checksummed, write_checksummed
+from alkernels.loop.trainer import Trainer
 from alkernels.models import EGNN, PropertyRegressor
 from alkernels.transfer.data import PropertyData, content_hash
 from alkernels.transfer.strategies import Strategy, finetune_model, parse_strategy
@@ -312,7 +313,7 @@ def fit(
             loader_args = {"collate_fn": collate}
         loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=gen, **loader_args)
         val_loader = DataLoader(val_set, batch_size=config.eval_batch_size, shuffle=False, **loader_args)
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        trainer = Trainer.adamw(params, lr=config.lr, weight_decay=config.weight_decay)
         std = model.target_std.detach().clone()
         best_score, best_state, best_epoch, bad, steps = math.inf, None, 0, 0, 0
         history: list[dict] = []
@@ -328,7 +329,7 @@ def fit(
                     f"settings or seed); remove it or choose another state_path"
                 )
             model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            trainer.optimizer.load_state_dict(state["optimizer"])
             gen.set_state(state["loader_rng"])
             torch.set_rng_state(state["torch_rng"])
             best_score, best_state, best_epoch, bad, steps = (
@@ -344,16 +345,15 @@ def fit(
         )
         for epoch in range(len(history) + 1, 0 if stopped else config.max_epochs + 1):
             model.train()
-            total, count = 0.0, 0
-            for batch in loader:
+
+            def batch_loss(batch: Any) -> torch.Tensor:
                 pred, y = run(batch)
-                loss = PropertyRegressor.loss(pred, model.normalize(y), reduction="properties", error=config.error)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count, steps = total + loss.item(), count + 1, steps + 1
-                if config.max_steps is not None and steps >= config.max_steps:
-                    break
+                return PropertyRegressor.loss(pred, model.normalize(y), reduction="properties", error=config.error)
+
+            done = trainer.epoch(
+                loader, batch_loss, max_steps=None if config.max_steps is None else config.max_steps - steps
+            )
+            steps += done.steps
             model.eval()
             with torch.no_grad():
                 preds, ys = zip(*(run(b) for b in val_loader))
@@ -364,7 +364,7 @@ def fit(
                 {
                     "epoch": epoch,
                     "steps": steps,
-                    "train_loss": total / max(count, 1),
+                    "train_loss": done.mean_loss,
                     "val_mae": val_mae,
                     "val_score": score,
                 }
@@ -386,7 +386,7 @@ def fit(
                     {
                         "fingerprint": fingerprint,
                         "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
+                        "optimizer": trainer.optimizer.state_dict(),
                         "loader_rng": gen.get_state(),
                         "torch_rng": torch.get_rng_state(),
                         "best_score": best_score,

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
 from alkernels.data.specs import RegressionData, load_regression
-from alkernels.gp import Embedding, GPActiveLearner, get_strategy
+from alkernels.gp import Embedding, GPActiveLearner, GPConfig, GPLoopConfig, get_strategy
 from alkernels.loop.rundir import RunDirectory, atomic_write_bytes, read_records
 
 #: The name under which ``experiment.json`` records this study (``alkernels report`` dispatches on it).
@@ -41,7 +41,7 @@ class Preset:
         embedding: ``train-initial``, ``composition`` or ``checkpoint:PATH``.
         embedding_epochs, embedding_lr: the encoder training of ``train-initial``.
         cutoff, graph_mode: the EGNN's neighbour graphs.
-        gp: :class:`~alkernels.gp.GPRegressor` keyword arguments.
+        gp: the GP's :class:`~alkernels.gp.GPConfig`.
         max_structures: a fixed random subset (seed 0) of at most this many structures.
         checkpoint_every: steps between checkpoints of a run.
     """
@@ -58,7 +58,7 @@ class Preset:
     embedding_lr: float = 1e-3
     cutoff: float = 5.0
     graph_mode: str = "periodic"
-    gp: dict = field(default_factory=dict)
+    gp: GPConfig = GPConfig()
     max_structures: int | None = None
     checkpoint_every: int = 500
 
@@ -172,14 +172,16 @@ def run_cell(
         data.y,
         data.train,
         data.test,
-        strategy=cell.strategy,
-        initial=preset.initial,
-        queries=preset.queries,
-        batch=cell.batch,
-        gp=preset.gp,
-        seed=cell.seed,
+        GPLoopConfig(
+            strategy=cell.strategy,
+            initial=preset.initial,
+            queries=preset.queries,
+            batch=cell.batch,
+            seed=cell.seed,
+            checkpoint_every=preset.checkpoint_every,
+        ),
         out_dir=cell.folder(out),
-        checkpoint_every=preset.checkpoint_every,
+        gp=preset.gp,
         progress=progress,
         metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()},
     )
@@ -236,7 +238,7 @@ def _reproduce(
     meta = {
         "study": STUDY,
         "dataset": data.name,
-        "preset": asdict(preset),
+        "preset": {**asdict(preset), "gp": preset.gp.overrides()},
         "seeds": seeds,
         "n_train": len(data.train),
         "n_test": len(data.test),

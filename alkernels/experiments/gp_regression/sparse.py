@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from alkernels.gp import GPRegressor
+from alkernels.gp import GPConfig, GPRegressor
 from alkernels.ops.gp import exact_memory_bytes
 
 
@@ -33,7 +34,7 @@ def sparse_accuracy(
     sizes: Sequence[int],
     inducing: Sequence[int],
     seed: int = 0,
-    gp: dict | None = None,
+    gp: GPConfig | None = None,
     log=print,
 ) -> list[dict]:
     """Rows ``{"n", "method", "inducing", "inducing_used", "mae", "rmse", "seconds", "exact_bytes"}``
@@ -44,9 +45,9 @@ def sparse_accuracy(
         lab = order[:n]
         for m in (None, *inducing):
             t0 = time.perf_counter()
-            model = GPRegressor(
-                **{**(gp or {}), "method": "exact" if m is None else "sparse", "inducing_points": m or 1, "seed": seed}
-            )
+            base = gp or GPConfig()
+            solver = replace(base.solver, method="exact" if m is None else "sparse", inducing_points=m or 1)
+            model = GPRegressor(base.kernel, base.fit, solver, seed=seed)
             model.fit(features[lab], y[lab], pool=features[test])
             err = model.pool_mean.numpy() - y[test]
             used = None if model.inducing_ is None else int(model.inducing_.shape[0])

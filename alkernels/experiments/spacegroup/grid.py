@@ -25,7 +25,7 @@ from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
-from alkernels.loop.loop import ActiveLearningLoop
+from alkernels.loop.loop import ActiveLearningLoop, LoopConfig, LoopRuntime
 from alkernels.loop.rundir import (
     RunDirectory,
     SettingsChangedError,
@@ -88,6 +88,23 @@ class Preset:
     precision: str = "fp32"
     dataset: str = "builtin"
     label_mode: str = "spacegroup"
+
+    def loop_config(self, cell: Cell, n_train: int) -> LoopConfig:
+        """The :class:`LoopConfig` of a cell: the AL schedule, or for the standard run one round
+        on all ``n_train`` structures; weights reset every round in the ``reset`` variant."""
+        standard = cell.variant == "standard"
+        return LoopConfig(
+            initial=n_train if standard else self.initial,
+            query_size=self.query_size,
+            rounds=1 if standard else self.rounds,
+            epochs=self.epochs,
+            epoch_budget=self.epoch_budget,
+            reset_weights=cell.variant == "reset",
+            seed=cell.seed,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+        )
 
 
 PRESETS: dict[str, Preset] = {
@@ -183,27 +200,14 @@ def cell_loop(
     distributed: bool = False,
 ) -> ActiveLearningLoop:
     """The :class:`ActiveLearningLoop` of one cell (not yet run), writing to ``cell.folder(out)``."""
-    n = len(data.train)
-    standard = cell.variant == "standard"
     return ActiveLearningLoop(
         partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
         strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
         data.train,
         data.test,
-        initial=n if standard else preset.initial,
-        query_size=preset.query_size,
-        rounds=1 if standard else preset.rounds,
-        epochs=preset.epochs,
-        epoch_budget=preset.epoch_budget,
-        reset_weights=cell.variant == "reset",
-        seed=cell.seed,
+        preset.loop_config(cell, len(data.train)),
         out_dir=cell.folder(out),
-        batch_size=preset.batch_size,
-        lr=preset.lr,
-        weight_decay=preset.weight_decay,
-        device=device,
-        progress=progress,
-        distributed=distributed,
+        runtime=LoopRuntime(device=device, progress=progress, distributed=distributed),
         metadata={
             "variant": cell.variant,
             "dataset": data.name,

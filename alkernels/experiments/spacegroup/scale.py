@@ -30,9 +30,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import collate
 from alkernels.data.specs import DatasetSplit
 from alkernels.data.symmetry import LABEL_MODES, class_labels
+from alkernels.loop.trainer import Trainer
 from alkernels.models import paper_classifier
 
 #: Learning-rate schedules of a trial: constant, or cosine decay to zero over the trial's epochs.
@@ -122,19 +124,20 @@ def run_trial(data: DatasetSplit, trial: Trial) -> dict:
         if trial.schedule == "cosine"
         else None
     )
+    trainer = Trainer(opt, sched)
     curve = []
     for epoch in range(trial.epochs):
         model.train()
         total, seen = 0.0, 0
-        for batch in loader:
+
+        def batch_loss(batch: GraphBatch) -> torch.Tensor:
+            nonlocal total, seen
             loss = nn.functional.cross_entropy(model(batch), batch.y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += loss.item() * int(batch.y.numel())
+            total += float(loss) * int(batch.y.numel())
             seen += int(batch.y.numel())
+            return loss
+
+        trainer.epoch(loader, batch_loss)
         acc, test_loss = _evaluate(model, test)
         curve.append({"epoch": epoch + 1, "accuracy": acc, "loss": test_loss, "train_loss": total / seen})
     return {
