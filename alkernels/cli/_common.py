@@ -8,6 +8,7 @@ import argparse
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 from alkernels.data._store import default_cache_dir
 from alkernels.ops.dispatch import BACKENDS, normalize_backend
@@ -133,22 +134,40 @@ def check_device(name: str) -> str:
     return name
 
 
-def check_output_dir(path: str, *, resume: bool, restart_round: bool = False) -> None:
-    """Fail before any work when ``--out`` cannot take a run: a file, a path under a file, a folder
-    that cannot be written, one that another run is writing, or one that holds a run without
-    ``--resume``."""
-    from pathlib import Path
-
-    from alkernels.loop.rundir import RunDirectory
-
-    if restart_round and not resume:
-        raise ValueError("--restart-round only applies with --resume")
+def _folder_path(path: str) -> Path:
+    """``--out`` as a path, refused when it or a folder above it is a file."""
     out = Path(path)
     for parent in (out, *out.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise ValueError(f"--out {out}: {parent} is a file, not a folder")
             break
+    return out
+
+
+def check_grid_dir(path: str) -> None:
+    """Fail before any work when ``--out`` cannot take a grid: a file, a path under a file, a
+    folder that cannot be written or one that alkernels did not make. Other processes filling the
+    same grid are not an error: they share it."""
+    from alkernels.experiments._grid import grid_lock
+
+    out = _folder_path(path)
+    try:
+        with grid_lock(out):  # creates the folder and checks it is writable
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {out}: {err.strerror}") from err
+
+
+def check_output_dir(path: str, *, resume: bool, restart_round: bool = False) -> None:
+    """Fail before any work when ``--out`` cannot take a run: a file, a path under a file, a folder
+    that cannot be written, one that another run is writing, or one that holds a run without
+    ``--resume``."""
+    from alkernels.loop.rundir import RunDirectory
+
+    if restart_round and not resume:
+        raise ValueError("--restart-round only applies with --resume")
+    out = _folder_path(path)
     run_dir = RunDirectory(out)
     with run_dir.lock():  # creates the folder, checks it is writable and not in use
         pass

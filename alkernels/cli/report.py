@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
         from alkernels.experiments.gp_regression.report import write_report
     else:
         from alkernels.experiments.spacegroup.report import write_report
-    for name, path in write_report(args.dir, args.dest).items():
+    from alkernels.experiments._grid import grid_lock
+
+    with grid_lock(args.dest or args.dir):  # not while a process of the grid writes the tables
+        paths = write_report(args.dir, args.dest)
+    for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -15,7 +15,7 @@ from alkernels.cli._common import (
     add_schedule_args,
     apply_threads,
     check_device,
-    check_output_dir,
+    check_grid_dir,
     checks_output,
     cli_words,
     start_distributed,
@@ -68,8 +68,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--processes",
         type=int,
         default=1,
-        help="spacegroup: grid cells run in parallel processes, each with cores / processes threads "
-        "unless --threads says otherwise",
+        help="grid cells run in parallel worker processes, each with cores / processes threads "
+        "unless --threads says otherwise (other reproduce commands may share --out as well)",
     )
     add_schedule_args(p, epochs_default=None)
     p.add_argument("--queries", type=int, default=None, help="gp-regression: override the preset's queries")
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return run_gp_regression(args, preset)
     from alkernels.data import load_split
     from alkernels.distributed import is_rank_zero as distributed_rank_zero
-    from alkernels.experiments.spacegroup.grid import VARIANTS, CellsFailedError, grid, preset_with, reproduce
+    from alkernels.experiments._grid import CellsFailedError, grid_lock
+    from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
     from alkernels.experiments.spacegroup.report import console_tables, write_report
     from alkernels.strategies import PAPER_STRATEGIES
 
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--processes must be >= 1, got {args.processes}")
     check_device(args.device)
     if checks_output(args):
-        check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
+        check_grid_dir(args.out)  # a grid always resumes its finished runs; other processes may share it
     apply_threads(args, args.processes)
     device, say, data_first = start_distributed(args)
     with data_first:
@@ -158,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
     except CellsFailedError as err:  # report what finished, then fail naming the rest
         failed = err
     if not args.distributed or distributed_rank_zero():
-        paths = write_report(args.out)
-        print(console_tables(args.out))
+        with grid_lock(args.out):  # the last process to finish writes the complete tables
+            paths = write_report(args.out)
+            tables = console_tables(args.out)
+        print(tables)
         print("written: " + ", ".join(str(p) for p in paths.values()))
     stop_distributed(args)
     if failed is not None:
@@ -175,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
+    from alkernels.experiments._grid import grid_lock
     from alkernels.experiments.gp_regression.grid import arms_of, grid, load_data, preset_with, reproduce
     from alkernels.experiments.gp_regression.report import write_report
 
@@ -189,15 +193,27 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     if args.distributed:
         raise ValueError("--distributed applies to the spacegroup study; the GP study runs in one process")
     check_device(args.device)
-    check_output_dir(args.out, resume=True)  # a grid always resumes its finished runs
-    apply_threads(args)
+    check_grid_dir(args.out)  # a grid always resumes its finished runs; other processes may share it
+    if args.processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {args.processes}")
+    apply_threads(args, args.processes)
     data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=args.workers)
     if data.skipped:
         print(f"skipped {len(data.skipped)} rows without a usable structure or {preset.target!r}")
     meta = reproduce(
-        data, preset, args.out, seeds=seeds, device=args.device, backend=args.backend or "auto", progress=True
+        data,
+        preset,
+        args.out,
+        seeds=seeds,
+        device=args.device,
+        backend=args.backend or "auto",
+        progress=True,
+        processes=args.processes,
+        threads=args.threads,
     )
-    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in this call")
-    for name, path in write_report(args.out).items():
+    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total")
+    with grid_lock(args.out):  # the last process to finish writes the complete tables
+        paths = write_report(args.out)
+    for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from alkernels.cli._common import add_backend_arg, apply_threads, check_device, check_output_dir
+from alkernels.cli._common import add_backend_arg, apply_threads, check_device, check_grid_dir
 
 
 def _int_list(text: str) -> list[int]:
@@ -174,10 +174,13 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from alkernels.experiments.transfer.report import write_report
+    from alkernels.experiments._grid import grid_lock
+    from alkernels.experiments.transfer.report import finetune_seconds, write_report
 
     if args.report_only:
-        for name, path in write_report(args.out).items():
+        with grid_lock(args.out):  # not while a process of the study writes the tables
+            paths = write_report(args.out)
+        for name, path in paths.items():
             print(f"{name}: {path}")
         return 0
     from alkernels.data.specs import load_property_graphs, spec_name
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.graph_mode == "matsciml" and settings.max_neighbors is not None:
         raise ValueError("--graph-mode matsciml has no neighbour cap: pass --max-neighbors 0")
     check_device(args.device)
-    check_output_dir(args.out, resume=True)  # a study always continues its finished cells
+    check_grid_dir(args.out)  # a study always continues its finished cells; other processes may share it
     apply_threads(args)
 
     def loader(path: str) -> PropertyData:
@@ -206,8 +209,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         "study done: pre-training "
         + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in meta["pretraining"].items())
-        + f"; fine-tuning {meta['finetune_seconds']:.0f} s in total"
+        + f"; fine-tuning {finetune_seconds(meta):.0f} s in total"
     )
-    for name, path in write_report(args.out).items():
+    with grid_lock(args.out):  # the last process to finish writes the complete tables
+        paths = write_report(args.out)
+    for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

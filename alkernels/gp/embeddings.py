@@ -18,6 +18,7 @@ EGNN embeddings are standardised per dimension over all structures (no labels in
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,7 @@ from alkernels.data._store import load_cached_array, save_cached_array
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, collate
 from alkernels.data.graphset import GraphSet
+from alkernels.loop.rundir import atomic_write_bytes, file_lock
 from alkernels.loop.trainer import Trainer
 from alkernels.models import EGNN, PropertyRegressor
 
@@ -248,10 +250,24 @@ class Embedding:
         if self.kind == "checkpoint":
             return standardise(encoder_features(load_encoder(self.path, self.backend), dataset, device=self.device))
         key = self._key(dataset, labelled, seed)
-        cached = self.cache_dir / f"embedding-{key}.npy" if self.cache_dir is not None else None
-        features = load_cached_array(cached) if cached is not None else None  # damaged: rebuilt
-        if features is not None:
-            return features
+        if self.cache_dir is None:
+            return self._train(dataset, labelled, seed)[0]
+        cached = self.cache_dir / f"embedding-{key}.npy"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.cache_dir / f".embedding-{key}.lock"):  # processes sharing the cache train it once
+            features = load_cached_array(cached)  # damaged: rebuilt
+            if features is not None:
+                return features
+            feats, encoder = self._train(dataset, labelled, seed)
+            buffer = io.BytesIO()
+            torch.save(encoder.state_dict(), buffer)
+            atomic_write_bytes(self.cache_dir / f"encoder-{key}.pt", buffer.getvalue())
+            save_cached_array(cached, feats)
+        return feats
+
+    def _train(self, dataset: GraphDataset, labelled: np.ndarray, seed: int) -> tuple[np.ndarray, torch.nn.Module]:
+        """Train the encoder on ``labelled``; returns its standardised features (float64 [N, d])
+        and the encoder."""
         model = train_encoder(
             dataset,
             labelled,
@@ -263,9 +279,4 @@ class Embedding:
             device=self.device,
             progress=self.progress,
         )
-        feats = standardise(encoder_features(model.encoder, dataset, device=self.device))
-        if cached is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(model.encoder.state_dict(), self.cache_dir / f"encoder-{key}.pt")
-            save_cached_array(cached, feats)
-        return feats
+        return standardise(encoder_features(model.encoder, dataset, device=self.device)), model.encoder

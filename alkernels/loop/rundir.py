@@ -230,6 +230,22 @@ def claim_folder(path: Path) -> None:
         raise ValueError(f"cannot write to the output folder {path}: {err.strerror}") from err
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` meanwhile, waiting while another process
+    holds it (the file is created when absent; a symlink is refused): for work that two
+    processes must not do at once, such as building one cache entry."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def append_record(path: Path, record: dict) -> None:
     """Append ``record`` as one JSON line to ``path``, flushed and fsynced."""
     with open(path, "a", encoding="utf-8") as handle:

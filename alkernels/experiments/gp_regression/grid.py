@@ -10,17 +10,16 @@ interrupted ones resumed, so re-running the same command continues a grid.
 
 from __future__ import annotations
 
-import json
 import os
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 from alkernels.data.specs import RegressionData, load_regression
+from alkernels.experiments._grid import Grid, run_grid
 from alkernels.gp import Embedding, GPActiveLearner, GPConfig, GPLoopConfig, get_strategy
-from alkernels.loop.rundir import RunDirectory, atomic_write_bytes, read_records
+from alkernels.loop.rundir import read_records
 
 #: The name under which ``experiment.json`` records this study (``alkernels report`` dispatches on it).
 STUDY = "gp-regression"
@@ -146,52 +145,78 @@ def load_data(
     )
 
 
-def run_cell(
-    cell: Cell,
-    data: RegressionData,
-    preset: Preset,
-    out: Path,
-    *,
-    device: str = "cpu",
-    backend: str = "auto",
-    progress: bool = False,
-) -> dict:
-    """Run (or finish) one cell; returns ``{"cell", "seconds", "steps"}``."""
-    t0 = time.perf_counter()
-    embedding = Embedding(
-        preset.embedding,
-        epochs=preset.embedding_epochs,
-        lr=preset.embedding_lr,
-        backend=backend,
-        device=device,
-        cache_dir=out / "cache",
-        progress=progress,
-    )
-    learner = GPActiveLearner(
-        partial(embedding, data.dataset),
-        data.y,
-        data.train,
-        data.test,
-        GPLoopConfig(
-            strategy=cell.strategy,
-            initial=preset.initial,
-            queries=preset.queries,
-            batch=cell.batch,
-            seed=cell.seed,
-            checkpoint_every=preset.checkpoint_every,
-        ),
-        out_dir=cell.folder(out),
-        gp=preset.gp,
-        progress=progress,
-        metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()},
-    )
-    records = learner.run(resume=True)
-    return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "steps": len(records)}
+@dataclass
+class RegressionGrid(Grid[Cell]):
+    """The grid of one preset in ``out`` (see :func:`reproduce` for the arguments)."""
 
+    data: RegressionData
+    preset: Preset
+    out: Path
+    seeds: int
+    device: str = "cpu"
+    backend: str = "auto"
+    progress: bool = False
+    indent: int | None = 1
 
-def _finished(cell: Cell, out: Path, preset: Preset) -> bool:
-    steps = -(-preset.queries // cell.batch) + 1
-    return len(read_records(cell.folder(out) / "records.jsonl")) == steps
+    def cells(self) -> list[Cell]:
+        return grid(self.preset, self.seeds)
+
+    def name(self, cell: Cell) -> str:
+        return str(cell.folder(self.out).relative_to(self.out))
+
+    def is_finished(self, cell: Cell) -> bool:
+        steps = -(-self.preset.queries // cell.batch) + 1
+        return len(read_records(cell.folder(self.out) / "records.jsonl")) == steps
+
+    def run_cell(self, cell: Cell) -> dict:
+        preset, data = self.preset, self.data
+        embedding = Embedding(
+            preset.embedding,
+            epochs=preset.embedding_epochs,
+            lr=preset.embedding_lr,
+            backend=self.backend,
+            device=self.device,
+            cache_dir=self.out / "cache",
+            progress=self.progress,
+        )
+        learner = GPActiveLearner(
+            partial(embedding, data.dataset),
+            data.y,
+            data.train,
+            data.test,
+            GPLoopConfig(
+                strategy=cell.strategy,
+                initial=preset.initial,
+                queries=preset.queries,
+                batch=cell.batch,
+                seed=cell.seed,
+                checkpoint_every=preset.checkpoint_every,
+            ),
+            out_dir=cell.folder(self.out),
+            gp=preset.gp,
+            progress=self.progress,
+            metadata={"dataset": data.name, "target": data.target, "preset": preset.name, **embedding.describe()},
+        )
+        return {"steps": len(learner.run(resume=True))}
+
+    def settings(self) -> dict:
+        return {
+            "study": STUDY,
+            "dataset": self.data.name,
+            "preset": {**asdict(self.preset), "gp": self.preset.gp.overrides()},
+            "seeds": self.seeds,
+            "n_train": len(self.data.train),
+            "n_test": len(self.data.test),
+            "skipped": len(self.data.skipped),
+            "target_std_test": float(self.data.y[self.data.test].std()),
+        }
+
+    def opening(self, total: int, todo: int, processes: int, threads: int) -> str:
+        data = self.data
+        return (
+            f"{total} runs ({total - todo} already finished): {len(data.train)} pool / "
+            f"{len(data.test)} test structures of {data.name}, target {data.target}"
+        )
 
 
 def reproduce(
@@ -203,52 +228,31 @@ def reproduce(
     device: str = "cpu",
     backend: str = "auto",
     progress: bool = False,
+    processes: int = 1,
+    threads: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the grid into ``out`` and write ``out/experiment.json``; returns its content."""
-    out = Path(out)
-    with RunDirectory(out).lock():  # one grid writes a folder at a time
-        return _reproduce(data, preset, out, seeds, device, backend, progress, log)
+    """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
 
+    Several processes, on one machine or on nodes sharing ``out``, may run the same call at once:
+    each claims the cells it runs and skips those others hold (see
+    :func:`alkernels.experiments._grid.run_grid`); one seed's encoder is trained once.
 
-def _reproduce(
-    data: RegressionData,
-    preset: Preset,
-    out: Path,
-    seeds: int,
-    device: str,
-    backend: str,
-    progress: bool,
-    log: Callable[[str], None],
-) -> dict:
-    cells = grid(preset, seeds)
-    todo = [c for c in cells if not _finished(c, out, preset)]
-    log(
-        f"{len(cells)} runs ({len(cells) - len(todo)} already finished): {len(data.train)} pool / "
-        f"{len(data.test)} test structures of {data.name}, target {data.target}"
-    )
-    t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
-    for k, cell in enumerate(todo, 1):
-        res = run_cell(cell, data, preset, out, device=device, backend=backend, progress=progress)
-        seconds[str(cell.folder(out).relative_to(out))] = res["seconds"]
-        log(f"[{k}/{len(todo)}] {cell.arm}/seed{cell.seed}: {res['seconds']:.1f} s")
-    meta_path = out / "experiment.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta = {
-        "study": STUDY,
-        "dataset": data.name,
-        "preset": {**asdict(preset), "gp": preset.gp.overrides()},
-        "seeds": seeds,
-        "n_train": len(data.train),
-        "n_test": len(data.test),
-        "skipped": len(data.skipped),
-        "target_std_test": float(data.y[data.test].std()),
-        "wall_seconds": previous.get("wall_seconds", 0.0) + time.perf_counter() - t0,
-        "cell_seconds": {**previous.get("cell_seconds", {}), **seconds},
-    }
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-    return meta
+    Args:
+        data: the split from :func:`load_data`.
+        preset: the study's settings.
+        out: the grid's folder.
+        seeds: seeds 0..seeds-1 per arm.
+        device, backend: the encoder's torch device and EGNN edge-op backend.
+        progress: progress bars (the grid's, the encoder training's, each run's).
+        processes, threads: worker processes and their threads (as for the spacegroup grid).
+        log: receives the opening line and a line per finished run without a terminal.
+
+    Raises:
+        CellsFailedError: after every other cell has run, when some raised.
+    """
+    study = RegressionGrid(data, preset, Path(out), seeds, device=device, backend=backend, progress=progress)
+    return run_grid(study, processes=processes, threads=threads, progress=progress, log=log)
 
 
 def arms_of(names: Sequence[str]) -> tuple[tuple[str, int], ...]:

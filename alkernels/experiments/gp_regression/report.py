@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels.experiments._grid import EXPERIMENT, read_experiment
+from alkernels.experiments._report import COMPACT_RUNS, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.loop.loop import read_records
 
@@ -28,7 +30,6 @@ try:
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
 
-COMPACT_RUNS = "runs.jsonl"
 #: Per-step record columns packed into ``runs.jsonl`` (6 significant digits; ``queried`` is one
 #: list per step). Steps and labelled counts follow from the config; the RMSE is kept for the
 #: last step and the wall times as per-run means.
@@ -62,8 +63,8 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
         }
         for path in sorted(out.glob("runs/**/config.json"))
     ]
-    if not runs and (out / COMPACT_RUNS).is_file():
-        runs = [json.loads(line) for line in (out / COMPACT_RUNS).read_text().splitlines() if line.strip()]
+    if not runs:
+        runs = read_packed_runs(out)
     return sorted([r for r in runs if r["records"]["mae"]], key=lambda r: r["run"])
 
 
@@ -76,17 +77,13 @@ def labelled_counts(config: dict, steps: int) -> np.ndarray:
 def is_regression_grid(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds a regression grid (its experiment.json or its runs say so)."""
     out = Path(out)
-    meta = out / "experiment.json"
-    if meta.is_file():
-        return json.loads(meta.read_text()).get("study") == "gp-regression"
+    if (out / EXPERIMENT).is_file():
+        return read_experiment(out).get("study") == "gp-regression"
     first = next(iter(sorted(out.glob("runs/**/config.json"))), None)
     if first is not None:
         return json.loads(first.read_text()).get("task") == "regression"
-    compact = out / COMPACT_RUNS
-    if compact.is_file():
-        line = compact.read_text().split("\n", 1)[0]
-        return bool(line.strip()) and json.loads(line)["config"].get("task") == "regression"
-    return False
+    packed = read_packed_runs(out)
+    return bool(packed) and packed[0]["config"].get("task") == "regression"
 
 
 def arm_name(config: dict) -> str:
@@ -129,10 +126,6 @@ def collect(runs: list[dict]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _std(x: pd.Series) -> float:
-    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
-
-
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the test MAE and RMSE and of the remainder MAE per (arm,
     labelled count)."""
@@ -141,11 +134,11 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         {
             "queries": g["queries"].first(),
             "mae_mean": g["mae"].mean(),
-            "mae_std": g["mae"].agg(_std),
+            "mae_std": g["mae"].agg(sample_std),
             "rmse_mean": g["rmse"].mean(),
-            "rmse_std": g["rmse"].agg(_std),
+            "rmse_std": g["rmse"].agg(sample_std),
             "rem_mean": g["mae_remainder"].mean(),
-            "rem_std": g["mae_remainder"].agg(_std),
+            "rem_std": g["mae_remainder"].agg(sample_std),
             "seeds": g["seed"].nunique(),
         }
     ).reset_index()
@@ -160,7 +153,7 @@ def paired(df: pd.DataFrame, baseline: str = "random-b1") -> pd.DataFrame:
     both["diff"] = both["mae"] - both["base"]
     g = both.groupby(["arm", "labelled"])
     return pd.DataFrame(
-        {"diff_mean": g["diff"].mean(), "diff_std": g["diff"].agg(_std), "seeds": g["seed"].nunique()}
+        {"diff_mean": g["diff"].mean(), "diff_std": g["diff"].agg(sample_std), "seeds": g["seed"].nunique()}
     ).reset_index()
 
 
@@ -342,13 +335,11 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     summary = summarise(df)
     r = reach(df, summary)
     r_rem = reach(df, summary, metric="rem")
-    meta_path = out / "experiment.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_experiment(out)
     paths = {name: dest / name for name in ("table.md", "mae.png", "summary.json")}
-    (dest / COMPACT_RUNS).write_text(
-        "".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n" for run in runs)
+    paths[COMPACT_RUNS] = write_text(
+        dest / COMPACT_RUNS, "".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n" for run in runs)
     )
-    paths[COMPACT_RUNS] = dest / COMPACT_RUNS
     config = runs[0]["config"]
     target = config.get("target", "target")
     head = [f"# Regression active learning with GP uncertainty: test MAE of `{target}`", ""]
@@ -392,12 +383,13 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             reach_markdown(r_rem, "remainder", study=None),
             "",
         ]
-    paths["table.md"].write_text("\n".join(head + body))
+    write_text(paths["table.md"], "\n".join(head + body))
     plot_mae(
         summary, {"mae": r, "rem": r_rem}, paths["mae.png"], f"{meta.get('dataset', '')} {target}".strip(), paired(df)
     )
     every = summary[(summary.queries % 50 == 0) | (summary.queries == summary.queries.max())]
-    paths["summary.json"].write_text(
+    write_text(
+        paths["summary.json"],
         json.dumps(
             {
                 "experiment": meta,
@@ -409,6 +401,6 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                 ],
             },
             indent=1,
-        )
+        ),
     )
     return paths

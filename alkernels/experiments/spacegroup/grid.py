@@ -10,31 +10,34 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
-from alkernels._threads import threads_per_worker
 from alkernels.data.specs import DatasetSplit
+from alkernels.experiments._grid import CellsFailedError, Grid, run_grid
+from alkernels.experiments._report import read_packed_runs
 from alkernels.loop.loop import ActiveLearningLoop, LoopConfig, LoopRuntime
-from alkernels.loop.rundir import (
-    RunDirectory,
-    SettingsChangedError,
-    atomic_write_bytes,
-    claim_folder,
-    read_records,
-    settings_changes,
-)
+from alkernels.loop.rundir import RunDirectory, SettingsChangedError, read_records, settings_changes
 from alkernels.models import paper_classifier
+
+__all__ = [
+    "VARIANTS",
+    "PRESETS",
+    "Preset",
+    "Cell",
+    "SpacegroupGrid",
+    "CellsFailedError",
+    "grid",
+    "cell_loop",
+    "reproduce",
+    "preset_with",
+]
 
 #: Weight-reset variants: "keep" carries weights over between rounds (the paper's Table 1),
 #: "reset" reloads the original initial weights (and a fresh optimiser) every round.
@@ -217,103 +220,82 @@ def cell_loop(
     )
 
 
-def run_cell(
-    cell: Cell,
-    data: DatasetSplit,
-    preset: Preset,
-    out: Path,
-    *,
-    device: str = "cpu",
-    progress: bool = False,
-    distributed: bool = False,
-    restart_round: bool = False,
-) -> dict:
-    """Run (or finish) one cell; returns ``{"cell", "seconds", "records"}``. With
-    ``distributed=True`` every rank of the torchrun job calls it for the same cell;
-    ``restart_round`` discards a damaged checkpoint of the cell (see ``ActiveLearningLoop.run``)."""
-    t0 = time.perf_counter()
-    if preset.precision != "fp32" and torch.device(device).type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 also for the torch matmuls outside the edge op
-    loop = cell_loop(cell, data, preset, out, device=device, progress=progress, distributed=distributed)
-    records = loop.run(resume=True, restart_round=restart_round)
-    return {"cell": asdict(cell), "seconds": time.perf_counter() - t0, "records": records}
+@dataclass
+class SpacegroupGrid(Grid[Cell]):
+    """The grid of one preset in ``out`` (see :func:`reproduce` for the arguments)."""
 
+    data: DatasetSplit
+    preset: Preset
+    out: Path
+    strategy_names: tuple[str, ...]
+    seeds: int
+    variants: tuple[str, ...]
+    device: str = "cpu"
+    distributed: bool = False
+    restart_round: bool = False
+    packed: dict[str, dict] = field(default_factory=dict)
 
-class CellsFailedError(RuntimeError):
-    """Some cells of a grid raised while the others ran to the end; the finished ones are in
-    the grid's folder and ``experiment.json``. ``failures`` maps each failed cell's run folder
-    (relative to the grid) to its exception."""
+    def cells(self) -> list[Cell]:
+        return grid(self.strategy_names, self.seeds, self.variants)
 
-    def __init__(self, failures: dict[str, BaseException], attempted: int) -> None:
-        self.failures, self.attempted = failures, attempted
-        lines = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in failures.items())
-        super().__init__(f"{len(failures)} of the {attempted} runs left failed, the others finished: {lines}")
+    def name(self, cell: Cell) -> str:
+        return str(cell.folder(self.out).relative_to(self.out))
 
-    def __reduce__(self) -> tuple:
-        return type(self), (self.failures, self.attempted)
+    def is_finished(self, cell: Cell) -> bool:
+        """Whether the cell's run is complete in ``out/runs/`` or, with the same settings, among
+        the runs packed into ``out/runs.jsonl`` (a committed grid, continued without its ``runs/``).
 
+        A finished run (folder or packed) matches when every setting it records equals this
+        cell's (runs made by an earlier alkernels record fewer identity keys; the keys they have
+        must all match); an unfinished run folder must match exactly, as resuming it requires.
+        """
+        want = 1 if cell.variant == "standard" else self.preset.rounds
+        folder = cell.folder(self.out)
+        run_dir = RunDirectory(folder)
 
-_WORKER: dict = {}
+        def config() -> dict:
+            return json.loads(json.dumps(cell_loop(cell, self.data, self.preset, self.out).config()))
 
-
-def _init_worker(data: DatasetSplit, preset: Preset, out: Path, device: str, threads: int, restart_round: bool) -> None:
-    torch.set_num_threads(threads)  # torch and the fused C++ kernels share one OpenMP pool
-    _WORKER.update(data=data, preset=preset, out=out, device=device, restart_round=restart_round)
-
-
-def _run_in_worker(cell: Cell) -> dict:
-    return run_cell(
-        cell,
-        _WORKER["data"],
-        _WORKER["preset"],
-        _WORKER["out"],
-        device=_WORKER["device"],
-        restart_round=_WORKER["restart_round"],
-    )
-
-
-def _finished(cell: Cell, out: Path, preset: Preset, packed: dict[str, dict], data: DatasetSplit) -> bool:
-    """Whether the cell's run is complete in ``out/runs/`` or, with the same settings, among the
-    runs packed into ``out/runs.jsonl`` (a committed grid, continued without its ``runs/``).
-
-    A finished run (folder or packed) matches when every setting it records equals this cell's
-    (runs made by an earlier alkernels record fewer identity keys; the keys they have must all
-    match); an unfinished run folder must match exactly, as resuming it requires.
-
-    Raises:
-        SettingsChangedError: the cell's run folder holds a run with other settings.
-    """
-    want = 1 if cell.variant == "standard" else preset.rounds
-    folder = cell.folder(out)
-    run_dir = RunDirectory(folder)
-
-    def config() -> dict:
-        return json.loads(json.dumps(cell_loop(cell, data, preset, out).config()))
-
-    if run_dir.has_run():
-        if len(read_records(run_dir.records_path)) < want:
-            run_dir.check_identity(config(), resume=True)
+        if run_dir.has_run():
+            if len(read_records(run_dir.records_path)) < want:
+                run_dir.check_identity(config(), resume=True)
+                return False
+            changed = settings_changes(run_dir.read_config(), config(), recorded_only=True)
+            if changed:
+                raise SettingsChangedError(
+                    f"{folder} holds a finished run with other settings ({'; '.join(changed)}); "
+                    "use the original settings or another output folder"
+                )
+            return True
+        run = self.packed.get(self.name(cell))
+        if run is None or len(run["records"]) != want:
             return False
-        changed = settings_changes(run_dir.read_config(), config(), recorded_only=True)
-        if changed:
-            raise SettingsChangedError(
-                f"{folder} holds a finished run with other settings ({'; '.join(changed)}); "
-                "use the original settings or another output folder"
-            )
-        return True
-    run = packed.get(str(folder.relative_to(out)))
-    if run is None or len(run["records"]) != want:
-        return False
-    return not settings_changes(run["config"], config(), recorded_only=True)
+        return not settings_changes(run["config"], config(), recorded_only=True)
 
+    def run_cell(self, cell: Cell) -> dict:
+        if self.preset.precision != "fp32" and torch.device(self.device).type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 also for the torch matmuls outside the edge op
+        loop = cell_loop(cell, self.data, self.preset, self.out, device=self.device, distributed=self.distributed)
+        return {"rounds": len(loop.run(resume=True, restart_round=self.restart_round))}
 
-def _packed_runs(out: Path) -> dict[str, dict]:
-    """The runs packed into ``out/runs.jsonl`` by run folder (empty when there is none)."""
-    path = out / "runs.jsonl"
-    if not path.is_file():
-        return {}
-    runs = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["run"]: r for r in runs}
+    def settings(self) -> dict:
+        return {
+            "dataset": self.data.name,
+            "preset": asdict(self.preset),
+            "strategies": list(self.strategy_names),
+            "seeds": self.seeds,
+            "variants": list(self.variants),
+            "n_train": len(self.data.train),
+            "n_test": len(self.data.test),
+            "train_spacegroups": self.data.train_labels.tolist(),
+            "test_spacegroups": self.data.test_labels.tolist(),
+        }
+
+    def opening(self, total: int, todo: int, processes: int, threads: int) -> str:
+        return (
+            f"{total} runs ({total - todo} already finished), train {len(self.data.train)}, "
+            f"test {len(self.data.test)}, {processes} process(es) x {threads} thread(s)"
+        )
 
 
 def reproduce(
@@ -333,9 +315,10 @@ def reproduce(
 ) -> dict:
     """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
 
-    ``experiment.json`` (settings, split labels, accumulated wall time, seconds per finished cell)
-    is written before the first cell and after every finished one, so an interrupted grid still
-    has it.
+    ``experiment.json`` holds the settings, the split labels, the accumulated time and the seconds
+    per finished cell (see :func:`alkernels.experiments._grid.run_grid`). Several processes, on
+    one machine or on nodes sharing ``out``, may run the same call at once: each claims the cells
+    it runs and skips those others hold.
 
     A cell counts as done when its folder under ``out/runs/`` holds every round, or when
     ``out/runs.jsonl`` (the compact records a report writes, and what gets committed) holds the
@@ -359,8 +342,8 @@ def reproduce(
         log: receives the opening line (runs to do, split sizes) and, without a terminal for the
             progress bar, a line per finished run.
         distributed: every rank of a torchrun job calls this; the cells run one after the other,
-            each on all ranks (``ActiveLearningLoop(distributed=True)``). Rank 0 decides which
-            cells are left and alone writes ``out``; ``processes`` must be 1.
+            each on all ranks (``ActiveLearningLoop`` with ``distributed=True``). Rank 0 decides
+            which cells are left and alone writes ``out``; ``processes`` must be 1.
         restart_round: discard damaged checkpoints of unfinished cells and redo their last round.
 
     Raises:
@@ -369,121 +352,21 @@ def reproduce(
             checkpoint, a worker process that died, ...); each failure is also logged as it
             happens. In a distributed grid the first failure stops every rank instead.
     """
-    if distributed and processes != 1:
-        raise ValueError("a distributed grid runs one cell at a time on all ranks; use processes=1")
     out = Path(out)
     writes = not distributed or dist_mod.is_rank_zero()
-    if writes:
-        claim_folder(out)  # a folder alkernels did not create is refused, untouched
-    cells = grid(strategy_names, seeds, variants)
-    packed = _packed_runs(out) if writes else {}
-
-    def unfinished() -> list[Cell]:
-        """The cells left to run; refuses, before any work, run folders with other settings."""
-        todo, clashes = [], []
-        for c in cells:
-            try:
-                if not _finished(c, out, preset, packed, data):
-                    todo.append(c)
-            except SettingsChangedError as err:
-                clashes.append((c, err))
-        if clashes:
-            names = ", ".join(str(c.folder(out).relative_to(out)) for c, _ in clashes)
-            raise SettingsChangedError(
-                f"{len(clashes)} run folder(s) of {out} hold other settings ({names}); the first: {clashes[0][1]}"
-            )
-        return todo
-
-    todo = dist_mod.on_rank_zero(unfinished, what="listing unfinished cells") if distributed else unfinished()
-    per_worker = threads_per_worker(processes, threads)
-    log(
-        f"{len(cells)} runs ({len(cells) - len(todo)} already finished), train {len(data.train)}, "
-        f"test {len(data.test)}, {processes} process(es) x {per_worker} thread(s)"
+    study = SpacegroupGrid(
+        data,
+        preset,
+        out,
+        tuple(strategy_names),
+        seeds,
+        tuple(variants),
+        device=device,
+        distributed=distributed,
+        restart_round=restart_round,
+        packed={r["run"]: r for r in read_packed_runs(out)} if writes else {},
     )
-    t0 = time.perf_counter()
-    meta_path = out / "experiment.json"
-    previous = json.loads(meta_path.read_text()) if writes and meta_path.exists() else {}
-    meta = {
-        "dataset": data.name,
-        "preset": asdict(preset),
-        "strategies": list(strategy_names),
-        "seeds": seeds,
-        "variants": list(variants),
-        "processes": processes,
-        "threads": per_worker,
-        "n_train": len(data.train),
-        "n_test": len(data.test),
-        "train_spacegroups": data.train_labels.tolist(),
-        "test_spacegroups": data.test_labels.tolist(),
-        "wall_seconds": previous.get("wall_seconds", 0.0),
-        "cell_seconds": previous.get("cell_seconds", {}),
-    }
-
-    def save_meta() -> None:
-        if writes:
-            meta["wall_seconds"] = previous.get("wall_seconds", 0.0) + time.perf_counter() - t0
-            atomic_write_bytes(meta_path, json.dumps(meta).encode())
-
-    save_meta()
-    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None if writes else True)
-    done: list[Cell] = []
-
-    def finished(res: dict) -> None:
-        cell = Cell(**res["cell"])
-        meta["cell_seconds"][str(cell.folder(out).relative_to(out))] = res["seconds"]
-        save_meta()
-        bar.update(1)
-        bar.set_postfix_str(f"{cell.variant}/{cell.strategy}/seed{cell.seed} {res['seconds']:.0f} s")
-        done.append(cell)
-        if bar.disable and writes:  # no terminal: a line per run instead of the bar
-            log(
-                f"finished {cell.variant}/{cell.strategy}/seed{cell.seed} in {res['seconds']:.0f} s "
-                f"({len(done)}/{len(todo)})"
-            )
-
-    failures: dict[str, BaseException] = {}
-
-    def failed(cell: Cell, err: Exception) -> None:
-        name = str(cell.folder(out).relative_to(out))
-        failures[name] = err
-        log(f"failed {name}: {type(err).__name__}: {err}")
-
-    if processes > 1 and todo:
-        ctx = get_context("spawn")
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
-        with ProcessPoolExecutor(
-            processes,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(data, preset, out, device, per_worker, restart_round),
-        ) as pool:
-            futures = {pool.submit(_run_in_worker, c): c for c in todo}
-            for fut in as_completed(futures):
-                try:
-                    res = fut.result()
-                except Exception as err:  # the other cells go on, and are recorded
-                    failed(futures[fut], err)
-                    continue
-                finished(res)
-    else:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        for cell in todo:
-            try:
-                res = run_cell(
-                    cell, data, preset, out, device=device, distributed=distributed, restart_round=restart_round
-                )
-            except Exception as err:
-                if distributed:  # the ranks run each cell together: all stop (DistributedError says where)
-                    raise
-                failed(cell, err)
-                continue
-            finished(res)
-    bar.close()
-    save_meta()
-    if failures:
-        raise CellsFailedError(failures, len(todo))
-    return meta
+    return run_grid(study, processes=processes, threads=threads, log=log, distributed=distributed)
 
 
 def preset_with(name: str, **overrides) -> Preset:

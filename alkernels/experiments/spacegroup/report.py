@@ -26,13 +26,12 @@ try:
     import pandas as pd
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
+from alkernels.experiments._grid import read_experiment
+from alkernels.experiments._report import COMPACT_RUNS, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup import analysis
 from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY
 from alkernels.experiments.spacegroup.analysis import order as _order
-
-#: One line per run: ``{"run": <folder relative to the grid>, "config": {...}, "records": [...]}``.
-COMPACT_RUNS = "runs.jsonl"
 
 
 def read_runs(out: str | os.PathLike) -> list[dict]:
@@ -44,12 +43,7 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
         ``{"run", "config", "records"}`` per run, sorted by ``run``.
     """
     out = Path(out)
-    runs: dict[str, dict] = {}
-    if (out / COMPACT_RUNS).is_file():
-        for line in (out / COMPACT_RUNS).read_text().splitlines():
-            if line.strip():
-                run = json.loads(line)
-                runs[run["run"]] = run
+    runs: dict[str, dict] = {run["run"]: run for run in read_packed_runs(out)}
     for path in sorted(out.glob("runs/**/config.json")):
         name = str(path.parent.relative_to(out))
         records = read_records(path.parent / "records.jsonl")
@@ -60,8 +54,7 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
 
 def write_compact(runs: list[dict], path: Path) -> Path:
     """Pack ``runs`` (from :func:`read_runs`) into one JSON line each at ``path``."""
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in runs))
-    return path
+    return write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in runs))
 
 
 def collect(runs: list[dict]) -> pd.DataFrame:
@@ -92,19 +85,15 @@ def collect(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _std(x: pd.Series) -> float:
-    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
-
-
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds per (variant, strategy, percent) of accuracy (%), loss and times."""
     g = df.groupby(["variant", "strategy", "percent"])
     return pd.DataFrame(
         {
             "acc_mean": g["accuracy"].mean(),
-            "acc_std": g["accuracy"].agg(_std),
+            "acc_std": g["accuracy"].agg(sample_std),
             "loss_mean": g["loss"].mean(),
-            "loss_std": g["loss"].agg(_std),
+            "loss_std": g["loss"].agg(sample_std),
             "train_seconds": g["train_seconds"].mean(),
             "query_seconds": g["query_seconds"].mean(),
             "seeds": g["seed"].nunique(),
@@ -281,8 +270,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     claim_folder(dest)  # only a folder alkernels writes; created when new
     runs = read_runs(out)
     summary = summarise(collect(runs))
-    meta_path = out / "experiment.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_experiment(out)
     c = claims(summary)
     df = collect(runs)
     paired = analysis.paired_to_random(df)
@@ -375,7 +363,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         analysis.verdicts_markdown(verdicts),
         "",
     ]
-    paths["table.md"].write_text("\n".join(head + body))
+    write_text(paths["table.md"], "\n".join(head + body))
     test_labels = np.asarray(meta.get("test_spacegroups", []), dtype=np.int64)
     majority = 100 * np.bincount(test_labels).max() / len(test_labels) if len(test_labels) else None
     _plot_metric(summary, "acc", "test accuracy (%)", paths["accuracy.png"], majority)
@@ -392,7 +380,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             title=f"space groups of {meta['dataset']}",
         )
     records = {k: v for k, v in meta.items() if k not in ("train_spacegroups", "test_spacegroups")}
-    paths["summary.json"].write_text(
+    write_text(
+        paths["summary.json"],
         json.dumps(
             {
                 "experiment": records,
@@ -404,6 +393,6 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
                 "curves": summary.to_dict(orient="records"),
             },
             indent=1,
-        )
+        ),
     )
     return paths

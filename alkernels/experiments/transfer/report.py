@@ -13,19 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from alkernels._extras import missing_extra
-from alkernels.experiments.transfer.study import EXPERIMENT, SCRATCH_SOURCE, read_cells, source_label
+from alkernels.experiments._grid import EXPERIMENT, read_experiment
+from alkernels.experiments._report import sample_std, write_text
+from alkernels.experiments.plots import pyplot
+from alkernels.experiments.transfer.study import SCRATCH_SOURCE, read_cells, source_label
 
-try:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-except ImportError as err:
-    raise missing_extra("study", __name__, err) from err
+plt = pyplot()  # importing the report needs the study extra
 
 #: The reference that needs no model: predicting the fine-tuning subsample's median.
 MEDIAN = "median"
+
+
+def finetune_seconds(meta: dict) -> float:
+    """The fine-tuning time of a study's ``experiment.json``: the sum of its ``cell_seconds``
+    (studies made before alkernels 0.2 recorded it as ``finetune_seconds``)."""
+    if "finetune_seconds" in meta:
+        return meta["finetune_seconds"]
+    return float(sum(meta.get("cell_seconds", {}).values()))
 
 
 def aggregate(cells: list[dict]) -> dict[tuple[str, str, int], dict]:
@@ -41,7 +45,7 @@ def aggregate(cells: list[dict]) -> dict[tuple[str, str, int], dict]:
     out = {}
     for key, values in groups.items():
         v = np.asarray(values, dtype=np.float64)
-        out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+        out[key] = {"mean": float(v.mean()), "std": sample_std(v), "n": int(v.size)}
     return out
 
 
@@ -176,7 +180,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     dest.mkdir(parents=True, exist_ok=True)
     if not (out / EXPERIMENT).is_file():
         raise ValueError(f"{out} has no {EXPERIMENT}: not a transfer study folder")
-    meta = json.loads((out / EXPERIMENT).read_text())
+    meta = read_experiment(out)
     cells = read_cells(out)
     if not cells:
         raise ValueError(f"{out} has no finished cells yet")
@@ -271,11 +275,11 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         lines.append(f"| {strat} | {count} | {seconds.get(strat, 0.0):.0f} |")
     lines += [
         "",
-        f"Fine-tuning wall time {meta['finetune_seconds']:.0f} s; whole study {meta['wall_seconds']:.0f} s "
+        f"Fine-tuning wall time {finetune_seconds(meta):.0f} s; whole study {meta['wall_seconds']:.0f} s "
         "(summed over the runs that built it; a cached pre-training counts where it was trained).",
     ]
     written = {"table.md": dest / "table.md"}
-    written["table.md"].write_text("\n".join(lines) + "\n")
+    write_text(written["table.md"], "\n".join(lines) + "\n")
 
     summary = {
         "settings": s,
@@ -289,12 +293,12 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         },
         "pretraining": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in meta["pretraining"].items()},
         "finetune_seconds_by_strategy": seconds,
-        "finetune_seconds": meta["finetune_seconds"],
+        "finetune_seconds": finetune_seconds(meta),
         "wall_seconds": meta["wall_seconds"],
         "cells": len(cells),
     }
     written["summary.json"] = dest / "summary.json"
-    written["summary.json"].write_text(json.dumps(summary, indent=1))
+    write_text(written["summary.json"], json.dumps(summary, indent=1))
 
     def curve(ax, src: str, strat: str, label: str, **style) -> None:
         xs = [n for n in sizes if (src, strat, n) in agg]

@@ -12,10 +12,12 @@ does not depend on the source and runs once per (size, repeat) under the source 
 Files in ``out``:
 
 - ``experiment.json``: the settings (data recorded by file name), the test rows, each
-  pre-training's summary (rows, epochs, seconds, validation MAE) and the wall times. A second run
-  with other settings is refused.
+  pre-training's summary (rows, epochs, seconds, validation MAE), the seconds per cell and the
+  accumulated time. A second run with other settings is refused.
 - ``cells.jsonl``: one JSON record per finished cell (appended, flushed, fsynced); finished cells
   are skipped on a re-run, so an interrupted study resumes where it stopped.
+- ``.claims/``: the claim file of each cell (see :mod:`alkernels.experiments._grid`): several
+  processes sharing ``out`` fill one study together.
 - ``pretrained/<label>-<key>.ckpt``: the pre-trained checkpoints (not committed; any change of
   data, columns, architecture or settings gives another key), and while one trains its
   per-epoch state ``.<label>-<key>.state``, so an interrupted pre-training resumes exactly.
@@ -27,13 +29,14 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from alkernels.loop.rundir import RunDirectory, append_record, atomic_write_bytes, read_records
+from alkernels.experiments._grid import EXPERIMENT, Grid, grid_lock, read_experiment, run_grid
+from alkernels.loop.rundir import append_record, claim_folder, file_lock, read_records
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor
 from alkernels.transfer import (
     PropertyData,
@@ -52,7 +55,6 @@ from alkernels.transfer.strategies import REUSES_HEAD
 #: The source name of the ``scratch`` cells (no pre-training).
 SCRATCH_SOURCE = "none"
 CELLS = "cells.jsonl"
-EXPERIMENT = "experiment.json"
 #: Record keys of ``cells.jsonl``.
 CELL_KEYS = (
     "source",
@@ -306,40 +308,54 @@ def pretrain_source(
     """
     datasets = _source_data(data, columns)
     path = pretrained_path(settings, datasets, columns, cache)
-    cached = path.is_file()
-    if not cached:
-        encoder = EGNN(EGNNConfig(**settings.egnn), backend=settings.backend)
-        result = pretrain(
-            encoder,
-            datasets,
-            list(columns),
-            config=TrainConfig(**settings.pt),
-            seed=settings.seed,
-            hidden=settings.head_hidden,
-            device=device,
-            progress=progress,
-            state_path=path.with_name(f".{path.stem}.state"),
-        )
-        info = {
-            "rows": {d.name: len(d) for d in datasets},
-            "n_train": result.n_train,
-            "n_val": result.n_val,
-            "epochs": result.epochs,
-            "best_epoch": result.best_epoch,
-            "steps": result.steps,
-            "val_mae": result.val_mae,
-            "seconds": result.seconds,
-            "cpu_seconds": result.cpu_seconds,
-            "history": [
-                {"epoch": h["epoch"], "val_score": h["val_score"], "train_loss": h["train_loss"]}
-                for h in result.history
-            ],
-        }
-        save(result, path, metadata={"study_pretraining": info})
+    cache.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(f".{path.stem}.lock")):  # processes sharing the cache train it once
+        cached = path.is_file()
+        if not cached:
+            _pretrain(settings, datasets, columns, path, device=device, progress=progress)
     info = dict(read_checkpoint(path)["metadata"]["study_pretraining"])
     info["cached"] = cached
     info["checkpoint"] = path.name
     return path, info
+
+
+def _pretrain(
+    settings: StudySettings,
+    datasets: list[PropertyData],
+    columns: Sequence[str],
+    path: Path,
+    *,
+    device: str,
+    progress: bool,
+) -> None:
+    """Pre-train one source and save its checkpoint at ``path`` (resuming its per-epoch state)."""
+    encoder = EGNN(EGNNConfig(**settings.egnn), backend=settings.backend)
+    result = pretrain(
+        encoder,
+        datasets,
+        list(columns),
+        config=TrainConfig(**settings.pt),
+        seed=settings.seed,
+        hidden=settings.head_hidden,
+        device=device,
+        progress=progress,
+        state_path=path.with_name(f".{path.stem}.state"),
+    )
+    info = {
+        "rows": {d.name: len(d) for d in datasets},
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "val_mae": result.val_mae,
+        "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
+        "history": [
+            {"epoch": h["epoch"], "val_score": h["val_score"], "train_loss": h["train_loss"]} for h in result.history
+        ],
+    }
+    save(result, path, metadata={"study_pretraining": info})
 
 
 def _cell_seed(settings: StudySettings, size: int, repeat: int) -> int:
@@ -393,13 +409,12 @@ def run_cell(
     }
 
 
-def _check_resume(out: Path, settings: StudySettings) -> dict:
-    meta_path = out / EXPERIMENT
-    if not meta_path.exists():
+def _check_settings(out: Path, previous: dict, settings: StudySettings) -> None:
+    """Refuse a folder that holds another study (or cells without their ``experiment.json``)."""
+    if not previous:
         if read_cells(out):
             raise ValueError(f"{out} holds {CELLS} but no {EXPERIMENT}: not a study folder this run can continue")
-        return {}
-    previous = json.loads(meta_path.read_text())
+        return
     old, new = previous.get("settings", {}), settings.record()
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
@@ -407,7 +422,103 @@ def _check_resume(out: Path, settings: StudySettings) -> dict:
             f"{out} already holds a study with other settings ({', '.join(changed)} differ); "
             f"use another --out or the same settings to resume it"
         )
-    return previous
+
+
+Cell = tuple[str, str, int, int]
+
+
+@dataclass
+class TransferGrid(Grid[Cell]):
+    """A study's cells in ``out`` (see :func:`run_study` for the arguments): each cell's record
+    is appended to ``cells.jsonl``, its claim is ``.claims/<cell>.claim``."""
+
+    study: StudySettings
+    data: StudyData
+    out: Path
+    cache: Path
+    device: str = "cpu"
+    progress: bool = False
+    log: Callable[[str], None] = print
+    load_seconds: float = 0.0
+    indent: int | None = 1
+    models: dict = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        return self.study.cells()
+
+    def name(self, cell: Cell) -> str:
+        source, strategy, size, repeat = cell
+        return f"{source}/{strategy}/n{size}/r{repeat}"
+
+    def claim_path(self, cell: Cell) -> Path:
+        return self.out / ".claims" / (self.name(cell).replace("/", "-") + ".claim")
+
+    def is_finished(self, cell: Cell) -> bool:
+        return any((c["source"], c["strategy"], c["size"], c["repeat"]) == cell for c in read_cells(self.out))
+
+    def check(self, previous: dict) -> None:
+        _check_settings(self.out, previous, self.study)
+        if previous and previous.get("test_rows") != self.data.test_rows.tolist():
+            raise ValueError(
+                f"{self.out}: the fixed test set differs from the recorded one (the fine-tuning data changed)"
+            )
+        with grid_lock(self.out):
+            read_records(self.out / CELLS, repair=True)  # a torn last line from a kill is truncated
+
+    def prepare(self, todo: Sequence[Cell]) -> dict[str, dict]:
+        """Pre-train (or read from the cache) the sources the cells in ``todo`` fine-tune."""
+        settings, needed = self.study, {c[0] for c in todo} - {SCRATCH_SOURCE}
+        # scratch only takes the architecture from its "pre-trained" model
+        self.models[SCRATCH_SOURCE] = PropertyRegressor(
+            EGNN(EGNNConfig(**settings.egnn), backend=settings.backend),
+            [settings.finetune],
+            hidden=settings.head_hidden,
+        )
+        pretraining = {}
+        for cols in settings.sources:
+            label = source_label(cols)
+            if label not in needed:
+                continue
+            path, info = pretrain_source(
+                settings, self.data, cols, self.cache, device=self.device, progress=self.progress
+            )
+            pretraining[label] = info
+            self.log(
+                f"pre-training {label}: {'cached' if info['cached'] else 'trained'} ({info['seconds']:.0f} s, "
+                f"{info['epochs']} epochs, best {info['best_epoch']}, val MAE "
+                + ", ".join(f"{k} {v:.4g}" for k, v in info["val_mae"].items())
+                + ")"
+            )
+            self.models[label] = load(path, backend=settings.backend, device=self.device)
+        return {"pretraining": pretraining}
+
+    def run_cell(self, cell: Cell) -> dict:
+        record = run_cell(self.study, self.data, self.models[cell[0]], cell, device=self.device)
+        with grid_lock(self.out):
+            append_record(self.out / CELLS, record)
+        return {"test_mae": record["test_mae"]}
+
+    def settings(self) -> dict:
+        data = self.data
+        return {
+            "settings": self.study.record(),
+            "test_rows": data.test_rows.tolist(),
+            "n_pool": len(data.pool),
+            "n_test": len(data.test),
+            "dropped_from_pretraining": data.dropped,
+            "load_seconds": self.load_seconds,
+        }
+
+    def opening(self, total: int, todo: int, processes: int, threads: int) -> str:
+        data = self.data
+        return (
+            f"fine-tuning pool {len(data.pool)}, test {len(data.test)} ({self.study.finetune}); "
+            "pre-training files: "
+            + ", ".join(
+                f"{d.name} {len(d)} rows ({data.dropped[d.name]} test structures dropped)" for d in data.pretrain
+            )
+            + f"\n{total} cells, {total - todo} already finished"
+        )
 
 
 def run_study(
@@ -422,6 +533,10 @@ def run_study(
 ) -> dict:
     """Run (or resume) a study into ``out``; returns the content of ``experiment.json``.
 
+    Several processes, on one machine or on nodes sharing ``out``, may run the same study at
+    once: each claims the cells it fine-tunes and skips those others hold, and a source is
+    pre-trained once (see :func:`alkernels.experiments._grid.run_grid`).
+
     Args:
         settings: the study.
         out: the output folder.
@@ -431,85 +546,18 @@ def run_study(
         device: torch device.
         progress: tqdm bars for pre-training and for the cells.
         log: receives one line per pre-training and a summary.
+
+    Raises:
+        ValueError: before any work, when ``out`` holds a study with other settings.
+        CellsFailedError: after every other cell has run, when some raised.
     """
     out = Path(out)
-    with RunDirectory(out).lock():  # one study writes a folder at a time
-        return _run_study(settings, out, loader, pretrain_cache, device, progress, log)
-
-
-def _run_study(
-    settings: StudySettings,
-    out: Path,
-    loader: Callable[[str], PropertyData],
-    pretrain_cache: str | os.PathLike | None,
-    device: str,
-    progress: bool,
-    log: Callable[[str], None],
-) -> dict:
-    from tqdm.auto import tqdm
-
-    previous = _check_resume(out, settings)
-    cache = Path(pretrain_cache) if pretrain_cache is not None else out / "pretrained"
+    claim_folder(out)
+    _check_settings(out, read_experiment(out), settings)  # before the data are read
     t0 = time.perf_counter()
     data = load_data(settings, loader=loader)
-    if previous and previous.get("test_rows") != data.test_rows.tolist():
-        raise ValueError(f"{out}: the fixed test set differs from the recorded one (the fine-tuning data changed)")
-    load_seconds = time.perf_counter() - t0
-    log(
-        f"fine-tuning pool {len(data.pool)}, test {len(data.test)} ({settings.finetune}); pre-training files: "
-        + ", ".join(f"{d.name} {len(d)} rows ({data.dropped[d.name]} test structures dropped)" for d in data.pretrain)
+    cache = Path(pretrain_cache) if pretrain_cache is not None else out / "pretrained"
+    grid = TransferGrid(
+        settings, data, out, cache, device=device, progress=progress, log=log, load_seconds=time.perf_counter() - t0
     )
-    meta = {
-        "settings": settings.record(),
-        "test_rows": data.test_rows.tolist(),
-        "n_pool": len(data.pool),
-        "n_test": len(data.test),
-        "dropped_from_pretraining": data.dropped,
-        "pretraining": previous.get("pretraining", {}),
-        "finetune_seconds": previous.get("finetune_seconds", 0.0),
-        "wall_seconds": previous.get("wall_seconds", 0.0),
-    }
-    finished = read_records(out / CELLS, repair=True)  # a torn last line from a kill is truncated
-    done = {(c["source"], c["strategy"], c["size"], c["repeat"]) for c in finished}
-    todo = [c for c in settings.cells() if c not in done]
-    needed = {c[0] for c in todo} - {SCRATCH_SOURCE}
-    # scratch only takes the architecture from its "pre-trained" model
-    models = {
-        SCRATCH_SOURCE: PropertyRegressor(
-            EGNN(EGNNConfig(**settings.egnn), backend=settings.backend),
-            [settings.finetune],
-            hidden=settings.head_hidden,
-        )
-    }
-    for cols in settings.sources:
-        label = source_label(cols)
-        if label not in needed:
-            continue
-        path, info = pretrain_source(settings, data, cols, cache, device=device, progress=progress)
-        meta["pretraining"][label] = info
-        log(
-            f"pre-training {label}: {'cached' if info['cached'] else 'trained'} ({info['seconds']:.0f} s, "
-            f"{info['epochs']} epochs, best {info['best_epoch']}, val MAE "
-            + ", ".join(f"{k} {v:.4g}" for k, v in info["val_mae"].items())
-            + ")"
-        )
-        models[label] = load(path, backend=settings.backend, device=device)
-    atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
-    log(f"{len(settings.cells())} cells, {len(settings.cells()) - len(todo)} already finished")
-    t1 = time.perf_counter()
-    meta["load_seconds"] = load_seconds
-    finetune0, wall0 = meta["finetune_seconds"], meta["wall_seconds"]
-
-    def save_times() -> None:  # after every cell, so an interrupted study keeps its times
-        meta["finetune_seconds"] = finetune0 + time.perf_counter() - t1
-        meta["wall_seconds"] = wall0 + time.perf_counter() - t0
-        atomic_write_bytes(out / EXPERIMENT, json.dumps(meta, indent=1).encode())
-
-    with tqdm(todo, desc="cells", disable=not progress, unit="cell") as bar:
-        for cell in bar:
-            bar.set_postfix_str(f"{cell[0]} {cell[1]} n={cell[2]} r={cell[3]}")
-            record = run_cell(settings, data, models[cell[0]], cell, device=device)
-            append_record(out / CELLS, record)
-            save_times()
-    save_times()
-    return meta
+    return run_grid(grid, progress=progress, log=log)
