@@ -20,7 +20,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -28,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from alkernels._deprecation import warn_legacy_keywords
 from alkernels.gp.regressor import GPConfig, GPRegressor
 from alkernels.gp.strategies import GPStrategy, get_strategy
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
@@ -52,14 +52,8 @@ def _with_legacy(config: GPLoopConfig, gp: GPConfig | None, legacy: dict) -> tup
         gp = None
     if not legacy:
         return config, gp or GPConfig()
-    unknown = sorted(set(legacy) - _LOOP_FIELDS - {"gp"})
-    if unknown:
-        raise TypeError(f"GPActiveLearner got unexpected keyword arguments {unknown}")
-    warnings.warn(
-        "GPActiveLearner(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
-        "config=GPLoopConfig(...) and gp=GPConfig(...); the keywords go in alkernels 0.3",
-        DeprecationWarning,
-        stacklevel=3,
+    warn_legacy_keywords(
+        "GPActiveLearner", legacy, _LOOP_FIELDS | {"gp"}, "config=GPLoopConfig(...) and gp=GPConfig(...)"
     )
     settings = legacy.pop("gp", None)
     gp = GPConfig.from_flat(dict(settings)) if settings else (gp or GPConfig())

@@ -4,12 +4,12 @@ and then conditioned on new labels incrementally (:mod:`alkernels.ops.gp`)."""
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
+from alkernels._deprecation import warn_legacy_keywords
 from alkernels.ops.gp.incremental import ExactPosterior, SparsePosterior, exact_memory_bytes
 from alkernels.ops.gp.kernels import GPParams, check_kernel
 
@@ -223,12 +223,7 @@ class GPRegressor:
         config = GPConfig(kernel if isinstance(kernel, GPKernelConfig) else GPKernelConfig(kernel),
                           fit or GPFitConfig(), solver or GPSolverConfig())  # fmt: skip
         if legacy:
-            warnings.warn(
-                "GPRegressor(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
-                "GPKernelConfig, GPFitConfig and GPSolverConfig; the keywords go in alkernels 0.3",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            warn_legacy_keywords("GPRegressor", legacy, None, "GPKernelConfig, GPFitConfig and GPSolverConfig", depth=1)
             if fit is not None or solver is not None or isinstance(kernel, GPKernelConfig):
                 raise TypeError("GPRegressor takes config objects or the old keywords, not both")
             config = GPConfig.from_flat({"kernel": kernel, **legacy})

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import warnings
 from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields, replace
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
+from alkernels._deprecation import warn_legacy_keywords
 from alkernels.data.dataset import collate
 from alkernels.loop.epochs import epoch_schedule
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
@@ -127,14 +127,11 @@ def _with_legacy(config: LoopConfig, runtime: LoopRuntime, legacy: dict[str, Any
     """``config`` and ``runtime`` with the keyword arguments of alkernels 0.1 applied (warning)."""
     if not legacy:
         return config, runtime
-    unknown = sorted(set(legacy) - _CONFIG_FIELDS - _RUNTIME_FIELDS)
-    if unknown:
-        raise TypeError(f"ActiveLearningLoop got unexpected keyword arguments {unknown}")
-    warnings.warn(
-        "ActiveLearningLoop(..., " + ", ".join(f"{k}=" for k in sorted(legacy)) + ") is deprecated: pass "
-        "config=LoopConfig(...) and runtime=LoopRuntime(...); the keywords go in alkernels 0.3",
-        DeprecationWarning,
-        stacklevel=3,
+    warn_legacy_keywords(
+        "ActiveLearningLoop",
+        legacy,
+        _CONFIG_FIELDS | _RUNTIME_FIELDS,
+        "config=LoopConfig(...) and runtime=LoopRuntime(...)",
     )
     config = replace(config, **{k: v for k, v in legacy.items() if k in _CONFIG_FIELDS})
     runtime = replace(runtime, **{k: v for k, v in legacy.items() if k in _RUNTIME_FIELDS})
