@@ -198,3 +198,12 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
 def test_reproduce_rejects_unknown_strategies(tmp_path, capsys):
     assert cli("reproduce", "--strategies", "margin,nope", "--out", tmp_path / "g") == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    import alkernels
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli("--version")
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"alkernels {alkernels.__version__}"

@@ -13,7 +13,10 @@ COMMANDS = [demo, data, run, reproduce, report, transfer]
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="alkernels", description=__doc__)
+    from alkernels import __version__
+
+    parser = argparse.ArgumentParser(prog="alkernels", description="Fast active learning for crystal GNNs.")
+    parser.add_argument("--version", action="version", version=f"alkernels {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in COMMANDS:
         module.add_parser(sub)
