@@ -125,6 +125,26 @@ alk::mp::EdgeArgs<T> unpack(const py::array& A, const py::array& B, const py::ar
   return a;
 }
 
+// The backward's inputs beyond the forward's (upstream gradients, h, W1a, the sender CSR), checked
+// and filled into g; sets a.F. Shared by the backward and the double backward.
+template <typename T>
+void unpack_backward(alk::mp::EdgeArgs<T>& a, alk::mp::EdgeGrads<T>& g, const py::array& gm,
+                     const py::array& gdx, const py::array& h, const py::array& W1a,
+                     const py::array& src_perm, const py::array& src_ptr, bool detach_norm) {
+  require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
+  const py::ssize_t n = a.n, H = a.H, F = h.shape(1);
+  require(F % 16 == 0, "the node width F must be a multiple of 16");
+  a.F = F;
+  g.gm = data_of<T>(gm, "grad_m", {n, H});
+  g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
+  g.h = data_of<T>(h, "h", {n, F});
+  g.W1a = data_of<T>(W1a, "W1a", {H, F});
+  g.src_perm = index_of(src_perm, "src_perm", a.E);
+  g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
+  check_senders(g.src_ptr, g.src_perm, a.src, n, a.E);
+  g.detach_norm = detach_norm;
+}
+
 template <typename T>
 py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
                     const py::array& x, const py::array& shift, const py::array& src,
@@ -150,19 +170,9 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
                      const py::array& W1a, const py::array& src_perm, const py::array& src_ptr,
                      bool detach_norm, alk::Isa isa) {
   auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
-  require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
-  const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
-  require(F % 16 == 0, "the node width F must be a multiple of 16");
-  a.F = F;
   alk::mp::EdgeGrads<T> g{};
-  g.gm = data_of<T>(gm, "grad_m", {n, H});
-  g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
-  g.h = data_of<T>(h, "h", {n, F});
-  g.W1a = data_of<T>(W1a, "W1a", {H, F});
-  g.src_perm = index_of(src_perm, "src_perm", a.E);
-  g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
-  check_senders(g.src_ptr, g.src_perm, a.src, n, a.E);
-  g.detach_norm = detach_norm;
+  unpack_backward(a, g, gm, gdx, h, W1a, src_perm, src_ptr, detach_norm);
+  const py::ssize_t n = a.n, H = a.H, C = a.C, F = a.F;
   auto gB = empty<T>({n, H});
   auto gh = empty<T>({n, F});
   auto gx = empty<T>({n, 3});
@@ -200,19 +210,9 @@ py::tuple double_backward_t(const py::array& A, const py::array& B, const py::ar
                             const py::array& dB, const py::array& vh, const py::array& vx,
                             alk::Isa isa) {
   auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
-  require(h.ndim() == 2 && h.shape(0) == a.n, "h must be [n, F]");
-  const py::ssize_t n = a.n, H = a.H, C = a.C, F = h.shape(1);
-  require(F % 16 == 0, "the node width F must be a multiple of 16");
-  a.F = F;
   alk::mp::EdgeGrads<T> g{};
-  g.gm = data_of<T>(gm, "grad_m", {n, H});
-  g.gdx = data_of<T>(gdx, "grad_dx", {n, 3});
-  g.h = data_of<T>(h, "h", {n, F});
-  g.W1a = data_of<T>(W1a, "W1a", {H, F});
-  g.src_perm = index_of(src_perm, "src_perm", a.E);
-  g.src_ptr = index_of(src_ptr, "src_ptr", n + 1);
-  check_senders(g.src_ptr, g.src_perm, a.src, n, a.E);
-  g.detach_norm = detach_norm;
+  unpack_backward(a, g, gm, gdx, h, W1a, src_perm, src_ptr, detach_norm);
+  const py::ssize_t n = a.n, H = a.H, C = a.C, F = a.F;
   alk::mp::EdgeTangents<T> v{};
   v.dA = data_of<T>(dA, "dA", {n, H});
   v.dB = data_of<T>(dB, "dB", {n, H});
