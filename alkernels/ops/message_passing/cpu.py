@@ -55,6 +55,22 @@ def egnn_edge_cpu(
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
+def _backward_operands(
+    h: torch.Tensor, graph: EdgeGraph, w: EdgeWeights, gm: torch.Tensor, gdx: torch.Tensor
+) -> list[np.ndarray]:
+    """The arrays the C++ backward and double backward take beyond the forward's: the upstream
+    gradients gm [n, H] and gdx [n, 3], h [n, F], the sender block of w1 [H, F] and the sender CSR."""
+    f = h.shape[1]
+    return [
+        gm.detach().contiguous().numpy(),
+        gdx.detach().contiguous().numpy(),
+        h.detach().contiguous().numpy(),
+        w.w1[:, :f].detach().contiguous().numpy(),
+        graph.src_perm.numpy(),
+        graph.src_ptr.numpy(),
+    ]
+
+
 def egnn_edge_backward_cpu(
     h: torch.Tensor,
     x: torch.Tensor,
@@ -70,15 +86,7 @@ def egnn_edge_backward_cpu(
     """The C++ backward from the upstream gradients gm [n, H] and gdx [n, 3]: the gradients of h,
     x and the eleven weights, in the input dtype (the kernel's :class:`KernelGrads`, assembled)."""
     arrays, weights = _operands(h, x, shift, graph, w)
-    f = h.shape[1]
-    extra = [
-        gm.contiguous().numpy(),
-        gdx.contiguous().numpy(),
-        h.detach().numpy(),
-        w.w1[:, :f].detach().contiguous().numpy(),
-        graph.src_perm.numpy(),
-        graph.src_ptr.numpy(),
-    ]
+    extra = _backward_operands(h, graph, w, gm, gdx)
     out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
     return assemble_grads(KernelGrads(*(torch.from_numpy(o) for o in out)), h.detach(), w)
 
@@ -111,14 +119,7 @@ def egnn_edge_double_backward_cpu(
     w1a, w1b = w.w1[:, :f].detach(), w.w1[:, f : 2 * f].detach()
     v_h, v_x = v_h.detach().contiguous(), v_x.detach().contiguous()
     d_a, d_b = (v_h @ w1a.t()).contiguous(), (v_h @ w1b.t()).contiguous()
-    extra = [
-        gm.detach().contiguous().numpy(),
-        gdx.detach().contiguous().numpy(),
-        h.detach().contiguous().numpy(),
-        w1a.contiguous().numpy(),
-        graph.src_perm.numpy(),
-        graph.src_ptr.numpy(),
-    ]
+    extra = _backward_operands(h, graph, w, gm, gdx)
     tangents = [d_a.numpy(), d_b.numpy(), v_h.numpy(), v_x.numpy()]
     out = [
         torch.from_numpy(o)
