@@ -261,8 +261,18 @@ def test_layout_errors() -> None:
         ab.Entropy()(x[:, 0, 0])
     with pytest.raises(ValueError, match="needs MC predictions"):
         ab.BALD()(x[..., 0])
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        ab.BALD()(x[:, :1])
+    with pytest.raises(AssertionError):  # baal's own assert
+        ab.BALD()(x[..., 0])
+    with pytest.raises(IndexError, match="at least 2 classes"):  # baal's Margin indexes a 2nd class
+        ab.Margin()(x[:, :1])
+    with pytest.raises(ValueError, match="at least 2 classes"):  # no baal counterpart
+        ab.PredictiveMargin()(x[:, :1])
+    with pytest.raises(IndexError):  # baal's to_prob reads shape[1]
+        ab.Entropy()(x[:, 0, 0])
+    with pytest.raises(AssertionError):
+        ab.Variance()(x[..., 0])
+    with pytest.raises(AssertionError):
+        ab.Variance(reduction="none")
     with pytest.raises(ValueError, match="list of 2 outputs"):
         ab.BALD()([x, x])
     with pytest.raises(TypeError, match="expects a NumPy array or torch tensor"):
@@ -272,6 +282,8 @@ def test_layout_errors() -> None:
     with pytest.raises(ValueError, match="yielded no predictions"):
         ab.BALD().get_ranks(batches(x[:0], 4))
     with pytest.raises(ValueError, match="reduction must be"):
+        ab.BALD(reduction="median")
+    with pytest.raises(AssertionError):  # baal asserts the reduction
         ab.BALD(reduction="median")
     with pytest.raises(ValueError, match="nonfinite must be"):
         ab.BALD(nonfinite="skip")

@@ -242,13 +242,22 @@ def test_error_paths(problem) -> None:
     clf = LogisticRegression(max_iter=300).fit(X[:40], y[:40])
     with pytest.raises(ValueError, match=r"n_instances = 51 must be less or equal than the size of the pool \(50\)"):
         modal.uncertainty_sampling(clf, X[:50], n_instances=51)
+    with pytest.raises(AssertionError):  # modAL asserts it
+        modal.uncertainty_sampling(clf, X[:50], n_instances=51)
+    with pytest.raises(AssertionError):
+        native.uncertainty_sampling(clf, X[:50], n_instances=51)
     with pytest.raises(ValueError, match="n_instances must be a non-negative int"):
         modal.entropy_sampling(clf, X[:50], n_instances=-1)
+    for strategy in (modal.margin_sampling, native.margin_sampling):  # NumPy's TypeError in modAL
+        with pytest.raises(TypeError):
+            strategy(clf, X[:50], n_instances=2.0)
+    with pytest.raises(ValueError, match=r"modAL's strategies score \[N, C\]"):
+        modal.entropy_sampling(types.SimpleNamespace(predict_proba=lambda X: np.full((2, 50, 5), 0.2)), X[:50])
     nan = np.full((50, 5), 0.2)
     nan[17, 2] = np.nan
     bad = types.SimpleNamespace(predict_proba=lambda X: nan)
     for strategy in (modal.uncertainty_sampling, modal.margin_sampling, modal.entropy_sampling):
-        with pytest.raises(ValueError, match="predict_proba returned a NaN or negative probability for pool sample 17"):
+        with pytest.raises(ValueError, match="NaN, infinite or negative probability for pool sample 17"):
             strategy(bad, X[:50])
     negative = np.full((50, 5), 0.2)
     negative[3, 0] = -0.1

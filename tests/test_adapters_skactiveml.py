@@ -1,9 +1,10 @@
 """alkernels.adapters.skactiveml in scikit-activeml's pool loop, against UncertaintySampling and
 GreedyBALD.
 
-Selections must be identical, or identical up to ties (scikit-activeml breaks exact ties at
-random, we go to the lower index): the native utilities of our picks, sorted, equal those of the
-native picks. Utilities must match the native ones (float32 tolerance) with the same NaN pattern.
+With the same ``random_state`` the selections and utilities must be identical to the native ones
+(bit for bit: ties are broken with the same draws). ``tie_break="index"`` must give equal
+utilities to the lower index. Random pools with degenerate cases are in
+test_adapters_skactiveml_properties.py.
 """
 
 from __future__ import annotations
@@ -26,35 +27,25 @@ from sklearn.ensemble import BaggingClassifier, RandomForestClassifier  # noqa: 
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from alkernels.adapters._scoring import top_k  # noqa: E402
-from alkernels.adapters.skactiveml import FusedUncertaintySampling  # noqa: E402
+from alkernels.adapters.skactiveml import FusedGreedyBALD, FusedUncertaintySampling  # noqa: E402
 from alkernels.ops.acquisition.reference import topk_torch  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
-TOL = 2e-6
 CLASSES = [0, 1, 2, 3]
 
 
-def assert_same_up_to_ties(native_utilities: np.ndarray, ours: np.ndarray, theirs: np.ndarray) -> None:
-    """Our picks are as good as the native ones by the native utilities (largest first)."""
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    assert len(set(ours.tolist())) == len(ours) == len(theirs)
-    if set(ours.tolist()) == set(theirs.tolist()):
-        return
-    a, b = np.sort(native_utilities[ours]), np.sort(native_utilities[theirs])
-    np.testing.assert_allclose(a, b, rtol=0, atol=TOL)
-    rest = np.setdiff1d(np.flatnonzero(~np.isnan(native_utilities)), ours)
-    assert not (native_utilities[rest] > a[0] + TOL).any()
+def assert_same_query(ours: tuple[np.ndarray, np.ndarray], theirs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Identical indices (in pick order) and identical utilities (NaN where the native has NaN)."""
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    assert ours[1].shape == theirs[1].shape and ours[1].dtype == theirs[1].dtype
+    np.testing.assert_array_equal(ours[1], theirs[1])  # NaN compares equal to NaN here
 
 
-def assert_utilities_match(ours: np.ndarray, idx: np.ndarray, native_row0: np.ndarray) -> None:
-    """Row i: the native utilities with NaN at our first i picks."""
-    assert ours.shape == (len(idx), len(native_row0))
-    for i in range(len(idx)):
-        expected = native_row0.copy()
-        expected[idx[:i]] = np.nan
-        np.testing.assert_array_equal(np.isnan(ours[i]), np.isnan(expected))
-        np.testing.assert_allclose(ours[i], expected, rtol=0, atol=TOL, equal_nan=True)
+def lower_index_picks(utilities: np.ndarray, batch_size: int) -> np.ndarray:
+    """The ``batch_size`` largest non-NaN utilities, equal ones by the lower index."""
+    valid = np.flatnonzero(~np.isnan(utilities))
+    return valid[np.lexsort((valid, -utilities[valid]))][:batch_size]
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +60,14 @@ def test_pool_loop_matches_uncertainty_sampling(problem, method) -> None:
     y = np.full(len(X), MISSING_LABEL)
     y[:20] = y_true[:20]
     clf = SklearnClassifier(LogisticRegression(max_iter=300), classes=CLASSES)
-    ours = FusedUncertaintySampling(method=method)
+    ours = FusedUncertaintySampling(method=method, random_state=0)
     native = UncertaintySampling(method=method, random_state=0)
     for _ in range(4):  # scikit-activeml's pool loop: query, label, repeat
         idx, util = ours.query(X, y, clf, batch_size=6, return_utilities=True)
-        ref_idx, ref_util = native.query(X, y, clf, batch_size=6, return_utilities=True)
-        assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-        assert_utilities_match(util, idx, ref_util[0])
+        assert_same_query((idx, util), native.query(X, y, clf, batch_size=6, return_utilities=True))
         assert np.isnan(util[:, ~np.isnan(y)]).all()  # labelled samples are NaN
-        assert (np.diff(util[0][idx]) <= TOL).all()  # highest utility first
+        assert (np.diff(util[0][idx]) <= 0).all()  # highest utility first
+        np.testing.assert_array_equal(ours.query(X, y, clf, batch_size=6), idx)  # screened: same picks
         y[idx] = y_true[idx]
 
 
@@ -95,16 +85,18 @@ def test_bald_matches_greedy_bald_for_every_ensemble_form(problem) -> None:
         "sample_predictions_dict": {"n_samples": 8, "random_state": 0},
     }
     for ensemble, kwargs in ((bagging, {}), (members, {}), (parzen, sampled)):
-        ours = FusedUncertaintySampling(method="bald", **kwargs)
-        native = GreedyBALD(random_state=0, **kwargs)
-        yy = y.copy()
-        for _ in range(3):
-            idx, util = ours.query(X, yy, ensemble, batch_size=5, return_utilities=True)
-            ref_idx, ref_util = native.query(X, yy, ensemble, batch_size=5, return_utilities=True)
-            assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-            # GreedyBALD clips probabilities at eps = 1e-7 before the logs: C * 1.6e-6 at most
-            assert np.nanmax(np.abs(util[0] - ref_util[0])) < len(CLASSES) * 2e-6
-            yy[idx] = y_true[idx]
+        drop_ins = (
+            FusedUncertaintySampling(method="bald", random_state=0, **kwargs),
+            FusedGreedyBALD(random_state=0, **kwargs),
+        )
+        for ours in drop_ins:
+            native = GreedyBALD(random_state=0, **kwargs)
+            yy = y.copy()
+            for _ in range(3):
+                idx, util = ours.query(X, yy, ensemble, batch_size=5, return_utilities=True)
+                assert_same_query((idx, util), native.query(X, yy, ensemble, batch_size=5, return_utilities=True))
+                np.testing.assert_array_equal(ours.query(X, yy, ensemble, batch_size=5), idx)
+                yy[idx] = y_true[idx]
 
 
 def test_bald_with_ties_from_a_forest(problem) -> None:
@@ -112,14 +104,15 @@ def test_bald_with_ties_from_a_forest(problem) -> None:
     y = np.full(len(X), MISSING_LABEL)
     y[:40] = y_true[:40]
     forest = SklearnClassifier(RandomForestClassifier(n_estimators=10, random_state=0), classes=CLASSES)
-    idx, util = FusedUncertaintySampling(method="bald").query(X, y, forest, batch_size=5, return_utilities=True)
-    ref_idx, ref_util = GreedyBALD(random_state=0).query(X, y, forest, batch_size=5, return_utilities=True)
-    assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-    u, kth = util[0], util[0][idx[-1]]
-    above, tied = np.flatnonzero(u > kth), np.flatnonzero(u == kth)
-    assert len(tied) > 1  # the forest's discrete probabilities tie
-    expected = np.concatenate([above, tied[: len(idx) - len(above)]])
-    np.testing.assert_array_equal(np.sort(idx), np.sort(expected))  # ties to the lower index
+    for seed in range(3):
+        native = GreedyBALD(random_state=seed).query(X, y, forest, batch_size=5, return_utilities=True)
+        ours = FusedGreedyBALD(random_state=seed).query(X, y, forest, batch_size=5, return_utilities=True)
+        assert_same_query(ours, native)
+        np.testing.assert_array_equal(FusedGreedyBALD(random_state=seed).query(X, y, forest, batch_size=5), ours[0])
+    idx, util = FusedGreedyBALD(tie_break="index").query(X, y, forest, batch_size=5, return_utilities=True)
+    u = util[0]
+    assert (u == u[idx[-1]]).sum() > 1  # the forest's discrete probabilities tie
+    np.testing.assert_array_equal(idx, lower_index_picks(u, 5))
 
 
 def test_candidates_as_indices_and_as_features(problem) -> None:
@@ -128,19 +121,15 @@ def test_candidates_as_indices_and_as_features(problem) -> None:
     y[:30] = y_true[:30]
     clf = SklearnClassifier(LogisticRegression(max_iter=300), classes=CLASSES)
     cand = np.array([3, 50, 51, 90, 200, 201, 202, 400])  # a labelled index is allowed, as in skactiveml
-    ours = FusedUncertaintySampling(method="entropy")
+    ours = FusedUncertaintySampling(method="entropy", random_state=0)
     native = UncertaintySampling(method="entropy", random_state=0)
     idx, util = ours.query(X, y, clf, candidates=cand, batch_size=3, return_utilities=True)
-    ref_idx, ref_util = native.query(X, y, clf, candidates=cand, batch_size=3, return_utilities=True)
     assert set(idx) <= set(cand) and util.shape == (3, len(X))
-    assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-    assert_utilities_match(util, idx, ref_util[0])
+    assert_same_query((idx, util), native.query(X, y, clf, candidates=cand, batch_size=3, return_utilities=True))
     new = X[:40] + 0.5
     idx, util = ours.query(X, y, clf, candidates=new, batch_size=4, return_utilities=True)
-    ref_idx, ref_util = native.query(X, y, clf, candidates=new, batch_size=4, return_utilities=True)
     assert util.shape == (4, 40) and idx.max() < 40  # indices into the candidates
-    assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-    assert_utilities_match(util, idx, ref_util[0])
+    assert_same_query((idx, util), native.query(X, y, clf, candidates=new, batch_size=4, return_utilities=True))
 
 
 def test_utility_weight_and_fit_options(problem) -> None:
@@ -152,10 +141,8 @@ def test_utility_weight_and_fit_options(problem) -> None:
     clf = SklearnClassifier(LogisticRegression(max_iter=300), classes=CLASSES)
     for method in ("least_confident", "margin_sampling"):
         kw = {"utility_weight": weight, "sample_weight": sample_weight, "batch_size": 5, "return_utilities": True}
-        idx, util = FusedUncertaintySampling(method=method).query(X, y, clf, **kw)
-        ref_idx, ref_util = UncertaintySampling(method=method, random_state=0).query(X, y, clf, **kw)
-        assert_same_up_to_ties(ref_util[0], idx, ref_idx)
-        assert_utilities_match(util, idx, ref_util[0])
+        ours = FusedUncertaintySampling(method=method, random_state=0).query(X, y, clf, **kw)
+        assert_same_query(ours, UncertaintySampling(method=method, random_state=0).query(X, y, clf, **kw))
     fitted = clone(clf).fit(X, y)
     a = FusedUncertaintySampling().query(X, y, fitted, fit_clf=False, batch_size=4)
     b = FusedUncertaintySampling().query(X, y, clf, batch_size=4)
@@ -171,17 +158,33 @@ def test_ties_and_random_state() -> None:
     clf = SklearnClassifier(LogisticRegression(), classes=CLASSES).fit(X, y)
     clf.predict_proba = lambda Xc: rows[(~which[Xc[:, 0].astype(int)]).astype(int)]
     tied = np.flatnonzero(which & np.isnan(y))
-    idx = FusedUncertaintySampling(method="margin_sampling").query(X, y, clf, fit_clf=False, batch_size=5)
+    idx = FusedUncertaintySampling(method="margin_sampling", tie_break="index").query(
+        X, y, clf, fit_clf=False, batch_size=5
+    )
     np.testing.assert_array_equal(idx, tied[:5])
     draws = [
-        FusedUncertaintySampling(method="margin_sampling", tie_break="random", random_state=s).query(
-            X, y, clf, fit_clf=False, batch_size=5
-        )
+        FusedUncertaintySampling(method="margin_sampling", random_state=s).query(X, y, clf, fit_clf=False, batch_size=5)
         for s in (0, 0, 1)
     ]
     np.testing.assert_array_equal(draws[0], draws[1])  # seeded
     assert set(draws[0]) <= set(tied) and set(draws[2]) <= set(tied)
     assert set(draws[0]) != set(draws[2])
+    for seed in (0, 1, np.random.RandomState(5)):  # the same draws as scikit-activeml's rand_argmax
+        native = UncertaintySampling(method="margin_sampling", random_state=seed)
+        np.testing.assert_array_equal(
+            FusedUncertaintySampling(method="margin_sampling", random_state=seed).query(
+                X, y, clf, fit_clf=False, batch_size=5
+            ),
+            native.query(X, y, clf, fit_clf=False, batch_size=5),
+        )
+    # unseeded: NumPy's global stream, consumed exactly as scikit-activeml consumes it
+    np.random.seed(3)
+    ours = FusedUncertaintySampling(method="margin_sampling").query(X, y, clf, fit_clf=False, batch_size=5)
+    after_ours = np.random.random()
+    np.random.seed(3)
+    native = UncertaintySampling(method="margin_sampling").query(X, y, clf, fit_clf=False, batch_size=5)
+    np.testing.assert_array_equal(ours, native)
+    assert np.random.random() == after_ours
 
 
 def test_batch_size_larger_than_candidates_warns_like_skactiveml(problem) -> None:
@@ -202,6 +205,9 @@ def test_error_paths(problem) -> None:
     clf = SklearnClassifier(LogisticRegression(max_iter=300), classes=CLASSES).fit(X, y)
     with pytest.raises(ValueError, match="The given method 'margin' is not valid"):
         FusedUncertaintySampling(method="margin").query(X, y, clf)
+    for qs in (FusedUncertaintySampling(method=3), UncertaintySampling(method=3)):
+        with pytest.raises(TypeError, match="invalid type for method"):
+            qs.query(X, y, clf)
     with pytest.raises(ValueError, match="tie_break must be"):
         FusedUncertaintySampling(tie_break="first").query(X, y, clf)
     with pytest.raises(ValueError, match="only used by method 'bald'"):
@@ -217,16 +223,14 @@ def test_error_paths(problem) -> None:
     bad = np.full((n_unlabelled, 4), 0.25)
     bad[7, 1] = np.nan
     clf.predict_proba = lambda Xc: bad
-    first_unlabelled = int(np.flatnonzero(np.isnan(y))[7])
-    with pytest.raises(
-        ValueError,
-        match=f"clf.predict_proba returned a NaN or negative probability for pool sample {first_unlabelled}$",
-    ):
-        FusedUncertaintySampling(method="entropy").query(X, y, clf, fit_clf=False)
+    for qs in (FusedUncertaintySampling(method="entropy"), UncertaintySampling(method="entropy")):
+        with pytest.raises(ValueError, match="Input contains NaN"):  # scikit-activeml's check
+            qs.query(X, y, clf, fit_clf=False)
     unnormalised = np.full((n_unlabelled, 4), 0.3)
     clf.predict_proba = lambda Xc: unnormalised
-    with pytest.raises(ValueError, match="The sum over axis 1 must be one"):
-        FusedUncertaintySampling().query(X, y, clf, fit_clf=False)
+    for qs in (FusedUncertaintySampling(), UncertaintySampling()):
+        with pytest.raises(ValueError, match="The sum over axis 1 must be one"):
+            qs.query(X, y, clf, fit_clf=False)
     parzen = ParzenWindowClassifier(classes=CLASSES, class_prior=1.0).fit(X, y)
     parzen.sample_proba = lambda Xc, n_samples: np.full((len(Xc), 4, n_samples), 0.25)  # [N, C, T]
     qs = FusedUncertaintySampling(
@@ -237,10 +241,15 @@ def test_error_paths(problem) -> None:
 
 
 def test_sklearn_estimator_contract() -> None:
-    qs = FusedUncertaintySampling(method="entropy", tie_break="random", random_state=3)
+    qs = FusedUncertaintySampling(method="entropy", tie_break="index", random_state=3)
     params = qs.get_params()
-    assert params["method"] == "entropy" and params["tie_break"] == "random" and params["random_state"] == 3
+    assert params["method"] == "entropy" and params["tie_break"] == "index" and params["random_state"] == 3
     assert clone(qs).get_params() == params
+    # scikit-activeml's positional order: method, cost_matrix, missing_label, random_state
+    assert FusedUncertaintySampling("margin_sampling", None, -1, 7).get_params()["missing_label"] == -1
+    bald = FusedGreedyBALD(4, 1e-6, None, None, -1, 7)
+    assert (bald.n_MC_samples, bald.eps, bald.missing_label, bald.random_state) == (4, 1e-6, -1, 7)
+    assert clone(bald).get_params() == bald.get_params()
 
 
 def test_top_k_float64_rule() -> None:

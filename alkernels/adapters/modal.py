@@ -14,13 +14,18 @@ time when unpacking fails, so a strategy returning one array would either run tw
 
 Where the predictions come from:
 
-- ``classifier.predict_proba(X_pool, **kwargs)`` (the modAL default): probabilities [N, C];
-  they are scored as ``log p`` by the fused kernel (see :mod:`alkernels.adapters._scoring`).
+- ``classifier.predict_proba(X_pool, **kwargs)`` (the modAL default): probabilities [N, C].
+  The answer is modAL's own: the fused kernel (or one exact torch pass) screens the pool, and
+  the samples that can still be selected are scored again by modAL's measure
+  (``classifier_uncertainty``, ``classifier_margin``, ``classifier_entropy``) in its
+  precision, so indices and metrics are the ones modAL computes. One class column, rows that
+  do not sum to one (all zeros included) and unfitted classifiers get modAL's values too.
 - ``mc=callable``: ``mc(X_pool)`` returns MC-dropout or ensemble outputs [T, N, C] (or [N, C]),
   NumPy or torch on any device, as logits (default) or as probabilities with
   ``mc_output="proba"``. ``predict_proba`` is not called then. Pass it per query
   (``learner.query(X_pool, n_instances=k, mc=fn)``) or bind it once with
-  ``functools.partial(bald_sampling, mc=fn)``.
+  ``functools.partial(bald_sampling, mc=fn)``. These scores are the fused kernel's (float32);
+  modAL has no strategy on such input.
 
 Strategies (score definitions in ``docs/acquisition.md``; the returned metric follows modAL's
 convention of each name):
@@ -45,28 +50,33 @@ modAL's own MC-dropout strategies (skorch only) rank the same way: ``mc_dropout_
 ``expected_entropy_sampling``, ``mc_dropout_max_variationRatios`` as ``uncertainty_sampling``
 with ``mc=``.
 
-Differences from modAL's strategies, all deliberate:
+Differences from modAL's strategies:
 
-- **Ties.** With ``random_tie_break=False`` equal scores go to the lower pool index (modAL's
-  ``argpartition`` leaves them unspecified). With ``random_tie_break=True`` the tie is broken
-  by one ``np.random.permutation`` drawn from NumPy's global generator exactly as modAL draws
-  it, so the same generator state selects the same set as modAL's ``shuffled_argmax``.
+- **Ties** (the intended one). With ``random_tie_break=False`` equal metrics go to the lower
+  pool index (modAL's ``argpartition`` leaves them unspecified). With ``random_tie_break=True``
+  the tie is broken by one ``np.random.permutation`` drawn from NumPy's global generator exactly
+  as modAL draws it, so the same generator state selects the same samples as modAL.
 - **Order.** Indices come most informative first (modAL returns ``argpartition`` order, or
-  least informative first with ``random_tie_break=True``).
-- **Precision.** Classification scores are float32 (modAL: float64), so two samples whose
-  scores differ below float32 resolution count as tied. Probabilities are renormalised per
-  row (``softmax(log p)``), as modAL's entropy does and its margin and uncertainty do not.
-- **Errors.** Bad input raises ``ValueError`` naming the problem: ``n_instances`` larger than
-  the pool (modAL: ``AssertionError``), NaN, infinite or negative probabilities, non-finite
-  logits, an MC output that does not cover the pool (with a hint for baal's [N, C, T] layout).
+  least informative first with ``random_tie_break=True``); the set is modAL's.
+- **Non-probabilities.** A NaN, infinite or negative entry of ``predict_proba`` (or of the
+  std of ``max_std_sampling``) raises ``ValueError`` naming the sample: modAL scores whatever
+  it gets, and selects a NaN metric never or first, depending on ``random_tie_break``.
+- **Errors.** ``n_instances`` larger than the pool raises an error that is both modAL's
+  ``AssertionError`` and a ``ValueError``, a non-integer one a ``TypeError`` as in modAL; a
+  negative one raises ``ValueError`` (modAL returns N - 1 samples for -1); ``predict_proba``
+  output that is not [N, C] raises ``ValueError``, and so does an MC output that does not
+  cover the pool (with a hint for baal's [N, C, T] layout).
 
-Unchanged from modAL: an unfitted classifier (``NotFittedError``) or one that has seen a single
-class scores every sample alike (``uncertainty`` 1 or 0, ``margin`` 0, ``entropy`` 0), and
-extra keyword arguments go to ``predict_proba`` (or ``predict`` for ``max_std_sampling``).
+Rows that do not sum to one make ``entropy_sampling`` score the whole pool with modAL's measure
+(a :class:`~alkernels.adapters._scoring.DelegationWarning` says so); so does an array that is
+not C-contiguous, without a warning (SciPy sums its rows in another order). Extra keyword
+arguments go to ``predict_proba`` (or ``predict`` for ``max_std_sampling``).
 """
 
 from __future__ import annotations
 
+import operator
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -75,9 +85,20 @@ import torch
 
 from alkernels import acquisition as acq
 from alkernels._extras import missing_extra
-from alkernels.adapters._scoring import as_tnc, logit_scores, proba_scores, top_k
+from alkernels.adapters._scoring import (
+    DelegationWarning,
+    FrameworkAssertionError,
+    as_tnc,
+    first_bad_probability,
+    fused_bound,
+    logit_scores,
+    proba_scores,
+    screen,
+    top_k,
+)
 
 try:
+    from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
     from modAL.utils.data import modALinput
     from sklearn.exceptions import NotFittedError
 except ImportError as err:
@@ -99,6 +120,14 @@ MCOutput = Literal["logits", "proba"]
 #: ``mc(X_pool)``: [T, N, C] (or [N, C]) logits or probabilities, NumPy or torch.
 MCCallable = Callable[[modALinput], np.ndarray | torch.Tensor]
 Query = tuple[np.ndarray, np.ndarray]
+#: modAL's measure of one ``predict_proba`` pass: ``measure(classifier, X) -> [N]``.
+Measure = Callable[..., np.ndarray]
+
+#: What modAL's measures return for an unfitted classifier (they catch ``NotFittedError``).
+_UNFITTED: dict[Measure, float] = {classifier_uncertainty: 1.0, classifier_margin: 0.0, classifier_entropy: 0.0}
+#: Row sums of ``predict_proba`` within which the fused entropy screens the pool (further out,
+#: float32 loses small entries relative to the row).
+_ENTROPY_ROW_SUMS = (2.0**-10, 2.0**10)
 
 
 def _pool_size(X_pool: modALinput) -> int:
@@ -107,11 +136,17 @@ def _pool_size(X_pool: modALinput) -> int:
 
 
 def _check_n_instances(n_instances: int, n: int) -> int:
-    if isinstance(n_instances, bool) or not isinstance(n_instances, (int, np.integer)) or n_instances < 0:
+    """``n_instances`` as an int: TypeError for a non-integer (as NumPy raises in modAL), an
+    error that is also modAL's AssertionError above the pool size."""
+    try:
+        k = operator.index(n_instances)
+    except TypeError:
+        raise TypeError(f"n_instances must be an int, got {type(n_instances).__name__} {n_instances!r}") from None
+    if k < 0:
         raise ValueError(f"n_instances must be a non-negative int, got {n_instances!r}")
-    if n_instances > n:
-        raise ValueError(f"n_instances = {n_instances} must be less or equal than the size of the pool ({n})")
-    return int(n_instances)
+    if k > n:
+        raise FrameworkAssertionError(f"n_instances = {k} must be less or equal than the size of the pool ({n})")
+    return k
 
 
 def _select(scores: torch.Tensor, k: int, random_tie_break: bool) -> torch.Tensor:
@@ -125,14 +160,127 @@ def _select(scores: torch.Tensor, k: int, random_tie_break: bool) -> torch.Tenso
     return order[acq.topk(scores[order], k)[0]]
 
 
-def _result(scores: torch.Tensor, idx: torch.Tensor, sign: float) -> Query:
-    return idx.cpu().numpy(), (sign * scores[idx]).cpu().numpy()
+class _Given:
+    """A stand-in classifier whose ``predict_proba`` returns given probabilities, so that modAL's
+    own measure scores rows that were already predicted."""
+
+    def __init__(self, proba: np.ndarray) -> None:
+        self.proba = proba
+
+    def predict_proba(self, X: Any, **kwargs: Any) -> np.ndarray:
+        return self.proba
+
+
+def _take_rows(proba: np.ndarray | torch.Tensor, rows: np.ndarray | None) -> np.ndarray:
+    """Rows of ``predict_proba``'s output as a NumPy array (all of them for None)."""
+    if isinstance(proba, torch.Tensor):
+        taken = proba if rows is None else proba[torch.from_numpy(rows).to(proba.device)]
+        return taken.detach().cpu().numpy()
+    return proba if rows is None else proba[rows]
+
+
+def _screen_key(
+    strategy: str, p: torch.Tensor, backend: str, name: str
+) -> tuple[np.ndarray, np.ndarray | float] | None:
+    """(float64 [N] approximation of modAL's selection key, its error bound) of probabilities
+    ``p`` [N, C >= 2]; None where the whole pool must be scored by modAL's measure.
+
+    The key is the metric, negated for margins (smallest first). ``1 - max p`` and the margin
+    are exact in ``p``'s dtype (one torch pass); the entropy is the fused kernel's float32
+    score, which renormalises each row exactly as modAL's (SciPy's) entropy does. SciPy gives a
+    row subset of a C-contiguous pool the same bits as the whole pool, not of other layouts:
+    their entropy is modAL's on every row.
+    """
+    if strategy == "least_confidence":
+        key = (1 - p.amax(1)).double()
+    elif strategy == "margin":
+        top2 = p.topk(2, dim=1).values
+        key = -(top2[:, 0] - top2[:, 1]).double()
+    elif not p.is_contiguous():
+        return None
+    else:
+        sums = p.sum(1, dtype=torch.float64)
+        if not bool(((sums >= _ENTROPY_ROW_SUMS[0]) & (sums <= _ENTROPY_ROW_SUMS[1])).all()):
+            warnings.warn(
+                f"{name}: rows of predict_proba sum to 0 or far from one; the pool is scored by "
+                "modAL's classifier_entropy instead of the fused kernel",
+                DelegationWarning,
+                stacklevel=5,
+            )
+            return None
+        key = proba_scores(p, "entropy", backend=backend).double()
+        return key.cpu().numpy(), fused_bound("entropy", p.shape[1])
+    key = key.cpu().numpy()
+    return key, 2.0**-40 * (1.0 + np.abs(key))  # exact: the bound only absorbs an ulp of doubt
+
+
+def _modal_order(values: np.ndarray, rows: np.ndarray, largest: bool, position: np.ndarray | None) -> np.ndarray:
+    """The order in which modAL selects among ``rows`` with exact metrics ``values``.
+
+    ``position`` None: ``multi_argmax``/``multi_argmin``: the best first, NaN after every
+    number (``argpartition`` sorts NaN last); equal metrics to the lower index. Otherwise
+    ``position`` [N] is each sample's place in modAL's shuffle (``shuffled_argmax``/
+    ``shuffled_argmin`` keep the last k of a stable ascending sort): NaN first, then the best,
+    equal metrics to the later place.
+    """
+    key = np.asarray(values, dtype=np.float64)
+    key = key if largest else -key
+    nan = np.isnan(key)
+    key = np.where(nan, 0.0, key)
+    if position is None:
+        return np.lexsort((rows, -key, nan))
+    return np.lexsort((-position[rows], -key, ~nan))
+
+
+def _query_proba(
+    strategy: str,
+    measure: Measure,
+    largest: bool,
+    classifier: Any,
+    X_pool: modALinput,
+    k: int,
+    random_tie_break: bool,
+    backend: str,
+    predict_proba_kwargs: dict[str, Any],
+    name: str,
+) -> Query:
+    """modAL's strategy on ``predict_proba``: modAL's metric and modAL's selection rule."""
+    n = _pool_size(X_pool)
+    try:
+        proba = classifier.predict_proba(X_pool, **predict_proba_kwargs)
+    except NotFittedError:
+        rows, values = np.arange(n), np.full(n, _UNFITTED[measure])
+    else:
+        if not isinstance(proba, torch.Tensor):
+            proba = np.asarray(proba)
+        p = as_tnc(proba, n, "predict_proba", min_classes=1)
+        if proba.ndim != 2:
+            raise ValueError(
+                f"predict_proba returned shape {tuple(proba.shape)}; modAL's strategies score [N, C] "
+                "probabilities (pass mc= for [T, N, C] MC predictions)"
+            )
+        p = p[0]
+        bad = first_bad_probability(p)
+        if bad is not None:
+            raise ValueError(f"predict_proba returned a NaN, infinite or negative probability for pool sample {bad}")
+        screened = None if p.shape[1] < 2 else _screen_key(strategy, p, backend, name)
+        if screened is None:  # one class column, or rows far from normalised: modAL's measure on all
+            rows, values = np.arange(n), measure(_Given(_take_rows(proba, None)), X_pool)
+        else:
+            rows = screen(*screened, k)
+            values = measure(_Given(_take_rows(proba, rows)), X_pool)
+    position = None
+    if random_tie_break:  # modAL draws this permutation after predict_proba, over the whole pool
+        position = np.empty(n, dtype=np.int64)
+        position[np.random.permutation(n)] = np.arange(n)
+    order = _modal_order(values, rows, largest, position)[:k]
+    return rows[order].astype(np.int64), values[order]
 
 
 def _query(
     strategy: str,
-    sign: float,
-    constants: tuple[float, float] | None,
+    measure: Measure | None,
+    largest: bool,
     classifier: Any,
     X_pool: modALinput,
     n_instances: int,
@@ -143,41 +291,33 @@ def _query(
     predict_proba_kwargs: dict[str, Any],
     name: str,
 ) -> Query:
-    """Score the pool with one alkernels strategy and select; ``metric = sign * score``.
-
-    ``constants`` = (metric when the classifier is unfitted, metric for a single class), modAL's
-    values; None for the strategies that need ``mc``.
-    """
+    """One strategy: modAL's ``measure`` on ``predict_proba`` (see :func:`_query_proba`), or with
+    ``mc`` the fused alkernels ``strategy`` on MC output (metric negated when not ``largest``).
+    ``measure`` is None for the strategies that need ``mc``."""
     n = _pool_size(X_pool)
     k = _check_n_instances(n_instances, n)
     if mc_output not in ("logits", "proba"):
         raise ValueError(f"mc_output must be 'logits' or 'proba', got {mc_output!r}")
-    if mc is not None:
-        if predict_proba_kwargs:
-            raise TypeError(
-                f"{name} got unexpected keyword arguments {sorted(predict_proba_kwargs)}: "
-                "they would go to predict_proba, which is not called when mc= is given"
+    if mc is None:
+        if measure is None:
+            raise ValueError(
+                f"{name} needs MC predictions: pass mc=callable(X_pool) returning [T, N, C] logits "
+                "(or probabilities with mc_output='proba')"
             )
-        out = as_tnc(mc(X_pool), n, "mc")
-        score = proba_scores if mc_output == "proba" else logit_scores
-        scores = score(out, strategy, backend=backend, source="mc")
-    elif constants is None:
-        raise ValueError(
-            f"{name} needs MC predictions: pass mc=callable(X_pool) returning [T, N, C] logits "
-            "(or probabilities with mc_output='proba')"
+        return _query_proba(
+            strategy, measure, largest, classifier, X_pool, k, random_tie_break, backend, predict_proba_kwargs, name
         )
-    else:
-        try:
-            proba = classifier.predict_proba(X_pool, **predict_proba_kwargs)
-            single_class = np.ndim(proba) == 2 and np.shape(proba)[1] == 1
-        except NotFittedError:
-            proba, single_class = None, False
-        if proba is None or single_class:
-            metric = constants[1] if single_class else constants[0]
-            scores = torch.full((n,), sign * metric, dtype=torch.float32)
-        else:
-            scores = proba_scores(as_tnc(proba, n, "predict_proba"), strategy, backend=backend)
-    return _result(scores, _select(scores, k, random_tie_break), sign)
+    if predict_proba_kwargs:
+        raise TypeError(
+            f"{name} got unexpected keyword arguments {sorted(predict_proba_kwargs)}: "
+            "they would go to predict_proba, which is not called when mc= is given"
+        )
+    out = as_tnc(mc(X_pool), n, "mc")
+    score = proba_scores if mc_output == "proba" else logit_scores
+    scores = score(out, strategy, backend=backend, source="mc")
+    idx = _select(scores, k, random_tie_break)
+    sign = 1.0 if largest else -1.0
+    return idx.cpu().numpy(), (sign * scores[idx]).cpu().numpy()
 
 
 def uncertainty_sampling(
@@ -206,13 +346,14 @@ def uncertainty_sampling(
         **predict_proba_kwargs: passed to ``predict_proba``.
 
     Returns:
-        (int64 [n_instances] pool indices most informative first, float32 [n_instances]
-        uncertainties ``1 - max_c p_bar``).
+        (int64 [n_instances] pool indices most informative first, [n_instances] uncertainties
+        ``1 - max_c p_bar``: modAL's values in ``predict_proba``'s dtype (float64 for
+        scikit-learn), float32 with ``mc``).
     """
     return _query(
         "least_confidence",
-        1.0,
-        (1.0, 0.0),
+        classifier_uncertainty,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -241,13 +382,13 @@ def margin_sampling(
     Arguments as :func:`uncertainty_sampling`.
 
     Returns:
-        (int64 [n_instances] indices, smallest margin first; float32 [n_instances] margins
-        ``p_bar(1) - p_bar(2)``, as modAL returns them).
+        (int64 [n_instances] indices, smallest margin first; [n_instances] margins
+        ``p_bar(1) - p_bar(2)`` as modAL returns them, dtypes as :func:`uncertainty_sampling`).
     """
     return _query(
         "margin",
-        -1.0,
-        (0.0, 0.0),
+        classifier_margin,
+        False,
         classifier,
         X_pool,
         n_instances,
@@ -276,12 +417,13 @@ def entropy_sampling(
     Arguments as :func:`uncertainty_sampling`.
 
     Returns:
-        (int64 [n_instances] indices, float32 [n_instances] entropies).
+        (int64 [n_instances] indices, [n_instances] entropies, dtypes as
+        :func:`uncertainty_sampling`).
     """
     return _query(
         "entropy",
-        1.0,
-        (0.0, 0.0),
+        classifier_entropy,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -310,12 +452,13 @@ def predictive_entropy_sampling(
     Arguments as :func:`uncertainty_sampling`; usually given ``mc``.
 
     Returns:
-        (int64 [n_instances] indices, float32 [n_instances] predictive entropies).
+        (int64 [n_instances] indices, [n_instances] predictive entropies, dtypes as
+        :func:`uncertainty_sampling`).
     """
     return _query(
         "predictive_entropy",
-        1.0,
-        (0.0, 0.0),
+        classifier_entropy,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -347,8 +490,8 @@ def bald_sampling(
     """
     return _query(
         "bald",
-        1.0,
         None,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -380,8 +523,8 @@ def expected_entropy_sampling(
     """
     return _query(
         "expected_entropy",
-        1.0,
         None,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -413,8 +556,8 @@ def expected_uncertainty_sampling(
     """
     return _query(
         "expected_least_confidence",
-        1.0,
         None,
+        True,
         classifier,
         X_pool,
         n_instances,
@@ -446,8 +589,8 @@ def expected_margin_sampling(
     """
     return _query(
         "expected_margin",
-        -1.0,
         None,
+        False,
         classifier,
         X_pool,
         n_instances,
@@ -486,12 +629,13 @@ def max_std_sampling(
     modAL's random shuffle with ``random_tie_break=True``).
 
     Returns:
-        (int64 [n_instances] indices, largest std first; float64 [n_instances] standard
-        deviations).
+        (int64 [n_instances] indices, largest std first; [n_instances] standard deviations as
+        ``predict`` returned them (float64 from ``variance``)).
 
     Raises:
-        ValueError: ``n_instances`` larger than the pool, an uncertainty vector of the wrong
-            size, a NaN, infinite or negative std or variance.
+        ValueError: ``n_instances`` larger than the pool (also an ``AssertionError``, as in
+            modAL), an uncertainty vector of the wrong size, a NaN, infinite or negative std or
+            variance (modAL would rank it).
     """
     n = _pool_size(X_pool)
     k = _check_n_instances(n_instances, n)
@@ -507,20 +651,22 @@ def max_std_sampling(
         values = regressor.predict(X_pool, return_std=True, **predict_kwargs)[1]
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     if values.size != n:
         raise ValueError(
             f"{source} returned {values.size} values (shape {values.shape}) for a pool of {n} samples; "
             "expected one per sample"
         )
     values = values.reshape(n)
-    bad = ~(np.isfinite(values) & (values >= 0))
+    key = values.astype(np.float64)
+    bad = ~(np.isfinite(key) & (key >= 0))
     if bad.any():
         raise ValueError(f"{source} returned a NaN, infinite or negative value for pool sample {int(np.argmax(bad))}")
-    std = np.sqrt(values) if variance is not None else values
-    if random_tie_break:
+    if variance is not None:
+        values = key = np.sqrt(key)
+    if random_tie_break:  # modAL's shuffled_argmax: among ties the later place in the shuffle wins
         order = np.random.permutation(n)[::-1]
-        idx = order[top_k(std[order], k)]
+        idx = order[top_k(key[order], k)]
     else:
-        idx = top_k(std, k)
-    return idx.astype(np.int64), std[idx]
+        idx = top_k(key, k)
+    return idx.astype(np.int64), values[idx]
