@@ -5,7 +5,7 @@ Swap one import and keep the rest of a baal script::
     from baal.active.heuristics import BALD       # before
     from alkernels.adapters.baal import BALD      # after
 
-    loop = ActiveLearningLoop(dataset, model.predict_on_dataset, heuristic=BALD(), query_size=100)
+    loop = ActiveLearningLoop(dataset, wrapper.predict_on_dataset, heuristic=BALD(), query_size=100, iterations=20)
 
 Every class subclasses baal's ``AbstractHeuristic`` and keeps its interface: ``__call__``,
 ``get_ranks``, ``get_uncertainties``, ``get_uncertainties_generator``, ``compute_score``,
