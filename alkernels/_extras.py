@@ -14,7 +14,7 @@ from __future__ import annotations
 #: Extra name -> the import names of its packages (see pyproject.toml).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "data": ("ase", "spglib", "vesin", "pyxtal", "pandas"),
-    "study": ("matplotlib", "umap", "pandas"),
+    "study": ("matplotlib", "umap", "pandas", "scipy"),
     "triton": ("triton",),
     "gp": ("gpytorch",),
     "baal": ("baal",),

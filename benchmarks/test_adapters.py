@@ -359,7 +359,7 @@ def test_skactiveml_uncertainty(
     clf = SklearnClassifier(LogisticRegression(), classes=np.arange(sz.C)).fit(X[: sz.C], np.arange(sz.C))
     clf.predict_proba = lambda Xc: proba
     native = UncertaintySampling(method=method, random_state=0)
-    fused = FusedUncertaintySampling(method=method)
+    fused = FusedUncertaintySampling(method=method, random_state=0)
     if impl == "ours":
         idx, util = fused.query(X, y, clf, fit_clf=False, batch_size=sz.k, return_utilities=True)
         check_selection(util[0], idx, native.query(X, y, clf, fit_clf=False, batch_size=sz.k))
@@ -384,23 +384,22 @@ def test_skactiveml_bald(benchmark: Any, sz: settings.AdapterSizes, proba_mc: np
     from skactiveml.classifier import ParzenWindowClassifier
     from skactiveml.pool import GreedyBALD
 
-    from alkernels.adapters.skactiveml import FusedUncertaintySampling
+    from alkernels.adapters.skactiveml import FusedGreedyBALD
 
     ensemble = ParzenWindowClassifier(classes=np.arange(sz.C)).fit(X[: sz.C], np.arange(sz.C))
     ensemble.sample_proba = lambda Xc: proba_mc
     kwargs = {"sample_predictions_method_name": "sample_proba"}
     native = GreedyBALD(random_state=0, **kwargs)
-    fused = FusedUncertaintySampling(method="bald", **kwargs)
+    fused = FusedGreedyBALD(random_state=0, **kwargs)
     if impl == "ours":
-        idx, util = fused.query(X, y, ensemble, fit_clf=False, batch_size=sz.k, return_utilities=True)
+        idx, util = fused.query(X, y, ensemble, fit_ensemble=False, batch_size=sz.k, return_utilities=True)
         theirs = native.query(X, y, ensemble, fit_ensemble=False, batch_size=sz.k)
         # GreedyBALD clips the probabilities at 1e-7 before the logs: utilities differ by < C * 2e-6
         check_selection(util[0], idx, theirs, sz.C * TOL)
 
     def run() -> object:
-        if impl == "ours":
-            return fused.query(X, y, ensemble, fit_clf=False, batch_size=sz.k)
-        return native.query(X, y, ensemble, fit_ensemble=False, batch_size=sz.k)
+        qs = fused if impl == "ours" else native
+        return qs.query(X, y, ensemble, fit_ensemble=False, batch_size=sz.k)
 
     _time(
         benchmark,

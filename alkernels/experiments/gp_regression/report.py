@@ -21,7 +21,7 @@ import numpy as np
 
 from alkernels._extras import missing_extra
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
-from alkernels.experiments._report import COMPACT_RUNS, read_packed_runs, sample_std, write_text
+from alkernels.experiments._report import COMPACT_RUNS, mean_std, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.loop.loop import read_records
 
@@ -210,9 +210,9 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1", 
 
 
 def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -> str:
-    """Markdown: MAE (mean +- std) at evenly spaced query counts, the final RMSE, the final MAE
-    minus random's for the same seed, and the mean milliseconds per step of querying and of
-    updating the GP."""
+    """Markdown: MAE (mean +- std, the mean alone for one seed) at evenly spaced query counts, the
+    final RMSE, the final MAE minus random's for the same seed, and the mean milliseconds per step
+    of querying and of updating the GP."""
     queries = sorted(summary.queries.unique())
     last = queries[-1]
     marks = sorted({int(round(k * last / (checkpoints - 1))) for k in range(checkpoints)})
@@ -228,15 +228,15 @@ def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -
         cells = []
         for q in marks:
             near = part.index[np.argmin(np.abs(part.index.to_numpy() - q))]
-            cells.append(f"{part.loc[near].mae_mean:.4f} +- {part.loc[near].mae_std:.4f}")
+            at = part.loc[near]
+            cells.append(mean_std(at.mae_mean, at.mae_std, at.seeds, ".4f"))
         runs = df[df.arm == arm].groupby("seed")[["query_s", "update_s"]].first()
         fin = part.loc[part.index.max()]
+        rmse = mean_std(fin.rmse_mean, fin.rmse_std, fin.seeds, ".4f")
         d = diffs[diffs.arm == arm].sort_values("labelled")
-        diff = f"{d.diff_mean.iloc[-1]:+.4f} +- {d.diff_std.iloc[-1]:.4f}" if len(d) else "-"
+        diff = mean_std(d.diff_mean.iloc[-1], d.diff_std.iloc[-1], d.seeds.iloc[-1], "+.4f") if len(d) else "-"
         lines.append(
-            f"| {arm_label(arm)} | "
-            + " | ".join(cells)
-            + f" | {fin.rmse_mean:.4f} +- {fin.rmse_std:.4f} | {diff} | {1e3 * runs.query_s.mean():.2f} "
+            f"| {arm_label(arm)} | " + " | ".join(cells) + f" | {rmse} | {diff} | {1e3 * runs.query_s.mean():.2f} "
             f"| {1e3 * runs.update_s.mean():.2f} |"
         )
     return "\n".join(lines)

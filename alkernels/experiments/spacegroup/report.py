@@ -27,7 +27,7 @@ try:
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
 from alkernels.experiments._grid import read_experiment
-from alkernels.experiments._report import COMPACT_RUNS, read_packed_runs, sample_std, write_text
+from alkernels.experiments._report import COMPACT_RUNS, mean_std, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup import analysis
 from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY
@@ -101,17 +101,19 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def _standard(summary: pd.DataFrame) -> tuple[float, float, float, float] | None:
+def _standard(summary: pd.DataFrame) -> tuple[float, float, float, float, int] | None:
+    """The standard (full-data) run's accuracy mean and std, loss mean and std, and seeds."""
     row = summary[summary.variant == "standard"]
     if row.empty:
         return None
     r = row.iloc[0]
-    return r.acc_mean, r.acc_std, r.loss_mean, r.loss_std
+    return r.acc_mean, r.acc_std, r.loss_mean, r.loss_std, int(r.seeds)
 
 
 def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
     """Markdown table in the layout of the paper's Table 1: strategies x labelled fraction,
-    ``mean +- std`` test accuracy in %, cells at or above the standard run's mean in bold."""
+    ``mean +- std`` test accuracy in % (the mean alone for one seed), cells at or above the
+    standard run's mean in bold."""
     part = summary[summary.variant == variant]
     percents = sorted(part.percent.unique())
     std = _standard(summary)
@@ -123,12 +125,13 @@ def accuracy_table(summary: pd.DataFrame, variant: str) -> str:
             if hit.empty:
                 cells.append("")
                 continue
-            m, s = hit.iloc[0].acc_mean, hit.iloc[0].acc_std
-            text = f"{m:.1f} +- {s:.1f}"
+            m = hit.iloc[0].acc_mean
+            text = mean_std(m, hit.iloc[0].acc_std, hit.iloc[0].seeds)
             cells.append(f"**{text}**" if std is not None and m >= std[0] else text)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if std is not None:
-        lines.append("| standard (full data) | " + " | " * (len(percents) - 1) + f"{std[0]:.1f} +- {std[1]:.1f} |")
+        text = mean_std(std[0], std[1], std[4])
+        lines.append("| standard (full data) | " + " | " * (len(percents) - 1) + text + " |")
     seeds = part.groupby("strategy").seeds.min()
     if seeds.nunique() > 1:
         lines += [

@@ -1,5 +1,6 @@
 """Seed statistics of the space-group study: paired t-intervals, learning-curve areas, and the
-labels a strategy needs to reach a target accuracy. NumPy only.
+labels a strategy needs to reach a target accuracy. NumPy, and SciPy (the ``study`` extra) for
+the t quantiles of intervals over two or more values.
 
 Paired differences: strategy and random run with the same seeds, and a seed fixes the model's
 initial weights, the initial labelled set and the batch order, so the per-seed differences
@@ -17,59 +18,24 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-#: Two-sided 95% quantiles t(0.975, df) of Student's t for df = 1..30.
-_T975 = (
-    12.706204736,
-    4.302652730,
-    3.182446305,
-    2.776445105,
-    2.570581836,
-    2.446911851,
-    2.364624252,
-    2.306004135,
-    2.262157163,
-    2.228138852,
-    2.200985160,
-    2.178812830,
-    2.160368656,
-    2.144786688,
-    2.131449546,
-    2.119905299,
-    2.109815578,
-    2.100922040,
-    2.093024054,
-    2.085963447,
-    2.079613845,
-    2.073873068,
-    2.068657610,
-    2.063898562,
-    2.059538553,
-    2.055529439,
-    2.051830516,
-    2.048407142,
-    2.045229642,
-    2.042272456,
-)
-_Z975 = 1.959963984540054
+from alkernels._extras import missing_extra
 
 
 def t975(df: int) -> float:
-    """Student's t quantile at 0.975 (two-sided 95%) for ``df`` degrees of freedom.
+    """Student's t quantile at 0.975 (two-sided 95%) for ``df`` degrees of freedom, from
+    ``scipy.stats.t.ppf`` (the ``study`` extra).
 
-    Exact table values for df <= 30; above, the Cornish-Fisher expansion around the normal
-    quantile (error below 1e-5 for df > 30).
+    Raises:
+        ValueError: if ``df < 1``.
+        ImportError: naming the ``study`` extra, if SciPy is missing.
     """
     if df < 1:
         raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z, v = _Z975, float(df)
-    return (
-        z
-        + (z**3 + z) / (4 * v)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
-    )
+    try:
+        from scipy import stats
+    except ImportError as err:
+        raise missing_extra("study", "t975", err) from err
+    return float(stats.t.ppf(0.975, df))
 
 
 class Interval(NamedTuple):

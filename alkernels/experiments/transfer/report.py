@@ -2,7 +2,8 @@
 ``sources_vs_size.png``) of a transfer study, rebuilt from ``experiment.json`` and ``cells.jsonl``
 alone (the ``study`` extra, for matplotlib).
 
-Means and standard deviations are over the repeats (sample std, ddof = 1; 0 for one repeat).
+Means and standard deviations are over the repeats (sample std, ddof = 1); a cell of one repeat
+shows its value alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
-from alkernels.experiments._report import sample_std, write_text
+from alkernels.experiments._report import mean_std, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.transfer.study import SCRATCH_SOURCE, read_cells, source_label
 
@@ -52,7 +53,7 @@ def aggregate(cells: list[dict]) -> dict[tuple[str, str, int], dict]:
 def _fmt(stat: dict | None, bold: bool = False) -> str:
     if stat is None:
         return "-"
-    text = f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+    text = mean_std(stat["mean"], stat["std"], stat["n"], ".4f", sep="±")
     return f"**{text}**" if bold else text
 
 
