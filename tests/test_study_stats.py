@@ -214,3 +214,76 @@ def test_one_seed_decides_nothing():
     runs = synthetic_runs({"center_of_mass": -6.0, "umap": -5.0, "learning_loss": -8.0}, reset_gap=-5.0, unc_boost=10.0)
     verdicts = analysis.claim_verdicts(collect([r for r in runs if r["config"]["seed"] == 0]))
     assert [v["verdict"] for v in verdicts] == ["inconclusive"] * 4, verdicts
+
+
+def test_mean_std_cells():
+    from alkernels.experiments._report import mean_std
+
+    assert mean_std(32.44, 0.0, 1) == "32.4"  # one seed has no spread to show
+    assert mean_std(32.44, 1.26, 2) == "32.4 +- 1.3"
+    assert mean_std(0.0, 0.0, 5, "+.4f") == "+0.0000 +- 0.0000"  # a real zero spread over 5 seeds stays
+    assert mean_std(0.06221, 0.0, 1, ".4f", sep="±") == "0.0622"
+    assert mean_std(0.06221, 0.00047, 3, ".4f", sep="±") == "0.0622 ± 0.0005"
+
+
+def test_one_seed_tables_show_the_mean_alone(tmp_path):
+    from alkernels.experiments.spacegroup.report import write_report
+
+    runs = synthetic_runs({}, reset_gap=0.0, unc_boost=0.0)
+    one = write_report(_write(tmp_path / "one", [r for r in runs if r["config"]["seed"] == 0]))["table.md"].read_text()
+    accuracy = one.split("Seconds per round")[0].split("## Weights kept between rounds")[1]
+    assert "+-" not in accuracy
+    assert "| random | 30.0 | 33.3 | 36.7 |" in accuracy
+    assert "| standard (full data) |  |  |  |  |  |  |  |  |  | 60.0 |" in accuracy
+    assert "a cell of one seed: its value alone" in one
+    many = write_report(_write(tmp_path / "many", runs))["table.md"].read_text()
+    assert "| random | 30.0 +- 1.6 |" in many and "a cell of one seed" not in many
+
+
+def test_paired_power_against_simulation():
+    """The noncentral-t power agrees with a simulated paired t-test, and the seed count is the
+    first that reaches the target."""
+    import numpy as np
+
+    from alkernels.experiments.spacegroup.stats import paired_power, seeds_for_power, t975
+
+    rng = np.random.default_rng(0)
+    effect, sd, n = 2.6, 4.5, 8
+    d = rng.normal(effect, sd, size=(40_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+    simulated = float(np.mean(np.abs(t) > t975(n - 1)))
+    assert paired_power(effect, sd, n) == pytest.approx(simulated, abs=0.01)
+    assert paired_power(0.0, sd, n) == pytest.approx(0.05, abs=1e-9)  # the test's size
+    need = seeds_for_power(effect, sd, 0.8)
+    assert paired_power(effect, sd, need) >= 0.8 > paired_power(effect, sd, need - 1)
+    with pytest.raises(ValueError, match="n >= 2"):
+        paired_power(effect, sd, 1)
+
+
+def test_primary_endpoint_of_the_committed_grid():
+    """Margin minus random on the committed CPU grid: the intervals and the power the study
+    README quotes."""
+    from pathlib import Path
+
+    from alkernels.experiments.spacegroup.report import collect, read_runs
+
+    df = collect(read_runs(Path(__file__).parents[1] / "experiments/spacegroup/results/cpu-perovskite2500"))
+    primary = analysis.primary_endpoint(df)
+    area = primary["area"]
+    assert area["difference"]["n"] == 5
+    assert (round(area["difference"]["mean"], 1), round(area["sd"], 1)) == (-1.6, 4.5)
+    assert area["paper_effect"] == pytest.approx(2.64, abs=0.01)
+    assert area["power"] == pytest.approx(0.17, abs=0.01) and area["seeds_for_power"] == 26
+
+
+def test_transfer_comparisons_are_paired_by_subsample():
+    """Fine-tuned minus scratch pairs by repeat: a constant per-repeat gain has a zero-width
+    interval, even when the repeats themselves spread widely."""
+    pytest.importorskip("matplotlib")
+    from alkernels.experiments.transfer.report import paired_percent
+
+    scratch = {0: 1.0, 1: 2.0, 2: 3.0}
+    tuned = {r: v - 0.2 for r, v in scratch.items()}
+    iv = paired_percent(tuned, scratch)
+    assert (iv.n, round(iv.mean, 6), round(iv.lo, 6), round(iv.hi, 6)) == (3, -10.0, -10.0, -10.0)
+    assert paired_percent({5: 1.0}, scratch) is None

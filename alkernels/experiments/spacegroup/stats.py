@@ -96,3 +96,40 @@ def first_reaching(counts: Sequence[int], accuracy: Sequence[float], target: flo
     """The smallest labelled count whose accuracy is at or above ``target``; None if none is."""
     hits = [c for c, a in zip(counts, accuracy) if a >= target]
     return min(hits) if hits else None
+
+
+def paired_power(effect: float, sd: float, n: int) -> float:
+    """Power of the two-sided 95% paired t-test over ``n`` seeds to detect a true mean
+    difference ``effect`` when the per-seed differences have standard deviation ``sd``:
+    ``P(|T| > t(0.975, n - 1))`` with ``T`` noncentral t, ``n - 1`` degrees of freedom and
+    noncentrality ``effect / (sd / sqrt(n))`` (``scipy.stats.nct``, the ``study`` extra).
+
+    Raises:
+        ValueError: if ``n < 2`` or ``sd <= 0``.
+    """
+    if n < 2 or not sd > 0:
+        raise ValueError(f"power needs n >= 2 seeds and sd > 0, got n = {n}, sd = {sd}")
+    try:
+        from scipy import stats
+    except ImportError as err:
+        raise missing_extra("study", "paired_power", err) from err
+    crit = t975(n - 1)
+    nc = effect / (sd / math.sqrt(n))
+    return float(stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc))
+
+
+def seeds_for_power(effect: float, sd: float, power: float = 0.8, max_seeds: int = 10_000) -> int:
+    """The fewest seeds (at least 2) whose :func:`paired_power` reaches ``power``.
+
+    Raises:
+        ValueError: if ``max_seeds`` seeds do not reach it (or the arguments are invalid).
+    """
+    lo, hi = 2, 2
+    while paired_power(effect, sd, hi) < power:
+        if hi >= max_seeds:
+            raise ValueError(f"more than {max_seeds} seeds are needed for power {power} at effect {effect}, sd {sd}")
+        lo, hi = hi + 1, min(2 * hi, max_seeds)
+    while lo < hi:  # power grows with n: bisect for the first n that reaches it
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if paired_power(effect, sd, mid) < power else (lo, mid)
+    return hi
