@@ -287,3 +287,32 @@ def test_transfer_comparisons_are_paired_by_subsample():
     iv = paired_percent(tuned, scratch)
     assert (iv.n, round(iv.mean, 6), round(iv.lo, 6), round(iv.hi, 6)) == (3, -10.0, -10.0, -10.0)
     assert paired_percent({5: 1.0}, scratch) is None
+
+
+def test_query_composition_counts_the_picked_classes():
+    """The most-picked class's share of each recorded query, its share of the pool and the
+    distinct classes picked; the standard run and rounds without a query are skipped."""
+    import numpy as np
+
+    labels = np.array([5, 5, 5, 7, 7, 9])
+    runs = [
+        {
+            "config": {"strategy": "bald", "variant": "keep", "seed": 0},
+            "records": [{"round": 0, "queried": [0, 1, 3]}, {"round": 1, "queried": []}],
+        },
+        {"config": {"strategy": "standard", "variant": "standard", "seed": 0}, "records": [{"round": 0}]},
+    ]
+    comp = analysis.query_composition(runs, labels)
+    assert comp.to_dict(orient="records") == [
+        {
+            "variant": "keep",
+            "strategy": "bald",
+            "seed": 0,
+            "round": 0,
+            "top_share": 2 / 3,
+            "top_class": 5,
+            "pool_share": 0.5,
+            "classes": 2,
+        }
+    ]
+    assert "| bald | 67 / 2.0 |" in analysis.composition_table(comp, "keep")

@@ -138,6 +138,74 @@ def primary_endpoint(df: pd.DataFrame) -> dict | None:
     return out
 
 
+def _variant_of(config: dict) -> str:
+    """``keep`` or ``reset`` for a run config written before ``variant`` was recorded."""
+    return "reset" if config["reset_weights"] else "keep"
+
+
+def query_composition(runs: list[dict], train_labels: np.ndarray, rounds: int = 3) -> pd.DataFrame:
+    """How concentrated each strategy's queries are on one class, from the indices the runs
+    recorded (``queried``: the training-set indices picked after each round's training).
+
+    Args:
+        runs: the runs of :func:`alkernels.experiments.spacegroup.report.read_runs`.
+        train_labels: int64 [n_train], the training set's space groups (``experiment.json``).
+        rounds: the first rounds to describe.
+
+    Returns:
+        One row per (variant, strategy, seed, round < ``rounds``) with a query: ``top_share``
+        (the most-picked class's share of the query), ``top_class``, ``pool_share`` (that
+        class's share of the whole training set) and ``classes`` (distinct classes picked).
+    """
+    labels = np.asarray(train_labels, dtype=np.int64)
+    counts = np.bincount(labels)
+    rows = []
+    for run in runs:
+        config = run["config"]
+        if config["strategy"] == "standard":
+            continue
+        for r in run["records"][:rounds]:
+            picked = np.asarray(r.get("queried", []), dtype=np.int64)
+            if picked.size == 0:
+                continue
+            c = np.bincount(labels[picked], minlength=counts.size)
+            top = int(c.argmax())
+            rows.append(
+                {
+                    "variant": config["variant"] if "variant" in config else _variant_of(config),
+                    "strategy": config["strategy"],
+                    "seed": config["seed"],
+                    "round": r["round"],
+                    "top_share": float(c[top] / picked.size),
+                    "top_class": top,
+                    "pool_share": float(counts[top] / labels.size),
+                    "classes": int((c > 0).sum()),
+                }
+            )
+    columns = ["variant", "strategy", "seed", "round", "top_share", "top_class", "pool_share", "classes"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def composition_table(comp: pd.DataFrame, variant: str) -> str:
+    """Markdown: per strategy and round, the mean over seeds of the most-picked class's share of
+    the query (%) and of the distinct classes picked."""
+    part = comp[comp.variant == variant]
+    if part.empty:
+        return "(no recorded queries)"
+    rounds = sorted(part["round"].unique())
+    lines = [
+        "| strategy | " + " | ".join(f"query after round {r + 1}: top class % / classes" for r in rounds) + " |",
+        "|---" * (len(rounds) + 1) + "|",
+    ]
+    for name in order(part.strategy.unique()):
+        cells = []
+        for r in rounds:
+            hit = part[(part.strategy == name) & (part["round"] == r)]
+            cells.append(f"{100 * hit.top_share.mean():.0f} / {hit.classes.mean():.1f}" if len(hit) else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def primary_markdown(primary: dict) -> str:
     """Markdown table of :func:`primary_endpoint`."""
     lines = [
@@ -155,7 +223,8 @@ def primary_markdown(primary: dict) -> str:
         power = "-" if row["power"] is None else f"{row['power']:.0%}"
         seeds = "-" if row["seeds_for_power"] is None else str(row["seeds_for_power"])
         lines.append(
-            f"| {labels[name]} | {iv.format()}{f' ({iv.n} seeds)' if iv.n > 1 else ''} | {sd} | {row['paper_effect']:+.1f} | {power} | {seeds} |"
+            f"| {labels[name]} | {iv.format()}{f' ({iv.n} seeds)' if iv.n > 1 else ''} | {sd} | "
+            f"{row['paper_effect']:+.1f} | {power} | {seeds} |"
         )
     return "\n".join(lines)
 

@@ -359,6 +359,21 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             analysis.reach_table(reach, std[0]),
             "",
         ]
+    train_labels = np.asarray(meta.get("train_spacegroups", []), dtype=np.int64)
+    if len(train_labels):
+        comp = analysis.query_composition(runs, train_labels)
+        if not comp.empty:
+            pool = np.bincount(train_labels)
+            body += [
+                "## Class composition of the queries",
+                "",
+                "Per query, the most-picked space group's share of the picked structures (%) and the number "
+                f"of distinct groups picked, mean over seeds; the training set's largest group is "
+                f"{100 * pool.max() / pool.sum():.0f}% of it, and it has {(pool > 0).sum()} groups. A query "
+                "concentrated on one group skews the labelled set towards it.",
+                "",
+            ]
+            body += _variant_sections(comp, analysis.composition_table)
     if primary is not None:
         body += [
             "## Primary endpoint: margin minus random",
