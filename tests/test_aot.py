@@ -45,6 +45,24 @@ def test_occupancy_from_registers_and_shared_memory() -> None:
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton extra")
+def test_unknown_kernel_is_an_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--kernel`` with a name no configuration has exits 2 naming it and the known kernels,
+    before anything compiles, instead of printing an empty table."""
+    from alkernels.ops import aot
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        aot.main(["--kernel", "nonexistent", "_score_all_kernel", "--arch", "80"])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "error: unknown kernel(s) nonexistent; known: " in err
+    assert "_score_all_kernel" in err and "_edge_fwd_kernel" in err
+    with pytest.raises(ValueError, match="unknown kernel"):
+        aot.run([80], kernels=["_score_all"])
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs the triton extra")
 def test_every_launcher_choice_is_listed() -> None:
     """The acquisition launcher picks its block configuration from the table that the AOT check
     compiles: every C it accepts maps onto a listed configuration."""

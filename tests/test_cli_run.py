@@ -41,10 +41,13 @@ def run_args(crystal_dir, out, *extra):
 
 def test_run_writes_records_and_prints_a_table(crystal_dir, tmp_path, capsys):
     assert cli(*run_args(crystal_dir, tmp_path / "x", "--strategy", "margin")) == 0
-    printed = capsys.readouterr().out
-    assert "19 train / 5 test structures" in printed
-    assert "accuracy" in printed and printed.strip().splitlines()[-1].split()[:3] == ["3", "47.4%", "9"]
+    captured = capsys.readouterr()
+    printed = captured.out  # the results; the progress lines go to stderr
+    assert "19 train / 5 test structures" in captured.err and "round 2/2: 9 labelled" in captured.err
+    # rounds count from 0 in the table as in records.jsonl
+    assert "rounds 0-2" in printed and printed.strip().splitlines()[-1].split()[:3] == ["2", "47.4%", "9"]
     records = read_records(tmp_path / "x" / "records.jsonl")
+    assert [r["round"] for r in records] == [0, 1, 2]
     assert [tuple(r) for r in records] == [RECORD_KEYS] * 3
     assert [r["labelled_count"] for r in records] == [3, 6, 9]
     assert (tmp_path / "x" / "checkpoint.pt").exists()
@@ -118,7 +121,8 @@ def test_run_dataset_without_labels_is_a_clear_error(crystal_dir, tmp_path, caps
         )
         == 2
     )
-    assert "neither perovskite:N, builtin:N nor an existing path" in capsys.readouterr().err
+    assert "the file does not exist (give perovskite:N, builtin:N or a path)" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()  # refused before the output folder is made
 
 
 def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
@@ -157,9 +161,9 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
     # 19 training structures: 10% chunks of 2 structures (rounded half up) until all 19
     assert "| strategy | 11% | 21% | 32% |" in table and "| 100% |" in table
     assert "| standard (full data) |" in table
-    # per variant an accuracy, a timing and an area table, and one labels-to-reach table; margin also
-    # has a row in each variant's paired-difference table
-    assert table.count("| random |") == 7 and table.count("| margin |") == 9
+    # per variant an accuracy, a timing, an area and a query-composition table, and one labels-to-reach
+    # table; margin also has a row in each variant's paired-difference table
+    assert table.count("| random |") == 9 and table.count("| margin |") == 11
     assert "## The paper's claims" in table and (out / "differences.png").stat().st_size > 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["claims"]) == {"keep", "reset", "standard"}
@@ -192,7 +196,7 @@ def test_reproduce_then_report(crystal_dir, tmp_path, capsys):
         )
         == 0
     )
-    assert "5 runs (5 already finished)" in capsys.readouterr().out
+    assert "5 runs (5 already finished)" in capsys.readouterr().err
 
 
 def test_reproduce_rejects_unknown_strategies(tmp_path, capsys):

@@ -102,18 +102,20 @@ def test_transfer_study_writes_its_report_and_resumes(files, tmp_path, capsys):
     for name in ("table.md", "summary.json", "mae_vs_size.png", "sources_vs_size.png", "experiment.json"):
         assert (out / name).is_file(), name
     table = (out / "table.md").read_text()
-    assert "## Pre-trained on `p1+p2`" in table and table.count("**") >= 2 * 2 * 2
-    assert "MPT `p1+p2` vs the 1 pair-wise sources" in table and "Best strategy per size, `p1`" in table
+    assert "## Pre-trained on `p1+p2`" in table and "## Change of the test MAE against scratch" in table
+    # every fine-tuned model against scratch, paired over the subsamples; MPT against its single source
+    fine_tuned = ("all", "head", "new_head_frozen_trunk", "new_head_frozen_embedding", "last_k_layers=1")
+    assert all(f"| `{src}` | {name} |" in table for src in ("p1", "p1+p2") for name in fine_tuned)
+    assert "MPT `p1+p2` vs `p1`, all:" in table
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["best_strategy"]) == {"p1", "p1+p2"}
-    assert {"pretraining", "relative_to_scratch_percent", "mae"} <= set(summary)
+    assert {"pretraining", "paired_vs_scratch_percent", "mae", "findings"} <= set(summary)
     for name in ("experiment.json", "summary.json", "table.md", "cells.jsonl"):
         assert str(tmp_path) not in (out / name).read_text(), f"{name} records a machine path"
     assert len(list((out / "pretrained").glob("*.ckpt"))) == 2
 
     # a finished study is skipped; an interrupted one resumes and recomputes the same records
     assert main(args(files, out)) == 0
-    assert "44 cells, 44 already finished" in capsys.readouterr().out
+    assert "44 cells, 44 already finished" in capsys.readouterr().err
     lines = (out / "cells.jsonl").read_text().splitlines()
     (out / "cells.jsonl").write_text("\n".join(lines[:-5]) + "\n" + lines[-5][:20])  # a torn last line
     assert main(args(files, out)) == 0

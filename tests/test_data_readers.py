@@ -196,5 +196,15 @@ def test_structure_set_indexing_and_subset() -> None:
     assert isinstance(structures[1], Atoms)
     sub = structures.subset([2, 0])
     assert sub.ids == ["2", "0"] and np.isclose(sub[0].cell.lengths()[0], structures[2].cell.lengths()[0])
+    # a slice is a StructureSet with its table rows, ids and labels; an integer stays one Atoms
+    assert isinstance(structures[np.int64(2)], Atoms) and structures[-1] is structures.atoms[2]
+    head = structures[:2]
+    assert isinstance(head, StructureSet) and len(head) == 2
+    assert head.ids == ["0", "1"] and head.labels.tolist() == [225, 225]
+    assert head.atoms == structures.atoms[:2] and len(head.table) == 2
+    back = structures[::-2]
+    assert back.ids == ["2", "0"] and back.atoms == [structures[2], structures[0]]
+    assert back.table.index.tolist() == [0, 1] and back.table.equals(sub.table)
+    assert len(structures[5:]) == 0 and structures[5:].labels.shape == (0,)
     with pytest.raises(ValueError, match="does not exist"):
         read_structures("/no/such/file.csv")

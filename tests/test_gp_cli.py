@@ -76,9 +76,12 @@ def run_args(csv, out, *extra):
 
 def test_regression_run_smoke(csv, tmp_path, capsys):
     assert cli(*run_args(csv, tmp_path / "x", "--strategy", "gp_batch_variance")) == 0
-    printed = capsys.readouterr().out
-    assert "31 pool / 8 test structures" in printed and "skipped 1 rows" in printed
-    assert "m-0-5: target 'formation_energy_per_atom' is missing or not a number: nan" in printed
+    captured = capsys.readouterr()
+    printed = captured.out  # the results; the progress lines and warnings go to stderr
+    assert "31 pool / 8 test structures" in captured.err and "alkernels: warning: skipped 1 rows" in captured.err
+    assert "m-0-5: target 'formation_energy_per_atom' is missing or not a number: nan" in captured.err
+    # step 0 scores the initial set; --queries 6 in batches of 2 make 3 more steps
+    assert "6 queries in 3 steps of up to 2, after step 0" in printed
     records = read_records(tmp_path / "x" / "records.jsonl")
     assert [r["labelled_count"] for r in records] == [6, 8, 10, 12]
     assert printed.strip().splitlines()[-1].split()[:2] == ["3", "12"]
@@ -185,7 +188,7 @@ def test_reproduce_then_report_a_regression_grid(csv, tmp_path, capsys):
     assert_packed_report_rebuilds(out, tmp_path, table)
     capsys.readouterr()
     assert cli(*args) == 0  # everything finished: only the report is rewritten
-    assert "6 runs (6 already finished)" in capsys.readouterr().out
+    assert "6 runs (6 already finished)" in capsys.readouterr().err
 
 
 def test_reproduce_rejects_unknown_presets_and_arms(tmp_path, capsys):

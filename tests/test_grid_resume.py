@@ -49,7 +49,7 @@ def test_a_packed_grid_is_continued(crystal_dir, tmp_path, capsys):  # noqa: F81
     capsys.readouterr()
     # the standard run and random are packed; margin is new
     assert cli(*grid_args(crystal_dir, packed, tmp_path, "random,margin")) == 0
-    assert "3 runs (2 already finished)" in capsys.readouterr().out
+    assert "3 runs (2 already finished)" in capsys.readouterr().err
     assert not (packed / "runs" / "keep" / "random").exists()
     runs = [json.loads(line) for line in (packed / "runs.jsonl").read_text().splitlines()]
     assert [r["run"] for r in runs] == ["runs/keep/margin/seed0", "runs/keep/random/seed0", "runs/standard/seed0"]
@@ -60,7 +60,7 @@ def test_a_packed_grid_is_continued(crystal_dir, tmp_path, capsys):  # noqa: F81
     other.mkdir()
     (other / "runs.jsonl").write_bytes((first / "runs.jsonl").read_bytes())
     assert cli(*grid_args(crystal_dir, other, tmp_path, "random", "--epochs", 2)) == 0
-    assert "2 runs (0 already finished)" in capsys.readouterr().out
+    assert "2 runs (0 already finished)" in capsys.readouterr().err
 
 
 def test_run_folders_with_other_settings_are_refused_before_any_work(crystal_dir, tmp_path, capsys):  # noqa: F811

@@ -30,19 +30,19 @@ Where the predictions come from:
 Strategies (score definitions in ``docs/acquisition.md``; the returned metric follows modAL's
 convention of each name):
 
-==============================  =====================  ====================================
-strategy                        alkernels score        metric returned (selected where)
-==============================  =====================  ====================================
-uncertainty_sampling            least_confidence       ``1 - max p_bar`` (largest)
-margin_sampling                 margin                 ``p_bar(1) - p_bar(2)`` (smallest)
-entropy_sampling                entropy                ``H(p_bar)`` (largest)
-bald_sampling (mc)              bald                   mutual information (largest)
-predictive_entropy_sampling     predictive_entropy     ``H(p_bar)`` (largest)
-expected_entropy_sampling (mc)  expected_entropy       ``mean_t H(p_t)`` (largest)
-expected_uncertainty_... (mc)   expected_least_conf.   ``1 - mean_t max p_t`` (largest)
-expected_margin_sampling (mc)   expected_margin        ``mean_t (p_t(1) - p_t(2))`` (smallest)
-max_std_sampling (regression)   --                     predictive std (largest)
-==============================  =====================  ====================================
+==================================  =====================  ====================================
+strategy                            alkernels score        metric returned (selected where)
+==================================  =====================  ====================================
+uncertainty_sampling                least_confidence       ``1 - max p_bar`` (largest)
+margin_sampling                     margin                 ``p_bar(1) - p_bar(2)`` (smallest)
+entropy_sampling                    entropy                ``H(p_bar)`` (largest)
+bald_sampling (mc)                  bald                   mutual information (largest)
+predictive_entropy_sampling         predictive_entropy     ``H(p_bar)`` (largest)
+expected_entropy_sampling (mc)      expected_entropy       ``mean_t H(p_t)`` (largest)
+expected_uncertainty_sampling (mc)  expected_least_conf.   ``1 - mean_t max p_t`` (largest)
+expected_margin_sampling (mc)       expected_margin        ``mean_t (p_t(1) - p_t(2))`` (smallest)
+max_std_sampling (regression)       --                     predictive std (largest)
+==================================  =====================  ====================================
 
 With one pass (``predict_proba``) ``p_bar`` is that pass; the ``(mc)`` strategies need ``mc=``.
 modAL's own MC-dropout strategies (skorch only) rank the same way: ``mc_dropout_bald`` as

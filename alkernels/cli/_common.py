@@ -5,22 +5,90 @@ in the CLI's terms."""
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+from alkernels._logging import ROOT
 from alkernels.data._store import default_cache_dir
 from alkernels.ops.dispatch import BACKENDS, normalize_backend
 from alkernels.ops.message_passing import PRECISIONS
 
+#: The command line's own progress lines (``-q`` hides them).
+log = logging.getLogger("alkernels.cli")
+
 
 def count_or_fraction(text: str) -> int | float:
-    """``"0.1"`` -> 0.1 (a fraction), ``"24"`` -> 24 (a count)."""
+    """``"0.1"`` -> 0.1 (a fraction, in (0, 1]), ``"24"`` -> 24 (a count, at least 1)."""
     try:
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        value = float(text) if any(c in text for c in ".eE") else int(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected a count or a fraction, got {text!r}") from err
+    if isinstance(value, int) and value < 1:
+        raise argparse.ArgumentTypeError(f"a count must be >= 1, got {value}")
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a fraction must be in (0, 1], got {text}")
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (a usage error otherwise, before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, *, closed: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number between ``low`` and ``high``, the ends excluded unless
+    ``closed`` names them (``"low"``, ``"high"`` or ``"both"``)."""
+    low_ok = closed in ("low", "both")
+    high_ok = closed in ("high", "both")
+    if math.isinf(high):
+        wanted = f"{'>=' if low_ok else '>'} {low:g}"
+    else:
+        wanted = f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}") from None
+        above = value >= low if low_ok else value > low
+        below = value <= high if high_ok else value < high
+        if not (math.isfinite(value) and above and below):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    return parse
+
+
+#: Counts that must be at least 1, and at least 0.
+POSITIVE = int_at_least(1)
+NON_NEGATIVE = int_at_least(0)
+#: A learning rate, a cutoff, a timeout: a finite number > 0.
+POSITIVE_FLOAT = float_in(0.0)
+
+
+def strategy_help() -> str:
+    """``--strategy``'s help: every registered strategy, per task."""
+    from alkernels.gp import GP_STRATEGIES
+    from alkernels.strategies import available
+
+    return (
+        f"classification (the default --task): {', '.join(available())}; "
+        f"regression (--task regression): {', '.join(GP_STRATEGIES)}"
+    )
 
 
 def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None, what: str) -> None:
@@ -30,19 +98,31 @@ def add_backend_arg(p: argparse.ArgumentParser, *, default: str | None, what: st
         default=default,
         type=normalize_backend,
         choices=BACKENDS,
-        help=f"{what}: {', '.join(BACKENDS)} ('reference' is an alias of 'torch')",
+        help=f"{what}: {', '.join(BACKENDS)} ('reference' is an alias of 'torch')"
+        + ("" if default else " (default: the preset's)"),
     )
 
 
-def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) -> None:
-    """Dataset and graph options shared by ``run`` and ``reproduce``."""
+def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None, required: bool = False) -> None:
+    """Dataset and graph options shared by ``run`` (``required``: no default dataset) and
+    ``reproduce`` (``default_dataset`` None: the preset's)."""
     p.add_argument(
         "--dataset",
         default=default_dataset,
+        required=required,
         help="perovskite:N or builtin:N (N generated crystals) or a structure file/folder"
-        + (f" (default {default_dataset})" if default_dataset else " (default: the preset's)"),
+        + ("" if required else f" (default {default_dataset})" if default_dataset else " (default: the preset's)")
+        + (
+            "; regression: a structure file with the --target column, or several separated by commas"
+            if required
+            else ""
+        ),
     )
-    p.add_argument("--label", help="for files: 'spacegroup' (spglib) or a column of space-group numbers")
+    p.add_argument(
+        "--label",
+        help="for files: 'spacegroup' (spglib) or a column of space-group numbers (default: none, for "
+        "files whose rows carry no labels: required then)",
+    )
     p.add_argument(
         "--label-mode",
         default=None,
@@ -51,11 +131,13 @@ def add_data_args(p: argparse.ArgumentParser, *, default_dataset: str | None) ->
         "systems or 14 Bravais lattices of those space groups (default: spacegroup, or the preset's)",
     )
     p.add_argument("--cache-dir", default=None, help=f"generated data and graph cache (default {default_cache_dir()})")
-    p.add_argument("--workers", type=int, default=None, help="processes for data generation and graphs")
+    p.add_argument(
+        "--workers", type=POSITIVE, default=None, help="processes for data generation and graphs (default: all cores)"
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument(
         "--threads",
-        type=int,
+        type=POSITIVE,
         default=None,
         help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)",
     )
@@ -71,16 +153,16 @@ def add_distributed_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dist-timeout",
-        type=float,
+        type=POSITIVE_FLOAT,
         default=None,
         help="seconds a rank waits for the others before the run fails (default $ALKERNELS_DIST_TIMEOUT or 1800)",
     )
 
 
-def checks_output(args: argparse.Namespace) -> bool:
-    """Whether this process checks ``--out`` before the job starts: always without
-    ``--distributed``; with it only rank 0, read from the process group when the caller already
-    joined one (ranks spawned in-process) and from torchrun's ``RANK`` otherwise."""
+def rank_zero(args: argparse.Namespace) -> bool:
+    """Whether this process checks ``--out`` before the job starts and prints the results: always
+    without ``--distributed``; with it only rank 0, read from the process group when the caller
+    already joined one (ranks spawned in-process) and from torchrun's ``RANK`` otherwise."""
     if not args.distributed:
         return True
     from alkernels import distributed
@@ -90,25 +172,28 @@ def checks_output(args: argparse.Namespace) -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def start_distributed(args: argparse.Namespace) -> tuple[str, Callable[..., None], AbstractContextManager]:
+def start_distributed(args: argparse.Namespace) -> tuple[str, AbstractContextManager]:
     """Join the torchrun job when ``--distributed`` is given.
 
+    The other ranks log warnings and errors only, so each progress line appears once.
+
     Returns:
-        (this rank's device, a print that only rank 0 executes, a context in which each node's
-        local rank 0 prepares data before the other ranks read it).
+        (this rank's device, a context in which each node's local rank 0 prepares data before the
+        other ranks read it).
     """
     if not args.distributed:
         if args.dist_timeout is not None:
             raise ValueError("--dist-timeout only applies with --distributed")
-        return args.device, print, nullcontext()
+        return args.device, nullcontext()
     import torch.distributed
 
     from alkernels import distributed
 
     device = distributed.init_process_group(device=args.device, timeout=args.dist_timeout)
-    say = print if distributed.is_rank_zero() else (lambda *a, **k: None)
-    say(f"distributed: {distributed.world_size()} ranks, backend {torch.distributed.get_backend()}")
-    return str(device), say, distributed.rank_zero_first()
+    if not distributed.is_rank_zero():
+        logging.getLogger(ROOT).setLevel(max(logging.WARNING, logging.getLogger(ROOT).level))
+    log.info(f"distributed: {distributed.world_size()} ranks, backend {torch.distributed.get_backend()}")
+    return str(device), distributed.rank_zero_first()
 
 
 def stop_distributed(args: argparse.Namespace) -> None:
@@ -117,6 +202,14 @@ def stop_distributed(args: argparse.Namespace) -> None:
         from alkernels import distributed
 
         distributed.destroy_process_group()
+
+
+def check_dataset(spec: str) -> None:
+    """Fail before any work when a path in ``--dataset`` (comma-separated for regression) does
+    not exist; ``perovskite:N`` and ``builtin:N`` are generated."""
+    for part in (p for p in spec.split(",") if p):
+        if part.split(":")[0] not in ("perovskite", "builtin") and not Path(part).expanduser().exists():
+            raise ValueError(f"--dataset {part}: the file does not exist (give perovskite:N, builtin:N or a path)")
 
 
 def check_device(name: str) -> str:
@@ -216,27 +309,28 @@ def add_schedule_args(p: argparse.ArgumentParser, *, epochs_default: int | None)
     ``reproduce``."""
     p.add_argument(
         "--epochs",
-        type=int,
+        type=POSITIVE,
         default=epochs_default,
         help="epochs per round" + (f" (default {epochs_default})" if epochs_default else " (default: the preset's)"),
     )
     p.add_argument(
         "--epoch-budget",
-        type=float,
+        type=POSITIVE_FLOAT,
         default=None,
         metavar="E",
         help="compute-matched schedule instead of fixed epochs: E full-training-set epochs in total "
         "(E x n_train sample-epochs), the same share for every round, whole epochs and at "
-        "least 1 per round (see alkernels.loop.epochs)",
+        "least 1 per round (see alkernels.loop.epochs; default: fixed --epochs)",
     )
 
 
 def add_precision_arg(p: argparse.ArgumentParser, *, default: str | None) -> None:
-    """``--precision`` of the GPU (Triton) matmuls."""
+    """``--precision`` of the fused EGNN kernels' matmuls."""
     p.add_argument(
         "--precision",
         default=default,
         choices=PRECISIONS,
-        help="matmul precision of the Triton (GPU) EGNN kernels; the CPU backends compute in "
+        help="matmul precision of the fused EGNN kernels: Triton (GPU) takes fp32, tf32 or bf16; the C++ "
+        "CPU kernels fp32 or bf16 (tf32 runs as fp32 there under --backend auto), the torch backend "
         "float32" + (f" (default {default})" if default else " (default: the preset's)"),
     )

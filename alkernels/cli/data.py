@@ -7,8 +7,11 @@ import os
 import time
 from pathlib import Path
 
+from alkernels.cli._common import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``alkernels data synth`` and ``alkernels data build-graphs``."""
     p = sub.add_parser("data", help="synthetic crystals and crystal graphs")
     data_sub = p.add_subparsers(dest="data_command", required=True)
 
@@ -26,11 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="builtin: random symmetric crystals from pyxtal (dataset spec builtin:N); perovskite: "
         "tilted/polar ABX3 cells (perovskite:N, the embedded default)",
     )
-    synth.add_argument("--n", type=int, required=True, help="number of structures")
+    synth.add_argument("--n", type=POSITIVE, required=True, help="number of structures")
     synth.add_argument("--out", type=Path, required=True, help="output directory")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    synth.add_argument("--cache-dir", type=Path, default=None, help="reuse/keep generated sets here")
+    synth.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the generator")
+    synth.add_argument("--workers", type=POSITIVE, default=None, help="processes (default: all cores)")
+    synth.add_argument(
+        "--cache-dir", type=Path, default=None, help="reuse/keep generated sets here (default: no cache)"
+    )
     synth.set_defaults(func=run_synth)
 
     graphs = data_sub.add_parser(
@@ -40,16 +45,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     graphs.add_argument(
         "source", help="CSV(.gz) with a cif column, CIF/POSCAR/extxyz file or folder, ASE db, matbench JSON"
     )
-    graphs.add_argument("--cutoff", type=float, default=6.0, help="neighbour cutoff in Angstrom")
-    graphs.add_argument("--mode", choices=("periodic", "matsciml"), default="periodic")
-    graphs.add_argument("--max-neighbors", type=int, default=None)
+    graphs.add_argument("--cutoff", type=POSITIVE_FLOAT, default=6.0, help="neighbour cutoff in Angstrom")
+    graphs.add_argument(
+        "--mode",
+        choices=("periodic", "matsciml"),
+        default="periodic",
+        help="periodic images within --cutoff, or matsciml's in-cell graphs",
+    )
+    graphs.add_argument(
+        "--max-neighbors",
+        type=POSITIVE,
+        default=None,
+        help="keep this many nearest neighbours per atom (default: all within --cutoff)",
+    )
     graphs.add_argument(
         "--max-edges",
-        type=int,
+        type=POSITIVE,
         default=2_000_000,
         help="reject structures whose graph would exceed this many edges (default 2,000,000)",
     )
-    graphs.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    graphs.add_argument("--workers", type=POSITIVE, default=None, help="processes (default: all cores)")
     graphs.add_argument("--cache-dir", type=Path, required=True, help="where the graph cache goes")
     graphs.set_defaults(func=run_build_graphs)
 
@@ -74,10 +89,7 @@ def _check_synth_output(out: Path, names: list[str]) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    """Generate the dataset and write it (the folder is checked first)."""
     stem = "synthetic" if args.generator == "builtin" else "perovskite"
     names = [f"{stem}.extxyz", f"{stem}.csv"]
     _check_synth_output(args.out, names)
@@ -110,6 +122,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_build_graphs(args: argparse.Namespace) -> int:
+    """Read the structures, build their graphs into the cache and print a summary."""
     from alkernels.data import build_graphs, read_structures
 
     t0 = time.perf_counter()

@@ -6,21 +6,29 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from alkernels.cli._common import (
+    NON_NEGATIVE,
+    POSITIVE,
     add_backend_arg,
     add_data_args,
     add_distributed_args,
     add_precision_arg,
     add_schedule_args,
     apply_threads,
+    check_dataset,
     check_device,
     check_grid_dir,
-    checks_output,
     cli_words,
+    log,
+    rank_zero,
     start_distributed,
     stop_distributed,
 )
+
+if TYPE_CHECKING:
+    from alkernels.experiments.gp_regression.grid import Preset as GPPreset
 
 #: Studies and their presets (the first is the default).
 STUDY_PRESETS = {
@@ -30,6 +38,7 @@ STUDY_PRESETS = {
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``alkernels reproduce``."""
     p = sub.add_parser(
         "reproduce",
         help="run a study's grid and write the report",
@@ -39,7 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and writes table.md and mae.png. Re-running the same command resumes an "
         "interrupted grid.",
     )
-    p.add_argument("--study", default="spacegroup", choices=list(STUDY_PRESETS))
+    p.add_argument(
+        "--study",
+        default="spacegroup",
+        choices=list(STUDY_PRESETS),
+        help="spacegroup: protocol A, space-group classification with the paper's 12 strategies; "
+        "gp-regression: protocol B, a GP on frozen features (needs --data-dir)",
+    )
     p.add_argument(
         "--preset",
         default=None,
@@ -54,9 +69,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="all",
         help="'all' (the preset's) or a comma-separated list; gp-regression arms are STRATEGY[:BATCH]",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per strategy (default 3, gp-regression 5)")
+    p.add_argument("--seeds", type=POSITIVE, default=None, help="seeds per strategy (default 3, gp-regression 5)")
     p.add_argument(
-        "--reset", default="both", choices=["both", "keep", "reset"], help="spacegroup: weight-reset variants to run"
+        "--reset",
+        default="both",
+        choices=["both", "keep", "reset"],
+        help="spacegroup: weight-reset variants to run (keep: weights carry over between rounds, as "
+        "the paper's Table 1; reset: reloaded every round)",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -66,26 +85,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--processes",
-        type=int,
+        type=POSITIVE,
         default=1,
         help="grid cells run in parallel worker processes, each with cores / processes threads "
         "unless --threads says otherwise (other reproduce commands may share --out as well)",
     )
     add_schedule_args(p, epochs_default=None)
-    p.add_argument("--queries", type=int, default=None, help="gp-regression: override the preset's queries")
     p.add_argument(
-        "--max-structures", type=int, default=None, help="gp-regression: a fixed random subset of this many structures"
+        "--queries",
+        type=NON_NEGATIVE,
+        default=None,
+        help="gp-regression: override the preset's queries (default: the preset's)",
+    )
+    p.add_argument(
+        "--max-structures",
+        type=POSITIVE,
+        default=None,
+        help="gp-regression: a fixed random subset of this many structures (default: all)",
     )
     p.add_argument(
         "--data-dir",
         default="../shared/data",
-        help="gp-regression: the folder holding the preset's files (default ../shared/data)",
+        help="gp-regression: the folder holding the preset's files, perov5_val.csv.gz and "
+        "perov5_test.csv.gz (perovskite presets) or mp20_sample.csv.gz (mp20 presets); default "
+        "../shared/data, where a development checkout has them",
     )
     add_backend_arg(p, default=None, what="override the preset's EGNN backend")
     add_precision_arg(p, default=None)
     add_data_args(p, default_dataset=None)
     add_distributed_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_lines=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
     if args.study == "gp-regression":
         return run_gp_regression(args, preset)
     from alkernels.data import load_split
-    from alkernels.distributed import is_rank_zero as distributed_rank_zero
     from alkernels.experiments._grid import CellsFailedError, grid_lock
     from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
     from alkernels.experiments.spacegroup.report import console_tables, write_report
@@ -118,13 +146,13 @@ def run(args: argparse.Namespace) -> int:
     grid(names, seeds, variants)  # a bad strategy name or seed count fails before data loading
     if args.distributed and args.processes != 1:
         raise ValueError("--distributed runs one grid cell at a time on all ranks; drop --processes")
-    if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}")
     check_device(args.device)
-    if checks_output(args):
+    if args.dataset:
+        check_dataset(args.dataset)
+    if rank_zero(args):
         check_grid_dir(args.out)  # a grid always resumes its finished runs; other processes may share it
     apply_threads(args, args.processes)
-    device, say, data_first = start_distributed(args)
+    device, data_first = start_distributed(args)
     with data_first:
         data = load_split(
             args.dataset or preset.dataset,
@@ -150,15 +178,14 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=device,
             distributed=args.distributed,
-            log=say,
             restart_round=args.restart_round,
         )
-        say(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total\n")
+        log.info(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total")
     except ValueError as err:
         raise cli_words(err, resumes=True) from err
     except CellsFailedError as err:  # report what finished, then fail naming the rest
         failed = err
-    if not args.distributed or distributed_rank_zero():
+    if rank_zero(args):
         with grid_lock(args.out):  # the last process to finish writes the complete tables
             paths = write_report(args.out)
             tables = console_tables(args.out)
@@ -193,13 +220,12 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     if args.distributed:
         raise ValueError("--distributed applies to the spacegroup study; the GP study runs in one process")
     check_device(args.device)
+    check_data_dir(args.data_dir, preset)
     check_grid_dir(args.out)  # a grid always resumes its finished runs; other processes may share it
-    if args.processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {args.processes}")
     apply_threads(args, args.processes)
     data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=args.workers)
     if data.skipped:
-        print(f"skipped {len(data.skipped)} rows without a usable structure or {preset.target!r}")
+        log.warning(f"skipped {len(data.skipped)} rows without a usable structure or {preset.target!r}")
     meta = reproduce(
         data,
         preset,
@@ -211,9 +237,26 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
         processes=args.processes,
         threads=args.threads,
     )
-    print(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total")
+    log.info(f"grid done: {meta['wall_seconds'] / 60:.1f} min in total")
     with grid_lock(args.out):  # the last process to finish writes the complete tables
         paths = write_report(args.out)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def check_data_dir(data_dir: str, preset: GPPreset) -> None:
+    """Fail before any work when ``--data-dir`` lacks a file of the gp-regression ``preset``,
+    naming the flag, the folder and the files it must hold."""
+    from pathlib import Path
+
+    folder = Path(data_dir).expanduser()
+    missing = [name for name in preset.files if not (folder / name).is_file()]
+    if not missing:
+        return
+    where = "does not exist" if not folder.is_dir() else f"lacks {', '.join(missing)}"
+    raise ValueError(
+        f"--data-dir {data_dir} {where}: the gp-regression preset {preset.name!r} reads "
+        f"{', '.join(preset.files)} (gzipped CSVs with a 'cif' column and the {preset.target!r} "
+        "column; a development checkout has them in ../shared/data); pass --data-dir FOLDER"
+    )

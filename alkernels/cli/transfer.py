@@ -7,55 +7,82 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from alkernels.cli._common import add_backend_arg, apply_threads, check_device, check_grid_dir
+from alkernels.cli._common import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    add_backend_arg,
+    apply_threads,
+    check_device,
+    check_grid_dir,
+    float_in,
+    log,
+)
 
 
 def _int_list(text: str) -> list[int]:
+    """``"10,100"`` -> [10, 100]: comma-separated positive integers."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
 
 
 def _names(text: str) -> list[str]:
+    """``"a, b"`` -> ["a", "b"]."""
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+USAGE = (
+    "alkernels transfer --pretrain COL[,COL...] [--pretrain ...] --pretrain-data PATH[,PATH...]\n"
+    "                          --finetune COL --finetune-data PATH --out OUT [options]\n"
+    "       alkernels transfer --report-only --out OUT"
+)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``alkernels transfer``."""
     p = sub.add_parser(
         "transfer",
+        usage=USAGE,
         help="pre-train, then fine-tune at several sizes with each strategy (study C)",
         description="Pre-trains one EGNN per --pretrain source (one column: pair-wise PT; several: "
         "multi-property PT), then for every size, repeat and strategy fine-tunes on a random "
         "subsample of --finetune-data (90/10 train/validation) and scores it on one fixed test "
         "set. Re-running the same command skips finished cells and reuses cached checkpoints.",
     )
-    p.add_argument(
+    need = p.add_argument_group("required (all but --out may be left out with --report-only)")
+    need.add_argument(
         "--pretrain",
         action="append",
         type=_names,
         metavar="COL[,COL...]",
-        help="pre-training columns; repeat the option to compare several sources "
+        help="required: pre-training columns; repeat the option to compare several sources "
         "(e.g. --pretrain heat_ref --pretrain heat_ref,dir_gap)",
     )
-    p.add_argument(
+    need.add_argument(
         "--pretrain-data",
         type=_names,
         metavar="PATH[,PATH...]",
-        help="pre-training files; each source uses the files that have any of its columns",
+        help="required: pre-training files; each source uses the files that have any of its columns",
     )
-    p.add_argument("--finetune", metavar="COL", help="the fine-tuning column")
-    p.add_argument("--finetune-data", metavar="PATH", help="the fine-tuning file (pool and fixed test set)")
+    need.add_argument("--finetune", metavar="COL", help="required: the fine-tuning column")
+    need.add_argument(
+        "--finetune-data", metavar="PATH", help="required: the fine-tuning file (pool and fixed test set)"
+    )
+    need.add_argument("--out", required=True, help="required: the study's folder")
     p.add_argument(
         "--sizes",
         type=_int_list,
         default=[10, 100, 200, 500, 800],
         help="fine-tuning subsample sizes, train + validation (default 10,100,200,500,800)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="random subsamples per size (default 5)")
+    p.add_argument("--repeats", type=POSITIVE, default=5, help="random subsamples per size (default 5)")
     p.add_argument(
         "--strategies",
         type=_names,
@@ -63,28 +90,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="scratch, all, head, new_head_frozen_trunk, new_head_frozen_embedding, "
         "last_k_layers (K from --last-k) or last_k_layers=K (default: all six)",
     )
-    p.add_argument("--last-k", type=int, default=2, help="K of a plain last_k_layers (default 2)")
+    p.add_argument("--last-k", type=POSITIVE, default=2, help="K of a plain last_k_layers (default 2)")
     p.add_argument(
         "--init-head",
         default=None,
         metavar="COL",
         help="pre-trained head that 'all' and 'head' start from on a multi-property source "
-        "without the fine-tuning column (single-column sources use their one head)",
+        "without the fine-tuning column (default: none; single-column sources use their one head)",
     )
-    p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report of --out")
-    p.add_argument("--test-size", type=int, default=500, help="fixed test set size (default 500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pt-epochs", type=int, default=30, help="pre-training epochs at most (default 30)")
-    p.add_argument("--pt-patience", type=int, default=6, help="pre-training early-stopping patience (epochs)")
-    p.add_argument("--pt-lr", type=float, default=1e-3)
-    p.add_argument("--pt-batch-size", type=int, default=64)
-    p.add_argument("--ft-epochs", type=int, default=150, help="fine-tuning epochs at most (default 150)")
-    p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning optimiser steps at most (default 200)")
-    p.add_argument("--ft-patience", type=int, default=25, help="fine-tuning early-stopping patience (epochs)")
-    p.add_argument("--ft-lr", type=float, default=1e-3)
-    p.add_argument("--ft-batch-size", type=int, default=32)
-    p.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay of both phases")
+    p.add_argument("--test-size", type=POSITIVE, default=500, help="fixed test set size (default 500)")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seeds the test split, the subsamples and training")
+    p.add_argument("--pt-epochs", type=POSITIVE, default=30, help="pre-training epochs at most (default 30)")
+    p.add_argument("--pt-patience", type=POSITIVE, default=6, help="pre-training early-stopping patience (epochs)")
+    p.add_argument("--pt-lr", type=POSITIVE_FLOAT, default=1e-3, help="pre-training AdamW learning rate")
+    p.add_argument("--pt-batch-size", type=POSITIVE, default=64, help="pre-training batch size")
+    p.add_argument("--ft-epochs", type=POSITIVE, default=150, help="fine-tuning epochs at most (default 150)")
+    p.add_argument("--ft-steps", type=POSITIVE, default=200, help="fine-tuning optimiser steps at most (default 200)")
+    p.add_argument("--ft-patience", type=POSITIVE, default=25, help="fine-tuning early-stopping patience (epochs)")
+    p.add_argument("--ft-lr", type=POSITIVE_FLOAT, default=1e-3, help="fine-tuning AdamW learning rate")
+    p.add_argument("--ft-batch-size", type=POSITIVE, default=32, help="fine-tuning batch size")
+    p.add_argument(
+        "--weight-decay",
+        type=float_in(0.0, closed="low"),
+        default=1e-2,
+        help="AdamW weight decay of both phases",
+    )
     p.add_argument(
         "--loss",
         default="absolute",
@@ -92,20 +123,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="training loss of both phases on normalised targets: absolute (L1, targets the "
         "reported MAE; default) or squared (MSE)",
     )
-    p.add_argument("--cutoff", type=float, default=6.0, help="graph cutoff in Angstrom (default 6)")
-    p.add_argument("--max-neighbors", type=int, default=12, help="nearest neighbours kept per atom (0: all)")
-    p.add_argument("--graph-mode", default="periodic", choices=["periodic", "matsciml"])
+    p.add_argument("--cutoff", type=POSITIVE_FLOAT, default=6.0, help="graph cutoff in Angstrom (default 6)")
+    p.add_argument("--max-neighbors", type=NON_NEGATIVE, default=12, help="nearest neighbours kept per atom (0: all)")
+    p.add_argument(
+        "--graph-mode",
+        default="periodic",
+        choices=["periodic", "matsciml"],
+        help="neighbour graphs: periodic images within --cutoff, or matsciml's in-cell graphs",
+    )
     p.add_argument(
         "--pretrain-cache",
         default=None,
         help="folder of cached pre-trained checkpoints (default OUT/pretrained); studies may share one",
     )
     p.add_argument("--cache-dir", default=None, help="graph cache (default: alkernels' cache folder)")
-    p.add_argument("--workers", type=int, default=None, help="processes for reading files and building graphs")
+    p.add_argument(
+        "--workers",
+        type=POSITIVE,
+        default=None,
+        help="processes for reading files and building graphs (default: all cores)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a busy machine)")
+    p.add_argument(
+        "--threads",
+        type=POSITIVE,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)",
+    )
     add_backend_arg(p, default="auto", what="EGNN edge-op backend")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, run_lines=False)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -126,8 +172,6 @@ def settings_from_args(args: argparse.Namespace):
     ]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or --report-only)")
-    if args.last_k < 1:
-        raise ValueError(f"--last-k must be >= 1, got {args.last_k}")
     strategies = tuple(str(parse_strategy(s, default_k=args.last_k)) for s in args.strategies)
     for path in [*args.pretrain_data, args.finetune_data]:
         if not Path(path).exists():
@@ -150,8 +194,6 @@ def settings_from_args(args: argparse.Namespace):
         patience=args.ft_patience,
         error=args.loss,
     )
-    if args.max_neighbors is not None and args.max_neighbors < 0:
-        raise ValueError(f"--max-neighbors must be >= 0 (0: no cap), got {args.max_neighbors}")
     return StudySettings(
         sources=tuple(tuple(s) for s in args.pretrain),
         pretrain_data=tuple(args.pretrain_data),
@@ -178,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.experiments.transfer.report import finetune_seconds, write_report
 
     if args.report_only:
+        check_study_folder(Path(args.out))
         with grid_lock(args.out):  # not while a process of the study writes the tables
             paths = write_report(args.out)
         for name, path in paths.items():
@@ -206,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return PropertyData(graphs, columns, name=spec_name(path))
 
     meta = run_study(settings, args.out, loader=loader, pretrain_cache=args.pretrain_cache, device=args.device)
-    print(
+    log.info(
         "study done: pre-training "
         + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in meta["pretraining"].items())
         + f"; fine-tuning {finetune_seconds(meta):.0f} s in total"
@@ -216,3 +259,17 @@ def run(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def check_study_folder(folder: Path) -> None:
+    """Fail, saying what ``folder`` is instead, unless it holds a transfer study."""
+    from alkernels.experiments._grid import EXPERIMENT
+
+    if not folder.is_dir():
+        raise ValueError(f"--out {folder} is not a folder (give the --out folder of a transfer study)")
+    if (folder / "runs.jsonl").is_file() or (folder / "runs").is_dir():
+        raise ValueError(
+            f"--out {folder} holds a grid of 'alkernels reproduce': rebuild it with 'alkernels report {folder}'"
+        )
+    if not (folder / EXPERIMENT).is_file():
+        raise ValueError(f"--out {folder} holds no transfer study (no {EXPERIMENT})")

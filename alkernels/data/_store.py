@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -16,7 +15,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from alkernels._locking import NOFOLLOW
+from alkernels._locking import lock as lock_file
+from alkernels._logging import progress_bar
+from alkernels._paths import user_path
 
 HEADER = "header.json"
 _T = TypeVar("_T")
@@ -61,17 +64,17 @@ _UNLOCKED_GRACE = 24 * 3600
 def _remove_dead_builds(path: Path) -> None:
     """Delete the temporary folders of builds of ``path`` that no live builder holds.
 
-    A builder keeps an exclusive ``flock`` on ``<tmp>/.building`` while it writes; the OS drops
-    it when the builder exits or dies. Taking that lock decides liveness, which holds across PID
-    namespaces (containers), and on shared filesystems whose locks the nodes share (NFSv4, Lustre
-    with flock), where process ids mean nothing; a folder without the file is removed only once
-    it is a day old."""
+    A builder keeps an exclusive lock (:mod:`alkernels._locking`) on ``<tmp>/.building`` while it
+    writes; the OS drops it when the builder exits or dies. Taking that lock decides liveness,
+    which holds across PID namespaces (containers), and on shared filesystems whose locks the
+    nodes share (NFSv4, Lustre with flock), where process ids mean nothing; a folder without the
+    file is removed only once it is a day old."""
     for tmp in path.parent.glob(f".{path.name}.*"):
         if not tmp.is_dir():
             continue
         lock = tmp / _BUILDING
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW)
+            fd = os.open(lock, os.O_RDWR | NOFOLLOW)
         except FileNotFoundError:
             try:
                 if time.time() - tmp.stat().st_mtime > _UNLOCKED_GRACE:
@@ -82,7 +85,7 @@ def _remove_dead_builds(path: Path) -> None:
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_file(fd, blocking=False)
         except OSError:  # a live builder holds it
             os.close(fd)
             continue
@@ -109,8 +112,8 @@ class ArrayWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             _remove_dead_builds(path)
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
-            self._lock_fd = os.open(self._tmp / _BUILDING, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._lock_fd = os.open(self._tmp / _BUILDING, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
+            lock_file(self._lock_fd)
 
     def append(self, name: str, array: np.ndarray) -> None:
         """Append ``array`` along axis 0 to the array ``name`` (same dtype and trailing shape)."""
@@ -266,7 +269,7 @@ def map_chunks(
     ``sizes`` gives the number of structures in each chunk, for the progress bar.
     """
     sizes = list(sizes)
-    with tqdm(total=sum(sizes), desc=desc, unit="struct", disable=None) as bar:
+    with progress_bar(total=sum(sizes), desc=desc, unit="struct") as bar:
         if workers == 1 or len(chunks) <= 1:
             for chunk, size in zip(chunks, sizes):
                 yield fn(chunk)
@@ -308,7 +311,7 @@ def generated(
         The stored arrays plus ``node_ptr`` (int64 [n + 1], atom offsets of the structures).
     """
     key = params_key(digest, params)
-    path = Path(cache_dir) / f"{name}-{key[:32]}" if cache_dir is not None else None
+    path = user_path(cache_dir) / f"{name}-{key[:32]}" if cache_dir is not None else None
     cached = open_cached(path)
     if cached is not None:
         return cached[0]
@@ -328,8 +331,9 @@ def generated(
 
 
 def default_cache_dir() -> Path:
-    """``$ALKERNELS_CACHE`` or ``~/.cache/alkernels``: generated structures, graphs, orders."""
-    return Path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))
+    """``$ALKERNELS_CACHE`` (``~`` expanded) or ``~/.cache/alkernels``: generated structures,
+    graphs, orders."""
+    return user_path(os.environ.get("ALKERNELS_CACHE", Path.home() / ".cache" / "alkernels"))
 
 
 def save_cached_array(path: Path, array: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 
 try:
     import ase
@@ -76,8 +77,9 @@ def build_graphs(
             neighbour list is computed (default :data:`~alkernels.data.structures.MAX_EDGES`).
             Reading with ``read_structures(..., cutoff=...)`` rejects such rows instead.
         workers: worker processes (None: ``os.cpu_count()``; 1: in-process).
-        cache_dir: if set, the graphs are stored under ``cache_dir/graphs-<key>`` (raw arrays plus a
-            JSON header, memory-mapped on load) and reused by later calls with identical inputs.
+        cache_dir: if set (``~`` expands), the graphs are stored under ``cache_dir/graphs-<key>``
+            (raw arrays plus a JSON header, memory-mapped on load) and reused by later calls with
+            identical inputs.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -99,7 +101,7 @@ def build_graphs(
     ]
     params = {"cutoff": float(cutoff), "mode": mode, "max_neighbors": max_neighbors, "version": FORMAT_VERSION}
     key = params_key(structure_digest(*zip(*raw)), params)
-    path = Path(cache_dir) / f"graphs-{key[:32]}" if cache_dir is not None else None
+    path = user_path(cache_dir) / f"graphs-{key[:32]}" if cache_dir is not None else None
     cached = open_cached(path)
     if cached is not None:
         return _graphset(*cached, path=path)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, Unio
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 
 try:
     import ase
@@ -228,7 +229,7 @@ def _integer_label(props: dict[str, Any], column: str) -> int:
 
 def _rows(source: str | PathLike | Sequence[Any], cif_column: str) -> Iterator[_Row]:
     if isinstance(source, (str, PathLike)):
-        path = Path(source)
+        path = user_path(source)
         if not path.exists():
             raise ValueError(f"read_structures: {path} does not exist")
         if path.is_dir():

@@ -12,7 +12,8 @@ Specs:
 ``builtin`` / ``perovskite``
     the same with a size given by the caller.
 ``PATH``
-    any file or folder :func:`alkernels.data.read_structures` reads.
+    any file or folder :func:`alkernels.data.read_structures` reads (``~`` expands to the home
+    directory, in every path and ``cache_dir`` of this module).
 ``PATH,PATH,...``
     (regression data, :func:`load_regression`) several files read as one dataset, in order.
 """
@@ -26,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from alkernels._paths import user_path
 from alkernels.data import _store
 from alkernels.data.dataset import GraphDataset
 from alkernels.data.dataset import split as split_dataset
@@ -110,13 +112,13 @@ def load_structures(
         cache_dir: cache for generated structures (default :func:`default_cache_dir`).
         workers: processes for generation and reading.
     """
-    cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+    cache = user_path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
     generator = _generator(spec)
     if generator is not None:
         return GENERATORS[generator](_generated_size(spec, size), seed=0, workers=workers, cache_dir=cache)
-    if not Path(spec).exists():
+    if not user_path(spec).exists():
         raise ValueError(f"dataset {spec!r} is neither perovskite:N, builtin:N nor an existing path")
-    return read_structures(spec, label=label, workers=workers)
+    return read_structures(user_path(spec), label=label, workers=workers)
 
 
 def load_split(
@@ -150,7 +152,7 @@ def load_split(
     """
     if label_mode not in LABEL_MODES:
         raise ValueError(f"label mode must be one of {', '.join(LABEL_MODES)}, got {label_mode!r}")
-    if _generator(spec) is None and label is None and Path(spec).exists():
+    if _generator(spec) is None and label is None and user_path(spec).exists():
         raise ValueError(f"dataset {spec!r} has no labels: pass --label spacegroup or a column name")
     structset = load_structures(spec, label=label, size=structures, cache_dir=cache_dir, workers=workers)
     structset = structset.drop_dense(cutoff, graph_mode)  # over the edge cap: rejected rows
@@ -169,7 +171,7 @@ def load_split(
         raise ValueError(
             f"dataset {spec!r}: labels must be space-group numbers 1..230, got {labels.min()}..{labels.max()}"
         )
-    cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+    cache = user_path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
     graphs = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
     dataset = GraphDataset(graphs, y=class_labels(labels, label_mode))
     keep = np.arange(len(dataset))
@@ -268,19 +270,19 @@ def load_regression(
     if spec == "builtin" or spec.startswith("builtin:"):
         raise ValueError("the built-in generated crystals have no property targets: give a file with a target column")
     for path in paths:
-        if not Path(path).exists():
+        if not user_path(path).exists():
             raise ValueError(f"dataset {path!r} does not exist")
     for path in paths:  # a missing column fails before the (slow) structure parsing
         if path.lower().endswith((".csv", ".csv.gz")):
             import pandas as pd
 
-            columns = list(pd.read_csv(path, nrows=0).columns)
+            columns = list(pd.read_csv(user_path(path), nrows=0).columns)
             if target not in columns:
                 raise ValueError(
                     f"target column {target!r} not found in {Path(path).name}; columns are "
                     f"{sorted(c for c in columns if not c.startswith('Unnamed:'))}"
                 )
-    sets = [read_structures(path, workers=workers) for path in paths]
+    sets = [read_structures(user_path(path), workers=workers) for path in paths]
     structset = concat_structures(sets, [Path(p).name for p in paths])
     if graphs:
         structset = structset.drop_dense(cutoff, graph_mode)  # over the edge cap: rejected rows
@@ -302,7 +304,7 @@ def load_regression(
     test, train = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     dataset = None
     if graphs:
-        cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+        cache = user_path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
         graphset = build_graphs(structset, cutoff=cutoff, mode=graph_mode, workers=workers, cache_dir=cache)
         dataset = GraphDataset(graphset, y=values.astype(np.float64))
     return RegressionData(
@@ -336,9 +338,9 @@ def load_property_graphs(
     """
     import pandas as pd  # the data extra, like read_structures
 
-    if not Path(spec).exists():
+    if not user_path(spec).exists():
         raise ValueError(f"dataset {spec!r} does not exist")
-    structset = read_structures(spec, workers=workers).drop_dense(cutoff, graph_mode)
+    structset = read_structures(user_path(spec), workers=workers).drop_dense(cutoff, graph_mode)
     if len(structset) == 0:
         raise ValueError(f"dataset {spec!r} has no usable structure ({len(structset.rejected)} rows rejected)")
     table = structset.table
@@ -357,7 +359,7 @@ def load_property_graphs(
             )
         if c not in numeric:
             raise ValueError(f"column {c!r} of dataset {spec_name(spec)!r} is not numeric (dtype {table[c].dtype})")
-    cache = Path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
+    cache = user_path(cache_dir) if cache_dir is not None else _store.default_cache_dir()
     graphs = build_graphs(
         structset, cutoff=cutoff, mode=graph_mode, max_neighbors=max_neighbors, workers=workers, cache_dir=cache
     )

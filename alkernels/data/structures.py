@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, overload
 
 import numpy as np
 
@@ -152,7 +152,17 @@ class StructureSet:
     def __len__(self) -> int:
         return len(self.atoms)
 
-    def __getitem__(self, index: int) -> ase.Atoms:
+    @overload
+    def __getitem__(self, index: int) -> ase.Atoms: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> StructureSet: ...
+
+    def __getitem__(self, index: int | slice) -> ase.Atoms | StructureSet:
+        """The structure at an integer ``index``; for a slice, a :class:`StructureSet` of those rows
+        with their table rows, ids and labels (as :meth:`subset`; ``rejected`` is kept)."""
+        if isinstance(index, slice):
+            return self.subset(range(len(self))[index])
         return self.atoms[index]
 
     def __iter__(self) -> Iterator[ase.Atoms]:

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 
 try:
     import pandas as pd
@@ -110,7 +111,7 @@ def derive_spacegroup_prior(
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0 so that every group can occur, got {alpha}")
-    values = pd.read_csv(source, usecols=[column])[column].to_numpy()
+    values = pd.read_csv(user_path(source), usecols=[column])[column].to_numpy()
     if values.size == 0 or values.min() < 1 or values.max() > 230:
         raise ValueError(f"{source}: column {column!r} must hold space-group numbers 1..230")
     counts = np.bincount(values.astype(np.int64), minlength=231)[1:]

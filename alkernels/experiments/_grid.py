@@ -15,14 +15,14 @@ plain ``ssh``), the grid only needs the shared folder:
   cell, accumulated time) under the grid's lock, ``<grid>/.grid.lock``; the CLI writes the tables
   under that lock too, so the last process to finish writes the complete ones.
 
-Locks are ``flock``: on a shared filesystem the nodes must share locks (NFSv4, Lustre or GPFS with
-locking enabled).
+Locks are ``flock`` (``msvcrt.locking`` on Windows, see :mod:`alkernels._locking`): on a shared
+filesystem the nodes must share locks (NFSv4, Lustre or GPFS with locking enabled).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import torch
-from tqdm.auto import tqdm
 
 from alkernels import distributed as dist_mod
+from alkernels._locking import NOFOLLOW, lock, unlock
+from alkernels._logging import cli_settings, configure_cli, emit, progress_bar
+from alkernels._paths import user_path
 from alkernels._threads import threads_per_worker
 from alkernels.loop.rundir import SettingsChangedError, atomic_write_bytes, claim_folder, file_lock
 
@@ -49,6 +51,8 @@ GRID_LOCK = ".grid.lock"
 EXPERIMENT = "experiment.json"
 
 CellT = TypeVar("CellT")
+
+_log = logging.getLogger(__name__)
 
 
 class CellsFailedError(RuntimeError):
@@ -124,14 +128,14 @@ class Grid(ABC, Generic[CellT]):
 
 
 def _open_lock(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
 
 
 @contextmanager
 def grid_lock(out: str | os.PathLike) -> Iterator[None]:
     """Hold the grid's lock meanwhile (waiting for it): for read-modify-writes of the grid's
     shared files, ``experiment.json`` and the tables."""
-    out = Path(out)
+    out = user_path(out)
     claim_folder(out)
     with file_lock(out / GRID_LOCK):
         yield
@@ -145,7 +149,7 @@ def claim(path: Path) -> Iterator[bool]:
     fd = _open_lock(path)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(fd, blocking=False)
         except OSError:
             yield False
             return
@@ -154,14 +158,14 @@ def claim(path: Path) -> Iterator[bool]:
             os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
             yield True
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            unlock(fd)
     finally:
         os.close(fd)
 
 
 def read_experiment(out: str | os.PathLike) -> dict:
     """``experiment.json`` of the grid in ``out`` ({} when there is none yet)."""
-    path = Path(out) / EXPERIMENT
+    path = user_path(out) / EXPERIMENT
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -211,9 +215,11 @@ def _timed(grid: Grid, cell: object) -> dict:
 _WORKER: dict = {}
 
 
-def _init_worker(grid: Grid, threads: int) -> None:
+def _init_worker(grid: Grid, threads: int, logs: tuple[int, bool] | None) -> None:
     torch.set_num_threads(threads)  # torch and the fused C++ kernels share one OpenMP pool
     _WORKER["grid"] = grid
+    if logs is not None:  # log as the command line that started the grid does
+        configure_cli(logs[0], run_lines=logs[1])
 
 
 def _run_in_worker(cell: object) -> dict:
@@ -243,7 +249,7 @@ def run_grid(
     processes: int = 1,
     threads: int | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     distributed: bool = False,
 ) -> dict:
     """Run the unfinished cells of ``grid`` and keep ``experiment.json`` current; returns its
@@ -261,7 +267,9 @@ def run_grid(
         threads: torch / OpenMP threads of each worker; default the usable cores divided by
             ``processes``. With one process the caller's setting is kept unless this is given.
         progress: a progress bar on a terminal (elsewhere, or when False, a log line per cell).
-        log: receives the opening line, busy cells, failures and the per-cell lines.
+        log: receives the opening line, busy cells, failures and the per-cell lines; by default
+            they go to the ``alkernels.experiments`` logger (failures as warnings, the rest at
+            INFO).
         distributed: every rank of a torchrun job calls this and each cell runs on all ranks;
             rank 0 lists the cells left and alone writes ``out``; cells are not claimed (run one
             such job per grid), and the first failure stops every rank.
@@ -283,7 +291,7 @@ def run_grid(
     )
     per_worker = threads_per_worker(processes, threads)
     total = len(grid.cells())
-    log(grid.opening(total, len(todo), processes, per_worker))
+    emit(log, _log, grid.opening(total, len(todo), processes, per_worker))
     t0 = last = time.perf_counter()
     joined = grid.prepare(todo) if todo else {}
     settings = {**grid.settings(), "processes": processes, "threads": per_worker}
@@ -297,7 +305,7 @@ def run_grid(
         return merge_experiment(out, settings, add=add, join={**joined, "cell_seconds": seconds}, indent=grid.indent)
 
     meta = merge({})
-    bar = tqdm(total=len(todo), desc="grid", unit="run", disable=None if progress and writes else True)
+    bar = progress_bar(total=len(todo), desc="grid", unit="run", enabled=progress and writes)
     failures: dict[str, BaseException] = {}
     ran = 0
 
@@ -305,25 +313,28 @@ def run_grid(
         nonlocal meta, ran
         name = grid.name(cell)
         if outcome.get("busy"):
-            log(f"skipped {name}: another process is running it")
+            emit(log, _log, f"skipped {name}: another process is running it")
         elif outcome.get("already"):
-            log(f"skipped {name}: another process finished it")
+            emit(log, _log, f"skipped {name}: another process finished it")
         else:
             ran += 1
             meta = merge({name: outcome["seconds"]})
             bar.set_postfix_str(f"{name} {outcome['seconds']:.0f} s")
             if bar.disable and writes:  # no terminal: a line per cell instead of the bar
-                log(f"finished {name} in {outcome['seconds']:.0f} s ({ran}/{len(todo)})")
+                emit(log, _log, f"finished {name} in {outcome['seconds']:.0f} s ({ran}/{len(todo)})")
         bar.update(1)
 
     def failed(cell: object, err: BaseException) -> None:
         failures[grid.name(cell)] = err
-        log(f"failed {grid.name(cell)}: {type(err).__name__}: {err}")
+        emit(log, _log, f"failed {grid.name(cell)}: {type(err).__name__}: {err}", logging.WARNING)
 
     if processes > 1 and todo:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read by the workers' OpenMP at start
         with ProcessPoolExecutor(
-            processes, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(grid, per_worker)
+            processes,
+            mp_context=get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(grid, per_worker, cli_settings()),
         ) as pool:
             futures = {pool.submit(_run_in_worker, c): c for c in todo}
             for fut in as_completed(futures):

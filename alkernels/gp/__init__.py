@@ -1,8 +1,10 @@
 """Regression active learning with Gaussian-process uncertainty (protocol B), the ``gp`` extra.
 
+Its parts::
+
     GPRegressor      exact (or inducing-point) GP on fixed features: hyper-parameters fitted
                      once with gpytorch, then incremental conditioning with the pool's posterior
-                     kept current in place (:mod:`alkernels.ops.gp`)
+                     kept current in place (alkernels.ops.gp)
     GPActiveLearner  the resumable regression AL loop (records.jsonl, checkpoints, fixed test set)
     GP_STRATEGIES    gp_variance, gp_batch_variance (greedy, fantasised means), random
     Embedding        feature sources: train-initial (EGNN on the initial set), checkpoint:PATH,

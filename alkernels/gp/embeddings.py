@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from alkernels._logging import progress_bar
+from alkernels._paths import user_path
 from alkernels.data._store import load_cached_array, save_cached_array
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import GraphDataset, collate
@@ -48,7 +50,7 @@ def parse_embedding(spec: str) -> tuple[str, str | None]:
     kind, _, path = spec.partition(":")
     if kind not in EMBEDDINGS or (kind == "checkpoint") != bool(path):
         raise ValueError(f"unknown embedding {spec!r}; expected train-initial, checkpoint:PATH or composition")
-    if kind == "checkpoint" and not Path(path).is_file():
+    if kind == "checkpoint" and not user_path(path).is_file():
         raise ValueError(f"embedding checkpoint {path!r} does not exist")
     return kind, path or None
 
@@ -115,7 +117,7 @@ def load_encoder(path: str | os.PathLike, backend: str = "auto") -> EGNN:
     ``initial.pt``. The transfer-learning format will be added here.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(user_path(path), map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors of every kind: report the file and the cause
         raise ValueError(f"cannot read encoder weights from {path}: {err}") from err
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
@@ -159,8 +161,6 @@ def train_encoder(
     Targets (``dataset`` items' float ``y``) are standardised with the labelled mean and std;
     AdamW (weight decay 0), mean squared error, shuffled batches, seeded init and order.
     """
-    from tqdm.auto import tqdm
-
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     labelled = np.asarray(labelled, dtype=np.int64)
@@ -177,7 +177,7 @@ def train_encoder(
         collate_fn=collate,
     )
     model.train()
-    bar = tqdm(range(epochs), disable=not progress, leave=False, desc=f"encoder ({len(labelled)} labelled)")
+    bar = progress_bar(range(epochs), enabled=progress, leave=False, desc=f"encoder ({len(labelled)} labelled)")
 
     def batch_loss(batch: GraphBatch) -> torch.Tensor:
         batch = batch.to(device)
@@ -200,7 +200,7 @@ class Embedding:
             (``encoder-<key>.pt``, usable as ``checkpoint:PATH``) are kept; the key hashes the
             spec, its settings, the graphs, the labelled indices and targets and the seed, so
             runs that share an initial set share the encoder.
-        progress: tqdm bar while training.
+        progress: tqdm bar while training, drawn where stderr is a terminal.
     """
 
     def __init__(
@@ -219,7 +219,7 @@ class Embedding:
         self.spec = spec
         self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
         self.backend, self.device = backend, device
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = user_path(cache_dir)
         self.progress = progress
 
     @property

@@ -5,7 +5,9 @@ checksummed checkpoints, torn-line-safe records, a run identity that a resume mu
 
 - ``config.json``: the run's settings and content hashes of its data (a resume checks them).
 - ``records.jsonl``: one JSON object per step (:data:`RECORD_KEYS`, plus ``fit`` on steps where
-  the hyper-parameters were fitted), flushed every step and fsynced with every checkpoint.
+  the hyper-parameters were fitted), flushed every step and fsynced with every checkpoint. Step 0
+  scores the GP fitted on the initial set, before any query; step k follows the k-th query batch,
+  so ``queries`` labels in batches of ``batch`` make ``ceil(queries / batch) + 1`` records.
 - ``checkpoint.pt`` (and ``checkpoint.pt.prev``): the state after a step (labelled set, NumPy
   RNG, features, the GP with its posterior), every ``checkpoint_every`` steps and at the end (the
   final one without the posterior).
@@ -17,6 +19,7 @@ every record then equals the uninterrupted run's except the wall times.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -28,9 +31,13 @@ import numpy as np
 import torch
 
 from alkernels._deprecation import warn_legacy_keywords
+from alkernels._logging import progress_bar
+from alkernels._paths import user_path
 from alkernels.gp.regressor import GPConfig, GPRegressor
 from alkernels.gp.strategies import GPStrategy, get_strategy
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
+
+_log = logging.getLogger(__name__)
 
 #: The top-level keys of the GP loop's checkpoint.
 CHECKPOINT_KEYS: tuple[str, ...] = ("next_step", "labelled", "numpy_rng", "features", "gp", "finished")
@@ -127,9 +134,11 @@ class GPActiveLearner:
         train: int [n_train] indices of the pool (the initial set is drawn from it).
         test: int [n_test] indices of the fixed test set (disjoint from ``train``).
         config: the run's :class:`GPLoopConfig` (strategy, schedule, refits, seed).
-        out_dir: the run's folder.
+        out_dir: the run's folder (``~`` expands).
         gp: the GP's :class:`~alkernels.gp.GPConfig` (its seed is the run's).
-        progress: a tqdm bar over the steps.
+        progress: a tqdm bar over the steps, drawn where stderr is a terminal (``TQDM_DISABLE=1``
+            turns it off, ``ALKERNELS_PROGRESS=1`` forces it). The ``alkernels.gp.loop`` logger
+            logs the start and the end at INFO and every step at DEBUG.
         metadata: extra JSON fields for ``config.json`` (dataset, target, embedding).
         **legacy: the keyword arguments of alkernels 0.1 (``strategy=``, ``queries=``, ``gp={...}``,
             ...), mapped onto ``config`` and ``gp`` with a DeprecationWarning; removed in 0.3.
@@ -192,7 +201,7 @@ class GPActiveLearner:
         self.loop_config, self.gp_config = config, gp
         self.refit_every, self.retrain_every = int(refit_every), int(retrain_every)
         self.seed = seed
-        self.out_dir = Path(out_dir)
+        self.out_dir = user_path(out_dir)
         self.run_dir = RunDirectory(self.out_dir)
         self.checkpoint_every = checkpoint_every
         self.progress = progress
@@ -328,8 +337,6 @@ class GPActiveLearner:
             return self._run(resume, restart_round)
 
     def _run(self, resume: bool, restart_round: bool) -> list[dict]:
-        from tqdm.auto import tqdm
-
         if restart_round and not resume:
             raise ValueError("restart_round only applies with resume=True")
         records = self._prepare(resume, restart_round)
@@ -342,11 +349,20 @@ class GPActiveLearner:
         pos_of[self.train] = np.arange(self.n_train)
         y_test = torch.as_tensor(self.y[self.test])
         y_train = torch.as_tensor(self.y[self.train])
-        bar = tqdm(
+        _log.info(
+            "%s, seed %d: %s step %d of steps 0-%d (step 0: the initial set, then one per query batch), writing to %s",
+            self.strategy.name,
+            self.seed,
+            "resuming at" if self.next_step else "starting with",
+            self.next_step,
+            n_steps,
+            self.out_dir,
+        )
+        bar = progress_bar(
             total=n_steps + 1,
             initial=self.next_step,
-            disable=not self.progress,
-            desc=f"{self.strategy.name} seed {self.seed}",
+            enabled=self.progress,
+            desc=f"{self.strategy.name} seed {self.seed}, steps 0-{n_steps}",
         )
         with open(self.records_path, "a", encoding="utf-8") as out:
             for step in range(self.next_step, n_steps + 1):
@@ -403,5 +419,15 @@ class GPActiveLearner:
                     self._checkpoint(out)
                 bar.update(1)
                 bar.set_postfix(mae=f"{record['mae']:.4f}", n=record["labelled_count"])
+                _log.debug("step %d/%d: %d labelled, MAE %.5g", step, n_steps, record["labelled_count"], record["mae"])
         bar.close()
+        _log.info(
+            "%s, seed %d: step %d/%d, %d labelled, MAE %.5g",
+            self.strategy.name,
+            self.seed,
+            n_steps,
+            n_steps,
+            records[-1]["labelled_count"],
+            records[-1]["mae"],
+        )
         return records

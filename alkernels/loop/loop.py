@@ -6,7 +6,8 @@ an exclusive lock on the folder while the run works):
 - ``config.json``: the run's identity: every setting that changes its results, the model's and
   strategy's settings, and content hashes of the training and test data. A resume with any
   difference is refused, naming each one.
-- ``records.jsonl``: one JSON object per finished round, appended, flushed and fsynced.
+- ``records.jsonl``: one JSON object per finished round, appended, flushed and fsynced; its
+  ``round`` counts from 0, as the progress bar, the log and ``alkernels run``'s table do.
 - ``initial.pt``: the model's (and the strategy module's) ORIGINAL initial weights.
 - ``checkpoint.pt``: the state after the last finished round (model, optimiser, strategy module,
   labelled set, the torch / numpy / Python RNG states), checksummed and replaced atomically;
@@ -28,6 +29,7 @@ the labelled set, each record), so only rank 0's node needs the folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -45,12 +47,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
 from alkernels._deprecation import warn_legacy_keywords
+from alkernels._logging import progress_bar
+from alkernels._paths import user_path
 from alkernels.data.dataset import collate
 from alkernels.loop.epochs import epoch_schedule
 from alkernels.loop.rundir import DamagedCheckpointError, RunDirectory, fingerprint
 from alkernels.loop.rundir import read_records as _read_records
 from alkernels.loop.trainer import Trainer
 from alkernels.strategies import Pool, Strategy
+
+_log = logging.getLogger(__name__)
 
 #: The top-level keys of the loop's checkpoint (``rank_rngs`` too in a distributed run).
 CHECKPOINT_KEYS: tuple[str, ...] = (
@@ -241,7 +247,9 @@ class LoopRuntime:
     Attributes:
         device: torch device for the model.
         eval_batch_size: batch size for evaluation and pool scoring.
-        progress: show a tqdm bar per round.
+        progress: a tqdm bar per round, drawn where stderr is a terminal (``TQDM_DISABLE=1``
+            turns it off, ``ALKERNELS_PROGRESS=1`` forces it). Whatever this says, each round
+            is logged at INFO by the ``alkernels.loop`` logger.
         distributed: run on every rank of a torchrun job (see :class:`ActiveLearningLoop`).
     """
 
@@ -275,7 +283,7 @@ class ActiveLearningLoop:
             (int64 [B], class indices).
         test: the test split.
         config: the run's :class:`LoopConfig` (schedule, optimiser, reset policy, seed).
-        out_dir: where records and checkpoints go.
+        out_dir: where records and checkpoints go (``~`` expands).
         runtime: :class:`LoopRuntime` (device, evaluation batch size, progress bar, distributed).
             Distributed: the loop runs on every rank of a torchrun job (joining it if needed;
             ``device="cuda"`` means each rank's ``cuda:LOCAL_RANK``). The schedule, batch size
@@ -327,7 +335,7 @@ class ActiveLearningLoop:
         self.epochs = None if config.epoch_budget is not None else config.epochs
         self.reset_weights = config.reset_weights
         self.reset_optimizer = config.resets_optimizer
-        self.out_dir = Path(out_dir)
+        self.out_dir = user_path(out_dir)
         self.run_dir = RunDirectory(self.out_dir)
         self.batch_size, self.eval_batch_size = config.batch_size, runtime.eval_batch_size
         self.lr, self.weight_decay = config.lr, config.weight_decay
@@ -526,16 +534,14 @@ class ActiveLearningLoop:
     def _train(self, round_: int) -> None:
         """The round's epochs on the labelled set: one process, or each global batch split over
         the ranks (the feed is chosen by ``distributed``); the steps are the trainer's."""
-        from tqdm.auto import tqdm
-
         epochs = self.epochs_per_round[round_]
         feed = _ShardedFeed(self) if self.distributed else _LocalFeed(self)
         ranks = f", {self.world_size} ranks" if self.distributed else ""
-        bar = tqdm(
+        bar = progress_bar(
             total=epochs * feed.steps,
-            disable=not self.progress or self.rank != 0,
+            enabled=self.progress and self.rank == 0,
             leave=False,
-            desc=f"round {round_ + 1}/{self.rounds} ({len(self.labelled)} labelled{ranks})",
+            desc=f"round {round_}/{self.rounds - 1} ({len(self.labelled)} labelled{ranks})",
         )
         feed.train_mode()
         for epoch in range(epochs):
@@ -612,20 +618,31 @@ class ActiveLearningLoop:
 
     def _run(self, resume: bool, restart_round: bool) -> list[dict]:
         records = self._prepare(resume, restart_round)
+        if self.rank == 0 and self.next_round < self.rounds:
+            _log.info(
+                "%s, seed %d: %s round %d of rounds 0-%d (%d labelled), writing to %s",
+                self.strategy.name,
+                self.seed,
+                "resuming at" if self.next_round else "starting with",
+                self.next_round,
+                self.rounds - 1,
+                len(self.labelled),
+                self.out_dir,
+            )
         for r in range(self.next_round, self.rounds):
             if r > 0 and self.reset_weights:
                 self._load_weights(self.initial_weights)
             if r > 0 and self.reset_optimizer:
                 self.trainer = self._make_trainer()
             t0 = time.perf_counter()
-            with self._phase(f"training, round {r + 1}"):
+            with self._phase(f"training, round {r}"):
                 self._train(r)
             train_seconds = time.perf_counter() - t0
-            with self._phase(f"evaluation, round {r + 1}"):
+            with self._phase(f"evaluation, round {r}"):
                 accuracy, loss = self.evaluate()
             queried: list[int] = []
             t0 = time.perf_counter()
-            with self._phase(f"query, round {r + 1}"):
+            with self._phase(f"query, round {r}"):
                 if r + 1 < self.rounds:
                     queried = self._query(self.schedule[r + 1] - self.schedule[r])
             query_seconds = time.perf_counter() - t0
@@ -640,22 +657,33 @@ class ActiveLearningLoop:
                 "queried": queried,
             }
             if self.distributed:
-                with self._phase(f"sharing the record, round {r + 1}"):
+                with self._phase(f"sharing the record, round {r}"):
                     record = dist_mod.broadcast_object(record)  # rank 0's labelled set and timings
                 if record["queried"] != queried:
                     raise dist_mod.DistributedError(
-                        f"rank {self.rank} queried other structures than rank 0 in round {r + 1}: strategy "
+                        f"rank {self.rank} queried other structures than rank 0 in round {r}: strategy "
                         f"{self.strategy.name!r}'s query_distributed must give every rank the same answer",
                         rank=self.rank,
-                        phase=f"query, round {r + 1}",
+                        phase=f"query, round {r}",
                     )
             self.labelled.extend(record["queried"])
             self.next_round = r + 1
-            with self._phase(f"checkpoint, round {r + 1}"):
+            with self._phase(f"checkpoint, round {r}"):
                 if self.writes_files:
                     self.run_dir.append_record(record)
                 self._checkpoint()
             records.append(record)
+            if self.rank == 0:
+                _log.info(
+                    "round %d/%d: %d labelled, accuracy %.2f%%, loss %.4f (train %.1f s, query %.1f s)",
+                    r,
+                    self.rounds - 1,
+                    record["labelled_count"],
+                    100 * record["accuracy"],
+                    record["loss"],
+                    record["train_seconds"],
+                    record["query_seconds"],
+                )
         return records
 
 

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 from alkernels.ops.arch import ARCH_LIMITS, FEATURES, KernelConfig, check_arch, occupancy
 
 #: Architectures compiled by default: Titan X/Xp, Titan V, A100, H100/H200.
@@ -129,8 +130,9 @@ def _tool(name: str) -> str:
 
 
 def cache_dir() -> Path:
-    """Where cubins are cached: ``$ALKERNELS_AOT_CACHE`` or ``~/.cache/alkernels/aot``."""
-    return Path(os.environ.get("ALKERNELS_AOT_CACHE", Path.home() / ".cache" / "alkernels" / "aot"))
+    """Where cubins are cached: ``$ALKERNELS_AOT_CACHE`` (``~`` expanded) or
+    ``~/.cache/alkernels/aot``."""
+    return user_path(os.environ.get("ALKERNELS_AOT_CACHE", Path.home() / ".cache" / "alkernels" / "aot"))
 
 
 def _key(cfg: KernelConfig, arch: int) -> str:
@@ -255,7 +257,12 @@ def run(
 ) -> list[AotRow]:
     """Compile every configuration of ``families`` (optionally only the named ``kernels``) for
     every arch of ``archs``; one :class:`AotRow` each, in a fixed order. ``jobs`` > 1 compiles
-    in that many worker processes (compilation is CPU-bound)."""
+    in that many worker processes (compilation is CPU-bound).
+
+    Raises:
+        ValueError: an unknown architecture, or a kernel name that no configuration of
+            ``families`` has (the message lists the known ones).
+    """
     for arch in archs:
         if arch not in ARCH_LIMITS:
             raise ValueError(f"unknown architecture sm_{arch}; known: {', '.join(f'sm_{a}' for a in ARCH_LIMITS)}")
@@ -263,15 +270,19 @@ def run(
     families = tuple(families)
     configs = all_configs(families)
     wanted = None if kernels is None else set(kernels)
+    known = sorted({cfg.kernel for cfg in configs})
+    unknown = sorted(set() if wanted is None else wanted - set(known))
+    if unknown:
+        raise ValueError(f"unknown kernel(s) {', '.join(unknown)}; known: {', '.join(known)}")
     work = [
         (i, arch)
         for arch in archs
         for i, cfg in enumerate(configs)
         if cfg.chosen_on(arch) and (wanted is None or cfg.kernel in wanted)
     ]
-    from tqdm.auto import tqdm
+    from alkernels._logging import progress_bar
 
-    bar = tqdm(total=len(work), disable=not progress, desc="aot", leave=False)
+    bar = progress_bar(total=len(work), enabled=progress, desc="aot", leave=False)
     if jobs <= 1:
         rows = []
         for i, arch in work:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 from alkernels.data._store import load_cached_array, save_cached_array
 from alkernels.strategies.base import Pool, Strategy
 
@@ -49,11 +49,11 @@ class OrderStrategy(Strategy):
 
     Args:
         cache_dir: optional folder for the computed order (one small ``.npy`` per dataset and
-            settings).
+            settings; ``~`` expands).
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = user_path(cache_dir)
         self._dataset_id: int | None = None
         self._rank: np.ndarray | None = None
 

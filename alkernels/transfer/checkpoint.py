@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from alkernels import __version__
+from alkernels._paths import user_path
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor, SpaceGroupClassifier
 from alkernels.transfer.train import TrainResult
 
@@ -69,13 +70,13 @@ def save(
 
     Args:
         model: a :class:`PropertyRegressor` or the result of ``pretrain``/``finetune``/``fit``.
-        path: the file to write (its folder is created); written to a temporary file, fsynced and
-            renamed, so a reader never sees a partial checkpoint.
+        path: the file to write (its folder is created; ``~`` expands); written to a temporary
+            file, fsynced and renamed, so a reader never sees a partial checkpoint.
         data_hash: the training data's content hash (default: the result's, else None).
         metadata: JSON-serialisable extra information.
 
     Returns:
-        ``path`` as a Path.
+        ``path`` as a Path, ``~`` expanded.
     """
     if isinstance(model, TrainResult):
         data_hash = data_hash if data_hash is not None else model.data_hash
@@ -99,7 +100,7 @@ def save(
         "metadata": meta,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    path = Path(path)
+    path = user_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -119,7 +120,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: the file is missing, is not a transfer checkpoint, lacks a field, or has
             a format version newer than :data:`FORMAT_VERSION`.
     """
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -198,7 +199,7 @@ def load(
         backend: EGNN backend of a newly built model (see :mod:`alkernels.ops.dispatch`).
         device: where a newly built model's weights go.
     """
-    path = Path(path)
+    path = user_path(path)
     payload = read_checkpoint(path)
     config = _config(payload, path)
     if model is None:

@@ -17,13 +17,14 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 
+from alkernels._logging import progress_bar
+from alkernels._paths import user_path
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import collate
 from alkernels.loop.rundir import read_checksummed, write_checksummed
@@ -250,7 +251,9 @@ def fit(
         config: optimisation settings.
         seed: seeds the split, the batch order and dropout (the caller's RNG state is restored).
         device: where to train (default: where the model is).
-        progress: show a tqdm bar over epochs.
+        progress: a tqdm bar over epochs, drawn where stderr is a terminal; it shows
+            ``val_score`` (the validation score below) and, for one target, ``val_mae`` (its MAE
+            in the target's units).
         desc: the bar's label.
         state_path: if set, the training state (weights, optimiser, best epoch, history, RNG
             states) is written there atomically after every epoch, and a fit that finds it
@@ -261,8 +264,6 @@ def fit(
     normalised targets.
     Validation score: the mean over targets of MAE / std (for one target, the MAE's order).
     """
-    from tqdm.auto import tqdm
-
     items = _as_list(datasets)
     targets = model.targets
     check_targets(items, targets)
@@ -319,7 +320,7 @@ def fit(
         history: list[dict] = []
         earlier = (0.0, 0.0)
         stopped = False
-        state_file = Path(state_path) if state_path is not None else None
+        state_file = user_path(state_path)
         if state_file is not None and state_file.is_file():
             # plain data only, and of the right shape: a damaged or planted file is named, never used
             state = read_checksummed(state_file, map_location=dev, keys=STATE_KEYS)
@@ -340,8 +341,8 @@ def fit(
                 state["steps"],
             )
             history, earlier, stopped = state["history"], tuple(state["seconds"]), state["stopped"]
-        bar = tqdm(
-            total=config.max_epochs, initial=len(history), desc=desc, disable=not progress, leave=False, unit="epoch"
+        bar = progress_bar(
+            total=config.max_epochs, initial=len(history), desc=desc, enabled=progress, leave=False, unit="epoch"
         )
         for epoch in range(len(history) + 1, 0 if stopped else config.max_epochs + 1):
             model.train()
@@ -375,7 +376,10 @@ def fit(
             else:
                 bad += 1
             bar.update(1)
-            bar.set_postfix(val_mae=f"{score:.4g}", best=best_epoch)
+            shown = {"val_score": f"{score:.4g}"}
+            if len(targets) == 1:
+                shown["val_mae"] = f"{val_mae[targets[0]]:.4g}"
+            bar.set_postfix(shown, best=best_epoch)
             stopped = (config.patience is not None and bad >= config.patience) or (
                 config.max_steps is not None and steps >= config.max_steps
             )

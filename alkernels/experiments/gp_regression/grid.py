@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
+from alkernels._paths import user_path
 from alkernels.data.specs import RegressionData, load_regression
 from alkernels.experiments._grid import Grid, run_grid
 from alkernels.gp import Embedding, GPActiveLearner, GPConfig, GPLoopConfig, get_strategy
@@ -132,7 +133,7 @@ def load_data(
     workers: int | None = None,
 ) -> RegressionData:
     """The preset's dataset from ``data_dir``, split and with graphs."""
-    spec = ",".join(str(Path(data_dir) / f) for f in preset.files)
+    spec = ",".join(str(user_path(data_dir) / f) for f in preset.files)
     return load_regression(
         spec,
         preset.target,
@@ -230,7 +231,7 @@ def reproduce(
     progress: bool = False,
     processes: int = 1,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Run the grid into ``out`` and keep ``out/experiment.json`` current; returns its content.
 
@@ -246,12 +247,13 @@ def reproduce(
         device, backend: the encoder's torch device and EGNN edge-op backend.
         progress: progress bars (the grid's, the encoder training's, each run's).
         processes, threads: worker processes and their threads (as for the spacegroup grid).
-        log: receives the opening line and a line per finished run without a terminal.
+        log: receives the opening line and a line per finished run without a terminal; by
+            default they go to the ``alkernels.experiments`` logger at INFO.
 
     Raises:
         CellsFailedError: after every other cell has run, when some raised.
     """
-    study = RegressionGrid(data, preset, Path(out), seeds, device=device, backend=backend, progress=progress)
+    study = RegressionGrid(data, preset, user_path(out), seeds, device=device, backend=backend, progress=progress)
     return run_grid(study, processes=processes, threads=threads, progress=progress, log=log)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
 from alkernels.experiments._report import COMPACT_RUNS, mean_std, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
@@ -54,7 +55,7 @@ def _columnar(records: list[dict]) -> dict:
 def read_runs(out: str | os.PathLike) -> list[dict]:
     """Every run of the grid in ``out`` as ``{"run", "config", "records"}`` with column-wise
     records, from ``runs/**`` when present, else from ``runs.jsonl``; sorted by ``run``."""
-    out = Path(out)
+    out = user_path(out)
     runs = [
         {
             "run": str(path.parent.relative_to(out)),
@@ -76,7 +77,7 @@ def labelled_counts(config: dict, steps: int) -> np.ndarray:
 
 def is_regression_grid(out: str | os.PathLike) -> bool:
     """Whether ``out`` holds a regression grid (its experiment.json or its runs say so)."""
-    out = Path(out)
+    out = user_path(out)
     if (out / EXPERIMENT).is_file():
         return read_experiment(out).get("study") == "gp-regression"
     first = next(iter(sorted(out.glob("runs/**/config.json"))), None)
@@ -327,8 +328,8 @@ def plot_mae(summary: pd.DataFrame, reaches: dict, path: Path, title: str, diffs
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``mae.png``, ``summary.json`` and ``runs.jsonl`` for the regression
     grid in ``out`` into ``dest`` (default ``out``); returns the paths by name."""
-    out = Path(out)
-    dest = Path(dest) if dest is not None else out
+    out = user_path(out)
+    dest = user_path(dest) if dest is not None else out
     dest.mkdir(parents=True, exist_ok=True)
     runs = read_runs(out)
     df = collect(runs)

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from alkernels._logging import configure_cli, emit
 from alkernels.gp import GPConfig, GPRegressor
 from alkernels.ops.gp import exact_memory_bytes
+
+_log = logging.getLogger(__name__)
 
 
 def sparse_accuracy(
@@ -35,10 +39,11 @@ def sparse_accuracy(
     inducing: Sequence[int],
     seed: int = 0,
     gp: GPConfig | None = None,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Rows ``{"n", "method", "inducing", "inducing_used", "mae", "rmse", "seconds", "exact_bytes"}``
-    (the sparse fit uses at most as many inducing points as it has fit points)."""
+    (the sparse fit uses at most as many inducing points as it has fit points); a line per row
+    goes to ``log``, by default to the ``alkernels.experiments`` logger at INFO."""
     order = np.random.default_rng(seed).permutation(train)
     rows = []
     for n in sizes:
@@ -63,9 +68,11 @@ def sparse_accuracy(
                     "exact_bytes": exact_memory_bytes(int(n), len(test), features.shape[1]),
                 }
             )
-            log(
+            emit(
+                log,
+                _log,
                 f"n={n} {model.method_}{'' if m is None else f' m={m}'}: MAE {rows[-1]['mae']:.4f} "
-                f"({rows[-1]['seconds']:.1f} s)"
+                f"({rows[-1]['seconds']:.1f} s)",
             )
     return rows
 
@@ -107,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    configure_cli(0)
     preset = PRESETS[args.preset]
     data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=1)
     if args.features:

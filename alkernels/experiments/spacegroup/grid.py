@@ -14,17 +14,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from alkernels import distributed as dist_mod
 from alkernels import strategies as strategies_mod
-from alkernels.data.specs import DatasetSplit
+from alkernels._paths import user_path
 from alkernels.experiments._grid import CellsFailedError, Grid, run_grid
 from alkernels.experiments._report import read_packed_runs
 from alkernels.loop.loop import ActiveLearningLoop, LoopConfig, LoopRuntime
 from alkernels.loop.rundir import RunDirectory, SettingsChangedError, read_records, settings_changes
 from alkernels.models import paper_classifier
+
+if TYPE_CHECKING:  # the data extra: the presets (and `alkernels run --help`) need none
+    from alkernels.data.specs import DatasetSplit
 
 __all__ = [
     "VARIANTS",
@@ -64,9 +68,10 @@ class Preset:
         dropout: head dropout of the classifier (MC strategies need > 0).
         passes: MC-dropout passes T.
         backend: EGNN edge-op backend.
-        precision: matmul precision of the GPU (Triton) edge kernels, ``fp32``, ``tf32`` or
-            ``bf16`` (float32 accumulation); anything but ``fp32`` also lets torch's own matmuls
-            on a CUDA device use TF32. The CPU backends compute in float32 whatever this says.
+        precision: matmul precision of the fused edge kernels, ``fp32``, ``tf32`` or ``bf16``
+            (float32 accumulation); on a CUDA device anything but ``fp32`` also lets torch's own
+            matmuls use TF32. The C++ CPU kernels take ``fp32`` or ``bf16`` (``tf32`` runs
+            as ``fp32`` under backend ``auto``); the torch backend computes in float32.
         dataset: the dataset spec used when the command gives none.
         label_mode: the classes (``alkernels.data.LABEL_MODES``); runs record it in their config
             when it is not the paper's ``"spacegroup"``.
@@ -309,7 +314,7 @@ def reproduce(
     processes: int = 1,
     threads: int | None = None,
     device: str = "cpu",
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     distributed: bool = False,
     restart_round: bool = False,
 ) -> dict:
@@ -340,7 +345,8 @@ def reproduce(
             setting is left alone unless ``threads`` is given.
         device: torch device of the model.
         log: receives the opening line (runs to do, split sizes) and, without a terminal for the
-            progress bar, a line per finished run.
+            progress bar, a line per finished run; by default they go to the
+            ``alkernels.experiments`` logger at INFO (failures as warnings).
         distributed: every rank of a torchrun job calls this; the cells run one after the other,
             each on all ranks (``ActiveLearningLoop`` with ``distributed=True``). Rank 0 decides
             which cells are left and alone writes ``out``; ``processes`` must be 1.
@@ -352,7 +358,7 @@ def reproduce(
             checkpoint, a worker process that died, ...); each failure is also logged as it
             happens. In a distributed grid the first failure stops every rank instead.
     """
-    out = Path(out)
+    out = user_path(out)
     writes = not distributed or dist_mod.is_rank_zero()
     study = SpacegroupGrid(
         data,

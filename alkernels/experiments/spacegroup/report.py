@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from alkernels._extras import missing_extra
+from alkernels._paths import user_path
 from alkernels.loop.loop import read_records
 from alkernels.loop.rundir import claim_folder
 
@@ -42,7 +43,7 @@ def read_runs(out: str | os.PathLike) -> list[dict]:
     Returns:
         ``{"run", "config", "records"}`` per run, sorted by ``run``.
     """
-    out = Path(out)
+    out = user_path(out)
     runs: dict[str, dict] = {run["run"]: run for run in read_packed_runs(out)}
     for path in sorted(out.glob("runs/**/config.json")):
         name = str(path.parent.relative_to(out))
@@ -268,8 +269,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
 
     ``runs.jsonl`` packs every run's config and records, so a copy of ``dest`` without the
     ``runs/`` folder still rebuilds the same report."""
-    out = Path(out)
-    dest = Path(dest) if dest is not None else out
+    out = user_path(out)
+    dest = user_path(dest) if dest is not None else out
     claim_folder(dest)  # only a folder alkernels writes; created when new
     runs = read_runs(out)
     summary = summarise(collect(runs))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
 from alkernels.experiments._report import mean_std, sample_std, write_text
 from alkernels.experiments.plots import pyplot
@@ -160,8 +161,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     Returns:
         name -> path of every file written.
     """
-    out = Path(out)
-    dest = Path(dest) if dest is not None else out
+    out = user_path(out)
+    dest = user_path(dest) if dest is not None else out
     dest.mkdir(parents=True, exist_ok=True)
     if not (out / EXPERIMENT).is_file():
         raise ValueError(f"{out} has no {EXPERIMENT}: not a transfer study folder")

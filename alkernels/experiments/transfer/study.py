@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alkernels._logging import emit
+from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, Grid, grid_lock, read_experiment, run_grid
 from alkernels.loop.rundir import append_record, claim_folder, file_lock, read_records
 from alkernels.models import EGNN, EGNNConfig, PropertyRegressor
@@ -51,6 +54,8 @@ from alkernels.transfer import (
     save,
 )
 from alkernels.transfer.strategies import REUSES_HEAD
+
+_log = logging.getLogger(__name__)
 
 #: The source name of the ``scratch`` cells (no pre-training).
 SCRATCH_SOURCE = "none"
@@ -203,7 +208,7 @@ class StudyData:
 def read_cells(out: str | os.PathLike) -> list[dict]:
     """The finished cells of ``out/cells.jsonl`` (a torn last line from a kill is skipped; a
     damaged line elsewhere raises :class:`~alkernels.loop.rundir.DamagedRunError` naming it)."""
-    return read_records(Path(out) / CELLS)
+    return read_records(user_path(out) / CELLS)
 
 
 def load_data(settings: StudySettings, *, loader: Callable[[str], PropertyData]) -> StudyData:
@@ -244,7 +249,7 @@ def load_data(settings: StudySettings, *, loader: Callable[[str], PropertyData])
     pretrain_sets, dropped = [], {}
     for path in settings.pretrain_data:
         name = Path(path).name
-        data = ft_all if Path(path).resolve() == Path(settings.finetune_data).resolve() else loader(path)
+        data = ft_all if user_path(path).resolve() == user_path(settings.finetune_data).resolve() else loader(path)
         keep = np.array([k not in test_keys for k in data.structure_keys()], dtype=bool)
         dropped[name] = int((~keep).sum())
         pretrain_sets.append(PropertyData(data.graphs, data.properties, data.indices[keep], name))
@@ -438,7 +443,7 @@ class TransferGrid(Grid[Cell]):
     cache: Path
     device: str = "cpu"
     progress: bool = False
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] | None = None
     load_seconds: float = 0.0
     indent: int | None = 1
     models: dict = field(default_factory=dict)
@@ -483,11 +488,13 @@ class TransferGrid(Grid[Cell]):
                 settings, self.data, cols, self.cache, device=self.device, progress=self.progress
             )
             pretraining[label] = info
-            self.log(
+            emit(
+                self.log,
+                _log,
                 f"pre-training {label}: {'cached' if info['cached'] else 'trained'} ({info['seconds']:.0f} s, "
                 f"{info['epochs']} epochs, best {info['best_epoch']}, val MAE "
                 + ", ".join(f"{k} {v:.4g}" for k, v in info["val_mae"].items())
-                + ")"
+                + ")",
             )
             self.models[label] = load(path, backend=settings.backend, device=self.device)
         return {"pretraining": pretraining}
@@ -529,7 +536,7 @@ def run_study(
     pretrain_cache: str | os.PathLike | None = None,
     device: str = "cpu",
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Run (or resume) a study into ``out``; returns the content of ``experiment.json``.
 
@@ -545,18 +552,20 @@ def run_study(
             studies may share one, since each checkpoint's name carries its settings' hash.
         device: torch device.
         progress: tqdm bars for pre-training and for the cells.
-        log: receives one line per pre-training and a summary.
+        log: receives one line per pre-training and the grid's lines (see
+            :func:`~alkernels.experiments._grid.run_grid`); by default they go to the
+            ``alkernels.experiments`` logger at INFO.
 
     Raises:
         ValueError: before any work, when ``out`` holds a study with other settings.
         CellsFailedError: after every other cell has run, when some raised.
     """
-    out = Path(out)
+    out = user_path(out)
     claim_folder(out)
     _check_settings(out, read_experiment(out), settings)  # before the data are read
     t0 = time.perf_counter()
     data = load_data(settings, loader=loader)
-    cache = Path(pretrain_cache) if pretrain_cache is not None else out / "pretrained"
+    cache = user_path(pretrain_cache) if pretrain_cache is not None else out / "pretrained"
     grid = TransferGrid(
         settings, data, out, cache, device=device, progress=progress, log=log, load_seconds=time.perf_counter() - t0
     )
