@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__version__ = "0.1.0"
+from alkernels._version import __version__ as __version__  # re-exported: the one version string
 
 _SUBMODULES = ("acquisition", "ops", "data", "models", "strategies", "loop", "gp", "distributed", "cli")
 

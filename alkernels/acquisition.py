@@ -1,7 +1,10 @@
 """Acquisition scores and query selection for pool-based active learning.
 
 Logits are [T, N, C] (T MC-dropout passes, N pool samples, C classes) or [N, C] (T = 1) in
-float32, float16 or bfloat16; every backend accumulates in float32. The eight strategies follow
+float32, float16 or bfloat16, scored in float32 on every backend, or in float64, scored in float64
+by the ``"torch"`` backend: ``"auto"`` picks it, while ``"cpu"`` and ``"triton"`` (float32
+kernels) raise ``ValueError`` instead of rounding, and scores and selected values are then float64
+too. The eight strategies follow
 ``docs/acquisition.md`` (the Energizer 0.2.0 definitions the paper used):
 
 ==========================  =========================================================
@@ -56,6 +59,7 @@ __all__ = [
     "random_indices",
 ]
 
+#: The eight strategy names, in the order of :func:`score_all`'s dict and ``docs/acquisition.md``.
 STRATEGIES: tuple[str, ...] = _ops.SCORE_ORDER
 NonFiniteLogitsError = _ops.NonFiniteLogitsError
 
@@ -63,7 +67,7 @@ Backend = Literal["auto", "torch", "cpu", "triton"]
 NonFinite = Literal["raise", "exclude"]
 Exclude = torch.Tensor | Sequence[int] | None
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: Largest pool position a selector can hold (int64 indices).
 _MAX_POSITION = torch.iinfo(torch.int64).max
 
@@ -73,7 +77,7 @@ def _as_tnc(logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in _DTYPES:
-        raise ValueError(f"unsupported logits dtype {logits.dtype}; expected float32, float16 or bfloat16")
+        raise ValueError(f"unsupported logits dtype {logits.dtype}; expected float32, float16, bfloat16 or float64")
     if logits.ndim == 2:
         logits = logits.unsqueeze(0)
     elif logits.ndim != 3:
@@ -92,7 +96,8 @@ def _check_strategy(strategy: str) -> int:
 
 
 def _score_matrix(logits: torch.Tensor, backend: str, nonfinite: str, offset: int = 0) -> torch.Tensor:
-    """float32 [8, N] scores of validated [T, N, C] logits; handles non-finite samples."""
+    """float32 [8, N] scores (float64 for float64 logits) of validated [T, N, C] logits; handles
+    non-finite samples."""
     return _ops.score_all(logits, backend, nonfinite, offset)
 
 
@@ -102,13 +107,15 @@ def score(
     """Score every pool sample with one strategy.
 
     Args:
-        logits: [N, C] or [T, N, C], float32/float16/bfloat16.
+        logits: [N, C] or [T, N, C], float32/float16/bfloat16 (scored in float32) or float64
+            (scored in float64 on the torch backend).
         strategy: one of ``STRATEGIES``.
         backend: ``"auto"``, ``"torch"``, ``"cpu"`` or ``"triton"``.
         nonfinite: ``"raise"`` or ``"exclude"`` (NaN score for samples with non-finite logits).
 
     Returns:
-        float32 [N] on the logits' device; larger means more informative.
+        float32 [N] (float64 for float64 logits) on the logits' device; larger means more
+        informative.
     """
     row = _check_strategy(strategy)
     return _score_matrix(_as_tnc(logits), backend, nonfinite)[row]
@@ -119,7 +126,8 @@ def score_all(
 ) -> dict[str, torch.Tensor]:
     """All eight strategies from ONE pass over ``logits`` ([N, C] or [T, N, C]).
 
-    Returns a dict strategy name -> float32 [N] scores (views of one [8, N] buffer).
+    Returns a dict strategy name -> float32 [N] scores (float64 for float64 logits; views of one
+    [8, N] buffer).
     """
     scores = _score_matrix(_as_tnc(logits), backend, nonfinite)
     return {name: scores[i] for i, name in enumerate(STRATEGIES)}
@@ -175,15 +183,15 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest ``scores`` [N], descending, ties broken by the lower index.
 
     NaN scores (samples excluded for non-finite logits) are never selected. Deterministic and
-    identical on CPU and GPU.
+    identical on CPU and GPU. float64 scores are ranked in float64; other dtypes in float32.
 
     Returns:
-        (indices int64 [k], values float32 [k]).
+        (indices int64 [k], values float32 [k], float64 for float64 scores).
     """
     _check_k(k)
     if scores.ndim != 1:
         raise ValueError(f"scores must be 1-D [N], got shape {tuple(scores.shape)}")
-    idx, val, _ = _ops.topk(scores.float(), k, strict=True)
+    idx, val, _ = _ops.topk(scores if scores.dtype == torch.float64 else scores.float(), k, strict=True)
     return idx, val
 
 
@@ -199,14 +207,16 @@ def select(
     """Fused scoring and selection: the ``k`` most informative pool samples.
 
     Args:
-        logits: [N, C] or [T, N, C], float32/float16/bfloat16.
+        logits: [N, C] or [T, N, C], float32/float16/bfloat16 (scored in float32) or float64
+            (scored in float64 on the torch backend).
         strategy: one of ``STRATEGIES``.
         k: query size, at most the pool size after exclusion.
         exclude: already-labelled samples, as a bool mask [N] or a list/tensor of indices.
         backend, nonfinite: as in :func:`score`.
 
     Returns:
-        (indices int64 [k], scores float32 [k]), scores descending, ties to the lower index.
+        (indices int64 [k], scores float32 [k], float64 for float64 logits), scores descending,
+        ties to the lower index.
     """
     _check_k(k)
     row = _check_strategy(strategy)
@@ -221,7 +231,8 @@ class StreamingSelector:
 
     ``update`` scores each chunk with the fused kernel and merges its best ``k`` into the running
     set, so memory is O(k + chunk) and the full [T, N, C] logits never exist. ``result()`` equals
-    :func:`select` on the concatenated logits (same indices, same order).
+    :func:`select` on the concatenated logits (same indices, same order). Scores are float32,
+    and float64 once a float64 chunk has been scored (the running set is then kept in float64).
 
     Args:
         strategy: one of ``STRATEGIES``.
@@ -292,12 +303,13 @@ class StreamingSelector:
 
     def candidates(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The running best without requiring ``k`` of them: (indices int64 [k'], scores float32
-        [k'], number of selectable rows seen), k' = min(k, selectable), on the CPU, in
+        [k'] (float64 after float64 chunks), number of selectable rows seen), k' = min(k, selectable), on the CPU, in
         :func:`select`'s order. ``alkernels.distributed`` merges these across ranks."""
         return self._idx.clone(), self._val.clone(), self._selectable
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(indices int64 [k], scores float32 [k]) over all chunks seen, on the CPU."""
+        """(indices int64 [k], scores float32 [k], float64 after float64 chunks) over all chunks
+        seen, on the CPU."""
         if self._selectable < self.k:
             raise ValueError(
                 f"k = {self.k} is larger than the pool seen so far after exclusion ({self._selectable} samples)"

@@ -73,12 +73,29 @@ py::tuple topk_desc(py::array_t<float, py::array::c_style> scores, int64_t k,
   return py::make_tuple(idx[py::slice(0, kk, 1)], val[py::slice(0, kk, 1)], valid);
 }
 
+py::array_t<float> exp_le0(py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                           const std::string& isa_name) {
+  const alk::Isa isa = alk::parse_isa(isa_name);
+  py::array_t<float> out(x.size());
+  const float* src = x.data();
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    alk::acq::exp_le0(src, dst, x.size(), isa);
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_acquisition(py::module_& m) {
   m.def("acq_score_all", &score_all, py::arg("logits"), py::arg("dtype"), py::arg("isa") = "best",
         "All eight acquisition scores in one pass. Returns (float32[8, N], first_bad_index or -1). "
-        "isa: 'best' (the widest build this CPU runs), 'avx2' or 'baseline' (the portable build).");
+        "isa: 'best' (the widest build this CPU runs), 'avx512', 'avx2' or 'baseline' (the "
+        "portable build).");
+  m.def("acq_exp", &exp_le0, py::arg("x"), py::arg("isa") = "best",
+        "The acquisition kernel's vectorised e^x for x <= 0 (clamped at the build's floor), as a "
+        "flat float32 array: for accuracy tests.");
   m.def("acq_topk", &topk_desc, py::arg("scores"), py::arg("k"), py::arg("exclude") = py::none(),
         "Top-k descending, ties to the lower index; NaN and excluded entries skipped. "
         "Returns (int64[k'], float32[k'], number_of_selectable), k' = min(k, selectable).");

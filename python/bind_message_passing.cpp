@@ -32,6 +32,15 @@ const T* data_of(const py::array& a, const char* name, std::vector<py::ssize_t> 
   return static_cast<const T*>(a.data());
 }
 
+// Python's precision= of the C++ kernels: "fp32" or "bf16" ("tf32" is a Triton mode only).
+alk::mp::Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return alk::mp::Precision::kFp32;
+  if (name == "bf16") return alk::mp::Precision::kBf16;
+  if (name == "tf32")
+    throw py::value_error("precision='tf32' is a Triton (GPU) mode; the C++ CPU kernels run 'fp32' or 'bf16'");
+  throw py::value_error("precision must be 'fp32' or 'bf16', got '" + name + "'");
+}
+
 const int64_t* index_of(const py::array& a, const char* name, py::ssize_t len) {
   require(a.dtype().is(py::dtype::of<int64_t>()), std::string(name) + " must be int64");
   require((a.flags() & py::array::c_style) != 0 && a.ndim() == 1 && a.shape(0) == len,
@@ -149,7 +158,7 @@ template <typename T>
 py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
                     const py::array& x, const py::array& shift, const py::array& src,
                     const py::array& dst, const py::array& rowptr, const py::list& wl,
-                    double eps, alk::Isa isa) {
+                    double eps, alk::Isa isa, alk::mp::Precision precision) {
   const auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   auto m = empty<T>({a.n, a.H});
   auto dx = empty<T>({a.n, 3});
@@ -157,7 +166,7 @@ py::tuple forward_t(const py::array& A, const py::array& B, const py::array& w,
   T* pdx = dx.mutable_data();
   {
     py::gil_scoped_release release;
-    alk::mp::edge_forward<T>(a, pm, pdx, isa);
+    alk::mp::edge_forward<T>(a, pm, pdx, isa, precision);
   }
   return py::make_tuple(m, dx);
 }
@@ -168,7 +177,7 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
                      const py::array& dst, const py::array& rowptr, const py::list& wl,
                      double eps, const py::array& gm, const py::array& gdx, const py::array& h,
                      const py::array& W1a, const py::array& src_perm, const py::array& src_ptr,
-                     bool detach_norm, alk::Isa isa) {
+                     bool detach_norm, alk::Isa isa, alk::mp::Precision precision) {
   auto a = unpack<T>(A, B, w, x, shift, src, dst, rowptr, wl, eps);
   alk::mp::EdgeGrads<T> g{};
   unpack_backward(a, g, gm, gdx, h, W1a, src_perm, src_ptr, detach_norm);
@@ -195,7 +204,7 @@ py::tuple backward_t(const py::array& A, const py::array& B, const py::array& w,
   g.gWx2 = gWx2.mutable_data(); g.gbx2 = gbx2.mutable_data(); g.gwx3 = gwx3.mutable_data();
   {
     py::gil_scoped_release release;
-    alk::mp::edge_backward<T>(a, g, isa);
+    alk::mp::edge_backward<T>(a, g, isa, precision);
   }
   return py::make_tuple(gB, gh, gx, gW1a, gw, gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3);
 }
@@ -245,18 +254,24 @@ void bind_message_passing(py::module_& m) {
       "egnn_edge_forward",
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
          const py::array& shift, const py::array& src, const py::array& dst,
-         const py::array& rowptr, const py::list& weights, double eps, const std::string& isa) {
+         const py::array& rowptr, const py::list& weights, double eps, const std::string& isa,
+         const std::string& precision) {
         const alk::Isa k = alk::parse_isa(isa);
+        const alk::mp::Precision p = parse_precision(precision);
         if (is_dtype(A, py::dtype::of<float>()))
-          return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k);
+          return forward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k, p);
         if (is_dtype(A, py::dtype::of<double>()))
-          return forward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k);
+          return forward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, k, p);
         throw py::value_error("egnn_edge_forward supports float32 and float64 only");
       },
       "Fused EGNN edge forward. Returns (m [n, H], dx [n, 3]). isa: 'best' (the widest build this "
-      "CPU runs), 'avx512' (widths multiples of 32), 'avx2' or 'baseline' (they agree to rounding).", py::arg("A"), py::arg("B"),
+      "CPU runs), 'avx512' (widths multiples of 32), 'avx2' or 'baseline' (they agree to rounding), "
+      "and with precision='bf16' also 'avx512bf16' (VDPBF16PS; the others then emulate it). "
+      "precision: 'fp32' (the input dtype) or 'bf16' (float32 inputs: bfloat16 inputs to the "
+      "per-edge tile GEMMs, float32 sums).", py::arg("A"), py::arg("B"),
       py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"), py::arg("dst"),
-      py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("isa") = "best");
+      py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("isa") = "best",
+      py::arg("precision") = "fp32");
   m.def(
       "egnn_edge_backward",
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,
@@ -264,22 +279,27 @@ void bind_message_passing(py::module_& m) {
          const py::array& rowptr, const py::list& weights, double eps, const py::array& gm,
          const py::array& gdx, const py::array& h, const py::array& W1a,
          const py::array& src_perm, const py::array& src_ptr, bool detach_norm,
-         const std::string& isa) {
+         const std::string& isa, const std::string& precision) {
         const alk::Isa k = alk::parse_isa(isa);
+        const alk::mp::Precision p = parse_precision(precision);
         if (is_dtype(A, py::dtype::of<float>()))
           return backward_t<float>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
-                                   h, W1a, src_perm, src_ptr, detach_norm, k);
+                                   h, W1a, src_perm, src_ptr, detach_norm, k, p);
         if (is_dtype(A, py::dtype::of<double>()))
           return backward_t<double>(A, B, w, x, shift, src, dst, rowptr, weights, eps, gm, gdx,
-                                    h, W1a, src_perm, src_ptr, detach_norm, k);
+                                    h, W1a, src_perm, src_ptr, detach_norm, k, p);
         throw py::value_error("egnn_edge_backward supports float32 and float64 only");
       },
       "Fused EGNN edge backward (recomputes edge activations). Returns (gB, gh, gx, gW1a, gw, "
-      "gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3). isa as for egnn_edge_forward.",
+      "gW2, gb2, gW3, gb3, gWx1, gbx1, gWx2, gbx2, gwx3). isa and precision as for "
+      "egnn_edge_forward.",
       py::arg("A"), py::arg("B"), py::arg("w"), py::arg("x"), py::arg("shift"), py::arg("src"),
       py::arg("dst"), py::arg("rowptr"), py::arg("weights"), py::arg("eps"), py::arg("grad_m"),
       py::arg("grad_dx"), py::arg("h"), py::arg("W1a"), py::arg("src_perm"), py::arg("src_ptr"),
-      py::arg("detach_norm"), py::arg("isa") = "best");
+      py::arg("detach_norm"), py::arg("isa") = "best", py::arg("precision") = "fp32");
+  m.def("egnn_bf16_native", &alk::mp::native_bf16,
+        "Whether precision='bf16' runs native VDPBF16PS code here (the avx512bf16 build was compiled "
+        "and the CPU has AVX512_BF16) for widths that are multiples of 32; else it is emulated.");
   m.def(
       "egnn_edge_double_backward",
       [](const py::array& A, const py::array& B, const py::array& w, const py::array& x,

@@ -94,6 +94,42 @@ def test_all_strategies_match_float64_spec(backend: str, dtype: torch.dtype) -> 
             assert err < tol, f"{backend} {dtype} {shape} {name}: rel error {err:.2e}"
 
 
+def test_float64_logits_are_scored_in_float64() -> None:
+    """float64 logits take the torch path in float64 (backend "auto" picks it): float64 scores
+    that match the float64 spec to rounding, and rankings at float64 resolution."""
+    for i, shape in enumerate([(37, 230), (4, 101, 230), (5, 37, 2)]):
+        logits = random_logits(shape, seed=i).double()
+        want = spec_scores(logits)
+        for backend in ("auto", "torch"):
+            got = acq.score_all(logits, backend=backend)
+            for name in acq.STRATEGIES:
+                assert got[name].dtype == torch.float64 and got[name].shape == (shape[-2],)
+                err = rel_error(got[name], want[name])
+                assert err < 1e-12, f"{backend} {shape} {name}: rel error {err:.2e}"
+        assert acq.score(logits, "bald").dtype == torch.float64
+    # identical MC passes: BALD is exactly 0 in float64 too, so such samples tie
+    same = random_logits((1, 50, 230), seed=5).double().expand(4, 50, 230)
+    assert torch.equal(acq.score(same, "bald"), torch.zeros(50, dtype=torch.float64))
+    # margins -tanh(d / 2) of -1e-9 and -5e-10: float32 rounds both probabilities to 0.5
+    close = torch.tensor([[0.0, 2e-9], [0.0, 1e-9], [0.0, 3e-9]], dtype=torch.float64)
+    margin = acq.score(close, "margin")
+    assert torch.allclose(margin, -torch.tanh(close[:, 1] / 2), rtol=1e-6, atol=0)
+    idx, val = acq.select(close, "margin", 2)
+    assert idx.tolist() == [1, 0] and val.dtype == torch.float64 and val[0] == margin[1]
+    # streaming float64 chunks equals select on the whole pool, in float64
+    logits = random_logits((3, 60, 9), seed=7).double()
+    sel = acq.StreamingSelector("bald", 10, exclude=[3, 41])
+    for a in range(0, 60, 25):
+        sel.update(logits[:, a : a + 25])
+    want_idx, want_val = acq.select(logits, "bald", 10, exclude=[3, 41])
+    got_idx, got_val = sel.result()
+    assert got_idx.tolist() == want_idx.tolist() and torch.equal(got_val, want_val)
+    assert got_val.dtype == torch.float64
+    # topk of float64 scores ranks them in float64
+    idx, val = acq.topk(torch.tensor([1.0, 1.0 + 1e-12, float("nan")], dtype=torch.float64), 2)
+    assert idx.tolist() == [1, 0] and val.dtype == torch.float64 and val[0] == 1.0 + 1e-12
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_single_pass_identities(backend: str) -> None:
     logits = on(backend, random_logits((1, 64, 230), seed=3))
@@ -158,7 +194,7 @@ def test_large_common_offset(backend: str, offset: float) -> None:
 
 
 @pytest.mark.skipif(not has_ext(), reason="needs the compiled extension")
-@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cpu_builds_match_spec(isa: str, dtype: torch.dtype) -> None:
     """Every build of the C++ kernel this CPU runs, the portable one included (which the default
@@ -183,8 +219,6 @@ def test_cpu_builds_match_spec(isa: str, dtype: torch.dtype) -> None:
             assert err < tol, f"{isa} {dtype} {shape} {name}: rel error {err:.2e}"
     with pytest.raises(ValueError, match="isa must be"):
         ext().acq_score_all(random_logits((1, 2, 3)).numpy(), "float32", isa="avx9")
-    with pytest.raises(ValueError, match="not available for the acquisition kernels"):
-        ext().acq_score_all(random_logits((1, 2, 3)).numpy(), "float32", isa="avx512")
 
 
 def test_topk_descending_ties_to_lower_index() -> None:
@@ -282,8 +316,9 @@ def test_nonfinite_logits_raise_or_exclude(backend: str, bad: float) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_input_errors(backend: str) -> None:
     good = on(backend, random_logits((2, 8, 5)))
-    with pytest.raises(ValueError, match="dtype"):
-        acq.score_all(good.double(), backend=backend)
+    if backend != "torch":  # the fused kernels are float32: float64 is refused, never rounded
+        with pytest.raises(ValueError, match="float64 logits are scored in float64 by 'torch'"):
+            acq.score_all(good.double(), backend=backend)
     with pytest.raises(ValueError, match="dtype"):
         acq.score_all(good.to(torch.int32), backend=backend)
     with pytest.raises(ValueError, match="dims"):

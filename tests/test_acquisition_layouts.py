@@ -31,7 +31,7 @@ def nct(n: int, c: int, t: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
     return (torch.randn((n, c, t), generator=g) * 3).to(dtype)
 
 
-@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape",

@@ -45,21 +45,24 @@ def test_occupancy_from_registers_and_shared_memory() -> None:
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton extra")
-def test_unknown_kernel_is_an_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_kernel_is_an_error() -> None:
     """``--kernel`` with a name no configuration has exits 2 naming it and the known kernels,
-    before anything compiles, instead of printing an empty table."""
-    from alkernels.ops import aot
-
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        aot.main(["--kernel", "nonexistent", "_score_all_kernel", "--arch", "80"])
-    assert exit_info.value.code == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert "error: unknown kernel(s) nonexistent; known: " in err
-    assert "_score_all_kernel" in err and "_edge_fwd_kernel" in err
-    with pytest.raises(ValueError, match="unknown kernel"):
-        aot.run([80], kernels=["_score_all"])
+    before anything compiles, instead of printing an empty table. In a subprocess without
+    ``TRITON_INTERPRET``: importing the kernel modules there makes compiled kernels, which must
+    not replace the interpreted ones this test process uses."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    argv = [sys.executable, "-m", "alkernels.ops.aot", "--kernel", "nonexistent", "_score_all_kernel", "--arch", "80"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert "error: unknown kernel(s) nonexistent; known: " in done.stderr
+    assert "_score_all_kernel" in done.stderr and "_edge_fwd_kernel" in done.stderr
+    check = (
+        "from alkernels.ops import aot\n"
+        "try:\n    aot.run([80], kernels=['_score_all'])\nexcept ValueError as e:\n    print(e)"
+    )
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert "unknown kernel" in done.stdout, done.stderr
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs the triton extra")

@@ -161,6 +161,19 @@ def test_opcheck_score_all(backend: str, dtype: torch.dtype) -> None:
     )
 
 
+def test_opcheck_score_all_and_topk_float64() -> None:
+    """float64 logits on the torch backend: float64 scores, from the op and its fake alike; the
+    fused backends refuse them inside the op rather than round them."""
+    logits = torch.randn(3, 40, 7, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.alkernels.score_all.default, (logits, "torch", "raise", 0))
+    assert torch.ops.alkernels.score_all(logits, "torch", "raise", 0).dtype == torch.float64
+    scores = torch.randn(50, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.alkernels.topk.default, (scores, 6, None, 0, True))
+    assert torch.ops.alkernels.topk(scores, 6, None, 0, True)[1].dtype == torch.float64
+    with pytest.raises(ValueError, match="float64 logits take backend 'torch'"):
+        torch.ops.alkernels.score_all(logits, "cpu", "raise", 0)
+
+
 def test_opcheck_topk_and_merge() -> None:
     scores = torch.randn(50)
     scores[7] = float("nan")

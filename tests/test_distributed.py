@@ -122,6 +122,12 @@ def _check_selection(rank: int, world: int) -> None:
     )
     with pytest.raises(ValueError, match="shards overlap"):
         D.select_distributed(torch.zeros(2, 5, 3), "bald", 3, offset=0)
+    # float64 on one rank: the float32 merge would not rank it as acquisition.select does
+    clean = flat[:, lo:hi]
+    with pytest.raises(ValueError, match=r"float64 logits: .*\(rank 0\)$"):
+        D.select_distributed(clean.double() if rank == 0 else clean, "bald", 2, offset=lo)
+    with pytest.raises(ValueError, match=r"float64 scores: .*\(rank 1\)$"):
+        D.topk_distributed(torch.rand(5, dtype=torch.float64 if rank else torch.float32), 2, offset=5 * rank)
 
 
 @pytest.mark.timeout(120)
@@ -228,13 +234,13 @@ def test_two_ranks_label_the_same_structures_as_one_process(two_rank_runs, tmp_p
 
 @pytest.mark.timeout(240)
 def test_a_dying_rank_fails_the_run_and_resume_finishes_it(two_rank_runs, tmp_path):
-    # rank 1 SIGKILLs itself at its 8th training step: in the middle of round 3's training
+    # rank 1 SIGKILLs itself at its 8th training step: in the middle of the third round's (round 2) training
     res, seconds = torchrun(
         WORKER, "--out", tmp_path, "--strategies", "bald:0.1", "--kill-rank", 1, "--kill-at", 8, "--timeout", 30
     )
     output = res.stdout + res.stderr
     assert res.returncode != 0 and seconds < 90, output[-3000:]
-    assert "rank 0 of 2 failed during training, round 3" in output, output[-3000:]
+    assert "rank 0 of 2 failed during training, round 2" in output, output[-3000:]
     assert "exitcode  : -9" in output  # torchrun's summary: the rank that was killed
     assert [r["round"] for r in read_records(tmp_path / "bald" / "records.jsonl")] == [0, 1]
     res, _ = torchrun(WORKER, "--out", tmp_path, "--strategies", "bald:0.1", "--resume", "--timeout", 30)
@@ -300,7 +306,7 @@ def test_cli_run_under_torchrun(cif_dir, tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     records = read_records(out / "records.jsonl")
     assert [r["labelled_count"] for r in records] == [3, 6, 9]
-    assert res.stdout.count("distributed: 2 ranks, backend gloo") == 1  # rank 0 alone prints
+    assert res.stderr.count("distributed: 2 ranks, backend gloo") == 1  # rank 0 alone logs it
     assert res.stdout.count("round  labelled") == 1
 
 

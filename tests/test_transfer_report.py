@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("matplotlib")
-from alkernels.experiments.transfer.report import _findings, aggregate  # noqa: E402
+from alkernels.experiments.transfer.report import _by_repeat, _findings  # noqa: E402
 
 
 def _cells(scratch: float, tuned: float, median: float) -> list[dict]:
@@ -37,17 +37,20 @@ def _cells(scratch: float, tuned: float, median: float) -> list[dict]:
 
 
 def test_findings_say_when_no_model_beats_the_median():
-    agg = aggregate(_cells(scratch=1.2, tuned=1.1, median=1.0))
-    findings = _findings(agg, [["src"]], ["all"], [10, 100], True, {"src": {10: "all", 100: "all"}})
+    findings, versus = _findings(
+        _by_repeat(_cells(scratch=1.2, tuned=1.1, median=1.0)), [["src"]], ["all"], [10, 100], True
+    )
     first = findings[0]
-    assert first.startswith("Against the median baseline (no model): the best model's mean test MAE is lower at 0 of 2")
-    assert "10: +10.0% (`src` all)" in first and "say nothing about transfer" in first
-    # the scratch comparison still follows
-    assert any(f.startswith("PT-FT vs scratch, `src`") for f in findings[1:])
+    assert first.startswith("Against the median baseline (no model): 0 of 4 (model, size) cells")
+    assert "say nothing about transfer" in first
+    # the paired scratch comparison still follows: the same wobble in both, so a zero-width interval
+    assert findings[1] == "`src` all vs scratch: lower at 10, 100; higher at no size; interval contains 0 at 0 of 2."
+    assert versus["src"]["all"][10].mean == pytest.approx(100 * (1.1 / 1.2 - 1))
 
 
 def test_findings_name_the_sizes_where_a_model_beats_the_median():
-    agg = aggregate(_cells(scratch=0.9, tuned=0.5, median=1.0))
-    first = _findings(agg, [["src"]], ["all"], [10, 100], True, {"src": {10: "all", 100: "all"}})[0]
-    assert "lower at 2 of 2 sizes (10: -50.0% (`src` all), 100: -50.0% (`src` all))." in first
-    assert "say nothing" not in first
+    findings, _ = _findings(_by_repeat(_cells(scratch=0.9, tuned=0.5, median=1.0)), [["src"]], ["all"], [10, 100], True)
+    assert findings[0].startswith(
+        "Against the median baseline (no model): 3 of 4 (model, size) cells"
+    )  # not scratch at 10
+    assert "say nothing" not in findings[0]

@@ -40,6 +40,12 @@ from alkernels.ops.acquisition import topk as local_topk
 __all__ = ["DistributedStreamingSelector", "select_distributed", "topk_distributed"]
 
 _OK, _FAILED = 0, 1
+#: Why float64 logits and scores are refused: the merge packs float32 keys, so a float64 pool
+#: would be ranked differently from ``acquisition.select``, which ranks float64 in float64.
+_NO_FLOAT64 = (
+    "distributed selection merges float32 scores; pass float32 logits or scores "
+    "(alkernels.acquisition ranks float64 in float64 in one process)"
+)
 
 
 def _rows(chunk: torch.Tensor) -> int:
@@ -96,8 +102,9 @@ class DistributedStreamingSelector:
     Create it on every rank with the same arguments. ``update`` is local (no communication);
     ``result`` is collective, so every rank must call it once. Offsets are GLOBAL pool rows; the
     rows of different ranks must not overlap (an overlap that reaches the candidates raises).
-    A ``ValueError`` while scoring a chunk (non-finite logits, a bad shape) is kept and raised by
-    ``result`` on every rank, naming the rank, so no rank is left waiting.
+    A ``ValueError`` while scoring a chunk (non-finite logits, a bad shape, float64 logits, which
+    the float32 merge cannot rank as :func:`~alkernels.acquisition.select` does) is kept and
+    raised by ``result`` on every rank, naming the rank, so no rank is left waiting.
 
     Args:
         strategy, k, exclude, backend, nonfinite: as in :class:`StreamingSelector`; ``exclude``
@@ -126,6 +133,8 @@ class DistributedStreamingSelector:
         if self._error is not None:
             return
         try:
+            if isinstance(logits_chunk, torch.Tensor) and logits_chunk.dtype == torch.float64:
+                raise ValueError(f"float64 logits: {_NO_FLOAT64}")
             self._local.update(logits_chunk, offset=int(offset))
         except ValueError as err:
             self._error = str(err)
@@ -152,8 +161,9 @@ def select_distributed(
     whose rows are spread over the ranks. Collective: call it on every rank.
 
     Args:
-        local_logits_or_chunks: this rank's logits [n, C] or [T, n, C], or an iterable of such
-            chunks covering consecutive rows (streamed: only one chunk is held at a time).
+        local_logits_or_chunks: this rank's logits [n, C] or [T, n, C] (float32, float16 or
+            bfloat16; float64 raises on every rank), or an iterable of such chunks covering
+            consecutive rows (streamed: only one chunk is held at a time).
         strategy: one of ``acquisition.STRATEGIES``.
         k: query size, at most the pool size after exclusion (larger than any shard is fine).
         offset: the global pool row of this rank's first row (see :func:`shard_range`).
@@ -186,8 +196,8 @@ def topk_distributed(
     e.g. predicted losses). Collective.
 
     Args:
-        local_scores: float [n], the scores of global rows ``[offset, offset + n)``; NaN rows are
-            never selected.
+        local_scores: float [n] (float32, float16 or bfloat16; float64 raises on every rank), the
+            scores of global rows ``[offset, offset + n)``; NaN rows are never selected.
         k, offset, exclude, group: as in :func:`select_distributed`.
 
     Returns:
@@ -203,6 +213,8 @@ def topk_distributed(
     selectable = 0
     if local_scores.ndim != 1:
         error = f"local scores must be 1-D [n], got shape {tuple(local_scores.shape)}"
+    elif local_scores.dtype == torch.float64:
+        error = f"float64 scores: {_NO_FLOAT64}"
     else:
         scores = local_scores.float()
         mask = _chunk_mask(_exclude_indices(exclude), scores.numel(), scores.device, offset=offset)

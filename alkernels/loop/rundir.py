@@ -8,8 +8,9 @@ Guarantees (every long run of the library writes through this module):
   existed); any other non-empty folder raises :class:`ForeignFolderError` before anything is
   written, so a mistyped ``--out`` never touches a user's files. Temporary files are removed only
   under this module's own names (``.<name>.<pid>.alk-tmp``).
-- **One writer.** :meth:`RunDirectory.lock` takes an exclusive OS lock (``flock``) on
-  ``<dir>/.lock``, released on exit and by the OS when a process dies; a second process gets
+- **One writer.** :meth:`RunDirectory.lock` takes an exclusive OS lock (``flock``; on Windows,
+  ``msvcrt.locking``: see :mod:`alkernels._locking`) on ``<dir>/.lock``, released on exit and by
+  the OS when a process dies; a second process gets
   :class:`RunInUseError` naming the holder's PID. The lock file is opened without following a
   symlink and is never truncated unless it is the library's own (empty or a PID).
 - **Records.** ``records.jsonl`` is append-only: one JSON line per finished step, flushed and
@@ -36,7 +37,6 @@ Guarantees (every long run of the library writes through this module):
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -51,6 +51,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
+from alkernels._locking import NOFOLLOW, lock, unlock
+from alkernels._paths import user_path
 
 _MAGIC = b"ALKCKPT1\n"
 _LOCK = ".lock"
@@ -101,6 +104,10 @@ def fingerprint(*parts: Any) -> str:
 
 
 def _fsync_dir(path: Path) -> None:
+    """Make a rename in the folder ``path`` durable (Windows cannot open a folder for that: there
+    the rename's own journaling is all there is)."""
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -232,16 +239,16 @@ def claim_folder(path: Path) -> None:
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the file ``path`` meanwhile, waiting while another process
+    """Hold an exclusive lock on the file ``path`` meanwhile, waiting while another process
     holds it (the file is created when absent; a symlink is refused): for work that two
     processes must not do at once, such as building one cache entry."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock(fd)
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            unlock(fd)
     finally:
         os.close(fd)
 
@@ -263,7 +270,7 @@ def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[dict]
     Raises:
         DamagedRunError: a line other than the last is not a JSON object; names file and line.
     """
-    p = Path(path)
+    p = user_path(path)
     if not p.exists():
         return []
     data = p.read_bytes()
@@ -302,7 +309,7 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike, checkpoint: str = "checkpoint.pt") -> None:
-        self.path = Path(path).expanduser()
+        self.path = user_path(path)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output {self.path} exists and is not a directory")
         self.checkpoint_path = self.path / checkpoint
@@ -326,7 +333,7 @@ class RunDirectory:
         claim_folder(self.path)
         path = self.path / _LOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)
         except OSError as err:
             if err.errno == errno.ELOOP:
                 raise ValueError(f"{path} is a symlink; alkernels does not follow it: remove it") from err
@@ -335,7 +342,7 @@ class RunDirectory:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ValueError(f"{path} is not a regular file: remove it")
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock(fd, blocking=False)
         except OSError as err:
             holder = handle.read(64).strip() or "unknown"
             handle.close()
@@ -351,7 +358,7 @@ class RunDirectory:
             raise
         content = handle.read(65)
         if content.strip() and not content.strip().isdigit():
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            unlock(fd)
             handle.close()
             raise ValueError(f"{path} is not an alkernels lock file (it holds other content): remove it")
         handle.seek(0)
@@ -366,7 +373,7 @@ class RunDirectory:
             yield self
         finally:
             self._lock_handle = None
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            unlock(fd)
             handle.close()
 
     # -- identity ------------------------------------------------------------------------------

@@ -175,7 +175,10 @@ class EGNN(nn.Module):
         config: :class:`EGNNConfig` (default: the paper's Table 2).
         backend: edge-op backend, one of ``"auto"``, ``"torch"``, ``"cpu"``, ``"triton"``
             (see :mod:`alkernels.ops.dispatch`; ``"reference"`` is an alias of ``"torch"``).
-        precision: matmul precision of the Triton backend, ``"fp32"``, ``"tf32"`` or ``"bf16"``.
+        precision: matmul precision of the fused edge kernels, ``"fp32"``, ``"tf32"`` (Triton
+            only; ``"auto"`` on a CPU runs it as ``"fp32"``) or ``"bf16"`` (Triton, and the C++
+            CPU kernels: bfloat16 inputs to the per-edge GEMMs, float32 sums; see
+            :func:`alkernels.ops.message_passing.egnn_edge_op`).
 
     Attributes:
         validate_inputs: check atomic numbers and edge indices on every forward (default True).

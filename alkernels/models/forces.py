@@ -68,8 +68,9 @@ class EnergyForceModel(nn.Module):
         self.energy_scale.fill_(scale)
 
     def energy(self, batch: GraphBatch) -> torch.Tensor:
-        """Energies [B] (eV) in the parameters' dtype."""
-        atoms = self.head(self.encoder.node_features(batch))[:, 0]
+        """Energies [B] (eV) in the parameters' dtype (also under autocast, where the head's Linear
+        layers return the autocast dtype: the sum over atoms and the forces stay in full precision)."""
+        atoms = self.head(self.encoder.node_features(batch))[:, 0].to(self.energy_scale.dtype)
         counts = (batch.ptr[1:] - batch.ptr[:-1]).to(atoms.dtype)
         total = sum_pool(atoms[:, None], batch.batch, batch.num_graphs)[:, 0]
         return self.energy_scale * total + self.energy_shift * counts

@@ -112,7 +112,7 @@ def paper_classifier(
     Args:
         backend: edge-op backend (see :mod:`alkernels.ops.dispatch`).
         dropout: head dropout (MC-dropout strategies need > 0).
-        precision: Triton matmul precision (see :class:`EGNN`).
+        precision: matmul precision of the fused edge kernels (see :class:`EGNN`).
         num_classes: logits; 230 for space groups, fewer for a coarser label mode.
     """
     return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout, num_classes=num_classes)

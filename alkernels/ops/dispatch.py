@@ -18,7 +18,9 @@ Backends (the same words in every op, model, strategy and CLI flag):
 
 Instruction sets of the C++ kernels (``isa=`` of the ``alkernels._C`` functions, named as in
 ``csrc/common/isa.h``): ``"best"`` (the widest build the CPU supports), ``"avx512"``, ``"avx2"``
-and ``"baseline"`` (the portable x86-64 build). Tests run every build the CPU supports.
+and ``"baseline"`` (the portable x86-64 build), and ``"avx512bf16"`` (AVX512_BF16 dot products;
+only the EGNN edge kernels' ``precision="bf16"`` has that build). Tests run every build the CPU
+supports.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "cpu", "triton")
 #: Older names still accepted, mapped to their current backend.
 BACKEND_ALIASES: dict[str, str] = {"reference": "torch"}
 #: ``isa=`` names of the compiled kernels.
-ISAS: tuple[str, ...] = ("best", "avx512", "avx2", "baseline")
+ISAS: tuple[str, ...] = ("best", "avx512", "avx2", "baseline", "avx512bf16")
 
 #: Whether the optional ``triton`` package is installed (checked without importing it).
 HAS_TRITON: bool = importlib.util.find_spec("triton") is not None

@@ -10,6 +10,7 @@
 #define ALK_BUILD_AVX2
 #include "common/simd.h"
 namespace alk::acq::avx2 {
+#define ALK_ACQ_LANES 8
 #include "acquisition/acq_impl.inc"
 }  // namespace alk::acq::avx2
 #pragma GCC pop_options

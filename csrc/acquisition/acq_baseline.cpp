@@ -8,5 +8,6 @@
 #define ALK_BUILD_BASELINE
 #include "common/simd.h"
 namespace alk::acq::baseline {
+#define ALK_ACQ_LANES 8
 #include "acquisition/acq_impl.inc"
 }  // namespace alk::acq::baseline

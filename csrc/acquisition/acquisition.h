@@ -21,7 +21,7 @@ constexpr int kNumScores = 8;
 //           (stride_c = 1) are fastest for float32; other class strides are gathered row by row,
 //           so baal's [N, C, T] layout is read in place with stride_c = T, stride_t = 1.
 //   out:    float32 [8][N] (row s holds strategy s for every sample).
-//   isa:    the build to run (builds: avx2, baseline; see common/isa.h).
+//   isa:    the build to run (builds: avx512, avx2, baseline; see common/isa.h).
 // A sample with any non-finite logit gets NaN in all eight rows. Returns the lowest index of such
 // a sample, or -1 when every logit is finite. Parallel over samples with OpenMP.
 int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,
@@ -34,12 +34,26 @@ int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int6
 int64_t topk_desc(const float* scores, int64_t N, int64_t k, const uint8_t* exclude,
                   int64_t* indices, float* values);
 
+// out[i] = the kernel's e^x[i] (simd::exp_le0 of the chosen build), for accuracy tests: x <= 0,
+// clamped at the build's kExpFloor (see common/simd.h).
+void exp_le0(const float* x, float* out, int64_t n, Isa isa = Isa::kBest);
+
 // ---- per-build entry points (acq_<isa>.cpp), called by score_all -----------------------------
-// Floats of per-thread scratch that score_range needs for C classes: three rows per sample of
-// a block of 8, plus 8 transposed passes per sample for the [N, C, T] layout.
+// Samples whose passes are read pass by pass (all of the chunk's rows of pass t, then of pass
+// t + 1, ...), so each pass streams one long stretch of memory: as many as keep their running
+// p_bar (C floats each) within 128 KB, a multiple of 8 from 8 to 256.
+constexpr int64_t kMaxChunk = 256;
+inline int64_t chunk_samples(int64_t C) {
+  const int64_t fit = (128 * 1024 / 4) / ((C + 15) / 16 * 16) / 8 * 8;
+  return fit < 8 ? 8 : fit > kMaxChunk ? kMaxChunk : fit;
+}
+
+// Floats of per-thread scratch that score_range needs for C classes: three rows per row of a
+// block of 8 (widened logits, exp, transposed passes of the [N, C, T] layout) and p_bar for a
+// chunk of samples, each row padded to a multiple of 16 (the widest build's lanes).
 inline int64_t scratch_floats(int64_t C) {
-  const int64_t padded = (C + 7) / 8 * 8;
-  return (3 + 8) * 8 * padded;
+  const int64_t padded = (C + 15) / 16 * 16;
+  return (3 * 8 + chunk_samples(C)) * padded;
 }
 
 #define ALK_ACQ_DECLARE(NS)                                                                  \
@@ -47,7 +61,9 @@ inline int64_t scratch_floats(int64_t C) {
   int64_t score_all(const void* logits, LogitType type, int64_t T, int64_t N, int64_t C,   \
                     int64_t st, int64_t sn, int64_t sc, float* out, float* scratch,        \
                     int nthreads);                                                           \
+  void exp_le0(const float* x, float* out, int64_t n);                                       \
   }
+ALK_ACQ_DECLARE(avx512)
 ALK_ACQ_DECLARE(avx2)
 ALK_ACQ_DECLARE(baseline)
 #undef ALK_ACQ_DECLARE

@@ -9,7 +9,8 @@ Isa parse_isa(const std::string& name) {
   if (name == "avx512") return Isa::kAvx512;
   if (name == "avx2") return Isa::kAvx2;
   if (name == "baseline") return Isa::kBaseline;
-  throw std::invalid_argument("isa must be 'best', 'avx512', 'avx2' or 'baseline', got '" + name + "'");
+  if (name == "avx512bf16") return Isa::kAvx512Bf16;
+  throw std::invalid_argument("isa must be 'best', 'avx512', 'avx2', 'baseline' or 'avx512bf16', got '" + name + "'");
 }
 
 const char* isa_name(Isa isa) {
@@ -17,6 +18,7 @@ const char* isa_name(Isa isa) {
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     case Isa::kBaseline: return "baseline";
+    case Isa::kAvx512Bf16: return "avx512bf16";
     default: return "best";
   }
 }
@@ -25,10 +27,13 @@ bool cpu_supports(Isa isa) {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   static const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  static const bool avx512bf16 =
+      avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
   if (isa == Isa::kAvx512) return avx512;
+  if (isa == Isa::kAvx512Bf16) return avx512bf16;
   if (isa == Isa::kAvx2) return avx2;
 #else
-  if (isa == Isa::kAvx512 || isa == Isa::kAvx2) return false;
+  if (isa == Isa::kAvx512 || isa == Isa::kAvx2 || isa == Isa::kAvx512Bf16) return false;
 #endif
   return true;
 }

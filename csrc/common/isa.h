@@ -14,14 +14,17 @@
 
 namespace alk {
 
-// Python's isa= names: "best", "avx512", "avx2", "baseline".
-enum class Isa { kBest, kAvx512, kAvx2, kBaseline };
+// Python's isa= names: "best", "avx512", "avx2", "baseline", and "avx512bf16" (AVX-512F/BW/VL
+// plus AVX512_BF16's VDPBF16PS dot products; only the bf16 precision of the EGNN edge kernels
+// has such a build, compiled where the compiler takes -mavx512bf16).
+enum class Isa { kBest, kAvx512, kAvx2, kBaseline, kAvx512Bf16 };
 
 // Throws std::invalid_argument (ValueError in Python) for an unknown name.
 Isa parse_isa(const std::string& name);
 const char* isa_name(Isa isa);
 
-// Whether this CPU can run code built for `isa` (kBaseline and kBest: always).
+// Whether this CPU can run code built for `isa` (kBaseline and kBest: always). Whether a family
+// has a build for it at all is the family's business (select_isa's `builds`).
 bool cpu_supports(Isa isa);
 
 // The build a family runs. `builds` lists the builds that can serve this call, widest first

@@ -96,29 +96,8 @@ inline float hmax(vf v) {
   return v[0];
 }
 
-// Lower clamp of exp2 arguments: 2^-125 ~ 2.4e-38 is still a normal float after the scaling
-// below, and below the fp32 resolution of any probability that is summed with 2^0 = 1.
-constexpr float kExp2Floor = -125.0f;
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
-
-// 2^x for kExp2Floor <= x <= 0 (callers clamp). x = n + f with n = round(x), f in [-1/2, 1/2],
-// 2^f by a degree-5 polynomial fitted for minimal relative error: at most 2.4e-7 relative error
-// evaluated in float32.
-inline vf exp2_clamped(vf x) {
-  // Adding 1.5 * 2^23 rounds x to the nearest integer n and leaves n in the low mantissa bits,
-  // so (bits << 23) is n << 23 without a float-to-int conversion.
-  const vf shifted = x + 12582912.0f;
-  const vf f = x - (shifted - 12582912.0f);
-  vf p = splat(1.32764713e-3f);
-  p = p * f + 9.67554096e-3f;
-  p = p * f + 5.55071309e-2f;
-  p = p * f + 2.40221202e-1f;
-  p = p * f + 6.93146944e-1f;
-  p = p * f + 1.00000012f;
-  // Scale by 2^n by adding n to the exponent field: p >= 0.7 and n >= -125 keep it normal.
-  return as_float(as_int(p) + (as_int(shifted) << 23));
-}
 
 // log(x) for normal positive x (callers clamp to FLT_MIN). x = 2^k m with m in [sqrt(1/2),
 // sqrt(2)), found by integer arithmetic on the bits; log(m) = f P(f) with f = m - 1 and P a
@@ -137,6 +116,154 @@ inline vf log(vf x) {
   p = p * f - 5.0000668e-1f;
   p = p * f + 9.9999982e-1f;
   return __builtin_convertvector(k, vf) * 0.693147181f + f * p;
+}
+
+// ---- 16-wide float, the row width of the AVX-512 acquisition build ---------------------------
+// Overloads of the 8-wide helpers above; reductions fold the two 8-lane halves first.
+using vf16 = Vec<float, 64>::type;
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+inline vf16 select(vi16 mask, vf16 a, vf16 b) { return mask ? a : b; }
+inline vf16 as_float(vi16 v) {
+  vf16 f;
+  __builtin_memcpy(&f, &v, sizeof f);
+  return f;
+}
+inline vi16 as_int(vf16 v) {
+  vi16 i;
+  __builtin_memcpy(&i, &v, sizeof i);
+  return i;
+}
+#if defined(ALK_BUILD_AVX512)
+// The 512-bit intrinsics here are the masked forms with an all-ones mask (the same instruction):
+// GCC 12's unmasked ones pass an uninitialised vector through and warn under -Wall.
+constexpr __mmask16 kAll16 = 0xffff;
+inline __m512 m512(vf16 v) { return reinterpret_cast<__m512>(v); }
+inline vf16 vf16_of(__m512 v) { return reinterpret_cast<vf16>(v); }
+inline vf16 vmax(vf16 a, vf16 b) {
+  return vf16_of(_mm512_mask_max_ps(m512(a), kAll16, m512(a), m512(b)));
+}
+inline vf16 vmin(vf16 a, vf16 b) {
+  return vf16_of(_mm512_mask_min_ps(m512(a), kAll16, m512(a), m512(b)));
+}
+#else
+inline vf16 vmax(vf16 a, vf16 b) { return a > b ? a : b; }
+inline vf16 vmin(vf16 a, vf16 b) { return a < b ? a : b; }
+#endif
+
+// The lower and upper 8 lanes of a 16-lane vector, and the two joined again.
+template <class V>
+inline auto low8(V v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+template <class V>
+inline auto high8(V v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
+inline vf16 join8(vf lo, vf hi) {
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+
+inline float hsum(vf16 v) { return hsum(low8(v) + high8(v)); }
+inline int32_t hsum(vi16 v) { return hsum(low8(v) + high8(v)); }
+inline float hmax(vf16 v) { return hmax(vmax(low8(v), high8(v))); }
+// log as above, lane by lane (the acquisition kernel takes it once per class and sample).
+inline vf16 log(vf16 x) { return join8(log(low8(x)), log(high8(x))); }
+
+// The first n lanes of V from p (0 <= n <= lanes), the other lanes `fill`; memory past p[n - 1]
+// is not read (masked loads where the build has them).
+template <class V>
+inline V load_first(const float* p, int64_t n, float fill) {
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+#if defined(ALK_BUILD_AVX512)
+  const unsigned mask = (1u << n) - 1u;
+  if constexpr (kLanes == 16)
+    return vf16_of(_mm512_mask_loadu_ps(_mm512_set1_ps(fill), static_cast<__mmask16>(mask), p));
+  else
+    return reinterpret_cast<vf>(
+        _mm256_mask_loadu_ps(_mm256_set1_ps(fill), static_cast<__mmask8>(mask), p));
+#elif defined(ALK_BUILD_AVX2)
+  static_assert(kLanes == 8, "the AVX2 build loads 8 lanes");
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vi in = lane < (vi{} + static_cast<int32_t>(n));
+  const vf v = reinterpret_cast<vf>(_mm256_maskload_ps(p, reinterpret_cast<__m256i>(in)));
+  return select(in, v, splat(fill));
+#else
+  float buf[kLanes];
+  for (int l = 0; l < kLanes; ++l) buf[l] = l < n ? p[l] : fill;
+  V v;
+  __builtin_memcpy(&v, buf, sizeof v);
+  return v;
+#endif
+}
+
+// a b + c with one rounding where the build has FMA (the baseline build rounds twice).
+#if defined(ALK_BUILD_AVX512) || defined(ALK_BUILD_AVX2)
+inline __m256 m256(vf v) { return reinterpret_cast<__m256>(v); }
+inline vf fmadd(vf a, vf b, vf c) {
+  return reinterpret_cast<vf>(_mm256_fmadd_ps(m256(a), m256(b), m256(c)));
+}
+#endif
+#if defined(ALK_BUILD_AVX512)
+inline vf16 fmadd(vf16 a, vf16 b, vf16 c) {
+  return vf16_of(_mm512_fmadd_ps(m512(a), m512(b), m512(c)));
+}
+#elif defined(ALK_BUILD_BASELINE)
+template <class V>
+inline V fmadd(V a, V b, V c) { return a * b + c; }
+#endif
+
+// e^d for d <= 0, as one shared polynomial in every build; the argument is clamped to
+// max(d, kExpFloor) (a NaN d stays NaN). Range reduction: d = n ln2 + r with n = round(d log2 e)
+// and |r| <= ln2 / 2 (+ rounding). With FMA, r = d - n ln2 in one fused step (n times float(ln2)
+// is exact inside it; float(ln2) is 1.9e-9 above ln2, which adds |n| 1.9e-9 to the relative
+// error, 2.4e-7 at n = -125); the baseline build, without FMA, takes two steps (Cody-Waite) with
+// ln2 = C1 + C2, C1 = 355/512 short enough that n C1 is exact for |n| < 2^15.
+// e^r = 1 + r (1 + r (c2 + r (c3 + r (c4 + r c5)))), c_k fitted for minimal relative error on
+// |r| <= 0.3486 (linear-programming minimax, then float32 rounding of the coefficients tuned on
+// the float32 evaluation), so e^0 is exactly 1. Then 2^n: in the AVX-512 build by vscalefps,
+// which rounds to float32's subnormals and to exactly 0 (kExpFloor = -110 gives n >= -159, and
+// 2^-159 rounds to 0); elsewhere by adding n to the exponent field, valid for n >= -125
+// (kExpFloor = -125 ln2 keeps the result normal, ~2.4e-38 for every d below it).
+// Measured max relative error over every float32 d down to the build's smallest normal result
+// (benchmarks/exp_accuracy.py): see docs/performance.md.
+#if defined(ALK_BUILD_AVX512)
+constexpr float kExpFloor = -110.0f;
+constexpr bool kExpUnderflowsToZero = true;
+#else
+constexpr float kExpFloor = -86.6433945f;  // float(-125 ln 2), rounded toward 0
+constexpr bool kExpUnderflowsToZero = false;
+#endif
+
+#if defined(ALK_BUILD_AVX512)
+inline vf scale_pow2(vf p, vf n, vf) {
+  return reinterpret_cast<vf>(_mm256_scalef_ps(m256(p), m256(n)));
+}
+inline vf16 scale_pow2(vf16 p, vf16 n, vf16) {
+  return vf16_of(_mm512_mask_scalef_ps(m512(p), kAll16, m512(p), m512(n)));
+}
+#else
+// p 2^n with n in the low bits of `shifted` (n + 1.5 2^23): those bits shifted into the exponent
+// field; the high bits of `shifted` shift out.
+template <class V>
+inline V scale_pow2(V p, V, V shifted) { return as_float(as_int(p) + (as_int(shifted) << 23)); }
+#endif
+
+template <class V>
+inline V exp_le0(V d) {
+  const V x = vmax(kExpFloor - V{}, d);  // vmax returns its second operand on NaN
+  // Adding 1.5 * 2^23 rounds x log2(e) to the nearest integer n, in the low mantissa bits.
+  const V shifted = x * kLog2e + 12582912.0f;
+  const V n = shifted - 12582912.0f;
+#if defined(ALK_BUILD_BASELINE)
+  V r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+#else
+  const V r = fmadd(n, -kLn2 - V{}, x);
+#endif
+  V p = 8.33730306e-3f - V{};
+  p = p * r + 4.19131890e-2f;
+  p = p * r + 1.66667417e-1f;
+  p = p * r + 4.99989897e-1f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return scale_pow2(p, n, shifted);
 }
 
 // ---- exact scalar conversions from the 16-bit float formats to float32 ----------------------
@@ -160,6 +287,23 @@ inline float half_to_float(uint16_t h) {
 
 // bfloat16 -> float is the upper half of the float's bits.
 inline float bf16_to_float(uint16_t b) { return bits_to_float(static_cast<uint32_t>(b) << 16); }
+
+// Widens IEEE halves src[0, n) to float32, exactly, as far as the build converts in vector
+// registers (16 at a time with vcvtph2ps in the AVX-512 build, none elsewhere); returns how many
+// it converted, a multiple of 16 (the caller converts the rest with half_to_float).
+inline int64_t widen_halves(const uint16_t* src, int64_t n, float* dst) {
+#if defined(ALK_BUILD_AVX512)
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(kAll16, h));
+  }
+  return i;
+#else
+  (void)src, (void)n, (void)dst;
+  return 0;
+#endif
+}
 
 }  // namespace
 }  // namespace alk::simd

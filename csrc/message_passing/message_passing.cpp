@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "message_passing/message_passing.h"
@@ -13,11 +15,24 @@ namespace {
 
 // The build to run for the request. The AVX-512 kernels' weight-gradient GEMMs use 2 x 16-float
 // register blocks, so they serve widths that are multiples of 32 only.
+// With Precision::kBf16 the native avx512bf16 build (same width rule, and only where it was
+// compiled) comes first; the others then emulate bf16.
 template <typename T>
-Isa pick_isa(const EdgeArgs<T>& a, int64_t F, Isa requested) {
-  if (a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0)
+Isa pick_isa(const EdgeArgs<T>& a, int64_t F, Isa requested, Precision precision = Precision::kFp32) {
+  if (a.H % 32 == 0 && a.C % 32 == 0 && F % 32 == 0) {
+    if (precision == Precision::kBf16 && avx512bf16::compiled())
+      return select_isa(requested, {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kBaseline},
+                        "message_passing (bf16)");
     return select_isa(requested, {Isa::kAvx512, Isa::kAvx2, Isa::kBaseline}, "message_passing");
+  }
   return select_isa(requested, {Isa::kAvx2, Isa::kBaseline}, "message_passing");
+}
+
+// Precision::kBf16 takes float32 inputs only.
+template <typename T>
+void check_precision(Precision precision) {
+  if (precision == Precision::kBf16 && !std::is_same<T, float>::value)
+    throw std::invalid_argument("precision='bf16' needs float32 inputs; float64 runs with precision='fp32'");
 }
 
 // Threads for E edges: small batches run on one thread (a parallel region costs more than
@@ -43,17 +58,44 @@ class AlignedBuffer {
   std::vector<T> storage_;
   T* data_;
 };
+
+// The bf16 entry points exist for float only; the double instantiations never reach them.
+void forward_bf16(Isa isa, const EdgeArgs<float>& a, float* m, float* dx, float* s, int32_t* l, int nt) {
+  switch (isa) {
+    case Isa::kAvx512Bf16: avx512bf16::forward_bf16(a, m, dx, s, l, nt); break;
+    case Isa::kAvx512: avx512::forward_bf16(a, m, dx, s, l, nt); break;
+    case Isa::kAvx2: avx2::forward_bf16(a, m, dx, s, l, nt); break;
+    default: baseline::forward_bf16(a, m, dx, s, l, nt);
+  }
+}
+void forward_bf16(Isa, const EdgeArgs<double>&, double*, double*, double*, int32_t*, int) {}
+void backward_bf16(Isa isa, const EdgeArgs<float>& a, const EdgeGrads<float>& g, float* eb, float* s,
+                   int32_t* l, int nt) {
+  switch (isa) {
+    case Isa::kAvx512Bf16: avx512bf16::backward_bf16(a, g, eb, s, l, nt); break;
+    case Isa::kAvx512: avx512::backward_bf16(a, g, eb, s, l, nt); break;
+    case Isa::kAvx2: avx2::backward_bf16(a, g, eb, s, l, nt); break;
+    default: baseline::backward_bf16(a, g, eb, s, l, nt);
+  }
+}
+void backward_bf16(Isa, const EdgeArgs<double>&, const EdgeGrads<double>&, double*, double*, int32_t*, int) {}
 }  // namespace
 
+bool native_bf16() { return avx512bf16::compiled() && cpu_supports(Isa::kAvx512Bf16); }
+
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa) {
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa, Precision precision) {
+  check_precision<T>(precision);
+  const bool bf16 = precision == Precision::kBf16;
   const int nt = threads_for(a.E);
-  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * ForwardScratch(a.H, a.C).size +
-                           packed_weights_size(a.F, a.H, a.C));
+  const int64_t per_thread = ForwardScratch(a.H, a.C).size + (bf16 ? bf16_scratch(a.F, a.H, a.C) : 0);
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * per_thread + packed_weights_size(a.F, a.H, a.C));
   std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
   T* s = scratch.data();
   int32_t* l = lists.data();
-  switch (pick_isa(a, 32, isa)) {  // the forward pass does not touch F-wide data
+  const Isa chosen = pick_isa(a, 32, isa, precision);  // the forward pass does not touch F-wide data
+  if (bf16) return forward_bf16(chosen, a, m, dx, s, l, nt);
+  switch (chosen) {
     case Isa::kAvx512: avx512::forward(a, m, dx, s, l, nt); break;
     case Isa::kAvx2: avx2::forward(a, m, dx, s, l, nt); break;
     default: baseline::forward(a, m, dx, s, l, nt);
@@ -61,17 +103,21 @@ void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa) {
 }
 
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa) {
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa, Precision precision) {
+  check_precision<T>(precision);
+  const bool bf16 = precision == Precision::kBf16;
   const int nt = threads_for(a.E);
+  const int64_t per_thread = BackwardScratch(a.F, a.H, a.C).size + (bf16 ? bf16_scratch(a.F, a.H, a.C) : 0);
   // Zero-initialised, so buffers of threads the runtime did not start add nothing.
-  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * BackwardScratch(a.F, a.H, a.C).size +
-                           packed_weights_size(a.F, a.H, a.C));
+  AlignedBuffer<T> scratch(static_cast<size_t>(nt) * per_thread + packed_weights_size(a.F, a.H, a.C));
   std::vector<T> edge_buf(static_cast<size_t>(a.E) * (a.F + 3));
   std::vector<int32_t> lists(static_cast<size_t>(nt) * list_scratch(a.H, a.C));
   T* s = scratch.data();
   T* eb = edge_buf.data();
   int32_t* l = lists.data();
-  switch (pick_isa(a, a.F, isa)) {
+  const Isa chosen = pick_isa(a, a.F, isa, precision);
+  if (bf16) return backward_bf16(chosen, a, g, eb, s, l, nt);
+  switch (chosen) {
     case Isa::kAvx512: avx512::backward(a, g, eb, s, l, nt); break;
     case Isa::kAvx2: avx2::backward(a, g, eb, s, l, nt); break;
     default: baseline::backward(a, g, eb, s, l, nt);
@@ -96,10 +142,10 @@ void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const Edg
   }
 }
 
-template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, Isa);
-template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, Isa);
-template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, Isa);
-template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, Isa);
+template void edge_forward<float>(const EdgeArgs<float>&, float*, float*, Isa, Precision);
+template void edge_forward<double>(const EdgeArgs<double>&, double*, double*, Isa, Precision);
+template void edge_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&, Isa, Precision);
+template void edge_backward<double>(const EdgeArgs<double>&, const EdgeGrads<double>&, Isa, Precision);
 template void edge_double_backward<float>(const EdgeArgs<float>&, const EdgeGrads<float>&,
                                           const EdgeTangents<float>&, const DoubleGrads<float>&,
                                           Isa);

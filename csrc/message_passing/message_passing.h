@@ -22,6 +22,16 @@ namespace alk::mp {
 
 constexpr int64_t kTile = 32;  // edges per tile
 
+// Inputs of the per-edge tile GEMMs (the edge and coordinate MLPs' Linears of the forward, their
+// recomputation in the backward, the backward's input- and weight-gradient products, W1a's
+// included). kFp32: the input dtype (float32 or float64). kBf16 (float32 inputs only): weights
+// and activations rounded to bfloat16 (to nearest even, subnormals to zero, as VCVTNEPS2BF16
+// does), products summed in float32; the node-level work, the geometry, the gate's dot product,
+// bias and ReLU stay float32. The avx512bf16 build runs them as VDPBF16PS; every other build
+// emulates it (the same roundings, float32 FMAs), so results agree to float32 rounding of the
+// sums on every CPU. The double backward has no bf16 mode (it computes in the input dtype).
+enum class Precision { kFp32, kBf16 };
+
 // Weights and inputs shared by forward and backward. Row-major, weights as torch.nn.Linear
 // stores them ([out, in]). Shapes: A, B [n, H]; w [H]; x [n, 3]; shift [E, 3]; W2, W3 [H, H];
 // Wx1 [C, H]; Wx2 [C, C]; wx3 [C].
@@ -134,6 +144,13 @@ struct DoubleBackwardScratch {
 inline int64_t packed_weights_size(int64_t F, int64_t H, int64_t C) {
   return 2 * (2 * H * H + H * C + C * C) + H * F;
 }
+// float elements of per-thread scratch that the bf16 tile GEMMs take after a thread's tile buffers
+// (0 for kFp32): three [kTile, max(F, H, C)] buffers (emulation: the rounded GEMM inputs; the
+// avx512bf16 build: bf16 values of the nonzero lists and row-pair-interleaved tiles).
+inline int64_t bf16_scratch(int64_t F, int64_t H, int64_t C) {
+  const int64_t K = F > H ? (F > C ? F : C) : (H > C ? H : C);
+  return 3 * kTile * K;
+}
 // int32 elements of per-thread scratch for the nonzero lists of a tile's GEMM inputs: counts
 // [kTile], then columns [kTile, max(H, C)].
 inline int64_t list_scratch(int64_t H, int64_t C) { return kTile * (1 + (H > C ? H : C)); }
@@ -144,13 +161,22 @@ inline int64_t list_scratch(int64_t H, int64_t C) { return kTile * (1 + (H > C ?
 
 // Requirements (checked by the caller): H, C and F multiples of 16, dst sorted, indices valid.
 // Outputs m [n, H] and dx [n, 3] are overwritten. Uses up to omp_get_max_threads() threads
-// (one per 1024 edges).
+// (one per 1024 edges). Precision::kBf16: float32 only (std::invalid_argument for double); the
+// avx512bf16 build serves it where the CPU and the compiler have AVX512_BF16 and H, C, F are
+// multiples of 32, an emulating build (avx512, avx2, baseline, chosen as for kFp32) elsewhere or
+// when `isa` names one.
 template <typename T>
-void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa = Isa::kBest);
+void edge_forward(const EdgeArgs<T>& a, T* m, T* dx, Isa isa = Isa::kBest,
+                  Precision precision = Precision::kFp32);
 
 // Fills every output of g.
 template <typename T>
-void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa = Isa::kBest);
+void edge_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, Isa isa = Isa::kBest,
+                   Precision precision = Precision::kFp32);
+
+// Whether kBest with Precision::kBf16 runs native VDPBF16PS code on this CPU for widths that are
+// multiples of 32 (the avx512bf16 build was compiled and the CPU has AVX512_BF16).
+bool native_bf16();
 
 // The VJP of edge_backward for the cotangent v = (v_h, v_x) on its outputs gh and gx (zero
 // cotangents on the weight gradients, the case of force training): reads g's inputs (gm, gdx, h,
@@ -162,7 +188,8 @@ void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const Edg
 
 // The same kernels compiled for one instruction set; edge_forward/edge_backward pick at run time.
 // scratch: nthreads * {forward,backward}_scratch + packed_weights_size elements, 64-byte aligned;
-// lists: nthreads * list_scratch; edge_buf: [E, F + 3].
+// lists: nthreads * list_scratch; edge_buf: [E, F + 3]. The *_bf16 entry points (float only)
+// take nthreads * ({forward,backward}_scratch + bf16_scratch) + packed_weights_size elements.
 #define ALK_MP_DECLARE(NS)                                                                   \
   namespace NS {                                                                             \
   void forward(const EdgeArgs<float>&, float*, float*, float*, int32_t*, int);             \
@@ -177,10 +204,21 @@ void edge_double_backward(const EdgeArgs<T>& a, const EdgeGrads<T>& g, const Edg
   void double_backward(const EdgeArgs<double>&, const EdgeGrads<double>&,                  \
                        const EdgeTangents<double>&, const DoubleGrads<double>&, double*,    \
                        double*, int32_t*, int);                                             \
+  void forward_bf16(const EdgeArgs<float>&, float*, float*, float*, int32_t*, int);        \
+  void backward_bf16(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*,      \
+                     int32_t*, int);                                                        \
   }
 ALK_MP_DECLARE(avx512)
 ALK_MP_DECLARE(avx2)
 ALK_MP_DECLARE(baseline)
 #undef ALK_MP_DECLARE
+
+// The native bf16 build (mp_avx512bf16.cpp): H, C and F multiples of 32. compiled() is false where
+// the compiler lacked AVX512_BF16 (the entry points then throw std::logic_error).
+namespace avx512bf16 {
+bool compiled();
+void forward_bf16(const EdgeArgs<float>&, float*, float*, float*, int32_t*, int);
+void backward_bf16(const EdgeArgs<float>&, const EdgeGrads<float>&, float*, float*, int32_t*, int);
+}  // namespace avx512bf16
 
 }  // namespace alk::mp

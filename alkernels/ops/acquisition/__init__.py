@@ -2,7 +2,8 @@
 deterministic top-k.
 
 Every backend computes the same float32 [8, N] score matrix (rows in ``SCORE_ORDER``) and
-reports the first sample with a non-finite logit (those samples score NaN):
+reports the first sample with a non-finite logit (those samples score NaN); float64 logits are
+scored in float64, by the reference only:
 
 - ``reference``: plain PyTorch, the specification and test oracle;
 - ``cpu``: the fused C++ kernel (one read of the logits, OpenMP over samples);
@@ -45,9 +46,12 @@ __all__ = [
 
 def scoring_backend(backend: str, logits: torch.Tensor) -> str:
     """The concrete backend that scores ``logits`` [T, N, C] for ``backend`` (see
-    :func:`alkernels.ops.dispatch.resolve_backend`)."""
+    :func:`alkernels.ops.dispatch.resolve_backend`): float64 logits only on ``"torch"``
+    (``"auto"`` picks it; ``"cpu"`` and ``"triton"`` raise ValueError)."""
 
     def why(name: str) -> str | None:
+        if logits.dtype == torch.float64:
+            return "the fused kernels score in float32; float64 logits are scored in float64 by 'torch'"
         if name == "triton" and logits.device.type == "cuda" and logits.shape[-1] > TRITON_MAX_C:
             return f"the Triton kernel takes C <= {TRITON_MAX_C} classes, got C = {logits.shape[-1]}"
         return None
@@ -56,7 +60,8 @@ def scoring_backend(backend: str, logits: torch.Tensor) -> str:
 
 
 def score_all(logits: torch.Tensor, backend: str = "auto", nonfinite: str = "raise", offset: int = 0) -> torch.Tensor:
-    """All eight scores of ``logits`` [T, N, C] (float32/float16/bfloat16) on ``backend``.
+    """All eight scores of ``logits`` [T, N, C] (float32/float16/bfloat16, or float64 computed in
+    float64 on the torch backend) on ``backend``.
 
     Logits that require grad are read, not differentiated (the scores carry no gradient).
 
@@ -65,7 +70,8 @@ def score_all(logits: torch.Tensor, backend: str = "auto", nonfinite: str = "rai
             the first bad row) or ``"exclude"`` (such samples score NaN).
 
     Returns:
-        float32 [8, N] on the logits' device, rows in :data:`SCORE_ORDER`.
+        float32 [8, N] (float64 for float64 logits) on the logits' device, rows in
+        :data:`SCORE_ORDER`.
     """
     check_nonfinite(nonfinite)
     return score_all_op(logits.detach(), scoring_backend(backend, logits), nonfinite, offset)
@@ -74,11 +80,11 @@ def score_all(logits: torch.Tensor, backend: str = "auto", nonfinite: str = "rai
 def topk(
     scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None, *, offset: int = 0, strict: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``k`` largest of ``scores`` [N] over entries that are neither NaN nor ``exclude``d
+    """The ``k`` largest of ``scores`` [N] over entries that are neither NaN nor in ``exclude``
     (see :func:`alkernels.ops.acquisition.op.topk_op`).
 
     Returns:
-        (int64 [k'], float32 [k'], int64 [] number of selectable entries), k' = min(k,
-        selectable); descending, ties to the lower index, on every device.
+        (int64 [k'], float32 [k'] (float64 for float64 scores), int64 [] number of selectable
+        entries), k' = min(k, selectable); descending, ties to the lower index, on every device.
     """
     return topk_op(scores.detach(), k, exclude, offset, strict)

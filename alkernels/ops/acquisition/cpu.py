@@ -24,10 +24,10 @@ def score_all_cpu(logits: torch.Tensor, isa: str = "best") -> tuple[torch.Tensor
     """Fused C++ scores of ``logits`` [T, N, C] (float32/float16/bfloat16, CPU).
 
     Zero-copy for any strides: chunks sliced along N, and baal's [N, C, T] layout viewed as
-    [T, N, C] (``x.permute(2, 0, 1)``), whose strided classes the kernel gathers row by row
-    instead of a transposed copy of the pool. ``isa`` picks
-    the compiled build (``"best"``, ``"avx2"`` or ``"baseline"``; the acquisition kernels have no
-    AVX-512 build).
+    [T, N, C] (``x.permute(2, 0, 1)``), whose strided classes the kernel reads in place (register
+    transposes of each sample's passes for float32, a gather per row otherwise) instead of a
+    transposed copy of the pool. ``isa`` picks
+    the compiled build (``"best"``, ``"avx512"``, ``"avx2"`` or ``"baseline"``).
 
     Returns:
         (float32 [8, N], index of the first non-finite sample or -1), as the reference.

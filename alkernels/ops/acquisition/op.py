@@ -1,9 +1,10 @@
 """Acquisition scoring and top-k as registered PyTorch operators.
 
 * ``alkernels::score_all`` (:func:`score_all_op`): the eight scores of ``[T, N, C]`` logits on a
-  concrete backend (``"torch"``, ``"cpu"``, ``"triton"``), float32 ``[8, N]``. Non-finite logits
-  either raise :class:`NonFiniteLogitsError` from inside the op or score NaN, so a compiled
-  caller keeps that check without a graph break.
+  concrete backend (``"torch"``, ``"cpu"``, ``"triton"``), float32 ``[8, N]`` (float64 for
+  float64 logits, which only the torch backend takes). Non-finite logits either raise
+  :class:`NonFiniteLogitsError` from inside the op or score NaN, so a compiled caller keeps that
+  check without a graph break.
 * ``alkernels::topk`` (:func:`topk_op`): the ``k`` largest scores, descending, ties to the lower
   index, skipping NaN and excluded entries; ``strict`` raises when fewer than ``k`` are
   selectable, so that the output has exactly ``k`` entries (a static shape for the compiler).
@@ -17,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from alkernels.ops.acquisition.reference import score_all_torch, topk_torch
+from alkernels.ops.acquisition.reference import score_all_torch, score_dtype, topk_torch
 from alkernels.ops.dispatch import ext
 from alkernels.ops.registry import qualname, register_vmap_by_loop
 
@@ -60,16 +61,23 @@ def check_nonfinite(mode: str) -> str:
 
 @torch.library.custom_op(qualname("score_all"), mutates_args=())
 def score_all_op(logits: Tensor, backend: str, nonfinite: str, offset: int) -> Tensor:
-    """Scores of ``logits`` [T, N, C] (float32/float16/bfloat16) on the concrete ``backend``:
-    float32 [8, N] in :data:`SCORE_ORDER` on the logits' device.
+    """Scores of ``logits`` [T, N, C] (float32/float16/bfloat16, or float64 on the torch
+    backend) on the concrete ``backend``: float32 [8, N] (float64 for float64 logits, computed in
+    float64) in :data:`SCORE_ORDER` on the logits' device.
 
     Args:
         nonfinite: ``"raise"``: :class:`NonFiniteLogitsError` naming the first sample with a
             non-finite logit, at position ``offset + its row``; ``"exclude"``: such samples score
             NaN in every row.
+
+    Raises:
+        ValueError: float64 logits on a fused backend (``"cpu"``, ``"triton"``), whose kernels
+            compute in float32.
     """
+    if logits.dtype == torch.float64 and backend != "torch":
+        raise ValueError(f"backend {backend!r} scores in float32; float64 logits take backend 'torch'")
     if logits.shape[1] == 0:  # an empty chunk or shard: nothing to launch a kernel for
-        return torch.empty(len(SCORE_ORDER), 0, dtype=torch.float32, device=logits.device)
+        return torch.empty(len(SCORE_ORDER), 0, dtype=score_dtype(logits.dtype), device=logits.device)
     if backend == "cpu":
         from alkernels.ops.acquisition.cpu import score_all_cpu
 
@@ -87,7 +95,7 @@ def score_all_op(logits: Tensor, backend: str, nonfinite: str, offset: int) -> T
 
 @score_all_op.register_fake
 def _score_all_fake(logits: Tensor, backend: str, nonfinite: str, offset: int) -> Tensor:
-    return logits.new_empty(len(SCORE_ORDER), logits.shape[1], dtype=torch.float32)
+    return logits.new_empty(len(SCORE_ORDER), logits.shape[1], dtype=score_dtype(logits.dtype))
 
 
 def _exclusion_mask(exclude: Tensor, n: int, offset: int) -> Tensor:
@@ -112,16 +120,17 @@ def topk_op(scores: Tensor, k: int, exclude: Tensor | None, offset: int, strict:
     """The ``k`` largest of ``scores`` [N] over entries that are neither NaN nor excluded.
 
     Args:
-        scores: float [N], any device.
+        scores: float [N], any device (float64 scores are ranked and returned in float64).
         k: how many to return at most.
         exclude: None, a bool mask over the pool, or int64 pool indices; row ``i`` of ``scores``
             is pool position ``offset + i``.
         strict: raise ValueError when fewer than ``k`` entries are selectable.
 
     Returns:
-        (int64 [k'], float32 [k'], int64 [] number of selectable entries) on the scores' device,
-        k' = min(k, selectable) (= k when ``strict``); descending, ties to the lower index (the
-        C++ kernel on float32 CPU scores when the extension is built).
+        (int64 [k'], float32 [k'] (float64 for float64 scores), int64 [] number of selectable
+        entries) on the scores' device, k' = min(k, selectable) (= k when ``strict``);
+        descending, ties to the lower index (the C++ kernel on float32 CPU scores when the
+        extension is built).
 
     Raises:
         ValueError: a negative excluded index; with ``strict``, fewer than ``k`` selectable.
@@ -136,7 +145,7 @@ def topk_op(scores: Tensor, k: int, exclude: Tensor | None, offset: int, strict:
         idx, val, valid = topk_torch(scores, k, mask)
     if strict and valid < k:
         raise ValueError(f"k = {k} is larger than the pool after exclusion ({valid} selectable samples)")
-    return idx, val.float(), torch.tensor(valid, dtype=torch.int64, device=scores.device)
+    return idx, val.to(score_dtype(scores.dtype)), torch.tensor(valid, dtype=torch.int64, device=scores.device)
 
 
 @topk_op.register_fake
@@ -146,7 +155,7 @@ def _topk_fake(
     size = k if strict else torch.library.get_ctx().new_dynamic_size(max=k)
     return (
         scores.new_empty(size, dtype=torch.int64),
-        scores.new_empty(size, dtype=torch.float32),
+        scores.new_empty(size, dtype=score_dtype(scores.dtype)),
         scores.new_empty((), dtype=torch.int64),
     )
 

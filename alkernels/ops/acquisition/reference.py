@@ -15,10 +15,17 @@ import torch
 BALD_ZERO = 16 * torch.finfo(torch.float32).eps
 
 
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the scores of ``dtype`` logits: float64 for float64, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def bald_of(h_bar: torch.Tensor, h_exp: torch.Tensor) -> torch.Tensor:
-    """BALD ``H(p_bar) - mean_t H(p_t)`` (float32 [N]) with rounding-level values set to 0."""
+    """BALD ``H(p_bar) - mean_t H(p_t)`` ([N], float32 or float64) with rounding-level values set
+    to 0: :data:`BALD_ZERO` in float32, 16 eps of float64 in float64."""
     d = h_bar - h_exp
-    return torch.where(d <= BALD_ZERO * (1.0 + h_bar), torch.zeros_like(d), d)
+    zero = BALD_ZERO if d.dtype != torch.float64 else 16 * torch.finfo(torch.float64).eps
+    return torch.where(d <= zero * (1.0 + h_bar), torch.zeros_like(d), d)
 
 
 def _top2(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +35,14 @@ def _top2(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def score_all_torch(logits: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Reference scores of ``logits`` [T, N, C] (any float dtype, any device).
+    """Reference scores of ``logits`` [T, N, C] (any float dtype, any device), computed in float64
+    for float64 logits and in float32 otherwise.
 
     Returns:
-        (float32 [8, N] in ``SCORE_ORDER``, index of the first sample with a non-finite logit or
-        -1); such samples get NaN in all eight rows.
+        (float32 [8, N] in ``SCORE_ORDER`` (float64 for float64 logits), index of the first sample
+        with a non-finite logit or -1); such samples get NaN in all eight rows.
     """
-    x = logits.float()
+    x = logits if logits.dtype == torch.float64 else logits.float()
     finite = torch.isfinite(x).all(dim=2).all(dim=0)  # [N]
     bad = torch.nonzero(~finite)
     first_bad = int(bad[0, 0]) if bad.numel() else -1
@@ -65,8 +73,8 @@ def topk_torch(scores: torch.Tensor, k: int, exclude: torch.Tensor | None) -> tu
     """Top-k of ``scores`` [N] over entries that are not NaN and not ``exclude``d (bool [N]).
 
     Returns:
-        (int64 [k'], float32 [k'], number of selectable entries) with k' = min(k, selectable):
-        descending, ties to the lower index.
+        (int64 [k'], float32 [k'] (float64 for float64 scores), number of selectable entries)
+        with k' = min(k, selectable): descending, ties to the lower index.
     """
     ok = ~torch.isnan(scores)
     if exclude is not None:
@@ -74,4 +82,4 @@ def topk_torch(scores: torch.Tensor, k: int, exclude: torch.Tensor | None) -> tu
     idx = torch.nonzero(ok).flatten()  # ascending, so a stable sort keeps ties in index order
     vals = scores[idx]
     order = torch.sort(vals, descending=True, stable=True).indices[:k]
-    return idx[order], vals[order].float(), int(idx.numel())
+    return idx[order], vals[order].to(score_dtype(scores.dtype)), int(idx.numel())

@@ -13,7 +13,8 @@ and returns ``(m, dx)``. Entry point: :func:`egnn_edge_op`; the backends (``alke
 live in this package:
 
 * ``reference`` (backend ``"torch"``): plain PyTorch with autograd; stores O(E * H) activations.
-* ``cpu`` (backend ``"cpu"``): C++/OpenMP kernels of ``alkernels._C`` (float32 and float64).
+* ``cpu`` (backend ``"cpu"``): C++/OpenMP kernels of ``alkernels._C`` (float32 and float64;
+  ``precision="bf16"``: bfloat16 tile-GEMM inputs, AVX512_BF16 where the CPU has it).
 * ``triton_kernels`` (backend ``"triton"``): Triton kernels (CUDA, or the CPU interpreter).
 * ``op``: the registered operators ``alkernels::egnn_edge`` and ``alkernels::egnn_edge_backward``
   of both fused backends, with their fake implementations and autograd (double backward included).
@@ -161,8 +162,14 @@ def egnn_edge_op(
         detach_norm: detach r in the normalisation (original EGNN).
         activation: ``"relu"`` or ``"silu"`` (``"silu"`` runs on the torch backend only).
         backend: ``"auto"``, ``"torch"``, ``"cpu"`` or ``"triton"``.
-        precision: Triton matmul inputs: ``"fp32"`` (IEEE), ``"tf32"`` or ``"bf16"``; all with
-            fp32 accumulation. Ignored by the other backends, which compute in the input dtype.
+        precision: matmul inputs of the fused kernels: ``"fp32"`` (IEEE), ``"tf32"`` (Triton
+            only) or ``"bf16"`` (float32 inputs); all with fp32 accumulation. On ``"cpu"``,
+            ``"bf16"`` rounds the inputs of the per-edge GEMMs (edge and coordinate MLPs, forward
+            and backward) to bfloat16: VDPBF16PS where the CPU has AVX512_BF16, an emulation with
+            the same roundings elsewhere (see ``docs/kernels.md``); ``"tf32"`` raises there, or
+            runs as ``"fp32"`` when ``"auto"`` chose the CPU kernels (presets set it for GPUs).
+            The second order computes in the input dtype. Ignored by ``"torch"``, which
+            computes in the input dtype.
 
     Raises:
         ValueError: bad shapes, dtypes, devices, backend or precision; an explicit fused backend
@@ -180,6 +187,10 @@ def egnn_edge_op(
     )
     if not graph.checked and chosen != "cpu" and not (h.is_cuda and torch.cuda.is_current_stream_capturing()):
         check_edge_graph(graph)  # the C++ binding checks every call itself
+    if chosen == "cpu" and precision == "tf32":
+        if backend == "cpu":
+            raise ValueError("precision='tf32' is a Triton (GPU) mode; backend 'cpu' runs 'fp32' or 'bf16'")
+        precision = "fp32"
     if chosen == "torch":
         return egnn_edge_torch(h, x, shift, graph, weights, eps=eps, detach_norm=detach_norm, activation=activation)
     return egnn_edge_fused(

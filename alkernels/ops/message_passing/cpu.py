@@ -1,6 +1,14 @@
 """Launchers of the fused C++ EGNN edge kernels (``csrc/message_passing``, via ``alkernels._C``).
 
 Arrays cross as zero-copy NumPy views; float32 and float64 are supported.
+
+``precision`` of the forward and backward: ``"fp32"`` computes in the input dtype; ``"bf16"``
+(float32 inputs) rounds the inputs of the per-edge tile GEMMs (the edge and coordinate MLPs'
+Linears, their recomputation and the backward's input- and weight-gradient products) to bfloat16
+and sums in float32: VDPBF16PS where the CPU has AVX512_BF16 (``isa="avx512bf16"``, chosen by
+``"best"``), an emulation with the same roundings elsewhere or when ``isa`` names another build
+(results agree to float32 rounding of the sums). ``"tf32"`` is a Triton mode (ValueError). The
+double backward always computes in the input dtype.
 """
 
 from __future__ import annotations
@@ -47,11 +55,13 @@ def egnn_edge_cpu(
     w: EdgeWeights,
     eps: float,
     isa: str = "best",
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The C++ forward: (m [n, H], dx [n, 3]) in the dtype of h. ``isa``: the compiled build,
-    one of :data:`alkernels.ops.dispatch.ISAS` (tests run every one the CPU supports)."""
+    one of :data:`alkernels.ops.dispatch.ISAS` (tests run every one the CPU supports);
+    ``precision``: ``"fp32"`` or ``"bf16"`` (see the module docstring)."""
     arrays, weights = _operands(h, x, shift, graph, w)
-    m, dx = _module().egnn_edge_forward(*arrays, weights, eps, isa)
+    m, dx = _module().egnn_edge_forward(*arrays, weights, eps, isa, precision)
     return torch.from_numpy(m), torch.from_numpy(dx)
 
 
@@ -82,12 +92,14 @@ def egnn_edge_backward_cpu(
     gm: torch.Tensor,
     gdx: torch.Tensor,
     isa: str = "best",
+    precision: str = "fp32",
 ) -> EdgeGrads:
     """The C++ backward from the upstream gradients gm [n, H] and gdx [n, 3]: the gradients of h,
-    x and the eleven weights, in the input dtype (the kernel's :class:`KernelGrads`, assembled)."""
+    x and the eleven weights, in the input dtype (the kernel's :class:`KernelGrads`, assembled).
+    ``isa`` and ``precision`` as for :func:`egnn_edge_cpu`."""
     arrays, weights = _operands(h, x, shift, graph, w)
     extra = _backward_operands(h, graph, w, gm, gdx)
-    out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa)
+    out = _module().egnn_edge_backward(*arrays, weights, eps, *extra, detach_norm, isa, precision)
     return assemble_grads(KernelGrads(*(torch.from_numpy(o) for o in out)), h.detach(), w)
 
 

@@ -18,8 +18,12 @@
 
 Both take the edge index as its five tensors (:class:`EdgeGraph`) and the weights as eleven
 tensors (:class:`EdgeWeights`), plus ``eps``, ``detach_norm``, the concrete ``backend``
-(``"cpu"`` or ``"triton"``) and the Triton ``precision``. Fake implementations give the output
-shapes, so FakeTensor, ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through them.
+(``"cpu"`` or ``"triton"``) and the ``precision`` of the kernels' matmuls (``"fp32"``,
+``"tf32"`` on Triton only, ``"bf16"``; see :func:`alkernels.ops.message_passing.egnn_edge_op`).
+The double backward computes in the input dtype whatever the precision: the fused C++ kernel in
+float32 for a ``"bf16"`` forward, as the Triton backend's second order goes through the float32
+reference. Fake implementations give the output shapes, so FakeTensor,
+``torch.compile(fullgraph=True)`` and ``torch.export`` trace through them.
 The kernels run with autocast off: the op decides its own precision (the inputs arrive in the
 weights' dtype, see :func:`alkernels.ops.message_passing.egnn_edge_op`).
 """
@@ -82,7 +86,7 @@ def egnn_edge_fused(
         if backend == "cpu":
             from alkernels.ops.message_passing.cpu import egnn_edge_cpu
 
-            return egnn_edge_cpu(h, x, shift, graph, w, eps)
+            return egnn_edge_cpu(h, x, shift, graph, w, eps, precision=precision)
         if backend == "triton":
             from alkernels.ops.message_passing.triton_kernels import egnn_edge_triton
 
@@ -134,7 +138,7 @@ def egnn_edge_fused_backward(
         if backend == "cpu":
             from alkernels.ops.message_passing.cpu import egnn_edge_backward_cpu
 
-            grads = egnn_edge_backward_cpu(h, x, shift, graph, w, eps, detach_norm, gm, gdx)
+            grads = egnn_edge_backward_cpu(h, x, shift, graph, w, eps, detach_norm, gm, gdx, precision=precision)
         elif backend == "triton":
             from alkernels.ops.message_passing.triton_kernels import egnn_edge_backward_triton
 
