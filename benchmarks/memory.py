@@ -15,7 +15,7 @@ run from the repository root and prints the MiB on its last line. Probes:
     ``{"impl": "ours" | "eager", "strategy", "T", "N", "C", "k", "device"}``: ``select`` or the
     eager peer on the logits of :func:`benchmarks.workloads.make_logits`.
 ``egnn``
-    ``{"impl": "fused" | "torch" | "pyg" | "torch+compile" | "fused+compile", "mode", "batch",
+    ``{"impl": one of ``workloads.EGNN_IMPLS``, "mode", "batch",
     "distinct", "device"}``: one forward+backward of the encoder with the initial weights (the
     peak does not depend on them).
 ``forces``

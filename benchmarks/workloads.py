@@ -36,7 +36,15 @@ CUTOFFS: dict[str, float] = {"periodic": 6.0, "matsciml": 20.0}
 #: reference backend, the torch_geometric peer, and ours and the reference under torch.compile
 #: (inductor, fullgraph: the strongest thing a user can get without alkernels is the compiled
 #: reference).
-EGNN_IMPLS: tuple[str, ...] = ("fused", "torch", "pyg", "torch+compile", "fused+compile")
+EGNN_IMPLS: tuple[str, ...] = (
+    "fused",
+    "torch",
+    "pyg",
+    "torch+compile",
+    "fused+compile",
+    "fused bf16",
+    "torch+autocast bf16",
+)
 #: Implementations of the force-training step (energies and forces, forward and double backward).
 FORCE_IMPLS: tuple[str, ...] = ("fused", "torch", "torch+compile", "fused+compile")
 
@@ -104,14 +112,31 @@ def make_encoder(impl: str, device: torch.device, state: dict[str, torch.Tensor]
     if impl.endswith("+compile"):
         return torch.compile(make_encoder(impl.removesuffix("+compile"), device, state), fullgraph=True)
     torch.manual_seed(0)
-    encoder = EGNN(backend="auto" if impl == "fused" else "torch")
+    fused = impl.startswith("fused")
+    encoder = EGNN(backend="auto" if fused else "torch", precision="bf16" if impl == "fused bf16" else "fp32")
     if state is not None:
         encoder.load_state_dict(state)
+    if impl == "torch+autocast bf16":
+        return _Autocast(encoder.to(device), device)
     if impl == "pyg":
         from benchmarks.pyg_peer import PygEGNN
 
         return PygEGNN(encoder).to(device)
     return encoder.to(device)
+
+
+class _Autocast(torch.nn.Module):
+    """``module`` run under ``torch.autocast(device.type, dtype=torch.bfloat16)``: the peer a user
+    tries first for bf16 (the op and the node MLPs choose their own precision under autocast)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.module = module
+        self.device_type = device.type
+
+    def forward(self, batch: GraphBatch) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.module(batch).float()
 
 
 def forward_backward(model: torch.nn.Module, batch: GraphBatch) -> None:
