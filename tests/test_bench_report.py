@@ -234,3 +234,15 @@ def test_benchmark_summaries_default_to_an_ignored_folder_named_by_size(monkeypa
     assert conftest.result_name("egnn", "cpu", 2, "quick") == "egnn_cpu_2t_quick.json"
     assert conftest.result_name("egnn", "cpu", 2, "full") != conftest.result_name("egnn", "cpu", 2, "quick")
     assert "benchmarks/results/local/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_roofline_work_model_by_hand():
+    """One edge and no atoms: 5 layers x forward+backward (4x) x 2 FLOP per multiply-add x the
+    fused per-edge multiply-adds (the r^2 column of the first edge Linear, 128 x 128 twice, and the
+    coordinate MLP 128 x 64 + 64 x 64 + 64 x 1); one atom and no edge: 3x the per-node work."""
+    from benchmarks.roofline import flops_per_pass
+
+    per_edge = 128 + 2 * 128 * 128 + 128 * 64 + 64 * 64 + 64
+    assert flops_per_pass(0, 1) == 5 * 2 * 4 * per_edge
+    per_node = 64 * 128 + 160 * 128 + 2 * 128 * 128 + 128 * 32
+    assert flops_per_pass(1, 0) == 5 * 2 * 3 * per_node
