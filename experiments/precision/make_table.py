@@ -20,6 +20,7 @@ import numpy as np
 
 from alkernels.experiments._report import mean_std, sample_std
 from alkernels.experiments.spacegroup.stats import paired_interval
+from alkernels.loop.loop import read_records
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,7 +30,7 @@ def pack(folders: list[Path]) -> None:
     lines = []
     for folder in sorted(folders):
         config = json.loads((folder / "config.json").read_text())
-        records = [json.loads(x) for x in (folder / "records.jsonl").read_text().splitlines() if x.strip()]
+        records = read_records(folder / "records.jsonl")
         for r in records:
             r.pop("queried", None)  # the picked indices are not needed for this table
         lines.append(json.dumps({"config": config, "records": records}, sort_keys=True))

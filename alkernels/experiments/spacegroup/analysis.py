@@ -138,8 +138,11 @@ def primary_endpoint(df: pd.DataFrame) -> dict | None:
     return out
 
 
-def _variant_of(config: dict) -> str:
-    """``keep`` or ``reset`` for a run config written before ``variant`` was recorded."""
+def run_variant(config: dict) -> str:
+    """A run's variant: its recorded ``variant``, or for a config written before that was
+    recorded, ``keep`` or ``reset`` from ``reset_weights``."""
+    if "variant" in config:
+        return config["variant"]
     return "reset" if config["reset_weights"] else "keep"
 
 
@@ -172,7 +175,7 @@ def query_composition(runs: list[dict], train_labels: np.ndarray, rounds: int = 
             top = int(c.argmax())
             rows.append(
                 {
-                    "variant": config["variant"] if "variant" in config else _variant_of(config),
+                    "variant": run_variant(config),
                     "strategy": config["strategy"],
                     "seed": config["seed"],
                     "round": r["round"],

@@ -69,7 +69,7 @@ def collect(runs: list[dict]) -> pd.DataFrame:
         for r in run["records"]:
             rows.append(
                 {
-                    "variant": config.get("variant", "keep" if not config["reset_weights"] else "reset"),
+                    "variant": analysis.run_variant(config),
                     "strategy": config["strategy"],
                     "seed": config["seed"],
                     "round": r["round"],

@@ -86,11 +86,10 @@ def paired_percent(a: dict[int, float], b: dict[int, float]) -> Interval | None:
     """``a - b`` paired over the repeats both have, as a percentage of ``b``'s mean over those
     repeats, with its 95% t-interval (the interval of the mean difference, scaled by the same
     factor); None when they share no repeat."""
-    shared = sorted(set(a) & set(b))
-    if not shared:
+    d = paired_interval(a, b)
+    if d is None:
         return None
-    d = paired_interval({r: a[r] for r in shared}, {r: b[r] for r in shared})
-    scale = 100.0 / float(np.mean([b[r] for r in shared]))
+    scale = 100.0 / float(np.mean([b[r] for r in sorted(set(a) & set(b))]))
     return Interval(d.mean * scale, d.lo * scale, d.hi * scale, d.n)
 
 
