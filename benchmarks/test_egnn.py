@@ -10,8 +10,11 @@ implementation is measured with the initial weights at the main batch sizes, in 
 The extra ``scaling_batches`` add matsciml rows of fused and torch only (no memory), for the
 scaling plot.
 
-Group ``egnn/tasks/...`` (full size only): one training epoch (AdamW, batch 24) and one
-pool-scoring pass (MC dropout, streaming BALD top-k) on synthetic crystals in matsciml mode.
+Group ``egnn/tasks/...`` (full size only): one training epoch (the library's ``Trainer``: AdamW,
+batch 24) and one pool-scoring pass (the library's BALD strategy: MC dropout, streaming top-k) on
+synthetic crystals in matsciml mode, with the default fp32 edge kernels (``fused``) and the opt-in
+bf16 ones (``fused bf16``, whose numbers differ: ``experiments/precision``). Where their time goes:
+``benchmarks/profile_training.py``.
 
 Group ``egnn/index checks/B=<batch>`` (CPU): the O(n + E) index checks that the C++ binding runs on
 every kernel call (``_C.check_edge_index``) against one fused forward of the first layer on the
@@ -32,11 +35,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from alkernels.data import GraphSet, collate
 from alkernels.models import EGNN, SpaceGroupClassifier
+from alkernels.strategies import Pool
 from benchmarks import settings
 from benchmarks.harness import timed
 from benchmarks.memory import peak_extra_mib
@@ -64,6 +69,8 @@ from benchmarks.workloads import (
 MODES: tuple[str, ...] = ("periodic", "matsciml")
 WEIGHTS: dict[str, str] = {"init": "initial", "trained": "trained"}
 TASK_MODE = "matsciml"
+#: Task implementations and the edge kernels' precision of each: the default fp32 and the opt-in bf16.
+TASK_IMPLS: dict[str, str] = {"fused": "fp32", "fused bf16": "bf16"}
 needs_data = pytest.mark.skipif(not has_extra("data"), reason="needs the 'data' extra: pip install 'alkernels[data]'")
 
 
@@ -179,17 +186,19 @@ def test_forward_backward(
 
 @pytest.mark.full
 @needs_data
-def test_training_epoch(benchmark: Any, sizes: settings.Sizes, device: torch.device) -> None:
-    """One epoch of AdamW training (lr 1e-4, batch 24) of the fused classifier."""
+@pytest.mark.parametrize("impl", TASK_IMPLS)
+def test_training_epoch(benchmark: Any, sizes: settings.Sizes, device: torch.device, impl: str) -> None:
+    """One epoch of AdamW training (lr 1e-4, batch 24) of the classifier, through the library's
+    :class:`alkernels.loop.Trainer`; ``fused bf16`` runs the edge kernels in bf16 (opt-in)."""
     e = sizes.egnn
     graphs, labels = synthetic_graphs(TASK_MODE, e.distinct)
     dataset = tiled(graphs, e.train_n, labels)
     timed(
         benchmark,
-        lambda: train_classifier(dataset, device, lr=1e-4),
+        lambda: train_classifier(dataset, device, lr=1e-4, precision=TASK_IMPLS[impl]),
         group="egnn/tasks/training epoch",
-        impl="fused",
-        role="baseline",
+        impl=impl,
+        role="baseline" if impl == "fused" else "peer",
         items=e.train_n,
         unit="structures",
         rounds=1,
@@ -203,20 +212,23 @@ def test_training_epoch(benchmark: Any, sizes: settings.Sizes, device: torch.dev
 
 @pytest.mark.full
 @needs_data
-def test_pool_scoring(benchmark: Any, sizes: settings.Sizes, device: torch.device) -> None:
-    """One pool-scoring pass: MC-dropout logits per batch and a streaming BALD top-k."""
+@pytest.mark.parametrize("impl", TASK_IMPLS)
+def test_pool_scoring(benchmark: Any, sizes: settings.Sizes, device: torch.device, impl: str) -> None:
+    """One pool-scoring pass of the library's BALD strategy: MC-dropout logits per chunk and a
+    streaming top-k; ``fused bf16`` runs the edge kernels in bf16 (opt-in)."""
     e = sizes.egnn
     graphs, _ = synthetic_graphs(TASK_MODE, e.distinct)
-    loader = torch.utils.data.DataLoader(tiled(graphs, e.pool_n), batch_size=e.pool_batch, collate_fn=collate)
+    dataset = tiled(graphs, e.pool_n)
+    pool = Pool(dataset, np.arange(e.pool_n), batch_size=e.pool_batch, collate_fn=collate)
     torch.manual_seed(0)
-    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device).eval()
+    model = SpaceGroupClassifier(EGNN(precision=TASK_IMPLS[impl]), dropout=0.1).to(device)
     k = query_size(e.pool_n, 0.1)
     timed(
         benchmark,
-        lambda: score_pool(model, loader, e.T, k, device),
+        lambda: score_pool(model, pool, e.T, k),
         group="egnn/tasks/pool scoring",
-        impl="fused",
-        role="baseline",
+        impl=impl,
+        role="baseline" if impl == "fused" else "peer",
         items=e.pool_n,
         unit="structures",
         rounds=1,

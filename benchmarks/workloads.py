@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from alkernels._extras import EXTRAS
-from alkernels.acquisition import StreamingSelector
 from alkernels.data import (
     GraphBatch,
     GraphDataset,
@@ -28,7 +27,9 @@ from alkernels.data import (
     default_cache_dir,
     random_graphs,
 )
+from alkernels.loop import Trainer
 from alkernels.models import EGNN, SpaceGroupClassifier
+from alkernels.strategies import Pool, UncertaintyStrategy
 
 #: Neighbour cutoff in Angstrom per graph mode (the paper's settings).
 CUTOFFS: dict[str, float] = {"periodic": 6.0, "matsciml": 20.0}
@@ -162,25 +163,25 @@ def relu_density(batch: GraphBatch, device: torch.device, state: dict[str, torch
 
 
 def train_classifier(
-    dataset: GraphDataset, device: torch.device, lr: float, steps: int | None = None
+    dataset: GraphDataset, device: torch.device, lr: float, steps: int | None = None, precision: str = "fp32"
 ) -> SpaceGroupClassifier:
-    """A seed-0 ``SpaceGroupClassifier(EGNN(), dropout=0.1)`` trained with AdamW (batch 24,
-    shuffled, no weight decay) for one epoch over ``dataset``, or for ``steps`` steps cycling
-    over it."""
+    """A seed-0 ``SpaceGroupClassifier(EGNN(precision=precision), dropout=0.1)`` trained the way
+    the AL loop trains (:meth:`alkernels.loop.Trainer.adamw`, no weight decay, batch 24,
+    shuffled, :meth:`~alkernels.loop.Trainer.epoch`) for one epoch over ``dataset``, or for
+    ``steps`` steps cycling over it."""
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=24, shuffle=True, collate_fn=collate)
-    model = SpaceGroupClassifier(EGNN(), dropout=0.1).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model = SpaceGroupClassifier(EGNN(precision=precision), dropout=0.1).to(device)
+    model.train()
+    trainer = Trainer.adamw(model.parameters(), lr=lr, weight_decay=0.0)
+
+    def loss(batch: GraphBatch) -> torch.Tensor:
+        batch = batch.to(device)
+        return torch.nn.functional.cross_entropy(model(batch), batch.y)
+
     done = 0
     while steps is None or done < steps:
-        for batch in loader:
-            batch = batch.to(device)
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
+        done += trainer.epoch(loader, loss, max_steps=None if steps is None else steps - done).steps
         if steps is None:
             break
     sync(device)
@@ -197,16 +198,11 @@ def trained_encoder_state(mode: str, distinct: int, steps: int, device: torch.de
     return {name: value.detach().clone() for name, value in model.encoder.state_dict().items()}
 
 
-def score_pool(
-    model: SpaceGroupClassifier, loader: torch.utils.data.DataLoader, T: int, k: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One pool-scoring pass: per batch the encoder once and the head ``T`` times with dropout
-    on (``mc_logits``), and a streaming BALD top-``k`` over the [T, b, 230] logits."""
-    selector = StreamingSelector("bald", k)
-    with torch.no_grad():
-        for batch in loader:
-            selector.update(model.mc_logits(batch.to(device), T))
-    return selector.result()
+def score_pool(model: SpaceGroupClassifier, pool: Pool, T: int, k: int) -> np.ndarray:
+    """One pool-scoring pass as the AL loop queries: the library's BALD strategy with ``T`` MC
+    passes (per chunk the encoder once and the head ``T`` times with dropout on,
+    ``model.mc_logits``) and its streaming top-``k``; the ``k`` chosen dataset indices."""
+    return UncertaintyStrategy("bald", passes=T).query(model, pool, k, rng=np.random.default_rng(0))
 
 
 def force_batch(structures: int, repeat: int, device: torch.device) -> GraphBatch:

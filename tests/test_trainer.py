@@ -65,3 +65,23 @@ def test_trainer_steps_schedules_and_stops() -> None:
     other.load_state_dict(state)
     with pytest.raises(ValueError, match="max_steps"):
         trainer.epoch([1], lambda _: w.sum(), max_steps=0)
+
+
+def test_adamw_runs_multi_tensor_with_the_per_parameter_loops_numbers() -> None:
+    """Trainer.adamw's default (foreach) gives bit-identical weights to PyTorch's CPU default (the
+    per-parameter loop) over several steps of a small network; fused stays opt-in."""
+
+    def train(**options: bool) -> tuple[Trainer, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        trainer = Trainer.adamw(net.parameters(), lr=1e-2, weight_decay=0.01, **options)
+        data = torch.randn(5, 6, 8, generator=torch.Generator().manual_seed(1))
+        trainer.epoch(data, lambda x: net(x).square().mean())
+        return trainer, [p.detach().clone() for p in net.parameters()]
+
+    default, got = train()
+    loop, want = train(foreach=False)
+    assert default.optimizer.defaults["foreach"] is True and loop.optimizer.defaults["foreach"] is False
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    fused, _ = train(fused=True)
+    assert fused.optimizer.defaults["fused"] is True and not fused.optimizer.defaults["foreach"]
