@@ -90,6 +90,11 @@ BAD = [
         ["reproduce", "--study", "gp-regression", "--data-dir", "{missing}", "--out", "{out}"],
         "does not exist: the gp-regression preset 'perovskite' reads perov5_val.csv.gz, perov5_test.csv.gz",
     ),
+    (["reproduce", "--embedding", "composition", "--out", "{out}"], "--embedding applies to the gp-regression study"),
+    (
+        ["reproduce", "--study", "gp-regression", "--embedding", "checkpoint:{missing}", "--out", "{out}"],
+        "embedding checkpoint '",
+    ),
     (["report", "{missing}"], "does not exist"),
     (["report", "{single-run}"], "holds a single run of 'alkernels run'"),
     (["report", "{transfer-study}"], "rebuild its report with 'alkernels transfer --report-only --out"),

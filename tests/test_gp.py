@@ -374,6 +374,11 @@ def test_composition_features_and_encoder_files(tmp_path):
         torch.save(obj, tmp_path / name)
         loaded = load_encoder(tmp_path / name, backend="torch").state_dict()
         assert all(torch.equal(loaded[k], ref[k]) for k in ref)
+    from alkernels.transfer import checkpoint
+
+    checkpoint.save(model, tmp_path / "pt.ckpt")  # what `alkernels transfer` pre-trains
+    loaded = load_encoder(tmp_path / "pt.ckpt", backend="torch").state_dict()
+    assert all(torch.equal(loaded[k], ref[k]) for k in ref)
     torch.save({"weight": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not an EGNN state_dict"):
         load_encoder(tmp_path / "bad.pt")

@@ -104,6 +104,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="gp-regression: a fixed random subset of this many structures (default: all)",
     )
     p.add_argument(
+        "--embedding",
+        default=None,
+        help="gp-regression: override the preset's features: train-initial, composition or "
+        "checkpoint:PATH (an encoder pre-trained elsewhere, e.g. by 'alkernels transfer'; "
+        "experiment.json records its file name and content hash; default: the preset's)",
+    )
+    p.add_argument(
+        "--fit-iterations",
+        type=NON_NEGATIVE,
+        default=None,
+        help="gp-regression: Adam steps of the hyper-parameter fit (default: the preset's, 200)",
+    )
+    p.add_argument(
         "--data-dir",
         default="../shared/data",
         help="gp-regression: the folder holding the preset's files, perov5_val.csv.gz and "
@@ -123,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown {args.study} preset {preset!r}; use one of {', '.join(STUDY_PRESETS[args.study])}")
     if args.study == "gp-regression":
         return run_gp_regression(args, preset)
+    for flag, value in (("--embedding", args.embedding), ("--fit-iterations", args.fit_iterations)):
+        if value is not None:
+            raise ValueError(f"{flag} applies to the gp-regression study")
     from alkernels.data import load_split
     from alkernels.experiments._grid import CellsFailedError, grid_lock
     from alkernels.experiments.spacegroup.grid import VARIANTS, grid, preset_with, reproduce
@@ -208,11 +224,22 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     from alkernels.experiments._grid import grid_lock
     from alkernels.experiments.gp_regression.grid import arms_of, grid, load_data, preset_with, reproduce
     from alkernels.experiments.gp_regression.report import write_report
+    from alkernels.gp.embeddings import parse_embedding
 
     arms = None if args.strategies == "all" else arms_of([s.strip() for s in args.strategies.split(",") if s.strip()])
     preset = preset_with(
-        preset_name, arms=arms, queries=args.queries, embedding_epochs=args.epochs, max_structures=args.max_structures
+        preset_name,
+        arms=arms,
+        queries=args.queries,
+        embedding_epochs=args.epochs,
+        max_structures=args.max_structures,
+        embedding=args.embedding,
     )
+    if args.embedding is not None:
+        parse_embedding(args.embedding)  # a bad spec or a missing checkpoint fails before any data loads
+    if args.fit_iterations is not None:
+        gp = preset.gp
+        preset = replace(preset, gp=replace(gp, fit=replace(gp.fit, iterations=args.fit_iterations)))
     seeds = 5 if args.seeds is None else args.seeds
     grid(preset, seeds)  # bad arms or seeds fail before data loading
     if args.epoch_budget is not None:

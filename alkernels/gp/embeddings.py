@@ -36,6 +36,7 @@ from alkernels.data.graphset import GraphSet
 from alkernels.loop.rundir import atomic_write_bytes, file_lock
 from alkernels.loop.trainer import Trainer
 from alkernels.models import EGNN, PropertyRegressor
+from alkernels.transfer import checkpoint as transfer_checkpoint
 
 #: The embedding kinds (``checkpoint`` takes ``:PATH``).
 EMBEDDINGS = ("train-initial", "checkpoint", "composition")
@@ -107,6 +108,16 @@ def standardise(features: np.ndarray) -> np.ndarray:
     return (features - features.mean(0)) / np.where(std > 0, std, 1.0)
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the sha256 of a file's bytes (a weights file's identity: two runs
+    from different weights under one file name never share features or a run folder)."""
+    h = hashlib.sha256()
+    with open(user_path(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def load_encoder(path: str | os.PathLike, backend: str = "auto") -> EGNN:
     """The EGNN encoder stored in an alkernels weights file.
 
@@ -114,12 +125,15 @@ def load_encoder(path: str | os.PathLike, backend: str = "auto") -> EGNN:
     (the ``encoder.pt`` that ``train-initial`` writes), a model ``state_dict`` whose encoder
     keys start with ``encoder.`` (:class:`PropertyRegressor`, ``SpaceGroupClassifier``), or
     the ``{"model": state_dict, ...}`` of an :class:`~alkernels.loop.ActiveLearningLoop`'s
-    ``initial.pt``. The transfer-learning format will be added here.
+    ``initial.pt``; or a transfer checkpoint (:mod:`alkernels.transfer.checkpoint`, what
+    ``alkernels transfer`` pre-trains), whose checks it runs.
     """
     try:
         state = torch.load(user_path(path), map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors of every kind: report the file and the cause
         raise ValueError(f"cannot read encoder weights from {path}: {err}") from err
+    if isinstance(state, dict) and state.get("format") == transfer_checkpoint.FORMAT:
+        return transfer_checkpoint.load_encoder(path, backend=backend)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -232,6 +246,7 @@ class Embedding:
         out: dict = {"embedding": self.kind}
         if self.kind == "checkpoint":
             out["checkpoint"] = Path(self.path).name
+            out["checkpoint_sha256"] = file_digest(self.path)
         if self.kind == "train-initial":
             out.update(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
         return out

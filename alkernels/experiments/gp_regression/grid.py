@@ -20,6 +20,7 @@ from alkernels._paths import user_path
 from alkernels.data.specs import RegressionData, load_regression
 from alkernels.experiments._grid import Grid, run_grid
 from alkernels.gp import Embedding, GPActiveLearner, GPConfig, GPLoopConfig, get_strategy
+from alkernels.gp.embeddings import file_digest, parse_embedding
 from alkernels.loop.rundir import read_records
 
 #: The name under which ``experiment.json`` records this study (``alkernels report`` dispatches on it).
@@ -89,6 +90,15 @@ PRESETS: dict[str, Preset] = {
         "mp20-composition", ("mp20_sample.csv.gz",), "formation_energy_per_atom", queries=600, embedding="composition"
     ),
 }
+
+
+def _embedding_record(preset: Preset) -> dict:
+    """The preset's embedding as ``experiment.json`` records it: a checkpoint by its file name and
+    content hash (no machine path)."""
+    kind, path = parse_embedding(preset.embedding)
+    if kind != "checkpoint" or path is None:
+        return {}
+    return {"embedding": f"checkpoint:{Path(path).name}", "checkpoint_sha256": file_digest(path)}
 
 
 def preset_with(name: str, **overrides) -> Preset:
@@ -204,7 +214,7 @@ class RegressionGrid(Grid[Cell]):
         return {
             "study": STUDY,
             "dataset": self.data.name,
-            "preset": {**asdict(self.preset), "gp": self.preset.gp.overrides()},
+            "preset": {**asdict(self.preset), "gp": self.preset.gp.overrides(), **_embedding_record(self.preset)},
             "seeds": self.seeds,
             "n_train": len(self.data.train),
             "n_test": len(self.data.test),
