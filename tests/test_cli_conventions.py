@@ -95,6 +95,10 @@ BAD = [
         ["reproduce", "--study", "gp-regression", "--embedding", "checkpoint:{missing}", "--out", "{out}"],
         "embedding checkpoint '",
     ),
+    (
+        ["reproduce", "--study", "gp-regression", "--preset", "perovskite-pretrained", "--out", "{out}"],
+        "give --embedding checkpoint:PATH",
+    ),
     (["report", "{missing}"], "does not exist"),
     (["report", "{single-run}"], "holds a single run of 'alkernels run'"),
     (["report", "{transfer-study}"], "rebuild its report with 'alkernels transfer --report-only --out"),

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from alkernels.experiments.spacegroup import analysis
 from alkernels.experiments.spacegroup.stats import (
@@ -316,3 +318,49 @@ def test_query_composition_counts_the_picked_classes():
         }
     ]
     assert "| bald | 67 / 2.0 |" in analysis.composition_table(comp, "keep")
+
+
+class _FixedPasses(torch.nn.Module):
+    """A stand-in classifier whose MC passes are given logits [T, n, C] (rows in pool order)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.seen = logits, 0
+
+    def mc_logits(self, batch: torch.Tensor, passes: int) -> torch.Tensor:
+        out = self.logits[:passes, self.seen : self.seen + len(batch)]
+        self.seen += len(batch)
+        return out
+
+
+def test_mc_spread_statistics_by_hand():
+    """Identical passes have no spread (BALD's MI is 0, no arg-max flips); two passes that
+    disagree on one item put all the MI there, with the value the formula gives by hand."""
+    from alkernels.experiments.spacegroup.mc_spread import spread
+    from alkernels.strategies import Pool
+
+    labels = np.array([0, 1, 1, 2])
+    pool = Pool(list(range(4)), np.arange(4), batch_size=3, collate_fn=lambda items: torch.tensor(items))
+    same = torch.randn(1, 4, 3).expand(2, 4, 3)
+    stats = spread(_FixedPasses(same), pool, labels, k=2, passes=2)
+    assert stats["mi_max"] == pytest.approx(0.0, abs=1e-12) and stats["flip_share"] == 0.0
+    assert stats["top_class_std"] == pytest.approx(0.0, abs=1e-12)
+    logits = torch.zeros(2, 4, 3)
+    logits[0, 1, 0], logits[1, 1, 1] = 50.0, 50.0  # item 1: pass 0 says class 0, pass 1 class 1
+    stats = spread(_FixedPasses(logits), pool, labels, k=1, passes=2)
+    # item 1: mean (1/2, 1/2, 0) has entropy log 2, each pass ~0: MI = log 2; the others 0
+    assert stats["mi_max"] == pytest.approx(math.log(2), abs=1e-6)
+    assert stats["mi_mean"] == pytest.approx(math.log(2) / 4, abs=1e-6)
+    assert stats["flip_share"] == 0.25 and stats["bald_top_class_share"] == 1.0
+
+
+def test_mc_spread_round0_epochs_follow_the_grid_schedule():
+    from alkernels.experiments.spacegroup.grid import PRESETS
+    from alkernels.experiments.spacegroup.mc_spread import round0_epochs, schedule_preset
+
+    cpu = PRESETS["cpu"]
+    assert round0_epochs(schedule_preset(cpu, "epochs:3"), 2000) == 3
+    assert round0_epochs(schedule_preset(cpu, "budget:16.5"), 2000) == 17
+    for bad in ("epochs:x", "budget:", "steps:3"):
+        with pytest.raises(ValueError, match="schedule must be"):
+            schedule_preset(cpu, bad)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: Studies and their presets (the first is the default).
 STUDY_PRESETS = {
     "spacegroup": ("quick", "demo", "cpu", "paper"),
-    "gp-regression": ("perovskite", "perovskite-composition", "mp20", "mp20-composition"),
+    "gp-regression": ("perovskite", "perovskite-composition", "perovskite-pretrained", "mp20", "mp20-composition"),
 }
 
 
@@ -235,8 +235,12 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
         max_structures=args.max_structures,
         embedding=args.embedding,
     )
-    if args.embedding is not None:
-        parse_embedding(args.embedding)  # a bad spec or a missing checkpoint fails before any data loads
+    if preset.embedding == "checkpoint":
+        raise ValueError(
+            f"preset {preset_name!r} takes its features from a pre-trained encoder: give --embedding "
+            "checkpoint:PATH (how to pre-train it: experiments/gp-regression/README.md)"
+        )
+    parse_embedding(preset.embedding)  # a bad spec or a missing checkpoint fails before any data loads
     if args.fit_iterations is not None:
         gp = preset.gp
         preset = replace(preset, gp=replace(gp, fit=replace(gp.fit, iterations=args.fit_iterations)))
