@@ -401,7 +401,7 @@ def main(argv: list[str]) -> None:
     load = os.getloadavg()[0]
     graphs, labels = synthetic_graphs(MODE, DISTINCT)
     result = {
-        "format": "alkernels-profile/1",
+        "format": summary.PROFILE_FORMAT,
         "environment": summary.environment("full", torch.device("cpu"), load),
         "training": profile_training(tiled(graphs, args.train, labels)),
         "pool": profile_pool(tiled(graphs, args.pool)),

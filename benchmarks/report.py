@@ -10,7 +10,8 @@ one section per suite), and the GPU files of ``benchmarks/gpu/`` (``gpu_aot*.jso
 ``gpu_train_step.json`` from ``benchmarks/gpu/check.sh``; schema in ``benchmarks/gpu/README.md``),
 and the GP active-learning loop files (``gp_<dataset>_cpu_<threads>t.json`` of
 ``benchmarks/test_gp.py``, format :data:`GP_FORMAT`; :func:`render_gp_result` is also the table
-that benchmark prints). Dry-run files (``*_dryrun.json`` or ``"dry_run": true``) are ignored;
+that benchmark prints). The step profile (``profile_*.json``, rendered into ``docs/performance.md``
+by ``benchmarks/profile_training.py``) and dry-run files (``*_dryrun.json`` or ``"dry_run": true``) are ignored;
 other JSON files (older formats, the torchrun script's output) are listed as not rendered.
 
 The headline block (a few ratios, each with the file it comes from) is written into the
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.summary import FORMAT  # noqa: E402
+from benchmarks.summary import FORMAT, PROFILE_FORMAT  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -396,6 +397,8 @@ def load(
             gpu[path.stem] = data
         elif isinstance(data, dict) and path.stem.startswith("gp_") and data.get("format") == GP_FORMAT:
             gp[path.stem] = data
+        elif isinstance(data, dict) and data.get("format") == PROFILE_FORMAT:
+            continue  # the step profile: benchmarks/profile_training.py renders it into docs/performance.md
         else:
             skipped.append(path.name)
             print(

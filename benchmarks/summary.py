@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "alkernels-bench/1"
+#: The step profile of ``benchmarks/profile_training.py`` (rendered into ``docs/performance.md``).
+PROFILE_FORMAT = "alkernels-profile/1"
 ROOT = Path(__file__).resolve().parent.parent
 #: Packages whose versions every result records.
 PACKAGES: tuple[str, ...] = ("alkernels", "torch", "numpy", "triton", "baal", "torch_geometric", "pytest-benchmark")

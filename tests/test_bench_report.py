@@ -246,3 +246,23 @@ def test_roofline_work_model_by_hand():
     assert flops_per_pass(0, 1) == 5 * 2 * 4 * per_edge
     per_node = 64 * 128 + 160 * 128 + 2 * 128 * 128 + 128 * 32
     assert flops_per_pass(1, 0) == 5 * 2 * 3 * per_node
+
+
+def test_the_step_profile_in_the_docs_is_the_committed_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/performance.md's profile block is what benchmarks/profile_training.py renders from the
+    committed result (no hand edits), whose parts add up to its instrumented totals."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import profile_training
+
+    result = json.loads((ROOT / "benchmarks" / "results" / "profile_cpu_2t.json").read_text())
+    doc = (ROOT / "docs" / "performance.md").read_text()
+    block = doc.split(profile_training.START, 1)[1].split(profile_training.END, 1)[0]
+    assert block.strip() == profile_training.table(result).strip()
+    s = result["training"]["seconds"]
+    parts = s["data"] + s["encoder forward"] + s["head and loss"] + s["backward"] + s["optimizer"]
+    assert parts <= s["total"] and parts > 0.95 * s["total"]
+    assert s["edge forward"] < s["encoder forward"] and s["edge backward"] < s["backward"]
+    p = result["pool"]["seconds"]
+    assert p["data"] + p["encoder"] + p["head passes"] + p["selection"] <= p["total"]
+    opt = result["training"]["optimizer"]
+    assert opt["multi-tensor"]["max_abs_weight_diff"] == 0.0 and opt["fused"]["max_abs_weight_diff"] > 0.0
