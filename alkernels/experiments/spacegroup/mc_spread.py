@@ -27,7 +27,8 @@ Usage::
         --out experiments/spacegroup/results/bald-mc-spread
 
 writes ``summary.json`` and ``table.md`` there (``--schedules`` picks the schedules compared:
-``epochs:E`` fixed epochs per round or ``budget:E`` the compute-matched schedule).
+``epochs:E`` fixed epochs per round or ``budget:E`` the compute-matched schedule);
+``--report-only`` rebuilds ``table.md`` from a committed ``summary.json``.
 """
 
 from __future__ import annotations
@@ -205,11 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         "--work", default="runs/mc-spread", help="folder of the one-round runs (default: %(default)s, not committed)"
     )
     parser.add_argument("--cache-dir", default=None, help="data and graph cache (default: alkernels')")
+    parser.add_argument("--report-only", action="store_true", help="rebuild OUT/table.md from OUT/summary.json")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        summary = json.loads((out / "summary.json").read_text())
+        (out / "table.md").write_text(table(summary["rows"], summary["passes"]))
+        return 0
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
     preset = PRESETS[args.preset]
-    out = Path(args.out)
     rows = run(preset, args.schedules.split(","), args.seeds, Path(args.work), cache_dir=args.cache_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"preset": preset.name, "passes": preset.passes, "rows": rows}
