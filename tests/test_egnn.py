@@ -131,6 +131,24 @@ def test_mc_logits_samples_differ_and_modes_are_restored():
         model.mc_logits(batch, T=0)
 
 
+def test_encoder_dropout_variant_is_sampled_per_pass_and_off_by_default():
+    """Encoder dropout (a variant) makes the MC passes differ even with no head dropout, is off
+    in eval mode, and leaves the identity of the paper's model (no ``dropout`` key) unchanged."""
+    assert "dropout" not in EGNN().settings()
+    batch = random_batch([3, 5], mode="periodic", cutoff=3.0)
+    torch.manual_seed(0)
+    model = SpaceGroupClassifier(EGNN(EGNNConfig(dropout=0.5)), dropout=0.0).eval()
+    assert model.encoder.settings()["dropout"] == 0.5
+    mc = model.mc_logits(batch, T=3)
+    assert mc.shape == (3, 2, 230) and not torch.equal(mc[0], mc[1])
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(model(batch), model(batch))
+    model.train()
+    assert not torch.equal(model.encoder(batch), model.encoder(batch))
+    with pytest.raises(ValueError, match="dropout"):
+        EGNNConfig(dropout=1.0)
+
+
 def test_property_regressor_masked_loss():
     model = PropertyRegressor(EGNN(), targets=["e_form", "gap"])
     batch = random_batch([3, 2, 4], mode="periodic", cutoff=3.0)

@@ -104,6 +104,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="gp-regression: a fixed random subset of this many structures (default: all)",
     )
     p.add_argument(
+        "--encoder-dropout",
+        type=float,
+        default=None,
+        help="spacegroup: dropout on the encoder's node state, a labelled variant of the paper's "
+        "model (which has dropout in the head only); MC strategies then run the encoder once per "
+        "pass (default: the preset's, 0)",
+    )
+    p.add_argument(
         "--embedding",
         default=None,
         help="gp-regression: override the preset's features: train-initial, composition or "
@@ -146,8 +154,15 @@ def run(args: argparse.Namespace) -> int:
     from alkernels.strategies import PAPER_STRATEGIES
 
     preset = preset_with(
-        preset, epochs=args.epochs, backend=args.backend, precision=args.precision, label_mode=args.label_mode
+        preset,
+        epochs=args.epochs,
+        backend=args.backend,
+        precision=args.precision,
+        label_mode=args.label_mode,
+        encoder_dropout=args.encoder_dropout,
     )
+    if not 0.0 <= preset.encoder_dropout < 1.0:
+        raise ValueError(f"--encoder-dropout must lie in [0, 1), got {preset.encoder_dropout}")
     if args.epoch_budget is not None:
         preset = replace(preset, epoch_budget=args.epoch_budget)
     elif args.epochs is not None:
@@ -248,6 +263,8 @@ def run_gp_regression(args: argparse.Namespace, preset_name: str) -> int:
     grid(preset, seeds)  # bad arms or seeds fail before data loading
     if args.epoch_budget is not None:
         raise ValueError("--epoch-budget applies to the spacegroup study")
+    if args.encoder_dropout is not None:
+        raise ValueError("--encoder-dropout applies to the spacegroup study")
     if args.distributed:
         raise ValueError("--distributed applies to the spacegroup study; the GP study runs in one process")
     check_device(args.device)

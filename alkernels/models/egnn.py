@@ -36,6 +36,10 @@ class EGNNConfig:
         activation: ``"relu"`` (paper) or ``"silu"``; used in every MLP and between layers.
         coord_aggregation: ``"sum"`` (paper) or ``"mean"`` (original EGNN) of coordinate updates.
         detach_norm: normalise the edge direction by the detached distance (original EGNN).
+        dropout: dropout probability on the node state after every layer (a variant, 0 in the
+            paper's model: the toolkit's EGNN has no dropout in the encoder). With it the
+            encoder is stochastic in training and in MC-dropout scoring
+            (:meth:`~alkernels.models.SpaceGroupClassifier.mc_logits` then runs it T times).
     """
 
     num_layers: int = 5
@@ -49,6 +53,7 @@ class EGNNConfig:
     activation: str = "relu"
     coord_aggregation: str = "sum"
     detach_norm: bool = False
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         check_activation(self.activation)
@@ -56,6 +61,8 @@ class EGNNConfig:
             raise ValueError(f"coord_aggregation must be 'sum' or 'mean', got {self.coord_aggregation!r}")
         if self.num_layers < 1:
             raise ValueError("num_layers must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
     @classmethod
     def original(cls, **overrides: object) -> "EGNNConfig":
@@ -203,6 +210,7 @@ class EGNN(nn.Module):
         p = config.proj_dim
         self.projection = _mlp([config.node_dim, p, p, p], config.activation, final_act=False)
         self.act = activation_module(config.activation)
+        self.node_dropout = nn.Dropout(config.dropout) if config.dropout > 0 else None
 
     @property
     def out_dim(self) -> int:
@@ -210,8 +218,13 @@ class EGNN(nn.Module):
         return self.config.proj_dim
 
     def settings(self) -> dict:
-        """The configuration, backend and precision (JSON-serialisable; part of a run's identity)."""
-        return {**asdict(self.config), "backend": self.backend, "precision": self.precision}
+        """The configuration, backend and precision (JSON-serialisable; part of a run's identity).
+        ``dropout`` appears only when it is set, so the identities of runs made before the option
+        existed stay valid."""
+        config = asdict(self.config)
+        if not config["dropout"]:
+            del config["dropout"]
+        return {**config, "backend": self.backend, "precision": self.precision}
 
     def _encode(self, batch: GraphBatch, taps: list[torch.Tensor] | None) -> torch.Tensor:
         """Node projections [n, proj_dim]; appends the pooled node states of each layer to
@@ -228,6 +241,8 @@ class EGNN(nn.Module):
             h, x = layer(h, x, shift, graph, self.backend, self.precision)
             if k < len(self.layers) - 1:
                 h = self.act(h)
+            if self.node_dropout is not None:
+                h = self.node_dropout(h)
             if taps is not None:
                 taps.append(sum_pool(h, batch.batch, batch.num_graphs))
         return self.projection(h)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from alkernels.data.batch import GraphBatch
-from alkernels.models.egnn import EGNN
+from alkernels.models.egnn import EGNN, EGNNConfig
 from alkernels.ops.activations import activation_module
 
 
@@ -84,20 +84,24 @@ class SpaceGroupClassifier(nn.Module):
 
     @torch.no_grad()
     def mc_logits(self, batch: GraphBatch, T: int) -> torch.Tensor:
-        """MC-dropout logits [T, B, num_classes] for scoring: the encoder runs once (it has no
-        dropout), the head T times with only its dropout active (normalisation layers stay in eval
-        mode, so the passes never update BatchNorm statistics); every module's mode is restored
-        after. Runs under ``torch.no_grad()``: the logits carry no autograd graph, whatever the
-        caller's grad mode (train through :meth:`forward` instead)."""
+        """MC-dropout logits [T, B, num_classes] for scoring, with only the dropout layers active
+        (normalisation layers stay in eval mode, so the passes never update BatchNorm statistics);
+        every module's mode is restored after. The paper's encoder has no dropout, so it runs
+        once and the head T times; an encoder with dropout (``EGNNConfig.dropout``, a variant)
+        runs T times as well. Runs under ``torch.no_grad()``: the logits carry no autograd
+        graph, whatever the caller's grad mode (train through :meth:`forward` instead)."""
         if T < 1:
             raise ValueError(f"T must be positive, got {T}")
         modes = [(m, m.training) for m in self.modules()]
         try:
             self.eval()
-            emb = self.embed(batch)
+            stochastic_encoder = any(isinstance(m, nn.Dropout) for m in self.encoder.modules())
+            emb = None if stochastic_encoder else self.embed(batch)
             for m in self.modules():
                 if isinstance(m, nn.Dropout):
                     m.train()
+            if emb is None:
+                return torch.stack([self.head(self.embed(batch)) for _ in range(T)])
             return torch.stack([self.head(emb) for _ in range(T)])
         finally:
             for m, mode in modes:
@@ -105,7 +109,11 @@ class SpaceGroupClassifier(nn.Module):
 
 
 def paper_classifier(
-    backend: str = "auto", dropout: float = 0.1, precision: str = "fp32", num_classes: int = 230
+    backend: str = "auto",
+    dropout: float = 0.1,
+    precision: str = "fp32",
+    num_classes: int = 230,
+    encoder_dropout: float = 0.0,
 ) -> SpaceGroupClassifier:
     """The paper's classifier: the default :class:`EGNN` and the toolkit head, 230 logits.
 
@@ -114,8 +122,11 @@ def paper_classifier(
         dropout: head dropout (MC-dropout strategies need > 0).
         precision: matmul precision of the fused edge kernels (see :class:`EGNN`).
         num_classes: logits; 230 for space groups, fewer for a coarser label mode.
+        encoder_dropout: dropout on the encoder's node state (``EGNNConfig.dropout``; 0 in the
+            paper's model, a labelled variant otherwise).
     """
-    return SpaceGroupClassifier(EGNN(backend=backend, precision=precision), dropout=dropout, num_classes=num_classes)
+    encoder = EGNN(EGNNConfig(dropout=encoder_dropout), backend=backend, precision=precision)
+    return SpaceGroupClassifier(encoder, dropout=dropout, num_classes=num_classes)
 
 
 class PropertyRegressor(nn.Module):

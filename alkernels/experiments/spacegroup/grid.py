@@ -66,6 +66,8 @@ class Preset:
             run, the same share per round; the standard run then trains ``epoch_budget`` epochs.
         lr, weight_decay, batch_size: AdamW learning rate, weight decay and batch size.
         dropout: head dropout of the classifier (MC strategies need > 0).
+        encoder_dropout: dropout on the encoder's node state (0 in the paper's model; a labelled
+            variant otherwise, recorded in every run's config as ``model.encoder.dropout``).
         passes: MC-dropout passes T.
         backend: EGNN edge-op backend.
         precision: matmul precision of the fused edge kernels, ``fp32``, ``tf32`` or ``bf16``
@@ -91,6 +93,7 @@ class Preset:
     weight_decay: float = 0.0
     batch_size: int = 24
     dropout: float = 0.1
+    encoder_dropout: float = 0.0
     passes: int = 10
     backend: str = "auto"
     precision: str = "fp32"
@@ -209,7 +212,14 @@ def cell_loop(
 ) -> ActiveLearningLoop:
     """The :class:`ActiveLearningLoop` of one cell (not yet run), writing to ``cell.folder(out)``."""
     return ActiveLearningLoop(
-        partial(paper_classifier, preset.backend, preset.dropout, preset.precision, num_classes=data.num_classes),
+        partial(
+            paper_classifier,
+            preset.backend,
+            preset.dropout,
+            preset.precision,
+            num_classes=data.num_classes,
+            encoder_dropout=preset.encoder_dropout,
+        ),
         strategies_mod.make(cell.strategy, passes=preset.passes, cache_dir=out / "cache"),
         data.train,
         data.test,
