@@ -86,8 +86,8 @@ PRESETS: dict[str, Preset] = {
     # The study's setting, fairly: features from an encoder pre-trained on a separate, larger
     # labelled set. The encoder is pre-trained on heat_ref of perov5_val.csv.gz (3,787 structures,
     # `alkernels transfer`, command in experiments/gp-regression/README.md) and given with
-    # --embedding checkpoint:PATH; the AL runs on perov5_test.csv.gz alone (2,628 pool / 657 test),
-    # 10% initial (263), 2,000 single queries, variance against random.
+    # --embedding checkpoint:PATH; the AL runs on perov5_test.csv.gz alone (3,028 pool / 757 test),
+    # 10% initial (303), 2,000 single queries, variance against random.
     "perovskite-pretrained": Preset(
         "perovskite-pretrained",
         ("perov5_test.csv.gz",),

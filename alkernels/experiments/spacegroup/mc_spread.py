@@ -194,6 +194,21 @@ def table(rows: list[dict], passes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(dest: Path, summary: dict) -> dict[str, Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = {"summary.json": dest / "summary.json", "table.md": dest / "table.md"}
+    paths["summary.json"].write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    paths["table.md"].write_text(table(summary["rows"], summary["passes"]))
+    return paths
+
+
+def write_report(src: str | Path, dest: str | Path | None = None) -> dict[str, Path]:
+    """Rebuild ``table.md`` (and ``summary.json``) in ``dest`` (default ``src``) from the
+    ``summary.json`` of a finished run in ``src``; returns the paths by name."""
+    summary = json.loads((Path(src) / "summary.json").read_text())
+    return _write(Path(dest if dest is not None else src), summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="grid preset (default: cpu)")
@@ -210,17 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.report_only:
-        summary = json.loads((out / "summary.json").read_text())
-        (out / "table.md").write_text(table(summary["rows"], summary["passes"]))
+        write_report(out)
         return 0
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
     preset = PRESETS[args.preset]
     rows = run(preset, args.schedules.split(","), args.seeds, Path(args.work), cache_dir=args.cache_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {"preset": preset.name, "passes": preset.passes, "rows": rows}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    (out / "table.md").write_text(table(rows, preset.passes))
+    _write(out, {"preset": preset.name, "passes": preset.passes, "rows": rows})
     print(table(rows, preset.passes))
     return 0 if all(math.isfinite(r["mi_mean"]) for r in rows) else 1
 
