@@ -213,3 +213,15 @@ def test_committed_tables_rebuild_byte_for_byte(study, folder, tmp_path):
     assert {p.name for p in texts} >= {"table.md", "summary.json"}
     for path in texts:
         assert path.read_bytes() == (folder / path.name).read_bytes(), f"{folder.name}/{path.name} differs"
+
+
+def test_report_rebuilds_the_mc_spread_diagnosis(tmp_path, capsys):
+    """`alkernels report` recognises the BALD MC-spread folder and rebuilds its table."""
+    from helpers import cli
+
+    folder = ROOT / "experiments" / "spacegroup" / "results" / "bald-mc-spread"
+    src = tmp_path / "spread"
+    shutil.copytree(folder, src)
+    (src / "table.md").unlink()
+    assert cli("report", str(src)) == 0
+    assert (src / "table.md").read_text() == (folder / "table.md").read_text()

@@ -22,10 +22,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def check_grid_folder(folder: Path) -> None:
-    """Fail, saying what ``folder`` is instead, unless it holds a grid's records."""
+    """Fail, saying what ``folder`` is instead, unless it holds a grid's records (or the BALD
+    MC-spread diagnosis's summary)."""
     from alkernels.experiments._report import COMPACT_RUNS
+    from alkernels.experiments.spacegroup.mc_spread import is_spread_folder
     from alkernels.experiments.transfer.study import CELLS
 
+    if is_spread_folder(folder):
+        return
     if not folder.exists():
         raise ValueError(f"{folder} does not exist (give the --out folder of 'alkernels reproduce')")
     if not folder.is_dir():
@@ -51,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the report; print the paths written."""
     check_grid_folder(Path(args.dir))
     from alkernels.experiments.gp_regression.report import is_regression_grid
+    from alkernels.experiments.spacegroup.mc_spread import is_spread_folder
 
-    if is_regression_grid(args.dir):
+    if is_spread_folder(args.dir):
+        from alkernels.experiments.spacegroup.mc_spread import write_report
+    elif is_regression_grid(args.dir):
         from alkernels.experiments.gp_regression.report import write_report
     else:
         from alkernels.experiments.spacegroup.report import write_report

@@ -28,7 +28,8 @@ Usage::
 
 writes ``summary.json`` and ``table.md`` there (``--schedules`` picks the schedules compared:
 ``epochs:E`` fixed epochs per round or ``budget:E`` the compute-matched schedule);
-``--report-only`` rebuilds ``table.md`` from a committed ``summary.json``.
+``--report-only`` (or ``alkernels report OUT``) rebuilds ``table.md`` from a committed
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from alkernels.data import load_split
 from alkernels.experiments.spacegroup.grid import PRESETS, Cell, Preset, cell_loop
 from alkernels.loop.epochs import epoch_schedule
 from alkernels.loop.loop import labelled_schedule
+from alkernels.loop.rundir import claim_folder
 from alkernels.strategies import Pool
 
 DEFAULT_SCHEDULES = ("epochs:3", "budget:16.5")
@@ -195,11 +197,23 @@ def table(rows: list[dict], passes: int) -> str:
 
 
 def _write(dest: Path, summary: dict) -> dict[str, Path]:
-    dest.mkdir(parents=True, exist_ok=True)
+    claim_folder(dest)
     paths = {"summary.json": dest / "summary.json", "table.md": dest / "table.md"}
     paths["summary.json"].write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n")
     paths["table.md"].write_text(table(summary["rows"], summary["passes"]))
     return paths
+
+
+def is_spread_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds this diagnosis's ``summary.json`` (and no grid records)."""
+    path = Path(folder) / "summary.json"
+    if not path.is_file() or (Path(folder) / "runs.jsonl").exists():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(summary, dict) and {"preset", "passes", "rows"} <= set(summary)
 
 
 def write_report(src: str | Path, dest: str | Path | None = None) -> dict[str, Path]:
