@@ -2,8 +2,10 @@
 
 A subprocess hides (``sys.modules[name] = None``) every installed top-level module outside the
 dependency closure of the core requirements, then imports and uses the core modules, and checks
-that each extra-backed feature fails with an ImportError naming its extra. This stands in for a
-venv with only ``pip install alkernels`` (CI builds no second venv).
+that each extra-backed feature fails with an ImportError naming its extra. It runs in the
+development venv, where every extra is installed; ``make wheel-check`` (run by ``.ci/run``) also
+installs the built wheel into a fresh venv with only the pinned CPU torch and runs the core tests
+there.
 """
 
 from __future__ import annotations
