@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from alkernels._logging import configure_cli, emit
+from alkernels._paths import user_path
 from alkernels.gp import GPConfig, GPRegressor
 from alkernels.ops.gp import exact_memory_bytes
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     data = load_data(preset, args.data_dir, cache_dir=args.cache_dir, workers=1)
     if args.features:
-        features = np.load(args.features)
+        features = np.load(user_path(args.features))
         source = Path(args.features).name
     else:
         if preset.embedding != "composition":
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sparse_accuracy(
         features, data.y, data.train, data.test, sizes=sizes, inducing=[int(m) for m in args.inducing.split(",")]
     )
-    out = Path(args.out)
+    out = user_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": data.name, "target": data.target, "features": source, "n_test": len(data.test), "rows": rows}
     (out / "sparse.json").write_text(json.dumps(meta, indent=1))

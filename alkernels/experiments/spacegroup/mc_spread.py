@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alkernels._paths import user_path
 from alkernels.data import load_split
 from alkernels.experiments.spacegroup.grid import PRESETS, Cell, Preset, cell_loop
 from alkernels.loop.epochs import epoch_schedule
@@ -237,14 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default=None, help="data and graph cache (default: alkernels')")
     parser.add_argument("--report-only", action="store_true", help="rebuild OUT/table.md from OUT/summary.json")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = user_path(args.out)
     if args.report_only:
         write_report(out)
         return 0
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
     preset = PRESETS[args.preset]
-    rows = run(preset, args.schedules.split(","), args.seeds, Path(args.work), cache_dir=args.cache_dir)
+    rows = run(preset, args.schedules.split(","), args.seeds, user_path(args.work), cache_dir=args.cache_dir)
     _write(out, {"preset": preset.name, "passes": preset.passes, "rows": rows})
     print(table(rows, preset.passes))
     return 0 if all(math.isfinite(r["mi_mean"]) for r in rows) else 1

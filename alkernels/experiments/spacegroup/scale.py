@@ -22,7 +22,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from alkernels._paths import user_path
 from alkernels.data.batch import GraphBatch
 from alkernels.data.dataset import collate
 from alkernels.data.specs import DatasetSplit
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", help="results file (JSON lines, appended)")
     args = p.parse_args(argv)
     if args.table:
-        rows = [json.loads(x) for x in Path(args.table).read_text().splitlines() if x.strip()]
+        rows = [json.loads(x) for x in user_path(args.table).read_text().splitlines() if x.strip()]
         print(scale_table(rows))
         return 0
     if not args.dataset or not args.out:
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cutoff": args.cutoff,
         "label_mode": args.label_mode,
     }
-    out = Path(args.out)
+    out = user_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for fraction in _floats(args.fractions):
         trial = Trial(
