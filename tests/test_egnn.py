@@ -134,7 +134,12 @@ def test_mc_logits_samples_differ_and_modes_are_restored():
 def test_encoder_dropout_variant_is_sampled_per_pass_and_off_by_default():
     """Encoder dropout (a variant) makes the MC passes differ even with no head dropout, is off
     in eval mode, and leaves the identity of the paper's model (no ``dropout`` key) unchanged."""
-    assert "dropout" not in EGNN().settings()
+    assert "dropout" not in EGNN().settings() and "dropout" not in EGNNConfig().record()
+    assert EGNNConfig(dropout=0.2).record()["dropout"] == 0.2
+    from alkernels.experiments.transfer.study import StudySettings
+
+    # the transfer study's settings (and so its pre-training cache keys) are those of before
+    assert "dropout" not in StudySettings(sources=(("a",),), pretrain_data=("x",), finetune="b", finetune_data="y").egnn
     batch = random_batch([3, 5], mode="periodic", cutoff=3.0)
     torch.manual_seed(0)
     model = SpaceGroupClassifier(EGNN(EGNNConfig(dropout=0.5)), dropout=0.0).eval()

@@ -207,7 +207,7 @@ def settings_from_args(args: argparse.Namespace):
         cutoff=args.cutoff,
         max_neighbors=args.max_neighbors or None,
         graph_mode=args.graph_mode,
-        egnn=asdict(EGNNConfig()),
+        egnn=EGNNConfig().record(),
         pt=asdict(pt),
         ft=asdict(ft),
         init_head=args.init_head,

@@ -64,6 +64,15 @@ class EGNNConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
+    def record(self) -> dict:
+        """The fields as run identities, study settings and checkpoints record them: every field,
+        ``dropout`` only when it is set, so that what was recorded before the option existed
+        (the paper's model) still matches."""
+        out = asdict(self)
+        if not out["dropout"]:
+            del out["dropout"]
+        return out
+
     @classmethod
     def original(cls, **overrides: object) -> "EGNNConfig":
         """The Satorras et al. (2021) options: mean coordinate aggregation, direction normalised
@@ -218,13 +227,9 @@ class EGNN(nn.Module):
         return self.config.proj_dim
 
     def settings(self) -> dict:
-        """The configuration, backend and precision (JSON-serialisable; part of a run's identity).
-        ``dropout`` appears only when it is set, so the identities of runs made before the option
-        existed stay valid."""
-        config = asdict(self.config)
-        if not config["dropout"]:
-            del config["dropout"]
-        return {**config, "backend": self.backend, "precision": self.precision}
+        """The configuration (:meth:`EGNNConfig.record`), backend and precision (JSON-serialisable;
+        part of a run's identity)."""
+        return {**self.config.record(), "backend": self.backend, "precision": self.precision}
 
     def _encode(self, batch: GraphBatch, taps: list[torch.Tensor] | None) -> torch.Tensor:
         """Node projections [n, proj_dim]; appends the pooled node states of each layer to

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "alkernels_version": __version__,
-        "egnn_config": asdict(model.encoder.config),
+        "egnn_config": model.encoder.config.record(),
         "head": {"hidden": model.hidden, "dropout": model.dropout, "activation": model.activation},
         "targets": list(model.targets),
         "normalization": {"mean": model.target_mean.tolist(), "std": model.target_std.tolist()},
@@ -169,7 +169,7 @@ def _differences(ckpt: dict, model: dict) -> list[str]:
 def check_compatible(payload: dict, model: PropertyRegressor, path: str | os.PathLike = "checkpoint") -> None:
     """Raise :class:`CheckpointError` naming every difference between the checkpoint's
     architecture, head layout or target names and ``model``'s."""
-    diffs = _differences(payload["egnn_config"], asdict(model.encoder.config))
+    diffs = _differences(_config(payload, Path(str(path))).record(), model.encoder.config.record())
     if diffs:
         raise CheckpointError(f"{path}: the encoder architecture differs from the model's: " + "; ".join(diffs))
     head = {"hidden": model.hidden, "dropout": model.dropout, "activation": model.activation}

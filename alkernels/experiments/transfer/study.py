@@ -123,7 +123,7 @@ class StudySettings:
     cutoff: float = 6.0
     max_neighbors: int | None = 12
     graph_mode: str = "periodic"
-    egnn: dict = field(default_factory=lambda: asdict(EGNNConfig()))
+    egnn: dict = field(default_factory=lambda: EGNNConfig().record())
     head_hidden: int = 128
     pt: dict = field(
         default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=30, patience=6, error="absolute"))
