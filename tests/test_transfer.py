@@ -376,3 +376,16 @@ def test_an_interrupted_fit_resumes_exactly_from_its_state_file(tmp_path, monkey
     state.write_bytes(state.read_bytes()[:-5])
     with pytest.raises(ValueError, match="fit.state is damaged"):
         transfer.fit(small_model(seed=1), data, config=config, seed=2, state_path=state)
+
+
+def test_min_val_holds_out_enough_structures_and_keeps_old_records():
+    """min_val sets a floor under the validation share (size 10: 5 held out instead of 1); at its
+    default the recorded settings are those of before the option existed."""
+    g = graphs(10)
+    data = PropertyData(g, {"a": composition_property(g)})
+    assert transfer.fit(small_model(), data, config=TrainConfig(max_epochs=1)).n_val == 1
+    result = transfer.fit(small_model(), data, config=TrainConfig(max_epochs=1, min_val=5))
+    assert (result.n_train, result.n_val) == (5, 5)
+    assert "min_val" not in TrainConfig().record() and TrainConfig(min_val=5).record()["min_val"] == 5
+    with pytest.raises(ValueError, match="min_val"):
+        TrainConfig(min_val=0)

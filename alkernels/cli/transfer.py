@@ -4,7 +4,6 @@ every strategy, one fixed test set), resumable, with table.md, mae_vs_size.png a
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 from alkernels.cli._common import (
@@ -106,7 +105,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pt-lr", type=POSITIVE_FLOAT, default=1e-3, help="pre-training AdamW learning rate")
     p.add_argument("--pt-batch-size", type=POSITIVE, default=64, help="pre-training batch size")
     p.add_argument("--ft-epochs", type=POSITIVE, default=150, help="fine-tuning epochs at most (default 150)")
-    p.add_argument("--ft-steps", type=POSITIVE, default=200, help="fine-tuning optimiser steps at most (default 200)")
+    p.add_argument(
+        "--ft-steps",
+        type=NON_NEGATIVE,
+        default=200,
+        help="fine-tuning optimiser steps at most, 0 for no cap (epochs and patience decide) (default 200)",
+    )
+    p.add_argument(
+        "--ft-min-val",
+        type=POSITIVE,
+        default=1,
+        help="fine-tuning: at least this many of a subsample's structures for validation (default 1; "
+        "the 90/10 split leaves one at size 10)",
+    )
     p.add_argument("--ft-patience", type=POSITIVE, default=25, help="fine-tuning early-stopping patience (epochs)")
     p.add_argument("--ft-lr", type=POSITIVE_FLOAT, default=1e-3, help="fine-tuning AdamW learning rate")
     p.add_argument("--ft-batch-size", type=POSITIVE, default=32, help="fine-tuning batch size")
@@ -190,7 +201,8 @@ def settings_from_args(args: argparse.Namespace):
         weight_decay=wd,
         batch_size=args.ft_batch_size,
         max_epochs=args.ft_epochs,
-        max_steps=args.ft_steps,
+        max_steps=args.ft_steps or None,
+        min_val=args.ft_min_val,
         patience=args.ft_patience,
         error=args.loss,
     )
@@ -208,8 +220,8 @@ def settings_from_args(args: argparse.Namespace):
         max_neighbors=args.max_neighbors or None,
         graph_mode=args.graph_mode,
         egnn=EGNNConfig().record(),
-        pt=asdict(pt),
-        ft=asdict(ft),
+        pt=pt.record(),
+        ft=ft.record(),
         init_head=args.init_head,
         backend=args.backend,
     )

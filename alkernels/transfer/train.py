@@ -62,7 +62,10 @@ class TrainConfig:
         max_steps: upper bound on optimiser steps (None: no bound); an epoch cut short by it
             still ends with a validation.
         patience: stop after this many epochs without a lower validation score (None: never).
-        val_fraction: share of the rows held out for validation (at least one row).
+        val_fraction: share of the rows held out for validation.
+        min_val: at least this many rows are held out for validation (one row always stays for
+            training): a validation set of one structure at the smallest sizes picks the best
+            epoch by noise.
         eval_batch_size: batch size of validation and embedding passes.
         error: the training loss, ``"squared"`` (masked MSE) or ``"absolute"`` (masked L1),
             on normalised targets (see :meth:`PropertyRegressor.loss`).
@@ -75,6 +78,7 @@ class TrainConfig:
     max_steps: int | None = None
     patience: int | None = 20
     val_fraction: float = 0.1
+    min_val: int = 1
     eval_batch_size: int = 256
     error: str = "squared"
 
@@ -91,6 +95,17 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.min_val < 1:
+            raise ValueError(f"min_val must be >= 1, got {self.min_val}")
+
+    def record(self) -> dict:
+        """The fields as study settings and fit fingerprints record them: every field, ``min_val``
+        only when it is not the default 1, so that settings and pre-training cache keys recorded
+        before the option existed still match."""
+        out = asdict(self)
+        if out["min_val"] == 1:
+            del out["min_val"]
+        return out
 
 
 @dataclass
@@ -278,7 +293,7 @@ def fit(
     t0, c0 = time.perf_counter(), time.process_time()
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_val = min(n - 1, max(1, int(round(config.val_fraction * n))))
+    n_val = min(n - 1, max(config.min_val, int(round(config.val_fraction * n))))
     val_rows, train_rows = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     labels = np.concatenate([d.labels(targets) for d in items])
     data_hash = content_hash(items, targets)
@@ -286,7 +301,7 @@ def fit(
         json.dumps(
             {
                 "data": data_hash,
-                "config": asdict(config),
+                "config": config.record(),
                 "seed": seed,
                 "targets": targets,
                 "trainable": [name for name, p in model.named_parameters() if p.requires_grad],

@@ -126,10 +126,10 @@ class StudySettings:
     egnn: dict = field(default_factory=lambda: EGNNConfig().record())
     head_hidden: int = 128
     pt: dict = field(
-        default_factory=lambda: asdict(TrainConfig(batch_size=64, max_epochs=30, patience=6, error="absolute"))
+        default_factory=lambda: TrainConfig(batch_size=64, max_epochs=30, patience=6, error="absolute").record()
     )
     ft: dict = field(
-        default_factory=lambda: asdict(TrainConfig(max_epochs=150, max_steps=200, patience=25, error="absolute"))
+        default_factory=lambda: TrainConfig(max_epochs=150, max_steps=200, patience=25, error="absolute").record()
     )
     init_head: str | None = None
     backend: str = "auto"
