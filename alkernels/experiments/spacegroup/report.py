@@ -303,6 +303,13 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             f"{meta['processes']} process(es).",
             "",
         ]
+        if p.get("encoder_dropout"):
+            head += [
+                f"**A variant of the paper's model:** dropout {p['encoder_dropout']:g} on the encoder's node "
+                "state after every layer (the paper's has dropout in the head only); every run here, the "
+                "standard run included, trains and scores with it.",
+                "",
+            ]
         planned = meta["seeds"] * (1 + len(meta["strategies"]) * len(meta["variants"]))
         done = analysis.complete_runs(df).groupby(["variant", "strategy", "seed"]).ngroups
         if done < planned:
