@@ -54,10 +54,16 @@ def spawn(tmp_path: Path, fn, *args, world: int = 2, timeout: float = 20.0) -> N
     )
 
 
-def torchrun(*args, nproc: int = 2, timeout: float = 120.0) -> tuple[subprocess.CompletedProcess, float]:
-    """``torchrun --standalone --nproc_per_node nproc *args``; returns (result, seconds)."""
+def torchrun(
+    *args, nproc: int = 2, timeout: float = 120.0, monitor_interval: float | None = None
+) -> tuple[subprocess.CompletedProcess, float]:
+    """``torchrun --standalone --nproc_per_node nproc *args``; returns (result, seconds).
+    ``monitor_interval``: how often torchrun's agent polls its workers (its default is 0.1 s)."""
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+    launcher = ["--standalone", f"--nproc_per_node={nproc}"]
+    if monitor_interval is not None:
+        launcher.append(f"--monitor-interval={monitor_interval}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, *map(str, args)]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     return out, time.perf_counter() - t0
@@ -234,9 +240,23 @@ def test_two_ranks_label_the_same_structures_as_one_process(two_rank_runs, tmp_p
 
 @pytest.mark.timeout(240)
 def test_a_dying_rank_fails_the_run_and_resume_finishes_it(two_rank_runs, tmp_path):
-    # rank 1 SIGKILLs itself at its 8th training step: in the middle of the third round's (round 2) training
+    # rank 1 SIGKILLs itself at its 8th training step: in the middle of the third round's (round 2)
+    # training. The agent polls every 5 s rather than torchrun's 0.1 s, so that rank 0 (whose next
+    # collective fails as soon as its peer is gone) reports the failure itself before the agent
+    # stops it; on a loaded machine a 0.1 s poll can win that race.
     res, seconds = torchrun(
-        WORKER, "--out", tmp_path, "--strategies", "bald:0.1", "--kill-rank", 1, "--kill-at", 8, "--timeout", 30
+        WORKER,
+        "--out",
+        tmp_path,
+        "--strategies",
+        "bald:0.1",
+        "--kill-rank",
+        1,
+        "--kill-at",
+        8,
+        "--timeout",
+        30,
+        monitor_interval=5,
     )
     output = res.stdout + res.stderr
     assert res.returncode != 0 and seconds < 90, output[-3000:]
