@@ -211,13 +211,17 @@ def reach(df: pd.DataFrame, summary: pd.DataFrame, baseline: str = "random-b1", 
     return out
 
 
+def query_marks(last: int, checkpoints: int) -> list[int]:
+    """``checkpoints`` evenly spaced query counts from 0 to ``last`` (fewer when they round to the
+    same count): the columns of the report's tables, fixed before any result is seen."""
+    return sorted({int(round(k * last / (checkpoints - 1))) for k in range(checkpoints)})
+
+
 def final_table(summary: pd.DataFrame, df: pd.DataFrame, checkpoints: int = 6) -> str:
     """Markdown: MAE (mean +- std, the mean alone for one seed) at evenly spaced query counts, the
     final RMSE, the final MAE minus random's for the same seed, and the mean milliseconds per step
     of querying and of updating the GP."""
-    queries = sorted(summary.queries.unique())
-    last = queries[-1]
-    marks = sorted({int(round(k * last / (checkpoints - 1))) for k in range(checkpoints)})
+    marks = query_marks(int(summary.queries.max()), checkpoints)
     diffs = paired(df)
     lines = [
         "| strategy | "
@@ -332,8 +336,7 @@ def paired_table(df: pd.DataFrame, checkpoints: int = 6, baseline: str = "random
     is chosen by its result); bold where the interval excludes 0."""
     if baseline not in set(df.arm):
         return ""
-    last = int(df.queries.max())
-    marks = sorted({int(round(k * last / (checkpoints - 1))) for k in range(1, checkpoints)})
+    marks = query_marks(int(df.queries.max()), checkpoints)[1:]  # at 0 queries every arm is random
     base = df[df.arm == baseline].set_index(["seed", "queries"])["mae"]
 
     def interval(arm: str, q: int) -> Interval | None:
