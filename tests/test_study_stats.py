@@ -262,6 +262,23 @@ def test_paired_power_against_simulation():
         paired_power(effect, sd, 1)
 
 
+def test_detectable_effect_inverts_the_power():
+    """The detectable effect is the effect whose power is the target, in the sd's units; it
+    shrinks with more seeds, and a known value: 5 seeds, sd 1, 80% power need about 1.7 sd."""
+    from alkernels.experiments.spacegroup.stats import detectable_effect, paired_power
+
+    for n in (2, 5, 12):
+        e = detectable_effect(4.5, n)
+        assert paired_power(e, 4.5, n) == pytest.approx(0.8, abs=1e-4)
+        assert detectable_effect(1.0, n) == pytest.approx(e / 4.5, rel=1e-4)
+    assert detectable_effect(1.0, 5) > detectable_effect(1.0, 12)
+    assert 1.5 < detectable_effect(1.0, 5) < 1.8
+    with pytest.raises(ValueError, match="power must lie"):
+        detectable_effect(1.0, 5, power=0.05)
+    with pytest.raises(ValueError, match="n >= 2"):
+        detectable_effect(1.0, 1)
+
+
 def test_primary_endpoint_of_the_committed_grid():
     """Margin minus random on the committed CPU grid: the intervals and the power the study
     README quotes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -54,3 +55,16 @@ def test_findings_name_the_sizes_where_a_model_beats_the_median():
         "Against the median baseline (no model): 3 of 4 (model, size) cells"
     )  # not scratch at 10
     assert "say nothing" not in findings[0]
+
+
+def test_detectable_percent_scales_the_paired_spread_to_the_reference():
+    from alkernels.experiments.spacegroup.stats import detectable_effect
+    from alkernels.experiments.transfer.report import detectable_percent
+
+    ref = {0: 2.0, 1: 2.0, 2: 2.0, 3: 2.0}
+    tuned = {0: 1.9, 1: 1.8, 2: 1.85, 3: 1.7, 7: 0.1}  # repeat 7 has no partner and is left out
+    sd = float(np.std([-0.1, -0.2, -0.15, -0.3], ddof=1))
+    assert detectable_percent(tuned, ref) == pytest.approx(detectable_effect(sd, 4) * 100 / 2.0)
+    assert detectable_percent(tuned, ref, power=0.9) > detectable_percent(tuned, ref)
+    assert detectable_percent({0: 1.0}, ref) is None  # one shared repeat: no spread to measure
+    assert detectable_percent({0: 1.5, 1: 1.5}, ref) is None  # identical differences: no spread

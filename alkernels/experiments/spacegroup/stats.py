@@ -115,7 +115,12 @@ def paired_power(effect: float, sd: float, n: int) -> float:
         raise missing_extra("study", "paired_power", err) from err
     crit = t975(n - 1)
     nc = effect / (sd / math.sqrt(n))
-    return float(stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc))
+    # the lower tail P(T < -crit) as the upper tail of -T: SciPy's nct.cdf far in the lower tail
+    # returns NaN at large noncentralities (seen at 1 degree of freedom), its sf does not
+    power = float(stats.nct.sf(crit, n - 1, nc) + stats.nct.sf(crit, n - 1, -nc))
+    if not math.isfinite(power):
+        raise ValueError(f"the noncentral t gave no finite power at effect {effect}, sd {sd}, n = {n}")
+    return power
 
 
 def seeds_for_power(effect: float, sd: float, power: float = 0.8, max_seeds: int = 10_000) -> int:
@@ -132,4 +137,25 @@ def seeds_for_power(effect: float, sd: float, power: float = 0.8, max_seeds: int
     while lo < hi:  # power grows with n: bisect for the first n that reaches it
         mid = (lo + hi) // 2
         lo, hi = (mid + 1, hi) if paired_power(effect, sd, mid) < power else (lo, mid)
+    return hi
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, tol: float = 1e-6) -> float:
+    """The smallest true mean difference (in ``sd``'s units, positive) that the two-sided 95%
+    paired t-test over ``n`` seeds detects with probability ``power``: the inverse of
+    :func:`paired_power` in the effect, by bisection to a relative tolerance ``tol``.
+
+    Raises:
+        ValueError: if ``n < 2``, ``sd <= 0`` or ``power`` is not in (0.05, 1).
+    """
+    if not 0.05 < power < 1.0:
+        raise ValueError(f"power must lie in (0.05, 1): the test's size is 0.05; got {power}")
+    if n < 2 or not sd > 0:
+        raise ValueError(f"a detectable effect needs n >= 2 seeds and sd > 0, got n = {n}, sd = {sd}")
+    lo, hi = 0.0, sd
+    while paired_power(hi, sd, n) < power:  # power grows with the effect: bracket, then bisect
+        lo, hi = hi, 2 * hi
+    while hi - lo > tol * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if paired_power(mid, sd, n) < power else (lo, mid)
     return hi

@@ -22,7 +22,7 @@ from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
 from alkernels.experiments._report import mean_std, sample_std, write_text
 from alkernels.experiments.plots import pyplot
-from alkernels.experiments.spacegroup.stats import Interval, paired_interval
+from alkernels.experiments.spacegroup.stats import Interval, detectable_effect, paired_interval
 from alkernels.experiments.transfer.study import SCRATCH_SOURCE, read_cells, source_label
 
 plt = pyplot()  # importing the report needs the study extra
@@ -93,6 +93,20 @@ def paired_percent(a: dict[int, float], b: dict[int, float]) -> Interval | None:
     return Interval(d.mean * scale, d.lo * scale, d.hi * scale, d.n)
 
 
+def detectable_percent(a: dict[int, float], b: dict[int, float], power: float = 0.8) -> float | None:
+    """The change of ``a - b``, in % of ``b``'s mean over the repeats both have, that the paired
+    95% t-test over those repeats detects with probability ``power``, given the standard deviation
+    of the paired differences (:func:`~alkernels.experiments.spacegroup.stats.detectable_effect`);
+    None with fewer than two shared repeats or differences without spread."""
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return None
+    sd = float(np.std([a[r] - b[r] for r in shared], ddof=1))
+    if not sd > 0:
+        return None
+    return detectable_effect(sd, len(shared), power) * 100.0 / float(np.mean([b[r] for r in shared]))
+
+
 def _verdict(name: str, intervals: dict[int, Interval]) -> str:
     """``name``: the sizes whose interval lies below 0, above 0, and the count that contain 0."""
     lower = [n for n, i in intervals.items() if i.n > 1 and i.hi < 0]
@@ -146,6 +160,16 @@ def _findings(
                 row = {n: i for n in sizes if (i := _pair(paired, (mpt, x, n), (single, x, n)))}
                 out.append(_verdict(f"MPT `{mpt}` vs `{single}`, {x}", row))
     return out, versus
+
+
+def _by_size_table(sizes: list[int], cells: dict[str, dict[str, dict[int, str]]]) -> list[str]:
+    """A markdown table with a row per source and strategy and a column per size, from
+    ``cells[source][strategy][size]`` (``-`` where a size is missing)."""
+    lines = ["| source | strategy | " + " | ".join(str(n) for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
+    for src, rows in cells.items():
+        for strat, row in rows.items():
+            lines.append(f"| `{src}` | {strat} | " + " | ".join(row.get(n, "-") for n in sizes) + " |")
+    return lines
 
 
 def _pair(paired: dict, a: tuple[str, str, int], b: tuple[str, str, int]) -> Interval | None:
@@ -212,7 +236,22 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             lines += [f"### `{strat}`", ""]
             cols = ([("scratch", SCRATCH_SOURCE, "scratch")] if has_scratch else []) + [(x, x, strat) for x in sources]
             lines += _table(sizes, cols, agg) + [""]
-    findings, versus = _findings(_by_repeat(cells), s["sources"], trained, sizes, has_scratch)
+    paired = _by_repeat(cells)
+    findings, versus = _findings(paired, s["sources"], trained, sizes, has_scratch)
+    detectable = {
+        src: {
+            strat: {
+                n: d
+                for n in sizes
+                if (src, strat, n) in paired
+                and (SCRATCH_SOURCE, "scratch", n) in paired
+                and (d := detectable_percent(paired[(src, strat, n)], paired[(SCRATCH_SOURCE, "scratch", n)]))
+                is not None
+            }
+            for strat in rows
+        }
+        for src, rows in versus.items()
+    }
     if has_scratch:
         lines += [
             "## Change of the test MAE against scratch",
@@ -220,15 +259,42 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             "Fine-tuned minus scratch, paired over the subsamples, in % of scratch's mean, with the 95% "
             "t-interval (negative: fine-tuning is better).",
             "",
-            "| source | strategy | " + " | ".join(str(n) for n in sizes) + " |",
-            "|---|---|" + "---:|" * len(sizes),
         ]
-        for src, rows in versus.items():
-            for strat, row in rows.items():
-                lines.append(
-                    f"| `{src}` | {strat} | " + " | ".join(row[n].format() if n in row else "-" for n in sizes) + " |"
-                )
+        lines += _by_size_table(
+            sizes, {k: {x: {n: i.format() for n, i in r.items()} for x, r in v.items()} for k, v in versus.items()}
+        )
+        lines += [
+            "",
+            "## What these subsamples can detect",
+            "",
+            "The change against scratch, in % of scratch's mean and of either sign, that the paired 95% "
+            "t-test over these subsamples detects with 80% power, given the spread of that pair's "
+            "differences (noncentral t): a true change smaller than this is more likely missed than seen.",
+            "",
+        ]
+        lines += _by_size_table(
+            sizes, {k: {x: {n: f"{d:.1f}" for n, d in r.items()} for x, r in v.items()} for k, v in detectable.items()}
+        )
         lines.append("")
+    singles = [source_label(c) for c in s["sources"] if len(c) == 1]
+    mpt_vs_single: dict[str, dict] = {}
+    for mpt in (source_label(c) for c in s["sources"] if len(c) > 1):
+        lines += [
+            f"## Multi-property `{mpt}` against each single source",
+            "",
+            "MPT minus the single source with the same strategy, paired over the subsamples, in % of the "
+            "single source's mean, with the 95% t-interval (negative: MPT is better).",
+            "",
+        ]
+        vs = {
+            single: {x: {n: i for n in sizes if (i := _pair(paired, (mpt, x, n), (single, x, n)))} for x in trained}
+            for single in singles
+        }
+        table = {single: {x: {n: i.format() for n, i in r.items()} for x, r in v.items()} for single, v in vs.items()}
+        lines += _by_size_table(sizes, table) + [""]
+        mpt_vs_single[mpt] = {
+            single: {x: {str(n): i._asdict() for n, i in r.items()} for x, r in v.items()} for single, v in vs.items()
+        }
     lines += ["## The pre-declared comparisons", ""] + [f"- {f}" for f in findings] + [""]
     lines += [
         "## Pre-training",
@@ -271,6 +337,10 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         "paired_vs_scratch_percent": {
             src: {st: {str(n): i._asdict() for n, i in row.items()} for st, row in r.items()}
             for src, r in versus.items()
+        },
+        "paired_mpt_vs_single_percent": mpt_vs_single,
+        "detectable_vs_scratch_percent_at_80_power": {
+            src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()} for src, r in detectable.items()
         },
         "pretraining": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in meta["pretraining"].items()},
         "finetune_seconds_by_strategy": seconds,
