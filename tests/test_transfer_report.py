@@ -68,3 +68,14 @@ def test_detectable_percent_scales_the_paired_spread_to_the_reference():
     assert detectable_percent(tuned, ref, power=0.9) > detectable_percent(tuned, ref)
     assert detectable_percent({0: 1.0}, ref) is None  # one shared repeat: no spread to measure
     assert detectable_percent({0: 1.5, 1: 1.5}, ref) is None  # identical differences: no spread
+
+
+def test_a_cell_is_at_the_budget_when_it_used_all_epochs_or_the_step_cap():
+    from alkernels.experiments.transfer.report import at_budget
+
+    capped = {"max_epochs": 150, "max_steps": 200}
+    uncapped = {"max_epochs": 150, "max_steps": None}
+    assert at_budget({"epochs": 14, "steps": 200}, capped)  # the step cap ended it
+    assert not at_budget({"epochs": 14, "steps": 200}, uncapped)  # the patience ended it
+    assert at_budget({"epochs": 150, "steps": 2250}, uncapped)
+    assert not at_budget({"epochs": 64, "steps": 128}, capped)

@@ -107,6 +107,12 @@ def detectable_percent(a: dict[int, float], b: dict[int, float], power: float = 
     return detectable_effect(sd, len(shared), power) * 100.0 / float(np.mean([b[r] for r in shared]))
 
 
+def at_budget(cell: dict, ft: dict) -> bool:
+    """Whether a fine-tuning cell ended at its budget (``ft``'s ``max_epochs``, or ``max_steps``
+    when set) rather than on the early-stopping patience."""
+    return cell["epochs"] >= ft["max_epochs"] or bool(ft["max_steps"]) and cell["steps"] >= ft["max_steps"]
+
+
 def _verdict(name: str, intervals: dict[int, Interval]) -> str:
     """``name``: the sizes whose interval lies below 0, above 0, and the count that contain 0."""
     lower = [n for n, i in intervals.items() if i.n > 1 and i.hi < 0]
@@ -313,6 +319,33 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             + ", ".join(f"{k} {v:.4f}" for k, v in p["val_mae"].items())
             + f" | {p['seconds']:.0f} |"
         )
+    ft = s["ft"]
+    lines += [
+        "",
+        "## Fine-tuning length",
+        "",
+        f"Per strategy and size: the median best epoch / the median epochs run, and in brackets how many of "
+        f"the cells ended at the budget ({ft['max_epochs']} epochs"
+        + (f" or {ft['max_steps']} optimiser steps" if ft["max_steps"] else "")
+        + f") instead of on the patience of {ft['patience']} epochs; such a cell may still have been improving.",
+        "",
+        "| strategy | " + " | ".join(str(n) for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    budget_hits: dict[str, dict[str, int]] = {}
+    for strat in strategies:
+        row = []
+        for n in sizes:
+            mine = [c for c in cells if c["strategy"] == strat and c["size"] == n]
+            if not mine:
+                row.append("-")
+                continue
+            capped = sum(1 for c in mine if at_budget(c, ft))
+            best = float(np.median([c["best_epoch"] for c in mine]))
+            run = float(np.median([c["epochs"] for c in mine]))
+            budget_hits.setdefault(strat, {})[str(n)] = capped
+            row.append(f"{best:g} / {run:g} ({capped}/{len(mine)})")
+        lines.append(f"| {strat} | " + " | ".join(row) + " |")
     seconds: dict[str, float] = {}
     for c in cells:
         seconds[c["strategy"]] = seconds.get(c["strategy"], 0.0) + c["seconds"]
@@ -343,6 +376,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()} for src, r in detectable.items()
         },
         "pretraining": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in meta["pretraining"].items()},
+        "finetune_cells_at_budget": budget_hits,
         "finetune_seconds_by_strategy": seconds,
         "finetune_seconds": finetune_seconds(meta),
         "wall_seconds": meta["wall_seconds"],
