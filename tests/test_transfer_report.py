@@ -38,7 +38,7 @@ def _cells(scratch: float, tuned: float, median: float) -> list[dict]:
 
 
 def test_findings_say_when_no_model_beats_the_median():
-    findings, versus = _findings(
+    findings, versus, _ = _findings(
         _by_repeat(_cells(scratch=1.2, tuned=1.1, median=1.0)), [["src"]], ["all"], [10, 100], True
     )
     first = findings[0]
@@ -50,7 +50,9 @@ def test_findings_say_when_no_model_beats_the_median():
 
 
 def test_findings_name_the_sizes_where_a_model_beats_the_median():
-    findings, _ = _findings(_by_repeat(_cells(scratch=0.9, tuned=0.5, median=1.0)), [["src"]], ["all"], [10, 100], True)
+    findings, _, _ = _findings(
+        _by_repeat(_cells(scratch=0.9, tuned=0.5, median=1.0)), [["src"]], ["all"], [10, 100], True
+    )
     assert findings[0].startswith(
         "Against the median baseline (no model): 3 of 4 (model, size) cells"
     )  # not scratch at 10

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from alkernels.experiments.spacegroup.stats import Interval, detectable_effect, 
 from alkernels.experiments.transfer.study import SCRATCH_SOURCE, read_cells, source_label
 
 plt = pyplot()  # importing the report needs the study extra
+
+_T = TypeVar("_T")
 
 #: The reference that needs no model: predicting the fine-tuning subsample's median.
 MEDIAN = "median"
@@ -131,13 +134,13 @@ def _findings(
     trained: list[str],
     sizes: list[int],
     has_scratch: bool,
-) -> tuple[list[str], dict[str, dict[str, dict[int, Interval]]]]:
+) -> tuple[list[str], dict[str, dict[str, dict[int, Interval]]], dict[str, dict[str, dict[str, dict[int, Interval]]]]]:
     """The pre-declared comparisons (``docs/protocols.md``), each a paired 95% interval per size
     of the test-MAE change in % (negative: the first model is better): every model against the
     median baseline, each fine-tuning strategy against scratch, and a multi-property source
     against each single source with the same strategy. No comparison picks a best model after
-    the fact. Returns the statements and, per source and strategy, the intervals against
-    scratch."""
+    the fact. Returns the statements; per source and strategy, the intervals against scratch; and
+    per multi-property source, single source and strategy, the intervals of MPT against it."""
     labels = [source_label(c) for c in sources]
     models = [(src, x) for src in labels for x in trained] + ([(SCRATCH_SOURCE, "scratch")] if has_scratch else [])
     out = []
@@ -161,22 +164,31 @@ def _findings(
                 versus.setdefault(src, {})[x] = row
                 out.append(_verdict(f"`{src}` {x} vs scratch", row))
     singles = [source_label(c) for c in sources if len(c) == 1]
+    mpt_versus: dict[str, dict[str, dict[str, dict[int, Interval]]]] = {}
     for mpt in (source_label(c) for c in sources if len(c) > 1):
         for single in singles:
             for x in trained:
                 row = {n: i for n in sizes if (i := _pair(paired, (mpt, x, n), (single, x, n)))}
+                mpt_versus.setdefault(mpt, {}).setdefault(single, {})[x] = row
                 out.append(_verdict(f"MPT `{mpt}` vs `{single}`, {x}", row))
-    return out, versus
+    return out, versus, mpt_versus
 
 
-def _by_size_table(sizes: list[int], cells: dict[str, dict[str, dict[int, str]]]) -> list[str]:
-    """A markdown table with a row per source and strategy and a column per size, from
-    ``cells[source][strategy][size]`` (``-`` where a size is missing)."""
+def _by_size_table(sizes: list[int], rows: dict[str, dict[str, dict[int, _T]]], fmt: Callable[[_T], str]) -> list[str]:
+    """A markdown table with a row per source and strategy and a column per size, each cell
+    ``fmt(rows[source][strategy][size])`` (``-`` where a size is missing)."""
     lines = ["| source | strategy | " + " | ".join(str(n) for n in sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
-    for src, rows in cells.items():
-        for strat, row in rows.items():
-            lines.append(f"| `{src}` | {strat} | " + " | ".join(row.get(n, "-") for n in sizes) + " |")
+    for src, by_strategy in rows.items():
+        for strat, row in by_strategy.items():
+            lines.append(f"| `{src}` | {strat} | " + " | ".join(fmt(row[n]) if n in row else "-" for n in sizes) + " |")
     return lines
+
+
+def _intervals_json(rows: dict[str, dict[str, dict[int, Interval]]]) -> dict:
+    """``rows`` (source -> strategy -> size -> interval) as summary.json stores it."""
+    return {
+        src: {st: {str(n): i._asdict() for n, i in row.items()} for st, row in r.items()} for src, r in rows.items()
+    }
 
 
 def _pair(paired: dict, a: tuple[str, str, int], b: tuple[str, str, int]) -> Interval | None:
@@ -244,18 +256,12 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             cols = ([("scratch", SCRATCH_SOURCE, "scratch")] if has_scratch else []) + [(x, x, strat) for x in sources]
             lines += _table(sizes, cols, agg) + [""]
     paired = _by_repeat(cells)
-    findings, versus = _findings(paired, s["sources"], trained, sizes, has_scratch)
+    findings, versus, mpt_versus = _findings(paired, s["sources"], trained, sizes, has_scratch)
+    scratch = {n: paired[(SCRATCH_SOURCE, "scratch", n)] for n in sizes if (SCRATCH_SOURCE, "scratch", n) in paired}
     detectable = {
         src: {
-            strat: {
-                n: d
-                for n in sizes
-                if (src, strat, n) in paired
-                and (SCRATCH_SOURCE, "scratch", n) in paired
-                and (d := detectable_percent(paired[(src, strat, n)], paired[(SCRATCH_SOURCE, "scratch", n)]))
-                is not None
-            }
-            for strat in rows
+            strat: {n: d for n in row if (d := detectable_percent(paired[(src, strat, n)], scratch[n])) is not None}
+            for strat, row in rows.items()
         }
         for src, rows in versus.items()
     }
@@ -267,9 +273,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             "t-interval (negative: fine-tuning is better).",
             "",
         ]
-        lines += _by_size_table(
-            sizes, {k: {x: {n: i.format() for n, i in r.items()} for x, r in v.items()} for k, v in versus.items()}
-        )
+        lines += _by_size_table(sizes, versus, Interval.format)
         lines += [
             "",
             "## What these subsamples can detect",
@@ -279,13 +283,9 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             "differences (noncentral t): a true change smaller than this is more likely missed than seen.",
             "",
         ]
-        lines += _by_size_table(
-            sizes, {k: {x: {n: f"{d:.1f}" for n, d in r.items()} for x, r in v.items()} for k, v in detectable.items()}
-        )
+        lines += _by_size_table(sizes, detectable, lambda d: f"{d:.1f}")
         lines.append("")
-    singles = [source_label(c) for c in s["sources"] if len(c) == 1]
-    mpt_vs_single: dict[str, dict] = {}
-    for mpt in (source_label(c) for c in s["sources"] if len(c) > 1):
+    for mpt, rows in mpt_versus.items():
         lines += [
             f"## Multi-property `{mpt}` against each single source",
             "",
@@ -293,15 +293,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
             "single source's mean, with the 95% t-interval (negative: MPT is better).",
             "",
         ]
-        vs = {
-            single: {x: {n: i for n in sizes if (i := _pair(paired, (mpt, x, n), (single, x, n)))} for x in trained}
-            for single in singles
-        }
-        table = {single: {x: {n: i.format() for n, i in r.items()} for x, r in v.items()} for single, v in vs.items()}
-        lines += _by_size_table(sizes, table) + [""]
-        mpt_vs_single[mpt] = {
-            single: {x: {str(n): i._asdict() for n, i in r.items()} for x, r in v.items()} for single, v in vs.items()
-        }
+        lines += _by_size_table(sizes, rows, Interval.format) + [""]
     lines += ["## The pre-declared comparisons", ""] + [f"- {f}" for f in findings] + [""]
     lines += [
         "## Pre-training",
@@ -368,11 +360,8 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         "n_test": meta["n_test"],
         "mae": [{"source": k[0], "strategy": k[1], "size": k[2], **v} for k, v in sorted(agg.items())],
         "findings": findings,
-        "paired_vs_scratch_percent": {
-            src: {st: {str(n): i._asdict() for n, i in row.items()} for st, row in r.items()}
-            for src, r in versus.items()
-        },
-        "paired_mpt_vs_single_percent": mpt_vs_single,
+        "paired_vs_scratch_percent": _intervals_json(versus),
+        "paired_mpt_vs_single_percent": {mpt: _intervals_json(rows) for mpt, rows in mpt_versus.items()},
         "detectable_vs_scratch_percent_at_80_power": {
             src: {st: {str(n): v for n, v in row.items()} for st, row in r.items()} for src, r in detectable.items()
         },
