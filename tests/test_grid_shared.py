@@ -146,6 +146,23 @@ def test_busy_cells_are_skipped_and_run_later(tmp_path):
     assert meta["n"] == 4 and meta["processes"] == 1
 
 
+def test_one_process_records_the_threads_its_cells_ran_with(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as `--threads 1` does before the grid starts
+        grid = _Counting(tmp_path / "g")
+        claim_folder(grid.out)
+        assert run_grid(grid, progress=False, log=lambda _: None)["threads"] == 1
+        grid = _Counting(tmp_path / "h")
+        claim_folder(grid.out)
+        meta = run_grid(grid, threads=2, progress=False, log=lambda _: None)
+        assert meta["threads"] == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_failed_cell_leaves_the_others_and_is_named(tmp_path):
     from alkernels.experiments._grid import CellsFailedError
 

@@ -266,6 +266,7 @@ def run_grid(
             ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy).
         threads: torch / OpenMP threads of each worker; default the usable cores divided by
             ``processes``. With one process the caller's setting is kept unless this is given.
+            ``experiment.json`` records the threads the cells ran with (``threads``).
         progress: a progress bar on a terminal (elsewhere, or when False, a log line per cell).
         log: receives the opening line, busy cells, failures and the per-cell lines; by default
             they go to the ``alkernels.experiments`` logger (failures as warnings, the rest at
@@ -289,7 +290,10 @@ def run_grid(
     todo = (
         dist_mod.on_rank_zero(_unfinished, grid, what="listing unfinished cells") if distributed else _unfinished(grid)
     )
-    per_worker = threads_per_worker(processes, threads)
+    if processes == 1 and threads is None:
+        per_worker = torch.get_num_threads()  # the caller's setting, which the cells run with
+    else:
+        per_worker = threads_per_worker(processes, threads)
     total = len(grid.cells())
     emit(log, _log, grid.opening(total, len(todo), processes, per_worker))
     t0 = last = time.perf_counter()
