@@ -217,12 +217,8 @@ def _committed() -> list[tuple[str, Path]]:
 def test_committed_tables_rebuild_byte_for_byte(study, folder, tmp_path):
     if study == "spacegroup" and not (folder / "runs.jsonl").exists():  # the MC-spread diagnosis
         from alkernels.experiments.spacegroup.mc_spread import write_report
-    elif study == "spacegroup":
-        from alkernels.experiments.spacegroup.report import write_report
-    elif study == "gp":
-        from alkernels.experiments.gp_regression.report import write_report
     else:
-        from alkernels.experiments.transfer.report import write_report
+        write_report = _report_writer(study)
     src = tmp_path / "src"
     shutil.copytree(folder, src)
     written = write_report(src, tmp_path / "dest")
@@ -230,6 +226,37 @@ def test_committed_tables_rebuild_byte_for_byte(study, folder, tmp_path):
     assert {p.name for p in texts} >= {"table.md", "summary.json"}
     for path in texts:
         assert path.read_bytes() == (folder / path.name).read_bytes(), f"{folder.name}/{path.name} differs"
+
+
+def _report_writer(study: str):
+    if study == "spacegroup":
+        from alkernels.experiments.spacegroup.report import write_report
+    elif study == "gp":
+        from alkernels.experiments.gp_regression.report import write_report
+    else:
+        from alkernels.experiments.transfer.report import write_report
+    return write_report
+
+
+@pytest.mark.parametrize(
+    "study,folder",
+    [
+        ("spacegroup", "spacegroup/results/cpu-budget16.5"),
+        ("gp", "gp-regression/results/mp20"),
+        ("transfer", "transfer/results/out_of_domain_epochs"),
+    ],
+)
+def test_a_report_written_elsewhere_rebuilds_there(study, folder, tmp_path):
+    """`report --dest`: the other folder gets the raw files its report came from, so rebuilding
+    it there gives the same table (the wall time of experiment.json included)."""
+    write_report = _report_writer(study)
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "experiments" / folder, src)
+    write_report(src, tmp_path / "dest")
+    first = (tmp_path / "dest" / "table.md").read_bytes()
+    assert (tmp_path / "dest" / "experiment.json").read_bytes() == (src / "experiment.json").read_bytes()
+    write_report(tmp_path / "dest")
+    assert (tmp_path / "dest" / "table.md").read_bytes() == first == (src / "table.md").read_bytes()
 
 
 def test_report_rebuilds_the_mc_spread_diagnosis(tmp_path, capsys):

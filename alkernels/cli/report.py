@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "rebuilt by 'alkernels transfer --report-only --out DIR'.",
     )
     p.add_argument("dir", help="the --out folder of 'alkernels reproduce' (runs/ or a committed runs.jsonl)")
-    p.add_argument("--dest", default=None, help="write the report here (default: DIR)")
+    p.add_argument("--dest", default=None, help="write the report, with a copy of experiment.json, here (default: DIR)")
     p.set_defaults(func=run)
 
 

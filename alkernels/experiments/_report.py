@@ -38,5 +38,22 @@ def read_packed_runs(out: Path) -> list[dict]:
 
 def write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (readers see the old file or the new one); returns it."""
-    atomic_write_bytes(path, text.encode())
+    return write_bytes(path, text.encode())
+
+
+def copy_sources(out: Path, dest: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Copy the raw files of ``names`` that ``out`` holds into ``dest`` when it is another folder,
+    so that ``dest`` rebuilds the report written there; returns name -> path of each copy."""
+    if dest.resolve() == out.resolve():
+        return {}
+    copied = {}
+    for name in names:
+        if (out / name).is_file():
+            copied[name] = write_bytes(dest / name, (out / name).read_bytes())
+    return copied
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns it."""
+    atomic_write_bytes(path, data)
     return path

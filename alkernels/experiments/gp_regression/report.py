@@ -22,7 +22,7 @@ import numpy as np
 from alkernels._extras import missing_extra
 from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
-from alkernels.experiments._report import COMPACT_RUNS, mean_std, read_packed_runs, sample_std, write_text
+from alkernels.experiments._report import COMPACT_RUNS, copy_sources, mean_std, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup.stats import Interval, paired_interval
 from alkernels.loop.loop import read_records
@@ -361,7 +361,8 @@ def paired_table(df: pd.DataFrame, checkpoints: int = 6, baseline: str = "random
 
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``mae.png``, ``summary.json`` and ``runs.jsonl`` for the regression
-    grid in ``out`` into ``dest`` (default ``out``); returns the paths by name."""
+    grid in ``out`` into ``dest`` (default ``out``; another ``dest`` also gets a copy of
+    ``experiment.json``, so it rebuilds the same report); returns the paths by name."""
     out = user_path(out)
     dest = user_path(dest) if dest is not None else out
     dest.mkdir(parents=True, exist_ok=True)
@@ -375,6 +376,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     paths[COMPACT_RUNS] = write_text(
         dest / COMPACT_RUNS, "".join(json.dumps(run, sort_keys=True, separators=(",", ":")) + "\n" for run in runs)
     )
+    paths.update(copy_sources(out, dest, (EXPERIMENT,)))
     config = runs[0]["config"]
     target = config.get("target", "target")
     head = [f"# Regression active learning with GP uncertainty: test MAE of `{target}`", ""]

@@ -27,8 +27,8 @@ try:
     import pandas as pd
 except ImportError as err:
     raise missing_extra("study", __name__, err) from err
-from alkernels.experiments._grid import read_experiment
-from alkernels.experiments._report import COMPACT_RUNS, mean_std, read_packed_runs, sample_std, write_text
+from alkernels.experiments._grid import EXPERIMENT, read_experiment
+from alkernels.experiments._report import COMPACT_RUNS, copy_sources, mean_std, read_packed_runs, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup import analysis
 from alkernels.experiments.spacegroup.analysis import MID_FRACTIONS, UNCERTAINTY
@@ -265,7 +265,8 @@ def _variant_sections(frame: pd.DataFrame, table: Callable[[pd.DataFrame, str], 
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``accuracy.png``, ``loss.png``, ``spacegroups.png`` (if the grid's
     ``experiment.json`` exists), ``summary.json`` and ``runs.jsonl`` for the grid in ``out`` into
-    ``dest`` (default ``out``); returns the written paths by name.
+    ``dest`` (default ``out``; another ``dest`` also gets a copy of ``experiment.json``); returns
+    the written paths by name.
 
     ``runs.jsonl`` packs every run's config and records, so a copy of ``dest`` without the
     ``runs/`` folder still rebuilds the same report."""
@@ -285,6 +286,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
     reach = analysis.labels_to_reach(df, std[0]) if std is not None else {}
     paths = {name: dest / name for name in ("table.md", "accuracy.png", "loss.png", "summary.json")}
     paths[COMPACT_RUNS] = write_compact(runs, dest / COMPACT_RUNS)
+    paths.update(copy_sources(out, dest, (EXPERIMENT,)))
 
     head = ["# Active learning for space-group classification: test accuracy (%)", ""]
     if meta:

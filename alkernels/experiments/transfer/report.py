@@ -22,10 +22,10 @@ import numpy as np
 
 from alkernels._paths import user_path
 from alkernels.experiments._grid import EXPERIMENT, read_experiment
-from alkernels.experiments._report import mean_std, sample_std, write_text
+from alkernels.experiments._report import copy_sources, mean_std, sample_std, write_text
 from alkernels.experiments.plots import pyplot
 from alkernels.experiments.spacegroup.stats import Interval, detectable_effect, paired_interval
-from alkernels.experiments.transfer.study import SCRATCH_SOURCE, read_cells, source_label
+from alkernels.experiments.transfer.study import CELLS, SCRATCH_SOURCE, read_cells, source_label
 
 plt = pyplot()  # importing the report needs the study extra
 
@@ -198,7 +198,8 @@ def _pair(paired: dict, a: tuple[str, str, int], b: tuple[str, str, int]) -> Int
 
 
 def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Write the report of the study in ``out`` (into ``dest``, default ``out``).
+    """Write the report of the study in ``out`` (into ``dest``, default ``out``; another ``dest``
+    also gets copies of ``experiment.json`` and ``cells.jsonl``, so it rebuilds the same report).
 
     Returns:
         name -> path of every file written.
@@ -351,7 +352,7 @@ def write_report(out: str | os.PathLike, dest: str | os.PathLike | None = None) 
         f"Fine-tuning wall time {finetune_seconds(meta):.0f} s; whole study {meta['wall_seconds']:.0f} s "
         "(summed over the runs that built it; a cached pre-training counts where it was trained).",
     ]
-    written = {"table.md": dest / "table.md"}
+    written = {"table.md": dest / "table.md", **copy_sources(out, dest, (EXPERIMENT, CELLS))}
     write_text(written["table.md"], "\n".join(lines) + "\n")
 
     summary = {
