@@ -23,14 +23,19 @@ def usable_cores() -> int:
 
 
 def threads_per_worker(processes: int, threads: int | None = None) -> int:
-    """Threads for each of ``processes`` parallel workers: ``threads`` if given, else an even
-    share of :func:`usable_cores` (at least 1)."""
+    """Threads for each of ``processes`` parallel workers: ``threads`` if given; else, for one
+    process (the caller, which runs the work itself), torch's current setting; else an even share
+    of :func:`usable_cores` (at least 1)."""
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         return threads
+    if processes == 1:
+        import torch
+
+        return torch.get_num_threads()
     return max(1, usable_cores() // processes)
 
 

@@ -139,6 +139,12 @@ def test_threads_per_worker_and_the_warning(monkeypatch, capsys):
     assert _threads.threads_per_worker(3) == 1
     assert _threads.threads_per_worker(8) == 1
     assert _threads.threads_per_worker(2, threads=3) == 3
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert _threads.threads_per_worker(1) == 1  # one process: the caller's setting, not the cores
+    finally:
+        torch.set_num_threads(before)
     with pytest.raises(ValueError, match="processes must be >= 1"):
         _threads.threads_per_worker(0)
     assert _threads.oversubscription_warning(2, 2) is None

@@ -297,7 +297,7 @@ def apply_threads(args: argparse.Namespace, processes: int = 1) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    threads = threads_per_worker(processes, args.threads) if processes > 1 else torch.get_num_threads()
+    threads = threads_per_worker(processes, args.threads)
     warning = oversubscription_warning(processes, threads)
     if warning:
         print(f"alkernels: warning: {warning}", file=sys.stderr)

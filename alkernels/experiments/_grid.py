@@ -290,10 +290,7 @@ def run_grid(
     todo = (
         dist_mod.on_rank_zero(_unfinished, grid, what="listing unfinished cells") if distributed else _unfinished(grid)
     )
-    if processes == 1 and threads is None:
-        per_worker = torch.get_num_threads()  # the caller's setting, which the cells run with
-    else:
-        per_worker = threads_per_worker(processes, threads)
+    per_worker = threads_per_worker(processes, threads)
     total = len(grid.cells())
     emit(log, _log, grid.opening(total, len(todo), processes, per_worker))
     t0 = last = time.perf_counter()
